@@ -1,0 +1,147 @@
+"""The `squeezegen` command: build | summary | run | init-weights.
+
+Every user error ends as one line on stderr (`squeezegen: error: FILE:LINE: layer 'x', field
+'y': what is wrong`) and exit status 1; bad command-line usage exits 2. No tracebacks, unless
+SQUEEZEGEN_DEBUG=1 is set.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import InputError, SqueezegenError
+from .frontend import load_model
+from .fsutil import atomic_write
+from .ir.printer import format_summary, summarize
+
+
+def _cmd_summary(args) -> int:
+    summary = summarize(load_model(args.model))
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0
+
+
+def _cmd_init_weights(args) -> int:
+    from .weights import init_weights, save_weights
+    graph = load_model(args.model)
+    weights = init_weights(graph, args.seed)
+    save_weights(args.output, weights)
+    count = sum(v.size for v in weights.values())
+    print(f"wrote {args.output}: {len(weights)} tensors, {count:,} parameters "
+          f"(He-initialised, seed {args.seed})")
+    return 0
+
+
+def _load_input(path: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError("input file not found", file=path) from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"not a readable .npy array ({exc})", file=path) from None
+
+
+def _cmd_run(args) -> int:
+    from .reference import reference
+    if args.backend == "cuda":
+        raise SqueezegenError("the cuda backend is not available in this version; "
+                              "use --backend numpy")
+    net = reference(args.model, args.weights)
+    x = _load_input(args.input)
+    try:
+        y = net(x)
+    except InputError as exc:
+        raise exc.located(file=args.input)
+    outputs = y if isinstance(y, tuple) else (y,)
+    if len(outputs) == 1:
+        atomic_write(args.output, lambda f: np.save(f, outputs[0]), InputError)
+    else:
+        names = dict(zip(net.graph.outputs, outputs))
+        atomic_write(args.output, lambda f: np.savez(f, **names), InputError)
+    shapes = ", ".join(str(tuple(o.shape)) for o in outputs)
+    print(f"backend numpy: wrote {args.output} {shapes}")
+    return 0
+
+
+def _cmd_build(args) -> int:
+    graph = load_model(args.model)
+    print(format_summary(summarize(graph)))
+    print("validated; code generation is not available in this version")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="squeezegen",
+                                description="Compile YAML CNN descriptions to specialised CUDA C.")
+    p.add_argument("--version", action="version", version=f"squeezegen {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("summary", help="print the layers, shapes, parameters and FLOPs")
+    s.add_argument("model")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=_cmd_summary)
+
+    s = sub.add_parser("build", help="validate a model and generate its CUDA C")
+    s.add_argument("model")
+    s.add_argument("--batch", type=_positive_int, default=1)
+    s.add_argument("-o", "--output", default="generated", help="output folder [generated]")
+    s.set_defaults(func=_cmd_build)
+
+    s = sub.add_parser("run", help="run a model on an input array")
+    s.add_argument("model")
+    s.add_argument("--weights", required=True, help=".npz weights file")
+    s.add_argument("--input", required=True, help=".npy float32 array, N,C,H,W")
+    s.add_argument("--output", required=True, help=".npy file to write")
+    s.add_argument("--backend", choices=["numpy", "cuda"], default="numpy")
+    s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("init-weights", help="write reproducible He-initialised weights")
+    s.add_argument("model")
+    s.add_argument("-o", "--output", required=True, help=".npz file to write")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_init_weights)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    debug = os.environ.get("SQUEEZEGEN_DEBUG") == "1"
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"squeezegen: warning: {msg}\n"
+    try:
+        return args.func(args)
+    except SqueezegenError as exc:
+        if debug:
+            raise
+        print(f"squeezegen: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("squeezegen: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:        # a bug in squeezegen: still one line, with a way to see more
+        if debug:
+            raise
+        print(f"squeezegen: internal error: {type(exc).__name__}: {exc} "
+              "(set SQUEEZEGEN_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The IR: graphs of frozen nodes, the op registry, verification and printing."""

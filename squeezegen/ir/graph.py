@@ -1,0 +1,159 @@
+"""The IR: frozen tensors, nodes and graphs. Passes never mutate; they build new graphs.
+
+A `Graph` is a list of `Node`s in topological order (the order of the YAML, which must only refer
+backwards). Each node produces one tensor named like the node. Shapes are per image (C, H, W) or
+(K,) for vectors; the batch is chosen at build time and is not part of the IR.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any, Iterator
+
+
+class Attrs(Mapping):
+    """An immutable, hashable, ordered mapping of op attributes (kernel, stride, ...)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping | None = None, **kwargs):
+        merged = dict(items or {})
+        merged.update(kwargs)
+        object.__setattr__(self, "_items", tuple(merged.items()))
+
+    def __getitem__(self, key):
+        for k, v in self._items:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Mapping) and dict(self) == dict(other)
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k}={v}" for k, v in self._items) + "}"
+
+    def replace(self, **changes) -> "Attrs":
+        return Attrs(dict(self), **changes)
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """The per-image shape of a tensor: (C, H, W) or (K,). Always float32 in the IR."""
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return prod(self.shape)
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def spatial(self) -> tuple[int, int]:
+        return (self.shape[1], self.shape[2]) if len(self.shape) == 3 else (1, 1)
+
+    def __str__(self) -> str:
+        return "x".join(str(d) for d in self.shape)
+
+
+@dataclass(frozen=True)
+class EpilogueStep:
+    """One step applied to a kernel's output before it is stored: `relu`, or `add` of a tensor."""
+    kind: str                      # "relu" | "add"
+    operand: str | None = None     # the tensor added (one of the node's inputs) for "add"
+
+    def __str__(self) -> str:
+        return f"add({self.operand})" if self.kind == "add" else self.kind
+
+
+@dataclass(frozen=True)
+class OutView:
+    """The node writes its output into channels [offset, offset + C) of tensor `into`."""
+    into: str
+    channel_offset: int
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str                          # unique, a validated C identifier
+    op: str                            # a key of ir.ops.OPS
+    inputs: tuple[str, ...]            # tensors read (main operands first, then epilogue operands)
+    attrs: Attrs
+    type: TensorType
+    layer: str                         # the YAML layer this node implements (part of)
+    line: int | None = None            # the YAML line of that layer
+    param_prefix: str | None = None    # weights are `<param_prefix>.weight` / `.bias`
+    epilogue: tuple[EpilogueStep, ...] = ()
+    out_view: OutView | None = None    # set by the fire-concat pass
+    fused: tuple[str, ...] = ()        # names of nodes folded into this one by passes
+
+    def replace(self, **changes) -> "Node":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def main_inputs(self) -> tuple[str, ...]:
+        """The operands of the op itself (not those of its epilogue)."""
+        extra = {s.operand for s in self.epilogue if s.kind == "add"}
+        return tuple(i for i in self.inputs if i not in extra) if extra else self.inputs
+
+
+@dataclass(frozen=True)
+class Graph:
+    name: str
+    nodes: tuple[Node, ...]
+    outputs: tuple[str, ...]
+    source: str | None = None          # the model file
+    source_hash: str | None = None     # sha256 of the model file's content
+    passes: tuple[str, ...] = ()       # the passes applied so far, in order
+    layer_ops: tuple[tuple[str, str], ...] = ()   # (YAML layer, YAML op), in file order
+    _index: dict = field(default=None, compare=False, repr=False, hash=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_index", {n.name: n for n in self.nodes})
+
+    def __getitem__(self, name: str) -> Node:
+        return self._index[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._index
+
+    @property
+    def input(self) -> Node:
+        return self.nodes[0]
+
+    def replace(self, **changes) -> "Graph":
+        return dataclasses.replace(self, **changes)
+
+    def consumers(self) -> dict[str, list[str]]:
+        """For each tensor, the nodes that read it (in order); graph outputs count as readers."""
+        users: dict[str, list[str]] = {n.name: [] for n in self.nodes}
+        for n in self.nodes:
+            for i in n.inputs:
+                if n.name not in users[i]:
+                    users[i].append(n.name)
+        return users
+
+    def layers(self) -> list[str]:
+        """The YAML layer names, in order (the input excluded)."""
+        seen: dict[str, None] = {}
+        for n in self.nodes[1:]:
+            seen.setdefault(n.layer, None)
+        return list(seen)
+
+
+def attrs_value(value: Any):
+    """Freeze lists into tuples so attribute values stay hashable."""
+    return tuple(value) if isinstance(value, list) else value

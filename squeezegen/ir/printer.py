@@ -1,0 +1,122 @@
+"""Human-readable views of a graph: the per-layer summary (Table 1) and the IR dump."""
+from __future__ import annotations
+
+from .graph import Graph, Node
+from .ops import OPS
+
+
+def node_params(graph: Graph, node: Node) -> dict[str, tuple[int, ...]]:
+    """Parameter tensors of a node, keyed by their weight-file name (`conv1.weight`, ...)."""
+    ins = [graph[i].type for i in node.main_inputs]
+    return {f"{node.param_prefix}.{k}": v for k, v in OPS[node.op].params(node.attrs, ins).items()}
+
+
+def node_flops(graph: Graph, node: Node) -> int:
+    ins = [graph[i].type for i in node.main_inputs]
+    return OPS[node.op].flops(node.attrs, ins, node.type) + sum(
+        node.type.numel for _ in node.epilogue)
+
+
+def node_param_count(graph: Graph, node: Node) -> int:
+    ins = [graph[i].type for i in node.main_inputs]
+    return OPS[node.op].param_count(node.attrs, ins)
+
+
+def param_specs(graph: Graph) -> dict[str, tuple[int, ...]]:
+    """Every weight tensor the model needs, in graph order."""
+    specs: dict[str, tuple[int, ...]] = {}
+    for node in graph.nodes:
+        if node.param_prefix:
+            specs.update(node_params(graph, node))
+    return specs
+
+
+def _pair(p) -> str:
+    return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
+
+
+def _window(nodes: list[Node], op: str) -> str:
+    main = nodes[0]
+    if op == "fire":
+        convs = [n for n in nodes if n.op == "conv"]
+        return f"squeeze {convs[0].attrs['out']}, expand {convs[1].attrs['out']}+{convs[2].attrs['out']}"
+    if main.op in ("conv", "deconv", "maxpool", "avgpool"):
+        k, s = main.attrs["kernel"], main.attrs["stride"]
+        text = f"{k[0]}x{k[1]}/{_pair(s)}"
+        if main.attrs["pad"] != (0, 0):
+            text += f" pad {_pair(main.attrs['pad'])}"
+        if main.attrs.get("global"):
+            text = "global"
+        return text
+    return ""
+
+
+def summarize(graph: Graph) -> dict:
+    """One row per YAML layer: op, output shape, window/stride, parameters and FLOPs per image."""
+    by_layer: dict[str, list[Node]] = {}
+    for node in graph.nodes[1:]:
+        by_layer.setdefault(node.layer, []).append(node)
+    rows = []
+    for layer, op in graph.layer_ops:
+        nodes = by_layer[layer]
+        rows.append({
+            "layer": layer, "op": op, "line": nodes[0].line,
+            "shape": list(nodes[-1].type.shape),
+            "window": _window(nodes, op),
+            "params": sum(node_param_count(graph, n) for n in nodes),
+            "flops": sum(node_flops(graph, n) for n in nodes),
+        })
+    return {"model": graph.name, "input": list(graph.input.type.shape),
+            "layers": rows, "outputs": list(graph.outputs),
+            "total_params": sum(r["params"] for r in rows),
+            "total_flops": sum(r["flops"] for r in rows)}
+
+
+def format_summary(summary: dict) -> str:
+    def shape(s):
+        return "x".join(str(d) for d in (s[1:] + s[:1] if len(s) == 3 else s))
+    head = ("layer", "op", "output (HxWxC)", "filter/stride", "params", "MFLOP")
+    rows = [(r["layer"], r["op"], shape(r["shape"]), r["window"], f"{r['params']:,}",
+             f"{r['flops'] / 1e6:,.1f}") for r in summary["layers"]]
+    rows.append(("total", "", "", "", f"{summary['total_params']:,}",
+                 f"{summary['total_flops'] / 1e6:,.1f}"))
+    widths = [max(len(row[i]) for row in rows + [head]) for i in range(len(head))]
+    right = {4, 5}
+
+    def fmt(row):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+    lines = [f"model {summary['model']}: input {shape(summary['input'])} (HxWxC), "
+             f"output {', '.join(summary['outputs'])}", fmt(head),
+             fmt(tuple("-" * w for w in widths))]
+    lines += [fmt(r) for r in rows[:-1]]
+    lines += [fmt(tuple("-" * w for w in widths)), fmt(rows[-1])]
+    return "\n".join(lines)
+
+
+def format_node(node: Node) -> str:
+    attrs = ", ".join(f"{k}={_fmt_value(v)}" for k, v in node.attrs.items())
+    text = f"%{node.name} = {node.op}({', '.join('%' + i for i in node.main_inputs)}"
+    text += f"; {attrs})" if attrs else ")"
+    text += f" : {node.type}"
+    if node.epilogue:
+        text += "  epilogue[" + ", ".join(str(s) for s in node.epilogue) + "]"
+    if node.out_view:
+        text += f"  -> %{node.out_view.into}[c{node.out_view.channel_offset}:]"
+    if node.fused:
+        text += f"  (fused: {', '.join(node.fused)})"
+    return text + f"  # {node.layer}" + (f" line {node.line}" if node.line else "")
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, tuple):
+        return "x".join(str(x) for x in v)
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def format_graph(graph: Graph) -> str:
+    lines = [f"graph {graph.name} ({len(graph.nodes)} nodes"
+             + (f"; passes: {', '.join(graph.passes)}" if graph.passes else "") + ")"]
+    lines += ["  " + format_node(n) for n in graph.nodes]
+    lines.append("  return " + ", ".join("%" + o for o in graph.outputs))
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""Run a graph with the NumPy reference ops: the oracle every other backend is checked against.
+
+Works on any graph, before or after passes: fused epilogues (relu, add) are applied in order, and
+an `out_view` (a slice of a concat) changes where a value is stored, not what it is.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..errors import InputError
+from ..frontend import load_model
+from ..ir.graph import Graph
+from ..weights import check_weights, load_weights
+from .numpy_ops import OP_IMPLS
+
+
+def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
+    """x as a batch for `graph`: float32 of shape (N, *input shape), N >= 1; InputError otherwise.
+    Non-finite values only warn: they are legal floats, and propagate as they would anywhere."""
+    expected = graph.input.type.shape
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"{what} must be a NumPy array, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise InputError(f"{what} has dtype {x.dtype}, expected float32 "
+                         "(convert with x.astype(np.float32))")
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != tuple(expected) or x.shape[0] < 1:
+        want = "(N, " + ", ".join(str(d) for d in expected) + ")"
+        raise InputError(f"{what} has shape {tuple(x.shape)}, expected {want} for model "
+                         f"'{graph.name}'")
+    if not np.isfinite(x).all():
+        warnings.warn(f"{what} holds {int((~np.isfinite(x)).sum())} non-finite value(s)",
+                      RuntimeWarning, stacklevel=3)
+    return np.ascontiguousarray(x)
+
+
+class ReferenceExecutor:
+    """`ReferenceExecutor(graph, weights)(x)` -> the output (a tuple if the model has several)."""
+
+    def __init__(self, graph: Graph, weights: dict, weights_file: str | None = None):
+        self.graph = graph
+        self.weights = check_weights(graph, weights, weights_file)
+
+    def _params(self, node) -> dict:
+        if not node.param_prefix:
+            return {}
+        prefix = node.param_prefix + "."
+        return {k[len(prefix):]: v for k, v in self.weights.items() if k.startswith(prefix)
+                and "." not in k[len(prefix):]}
+
+    def run_all(self, x) -> dict[str, np.ndarray]:
+        """Every tensor of the graph, by node name."""
+        env = {self.graph.input.name: check_input(self.graph, x)}
+        for node in self.graph.nodes[1:]:
+            args = [env[i] for i in node.main_inputs]
+            y = OP_IMPLS[node.op](node.attrs, args, self._params(node))
+            for step in node.epilogue:
+                y = np.maximum(y, np.float32(0)) if step.kind == "relu" else y + env[step.operand]
+            env[node.name] = y
+        return env
+
+    def __call__(self, x):
+        env = self.run_all(x)
+        outs = tuple(env[o] for o in self.graph.outputs)
+        return outs[0] if len(outs) == 1 else outs
+
+
+def reference(model, weights) -> ReferenceExecutor:
+    """The reference executor of a model (path or Graph) with weights (path or dict)."""
+    graph = load_model(model)
+    file = None if isinstance(weights, dict) else str(weights)
+    return ReferenceExecutor(graph, load_weights(weights), file)

@@ -1,0 +1,106 @@
+"""Weight files: `.npz` archives keyed `<layer>.weight` / `<layer>.bias` in PyTorch's layouts.
+
+Read without pickle, checked against what the model needs (missing and extra keys listed, shapes
+exact, values finite), and written atomically. `init_weights` makes a reproducible He-initialised
+set for a model.
+"""
+from __future__ import annotations
+
+import zipfile
+from math import prod
+
+import numpy as np
+
+from .errors import WeightsError
+from .fsutil import atomic_write
+from .ir.graph import Graph
+from .ir.printer import node_params, param_specs
+
+
+def load_weights(path) -> dict[str, np.ndarray]:
+    """Read an .npz weights file into {key: float32 array}; WeightsError when it is unreadable."""
+    if isinstance(path, dict):
+        return dict(path)
+    file = str(path)
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            out = {}
+            for key in archive.files:
+                out[key] = archive[key]
+            return out
+    except FileNotFoundError:
+        raise WeightsError("weights file not found", file=file) from None
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise WeightsError("holds Python objects (object arrays need pickle, which squeezegen "
+                               "never loads); save plain float arrays", file=file) from None
+        raise WeightsError(f"not a readable .npz weights file ({exc})", file=file) from None
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise WeightsError(f"not a readable .npz weights file (truncated or corrupt: {exc})",
+                           file=file) from None
+
+
+def check_weights(graph: Graph, weights: dict, file: str | None = None) -> dict[str, np.ndarray]:
+    """The weights the graph needs, as C-contiguous float32 arrays in graph order.
+
+    WeightsError lists missing and extra keys, names a key with the wrong shape (expected/got), a
+    non-float dtype or a non-finite value.
+    """
+    file = file or "weights"
+    specs = param_specs(graph)
+    missing = [k for k in specs if k not in weights]
+    extra = sorted(k for k in weights if k not in specs)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s): {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected {len(extra)} tensor(s): {', '.join(extra)}")
+        raise WeightsError(f"do not fit model '{graph.name}': " + "; ".join(parts), file=file)
+    out = {}
+    for key, shape in specs.items():
+        value = weights[key]
+        layer = key.split(".")[0]
+        if not isinstance(value, np.ndarray):
+            value = np.asarray(value)
+        if value.dtype.kind != "f":
+            raise WeightsError(f"'{key}' has dtype {value.dtype}; weights must be floating point",
+                               file=file, layer=layer)
+        if tuple(value.shape) != tuple(shape):
+            raise WeightsError(f"'{key}' has shape {tuple(value.shape)}, expected {tuple(shape)}",
+                               file=file, layer=layer)
+        value = np.ascontiguousarray(value, dtype=np.float32)
+        bad = ~np.isfinite(value)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise WeightsError(f"'{key}' holds {int(bad.sum())} non-finite value(s) (NaN/Inf), "
+                               f"first at index {where}", file=file, layer=layer)
+        out[key] = value
+    return out
+
+
+def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    """He-initialised weights (normal, std sqrt(2 / fan_in)), zero biases; same seed, same set."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for node in graph.nodes:
+        if not node.param_prefix:
+            continue
+        for key, shape in node_params(graph, node).items():
+            if key.endswith(".bias"):
+                out[key] = np.zeros(shape, np.float32)
+                continue
+            if node.op == "deconv":      # each output sums in_ch * kh * kw / (sh * sw) products
+                (sh, sw) = node.attrs["stride"]
+                fan_in = max(1.0, shape[0] * shape[2] * shape[3] / (sh * sw))
+            else:
+                fan_in = prod(shape[1:])
+            std = np.sqrt(2.0 / fan_in)
+            out[key] = (rng.standard_normal(shape) * std).astype(np.float32)
+    return out
+
+
+def save_weights(path, weights: dict[str, np.ndarray]) -> None:
+    """Write an .npz atomically (temp file in the same folder, then rename)."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
+    atomic_write(path, lambda f: np.savez(f, **arrays), WeightsError)
