@@ -90,7 +90,7 @@ class OutView:
 class Node:
     name: str                          # unique, a validated C identifier
     op: str                            # a key of ir.ops.OPS
-    inputs: tuple[str, ...]            # tensors read (main operands first, then epilogue operands)
+    inputs: tuple[str, ...]            # the op's operands (epilogue operands are in `epilogue`)
     attrs: Attrs
     type: TensorType
     layer: str                         # the YAML layer this node implements (part of)
@@ -104,10 +104,9 @@ class Node:
         return dataclasses.replace(self, **changes)
 
     @property
-    def main_inputs(self) -> tuple[str, ...]:
-        """The operands of the op itself (not those of its epilogue)."""
-        extra = {s.operand for s in self.epilogue if s.kind == "add"}
-        return tuple(i for i in self.inputs if i not in extra) if extra else self.inputs
+    def reads(self) -> tuple[str, ...]:
+        """Every tensor the node reads: its operands, then its epilogue's operands."""
+        return self.inputs + tuple(s.operand for s in self.epilogue if s.operand is not None)
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ class Graph:
         """For each tensor, the nodes that read it (in order); graph outputs count as readers."""
         users: dict[str, list[str]] = {n.name: [] for n in self.nodes}
         for n in self.nodes:
-            for i in n.inputs:
+            for i in n.reads:
                 if n.name not in users[i]:
                     users[i].append(n.name)
         return users

@@ -7,18 +7,18 @@ from .ops import OPS
 
 def node_params(graph: Graph, node: Node) -> dict[str, tuple[int, ...]]:
     """Parameter tensors of a node, keyed by their weight-file name (`conv1.weight`, ...)."""
-    ins = [graph[i].type for i in node.main_inputs]
+    ins = [graph[i].type for i in node.inputs]
     return {f"{node.param_prefix}.{k}": v for k, v in OPS[node.op].params(node.attrs, ins).items()}
 
 
 def node_flops(graph: Graph, node: Node) -> int:
-    ins = [graph[i].type for i in node.main_inputs]
+    ins = [graph[i].type for i in node.inputs]
     return OPS[node.op].flops(node.attrs, ins, node.type) + sum(
         node.type.numel for _ in node.epilogue)
 
 
 def node_param_count(graph: Graph, node: Node) -> int:
-    ins = [graph[i].type for i in node.main_inputs]
+    ins = [graph[i].type for i in node.inputs]
     return OPS[node.op].param_count(node.attrs, ins)
 
 
@@ -96,8 +96,8 @@ def format_summary(summary: dict) -> str:
 
 def format_node(node: Node) -> str:
     attrs = ", ".join(f"{k}={_fmt_value(v)}" for k, v in node.attrs.items())
-    text = f"%{node.name} = {node.op}({', '.join('%' + i for i in node.main_inputs)}"
-    text += f"; {attrs})" if attrs else ")"
+    operands = ", ".join("%" + i for i in node.inputs)
+    text = f"%{node.name} = {node.op}({'; '.join(p for p in (operands, attrs) if p)})"
     text += f" : {node.type}"
     if node.epilogue:
         text += "  epilogue[" + ", ".join(str(s) for s in node.epilogue) + "]"
@@ -110,7 +110,7 @@ def format_node(node: Node) -> str:
 
 def _fmt_value(v) -> str:
     if isinstance(v, tuple):
-        return "x".join(str(x) for x in v)
+        return ("x" if all(isinstance(x, int) for x in v) else ",").join(str(x) for x in v)
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 

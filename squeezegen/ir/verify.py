@@ -31,10 +31,10 @@ def verify(graph: Graph, after: str | None = None) -> Graph:
             fail(node, f"unknown op '{node.op}'")
         if node.op == "input" and seen:
             fail(node, "only the first node may be the input")
-        for name in node.inputs:
+        for name in node.reads:
             if name not in seen:
                 fail(node, f"reads '{name}', which is not defined before it")
-        operands = [seen[i].type for i in node.main_inputs]
+        operands = [seen[i].type for i in node.inputs]
         try:
             expected = infer(node.op, node.attrs, operands)
         except ShapeError as exc:
@@ -45,7 +45,7 @@ def verify(graph: Graph, after: str | None = None) -> Graph:
             if not OPS[node.op].takes_epilogue:
                 fail(node, "this op cannot carry an epilogue")
             if step.kind == "add":
-                if step.operand not in node.inputs or seen[step.operand].type != node.type:
+                if seen[step.operand].type != node.type:
                     fail(node, f"epilogue add of '{step.operand}' does not match its inputs")
             elif step.kind != "relu":
                 fail(node, f"unknown epilogue step '{step.kind}'")

@@ -53,7 +53,7 @@ class ReferenceExecutor:
         """Every tensor of the graph, by node name."""
         env = {self.graph.input.name: check_input(self.graph, x)}
         for node in self.graph.nodes[1:]:
-            args = [env[i] for i in node.main_inputs]
+            args = [env[i] for i in node.inputs]
             y = OP_IMPLS[node.op](node.attrs, args, self._params(node))
             for step in node.epilogue:
                 y = np.maximum(y, np.float32(0)) if step.kind == "relu" else y + env[step.operand]

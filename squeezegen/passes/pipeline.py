@@ -1,0 +1,35 @@
+"""The passes, in the order they run. `squeezegen build --dump-ir` prints the IR after each.
+
+    fuse_relu     conv/deconv/linear + relu         -> one kernel, relu in its epilogue
+    fuse_add      conv/deconv/linear + add (skip)   -> one kernel, add in its epilogue
+    fuse_relu     again: an add's relu (`add relu: true`) now follows a fused kernel
+    fire_concat   concat operands written in place  -> no concat kernel, no copy
+
+Memory planning (plan_memory.py) runs after these, for a chosen batch size.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..ir.graph import Graph
+from ..ir.verify import verify
+from . import fire_concat, fuse_add, fuse_relu
+
+PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
+    (fuse_relu.NAME, fuse_relu.run),
+    (fuse_add.NAME, fuse_add.run),
+    (fuse_relu.NAME, fuse_relu.run),
+    (fire_concat.NAME, fire_concat.run),
+]
+
+
+def run_passes(graph: Graph, on_step: Callable[[str, Graph], None] | None = None,
+               disabled: frozenset[str] = frozenset()) -> Graph:
+    """Run the pipeline, verifying the graph after each pass; on_step(name, graph) sees each."""
+    for name, fn in PIPELINE:
+        if name in disabled:
+            continue
+        graph = verify(fn(graph), after=name).replace(passes=graph.passes + (name,))
+        if on_step:
+            on_step(name, graph)
+    return graph

@@ -1,0 +1,70 @@
+"""Run a fused, planned graph in NumPy on the same memory layout as the generated CUDA.
+
+One flat float32 arena with the planner's offsets, outputs written into their concat channel
+slices, epilogues applied at the store: the same addresses the .cu reads and writes. Comparing this
+with the unfused reference catches pass and planner bugs (overlapping lifetimes, wrong slice
+offsets) on machines without a GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Graph
+from ..passes.plan_memory import FLOAT_BYTES, MemoryPlan, Placement
+from .executor import ReferenceExecutor, check_input
+from .numpy_ops import OP_IMPLS
+
+
+def _view(storage: np.ndarray, place: Placement, shape: tuple, batch: int) -> np.ndarray:
+    """The (batch, *shape) strided view of a tensor inside its storage."""
+    per_image = int(np.prod(shape))
+    itemsize = storage.itemsize
+    base = storage[place.offset:]
+    return np.lib.stride_tricks.as_strided(
+        base, shape=(batch, per_image), strides=(place.image_stride * itemsize, itemsize),
+        writeable=True).reshape((batch,) + tuple(shape))
+
+
+class PlannedExecutor(ReferenceExecutor):
+    """Like the reference executor, but every tensor lives where the memory plan puts it."""
+
+    def __init__(self, graph: Graph, plan: MemoryPlan, weights: dict, weights_file=None):
+        super().__init__(graph, weights, weights_file)
+        self.plan = plan
+
+    def run_all(self, x) -> dict[str, np.ndarray]:
+        g, plan = self.graph, self.plan
+        x = check_input(g, x)
+        if x.shape[0] != plan.batch:
+            raise ValueError(f"this plan is for batch {plan.batch}, got {x.shape[0]}")
+        storages = {"input": x.reshape(-1).copy(),
+                    "arena": np.full(plan.arena_bytes // FLOAT_BYTES, np.nan, np.float32)}
+        for i, out in enumerate(g.outputs):
+            storages[f"output{i}"] = np.full(plan.batch * g[out].type.numel, np.nan, np.float32)
+
+        def view(name):
+            place = plan[name]
+            return _view(storages[place.storage], place, g[name].type.shape, plan.batch)
+
+        env = {g.input.name: x}
+        for node in g.nodes[1:]:
+            self._run_node(node, view)
+            env[node.name] = view(node.name).copy()        # as it is right after this node
+        return env
+
+    def _run_node(self, node, view) -> None:
+        in_place = set(node.attrs.get("in_place", ())) if node.op == "concat" else set()
+        if in_place == set(node.inputs):
+            return                                         # written in place by its operands
+        args = [view(i).copy() for i in node.inputs]
+        if node.op == "concat":                            # copy only what is not in place
+            offset, out = 0, view(node.name)
+            for name, arr in zip(node.inputs, args):
+                if name not in in_place:
+                    out[:, offset:offset + arr.shape[1]] = arr
+                offset += arr.shape[1]
+            return
+        y = OP_IMPLS[node.op](node.attrs, args, self._params(node))
+        for step in node.epilogue:
+            y = np.maximum(y, np.float32(0)) if step.kind == "relu" else y + view(step.operand)
+        view(node.name)[...] = y
