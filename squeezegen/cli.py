@@ -63,7 +63,7 @@ def _cmd_run(args) -> int:
     if len(outputs) == 1:
         atomic_write(args.output, lambda f: np.save(f, outputs[0]), InputError)
     else:
-        names = dict(zip(net.graph.outputs, outputs))
+        names = dict(zip(net.graph.output_labels, outputs))
         atomic_write(args.output, lambda f: np.savez(f, **names), InputError)
     shapes = ", ".join(str(tuple(o.shape)) for o in outputs)
     print(f"backend numpy: wrote {args.output} {shapes}")
@@ -71,9 +71,36 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_build(args) -> int:
-    graph = load_model(args.model)
-    print(format_summary(summarize(graph)))
-    print("validated; code generation is not available in this version")
+    from .build import build, stale_files, write_outputs
+    from .ir.printer import format_graph
+
+    def dump(name, graph):
+        print(f"\n=== IR after {name} ===\n{format_graph(graph)}")
+
+    if args.dump_ir:
+        print(f"=== IR as parsed ===\n{format_graph(load_model(args.model))}")
+    result = build(args.model, args.batch, args.weights, args.precision,
+                   on_pass=dump if args.dump_ir else None)
+    folder = Path(args.output) / result.graph.name
+    if args.check:
+        stale = stale_files(result.output, folder)
+        if stale:
+            raise SqueezegenError(f"generated code is stale: {', '.join(stale)} differ from what "
+                                  f"{args.model} gives (rebuild with: squeezegen build "
+                                  f"{args.model} --batch {args.batch} -o {args.output})",
+                                  file=str(folder))
+        print(f"{folder}: up to date ({len(result.output.files)} files)")
+        return 0
+    written = write_outputs(result.output, folder)
+    plan = result.plan
+    print(f"{result.graph.name}: batch {args.batch}, {len(result.output.kernels)} kernels "
+          f"(passes: {', '.join(result.fused.passes)}, plan_memory)")
+    for k in result.output.kernels:
+        print(f"  {k.name:32s} {k.node.op:8s} -> {str(k.node.type):14s} grid {k.grid[0]}x{k.grid[1]}")
+    print(f"arena: {plan.arena_bytes:,} bytes ({plan.unshared_bytes:,} without sharing, "
+          f"{plan.arena_bytes / max(1, plan.unshared_bytes):.0%})")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
@@ -84,6 +111,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -98,10 +135,16 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=_cmd_summary)
 
-    s = sub.add_parser("build", help="validate a model and generate its CUDA C")
+    s = sub.add_parser("build", help="generate the CUDA C, C header and manifest of a model")
     s.add_argument("model")
-    s.add_argument("--batch", type=_positive_int, default=1)
-    s.add_argument("-o", "--output", default="generated", help="output folder [generated]")
+    s.add_argument("--batch", type=_positive_int, default=1, help="fixed batch size [1]")
+    s.add_argument("-o", "--output", default="generated",
+                   help="output folder; files go to OUTPUT/<model>/ [generated]")
+    s.add_argument("--weights", help=".npz weights: also write <model>.weights.bin for the C API")
+    s.add_argument("--precision", default="fp32", help="arithmetic precision [fp32]")
+    s.add_argument("--dump-ir", action="store_true", help="print the IR before and after each pass")
+    s.add_argument("--check", action="store_true",
+                   help="write nothing; fail if the files in OUTPUT are stale")
     s.set_defaults(func=_cmd_build)
 
     s = sub.add_parser("run", help="run a model on an input array")
@@ -115,7 +158,7 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("init-weights", help="write reproducible He-initialised weights")
     s.add_argument("model")
     s.add_argument("-o", "--output", required=True, help=".npz file to write")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_non_negative_int, default=0)
     s.set_defaults(func=_cmd_init_weights)
     return p
 

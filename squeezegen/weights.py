@@ -23,11 +23,12 @@ def load_weights(path) -> dict[str, np.ndarray]:
         return dict(path)
     file = str(path)
     try:
-        with np.load(file, allow_pickle=False) as archive:
-            out = {}
-            for key in archive.files:
-                out[key] = archive[key]
-            return out
+        archive = np.load(file, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise WeightsError("is a single array (.npy); weights must be an .npz archive of "
+                               "named tensors", file=file)
+        with archive:
+            return {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise WeightsError("weights file not found", file=file) from None
     except ValueError as exc:

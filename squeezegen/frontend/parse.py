@@ -110,7 +110,7 @@ def _layer_fields(layer: LocatedMap, index: int, low: _Lowering):
     if "op" not in layer:
         raise low.error("missing 'op'", line=line, layer=name, field="op")
     op = layer["op"]
-    if op not in OP_FIELDS:
+    if not isinstance(op, str) or op not in OP_FIELDS:
         raise low.error(f"unknown op '{op}'{_suggest(op, OP_FIELDS)}; ops are "
                         f"{', '.join(OP_FIELDS)}", line=layer.key_lines["op"], layer=name,
                         field="op")
@@ -172,7 +172,7 @@ def _lower_layer(name, op, line, v, inputs, low: _Lowering, field_lines):
             if len(src.shape) != 3:
                 raise low.error("global pooling needs a C,H,W input", line=line, layer=name,
                                 field="global")
-            for key in ("kernel", "stride", "pad"):
+            for key in ("kernel", "stride", "pad", "ceil_mode"):
                 if key in field_lines:
                     raise low.error(f"'{key}' cannot be given with global: true", layer=name,
                                     line=field_lines[key], field=key)
@@ -207,7 +207,8 @@ def _lower_layer(name, op, line, v, inputs, low: _Lowering, field_lines):
     raise AssertionError(op)
 
 
-def _read_outputs(doc: LocatedMap, low: _Lowering, file: str) -> tuple[str, ...]:
+def _read_outputs(doc: LocatedMap, low: _Lowering, file: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The output tensors and the YAML layer names they came from."""
     line = doc.key_lines["output"]
     raw = doc["output"]
     names = raw if isinstance(raw, list) else [raw]
@@ -224,7 +225,7 @@ def _read_outputs(doc: LocatedMap, low: _Lowering, file: str) -> tuple[str, ...]
             raise ModelError(f"no layer named '{n}'{_suggest(n, low.layer_output)}", file=file,
                              line=line, field="output")
         outputs.append(low.layer_output[n])
-    return tuple(outputs)
+    return tuple(outputs), tuple(names)
 
 
 def _check_all_used(graph: Graph, low: _Lowering, file: str):
@@ -244,6 +245,9 @@ def parse_model(text: str, file: str = "<string>") -> Graph:
     if problem:
         raise ModelError(f"bad model name: {problem}", file=file, line=doc.key_lines["name"],
                          field="name")
+    if "description" in doc and not isinstance(doc["description"], str):
+        raise ModelError("must be a string", file=file, line=doc.key_lines["description"],
+                         field="description")
     low = _Lowering(file)
     low.add(INPUT_NAME, "input", [], Attrs(shape=_read_input_shape(doc, file)), layer=INPUT_NAME,
             line=doc.key_lines["input"])
@@ -276,7 +280,8 @@ def parse_model(text: str, file: str = "<string>") -> Graph:
         low.layer_output[lname] = out
         low.layer_ops.append((lname, op))
         previous = lname
-    graph = Graph(name=name, nodes=tuple(low.nodes), outputs=_read_outputs(doc, low, file),
+    outputs, output_names = _read_outputs(doc, low, file)
+    graph = Graph(name=name, nodes=tuple(low.nodes), outputs=outputs, output_names=output_names,
                   source=file, source_hash=hashlib.sha256(text.encode()).hexdigest(),
                   layer_ops=tuple(low.layer_ops))
     _check_all_used(graph, low, file)

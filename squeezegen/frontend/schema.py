@@ -5,7 +5,6 @@ Values are checked strictly: `true` is not an int, `"3"` is not an int, 3.0 is n
 """
 from __future__ import annotations
 
-import keyword
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +38,7 @@ def identifier_problem(name: Any) -> str | None:
         return f"'{name}' is not a valid identifier (letters, digits and _, not starting with a digit)"
     if len(name) > MAX_NAME:
         return f"'{name}' is longer than {MAX_NAME} characters"
-    if name in C_RESERVED or keyword.iskeyword(name):
+    if name in C_RESERVED:
         return f"'{name}' is a reserved word in C/C++/CUDA"
     if name.startswith(RESERVED_PREFIXES):
         return f"'{name}' starts with a prefix reserved for generated code ({', '.join(RESERVED_PREFIXES)})"

@@ -113,11 +113,12 @@ class Node:
 class Graph:
     name: str
     nodes: tuple[Node, ...]
-    outputs: tuple[str, ...]
+    outputs: tuple[str, ...]           # the output tensors (node names), in order
     source: str | None = None          # the model file
     source_hash: str | None = None     # sha256 of the model file's content
     passes: tuple[str, ...] = ()       # the passes applied so far, in order
     layer_ops: tuple[tuple[str, str], ...] = ()   # (YAML layer, YAML op), in file order
+    output_names: tuple[str, ...] = ()  # the YAML layer name of each output
     _index: dict = field(default=None, compare=False, repr=False, hash=False)
 
     def __post_init__(self):
@@ -135,6 +136,11 @@ class Graph:
 
     def replace(self, **changes) -> "Graph":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def output_labels(self) -> tuple[str, ...]:
+        """What to call each output: its YAML layer name (the tensor name if unknown)."""
+        return self.output_names or self.outputs
 
     def consumers(self) -> dict[str, list[str]]:
         """For each tensor, the nodes that read it (in order); graph outputs count as readers."""

@@ -53,9 +53,6 @@ def _need_image(t: TensorType, what: str) -> tuple[int, int, int]:
 def _window_shape(attrs: Attrs, inp: TensorType, what: str, size_fn) -> TensorType:
     c, h, w = _need_image(inp, what)
     (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["pad"]
-    for k, p, axis in ((kh, ph, "height"), (kw, pw, "width")):
-        if p * 2 > k:
-            raise ShapeError(f"pad {p} is more than half the kernel {k} ({axis})", field="pad")
     ho, wo = size_fn(h, kh, sh, ph), size_fn(w, kw, sw, pw)
     if ho < 1 or wo < 1:
         raise ShapeError(f"kernel {kh}x{kw} does not fit the {h}x{w} input with pad {ph}x{pw} "
@@ -80,6 +77,9 @@ def _deconv_shape(attrs, ins):
 
 
 def _pool_shape(attrs, ins):
+    for k, p, axis in zip(attrs["kernel"], attrs["pad"], ("height", "width")):
+        if p * 2 > k:      # PyTorch's rule: a window may not lie entirely in the padding
+            raise ShapeError(f"pad {p} is more than half the kernel {k} ({axis})", field="pad")
     ho, wo, c = _window_shape(attrs, ins[0], "pooling",
                               lambda n, k, s, p: pool_out_size(n, k, s, p, attrs["ceil_mode"]))
     return TensorType((c, ho, wo))

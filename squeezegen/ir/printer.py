@@ -67,7 +67,7 @@ def summarize(graph: Graph) -> dict:
             "flops": sum(node_flops(graph, n) for n in nodes),
         })
     return {"model": graph.name, "input": list(graph.input.type.shape),
-            "layers": rows, "outputs": list(graph.outputs),
+            "layers": rows, "outputs": list(graph.output_labels),
             "total_params": sum(r["params"] for r in rows),
             "total_flops": sum(r["flops"] for r in rows)}
 

@@ -1,0 +1,79 @@
+"""The whole build, as one readable sequence: model -> passes -> memory plan -> generated files.
+
+    graph = load_model(path)                 # frontend: YAML -> verified IR
+    fused = run_passes(graph)                # passes: fusion, in-place concat
+    plan = plan_memory(fused, batch)         # one arena, offsets, lifetimes
+    out = render(fused, graph, plan, w)      # codegen: .cu, .h, manifest.json (+ weights blob)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .codegen.emit import BuildOutput, render
+from .errors import BuildError
+from .frontend import load_model
+from .fsutil import atomic_write
+from .ir.graph import Graph
+from .passes import run_passes
+from .passes.plan_memory import MemoryPlan, plan_memory
+from .weights import check_weights, load_weights
+
+PRECISIONS = ("fp32",)
+
+
+@dataclass
+class Build:
+    graph: Graph            # as parsed
+    fused: Graph            # after the passes
+    plan: MemoryPlan
+    output: BuildOutput
+
+
+def build(model, batch: int = 1, weights=None, precision: str = "fp32",
+          on_pass: Callable[[str, Graph], None] | None = None) -> Build:
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise BuildError(f"batch must be a positive integer, got {batch!r}", field="batch")
+    if precision not in PRECISIONS:
+        raise BuildError(f"precision '{precision}' is not supported yet (supported: "
+                         f"{', '.join(PRECISIONS)})", field="precision")
+    graph = load_model(model)
+    checked = None
+    if weights is not None:
+        file = None if isinstance(weights, dict) else str(weights)
+        checked = check_weights(graph, load_weights(weights), file)
+    fused = run_passes(graph, on_step=on_pass)
+    plan = plan_memory(fused, batch)
+    return Build(graph, fused, plan, render(fused, graph, plan, checked))
+
+
+def write_outputs(output: BuildOutput, folder) -> list[Path]:
+    """Write every file atomically into `folder` (created if needed)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BuildError("output path exists and is not a folder", file=str(folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildError(f"cannot create the output folder: {exc.strerror or exc}",
+                         file=str(folder)) from None
+    if not os.access(folder, os.W_OK):
+        raise BuildError("output folder is not writable", file=str(folder))
+    written = []
+    for name, content in output.files.items():
+        atomic_write(folder / name, lambda f, c=content: f.write(c))
+        written.append(folder / name)
+    return written
+
+
+def stale_files(output: BuildOutput, folder) -> list[str]:
+    """Names of generated files that are missing from `folder` or differ from `output`."""
+    folder = Path(folder)
+    stale = []
+    for name, content in output.files.items():
+        path = folder / name
+        if not path.is_file() or path.read_bytes() != content:
+            stale.append(name)
+    return stale

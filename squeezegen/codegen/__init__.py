@@ -1,0 +1,1 @@
+"""Code generation: planned IR -> kernels -> CUDA C, C header, manifest, weights blob."""

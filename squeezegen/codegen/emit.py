@@ -1,0 +1,140 @@
+"""Render a planned graph into `<model>.cu`, `<model>.h`, `manifest.json` (and the weights blob).
+
+The Jinja environment is strict (an undefined variable is an error, never silently broken C),
+and the output is deterministic: the same model and options give byte-identical files.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from .. import __version__
+from ..errors import BuildError
+from ..ir.graph import Graph
+from ..ir.printer import param_specs
+from ..passes.plan_memory import MemoryPlan
+from .kernels import Kernel, check_index_range, describe, lower_node
+
+BLOB_MAGIC = b"SQZGWTS1"
+BLOB_HEADER_BYTES = 256
+WEIGHT_ALIGN_FLOATS = 64          # every weight tensor starts on a 256-byte boundary
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("squeezegen", "templates"),
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              trim_blocks=True, lstrip_blocks=True, autoescape=False)
+
+
+def weight_layout(graph: Graph) -> tuple[dict[str, int], int]:
+    """Float offset of every weight tensor in the blob, and the total floats."""
+    offsets, cursor = {}, 0
+    for key, shape in param_specs(graph).items():
+        offsets[key] = cursor
+        size = int(np.prod(shape))
+        cursor += -(-size // WEIGHT_ALIGN_FLOATS) * WEIGHT_ALIGN_FLOATS
+    return offsets, cursor
+
+
+def weights_blob(graph: Graph, weights: dict[str, np.ndarray]) -> bytes:
+    """The binary weights file the C API loads: header (magic, version, tensor count, float
+    count, model hash), then every tensor at its offset."""
+    offsets, total = weight_layout(graph)
+    data = np.zeros(total, np.float32)
+    for key, offset in offsets.items():
+        flat = np.asarray(weights[key], np.float32).reshape(-1)
+        data[offset: offset + flat.size] = flat
+    header = BLOB_MAGIC + struct.pack("<IIQ", 1, len(offsets), total)
+    header += graph.source_hash.encode()
+    header += b"\0" * (BLOB_HEADER_BYTES - len(header))
+    return header + data.tobytes()
+
+
+@dataclass
+class BuildOutput:
+    files: dict[str, bytes]          # file name -> content (written beside each other)
+    kernels: list[Kernel]
+    manifest: dict
+
+
+def _unique_names(kernels: list[Kernel], graph: Graph) -> None:
+    reserved = {f"{graph.name}_{s}" for s in ("create", "create_from_file", "forward", "destroy",
+                                              "net")}
+    taken: set[str] = set()
+    for k in kernels:
+        if k.name in reserved:
+            raise BuildError(f"kernel name '{k.name}' would collide with the C API of model "
+                             f"'{graph.name}'; rename the layer", layer=k.node.layer,
+                             line=k.node.line, file=graph.source)
+        name, i = k.name, 2
+        while name in taken:
+            name, i = f"{k.name}_{i}", i + 1
+        k.name = name
+        taken.add(name)
+
+
+def render(graph: Graph, original: Graph, plan: MemoryPlan,
+           weights: dict[str, np.ndarray] | None = None) -> BuildOutput:
+    """All generated files for a planned graph; `original` is the graph before passes."""
+    check_index_range(graph, plan)
+    env = environment()
+    offsets, total = weight_layout(graph)
+    kernels = [k for k in (lower_node(graph, plan, n, offsets) for n in graph.nodes[1:]) if k]
+    _unique_names(kernels, graph)
+    outputs = [{"name": o, "shape": list(graph[o].type.shape),
+                "floats": plan.batch * graph[o].type.numel} for o in graph.outputs]
+    out_vars = [f"out{i}" for i in range(len(outputs))]
+    for k in kernels:
+        k.extra["outputs"] = out_vars
+        k.comment = describe(graph, original, k)
+        k.extra["layers"] = list(dict.fromkeys(
+            original[n].layer if n in original else k.node.layer
+            for n in (k.node.name,) + k.node.fused))
+        k.rendered = env.get_template(k.template).render(k=k).strip("\n")
+    source = Path(graph.source).name if graph.source else "<string>"
+    context = dict(
+        model=graph, version=__version__, source=source, model_hash=graph.source_hash,
+        batch=plan.batch, passes=list(graph.passes), kernels=kernels, outputs=outputs,
+        input_shape=list(graph.input.type.shape),
+        input_floats=plan.batch * graph.input.type.numel, arena_bytes=plan.arena_bytes,
+        unshared_bytes=plan.unshared_bytes, buffers=plan.buffers, weight_floats=total,
+        blob_header_bytes=BLOB_HEADER_BYTES, macro=graph.name.upper(),
+        guard=f"SQUEEZEGEN_{graph.name.upper()}_H_")
+    cu = env.get_template("network.cu.j2").render(**context)
+    header = env.get_template("network.h.j2").render(**context)
+    manifest = build_manifest(graph, plan, kernels, offsets, total, outputs, source)
+    files = {f"{graph.name}.cu": cu.encode(), f"{graph.name}.h": header.encode(),
+             "manifest.json": (json.dumps(manifest, indent=1) + "\n").encode()}
+    if weights is not None:
+        files[f"{graph.name}.weights.bin"] = weights_blob(graph, weights)
+    return BuildOutput(files, kernels, manifest)
+
+
+def build_manifest(graph, plan, kernels, offsets, total, outputs, source) -> dict:
+    specs = param_specs(graph)
+    return {
+        "model": graph.name, "source": source, "model_hash": graph.source_hash,
+        "squeezegen_version": __version__, "batch": plan.batch, "precision": "fp32",
+        "passes": list(graph.passes) + ["plan_memory"],
+        "input": {"shape": [plan.batch] + list(graph.input.type.shape)},
+        "outputs": [{"name": o["name"], "shape": [plan.batch] + o["shape"]} for o in outputs],
+        "kernels": [{"name": k.name, "op": k.node.op, "node": k.node.name,
+                     "layers": k.extra["layers"],
+                     "line": k.node.line, "grid": list(k.grid), "block": [k.block, 1, 1],
+                     "epilogue": [str(s) for s in k.node.epilogue],
+                     "flops": k.flops, "bytes": k.bytes} for k in kernels],
+        "memory": {"arena_bytes": plan.arena_bytes, "unshared_bytes": plan.unshared_bytes,
+                   "buffers": [{"tensor": b.tensor, "offset": b.offset, "bytes": b.size,
+                                "first": b.first, "last": b.last} for b in plan.buffers],
+                   "tensors": {name: {"storage": p.storage, "offset_floats": p.offset,
+                                      "image_stride_floats": p.image_stride}
+                               for name, p in plan.placements.items()}},
+        "weights": {"blob_header_bytes": BLOB_HEADER_BYTES, "floats": total,
+                    "tensors": {k: {"offset_floats": offsets[k], "shape": list(specs[k])}
+                                for k in offsets}},
+    }

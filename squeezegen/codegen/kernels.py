@@ -1,0 +1,217 @@
+"""Lower the fused, planned graph into kernel descriptions the templates render.
+
+One `Kernel` per launching node: its name (`fire2_expand3x3_relu`), template, launch geometry,
+compile-time shape constants, where each tensor it touches lives (a base pointer expression and a
+per-image stride), its epilogue, and what to say about it in the comment above it (YAML lines,
+shapes, FLOPs, bytes, what was fused).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BuildError
+from ..ir.graph import Graph, Node
+from ..ir.printer import node_flops, node_params
+from ..passes.plan_memory import MemoryPlan
+
+BLOCK = 256
+MAX_INDEX = (1 << 31) - 1
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """How a kernel reaches a tensor: `var[n * image + c * hw + pixel]` with var = base."""
+    var: str             # the C variable in the kernel
+    base: str            # C expression: input + 0, arena + 123, out0 + 0, weights + 456
+    image: int           # floats between images
+    hw: int              # floats between channels (H * W; 1 for vectors)
+    what: str            # comment: tensor name and shape
+    const: bool = True
+
+
+@dataclass
+class Kernel:
+    name: str
+    template: str
+    node: Node
+    grid: tuple[int, int, int]
+    block: int
+    consts: dict                      # compile-time constants, in order
+    tensors: list[TensorRef]          # inputs and the output (`y`), then epilogue operands
+    params: list[TensorRef]           # weight and bias
+    epilogue: list[tuple]             # ("relu",) | ("add", TensorRef)
+    comment: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    flops: int = 0
+    bytes: int = 0
+
+
+def kernel_name(node: Node) -> str:
+    """`conv1_relu`, `score_pool8_add`, `fire2_expand3x3_relu`: the node and its epilogue."""
+    return node.name + "".join(f"_{s.kind}" for s in node.epilogue)
+
+
+def _storage_expr(storage: str) -> str:
+    return storage if storage in ("input", "arena") else storage.replace("output", "out")
+
+
+def tensor_ref(graph: Graph, plan: MemoryPlan, name: str, var: str, const=True) -> TensorRef:
+    place = plan[name]
+    t = graph[name].type
+    h, w = t.spatial
+    where = f"{place.storage}" + (f" @ float {place.offset:,}" if place.storage == "arena" else "")
+    return TensorRef(var, f"{_storage_expr(place.storage)} + {place.offset}LL", place.image_stride,
+                     h * w, f"{name}: {t} ({where}, image stride {place.image_stride})", const)
+
+
+def _divisor_block(channels: int, limit: int = 8) -> int:
+    """The largest number of output channels per thread (<= limit) that divides `channels`."""
+    return max(d for d in range(1, limit + 1) if channels % d == 0)
+
+
+def _grid(threads: int, y: int = 1) -> tuple[int, int, int]:
+    return (max(1, -(-threads // BLOCK)), y, 1)
+
+
+def _param_refs(graph: Graph, node: Node, weight_offsets: dict) -> list[TensorRef]:
+    refs = []
+    for key, shape in node_params(graph, node).items():
+        var = "w" if key.endswith(".weight") else "b"
+        refs.append(TensorRef(var, f"weights + {weight_offsets[key]}LL", 0, 0,
+                              f"{key} [{', '.join(str(d) for d in shape)}]"))
+    return refs
+
+
+def _epilogue(graph, plan, node) -> tuple[list[tuple], list[TensorRef]]:
+    steps, refs = [], []
+    for i, step in enumerate(node.epilogue):
+        if step.kind == "relu":
+            steps.append(("relu",))
+        else:
+            ref = tensor_ref(graph, plan, step.operand, f"skip{i}")
+            steps.append(("add", ref))
+            refs.append(ref)
+    return steps, refs
+
+
+def _shape_consts(prefix: str, shape: tuple) -> dict:
+    if len(shape) == 3:
+        return {f"C{prefix}": shape[0], f"H{prefix}": shape[1], f"W{prefix}": shape[2]}
+    return {f"C{prefix}": shape[0], f"H{prefix}": 1, f"W{prefix}": 1}
+
+
+def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict) -> Kernel | None:
+    """The kernel that computes `node`, or None when it needs none (an in-place concat)."""
+    n = plan.batch
+    out = tensor_ref(graph, plan, node.name, "y", const=False)
+    ins = [tensor_ref(graph, plan, i, "x" if len(node.inputs) == 1 else f"x{k}")
+           for k, i in enumerate(node.inputs)]
+    shape_in = graph[node.inputs[0]].type.shape if node.inputs else ()
+    consts = {"N": n, **_shape_consts("I", shape_in), **_shape_consts("O", node.type.shape)}
+    steps, skip_refs = _epilogue(graph, plan, node)
+    params = _param_refs(graph, node, weight_offsets)
+    op = node.op
+    extra: dict = {}
+    pixels = n * node.type.spatial[0] * node.type.spatial[1]
+    if op in ("conv", "deconv"):
+        (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
+        cob = _divisor_block(node.type.channels)
+        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, COB=cob)
+        grid = _grid(pixels, node.type.channels // cob)
+        template = f"{op}.cu.j2"
+        extra["bias"] = node.attrs["bias"]
+    elif op in ("maxpool", "avgpool"):
+        (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
+        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw)
+        grid = _grid(pixels * node.type.channels)
+        template = "pool.cu.j2"
+        extra["kind"] = op
+    elif op == "linear":
+        consts["IN"] = graph[node.inputs[0]].type.numel
+        grid = _grid(n * node.type.channels * 32)
+        template = "linear.cu.j2"
+        extra["bias"] = node.attrs["bias"]
+    elif op == "softmax":
+        grid = _grid(pixels)
+        template = "softmax.cu.j2"
+    elif op in ("add", "relu"):
+        grid = _grid(pixels * node.type.channels)
+        template = "eltwise.cu.j2"
+        extra["kind"] = op
+    elif op == "concat":
+        in_place = set(node.attrs.get("in_place", ()))
+        if in_place == set(node.inputs):
+            return None
+        copies, offset = [], 0
+        for ref, name in zip(ins, node.inputs):
+            c = graph[name].type.channels
+            if name not in in_place:
+                copies.append((ref, offset, c))
+            offset += c
+        copied = sum(c for _, _, c in copies)
+        consts["CCOPY"] = copied
+        grid = _grid(pixels * copied)
+        template = "concat.cu.j2"
+        extra["copies"] = copies
+        ins = [r for r, _, _ in copies]
+    else:
+        raise BuildError(f"no CUDA template for op '{op}'", layer=node.layer)
+    kernel = Kernel(name=kernel_name(node), template=template, node=node, grid=grid, block=BLOCK,
+                    consts=consts, tensors=ins + [out] + skip_refs, params=params, epilogue=steps,
+                    extra=extra)
+    kernel.flops = node_flops(graph, node) * n
+    read = sum(graph[i].type.numel for i in node.reads) * n
+    weights = sum(_numel(s) for s in node_params(graph, node).values())
+    kernel.bytes = 4 * (read + node.type.numel * n + weights)
+    return kernel
+
+
+def _numel(shape) -> int:
+    out = 1
+    for d in shape:
+        out *= d
+    return out
+
+
+def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
+    """The comment above a kernel: YAML lines, shapes, what was fused, FLOPs and bytes."""
+    node = kernel.node
+    src = Path(graph.source).name if graph.source else "model"
+    names = (node.name,) + node.fused
+    layers = []
+    for name in names:
+        n = original[name] if name in original else node
+        entry = f"{n.layer} ({src}:{n.line})"
+        if entry not in layers:
+            layers.append(entry)
+    ins = ", ".join(f"{graph[i].type}" for i in node.inputs)
+    attrs = ""
+    if "kernel" in node.attrs:
+        k, s, p = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
+        attrs = f" {k[0]}x{k[1]}/{s[0]}x{s[1]}" + (f" pad {p[0]}x{p[1]}" if any(p) else "")
+    lines = [f"{kernel.name}: {node.op}{attrs}, {ins} -> {node.type} (batch {kernel.consts['N']})",
+             f"implements: {', '.join(layers)}"]
+    fused = [str(s) for s in node.epilogue]
+    if node.out_view:
+        fused.append(f"stores into channels {node.out_view.channel_offset}.."
+                     f"{node.out_view.channel_offset + node.type.channels - 1} of "
+                     f"{node.out_view.into} (no concat copy)")
+    if fused:
+        lines.append(f"fused: {'; '.join(fused)}")
+    lines.append(f"work: {kernel.flops / 1e6:,.2f} MFLOP, {kernel.bytes / 1e6:,.2f} MB moved; "
+                 f"grid {kernel.grid[0]}x{kernel.grid[1]}, block {kernel.block}")
+    return lines
+
+
+def check_index_range(graph: Graph, plan: MemoryPlan) -> None:
+    """Refuse shapes whose per-image indices would overflow the 32-bit ints of the kernels."""
+    for node in graph.nodes:
+        if node.type.numel > MAX_INDEX:
+            raise BuildError(f"tensor '{node.name}' has {node.type.numel:,} elements per image, "
+                             f"more than the {MAX_INDEX:,} squeezegen kernels can index",
+                             layer=node.layer, line=node.line, file=graph.source)
+    threads = max(n.type.numel for n in graph.nodes) * plan.batch * 32
+    if -(-threads // BLOCK) > MAX_INDEX:
+        raise BuildError(f"batch {plan.batch} needs more thread blocks than CUDA can launch; "
+                         "use a smaller batch", field="batch")

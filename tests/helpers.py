@@ -1,0 +1,157 @@
+"""Shared test helpers: tolerance check, random weights, a PyTorch twin of any graph, YAML models.
+
+Import as `from helpers import ...` (pytest puts tests/ on sys.path: there is no __init__.py).
+"""
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+
+import squeezegen
+from squeezegen.ir.printer import param_specs
+
+# A tiny floor for the denominator, so that an all-zero expected output does not divide by zero
+# (an all-zero expected output then needs an (almost) all-zero actual output).
+_SCALE_FLOOR = 1e-12
+
+
+def assert_close(actual, expected, rtol_max: float = 1e-5, what: str = "") -> float:
+    """max|actual - expected| / max|expected| <= rtol_max; returns that ratio.
+
+    Shapes must be equal; NaN or Inf anywhere in `actual` (where `expected` is finite) fails.
+    """
+    label = f"{what}: " if what else ""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape, (
+        f"{label}shape {actual.shape} != expected {expected.shape}")
+    a = actual.astype(np.float64)
+    e = expected.astype(np.float64)
+    assert np.isfinite(e).all(), f"{label}the expected output is not finite"
+    bad = ~np.isfinite(a)
+    assert not bad.any(), (f"{label}{int(bad.sum())} non-finite value(s) in the actual output, "
+                           f"first at {tuple(int(i) for i in np.argwhere(bad)[0])}")
+    scale = max(float(np.abs(e).max(initial=0.0)), _SCALE_FLOOR)
+    diff = np.abs(a - e)
+    err = float(diff.max(initial=0.0))
+    rel = err / scale
+    if not rel <= rtol_max:
+        where = tuple(int(i) for i in np.unravel_index(int(diff.argmax()), diff.shape))
+        raise AssertionError(
+            f"{label}max abs error {err:.3e} at {where} (actual {a[where]:.7g}, expected "
+            f"{e[where]:.7g}); relative to max|expected| {scale:.3e} that is {rel:.3e} > "
+            f"{rtol_max:.1e}")
+    return rel
+
+
+def yaml_model(text: str, file: str = "<test>"):
+    """Parse a YAML model given as a (possibly indented) string."""
+    return squeezegen.parse_model(textwrap.dedent(text).strip() + "\n", file)
+
+
+def small_model(input_shape, layers: str, output: str, name: str = "t"):
+    """A model from its input shape, the YAML of its layers (one `- {...}` per line), its output."""
+    body = "\n".join("  " + line.strip() for line in textwrap.dedent(layers).strip().splitlines())
+    text = (f"name: {name}\ninput: {{shape: {list(input_shape)}}}\nlayers:\n{body}\n"
+            f"output: {output}\n")
+    return squeezegen.parse_model(text, "<test>")
+
+
+def random_weights(graph, seed: int = 0, bias_scale: float = 0.5) -> dict[str, np.ndarray]:
+    """float32 weights for every tensor the graph needs: He-scaled normal weights and biases that
+    are all non-zero (uniform magnitude in [0.1, 1] * bias_scale, random sign)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, shape in param_specs(graph).items():
+        if key.endswith(".bias"):
+            mag = rng.uniform(0.1, 1.0, shape) * bias_scale
+            out[key] = (mag * rng.choice([-1.0, 1.0], shape)).astype(np.float32)
+        else:
+            fan_in = max(1, int(np.prod(shape[1:])))
+            out[key] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    return out
+
+
+def random_input(graph, batch: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch,) + tuple(graph.input.type.shape)).astype(np.float32)
+
+
+def _operands(node) -> tuple[str, ...]:
+    """The op's own operands (not those of a fused epilogue), whichever way the IR stores them."""
+    extra = {s.operand for s in node.epilogue if getattr(s, "operand", None)}
+    return tuple(i for i in node.inputs if i not in extra)
+
+
+def torch_module(graph, weights: dict):
+    """A torch.nn.Module computing the same function as `graph` with `weights`, built only from
+    torch.nn.functional calls chosen from each node's op and attributes."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+
+    class GraphModule(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.graph = graph
+            self.params = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+                           for k, v in weights.items()}
+
+        def _p(self, node, kind):
+            return self.params.get(f"{node.param_prefix}.{kind}")
+
+        def _op(self, node, args):
+            a = node.attrs
+            x = args[0]
+            if node.op == "conv":
+                return F.conv2d(x, self._p(node, "weight"), self._p(node, "bias"),
+                                stride=a["stride"], padding=a["pad"])
+            if node.op == "deconv":
+                return F.conv_transpose2d(x, self._p(node, "weight"), self._p(node, "bias"),
+                                          stride=a["stride"], padding=a["pad"])
+            if node.op == "maxpool":
+                return F.max_pool2d(x, a["kernel"], a["stride"], padding=a["pad"],
+                                    ceil_mode=a["ceil_mode"])
+            if node.op == "avgpool":
+                if a.get("global"):
+                    return F.adaptive_avg_pool2d(x, 1)
+                return F.avg_pool2d(x, a["kernel"], a["stride"], padding=a["pad"],
+                                    ceil_mode=a["ceil_mode"], count_include_pad=True)
+            if node.op == "add":
+                y = args[0]
+                for other in args[1:]:
+                    y = y + other
+                return y
+            if node.op == "concat":
+                return torch.cat(args, dim=1)
+            if node.op == "relu":
+                return F.relu(x)
+            if node.op == "linear":
+                return F.linear(torch.flatten(x, 1), self._p(node, "weight"),
+                                self._p(node, "bias"))
+            if node.op == "softmax":
+                return F.softmax(x, dim=1)
+            raise NotImplementedError(node.op)
+
+        def forward(self, x):
+            env = {self.graph.input.name: x}
+            for node in self.graph.nodes[1:]:
+                y = self._op(node, [env[i] for i in _operands(node)])
+                for step in node.epilogue:
+                    y = F.relu(y) if step.kind == "relu" else y + env[step.operand]
+                env[node.name] = y
+            outs = tuple(env[o] for o in self.graph.outputs)
+            return outs[0] if len(outs) == 1 else outs
+
+    return GraphModule().eval()
+
+
+def torch_run(module, x: np.ndarray):
+    """Run a torch module on a NumPy batch (no grad, float32); NumPy output(s)."""
+    torch = pytest.importorskip("torch")
+    with torch.no_grad():
+        y = module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    if isinstance(y, tuple):
+        return tuple(t.numpy() for t in y)
+    return y.numpy()
