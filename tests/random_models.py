@@ -1,0 +1,118 @@
+"""A seeded generator of small, valid, odd-shaped models over every op of the model language.
+
+Used to fuzz the passes, the planner, the code generator (nvcc) and, on the GPU, the generated
+kernels against the reference. Shapes are kept small so hundreds of models run in seconds.
+"""
+from __future__ import annotations
+
+import random
+
+from squeezegen.ir.ops import conv_out_size, deconv_out_size, pool_out_size
+
+
+def _pair(rng, low, high):
+    a = rng.randint(low, high)
+    return a if rng.random() < 0.6 else [a, rng.randint(low, high)]
+
+
+def _as_pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def random_model(seed: int) -> str:
+    """YAML text of a random valid model (image ops first, maybe a linear head)."""
+    rng = random.Random(seed)
+    c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
+    shapes = {"input": (c, h, w)}
+    order = ["input"]
+    lines = [f"name: rand{seed}", f"input: {{shape: [{c}, {h}, {w}]}}", "layers:"]
+    used: set[str] = set()
+
+    def emit(name, text, shape, src):
+        lines.append(f"  - {{name: {name}, {text}}}")
+        shapes[name] = shape
+        order.append(name)
+        used.update(src)
+
+    for i in range(rng.randint(2, 7)):
+        name = f"l{i}"
+        src = rng.choice(order[-3:])
+        sc, sh, sw = shapes[src]
+        kind = rng.choice(["conv", "conv", "fire", "maxpool", "avgpool", "deconv", "add", "concat",
+                           "relu"])
+        if kind == "conv":
+            k = _pair(rng, 1, 4)
+            s = _pair(rng, 1, 3)
+            kh, kw = _as_pair(k)
+            p = [rng.randint(0, kh), rng.randint(0, kw)]
+            out = rng.randint(1, 9)
+            ho, wo = conv_out_size(sh, kh, _as_pair(s)[0], p[0]), conv_out_size(sw, kw, _as_pair(s)[1], p[1])
+            if ho < 1 or wo < 1:
+                continue
+            relu = rng.choice(["true", "false"])
+            bias = rng.choice(["true", "false"])
+            emit(name, f"op: conv, input: {src}, out: {out}, kernel: {k}, stride: {s}, pad: {p}, "
+                       f"relu: {relu}, bias: {bias}", (out, ho, wo), [src])
+        elif kind == "fire":
+            sq, e1, e3 = rng.randint(1, 5), rng.randint(1, 7), rng.randint(1, 7)
+            emit(name, f"op: fire, input: {src}, squeeze: {sq}, expand1x1: {e1}, expand3x3: {e3}",
+                 (e1 + e3, sh, sw), [src])
+        elif kind in ("maxpool", "avgpool"):
+            kh, kw = rng.randint(1, 4), rng.randint(1, 4)
+            s = [rng.randint(1, 3), rng.randint(1, 3)]
+            p = [rng.randint(0, kh // 2), rng.randint(0, kw // 2)]
+            ceil = rng.choice([True, False])
+            ho = pool_out_size(sh, kh, s[0], p[0], ceil)
+            wo = pool_out_size(sw, kw, s[1], p[1], ceil)
+            if ho < 1 or wo < 1:
+                continue
+            emit(name, f"op: {kind}, input: {src}, kernel: [{kh}, {kw}], stride: {s}, pad: {p}, "
+                       f"ceil_mode: {str(ceil).lower()}", (sc, ho, wo), [src])
+        elif kind == "deconv":
+            k, s = _pair(rng, 1, 5), _pair(rng, 1, 4)
+            kh, kw = _as_pair(k)
+            p = [rng.randint(0, (kh - 1) // 2), rng.randint(0, (kw - 1) // 2)]
+            out = rng.randint(1, 6)
+            ho = deconv_out_size(sh, kh, _as_pair(s)[0], p[0])
+            wo = deconv_out_size(sw, kw, _as_pair(s)[1], p[1])
+            if ho < 1 or wo < 1 or ho * wo > 4000:
+                continue
+            bias = rng.choice(["true", "false"])
+            emit(name, f"op: deconv, input: {src}, out: {out}, kernel: {k}, stride: {s}, pad: {p}, "
+                       f"bias: {bias}", (out, ho, wo), [src])
+        elif kind == "add":
+            # a conv on another tensor of the same shape, then the add (a skip connection)
+            others = [o for o in order if shapes[o][1:] == (sh, sw)]
+            other = rng.choice(others)
+            emit(f"{name}_proj", f"op: conv, input: {other}, out: {sc}, kernel: 1",
+                 (sc, sh, sw), [other])
+            relu = rng.choice(["true", "false"])
+            emit(name, f"op: add, inputs: [{src}, {name}_proj], relu: {relu}", (sc, sh, sw),
+                 [src, f"{name}_proj"])
+        elif kind == "concat":
+            others = [o for o in order if shapes[o][1:] == (sh, sw) and o != src]
+            if not others:
+                continue
+            other = rng.choice(others)
+            emit(name, f"op: concat, inputs: [{src}, {other}]",
+                 (sc + shapes[other][0], sh, sw), [src, other])
+        else:
+            emit(name, f"op: relu, input: {src}", (sc, sh, sw), [src])
+    if len(order) == 1:
+        emit("l_only", "op: conv, input: input, out: 3, kernel: 1", (3, h, w), ["input"])
+    last = order[-1]
+    if rng.random() < 0.3:
+        emit("head", f"op: linear, input: {last}, out: {rng.randint(1, 12)}, "
+                     f"relu: {rng.choice(['true', 'false'])}", None, [last])
+        last = "head"
+    elif rng.random() < 0.2:
+        emit("prob", f"op: softmax, input: {last}", shapes[last], [last])
+        last = "prob"
+    if rng.random() < 0.2 and last != "input":
+        emit("gap", f"op: avgpool, input: {order[1]}, global: true", None, [order[1]])
+    dangling = [n for n in order[1:] if n not in used]
+    if not dangling:
+        dangling = [order[-1]]
+    lines.append("output: [" + ", ".join(dangling) + "]" if len(dangling) > 1 else
+                 f"output: {dangling[0]}")
+    return "\n".join(lines) + "\n"
