@@ -3,6 +3,8 @@
     graph = squeezegen.load_model("models/squeezeseg.yaml")
     weights = squeezegen.load_weights("w.npz")
     y = squeezegen.reference(graph, weights)(x)       # the NumPy oracle
+    with squeezegen.compile(graph, weights, batch=8) as net:
+        y = net(x)                                     # the generated CUDA (PyCUDA)
 """
 from .errors import SqueezegenError
 from .frontend import load_model, parse_model
@@ -10,5 +12,13 @@ from .reference import reference
 from .weights import init_weights, load_weights, save_weights
 
 __version__ = "0.1.0"
-__all__ = ["SqueezegenError", "load_model", "parse_model", "reference", "load_weights",
+
+
+def compile(model, weights, batch: int = 1, use_graph: bool = True):
+    """Build, compile and load a model onto the GPU: `net(x)` runs it (needs PyCUDA)."""
+    from .runtime.network import compile as compile_network
+    return compile_network(model, weights, batch=batch, use_graph=use_graph)
+
+
+__all__ = ["SqueezegenError", "compile", "load_model", "parse_model", "reference", "load_weights",
            "save_weights", "init_weights", "__version__"]

@@ -1,4 +1,4 @@
-"""The `squeezegen` command: build | summary | run | init-weights.
+"""The `squeezegen` command: build | summary | run | check | init-weights.
 
 Every user error ends as one line on stderr (`squeezegen: error: FILE:LINE: layer 'x', field
 'y': what is wrong`) and exit status 1; bad command-line usage exits 2. No tracebacks, unless
@@ -39,7 +39,10 @@ def _cmd_init_weights(args) -> int:
     return 0
 
 
-def _load_input(path: str) -> np.ndarray:
+def _load_input(path: str, graph, args) -> np.ndarray:
+    from .images import is_image, load_image
+    if is_image(path):
+        return load_image(path, graph.input.type.shape, args.mean, args.std)
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -48,26 +51,68 @@ def _load_input(path: str) -> np.ndarray:
         raise InputError(f"not a readable .npy array ({exc})", file=path) from None
 
 
+def _choose_backend(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    from .runtime.network import gpu_available
+    if gpu_available():
+        return "cuda"
+    print("squeezegen: no usable GPU (or PyCUDA): running on the numpy backend", file=sys.stderr)
+    return "numpy"
+
+
+def _write_outputs(path: str, graph, outputs: tuple) -> list[str]:
+    from .images import is_image, save_segmentation
+    written = []
+    target = Path(path)
+    if is_image(target):
+        save_segmentation(target, outputs[0])
+        written.append(str(target))
+        target = target.with_suffix(".npy")
+    if len(outputs) == 1:
+        atomic_write(target, lambda f: np.save(f, outputs[0]), InputError)
+    else:
+        named = dict(zip(graph.output_labels, outputs))
+        atomic_write(target, lambda f: np.savez(f, **named), InputError)
+    return written + [str(target)]
+
+
 def _cmd_run(args) -> int:
-    from .reference import reference
-    if args.backend == "cuda":
-        raise SqueezegenError("the cuda backend is not available in this version; "
-                              "use --backend numpy")
-    net = reference(args.model, args.weights)
-    x = _load_input(args.input)
+    from .frontend import load_model as _load
+    graph = _load(args.model)
+    x = _load_input(args.input, graph, args)
+    backend = _choose_backend(args.backend)
     try:
-        y = net(x)
+        if backend == "cuda":
+            from .runtime.network import compile as compile_network
+            batch = x.shape[0] if isinstance(x, np.ndarray) and x.ndim >= 1 else 1
+            with compile_network(graph, args.weights, batch=max(1, batch)) as net:
+                y = net(x)
+        else:
+            from .reference import reference
+            y = reference(graph, args.weights)(x)
     except InputError as exc:
         raise exc.located(file=args.input)
     outputs = y if isinstance(y, tuple) else (y,)
-    if len(outputs) == 1:
-        atomic_write(args.output, lambda f: np.save(f, outputs[0]), InputError)
-    else:
-        names = dict(zip(net.graph.output_labels, outputs))
-        atomic_write(args.output, lambda f: np.savez(f, **names), InputError)
+    written = _write_outputs(args.output, graph, outputs)
     shapes = ", ".join(str(tuple(o.shape)) for o in outputs)
-    print(f"backend numpy: wrote {args.output} {shapes}")
+    print(f"backend {backend}: output {shapes}; wrote {', '.join(written)}")
     return 0
+
+
+def _cmd_check(args) -> int:
+    from .runtime.check import check_kernels, format_checks
+    from .runtime.network import compile as compile_network
+    graph = load_model(args.model)
+    if args.input:
+        x = _load_input(args.input, graph, args)
+    else:
+        x = np.random.default_rng(args.seed).uniform(-1, 1, (args.batch,) + graph.input.type.shape)
+        x = x.astype(np.float32)
+    with compile_network(graph, args.weights, batch=x.shape[0], use_graph=False) as net:
+        rows = check_kernels(net, x, args.tolerance)
+    print(format_checks(rows, graph.source, args.tolerance))
+    return 0 if all(r.ok for r in rows) else 1
 
 
 def _cmd_build(args) -> int:
@@ -124,6 +169,20 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got '{text}'") from None
+
+
+def _image_options(s) -> None:
+    s.add_argument("--mean", type=_floats, default=[128.0],
+                   help="image inputs: per-channel mean subtracted from 0..255 pixels [128]")
+    s.add_argument("--std", type=_floats, default=[1.0],
+                   help="image inputs: per-channel divisor after the mean [1]")
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="squeezegen",
                                 description="Compile YAML CNN descriptions to specialised CUDA C.")
@@ -150,10 +209,26 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run a model on an input array")
     s.add_argument("model")
     s.add_argument("--weights", required=True, help=".npz weights file")
-    s.add_argument("--input", required=True, help=".npy float32 array, N,C,H,W")
-    s.add_argument("--output", required=True, help=".npy file to write")
-    s.add_argument("--backend", choices=["numpy", "cuda"], default="numpy")
+    s.add_argument("--input", required=True,
+                   help=".npy float32 array N,C,H,W, or a PNG/JPEG image")
+    s.add_argument("--output", required=True,
+                   help=".npy file, or .png: the argmax classes in the VOC palette (+ the .npy)")
+    s.add_argument("--backend", choices=["auto", "cuda", "numpy"], default="auto",
+                   help="cuda where a GPU is present, else numpy [auto]")
+    _image_options(s)
     s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("check", help="run the generated network kernel by kernel against the "
+                                     "reference and point at the first kernel that diverges")
+    s.add_argument("model")
+    s.add_argument("--weights", required=True, help=".npz weights file")
+    s.add_argument("--input", help=".npy or image input [random uniform(-1, 1)]")
+    s.add_argument("--batch", type=_positive_int, default=1, help="batch of the random input [1]")
+    s.add_argument("--seed", type=_non_negative_int, default=0)
+    s.add_argument("--tolerance", type=float, default=1e-4,
+                   help="max abs error relative to the tensor's max magnitude [1e-4]")
+    _image_options(s)
+    s.set_defaults(func=_cmd_check)
 
     s = sub.add_parser("init-weights", help="write reproducible He-initialised weights")
     s.add_argument("model")

@@ -52,11 +52,14 @@ def check_weights(graph: Graph, weights: dict, file: str | None = None) -> dict[
     missing = [k for k in specs if k not in weights]
     extra = sorted(k for k in weights if k not in specs)
     if missing or extra:
+        def listing(keys):
+            shown = ", ".join(keys[:8])
+            return shown + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
         parts = []
         if missing:
-            parts.append(f"missing {len(missing)} tensor(s): {', '.join(missing)}")
+            parts.append(f"missing {len(missing)} tensor(s): {listing(missing)}")
         if extra:
-            parts.append(f"unexpected {len(extra)} tensor(s): {', '.join(extra)}")
+            parts.append(f"unexpected {len(extra)} tensor(s): {listing(extra)}")
         raise WeightsError(f"do not fit model '{graph.name}': " + "; ".join(parts), file=file)
     out = {}
     for key, shape in specs.items():

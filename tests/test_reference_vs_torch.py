@@ -2,11 +2,12 @@
 whole models. Tolerance: max abs error relative to the output's max magnitude <= 1e-5."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import squeezegen
-from squeezegen.errors import ModelError
 from squeezegen.ir.printer import param_specs
 from squeezegen.reference import ReferenceExecutor
 
@@ -18,6 +19,8 @@ nn = torch.nn
 F = torch.nn.functional
 
 TOL = 1e-5
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
 
 
 # ------------------------------------------------------------------ independent PyTorch models
@@ -103,10 +106,6 @@ def case(id_, shape, layers, output, batch=3, marks=()):
     return pytest.param(shape, layers, output, batch, id=id_, marks=marks)
 
 
-CONV_PAD_BUG = pytest.mark.xfail(
-    reason="BUG: ir/ops.py _window_shape refuses conv pad > kernel/2 (PyTorch's pooling rule), "
-           "but Conv2d allows any pad", strict=True, raises=ModelError)
-
 OP_CASES = [
     # conv
     case("conv-3x3-odd-nonsquare-input", [3, 7, 9], "- {name: c, op: conv, out: 5, kernel: 3}", "c"),
@@ -127,10 +126,9 @@ OP_CASES = [
     case("conv-no-bias", [3, 6, 5], "- {name: c, op: conv, out: 4, kernel: 3, bias: false}", "c"),
     case("conv-relu", [3, 6, 5], "- {name: c, op: conv, out: 4, kernel: 3, relu: true}", "c"),
     case("conv-batch1", [3, 9, 9], "- {name: c, op: conv, out: 4, kernel: 3, pad: 1}", "c", batch=1),
-    case("conv-1x1-pad1", [3, 5, 6], "- {name: c, op: conv, out: 4, kernel: 1, pad: 1}", "c",
-         marks=CONV_PAD_BUG),
-    case("conv-3x3-pad2", [3, 5, 6], "- {name: c, op: conv, out: 4, kernel: 3, pad: 2}", "c",
-         marks=CONV_PAD_BUG),
+    # pad more than half the kernel is legal for Conv2d (only pools limit it)
+    case("conv-1x1-pad1", [3, 5, 6], "- {name: c, op: conv, out: 4, kernel: 1, pad: 1}", "c"),
+    case("conv-3x3-pad2", [3, 5, 6], "- {name: c, op: conv, out: 4, kernel: 3, pad: 2}", "c"),
     # deconv
     case("deconv-3x3-s1", [3, 5, 6], "- {name: d, op: deconv, out: 4, kernel: 3}", "d"),
     case("deconv-3x3-s2-nobias", [4, 5, 7],
@@ -166,6 +164,10 @@ OP_CASES = [
          "- {name: p, op: maxpool, kernel: 2, stride: 3, ceil_mode: false}", "p"),
     case("maxpool-stride-gt-kernel-pad-ceil", [2, 4, 7],
          "- {name: p, op: maxpool, kernel: 2, stride: 3, pad: 1}", "p"),
+    case("maxpool-kernel-taller-than-input-ceil", [2, 1, 3], "- {name: p, op: maxpool, kernel: 2}",
+         "p"),
+    case("maxpool-k3-s3-pad1-ceil", [2, 5, 7],
+         "- {name: p, op: maxpool, kernel: 3, stride: 3, pad: 1}", "p"),
     case("maxpool-3x3-s2-odd", [4, 13, 11], "- {name: p, op: maxpool, kernel: 3, stride: 2}", "p"),
     # avgpool
     case("avgpool-stride-defaults-to-kernel", [3, 6, 7], "- {name: p, op: avgpool, kernel: 2}",
@@ -184,6 +186,10 @@ OP_CASES = [
          "- {name: p, op: avgpool, kernel: [3, 2], stride: [2, 3], pad: [1, 1]}", "p"),
     case("avgpool-stride-gt-kernel-pad-ceil", [2, 7, 4],
          "- {name: p, op: avgpool, kernel: 2, stride: 3, pad: 1}", "p"),
+    case("avgpool-kernel-taller-than-input-ceil", [2, 1, 3], "- {name: p, op: avgpool, kernel: 2}",
+         "p"),
+    case("avgpool-k3-s3-pad1-ceil", [2, 5, 7],
+         "- {name: p, op: avgpool, kernel: 3, stride: 3, pad: 1}", "p"),
     case("avgpool-global", [4, 5, 7], "- {name: p, op: avgpool, global: true}", "p"),
     case("avgpool-global-after-conv", [3, 9, 8], """
         - {name: c, op: conv, out: 6, kernel: 3, stride: 2, relu: true}
@@ -301,7 +307,7 @@ def test_fire_matches_handwritten_torch_fire():
 
 def test_lenet_matches_handwritten_torch_lenet():
     """Independent of the graph-walking twin: LeNet in PyTorch by hand, same state_dict names."""
-    graph = squeezegen.load_model("models/lenet.yaml")
+    graph = squeezegen.load_model(MODELS / "lenet.yaml")
     torch.manual_seed(1)
     net = LeNet().eval()
     _randomise_biases(net)
@@ -322,7 +328,7 @@ def test_lenet_matches_handwritten_torch_lenet():
     pytest.param("models/squeezenet1_0.yaml", 1, id="squeezenet1_0-batch1"),
 ])
 def test_whole_model_matches_torch(path, batch):
-    graph = squeezegen.load_model(path)
+    graph = squeezegen.load_model(ROOT / path)
     weights = random_weights(graph, seed=7)
     assert all(np.abs(v).min() > 0 for k, v in weights.items() if k.endswith(".bias"))
     x = random_input(graph, batch, seed=3)
@@ -333,7 +339,7 @@ def test_whole_model_matches_torch(path, batch):
 
 
 def test_squeezeseg_state_dict_names_and_shapes_equal_param_specs():
-    specs = param_specs(squeezegen.load_model("models/squeezeseg.yaml"))
+    specs = param_specs(squeezegen.load_model(MODELS / "squeezeseg.yaml"))
     module = SqueezeSeg()
     got = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     assert got == specs
@@ -346,11 +352,11 @@ def test_squeezeseg_reference_with_torch_state_dict_matches_module():
     module = SqueezeSeg().eval()
     _randomise_biases(module)
     weights = {k: v.numpy() for k, v in module.state_dict().items()}
-    graph = squeezegen.load_model("models/squeezeseg.yaml")
+    graph = squeezegen.load_model(MODELS / "squeezeseg.yaml")
     x = (np.random.default_rng(0).random((1, 3, 227, 227), dtype=np.float32) * 2 - 1)
     with torch.no_grad():
         want = module(torch.from_numpy(x)).numpy()
-    got = squeezegen.reference("models/squeezeseg.yaml", weights)(x)
+    got = squeezegen.reference(MODELS / "squeezeseg.yaml", weights)(x)
     assert got.shape == (1, 21, 227, 227)
     assert_close(got, want, TOL, what="squeezeseg")
     # the same through the executor built from a Graph

@@ -1,0 +1,263 @@
+"""A compiled network on the GPU: weights uploaded once, one arena, launches replayed as a graph.
+
+    with squeezegen.compile("models/squeezeseg.yaml", "w.npz", batch=8) as net:
+        y = net(x)                              # NumPy in, NumPy out
+        net.run(d_in, d_out, stream)            # device pointers, caller's stream
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..build import Build, build
+from ..codegen.emit import weight_layout
+from ..errors import InputError, SqueezegenError
+from ..reference.executor import check_input
+from ..weights import check_weights, load_weights
+from .compile import compile_cubin
+from .cuda_graph import CudaGraph
+
+
+class GPUError(SqueezegenError):
+    """The GPU, its driver or PyCUDA failed (out of memory, launch error, no device)."""
+
+
+_CONTEXT = None
+
+
+def cuda():
+    """PyCUDA's driver module, with the device's primary context current; GPUError if none."""
+    global _CONTEXT
+    try:
+        import pycuda.driver as drv
+    except ImportError:
+        raise GPUError("the cuda backend needs PyCUDA: pip install 'squeezegen[cuda]'") from None
+    if _CONTEXT is None:
+        try:
+            drv.init()
+            if drv.Device.count() == 0:
+                raise GPUError("no CUDA GPU is present")
+            _CONTEXT = drv.Device(0).retain_primary_context()
+            _CONTEXT.push()
+        except drv.Error as exc:
+            raise GPUError(f"cannot initialise CUDA: {exc}") from None
+        import atexit
+        atexit.register(_release_context)
+    return drv
+
+
+def _release_context():
+    global _CONTEXT
+    if _CONTEXT is not None:
+        try:
+            _CONTEXT.pop()
+        except Exception:
+            pass
+        _CONTEXT = None
+
+
+def gpu_available() -> bool:
+    try:
+        cuda()
+        return True
+    except GPUError:
+        return False
+
+
+def device_arch() -> str:
+    major, minor = cuda().Context.get_device().compute_capability()
+    return f"sm_{major}{minor}"
+
+
+def _device_ptr(value) -> int:
+    """An integer device address from an int, a PyCUDA allocation/GPUArray or a torch tensor."""
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if hasattr(value, "gpudata"):
+        return int(value.gpudata)
+    if hasattr(value, "data_ptr"):
+        return int(value.data_ptr())
+    if hasattr(value, "__cuda_array_interface__"):
+        return int(value.__cuda_array_interface__["data"][0])
+    return int(value)
+
+
+class Network:
+    """The generated network of one build, resident on the GPU."""
+
+    def __init__(self, result: Build, weights: dict, use_graph: bool = True):
+        drv = cuda()
+        self.build = result
+        self.graph = result.fused
+        self.batch = result.plan.batch
+        self.weights = weights
+        self._drv = drv
+        self._allocations: list = []
+        self._cuda_graph = None
+        self._closed = False
+        manifest = result.output.manifest
+        try:
+            files = {k: v for k, v in result.output.files.items() if k.endswith((".cu", ".h"))}
+            cubin = compile_cubin(files, f"{self.graph.name}.cu", device_arch())
+            self._module = drv.module_from_buffer(cubin)
+            self._kernels = [(k["name"], self._module.get_function(k["name"]),
+                              tuple(k["grid"]), tuple(k["block"])) for k in manifest["kernels"]]
+            for _, fn, _, _ in self._kernels:
+                fn.prepare("P" * (3 + len(self.graph.outputs)))
+            self._weights = self._alloc(self._weights_array(weights), "weights")
+            self._arena = self._alloc_bytes(max(1, result.plan.arena_bytes), "the arena")
+            self._input = self._alloc_bytes(4 * self.batch * self.graph.input.type.numel, "input")
+            self._outputs = [self._alloc_bytes(4 * self.batch * self.graph[o].type.numel, f"output {o}")
+                             for o in self.graph.outputs]
+            self.stream = drv.Stream()
+            self._graph_lib = CudaGraph.available() if use_graph else None
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ memory
+    def _alloc_bytes(self, nbytes: int, what: str):
+        try:
+            mem = self._drv.mem_alloc(nbytes)
+        except self._drv.MemoryError:
+            free, total = self._drv.mem_get_info()
+            raise GPUError(f"GPU out of memory: {what} needs {nbytes:,} bytes, {free:,} of "
+                           f"{total:,} are free") from None
+        self._allocations.append(mem)
+        return mem
+
+    def _alloc(self, array: np.ndarray, what: str):
+        mem = self._alloc_bytes(max(4, array.nbytes), what)
+        self._drv.memcpy_htod(mem, array)
+        return mem
+
+    def _weights_array(self, weights: dict) -> np.ndarray:
+        offsets, total = weight_layout(self.graph)
+        data = np.zeros(max(1, total), np.float32)
+        for key, offset in offsets.items():
+            flat = weights[key].reshape(-1)
+            data[offset: offset + flat.size] = flat
+        return data
+
+    # ------------------------------------------------------------------ running
+    def _args(self, input_ptr: int, output_ptrs: list[int]):
+        return (input_ptr, int(self._arena), int(self._weights), *output_ptrs)
+
+    def launch_kernels(self, stream, input_ptr: int, output_ptrs: list[int], only: int | None = None):
+        """Launch the kernels in order (or just kernel number `only`) on `stream`."""
+        args = self._args(input_ptr, output_ptrs)
+        for i, (name, fn, grid, block) in enumerate(self._kernels):
+            if only is not None and i != only:
+                continue
+            try:
+                fn.prepared_async_call(grid[:2], block, stream, *args)
+            except self._drv.Error as exc:
+                raise GPUError(f"launching kernel {name} failed: {exc}") from None
+
+    def run(self, input_ptr, output_ptrs, stream=None) -> None:
+        """Run the forward pass on device buffers (full batch, float32 NCHW), asynchronously."""
+        self._check_open()
+        outs = output_ptrs if isinstance(output_ptrs, (list, tuple)) else [output_ptrs]
+        if len(outs) != len(self.graph.outputs):
+            raise InputError(f"expected {len(self.graph.outputs)} output buffer(s), got {len(outs)}")
+        stream = stream or self.stream
+        self.launch_kernels(stream, _device_ptr(input_ptr), [_device_ptr(o) for o in outs])
+
+    def forward_async(self) -> None:
+        """Run on the network's own input/output buffers; replayed as a CUDA graph when possible."""
+        self._check_open()
+        handle = self.stream.handle
+        if self._graph_lib is not None and self._cuda_graph is None:
+            g = CudaGraph(self._graph_lib, handle)
+            try:
+                with g:
+                    self.launch_kernels(self.stream, int(self._input),
+                                        [int(o) for o in self._outputs])
+                self._cuda_graph = g
+            except (RuntimeError, GPUError):
+                self._graph_lib = None            # fall back to plain launches from now on
+        if self._cuda_graph is not None:
+            self._cuda_graph.launch(handle)
+        else:
+            self.launch_kernels(self.stream, int(self._input), [int(o) for o in self._outputs])
+
+    def __call__(self, x: np.ndarray):
+        """float32 (n, *input shape) with n <= the build's batch -> the output(s) for those n."""
+        self._check_open()
+        x = check_input(self.graph, x)
+        n = x.shape[0]
+        if n > self.batch:
+            raise InputError(f"input batch {n} is larger than this network's batch "
+                             f"{self.batch} (compile with batch={n})")
+        drv = self._drv
+        try:
+            drv.memcpy_htod_async(self._input, x, self.stream)
+            self.forward_async()
+            outs = []
+            for name, mem in zip(self.graph.outputs, self._outputs):
+                host = np.empty((self.batch,) + self.graph[name].type.shape, np.float32)
+                drv.memcpy_dtoh_async(host, mem, self.stream)
+                outs.append(host)
+            self.stream.synchronize()
+        except drv.Error as exc:
+            raise GPUError(f"running {self.graph.name} failed: {exc}") from None
+        outs = [o[:n] for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def tensor(self, name: str) -> np.ndarray:
+        """Read a tensor back from wherever the plan put it (after a run; for `check`)."""
+        place = self.build.plan[name]
+        shape = self.graph[name].type.shape
+        numel = int(np.prod(shape))
+        storage = {"input": self._input, "arena": self._arena}.get(place.storage)
+        if storage is None:
+            storage = self._outputs[int(place.storage.replace("output", ""))]
+        span = (self.batch - 1) * place.image_stride + numel
+        flat = np.empty(span, np.float32)
+        self._drv.memcpy_dtoh(flat, int(storage) + 4 * place.offset)
+        rows = np.lib.stride_tricks.as_strided(flat, (self.batch, numel),
+                                               (4 * place.image_stride, 4))
+        return rows.reshape((self.batch,) + shape).copy()
+
+    @property
+    def kernel_names(self) -> list[str]:
+        return [k[0] for k in self._kernels]
+
+    # ------------------------------------------------------------------ lifetime
+    def _check_open(self):
+        if self._closed:
+            raise GPUError("this network has been closed")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._cuda_graph is not None:
+            self._cuda_graph.close()
+            self._cuda_graph = None
+        for mem in self._allocations:
+            try:
+                mem.free()
+            except Exception:
+                pass
+        self._allocations.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def compile(model, weights, batch: int = 1, use_graph: bool = True) -> Network:
+    """Build (or take from the cache), compile and load a model onto the GPU."""
+    file = None if isinstance(weights, dict) else str(weights)
+    result = build(model, batch)
+    checked = check_weights(result.graph, load_weights(weights), file)
+    return Network(result, checked, use_graph=use_graph)

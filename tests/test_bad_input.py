@@ -1,0 +1,545 @@
+"""Bad and hostile input: every case exits 1 with ONE line on stderr, `squeezegen: error: ...`,
+naming the file, the YAML line and the layer/field where there is one, and never a traceback."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import squeezegen
+from squeezegen.errors import InputError, ModelError, WeightsError
+from squeezegen.reference import ReferenceExecutor
+from squeezegen.weights import check_weights
+
+from helpers import random_input, random_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "squeezegen", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={k: v for k, v in os.environ.items() if k != "SQUEEZEGEN_DEBUG"})
+
+
+def check_error(r, *needles, file=None, line=None) -> str:
+    """r failed cleanly: exit 1, one stderr line 'squeezegen: error: FILE[:LINE]: ...' holding
+    every needle; no traceback. Returns that line."""
+    everything = r.stdout + r.stderr
+    assert "Traceback" not in everything, everything
+    assert r.returncode == 1, f"exit {r.returncode}, stderr: {r.stderr!r}"
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got: {r.stderr!r}"
+    msg = lines[0]
+    assert msg.startswith("squeezegen: error:"), msg
+    if file is not None:
+        assert str(file) in msg, f"the message does not name {file}: {msg}"
+        if line is not None:
+            assert f"{file}:{line}:" in msg, f"the message does not give line {line}: {msg}"
+    body = msg.replace(str(file), "<FILE>") if file is not None else msg
+    for needle in needles:                  # not satisfied by the file's name
+        assert needle in body, f"{needle!r} not in: {msg}"
+    return msg
+
+
+def summary_error(tmp_path, text, line, *needles, name="model.yaml"):
+    path = tmp_path / name
+    path.write_text(text) if isinstance(text, str) else path.write_bytes(text)
+    return check_error(cli("summary", path, cwd=tmp_path), *needles, file=path, line=line)
+
+
+HEAD = "name: t\ninput: {shape: [3, 9, 8]}\nlayers:\n"     # the layers start on line 4
+
+
+def layers(*items, output="a"):
+    return HEAD + "".join(f"  - {i}\n" for i in items) + f"output: {output}\n"
+
+
+# ------------------------------------------------------------------ the model file
+# (id, YAML text, the line the error must name, needles the message must hold)
+MODEL_CASES = [
+    ("invalid-yaml-tab", HEAD + "  - {name: a, op: relu}\noutput: a\n\tbad: 1\n", 6,
+     ["invalid YAML"]),
+    ("invalid-yaml-mapping-in-value", "name: t: u\n", 1, ["invalid YAML"]),
+    ("not-a-mapping", "- name: t\n- op: conv\n", 1, ["mapping"]),
+    ("unknown-top-level-field", HEAD + "  - {name: a, op: relu}\noutputs: a\n", 5,
+     ["'outputs'", "did you mean 'output'"]),
+    ("missing-top-level-field", "name: t\ninput: {shape: [3, 9, 8]}\noutput: a\n", 1,
+     ["'layers'"]),
+    ("empty-layers", "name: t\ninput: {shape: [3, 9, 8]}\nlayers: []\noutput: a\n", 3,
+     ["field 'layers'"]),
+    ("unknown-op", layers("{name: a, op: maxpol, kernel: 2}"), 4,
+     ["layer 'a'", "field 'op'", "maxpol", "did you mean 'maxpool'"]),
+    ("misspelled-field", HEAD + "  - name: a\n    op: conv\n    out: 4\n    kernel: 3\n"
+     "    stide: 2\noutput: a\n", 8, ["layer 'a'", "stide", "did you mean 'stride'"]),
+    ("missing-required-field", layers("{name: a, op: conv, kernel: 3}"), 4,
+     ["layer 'a'", "field 'out'", "missing"]),
+    ("missing-op", layers("{name: a, out: 3}"), 4, ["layer 'a'", "field 'op'"]),
+    ("missing-name", layers("{op: relu}"), 4, ["name"]),
+    ("duplicate-layer-name", layers("{name: a, op: relu}", "{name: b, op: relu}",
+                                    "{name: a, op: relu}"), 6,
+     ["layer 'a'", "duplicate", "line 4"]),
+    ("duplicate-key", HEAD + "  - name: a\n    op: conv\n    out: 4\n    kernel: 3\n"
+     "    out: 5\noutput: a\n", 8, ["duplicate key 'out'", "line 6"]),
+    ("duplicate-top-level-key", layers("{name: a, op: relu}") + "name: u\n", 6,
+     ["duplicate key 'name'", "line 1"]),
+    ("reference-to-nonexistent-layer", layers("{name: a, op: relu, input: nosuch}"), 4,
+     ["layer 'a'", "field 'input'", "nosuch"]),
+    ("reference-to-later-layer", layers("{name: a, op: relu, input: b}", "{name: b, op: relu}",
+                                        output="b"), 4,
+     ["layer 'a'", "'b'", "later", "line 5"]),
+    ("self-reference", layers("{name: a, op: relu, input: a}"), 4,
+     ["layer 'a'", "own output"]),
+    ("self-reference-in-inputs", layers("{name: r, op: relu}", "{name: a, op: add, inputs: [r, a]}"),
+     5, ["layer 'a'", "field 'inputs'"]),
+    ("add-same-input-twice", layers("{name: a, op: add, inputs: [input, input]}"), 4,
+     ["layer 'a'", "twice"]),
+    ("name-starts-with-digit", layers("{name: 2conv, op: relu}", output="2conv"), 4,
+     ["2conv", "identifier"]),
+    ("name-with-dash", layers("{name: my-conv, op: relu}", output="my-conv"), 4,
+     ["my-conv", "identifier"]),
+    ("name-with-dot", layers("{name: conv.1, op: relu}", output="conv.1"), 4,
+     ["conv.1", "identifier"]),
+    ("name-not-a-string", layers("{name: 12, op: relu}", output="12"), 4, ["name", "string"]),
+    ("name-is-input", layers("{name: input, op: relu}", output="input"), 4, ["'input'"]),
+    ("model-name-not-identifier", "name: my net\ninput: {shape: [3, 9, 8]}\nlayers:\n"
+     "  - {name: a, op: relu}\noutput: a\n", 1, ["my net"]),
+    ("c-keyword-int", layers("{name: int, op: relu}", output="int"), 4,
+     ["layer 'int'", "reserved"]),
+    ("c-keyword-float", layers("{name: float, op: relu}", output="float"), 4,
+     ["layer 'float'", "reserved"]),
+    ("cuda-keyword-global", layers("{name: __global__, op: relu}", output="__global__"), 4,
+     ["__global__"]),
+    ("c-keyword-main", layers("{name: main, op: relu}", output="main"), 4, ["main", "reserved"]),
+    ("collides-with-generated-relu", layers("{name: conv1, op: conv, out: 4, kernel: 3, relu: true}",
+                                            "{name: conv1_relu, op: relu}", output="conv1_relu"),
+     5, ["conv1_relu", "conv1", "line 4"]),
+    ("collides-with-generated-fire", layers(
+        "{name: fire2, op: fire, squeeze: 2, expand1x1: 2, expand3x3: 2}",
+        "{name: fire2_squeeze, op: relu}", output="fire2_squeeze"),
+     5, ["fire2_squeeze", "fire2", "line 4"]),
+    ("number-as-string", layers('{name: a, op: conv, out: 4, kernel: "3"}'), 4,
+     ["layer 'a'", "field 'kernel'", "string"]),
+    ("number-as-string-in-pair", layers('{name: a, op: conv, out: 4, kernel: [3, "3"]}'), 4,
+     ["layer 'a'", "field 'kernel'"]),
+    ("bool-where-int", layers("{name: a, op: conv, out: true, kernel: 3}"), 4,
+     ["layer 'a'", "field 'out'", "positive integer"]),
+    ("bool-in-pair", layers("{name: a, op: conv, out: 2, kernel: [true, 3]}"), 4,
+     ["layer 'a'", "field 'kernel'"]),
+    ("int-where-bool", layers("{name: a, op: conv, out: 2, kernel: 3, relu: 1}"), 4,
+     ["layer 'a'", "field 'relu'", "true or false"]),
+    ("float-where-int", layers("{name: a, op: conv, out: 3.5, kernel: 3}"), 4,
+     ["layer 'a'", "field 'out'", "3.5"]),
+    ("integral-float-where-int", layers("{name: a, op: conv, out: 3.0, kernel: 3}"), 4,
+     ["layer 'a'", "field 'out'"]),
+    ("zero-out", layers("{name: a, op: conv, out: 0, kernel: 3}"), 4, ["field 'out'"]),
+    ("negative-out", layers("{name: a, op: conv, out: -4, kernel: 3}"), 4, ["field 'out'"]),
+    ("zero-kernel", layers("{name: a, op: conv, out: 2, kernel: [3, 0]}"), 4,
+     ["field 'kernel'"]),
+    ("zero-stride", layers("{name: a, op: maxpool, kernel: 2, stride: 0}"), 4,
+     ["field 'stride'"]),
+    ("negative-pad", layers("{name: a, op: conv, out: 2, kernel: 3, pad: -1}"), 4,
+     ["field 'pad'"]),
+    ("pair-of-three", layers("{name: a, op: conv, out: 2, kernel: [3, 3, 3]}"), 4,
+     ["field 'kernel'"]),
+    ("absurd-size", layers("{name: a, op: conv, out: 100000000, kernel: 1}"), 4,
+     ["field 'out'", "100000000"]),
+    ("zero-input-size", "name: t\ninput: {shape: [3, 0, 8]}\nlayers:\n  - {name: a, op: relu}\n"
+     "output: a\n", 2, ["input"]),
+    ("negative-input-size", "name: t\ninput: {shape: [3, -9, 8]}\nlayers:\n"
+     "  - {name: a, op: relu}\noutput: a\n", 2, ["input"]),
+    ("kernel-larger-than-input", HEAD + "  - name: a\n    op: conv\n    out: 4\n"
+     "    kernel: [10, 3]\noutput: a\n", 7, ["layer 'a'", "field 'kernel'", "9x8"]),
+    ("pool-kernel-larger-than-input", layers("{name: a, op: relu}",
+                                             "{name: b, op: maxpool, kernel: 9, ceil_mode: false}",
+                                             output="b"), 5, ["layer 'b'", "field 'kernel'"]),
+    ("pool-pad-more-than-half-kernel", HEAD + "  - name: a\n    op: maxpool\n    kernel: 3\n"
+     "    pad: 2\noutput: a\n", 7, ["layer 'a'", "field 'pad'", "half"]),
+    ("deconv-pad-crops-everything", layers("{name: a, op: deconv, out: 2, kernel: 3, pad: 5}"), 4,
+     ["layer 'a'", "field 'pad'"]),
+    ("add-mismatched-channels", layers("{name: a, op: conv, out: 2, kernel: 1}",
+                                       "{name: s, op: add, inputs: [a, input]}", output="s"), 5,
+     ["layer 's'", "field 'inputs'", "2x9x8", "3x9x8"]),
+    ("concat-mismatched-hw", layers("{name: a, op: conv, out: 2, kernel: 3}",
+                                    "{name: s, op: concat, inputs: [a, input]}", output="s"), 5,
+     ["layer 's'", "field 'inputs'", "2x7x6", "3x9x8"]),
+    ("add-single-input", layers("{name: a, op: add, inputs: [input]}"), 4,
+     ["layer 'a'", "field 'inputs'"]),
+    ("conv-after-linear", layers("{name: a, op: linear, out: 5}",
+                                 "{name: b, op: conv, out: 2, kernel: 1}", output="b"), 5,
+     ["layer 'b'", "linear"]),
+    ("pool-after-linear", layers("{name: a, op: linear, out: 5}",
+                                 "{name: b, op: maxpool, kernel: 1}", output="b"), 5,
+     ["layer 'b'"]),
+    ("global-pool-with-kernel", HEAD + "  - name: a\n    op: avgpool\n    global: true\n"
+     "    kernel: 2\noutput: a\n", 7, ["layer 'a'", "field 'kernel'"]),
+    ("avgpool-without-kernel", layers("{name: a, op: avgpool}"), 4, ["layer 'a'", "kernel"]),
+    ("unused-layer", layers("{name: a, op: relu}", "{name: b, op: relu}", "{name: c, op: relu, "
+                            "input: a}", output="c"), 5, ["layer 'b'", "never used"]),
+    ("output-unknown-layer", layers("{name: a, op: relu}", output="nosuch"), 5,
+     ["field 'output'", "nosuch"]),
+    ("output-listed-twice", layers("{name: a, op: relu}", "{name: b, op: relu}",
+                                   output="[a, b, a]"), 6, ["field 'output'", "'a'", "twice"]),
+    ("output-empty", layers("{name: a, op: relu}", output="[]"), 5, ["field 'output'"]),
+    ("output-is-input", layers("{name: a, op: relu}", output="[a, input]"), 5,
+     ["field 'output'", "input"]),
+    ("layer-not-a-mapping", layers("relu"), 4, ["layers"]),
+    ("generated-name-collides-with-earlier-layer", layers(
+        "{name: a_relu, op: relu}", "{name: a, op: conv, out: 2, kernel: 1, relu: true, "
+        "input: input}", output="[a, a_relu]"), 5, ["a_relu", "line 4"]),
+    ("merge-key", "name: t\ninput: {shape: [3, 9, 8]}\ndescription: &b {op: relu}\nlayers:\n"
+     "  - {name: a, <<: *b}\noutput: a\n", 5, ["merge"]),
+]
+
+
+@pytest.mark.parametrize("text, line, needles",
+                         [pytest.param(t, ln, nd, id=i) for i, t, ln, nd in MODEL_CASES])
+def test_bad_model(tmp_path, text, line, needles):
+    summary_error(tmp_path, text, line, *needles)
+
+
+def test_bad_model_in_process_raises_model_error():
+    """The same errors from Python: a ModelError with its location attributes."""
+    with pytest.raises(ModelError) as info:
+        squeezegen.parse_model(layers("{name: a, op: conv, out: 4, kernel: \"3\"}"), "m.yaml")
+    err = info.value
+    assert (err.file, err.line, err.layer, err.field) == ("m.yaml", 4, "a", "kernel")
+    assert str(err).startswith("m.yaml:4: layer 'a', field 'kernel': ")
+
+
+@pytest.mark.parametrize("op", ["[conv]", "{x: 1}"], ids=["list", "map"])
+def test_op_not_a_string(tmp_path, op):
+    summary_error(tmp_path, layers(f"{{name: a, op: {op}}}"), 4, "layer 'a'", "field 'op'")
+
+
+@pytest.mark.xfail(reason="BUG: frontend/parse.py _read_top uses getattr(doc, 'line') and a "
+                          "scalar document has none, so the error gives no line", strict=True)
+def test_scalar_document_names_its_line(tmp_path):
+    summary_error(tmp_path, "just some text\n", 1, "mapping")
+
+
+@pytest.mark.xfail(reason="BUG: frontend/yaml_loader.py load_yaml: PyYAML's composer and "
+                          "_convert recurse per nesting level; a deeply nested value raises "
+                          "RecursionError, an internal error (exit 3)", strict=True)
+def test_deeply_nested_yaml_refused_cleanly(tmp_path):
+    depth = 3000
+    text = ("name: t\ndescription: " + "[" * depth + "]" * depth + "\n" + HEAD[8:]
+            + "  - {name: a, op: relu}\noutput: a\n")
+    summary_error(tmp_path, text, 2, "nest")
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    check_error(cli("summary", path), "document", file=path)
+
+
+@pytest.mark.parametrize("text, line", [
+    (layers('{name: a, op: relu, input: !!python/object/apply:os.system ["touch PWNED"]}'), 4),
+    ('name: !!python/object/apply:os.system ["touch PWNED"]\n' + HEAD[8:]
+     + "  - {name: a, op: relu}\noutput: a\n", 1),
+    (layers("{name: a, op: relu}") + "description: !!python/object/new:os.system [touch PWNED]\n",
+     6),
+    (layers("{name: a, op: relu}") + "description: !!python/name:os.system\n", 6),
+], ids=["apply-in-layer", "apply-as-name", "new-in-description", "python-name"])
+def test_yaml_python_tags_refused_and_not_run(tmp_path, text, line):
+    summary_error(tmp_path, text, line, "tag")
+    assert not (tmp_path / "PWNED").exists(), "the YAML tag ran a command"
+
+
+def test_alias_bomb_refused_quickly(tmp_path):
+    lol = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, cur in zip("abcdefgh", "bcdefghi"):
+        lol.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
+    text = "\n".join(lol) + "\n" + HEAD + "  - {name: a, op: relu}\noutput: a\n"
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    start = time.monotonic()
+    r = cli("summary", path, timeout=30)
+    assert time.monotonic() - start < 10
+    msg = check_error(r, "alias", file=path)
+    # the anchor's line (1) or the first alias's line (2)
+    assert f"{path}:1:" in msg or f"{path}:2:" in msg, msg
+
+
+def test_model_file_missing(tmp_path):
+    path = tmp_path / "nope.yaml"
+    check_error(cli("summary", path), "not found", file=path)
+
+
+def test_model_file_not_utf8(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(layers("{name: a, op: relu}").encode() + b"# caf\xe9 \xff\xfe\n")
+    check_error(cli("summary", path), "UTF-8", file=path)
+
+
+def test_model_file_is_a_directory(tmp_path):
+    check_error(cli("summary", tmp_path), file=tmp_path)
+
+
+def test_run_reports_model_errors_too(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text(layers("{name: a, op: conv, out: 4, kernel: 3, stide: 2}"))
+    np.savez(tmp_path / "w.npz", x=np.zeros(1, np.float32))
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 9, 8), np.float32))
+    check_error(cli("run", path, "--weights", tmp_path / "w.npz", "--input", tmp_path / "x.npy",
+                    "--output", tmp_path / "y.npy", "--backend", "numpy"), "stide", file=path,
+                line=4)
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_bad_command_line_usage_exits_2(tmp_path):
+    r = cli("init-weights", ROOT / "models" / "lenet.yaml", "-o", tmp_path / "w.npz",
+            "--seed", "-1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "seed" in r.stderr
+    assert not (tmp_path / "w.npz").exists()
+
+
+# ------------------------------------------------------------------ weights
+WEIGHTS_MODEL = """name: w
+input: {shape: [2, 6, 5]}
+layers:
+  - {name: c, op: conv, out: 3, kernel: 3, relu: true}
+  - {name: fire2, op: fire, squeeze: 2, expand1x1: 2, expand3x3: 2}
+  - {name: fc, op: linear, out: 4}
+output: fc
+"""
+
+
+class Setup:
+    def __init__(self, tmp_path):
+        self.dir = tmp_path
+        self.model = tmp_path / "w.yaml"
+        self.model.write_text(WEIGHTS_MODEL)
+        self.graph = squeezegen.load_model(self.model)
+        self.weights = random_weights(self.graph)
+        self.x = random_input(self.graph, 2)
+        self.xfile = tmp_path / "x.npy"
+        np.save(self.xfile, self.x)
+        self.wfile = tmp_path / "weights.npz"
+        self.out = tmp_path / "y.npy"
+
+    def save(self, weights):
+        np.savez(self.wfile, **weights)
+        return self.wfile
+
+    def run(self, weights=None, x=None, wfile=None):
+        if weights is not None:
+            self.save(weights)
+        elif wfile is None and not self.wfile.exists():
+            self.save(self.weights)
+        xfile = self.xfile
+        if x is not None:
+            xfile = self.dir / "x_bad.npy"
+            np.save(xfile, x)
+        return cli("run", self.model, "--weights", wfile or self.wfile, "--input", xfile,
+                   "--output", self.out, "--backend", "numpy", cwd=self.dir)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    return Setup(tmp_path)
+
+
+def test_good_weights_run(setup):
+    """The baseline the weight cases below vary: this one works."""
+    r = setup.run(setup.weights)
+    assert r.returncode == 0, r.stderr
+    assert np.load(setup.out).shape == (2, 4)
+
+
+def test_weights_missing_keys_listed(setup):
+    w = dict(setup.weights)
+    del w["c.bias"], w["fire2.expand3x3.weight"]
+    check_error(setup.run(w), "missing", "c.bias", "fire2.expand3x3.weight", file=setup.wfile)
+    assert not setup.out.exists()
+
+
+def test_weights_extra_keys_listed(setup):
+    w = dict(setup.weights, **{"c.scale": np.ones(3, np.float32),
+                               "zzz.weight": np.ones((2, 2), np.float32)})
+    check_error(setup.run(w), "c.scale", "zzz.weight", file=setup.wfile)
+
+
+def test_weights_wrong_shape(setup):
+    w = dict(setup.weights, **{"c.weight": np.ones((3, 2, 3, 2), np.float32)})
+    check_error(setup.run(w), "c.weight", "(3, 2, 3, 3)", "(3, 2, 3, 2)", file=setup.wfile)
+
+
+def test_weights_transposed_linear(setup):
+    w = dict(setup.weights)
+    w["fc.weight"] = np.ascontiguousarray(w["fc.weight"].T)
+    check_error(setup.run(w), "fc.weight", str(tuple(setup.weights["fc.weight"].shape)),
+                str(tuple(w["fc.weight"].shape)), file=setup.wfile)
+
+
+@pytest.mark.parametrize("key, shape", [
+    ("c.bias", (1, 3)), ("fire2.squeeze.bias", (2, 1)), ("fc.bias", (1,)),
+    ("c.weight", (1, 3, 2, 3, 3)),
+], ids=["bias-1xN", "bias-Nx1", "bias-1-broadcasts", "weight-extra-unit-dim"])
+def test_weights_merely_broadcastable_shape_rejected(setup, key, shape):
+    w = dict(setup.weights, **{key: np.ones(shape, np.float32)})
+    expected = str(tuple(setup.weights[key].shape))
+    check_error(setup.run(w), key, expected, str(shape), file=setup.wfile)
+
+
+@pytest.mark.parametrize("key, value", [("fc.weight", np.nan), ("fire2.squeeze.bias", np.inf),
+                                        ("c.weight", -np.inf)], ids=["nan", "inf", "-inf"])
+def test_weights_non_finite(setup, key, value):
+    w = {k: v.copy() for k, v in setup.weights.items()}
+    w[key].flat[1] = value
+    check_error(setup.run(w), key, file=setup.wfile)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.bool_])
+def test_weights_integer_dtype(setup, dtype):
+    w = dict(setup.weights, **{"c.weight": np.ones((3, 2, 3, 3), dtype)})
+    check_error(setup.run(w), "c.weight", np.dtype(dtype).name, file=setup.wfile)
+
+
+class _Boom:
+    """Unpickling this runs `touch UNPICKLED` (in the cwd of the process that unpickles)."""
+
+    def __reduce__(self):
+        return (os.system, ("touch UNPICKLED",))
+
+
+def test_weights_object_array_refused_without_unpickling(setup):
+    w = dict(setup.weights)
+    w["c.bias"] = np.array([_Boom(), 1, 2], dtype=object)
+    np.savez(setup.wfile, **w)                      # pickles the object array
+    assert not (setup.dir / "UNPICKLED").exists()
+    check_error(setup.run(), file=setup.wfile)
+    assert not (setup.dir / "UNPICKLED").exists(), "the weights file was unpickled"
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.99, 30, 0], ids=["half", "all-but-end", "30-bytes",
+                                                       "empty"])
+def test_weights_truncated_refused(setup, cut):
+    """Exit 1, the error (first line) names the file; no traceback. (The one-line rule is checked
+    separately below: a leaked-file warning follows the error today.)"""
+    data = setup.save(setup.weights).read_bytes()
+    setup.wfile.write_bytes(data[:int(len(data) * cut) if isinstance(cut, float) else cut])
+    r = setup.run()
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("squeezegen: error:") and str(setup.wfile) in first, first
+    assert not setup.out.exists()
+
+
+@pytest.mark.xfail(reason="BUG: weights.load_weights passes a path to np.load, which leaks the "
+                          "open file when the zip is corrupt; the CLI then prints a second line "
+                          "'squeezegen: warning: unclosed file ...'", strict=True)
+def test_weights_truncated_one_line(setup):
+    data = setup.save(setup.weights).read_bytes()
+    setup.wfile.write_bytes(data[:len(data) // 2])
+    check_error(setup.run(), "truncated", file=setup.wfile)
+
+
+def test_weights_file_missing(setup):
+    check_error(setup.run(wfile=setup.dir / "none.npz"), "not found", file=setup.dir / "none.npz")
+
+
+def test_weights_file_is_npy_not_npz(setup):
+    path = setup.dir / "w.npy"
+    np.save(path, np.zeros(3, np.float32))
+    check_error(setup.run(wfile=path), "npz", file=path)
+
+
+@pytest.mark.xfail(reason="BUG: weights.load_weights reports any file that is not a zip as "
+                          "'holds Python objects' (numpy's pickle refusal), not as not an .npz",
+                   strict=True)
+def test_weights_file_is_text(setup):
+    path = setup.dir / "weights.dat"
+    path.write_text("these are not weights\n")
+    check_error(setup.run(wfile=path), "npz", file=path)
+
+
+def test_check_weights_in_process(setup):
+    w = dict(setup.weights)
+    w["fc.bias"] = np.ones((1, 4), np.float32)
+    with pytest.raises(WeightsError, match=r"fc\.bias.*\(1, 4\).*\(4,\)"):
+        check_weights(setup.graph, w)
+    with pytest.raises(WeightsError, match="fc.bias"):
+        ReferenceExecutor(setup.graph, {k: v for k, v in w.items() if k != "fc.bias"})
+    # float64 weights are fine: converted to float32
+    ok = check_weights(setup.graph, {k: v.astype(np.float64) for k, v in setup.weights.items()})
+    assert all(v.dtype == np.float32 for v in ok.values())
+
+
+# ------------------------------------------------------------------ inputs
+def test_input_wrong_rank(setup):
+    check_error(setup.run(x=setup.x[0]), "(2, 6, 5)", "(N, 2, 6, 5)",
+                file=setup.dir / "x_bad.npy")
+    assert not setup.out.exists()
+
+
+def test_input_wrong_shape(setup):
+    check_error(setup.run(x=np.zeros((2, 2, 5, 6), np.float32)), "(2, 2, 5, 6)", "(N, 2, 6, 5)",
+                file=setup.dir / "x_bad.npy")
+
+
+def test_input_empty_batch(setup):
+    check_error(setup.run(x=np.zeros((0, 2, 6, 5), np.float32)), file=setup.dir / "x_bad.npy")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32])
+def test_input_wrong_dtype(setup, dtype):
+    check_error(setup.run(x=setup.x.astype(dtype)), np.dtype(dtype).name, "float32",
+                file=setup.dir / "x_bad.npy")
+
+
+def test_input_object_array(setup):
+    x = np.array([_Boom(), 1], dtype=object)
+    xfile = setup.dir / "x_obj.npy"
+    np.save(xfile, x, allow_pickle=True)
+    setup.save(setup.weights)
+    r = cli("run", setup.model, "--weights", setup.wfile, "--input", xfile, "--output",
+            setup.out, "--backend", "numpy", cwd=setup.dir)
+    check_error(r, file=xfile)
+    assert not (setup.dir / "UNPICKLED").exists()
+
+
+def test_input_file_missing(setup):
+    setup.save(setup.weights)
+    r = cli("run", setup.model, "--weights", setup.wfile, "--input", setup.dir / "none.npy",
+            "--output", setup.out, "--backend", "numpy")
+    check_error(r, "not found", file=setup.dir / "none.npy")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
+def test_input_non_finite_warns_but_runs(setup, value):
+    x = setup.x.copy()
+    x[1, 0, 2, 3] = value
+    r = setup.run(setup.weights, x=x)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "warning" in r.stderr.lower()
+    assert "error" not in r.stderr.lower()
+    y = np.load(setup.out)
+    assert y.shape == (2, 4)
+    assert np.isfinite(y[0]).all()          # the other image is unaffected
+
+
+def test_check_input_in_process(setup):
+    net = ReferenceExecutor(setup.graph, setup.weights)
+    with pytest.raises(InputError, match="float64"):
+        net(setup.x.astype(np.float64))
+    with pytest.raises(InputError, match="shape"):
+        net(setup.x[:, :, :5])
+    with pytest.raises(InputError):
+        net(setup.x.tolist())
+    x = setup.x.copy()
+    x[0, 0, 0, 0] = np.nan
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        net(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net(setup.x)                        # finite input: no warning

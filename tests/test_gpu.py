@@ -1,0 +1,217 @@
+"""The generated CUDA on a real GPU against the NumPy reference and PyTorch on the same GPU.
+
+Marker `gpu`: skipped, with the reason, where PyCUDA or a GPU is missing. Tolerance: max abs
+error relative to the output's max magnitude <= 1e-4 (fp32).
+    source .device/env.sh && python3 -m pytest -m gpu -q
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import squeezegen
+from squeezegen import load_model, parse_model
+from squeezegen.errors import InputError
+from squeezegen.reference import ReferenceExecutor
+from helpers import random_input, random_weights, torch_module
+from random_models import random_model
+from test_codegen import TEMPLATE_TOUR
+
+TOL = 1e-4
+
+
+def _gpu_reason():
+    try:
+        from squeezegen.runtime.network import GPUError, cuda
+    except Exception as exc:          # pragma: no cover
+        return f"runtime import failed: {exc}"
+    try:
+        cuda()
+    except GPUError as exc:
+        return str(exc)
+    return None
+
+
+REASON = _gpu_reason()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"no GPU: {REASON}")]
+
+
+def rel_err(got, want) -> float:
+    return float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-30))
+
+
+def outputs(y):
+    return y if isinstance(y, tuple) else (y,)
+
+
+def torch_gpu(graph, weights, x):
+    torch = pytest.importorskip("torch")
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    module = torch_module(graph, weights)
+    module.params = {k: v.cuda() for k, v in module.params.items()}
+    with torch.no_grad():
+        y = module(torch.from_numpy(x).cuda())
+    return tuple(t.cpu().numpy() for t in outputs(y))
+
+
+def compare(graph, weights, x, against_torch=False):
+    want = outputs(ReferenceExecutor(graph, weights)(x))
+    with squeezegen.compile(graph, weights, batch=x.shape[0]) as net:
+        got = outputs(net(x))
+        again = outputs(net(x))                                   # graph replay is repeatable
+    for g, w, a in zip(got, want, again):
+        assert g.shape == w.shape
+        assert rel_err(g, w) <= TOL, f"vs reference: {rel_err(g, w):.2e}"
+        np.testing.assert_array_equal(g, a)
+    if against_torch:
+        for g, t in zip(got, torch_gpu(graph, weights, x)):
+            assert rel_err(g, t) <= TOL, f"vs torch: {rel_err(g, t):.2e}"
+    return got
+
+
+OP_CASES = {
+    "conv_odd": ("[3, 13, 10]", "  - {name: out, op: conv, out: 5, kernel: [3, 2], stride: [2, 3], pad: [1, 0]}"),
+    "conv_stride_gt_kernel": ("[4, 17, 9]", "  - {name: out, op: conv, out: 7, kernel: 2, stride: 3, relu: true}"),
+    "conv_1x1_nobias": ("[9, 5, 7]", "  - {name: out, op: conv, out: 21, kernel: 1, bias: false}"),
+    "deconv_s4_k11": ("[21, 5, 4]", "  - {name: out, op: deconv, out: 21, kernel: 11, stride: 4, bias: false}"),
+    "deconv_pad_nonsquare": ("[3, 6, 5]", "  - {name: out, op: deconv, out: 4, kernel: [3, 4], stride: [2, 3], pad: [1, 1]}"),
+    "deconv_stride_gt_kernel": ("[2, 4, 3]", "  - {name: out, op: deconv, out: 3, kernel: 2, stride: 3}"),
+    "maxpool_ceil_edge": ("[3, 8, 11]", "  - {name: out, op: maxpool, kernel: 3, stride: 2, pad: 1}"),
+    "maxpool_floor": ("[2, 9, 7]", "  - {name: out, op: maxpool, kernel: [2, 3], stride: [2, 2], ceil_mode: false}"),
+    "avgpool_ceil_pad": ("[3, 10, 7]", "  - {name: out, op: avgpool, kernel: 3, stride: 2, pad: 1}"),
+    "avgpool_global": ("[6, 7, 5]", "  - {name: out, op: avgpool, global: true}"),
+    "fire": ("[5, 9, 6]", "  - {name: out, op: fire, squeeze: 3, expand1x1: 4, expand3x3: 5}"),
+    "linear_softmax": ("[3, 5, 4]", "  - {name: fc, op: linear, out: 7}\n  - {name: out, op: softmax}"),
+    "softmax_image": ("[5, 3, 4]", "  - {name: out, op: softmax}"),
+    "add3_relu": ("[3, 6, 5]", "  - {name: a, op: conv, out: 3, kernel: 1}\n  - {name: b, op: maxpool, input: input, kernel: 1}\n"
+                               "  - {name: out, op: add, inputs: [a, b, input], relu: true}"),
+    "concat_copy": ("[2, 5, 5]", "  - {name: p, op: maxpool, kernel: 3, stride: 1, pad: 1}\n"
+                                 "  - {name: out, op: concat, inputs: [input, p]}"),
+    "relu_alone": ("[2, 3, 3]", "  - {name: p, op: avgpool, kernel: 1}\n  - {name: out, op: relu}"),
+}
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("case", sorted(OP_CASES))
+def test_op_on_odd_shapes(case, batch):
+    shape, layers = OP_CASES[case]
+    g = parse_model(f"name: t\ninput: {{shape: {shape}}}\nlayers:\n{layers}\noutput: out\n")
+    w = random_weights(g, 0)
+    compare(g, w, random_input(g, batch), against_torch=True)
+
+
+def test_template_tour_batch3():
+    g = parse_model(TEMPLATE_TOUR, "tour.yaml")
+    compare(g, random_weights(g, 1), random_input(g, 3), against_torch=True)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_models(seed):
+    g = parse_model(random_model(5000 + seed))
+    compare(g, random_weights(g, seed), random_input(g, 1 + seed % 3), against_torch=seed < 10)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 32])
+@pytest.mark.parametrize("model", ["lenet", "squeezeseg"])
+def test_shipped_models(model, batch):
+    g = load_model(f"models/{model}.yaml")
+    w = random_weights(g, 7)
+    x = np.random.default_rng(batch).uniform(-128, 128, (batch,) + g.input.type.shape)
+    compare(g, w, x.astype(np.float32), against_torch=True)
+
+
+def test_table3_pixel_mean(capsys):
+    """The paper's Table 3 check: the mean output pixel of squeezeseg from three executors."""
+    torch = pytest.importorskip("torch")
+    import sys
+    sys.path.insert(0, "benchmarks")
+    from table3 import pixel_means
+    means = pixel_means()
+    with capsys.disabled():
+        print("\nTable 3 analogue (mean of all output pixels, seed 0):",
+              ", ".join(f"{k} {v:.6f}" for k, v in means.items()))
+    ref = means["numpy reference"]
+    assert abs(means["squeezegen cuda"] - ref) <= 1e-4 * max(1.0, abs(ref))
+    assert abs(means["pytorch cuda"] - ref) <= 1e-4 * max(1.0, abs(ref))
+
+
+def test_network_survives_bad_calls_and_frees_memory():
+    from squeezegen.runtime.network import cuda
+    drv = cuda()
+    g = load_model("models/lenet.yaml")
+    w = random_weights(g, 0)
+    x = random_input(g, 2)
+    free_before = drv.mem_get_info()[0]
+    net = squeezegen.compile(g, w, batch=2)
+    good = net(x)
+    with pytest.raises(InputError, match="larger than this network's batch"):
+        net(random_input(g, 3))
+    with pytest.raises(InputError, match="dtype float64"):
+        net(x.astype(np.float64))
+    with pytest.raises(InputError, match="shape"):
+        net(x[:, :, :5])
+    np.testing.assert_array_equal(net(x), good)
+    np.testing.assert_array_equal(net(x[:1]), good[:1])     # a smaller batch is fine
+    net.close()
+    assert drv.mem_get_info()[0] >= free_before - (4 << 20)
+
+
+def test_out_of_memory_is_reported_and_nothing_leaks():
+    from squeezegen.runtime.network import GPUError, cuda
+    drv = cuda()
+    g = parse_model("name: big\ninput: {shape: [64, 256, 256]}\nlayers:\n"
+                    "  - {name: c, op: conv, out: 256, kernel: 1}\n"
+                    "  - {name: d, op: conv, out: 1, kernel: 1}\noutput: d\n")
+    free_before = drv.mem_get_info()[0]
+    with pytest.raises(GPUError, match="out of memory.*needs"):
+        squeezegen.compile(g, random_weights(g, 0), batch=4096)     # 256 GiB of arena
+    assert drv.mem_get_info()[0] >= free_before - (4 << 20)
+    small = load_model("models/lenet.yaml")
+    with squeezegen.compile(small, random_weights(small, 0), batch=1) as net:  # still usable
+        assert net(random_input(small, 1)).shape == (1, 10)
+
+
+def test_run_accepts_device_pointers():
+    torch = pytest.importorskip("torch")
+    g = load_model("models/lenet.yaml")
+    w = random_weights(g, 0)
+    x = random_input(g, 4)
+    with squeezegen.compile(g, w, batch=4) as net:
+        xin = torch.from_numpy(x).cuda()
+        out = torch.empty((4, 10), device="cuda")
+        torch.cuda.synchronize()
+        net.run(xin, out)
+        net.stream.synchronize()
+        assert rel_err(out.cpu().numpy(), ReferenceExecutor(g, w)(x)) <= TOL
+
+
+def test_check_points_at_no_kernel_when_all_agree(tmp_path):
+    import subprocess
+    import sys
+    from squeezegen.weights import save_weights
+    g = load_model("models/squeezeseg.yaml")
+    save_weights(tmp_path / "w.npz", random_weights(g, 3))
+    proc = subprocess.run([sys.executable, "-m", "squeezegen", "check", "models/squeezeseg.yaml",
+                           "--weights", str(tmp_path / "w.npz"), "--batch", "2"],
+                          capture_output=True, text=True)
+    print(proc.stdout[-3000:])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK: all 36 kernels" in proc.stdout
+
+
+def test_run_cli_writes_a_segmentation_png(tmp_path):
+    import subprocess
+    import sys
+    from PIL import Image
+    from squeezegen.weights import save_weights
+    g = load_model("models/squeezeseg.yaml")
+    save_weights(tmp_path / "w.npz", random_weights(g, 3))
+    Image.fromarray((np.random.default_rng(0).random((240, 320, 3)) * 255).astype(np.uint8)).save(
+        tmp_path / "in.jpg")
+    proc = subprocess.run([sys.executable, "-m", "squeezegen", "run", "models/squeezeseg.yaml",
+                           "--weights", str(tmp_path / "w.npz"), "--input", str(tmp_path / "in.jpg"),
+                           "--output", str(tmp_path / "seg.png")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "backend cuda" in proc.stdout
+    assert Image.open(tmp_path / "seg.png").size == (227, 227)
