@@ -23,14 +23,17 @@ def load_weights(path) -> dict[str, np.ndarray]:
         return dict(path)
     file = str(path)
     try:
-        archive = np.load(file, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise WeightsError("is a single array (.npy); weights must be an .npz archive of "
-                               "named tensors", file=file)
-        with archive:
-            return {key: archive[key] for key in archive.files}
+        with open(file, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                raise WeightsError("not an .npz archive (a .npz is a zip of .npy arrays, as "
+                                   "np.savez writes)", file=file)
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise WeightsError("weights file not found", file=file) from None
+    except IsADirectoryError:
+        raise WeightsError("is a folder, not an .npz weights file", file=file) from None
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "object" in str(exc).lower():
             raise WeightsError("holds Python objects (object arrays need pickle, which squeezegen "

@@ -218,15 +218,10 @@ def test_op_not_a_string(tmp_path, op):
     summary_error(tmp_path, layers(f"{{name: a, op: {op}}}"), 4, "layer 'a'", "field 'op'")
 
 
-@pytest.mark.xfail(reason="BUG: frontend/parse.py _read_top uses getattr(doc, 'line') and a "
-                          "scalar document has none, so the error gives no line", strict=True)
 def test_scalar_document_names_its_line(tmp_path):
     summary_error(tmp_path, "just some text\n", 1, "mapping")
 
 
-@pytest.mark.xfail(reason="BUG: frontend/yaml_loader.py load_yaml: PyYAML's composer and "
-                          "_convert recurse per nesting level; a deeply nested value raises "
-                          "RecursionError, an internal error (exit 3)", strict=True)
 def test_deeply_nested_yaml_refused_cleanly(tmp_path):
     depth = 3000
     text = ("name: t\ndescription: " + "[" * depth + "]" * depth + "\n" + HEAD[8:]
@@ -434,9 +429,6 @@ def test_weights_truncated_refused(setup, cut):
     assert not setup.out.exists()
 
 
-@pytest.mark.xfail(reason="BUG: weights.load_weights passes a path to np.load, which leaks the "
-                          "open file when the zip is corrupt; the CLI then prints a second line "
-                          "'squeezegen: warning: unclosed file ...'", strict=True)
 def test_weights_truncated_one_line(setup):
     data = setup.save(setup.weights).read_bytes()
     setup.wfile.write_bytes(data[:len(data) // 2])
@@ -453,9 +445,6 @@ def test_weights_file_is_npy_not_npz(setup):
     check_error(setup.run(wfile=path), "npz", file=path)
 
 
-@pytest.mark.xfail(reason="BUG: weights.load_weights reports any file that is not a zip as "
-                          "'holds Python objects' (numpy's pickle refusal), not as not an .npz",
-                   strict=True)
 def test_weights_file_is_text(setup):
     path = setup.dir / "weights.dat"
     path.write_text("these are not weights\n")

@@ -92,10 +92,10 @@ conv1(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_conv1(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_conv1(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x4, 256 threads per block
-    conv1<<<dim3(3, 4, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    conv1<<<dim3(3, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -135,10 +135,10 @@ pool1(const float* __restrict__ input, float* __restrict__ arena,
         y[n * Y_IMAGE + c * (HO * WO) + pix] = v;
 }
 
-static cudaError_t sg_launch_pool1(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x1, 256 threads per block
-    pool1<<<dim3(12, 1, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    pool1<<<dim3(12, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -197,10 +197,10 @@ conv2(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_conv2(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_conv2(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1x10, 256 threads per block
-    conv2<<<dim3(1, 10, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    conv2<<<dim3(1, 10, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -240,10 +240,10 @@ pool2(const float* __restrict__ input, float* __restrict__ arena,
         y[n * Y_IMAGE + c * (HO * WO) + pix] = v;
 }
 
-static cudaError_t sg_launch_pool2(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_pool2(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 4x1, 256 threads per block
-    pool2<<<dim3(4, 1, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    pool2<<<dim3(4, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -287,10 +287,10 @@ ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
         y[n * Y_IMAGE + co * 1 + pix] = v;
 }
 
-static cudaError_t sg_launch_ip1_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_ip1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 63x1, 256 threads per block
-    ip1_relu<<<dim3(63, 1, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    ip1_relu<<<dim3(63, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -332,10 +332,10 @@ ip2(const float* __restrict__ input, float* __restrict__ arena,
         y[n * Y_IMAGE + co * 1 + pix] = v;
 }
 
-static cudaError_t sg_launch_ip2(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_ip2(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 2x1, 256 threads per block
-    ip2<<<dim3(2, 1, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    ip2<<<dim3(2, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -372,10 +372,10 @@ prob(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_prob(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_prob(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1x1, 256 threads per block
-    prob<<<dim3(1, 1, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    prob<<<dim3(1, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -400,19 +400,19 @@ cudaError_t lenet_create(lenet_net** out, const void* blob, size_t blob_bytes)
     if (blob_bytes < (size_t)SG_BLOB_HEADER_BYTES || memcmp(bytes, sg_blob_magic, 8) != 0)
         return cudaErrorInvalidValue;
     memcpy(&floats, bytes + 16, sizeof floats);
-    if (floats != (uint64_t)LENET_WEIGHT_FLOATS
+    if (floats != (uint64_t)SG_LENET_WEIGHT_FLOATS
         || blob_bytes != (size_t)SG_BLOB_HEADER_BYTES + floats * sizeof(float)
-        || memcmp(bytes + SG_HASH_OFFSET, LENET_MODEL_HASH, SG_HASH_CHARS) != 0)
+        || memcmp(bytes + SG_HASH_OFFSET, SG_LENET_MODEL_HASH, SG_HASH_CHARS) != 0)
         return cudaErrorInvalidValue;
     lenet_net* net = (lenet_net*)calloc(1, sizeof *net);
     if (net == NULL) return cudaErrorMemoryAllocation;
     cudaError_t err = cudaSuccess;
-    if (LENET_ARENA_BYTES > 0) err = cudaMalloc((void**)&net->arena, (size_t)LENET_ARENA_BYTES);
-    if (err == cudaSuccess && LENET_WEIGHT_FLOATS > 0)
-        err = cudaMalloc((void**)&net->weights, (size_t)LENET_WEIGHT_FLOATS * sizeof(float));
-    if (err == cudaSuccess && LENET_WEIGHT_FLOATS > 0)
+    if (SG_LENET_ARENA_BYTES > 0) err = cudaMalloc((void**)&net->arena, (size_t)SG_LENET_ARENA_BYTES);
+    if (err == cudaSuccess && SG_LENET_WEIGHT_FLOATS > 0)
+        err = cudaMalloc((void**)&net->weights, (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float));
+    if (err == cudaSuccess && SG_LENET_WEIGHT_FLOATS > 0)
         err = cudaMemcpy(net->weights, bytes + SG_BLOB_HEADER_BYTES,
-                         (size_t)LENET_WEIGHT_FLOATS * sizeof(float), cudaMemcpyHostToDevice);
+                         (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float), cudaMemcpyHostToDevice);
     if (err != cudaSuccess) {
         lenet_destroy(net);
         return err;
@@ -427,7 +427,7 @@ cudaError_t lenet_create_from_file(lenet_net** out, const char* path)
     *out = NULL;
     FILE* f = fopen(path, "rb");
     if (f == NULL) return cudaErrorInvalidValue;
-    const size_t want = (size_t)SG_BLOB_HEADER_BYTES + (size_t)LENET_WEIGHT_FLOATS * sizeof(float);
+    const size_t want = (size_t)SG_BLOB_HEADER_BYTES + (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float);
     void* blob = malloc(want + 1);
     size_t got = blob != NULL ? fread(blob, 1, want + 1, f) : 0;
     fclose(f);
@@ -440,15 +440,15 @@ cudaError_t lenet_create_from_file(lenet_net** out, const char* path)
 cudaError_t lenet_forward(lenet_net* net, const float* input, float* output0, cudaStream_t stream)
 {
     if (net == NULL || input == NULL || output0 == NULL) return cudaErrorInvalidValue;
-    const sg_buffers b = {input, net->arena, net->weights, output0};
+    const sg_buffers buffers = {input, net->arena, net->weights, output0};
     cudaError_t err = cudaSuccess;
-    if ((err = sg_launch_conv1(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_pool1(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_conv2(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_pool2(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_ip1_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_ip2(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_prob(b, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_conv1(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_pool1(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_conv2(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_pool2(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_ip1_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_ip2(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_prob(buffers, stream)) != cudaSuccess) return err;
     return cudaSuccess;
 }
 

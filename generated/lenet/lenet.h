@@ -20,14 +20,14 @@
 extern "C" {
 #endif
 
-#define LENET_BATCH 1
+#define SG_LENET_BATCH 1
 /* input: 1x1x28x28 float32, NCHW */
-#define LENET_INPUT_FLOATS 784LL
+#define SG_LENET_INPUT_FLOATS 784LL
 /* output 0 (prob): 1x10 float32 */
-#define LENET_OUTPUT0_FLOATS 10LL
-#define LENET_ARENA_BYTES 57600LL
-#define LENET_WEIGHT_FLOATS 431296LL
-#define LENET_MODEL_HASH "22b2370e838ddf4b946a64f7fcdd9053464f22535dde984bf70187ae1cfee13f"
+#define SG_LENET_OUTPUT0_FLOATS 10LL
+#define SG_LENET_ARENA_BYTES 57600LL
+#define SG_LENET_WEIGHT_FLOATS 431296LL
+#define SG_LENET_MODEL_HASH "22b2370e838ddf4b946a64f7fcdd9053464f22535dde984bf70187ae1cfee13f"
 
 typedef struct lenet_net lenet_net;
 

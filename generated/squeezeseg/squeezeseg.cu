@@ -115,10 +115,10 @@ conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_conv1_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_conv1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 49x12, 256 threads per block
-    conv1_relu<<<dim3(49, 12, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    conv1_relu<<<dim3(49, 12, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -158,10 +158,10 @@ pool1(const float* __restrict__ input, float* __restrict__ arena,
         y[n * Y_IMAGE + c * (HO * WO) + pix] = v;
 }
 
-static cudaError_t sg_launch_pool1(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1135x1, 256 threads per block
-    pool1<<<dim3(1135, 1, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    pool1<<<dim3(1135, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -222,10 +222,10 @@ fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire2_squeeze_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire2_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x2, 256 threads per block
-    fire2_squeeze_relu<<<dim3(12, 2, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire2_squeeze_relu<<<dim3(12, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -286,10 +286,10 @@ fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x8, 256 threads per block
-    fire2_expand1x1_relu<<<dim3(12, 8, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire2_expand1x1_relu<<<dim3(12, 8, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -350,10 +350,10 @@ fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x8, 256 threads per block
-    fire2_expand3x3_relu<<<dim3(12, 8, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire2_expand3x3_relu<<<dim3(12, 8, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -414,10 +414,10 @@ fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x2, 256 threads per block
-    fire3_squeeze_relu<<<dim3(12, 2, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire3_squeeze_relu<<<dim3(12, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -478,10 +478,10 @@ fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x8, 256 threads per block
-    fire3_expand1x1_relu<<<dim3(12, 8, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire3_expand1x1_relu<<<dim3(12, 8, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -542,10 +542,10 @@ fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x8, 256 threads per block
-    fire3_expand3x3_relu<<<dim3(12, 8, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire3_expand3x3_relu<<<dim3(12, 8, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -606,10 +606,10 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x4, 256 threads per block
-    fire4_squeeze_relu<<<dim3(12, 4, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire4_squeeze_relu<<<dim3(12, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -670,10 +670,10 @@ fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x16, 256 threads per block
-    fire4_expand1x1_relu<<<dim3(12, 16, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire4_expand1x1_relu<<<dim3(12, 16, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -734,10 +734,10 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x16, 256 threads per block
-    fire4_expand3x3_relu<<<dim3(12, 16, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire4_expand3x3_relu<<<dim3(12, 16, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -777,10 +777,10 @@ pool4(const float* __restrict__ input, float* __restrict__ arena,
         y[n * Y_IMAGE + c * (HO * WO) + pix] = v;
 }
 
-static cudaError_t sg_launch_pool4(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_pool4(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 729x1, 256 threads per block
-    pool4<<<dim3(729, 1, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    pool4<<<dim3(729, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -841,10 +841,10 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x4, 256 threads per block
-    fire5_squeeze_relu<<<dim3(3, 4, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire5_squeeze_relu<<<dim3(3, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -905,10 +905,10 @@ fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x16, 256 threads per block
-    fire5_expand1x1_relu<<<dim3(3, 16, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire5_expand1x1_relu<<<dim3(3, 16, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -969,10 +969,10 @@ fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x16, 256 threads per block
-    fire5_expand3x3_relu<<<dim3(3, 16, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire5_expand3x3_relu<<<dim3(3, 16, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1033,10 +1033,10 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x6, 256 threads per block
-    fire6_squeeze_relu<<<dim3(3, 6, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire6_squeeze_relu<<<dim3(3, 6, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1097,10 +1097,10 @@ fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x24, 256 threads per block
-    fire6_expand1x1_relu<<<dim3(3, 24, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire6_expand1x1_relu<<<dim3(3, 24, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1161,10 +1161,10 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x24, 256 threads per block
-    fire6_expand3x3_relu<<<dim3(3, 24, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire6_expand3x3_relu<<<dim3(3, 24, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1225,10 +1225,10 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x6, 256 threads per block
-    fire7_squeeze_relu<<<dim3(3, 6, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire7_squeeze_relu<<<dim3(3, 6, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1289,10 +1289,10 @@ fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x24, 256 threads per block
-    fire7_expand1x1_relu<<<dim3(3, 24, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire7_expand1x1_relu<<<dim3(3, 24, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1353,10 +1353,10 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x24, 256 threads per block
-    fire7_expand3x3_relu<<<dim3(3, 24, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire7_expand3x3_relu<<<dim3(3, 24, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1417,10 +1417,10 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x8, 256 threads per block
-    fire8_squeeze_relu<<<dim3(3, 8, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire8_squeeze_relu<<<dim3(3, 8, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1481,10 +1481,10 @@ fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x32, 256 threads per block
-    fire8_expand1x1_relu<<<dim3(3, 32, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire8_expand1x1_relu<<<dim3(3, 32, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1545,10 +1545,10 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x32, 256 threads per block
-    fire8_expand3x3_relu<<<dim3(3, 32, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire8_expand3x3_relu<<<dim3(3, 32, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1588,10 +1588,10 @@ pool8(const float* __restrict__ input, float* __restrict__ arena,
         y[n * Y_IMAGE + c * (HO * WO) + pix] = v;
 }
 
-static cudaError_t sg_launch_pool8(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_pool8(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 338x1, 256 threads per block
-    pool8<<<dim3(338, 1, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    pool8<<<dim3(338, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1652,10 +1652,10 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1x8, 256 threads per block
-    fire9_squeeze_relu<<<dim3(1, 8, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire9_squeeze_relu<<<dim3(1, 8, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1716,10 +1716,10 @@ fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1x32, 256 threads per block
-    fire9_expand1x1_relu<<<dim3(1, 32, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire9_expand1x1_relu<<<dim3(1, 32, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1780,10 +1780,10 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1x32, 256 threads per block
-    fire9_expand3x3_relu<<<dim3(1, 32, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    fire9_expand3x3_relu<<<dim3(1, 32, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1844,10 +1844,10 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_conv10_relu(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1x125, 256 threads per block
-    conv10_relu<<<dim3(1, 125, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    conv10_relu<<<dim3(1, 125, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1906,10 +1906,10 @@ score(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_score(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1x3, 256 threads per block
-    score<<<dim3(1, 3, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    score<<<dim3(1, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1972,10 +1972,10 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_score_pool8_add(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1x3, 256 threads per block
-    score_pool8_add<<<dim3(1, 3, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    score_pool8_add<<<dim3(1, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2032,10 +2032,10 @@ conv11(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_conv11(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x3, 256 threads per block
-    conv11<<<dim3(3, 3, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    conv11<<<dim3(3, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2098,10 +2098,10 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_score_pool4_add(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 3x3, 256 threads per block
-    score_pool4_add<<<dim3(3, 3, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    score_pool4_add<<<dim3(3, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2158,10 +2158,10 @@ conv12(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_conv12(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x3, 256 threads per block
-    conv12<<<dim3(12, 3, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    conv12<<<dim3(12, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2224,10 +2224,10 @@ score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_score_pool1_add(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x3, 256 threads per block
-    score_pool1_add<<<dim3(12, 3, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    score_pool1_add<<<dim3(12, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2284,10 +2284,10 @@ conv13(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_conv13(const sg_buffers& b, cudaStream_t stream)
+static cudaError_t sg_launch_conv13(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 202x3, 256 threads per block
-    conv13<<<dim3(202, 3, 1), 256, 0, stream>>>(b.input, b.arena, b.weights, b.out0);
+    conv13<<<dim3(202, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2312,19 +2312,19 @@ cudaError_t squeezeseg_create(squeezeseg_net** out, const void* blob, size_t blo
     if (blob_bytes < (size_t)SG_BLOB_HEADER_BYTES || memcmp(bytes, sg_blob_magic, 8) != 0)
         return cudaErrorInvalidValue;
     memcpy(&floats, bytes + 16, sizeof floats);
-    if (floats != (uint64_t)SQUEEZESEG_WEIGHT_FLOATS
+    if (floats != (uint64_t)SG_SQUEEZESEG_WEIGHT_FLOATS
         || blob_bytes != (size_t)SG_BLOB_HEADER_BYTES + floats * sizeof(float)
-        || memcmp(bytes + SG_HASH_OFFSET, SQUEEZESEG_MODEL_HASH, SG_HASH_CHARS) != 0)
+        || memcmp(bytes + SG_HASH_OFFSET, SG_SQUEEZESEG_MODEL_HASH, SG_HASH_CHARS) != 0)
         return cudaErrorInvalidValue;
     squeezeseg_net* net = (squeezeseg_net*)calloc(1, sizeof *net);
     if (net == NULL) return cudaErrorMemoryAllocation;
     cudaError_t err = cudaSuccess;
-    if (SQUEEZESEG_ARENA_BYTES > 0) err = cudaMalloc((void**)&net->arena, (size_t)SQUEEZESEG_ARENA_BYTES);
-    if (err == cudaSuccess && SQUEEZESEG_WEIGHT_FLOATS > 0)
-        err = cudaMalloc((void**)&net->weights, (size_t)SQUEEZESEG_WEIGHT_FLOATS * sizeof(float));
-    if (err == cudaSuccess && SQUEEZESEG_WEIGHT_FLOATS > 0)
+    if (SG_SQUEEZESEG_ARENA_BYTES > 0) err = cudaMalloc((void**)&net->arena, (size_t)SG_SQUEEZESEG_ARENA_BYTES);
+    if (err == cudaSuccess && SG_SQUEEZESEG_WEIGHT_FLOATS > 0)
+        err = cudaMalloc((void**)&net->weights, (size_t)SG_SQUEEZESEG_WEIGHT_FLOATS * sizeof(float));
+    if (err == cudaSuccess && SG_SQUEEZESEG_WEIGHT_FLOATS > 0)
         err = cudaMemcpy(net->weights, bytes + SG_BLOB_HEADER_BYTES,
-                         (size_t)SQUEEZESEG_WEIGHT_FLOATS * sizeof(float), cudaMemcpyHostToDevice);
+                         (size_t)SG_SQUEEZESEG_WEIGHT_FLOATS * sizeof(float), cudaMemcpyHostToDevice);
     if (err != cudaSuccess) {
         squeezeseg_destroy(net);
         return err;
@@ -2339,7 +2339,7 @@ cudaError_t squeezeseg_create_from_file(squeezeseg_net** out, const char* path)
     *out = NULL;
     FILE* f = fopen(path, "rb");
     if (f == NULL) return cudaErrorInvalidValue;
-    const size_t want = (size_t)SG_BLOB_HEADER_BYTES + (size_t)SQUEEZESEG_WEIGHT_FLOATS * sizeof(float);
+    const size_t want = (size_t)SG_BLOB_HEADER_BYTES + (size_t)SG_SQUEEZESEG_WEIGHT_FLOATS * sizeof(float);
     void* blob = malloc(want + 1);
     size_t got = blob != NULL ? fread(blob, 1, want + 1, f) : 0;
     fclose(f);
@@ -2352,44 +2352,44 @@ cudaError_t squeezeseg_create_from_file(squeezeseg_net** out, const char* path)
 cudaError_t squeezeseg_forward(squeezeseg_net* net, const float* input, float* output0, cudaStream_t stream)
 {
     if (net == NULL || input == NULL || output0 == NULL) return cudaErrorInvalidValue;
-    const sg_buffers b = {input, net->arena, net->weights, output0};
+    const sg_buffers buffers = {input, net->arena, net->weights, output0};
     cudaError_t err = cudaSuccess;
-    if ((err = sg_launch_conv1_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_pool1(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire2_squeeze_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire2_expand1x1_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire2_expand3x3_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire3_squeeze_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire3_expand1x1_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire3_expand3x3_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire4_squeeze_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire4_expand1x1_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire4_expand3x3_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_pool4(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire5_squeeze_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire5_expand1x1_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire5_expand3x3_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire6_squeeze_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire6_expand1x1_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire6_expand3x3_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire7_squeeze_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire7_expand1x1_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire7_expand3x3_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire8_squeeze_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire8_expand1x1_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire8_expand3x3_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_pool8(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire9_squeeze_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire9_expand1x1_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire9_expand3x3_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_conv10_relu(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_score(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_score_pool8_add(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_conv11(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_score_pool4_add(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_conv12(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_score_pool1_add(b, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_conv13(b, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_conv1_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_pool1(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire2_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire2_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire2_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire3_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire3_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire3_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire4_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire4_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire4_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_pool4(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire5_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire5_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire5_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire6_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire6_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire6_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire7_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire7_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire7_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire8_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire8_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire8_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_pool8(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire9_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire9_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_fire9_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_conv10_relu(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_score(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_score_pool8_add(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_conv11(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_score_pool4_add(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_conv12(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_score_pool1_add(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_conv13(buffers, stream)) != cudaSuccess) return err;
     return cudaSuccess;
 }
 

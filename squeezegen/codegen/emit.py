@@ -103,7 +103,7 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
         input_shape=list(graph.input.type.shape),
         input_floats=plan.batch * graph.input.type.numel, arena_bytes=plan.arena_bytes,
         unshared_bytes=plan.unshared_bytes, buffers=plan.buffers, weight_floats=total,
-        blob_header_bytes=BLOB_HEADER_BYTES, macro=graph.name.upper(),
+        blob_header_bytes=BLOB_HEADER_BYTES, macro="SG_" + graph.name.upper(),
         guard=f"SQUEEZEGEN_{graph.name.upper()}_H_")
     cu = env.get_template("network.cu.j2").render(**context)
     header = env.get_template("network.h.j2").render(**context)

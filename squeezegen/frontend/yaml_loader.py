@@ -23,6 +23,7 @@ _SCALAR_TAGS = {
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 MAX_DOCUMENT_BYTES = 4 << 20
+MAX_DEPTH = 32
 
 
 class LocatedMap(dict):
@@ -87,13 +88,29 @@ def _convert(node, ctx: _Ctx, seen: set):
     return yaml.constructor.SafeConstructor().construct_object(node)
 
 
+def _check_depth(text: str, file: str) -> None:
+    """Refuse absurd nesting before composing (which recurses once per level)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ModelError(f"YAML is nested more than {MAX_DEPTH} levels deep", file=file,
+                                 line=event.start_mark.line + 1)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def load_yaml(text: str, file: str):
     """Parse one YAML document into LocatedMap/LocatedList/scalars; ModelError on any problem."""
     if len(text) > MAX_DOCUMENT_BYTES:
         raise ModelError(f"model file is {len(text)} bytes, more than the {MAX_DOCUMENT_BYTES} allowed",
                          file=file)
     try:
+        _check_depth(text, file)
         documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except RecursionError:
+        raise ModelError("YAML is nested too deeply", file=file) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -103,7 +120,12 @@ def load_yaml(text: str, file: str):
         raise ModelError(f"invalid YAML: {exc}", file=file) from None
     if len(documents) != 1 or documents[0] is None:
         raise ModelError(f"expected exactly one YAML document, found {len(documents)}", file=file)
+    if not isinstance(documents[0], yaml.MappingNode):
+        raise ModelError("a model file must be a YAML mapping with name, input, layers and output",
+                         file=file, line=_line(documents[0]))
     try:
         return _convert(documents[0], _Ctx(file), set())
+    except RecursionError:
+        raise ModelError("YAML is nested too deeply", file=file) from None
     except (ValueError, OverflowError, yaml.YAMLError) as exc:
         raise ModelError(f"invalid YAML value: {exc}", file=file) from None
