@@ -1,4 +1,4 @@
-"""The `squeezegen` command: build | summary | run | check | init-weights.
+"""The `squeezegen` command: build | summary | run | check | bench | init-weights.
 
 Every user error ends as one line on stderr (`squeezegen: error: FILE:LINE: layer 'x', field
 'y': what is wrong`) and exit status 1; bad command-line usage exits 2. No tracebacks, unless
@@ -149,6 +149,35 @@ def _cmd_build(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .runtime.bench import bench, format_bench
+    compare = [] if args.compare == "none" else args.compare.split(",")
+    unknown = set(compare) - {"eager", "graph", "compile"}
+    if unknown:
+        raise SqueezegenError(f"--compare takes eager, graph, compile or none, got "
+                              f"{', '.join(sorted(unknown))}")
+    weights = args.weights
+    if weights is None:
+        from .weights import init_weights
+        weights = init_weights(load_model(args.model), 0)
+    result = bench(args.model, weights, args.batch, compare, args.per_layer, args.iters)
+    print(format_bench(result))
+    if args.json:
+        atomic_write(args.json, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected batch sizes like 1,8,32, got '{text}'") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be at least 1, got '{text}'")
+    return values
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -230,6 +259,17 @@ def make_parser() -> argparse.ArgumentParser:
     _image_options(s)
     s.set_defaults(func=_cmd_check)
 
+    s = sub.add_parser("bench", help="time the generated network (and PyTorch) on the GPU")
+    s.add_argument("model")
+    s.add_argument("--weights", help=".npz weights [He-initialised, seed 0]")
+    s.add_argument("--batch", type=_batches, default=[1, 8, 32, 128], help="[1,8,32,128]")
+    s.add_argument("--compare", default="eager,graph",
+                   help="PyTorch variants to time beside: eager,graph,compile or none [eager,graph]")
+    s.add_argument("--per-layer", action="store_true", help="time every kernel alone too")
+    s.add_argument("--iters", type=_positive_int, default=50, help="timed runs per batch [50]")
+    s.add_argument("--json", help="write the results (with GPU, driver, commit, date) here")
+    s.set_defaults(func=_cmd_bench)
+
     s = sub.add_parser("init-weights", help="write reproducible He-initialised weights")
     s.add_argument("model")
     s.add_argument("-o", "--output", required=True, help=".npz file to write")
@@ -253,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("squeezegen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:                    # `squeezegen ... | head`
+        sys.stderr.close()
+        return 0
     except Exception as exc:        # a bug in squeezegen: still one line, with a way to see more
         if debug:
             raise

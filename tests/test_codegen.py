@@ -186,7 +186,7 @@ output: [sm, fc]
 def test_every_template_compiles_and_links_from_plain_c(tmp_path):
     result = build(parse_model(TEMPLATE_TOUR, "tour.yaml"), 3)
     templates = {k.template for k in result.output.kernels}
-    assert templates >= {"conv.cu.j2", "deconv.cu.j2", "pool.cu.j2", "eltwise.cu.j2",
+    assert templates >= {"conv_gemm.cu.j2", "deconv.cu.j2", "pool.cu.j2", "eltwise.cu.j2",
                          "concat.cu.j2", "softmax.cu.j2", "linear.cu.j2"}
     write_outputs(result.output, tmp_path)
     (tmp_path / "main.c").write_text(

@@ -40,14 +40,22 @@ struct sg_buffers {
 // -----------------------------------------------------------------------------------------------
 // conv1: conv 5x5/1x1, 1x28x28 -> 20x24x24 (batch 1)
 // implements: conv1 (lenet.yaml:5)
-// work: 0.58 MFLOP, 0.05 MB moved; grid 3x4, block 256
+// work: 0.58 MFLOP, 0.05 MB moved; grid 18x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 conv1(const float* __restrict__ input, float* __restrict__ arena,
       const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 1, HI = 28, WI = 28, CO = 20, HO = 24, WO = 24, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, COB = 5 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 1, HI = 28, WI = 28, CO = 20, HO = 24, WO = 24, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = input + 0LL;  // input: 1x28x28 (input, image stride 784)
     constexpr long long X_IMAGE = 784LL;
@@ -56,46 +64,84 @@ conv1(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 0LL;  // conv1.weight [20, 1, 5, 5]
     const float* __restrict__ b = weights + 512LL;  // conv1.bias [20]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_conv1(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x4, 256 threads per block
-    conv1<<<dim3(3, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 18x1, 256 threads per block
+    conv1<<<dim3(18, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -145,14 +191,22 @@ static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_strea
 // -----------------------------------------------------------------------------------------------
 // conv2: conv 5x5/1x1, 20x12x12 -> 50x8x8 (batch 1)
 // implements: conv2 (lenet.yaml:7)
-// work: 3.20 MFLOP, 0.12 MB moved; grid 1x10, block 256
+// work: 3.20 MFLOP, 0.12 MB moved; grid 2x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 conv2(const float* __restrict__ input, float* __restrict__ arena,
       const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 20, HI = 12, WI = 12, CO = 50, HO = 8, WO = 8, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, COB = 5 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 20, HI = 12, WI = 12, CO = 50, HO = 8, WO = 8, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 56, BK = 16, TM = 1, TN = 7 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 11520LL;  // pool1: 20x12x12 (arena @ float 11,520, image stride 2880)
     constexpr long long X_IMAGE = 2880LL;
@@ -161,46 +215,84 @@ conv2(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 576LL;  // conv2.weight [50, 20, 5, 5]
     const float* __restrict__ b = weights + 25600LL;  // conv2.bias [50]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_conv2(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x10, 256 threads per block
-    conv2<<<dim3(1, 10, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 2x1, 256 threads per block
+    conv2<<<dim3(2, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 

@@ -62,14 +62,22 @@ struct sg_buffers {
 // conv1_relu: conv 7x7/2x2, 3x227x227 -> 96x111x111 (batch 1)
 // implements: conv1 (squeezeseg.yaml:7)
 // fused: relu
-// work: 348.93 MFLOP, 5.41 MB moved; grid 49x12, block 256
+// work: 348.93 MFLOP, 5.41 MB moved; grid 386x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
            const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 3, HI = 227, WI = 227, CO = 96, HO = 111, WO = 111, KH = 7, KW = 7, SH = 2, SW = 2, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 3, HI = 227, WI = 227, CO = 96, HO = 111, WO = 111, KH = 7, KW = 7, SH = 2, SW = 2, PH = 0, PW = 0, BM = 32, BN = 96, BK = 16, TM = 1, TN = 12 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = input + 0LL;  // input: 3x227x227 (input, image stride 154587)
     constexpr long long X_IMAGE = 154587LL;
@@ -78,47 +86,85 @@ conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 0LL;  // conv1.weight [96, 3, 7, 7]
     const float* __restrict__ b = weights + 14144LL;  // conv1.bias [96]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_conv1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 49x12, 256 threads per block
-    conv1_relu<<<dim3(49, 12, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 386x1, 256 threads per block
+    conv1_relu<<<dim3(386, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -169,14 +215,22 @@ static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fire2_squeeze_relu: conv 1x1/1x1, 96x55x55 -> 16x55x55 (batch 1)
 // implements: fire2 (squeezeseg.yaml:9)
 // fused: relu
-// work: 9.34 MFLOP, 1.36 MB moved; grid 12x2, block 256
+// work: 9.34 MFLOP, 1.36 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 1182848LL;  // pool1: 96x55x55 (arena @ float 1,182,848, image stride 290400)
     constexpr long long X_IMAGE = 290400LL;
@@ -185,47 +239,85 @@ fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 14272LL;  // fire2.squeeze.weight [16, 96, 1, 1]
     const float* __restrict__ b = weights + 15808LL;  // fire2.squeeze.bias [16]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire2_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 12x2, 256 threads per block
-    fire2_squeeze_relu<<<dim3(12, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 95x1, 256 threads per block
+    fire2_squeeze_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -233,14 +325,22 @@ static cudaError_t sg_launch_fire2_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire2_expand1x1_relu: conv 1x1/1x1, 16x55x55 -> 64x55x55 (batch 1)
 // implements: fire2 (squeezeseg.yaml:9)
 // fused: relu; stores into channels 0..63 of fire2 (no concat copy)
-// work: 6.39 MFLOP, 0.97 MB moved; grid 12x8, block 256
+// work: 6.39 MFLOP, 0.97 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 387200LL;  // fire2_squeeze: 16x55x55 (arena @ float 387,200, image stride 48400)
     constexpr long long X_IMAGE = 48400LL;
@@ -249,47 +349,85 @@ fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 15872LL;  // fire2.expand1x1.weight [64, 16, 1, 1]
     const float* __restrict__ b = weights + 16896LL;  // fire2.expand1x1.bias [64]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 12x8, 256 threads per block
-    fire2_expand1x1_relu<<<dim3(12, 8, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 95x1, 256 threads per block
+    fire2_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -297,14 +435,22 @@ static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire2_expand3x3_relu: conv 3x3/1x1 pad 1x1, 16x55x55 -> 64x55x55 (batch 1)
 // implements: fire2 (squeezeseg.yaml:9)
 // fused: relu; stores into channels 64..127 of fire2 (no concat copy)
-// work: 55.95 MFLOP, 1.01 MB moved; grid 12x8, block 256
+// work: 55.95 MFLOP, 1.01 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 387200LL;  // fire2_squeeze: 16x55x55 (arena @ float 387,200, image stride 48400)
     constexpr long long X_IMAGE = 48400LL;
@@ -313,47 +459,85 @@ fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 16960LL;  // fire2.expand3x3.weight [64, 16, 3, 3]
     const float* __restrict__ b = weights + 26176LL;  // fire2.expand3x3.bias [64]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 12x8, 256 threads per block
-    fire2_expand3x3_relu<<<dim3(12, 8, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 95x1, 256 threads per block
+    fire2_expand3x3_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -361,14 +545,22 @@ static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire3_squeeze_relu: conv 1x1/1x1, 128x55x55 -> 16x55x55 (batch 1)
 // implements: fire3 (squeezeseg.yaml:10)
 // fused: relu
-// work: 12.44 MFLOP, 1.75 MB moved; grid 12x2, block 256
+// work: 12.44 MFLOP, 1.75 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 0LL;  // fire2: 128x55x55 (arena @ float 0, image stride 387200)
     constexpr long long X_IMAGE = 387200LL;
@@ -377,47 +569,85 @@ fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 26240LL;  // fire3.squeeze.weight [16, 128, 1, 1]
     const float* __restrict__ b = weights + 28288LL;  // fire3.squeeze.bias [16]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 12x2, 256 threads per block
-    fire3_squeeze_relu<<<dim3(12, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 95x1, 256 threads per block
+    fire3_squeeze_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -425,14 +655,22 @@ static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire3_expand1x1_relu: conv 1x1/1x1, 16x55x55 -> 64x55x55 (batch 1)
 // implements: fire3 (squeezeseg.yaml:10)
 // fused: relu; stores into channels 0..63 of fire3 (no concat copy)
-// work: 6.39 MFLOP, 0.97 MB moved; grid 12x8, block 256
+// work: 6.39 MFLOP, 0.97 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 387200LL;  // fire3_squeeze: 16x55x55 (arena @ float 387,200, image stride 48400)
     constexpr long long X_IMAGE = 48400LL;
@@ -441,47 +679,85 @@ fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 28352LL;  // fire3.expand1x1.weight [64, 16, 1, 1]
     const float* __restrict__ b = weights + 29376LL;  // fire3.expand1x1.bias [64]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 12x8, 256 threads per block
-    fire3_expand1x1_relu<<<dim3(12, 8, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 95x1, 256 threads per block
+    fire3_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -489,14 +765,22 @@ static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire3_expand3x3_relu: conv 3x3/1x1 pad 1x1, 16x55x55 -> 64x55x55 (batch 1)
 // implements: fire3 (squeezeseg.yaml:10)
 // fused: relu; stores into channels 64..127 of fire3 (no concat copy)
-// work: 55.95 MFLOP, 1.01 MB moved; grid 12x8, block 256
+// work: 55.95 MFLOP, 1.01 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 387200LL;  // fire3_squeeze: 16x55x55 (arena @ float 387,200, image stride 48400)
     constexpr long long X_IMAGE = 48400LL;
@@ -505,47 +789,85 @@ fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 29440LL;  // fire3.expand3x3.weight [64, 16, 3, 3]
     const float* __restrict__ b = weights + 38656LL;  // fire3.expand3x3.bias [64]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 12x8, 256 threads per block
-    fire3_expand3x3_relu<<<dim3(12, 8, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 95x1, 256 threads per block
+    fire3_expand3x3_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -553,14 +875,22 @@ static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire4_squeeze_relu: conv 1x1/1x1, 128x55x55 -> 32x55x55 (batch 1)
 // implements: fire4 (squeezeseg.yaml:11)
 // fused: relu
-// work: 24.88 MFLOP, 1.95 MB moved; grid 12x4, block 256
+// work: 24.88 MFLOP, 1.95 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 32, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 32, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 0LL;  // fire3: 128x55x55 (arena @ float 0, image stride 387200)
     constexpr long long X_IMAGE = 387200LL;
@@ -569,47 +899,85 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 38720LL;  // fire4.squeeze.weight [32, 128, 1, 1]
     const float* __restrict__ b = weights + 42816LL;  // fire4.squeeze.bias [32]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 12x4, 256 threads per block
-    fire4_squeeze_relu<<<dim3(12, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 95x1, 256 threads per block
+    fire4_squeeze_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -617,14 +985,22 @@ static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire4_expand1x1_relu: conv 1x1/1x1, 32x55x55 -> 128x55x55 (batch 1)
 // implements: fire4 (squeezeseg.yaml:11)
 // fused: relu; stores into channels 0..127 of fire4 (no concat copy)
-// work: 25.17 MFLOP, 1.95 MB moved; grid 12x16, block 256
+// work: 25.17 MFLOP, 1.95 MB moved; grid 95x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 774400LL;  // fire4_squeeze: 32x55x55 (arena @ float 774,400, image stride 96800)
     constexpr long long X_IMAGE = 96800LL;
@@ -633,47 +1009,85 @@ fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 42880LL;  // fire4.expand1x1.weight [128, 32, 1, 1]
     const float* __restrict__ b = weights + 46976LL;  // fire4.expand1x1.bias [128]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 12x16, 256 threads per block
-    fire4_expand1x1_relu<<<dim3(12, 16, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 95x2, 256 threads per block
+    fire4_expand1x1_relu<<<dim3(95, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -681,14 +1095,22 @@ static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire4_expand3x3_relu: conv 3x3/1x1 pad 1x1, 32x55x55 -> 128x55x55 (batch 1)
 // implements: fire4 (squeezeseg.yaml:11)
 // fused: relu; stores into channels 128..255 of fire4 (no concat copy)
-// work: 223.41 MFLOP, 2.08 MB moved; grid 12x16, block 256
+// work: 223.41 MFLOP, 2.08 MB moved; grid 95x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 774400LL;  // fire4_squeeze: 32x55x55 (arena @ float 774,400, image stride 96800)
     constexpr long long X_IMAGE = 96800LL;
@@ -697,47 +1119,85 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 47104LL;  // fire4.expand3x3.weight [128, 32, 3, 3]
     const float* __restrict__ b = weights + 83968LL;  // fire4.expand3x3.bias [128]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 12x16, 256 threads per block
-    fire4_expand3x3_relu<<<dim3(12, 16, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 95x2, 256 threads per block
+    fire4_expand3x3_relu<<<dim3(95, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -788,14 +1248,22 @@ static cudaError_t sg_launch_pool4(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fire5_squeeze_relu: conv 1x1/1x1, 256x27x27 -> 32x27x27 (batch 1)
 // implements: fire5 (squeezeseg.yaml:13)
 // fused: relu
-// work: 11.97 MFLOP, 0.87 MB moved; grid 3x4, block 256
+// work: 11.97 MFLOP, 0.87 MB moved; grid 23x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 32, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 32, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 774400LL;  // pool4: 256x27x27 (arena @ float 774,400, image stride 186624)
     constexpr long long X_IMAGE = 186624LL;
@@ -804,47 +1272,85 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 84096LL;  // fire5.squeeze.weight [32, 256, 1, 1]
     const float* __restrict__ b = weights + 92288LL;  // fire5.squeeze.bias [32]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x4, 256 threads per block
-    fire5_squeeze_relu<<<dim3(3, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x1, 256 threads per block
+    fire5_squeeze_relu<<<dim3(23, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -852,14 +1358,22 @@ static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire5_expand1x1_relu: conv 1x1/1x1, 32x27x27 -> 128x27x27 (batch 1)
 // implements: fire5 (squeezeseg.yaml:13)
 // fused: relu; stores into channels 0..127 of fire5 (no concat copy)
-// work: 6.07 MFLOP, 0.48 MB moved; grid 3x16, block 256
+// work: 6.07 MFLOP, 0.48 MB moved; grid 23x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 186624LL;  // fire5_squeeze: 32x27x27 (arena @ float 186,624, image stride 23328)
     constexpr long long X_IMAGE = 23328LL;
@@ -868,47 +1382,85 @@ fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 92352LL;  // fire5.expand1x1.weight [128, 32, 1, 1]
     const float* __restrict__ b = weights + 96448LL;  // fire5.expand1x1.bias [128]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x16, 256 threads per block
-    fire5_expand1x1_relu<<<dim3(3, 16, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x2, 256 threads per block
+    fire5_expand1x1_relu<<<dim3(23, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -916,14 +1468,22 @@ static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire5_expand3x3_relu: conv 3x3/1x1 pad 1x1, 32x27x27 -> 128x27x27 (batch 1)
 // implements: fire5 (squeezeseg.yaml:13)
 // fused: relu; stores into channels 128..255 of fire5 (no concat copy)
-// work: 53.84 MFLOP, 0.61 MB moved; grid 3x16, block 256
+// work: 53.84 MFLOP, 0.61 MB moved; grid 23x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 186624LL;  // fire5_squeeze: 32x27x27 (arena @ float 186,624, image stride 23328)
     constexpr long long X_IMAGE = 23328LL;
@@ -932,47 +1492,85 @@ fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 96576LL;  // fire5.expand3x3.weight [128, 32, 3, 3]
     const float* __restrict__ b = weights + 133440LL;  // fire5.expand3x3.bias [128]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x16, 256 threads per block
-    fire5_expand3x3_relu<<<dim3(3, 16, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x2, 256 threads per block
+    fire5_expand3x3_relu<<<dim3(23, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -980,14 +1578,22 @@ static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire6_squeeze_relu: conv 1x1/1x1, 256x27x27 -> 48x27x27 (batch 1)
 // implements: fire6 (squeezeseg.yaml:14)
 // fused: relu
-// work: 17.95 MFLOP, 0.94 MB moved; grid 3x6, block 256
+// work: 17.95 MFLOP, 0.94 MB moved; grid 23x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 0LL;  // fire5: 256x27x27 (arena @ float 0, image stride 186624)
     constexpr long long X_IMAGE = 186624LL;
@@ -996,47 +1602,85 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 133568LL;  // fire6.squeeze.weight [48, 256, 1, 1]
     const float* __restrict__ b = weights + 145856LL;  // fire6.squeeze.bias [48]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x6, 256 threads per block
-    fire6_squeeze_relu<<<dim3(3, 6, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x1, 256 threads per block
+    fire6_squeeze_relu<<<dim3(23, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1044,14 +1688,22 @@ static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire6_expand1x1_relu: conv 1x1/1x1, 48x27x27 -> 192x27x27 (batch 1)
 // implements: fire6 (squeezeseg.yaml:14)
 // fused: relu; stores into channels 0..191 of fire6 (no concat copy)
-// work: 13.58 MFLOP, 0.74 MB moved; grid 3x24, block 256
+// work: 13.58 MFLOP, 0.74 MB moved; grid 23x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 279936LL;  // fire6_squeeze: 48x27x27 (arena @ float 279,936, image stride 34992)
     constexpr long long X_IMAGE = 34992LL;
@@ -1060,47 +1712,85 @@ fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 145920LL;  // fire6.expand1x1.weight [192, 48, 1, 1]
     const float* __restrict__ b = weights + 155136LL;  // fire6.expand1x1.bias [192]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x24, 256 threads per block
-    fire6_expand1x1_relu<<<dim3(3, 24, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x3, 256 threads per block
+    fire6_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1108,14 +1798,22 @@ static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire6_expand3x3_relu: conv 3x3/1x1 pad 1x1, 48x27x27 -> 192x27x27 (batch 1)
 // implements: fire6 (squeezeseg.yaml:14)
 // fused: relu; stores into channels 192..383 of fire6 (no concat copy)
-// work: 121.07 MFLOP, 1.03 MB moved; grid 3x24, block 256
+// work: 121.07 MFLOP, 1.03 MB moved; grid 23x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 279936LL;  // fire6_squeeze: 48x27x27 (arena @ float 279,936, image stride 34992)
     constexpr long long X_IMAGE = 34992LL;
@@ -1124,47 +1822,85 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 155328LL;  // fire6.expand3x3.weight [192, 48, 3, 3]
     const float* __restrict__ b = weights + 238272LL;  // fire6.expand3x3.bias [192]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x24, 256 threads per block
-    fire6_expand3x3_relu<<<dim3(3, 24, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x3, 256 threads per block
+    fire6_expand3x3_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1172,14 +1908,22 @@ static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire7_squeeze_relu: conv 1x1/1x1, 384x27x27 -> 48x27x27 (batch 1)
 // implements: fire7 (squeezeseg.yaml:15)
 // fused: relu
-// work: 26.91 MFLOP, 1.33 MB moved; grid 3x6, block 256
+// work: 26.91 MFLOP, 1.33 MB moved; grid 23x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 0LL;  // fire6: 384x27x27 (arena @ float 0, image stride 279936)
     constexpr long long X_IMAGE = 279936LL;
@@ -1188,47 +1932,85 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 238464LL;  // fire7.squeeze.weight [48, 384, 1, 1]
     const float* __restrict__ b = weights + 256896LL;  // fire7.squeeze.bias [48]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x6, 256 threads per block
-    fire7_squeeze_relu<<<dim3(3, 6, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x1, 256 threads per block
+    fire7_squeeze_relu<<<dim3(23, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1236,14 +2018,22 @@ static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire7_expand1x1_relu: conv 1x1/1x1, 48x27x27 -> 192x27x27 (batch 1)
 // implements: fire7 (squeezeseg.yaml:15)
 // fused: relu; stores into channels 0..191 of fire7 (no concat copy)
-// work: 13.58 MFLOP, 0.74 MB moved; grid 3x24, block 256
+// work: 13.58 MFLOP, 0.74 MB moved; grid 23x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 279936LL;  // fire7_squeeze: 48x27x27 (arena @ float 279,936, image stride 34992)
     constexpr long long X_IMAGE = 34992LL;
@@ -1252,47 +2042,85 @@ fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 256960LL;  // fire7.expand1x1.weight [192, 48, 1, 1]
     const float* __restrict__ b = weights + 266176LL;  // fire7.expand1x1.bias [192]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x24, 256 threads per block
-    fire7_expand1x1_relu<<<dim3(3, 24, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x3, 256 threads per block
+    fire7_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1300,14 +2128,22 @@ static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire7_expand3x3_relu: conv 3x3/1x1 pad 1x1, 48x27x27 -> 192x27x27 (batch 1)
 // implements: fire7 (squeezeseg.yaml:15)
 // fused: relu; stores into channels 192..383 of fire7 (no concat copy)
-// work: 121.07 MFLOP, 1.03 MB moved; grid 3x24, block 256
+// work: 121.07 MFLOP, 1.03 MB moved; grid 23x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 279936LL;  // fire7_squeeze: 48x27x27 (arena @ float 279,936, image stride 34992)
     constexpr long long X_IMAGE = 34992LL;
@@ -1316,47 +2152,85 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 266368LL;  // fire7.expand3x3.weight [192, 48, 3, 3]
     const float* __restrict__ b = weights + 349312LL;  // fire7.expand3x3.bias [192]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x24, 256 threads per block
-    fire7_expand3x3_relu<<<dim3(3, 24, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x3, 256 threads per block
+    fire7_expand3x3_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1364,14 +2238,22 @@ static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire8_squeeze_relu: conv 1x1/1x1, 384x27x27 -> 64x27x27 (batch 1)
 // implements: fire8 (squeezeseg.yaml:16)
 // fused: relu
-// work: 35.88 MFLOP, 1.40 MB moved; grid 3x8, block 256
+// work: 35.88 MFLOP, 1.40 MB moved; grid 23x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 64, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 64, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 0LL;  // fire7: 384x27x27 (arena @ float 0, image stride 279936)
     constexpr long long X_IMAGE = 279936LL;
@@ -1380,47 +2262,85 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 349504LL;  // fire8.squeeze.weight [64, 384, 1, 1]
     const float* __restrict__ b = weights + 374080LL;  // fire8.squeeze.bias [64]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x8, 256 threads per block
-    fire8_squeeze_relu<<<dim3(3, 8, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x1, 256 threads per block
+    fire8_squeeze_relu<<<dim3(23, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1428,14 +2348,22 @@ static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire8_expand1x1_relu: conv 1x1/1x1, 64x27x27 -> 256x27x27 (batch 1)
 // implements: fire8 (squeezeseg.yaml:16)
 // fused: relu; stores into channels 0..255 of fire8 (no concat copy)
-// work: 24.07 MFLOP, 1.00 MB moved; grid 3x32, block 256
+// work: 24.07 MFLOP, 1.00 MB moved; grid 23x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 373248LL;  // fire8_squeeze: 64x27x27 (arena @ float 373,248, image stride 46656)
     constexpr long long X_IMAGE = 46656LL;
@@ -1444,47 +2372,85 @@ fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 374144LL;  // fire8.expand1x1.weight [256, 64, 1, 1]
     const float* __restrict__ b = weights + 390528LL;  // fire8.expand1x1.bias [256]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x32, 256 threads per block
-    fire8_expand1x1_relu<<<dim3(3, 32, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x4, 256 threads per block
+    fire8_expand1x1_relu<<<dim3(23, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1492,14 +2458,22 @@ static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire8_expand3x3_relu: conv 3x3/1x1 pad 1x1, 64x27x27 -> 256x27x27 (batch 1)
 // implements: fire8 (squeezeseg.yaml:16)
 // fused: relu; stores into channels 256..511 of fire8 (no concat copy)
-// work: 215.18 MFLOP, 1.52 MB moved; grid 3x32, block 256
+// work: 215.18 MFLOP, 1.52 MB moved; grid 23x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 373248LL;  // fire8_squeeze: 64x27x27 (arena @ float 373,248, image stride 46656)
     constexpr long long X_IMAGE = 46656LL;
@@ -1508,47 +2482,85 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 390784LL;  // fire8.expand3x3.weight [256, 64, 3, 3]
     const float* __restrict__ b = weights + 538240LL;  // fire8.expand3x3.bias [256]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x32, 256 threads per block
-    fire8_expand3x3_relu<<<dim3(3, 32, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x4, 256 threads per block
+    fire8_expand3x3_relu<<<dim3(23, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1599,14 +2611,22 @@ static cudaError_t sg_launch_pool8(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fire9_squeeze_relu: conv 1x1/1x1, 512x13x13 -> 64x13x13 (batch 1)
 // implements: fire9 (squeezeseg.yaml:18)
 // fused: relu
-// work: 11.09 MFLOP, 0.52 MB moved; grid 1x8, block 256
+// work: 11.09 MFLOP, 0.52 MB moved; grid 6x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 64, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 64, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 373248LL;  // pool8: 512x13x13 (arena @ float 373,248, image stride 86528)
     constexpr long long X_IMAGE = 86528LL;
@@ -1615,47 +2635,85 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 538496LL;  // fire9.squeeze.weight [64, 512, 1, 1]
     const float* __restrict__ b = weights + 571264LL;  // fire9.squeeze.bias [64]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x8, 256 threads per block
-    fire9_squeeze_relu<<<dim3(1, 8, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 6x1, 256 threads per block
+    fire9_squeeze_relu<<<dim3(6, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1663,14 +2721,22 @@ static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire9_expand1x1_relu: conv 1x1/1x1, 64x13x13 -> 256x13x13 (batch 1)
 // implements: fire9 (squeezeseg.yaml:18)
 // fused: relu; stores into channels 0..255 of fire9 (no concat copy)
-// work: 5.58 MFLOP, 0.28 MB moved; grid 1x32, block 256
+// work: 5.58 MFLOP, 0.28 MB moved; grid 6x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 0LL;  // fire9_squeeze: 64x13x13 (arena @ float 0, image stride 10816)
     constexpr long long X_IMAGE = 10816LL;
@@ -1679,47 +2745,85 @@ fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 571328LL;  // fire9.expand1x1.weight [256, 64, 1, 1]
     const float* __restrict__ b = weights + 587712LL;  // fire9.expand1x1.bias [256]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x32, 256 threads per block
-    fire9_expand1x1_relu<<<dim3(1, 32, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 6x4, 256 threads per block
+    fire9_expand1x1_relu<<<dim3(6, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1727,14 +2831,22 @@ static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire9_expand3x3_relu: conv 3x3/1x1 pad 1x1, 64x13x13 -> 256x13x13 (batch 1)
 // implements: fire9 (squeezeseg.yaml:18)
 // fused: relu; stores into channels 256..511 of fire9 (no concat copy)
-// work: 49.88 MFLOP, 0.81 MB moved; grid 1x32, block 256
+// work: 49.88 MFLOP, 0.81 MB moved; grid 6x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 0LL;  // fire9_squeeze: 64x13x13 (arena @ float 0, image stride 10816)
     constexpr long long X_IMAGE = 10816LL;
@@ -1743,47 +2855,85 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 587968LL;  // fire9.expand3x3.weight [256, 64, 3, 3]
     const float* __restrict__ b = weights + 735424LL;  // fire9.expand3x3.bias [256]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x32, 256 threads per block
-    fire9_expand3x3_relu<<<dim3(1, 32, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 6x4, 256 threads per block
+    fire9_expand3x3_relu<<<dim3(6, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1791,14 +2941,22 @@ static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // conv10_relu: conv 1x1/1x1, 512x13x13 -> 1000x13x13 (batch 1)
 // implements: conv10 (squeezeseg.yaml:19)
 // fused: relu
-// work: 173.22 MFLOP, 3.07 MB moved; grid 1x125, block 256
+// work: 173.22 MFLOP, 3.07 MB moved; grid 6x16, block 256
 extern "C" __global__ void __launch_bounds__(256)
 conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
             const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 1000, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 8 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 1000, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 169024LL;  // fire9: 512x13x13 (arena @ float 169,024, image stride 86528)
     constexpr long long X_IMAGE = 86528LL;
@@ -1807,61 +2965,107 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 735680LL;  // conv10.weight [1000, 512, 1, 1]
     const float* __restrict__ b = weights + 1247680LL;  // conv10.bias [1000]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v = v < 0.0f ? 0.0f : v;  // fused relu
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v = v < 0.0f ? 0.0f : v;  // fused relu
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x125, 256 threads per block
-    conv10_relu<<<dim3(1, 125, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 6x16, 256 threads per block
+    conv10_relu<<<dim3(6, 16, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
 // score: conv 1x1/1x1, 1000x13x13 -> 21x13x13 (batch 1)
 // implements: score (squeezeseg.yaml:21)
-// work: 7.10 MFLOP, 0.77 MB moved; grid 1x3, block 256
+// work: 7.10 MFLOP, 0.77 MB moved; grid 6x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 score(const float* __restrict__ input, float* __restrict__ arena,
       const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 1000, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 7 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 1000, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 0LL;  // conv10: 1000x13x13 (arena @ float 0, image stride 169000)
     constexpr long long X_IMAGE = 169000LL;
@@ -1870,46 +3074,84 @@ score(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 1248704LL;  // score.weight [21, 1000, 1, 1]
     const float* __restrict__ b = weights + 1269760LL;  // score.bias [21]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x3, 256 threads per block
-    score<<<dim3(1, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 6x1, 256 threads per block
+    score<<<dim3(6, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1917,14 +3159,22 @@ static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_strea
 // score_pool8_add: conv 1x1/1x1, 512x13x13 -> 21x13x13 (batch 1)
 // implements: score_pool8 (squeezeseg.yaml:22), fuse8 (squeezeseg.yaml:23)
 // fused: add(score)
-// work: 3.64 MFLOP, 0.42 MB moved; grid 1x3, block 256
+// work: 3.64 MFLOP, 0.42 MB moved; grid 6x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 7 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 373248LL;  // pool8: 512x13x13 (arena @ float 373,248, image stride 86528)
     constexpr long long X_IMAGE = 86528LL;
@@ -1935,61 +3185,105 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 1269824LL;  // score_pool8.weight [21, 512, 1, 1]
     const float* __restrict__ b = weights + 1280576LL;  // score_pool8.bias [21]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v += skip0[n * SKIP0_IMAGE + co * (HO * WO) + pix];  // fused add
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v += skip0[n * SKIP0_IMAGE + co * (HO * WO) + pix];  // fused add
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x3, 256 threads per block
-    score_pool8_add<<<dim3(1, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 6x1, 256 threads per block
+    score_pool8_add<<<dim3(6, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
 // conv11: deconv 3x3/2x2, 21x13x13 -> 21x27x27 (batch 1)
 // implements: conv11 (squeezeseg.yaml:24)
-// work: 1.34 MFLOP, 0.09 MB moved; grid 3x3, block 256
+// work: 1.34 MFLOP, 0.09 MB moved; grid 1x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 conv11(const float* __restrict__ input, float* __restrict__ arena,
        const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 21, HI = 13, WI = 13, CO = 21, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0, COB = 7 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 21, HI = 13, WI = 13, CO = 21, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0, COB = 21, CIB = 21 };
+    // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
+    // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
+    // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
+    // keeps those taps' weights for COB output channels in shared memory, CIB input channels at
+    // a time; a thread computes one output pixel for all COB channels.
+    constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
+    static_assert(CO % COB == 0 && CI % CIB == 0, "channel blocks must divide the channels");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 15360LL;  // score_pool8: 21x13x13 (arena @ float 15,360, image stride 3549)
     constexpr long long X_IMAGE = 3549LL;
@@ -1997,33 +3291,51 @@ conv11(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long Y_IMAGE = 15309LL;
     const float* __restrict__ w = weights + 1280640LL;  // conv11.weight [21, 21, 3, 3]
 
-    // gather form of the transposed convolution: output (oh, ow) sums x[ih, iw] * w[kh, kw]
-    // over oh = ih * SH - PH + kh; only the taps with (oh + PH - kh) % SH == 0 hit an input
-    // row, so the loops start there and step by the stride (no zero-inserted work).
+    __shared__ float ws[CIB][TH][TW][COB];
+    const int ph_h = blockIdx.z / SW, ph_w = blockIdx.z % SW;
+    const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
+    const int rows = oh0 < HO ? (HO - oh0 + SH - 1) / SH : 0;
+    const int cols = ow0 < WO ? (WO - ow0 + SW - 1) / SW : 0;
     const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
+    const bool active = p < (long long)N * rows * cols;
+    const int n = active ? (int)(p / (rows * cols)) : 0;
+    const int q = active ? (int)(p % (rows * cols)) : 0;
+    const int oh = oh0 + (q / cols) * SH, ow = ow0 + (q % cols) * SW;
     const int co0 = blockIdx.y * COB;
     const float* __restrict__ xn = x + n * X_IMAGE;
     float acc[COB];
 #pragma unroll
     for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int kh = (oh + PH) % SH; kh < KH; kh += SH) {
-        const int ih = (oh + PH - kh) / SH;
-        if (ih < 0 || ih >= HI) continue;
-        for (int kw = (ow + PW) % SW; kw < KW; kw += SW) {
-            const int iw = (ow + PW - kw) / SW;
-            if (iw < 0 || iw >= WI) continue;
-            for (int ci = 0; ci < CI; ++ci) {
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
+    for (int c0 = 0; c0 < CI; c0 += CIB) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < CIB * TH * TW * COB; e += blockDim.x) {
+            const int j = e % COB, t = e / COB;
+            const int u = t % TW, th = (t / TW) % TH, ci = t / (TW * TH);
+            const int kh = ph_h + th * SH, kw = ph_w + u * SW;
+            ws[ci][th][u][j] = (kh < KH && kw < KW)
+                ? __ldg(w + (((long long)(c0 + ci) * CO + co0 + j) * KH + kh) * KW + kw) : 0.0f;
+        }
+        __syncthreads();
+        if (!active) continue;
 #pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(w + ((ci * CO + co0 + j) * KH + kh) * KW + kw), acc[j]);
+        for (int th = 0; th < TH; ++th) {
+            const int ih = (oh + PH - ph_h) / SH - th;      // exact: oh + PH - kh is a multiple of SH
+            if (ph_h + th * SH >= KH || ih < 0 || ih >= HI) continue;
+#pragma unroll
+            for (int u = 0; u < TW; ++u) {
+                const int iw = (ow + PW - ph_w) / SW - u;
+                if (ph_w + u * SW >= KW || iw < 0 || iw >= WI) continue;
+                const float* __restrict__ xp = xn + (long long)c0 * (HI * WI) + ih * WI + iw;
+                for (int ci = 0; ci < CIB; ++ci) {
+                    const float xv = __ldg(xp + ci * (HI * WI));
+#pragma unroll
+                    for (int j = 0; j < COB; ++j) acc[j] = fmaf(xv, ws[ci][th][u][j], acc[j]);
+                }
             }
         }
     }
+    if (!active) return;
+    const int pix = oh * WO + ow;
 #pragma unroll
     for (int j = 0; j < COB; ++j) {
         const int co = co0 + j;
@@ -2034,8 +3346,8 @@ conv11(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x3, 256 threads per block
-    conv11<<<dim3(3, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 1x1, 256 threads per block
+    conv11<<<dim3(1, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2043,14 +3355,22 @@ static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stre
 // score_pool4_add: conv 1x1/1x1, 256x27x27 -> 21x27x27 (batch 1)
 // implements: score_pool4 (squeezeseg.yaml:25), fuse4 (squeezeseg.yaml:26)
 // fused: add(conv11)
-// work: 7.85 MFLOP, 0.89 MB moved; grid 3x3, block 256
+// work: 7.85 MFLOP, 0.89 MB moved; grid 23x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 21, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 7 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 21, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 774400LL;  // pool4: 256x27x27 (arena @ float 774,400, image stride 186624)
     constexpr long long X_IMAGE = 186624LL;
@@ -2061,61 +3381,105 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 1284672LL;  // score_pool4.weight [21, 256, 1, 1]
     const float* __restrict__ b = weights + 1290048LL;  // score_pool4.bias [21]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v += skip0[n * SKIP0_IMAGE + co * (HO * WO) + pix];  // fused add
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v += skip0[n * SKIP0_IMAGE + co * (HO * WO) + pix];  // fused add
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 3x3, 256 threads per block
-    score_pool4_add<<<dim3(3, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 23x1, 256 threads per block
+    score_pool4_add<<<dim3(23, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
 // conv12: deconv 3x3/2x2, 21x27x27 -> 21x55x55 (batch 1)
 // implements: conv12 (squeezeseg.yaml:27)
-// work: 5.79 MFLOP, 0.33 MB moved; grid 12x3, block 256
+// work: 5.79 MFLOP, 0.33 MB moved; grid 4x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 conv12(const float* __restrict__ input, float* __restrict__ arena,
        const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 21, HI = 27, WI = 27, CO = 21, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0, COB = 7 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 21, HI = 27, WI = 27, CO = 21, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0, COB = 21, CIB = 21 };
+    // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
+    // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
+    // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
+    // keeps those taps' weights for COB output channels in shared memory, CIB input channels at
+    // a time; a thread computes one output pixel for all COB channels.
+    constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
+    static_assert(CO % COB == 0 && CI % CIB == 0, "channel blocks must divide the channels");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 63552LL;  // score_pool4: 21x27x27 (arena @ float 63,552, image stride 15309)
     constexpr long long X_IMAGE = 15309LL;
@@ -2123,33 +3487,51 @@ conv12(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long Y_IMAGE = 63525LL;
     const float* __restrict__ w = weights + 1290112LL;  // conv12.weight [21, 21, 3, 3]
 
-    // gather form of the transposed convolution: output (oh, ow) sums x[ih, iw] * w[kh, kw]
-    // over oh = ih * SH - PH + kh; only the taps with (oh + PH - kh) % SH == 0 hit an input
-    // row, so the loops start there and step by the stride (no zero-inserted work).
+    __shared__ float ws[CIB][TH][TW][COB];
+    const int ph_h = blockIdx.z / SW, ph_w = blockIdx.z % SW;
+    const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
+    const int rows = oh0 < HO ? (HO - oh0 + SH - 1) / SH : 0;
+    const int cols = ow0 < WO ? (WO - ow0 + SW - 1) / SW : 0;
     const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
+    const bool active = p < (long long)N * rows * cols;
+    const int n = active ? (int)(p / (rows * cols)) : 0;
+    const int q = active ? (int)(p % (rows * cols)) : 0;
+    const int oh = oh0 + (q / cols) * SH, ow = ow0 + (q % cols) * SW;
     const int co0 = blockIdx.y * COB;
     const float* __restrict__ xn = x + n * X_IMAGE;
     float acc[COB];
 #pragma unroll
     for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int kh = (oh + PH) % SH; kh < KH; kh += SH) {
-        const int ih = (oh + PH - kh) / SH;
-        if (ih < 0 || ih >= HI) continue;
-        for (int kw = (ow + PW) % SW; kw < KW; kw += SW) {
-            const int iw = (ow + PW - kw) / SW;
-            if (iw < 0 || iw >= WI) continue;
-            for (int ci = 0; ci < CI; ++ci) {
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
+    for (int c0 = 0; c0 < CI; c0 += CIB) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < CIB * TH * TW * COB; e += blockDim.x) {
+            const int j = e % COB, t = e / COB;
+            const int u = t % TW, th = (t / TW) % TH, ci = t / (TW * TH);
+            const int kh = ph_h + th * SH, kw = ph_w + u * SW;
+            ws[ci][th][u][j] = (kh < KH && kw < KW)
+                ? __ldg(w + (((long long)(c0 + ci) * CO + co0 + j) * KH + kh) * KW + kw) : 0.0f;
+        }
+        __syncthreads();
+        if (!active) continue;
 #pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(w + ((ci * CO + co0 + j) * KH + kh) * KW + kw), acc[j]);
+        for (int th = 0; th < TH; ++th) {
+            const int ih = (oh + PH - ph_h) / SH - th;      // exact: oh + PH - kh is a multiple of SH
+            if (ph_h + th * SH >= KH || ih < 0 || ih >= HI) continue;
+#pragma unroll
+            for (int u = 0; u < TW; ++u) {
+                const int iw = (ow + PW - ph_w) / SW - u;
+                if (ph_w + u * SW >= KW || iw < 0 || iw >= WI) continue;
+                const float* __restrict__ xp = xn + (long long)c0 * (HI * WI) + ih * WI + iw;
+                for (int ci = 0; ci < CIB; ++ci) {
+                    const float xv = __ldg(xp + ci * (HI * WI));
+#pragma unroll
+                    for (int j = 0; j < COB; ++j) acc[j] = fmaf(xv, ws[ci][th][u][j], acc[j]);
+                }
             }
         }
     }
+    if (!active) return;
+    const int pix = oh * WO + ow;
 #pragma unroll
     for (int j = 0; j < COB; ++j) {
         const int co = co0 + j;
@@ -2160,8 +3542,8 @@ conv12(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 12x3, 256 threads per block
-    conv12<<<dim3(12, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 4x1, 256 threads per block
+    conv12<<<dim3(4, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2169,14 +3551,22 @@ static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stre
 // score_pool1_add: conv 1x1/1x1, 96x55x55 -> 21x55x55 (batch 1)
 // implements: score_pool1 (squeezeseg.yaml:28), fuse1 (squeezeseg.yaml:29)
 // fused: add(conv12)
-// work: 12.26 MFLOP, 1.68 MB moved; grid 12x3, block 256
+// work: 12.26 MFLOP, 1.68 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 21, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, COB = 7 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 21, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3 };
+    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
+    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
+    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
+    constexpr int K = CI * KH * KW;
+    constexpr long long M = (long long)N * HO * WO;
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
+    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 1182848LL;  // pool1: 96x55x55 (arena @ float 1,182,848, image stride 290400)
     constexpr long long X_IMAGE = 290400LL;
@@ -2187,61 +3577,105 @@ score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 1294144LL;  // score_pool1.weight [21, 96, 1, 1]
     const float* __restrict__ b = weights + 1296192LL;  // score_pool1.bias [21]
 
-    // one thread: one output pixel of the batch, COB consecutive output channels
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
-    const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    const float* __restrict__ wk = w + (long long)co0 * CI * KH * KW;
-    float acc[COB];
+    __shared__ float As[BK][BM];
+    __shared__ float Bs[BK][BN];
+    const int tid = threadIdx.x;
+    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
+    const long long m0 = (long long)blockIdx.x * BM;
+    const int n0 = blockIdx.y * BN;
+
+    // the pixel this thread gathers A for, decoded once
+    const int a_m = tid % BM, a_k = tid / BM;
+    const long long a_pixel = m0 + a_m;
+    const bool a_valid = a_pixel < M;
+    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
+    const int a_pix = (int)(a_pixel % (HO * WO));
+    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const float* __restrict__ a_src = x + a_img * X_IMAGE;
+
+    float acc[TM][TN];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int ci = 0; ci < CI; ++ci) {
+    for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int kh = 0; kh < KH; ++kh) {
-            const int ih = oh * SH - PH + kh;
-            if (ih < 0 || ih >= HI) continue;
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += BK) {
 #pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const int iw = ow * SW - PW + kw;
-                if (iw < 0 || iw >= WI) continue;
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
-#pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(wk + ((j * CI + ci) * KH + kh) * KW + kw), acc[j]);
+        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
+            const int kg = k0 + kk;
+            float v = 0.0f;
+            if (a_valid && (K % BK == 0 || kg < K)) {
+                const int ci = kg / (KH * KW), r = kg % (KH * KW);
+                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
+                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
+                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
             }
+            As[kk][a_m] = v;
         }
-    }
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j] + __ldg(b + co);
-        v += skip0[n * SKIP0_IMAGE + co * (HO * WO) + pix];  // fused add
-        y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
+            const int kk = e % BK, nn = e / BK;
+            const int kg = k0 + kk, co = n0 + nn;
+            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
+                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const long long pixel = m0 + tm + 32 * i;
+        if (pixel >= M) continue;
+        const int n = (int)(pixel / (HO * WO));
+        const int pix = (int)(pixel % (HO * WO));
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int co = n0 + tn * TN + j;
+            if (CO % BN != 0 && co >= CO) continue;
+            float v = acc[i][j] + __ldg(b + co);
+            v += skip0[n * SKIP0_IMAGE + co * (HO * WO) + pix];  // fused add
+            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
 static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 12x3, 256 threads per block
-    score_pool1_add<<<dim3(12, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 95x1, 256 threads per block
+    score_pool1_add<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
 // conv13: deconv 11x11/4x4, 21x55x55 -> 21x227x227 (batch 1)
 // implements: conv13 (squeezeseg.yaml:30)
-// work: 322.83 MFLOP, 4.80 MB moved; grid 202x3, block 256
+// work: 322.83 MFLOP, 4.80 MB moved; grid 13x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 conv13(const float* __restrict__ input, float* __restrict__ arena,
        const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 21, HI = 55, WI = 55, CO = 21, HO = 227, WO = 227, KH = 11, KW = 11, SH = 4, SW = 4, PH = 0, PW = 0, COB = 7 };
-    static_assert(CO % COB == 0, "output channels per thread must divide the output channels");
+    enum : int { N = 1, CI = 21, HI = 55, WI = 55, CO = 21, HO = 227, WO = 227, KH = 11, KW = 11, SH = 4, SW = 4, PH = 0, PW = 0, COB = 21, CIB = 21 };
+    // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
+    // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
+    // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
+    // keeps those taps' weights for COB output channels in shared memory, CIB input channels at
+    // a time; a thread computes one output pixel for all COB channels.
+    constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
+    static_assert(CO % COB == 0 && CI % CIB == 0, "channel blocks must divide the channels");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 63552LL;  // score_pool1: 21x55x55 (arena @ float 63,552, image stride 63525)
     constexpr long long X_IMAGE = 63525LL;
@@ -2249,33 +3683,51 @@ conv13(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long Y_IMAGE = 1082109LL;
     const float* __restrict__ w = weights + 1296256LL;  // conv13.weight [21, 21, 11, 11]
 
-    // gather form of the transposed convolution: output (oh, ow) sums x[ih, iw] * w[kh, kw]
-    // over oh = ih * SH - PH + kh; only the taps with (oh + PH - kh) % SH == 0 hit an input
-    // row, so the loops start there and step by the stride (no zero-inserted work).
+    __shared__ float ws[CIB][TH][TW][COB];
+    const int ph_h = blockIdx.z / SW, ph_w = blockIdx.z % SW;
+    const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
+    const int rows = oh0 < HO ? (HO - oh0 + SH - 1) / SH : 0;
+    const int cols = ow0 < WO ? (WO - ow0 + SW - 1) / SW : 0;
     const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * HO * WO) return;
-    const int n = (int)(p / (HO * WO));
-    const int pix = (int)(p % (HO * WO));
-    const int oh = pix / WO, ow = pix % WO;
+    const bool active = p < (long long)N * rows * cols;
+    const int n = active ? (int)(p / (rows * cols)) : 0;
+    const int q = active ? (int)(p % (rows * cols)) : 0;
+    const int oh = oh0 + (q / cols) * SH, ow = ow0 + (q % cols) * SW;
     const int co0 = blockIdx.y * COB;
     const float* __restrict__ xn = x + n * X_IMAGE;
     float acc[COB];
 #pragma unroll
     for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
-    for (int kh = (oh + PH) % SH; kh < KH; kh += SH) {
-        const int ih = (oh + PH - kh) / SH;
-        if (ih < 0 || ih >= HI) continue;
-        for (int kw = (ow + PW) % SW; kw < KW; kw += SW) {
-            const int iw = (ow + PW - kw) / SW;
-            if (iw < 0 || iw >= WI) continue;
-            for (int ci = 0; ci < CI; ++ci) {
-                const float xv = __ldg(xn + ci * (HI * WI) + ih * WI + iw);
+    for (int c0 = 0; c0 < CI; c0 += CIB) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < CIB * TH * TW * COB; e += blockDim.x) {
+            const int j = e % COB, t = e / COB;
+            const int u = t % TW, th = (t / TW) % TH, ci = t / (TW * TH);
+            const int kh = ph_h + th * SH, kw = ph_w + u * SW;
+            ws[ci][th][u][j] = (kh < KH && kw < KW)
+                ? __ldg(w + (((long long)(c0 + ci) * CO + co0 + j) * KH + kh) * KW + kw) : 0.0f;
+        }
+        __syncthreads();
+        if (!active) continue;
 #pragma unroll
-                for (int j = 0; j < COB; ++j)
-                    acc[j] = fmaf(xv, __ldg(w + ((ci * CO + co0 + j) * KH + kh) * KW + kw), acc[j]);
+        for (int th = 0; th < TH; ++th) {
+            const int ih = (oh + PH - ph_h) / SH - th;      // exact: oh + PH - kh is a multiple of SH
+            if (ph_h + th * SH >= KH || ih < 0 || ih >= HI) continue;
+#pragma unroll
+            for (int u = 0; u < TW; ++u) {
+                const int iw = (ow + PW - ph_w) / SW - u;
+                if (ph_w + u * SW >= KW || iw < 0 || iw >= WI) continue;
+                const float* __restrict__ xp = xn + (long long)c0 * (HI * WI) + ih * WI + iw;
+                for (int ci = 0; ci < CIB; ++ci) {
+                    const float xv = __ldg(xp + ci * (HI * WI));
+#pragma unroll
+                    for (int j = 0; j < COB; ++j) acc[j] = fmaf(xv, ws[ci][th][u][j], acc[j]);
+                }
             }
         }
     }
+    if (!active) return;
+    const int pix = oh * WO + ow;
 #pragma unroll
     for (int j = 0; j < COB; ++j) {
         const int co = co0 + j;
@@ -2286,8 +3738,8 @@ conv13(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_conv13(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 202x3, 256 threads per block
-    conv13<<<dim3(202, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 13x1, 256 threads per block
+    conv13<<<dim3(13, 1, 16), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 

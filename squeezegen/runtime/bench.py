@@ -1,0 +1,177 @@
+"""`squeezegen bench`: time the generated network, and PyTorch on the same GPU, side by side.
+
+Timings are the median of CUDA-event times after a warm-up, data already on the GPU on both
+sides. squeezegen replays its CUDA graph; PyTorch runs eager, eager + CUDA graph and (if asked)
+torch.compile, strict fp32 (TF32 off), from the same weights, in the same process.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import time
+
+import numpy as np
+
+from ..ir.printer import node_flops
+from .network import Network, compile as compile_network, cuda
+
+
+def environment() -> dict:
+    drv = cuda()
+    dev = drv.Context.get_device()
+    version = drv.get_driver_version()
+    info = {"gpu": dev.name(), "cuda_driver_api": f"{version // 1000}.{version % 1000 // 10}",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+        info["driver"] = smi.splitlines()[0] if smi else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        info["driver"] = "unknown"
+    commit = os.environ.get("SG_COMMIT")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            commit = ""
+    info["commit"] = commit or "unknown"
+    return info
+
+
+def _median_events(drv, stream, fn, iters: int, warm: int) -> float:
+    for _ in range(warm):
+        fn()
+    stream.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = drv.Event(), drv.Event()
+        start.record(stream)
+        fn()
+        end.record(stream)
+        end.synchronize()
+        times.append(end.time_since(start))
+    return float(np.median(times))
+
+
+def time_network(net: Network, iters: int, warm: int = 10) -> float:
+    x = np.random.default_rng(0).uniform(-1, 1, (net.batch,) + net.graph.input.type.shape)
+    net(x.astype(np.float32))
+    return _median_events(net._drv, net.stream, net.forward_async, iters, warm)
+
+
+def time_kernels(net: Network, repeats: int = 20) -> list[dict]:
+    """Each kernel alone (launched `repeats` times back to back), with its FLOPs and bytes."""
+    drv, stream = net._drv, net.stream
+    outs = [int(o) for o in net._outputs]
+    rows = []
+    for i, k in enumerate(net.build.output.manifest["kernels"]):
+        def launch(i=i):
+            net.launch_kernels(stream, int(net._input), outs, only=i)
+        ms = _median_events(drv, stream, lambda: [launch() for _ in range(repeats)], 5, 2) / repeats
+        rows.append({"kernel": k["name"], "layers": k["layers"], "ms": ms, "flops": k["flops"],
+                     "bytes": k["bytes"], "tflops": k["flops"] / ms / 1e9,
+                     "gb_s": k["bytes"] / ms / 1e6})
+    return rows
+
+
+def time_torch(graph, weights, batch: int, iters: int, variants: list[str]) -> list[dict]:
+    import torch
+    from .torch_peer import torch_module
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    model = torch_module(graph, weights).cuda()
+    x = torch.rand((batch,) + graph.input.type.shape, device="cuda") * 2 - 1
+
+    def timeit(fn, warm=10):
+        for _ in range(warm):
+            fn()
+        torch.cuda.synchronize()
+        ts = []
+        for _ in range(iters):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            ts.append(a.elapsed_time(b))
+        return float(np.median(ts))
+
+    rows = []
+    with torch.no_grad():
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        model(x)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+        weights_bytes = sum(p.numel() * 4 for p in model.parameters())
+        if "eager" in variants:
+            rows.append({"variant": "torch eager fp32", "ms": timeit(lambda: model(x)),
+                         "memory_bytes": peak + weights_bytes})
+        if "graph" in variants:
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(3):
+                    model(x)
+            torch.cuda.current_stream().wait_stream(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                model(x)
+            rows.append({"variant": "torch eager+cudagraph fp32", "ms": timeit(g.replay)})
+        if "compile" in variants:
+            torch._dynamo.reset()
+            compiled = torch.compile(model, mode="reduce-overhead")
+            t0 = time.time()
+            compiled(x)
+            torch.cuda.synchronize()
+            rows.append({"variant": "torch.compile reduce-overhead fp32",
+                         "ms": timeit(lambda: compiled(x)), "compile_s": time.time() - t0})
+    return rows
+
+
+def bench(model, weights, batches: list[int], compare: list[str], per_layer: bool,
+          iters: int = 50) -> dict:
+    result = {"model": None, "rows": [], "per_layer": {}, **environment()}
+    for batch in batches:
+        with compile_network(model, weights, batch=batch) as net:
+            graph = net.build.graph
+            result["model"] = graph.name
+            flops = sum(node_flops(graph, n) for n in graph.nodes[1:]) * batch
+            n_iters = iters if batch <= 32 else max(10, iters // 3)
+            ms = time_network(net, n_iters)
+            memory = net.build.plan.arena_bytes + 4 * sum(v.size for v in net.weights.values())
+            rows = [{"variant": "squeezegen fp32", "ms": ms, "memory_bytes": memory}]
+            if per_layer:
+                result["per_layer"][str(batch)] = time_kernels(net)
+        if compare:
+            rows += time_torch(graph, net.weights, batch, n_iters, compare)
+        best_torch = min((r["ms"] for r in rows if r["variant"].startswith("torch")), default=None)
+        for r in rows:
+            r.update(batch=batch, img_s=batch / r["ms"] * 1e3, tflops=flops / r["ms"] / 1e9)
+            if best_torch:
+                r["vs_best_torch"] = r["ms"] / best_torch
+        result["rows"] += rows
+    return result
+
+
+def format_bench(result: dict) -> str:
+    lines = [f"{result['model']} on {result['gpu']} (driver {result['driver']}), "
+             f"commit {result['commit']}, {result['date']}",
+             f"{'batch':>6} {'variant':36s} {'ms':>9} {'img/s':>10} {'TFLOP/s':>8} {'vs best torch':>14}"]
+    for r in result["rows"]:
+        ratio = f"{r['vs_best_torch']:.2f}x" if "vs_best_torch" in r else ""
+        lines.append(f"{r['batch']:6d} {r['variant']:36s} {r['ms']:9.4f} {r['img_s']:10.1f} "
+                     f"{r['tflops']:8.2f} {ratio:>14}")
+    for batch, rows in result["per_layer"].items():
+        total = sum(r["ms"] for r in rows)
+        lines.append(f"\nper kernel, batch {batch} (each alone; sum {total:.3f} ms)")
+        lines.append(f"{'kernel':32s} {'ms':>8} {'share':>6} {'MFLOP':>9} {'MB':>8} "
+                     f"{'TFLOP/s':>8} {'GB/s':>7}")
+        for r in sorted(rows, key=lambda r: -r["ms"]):
+            lines.append(f"{r['kernel']:32s} {r['ms']:8.4f} {r['ms'] / total:6.1%} "
+                         f"{r['flops'] / 1e6:9.1f} {r['bytes'] / 1e6:8.2f} {r['tflops']:8.2f} "
+                         f"{r['gb_s']:7.0f}")
+    return "\n".join(lines)
