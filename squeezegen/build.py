@@ -2,7 +2,8 @@
 
     graph = load_model(path)                 # frontend: YAML -> verified IR
     fused = run_passes(graph)                # passes: fusion, in-place concat
-    plan = plan_memory(fused, batch)         # one arena, offsets, lifetimes
+    tiles = schedule(fused, batch)           # tile sizes (and split-K) per kernel
+    plan = plan_memory(fused, batch, ...)    # one arena, offsets, lifetimes, scratch
     out = render(fused, graph, plan, w)      # codegen: .cu, .h, manifest.json (+ weights blob)
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .codegen.emit import BuildOutput, render
+from .codegen.schedule import schedule, scratch_needs
 from .errors import BuildError
 from .frontend import load_model
 from .fsutil import atomic_write
@@ -45,7 +47,8 @@ def build(model, batch: int = 1, weights=None, precision: str = "fp32",
         file = None if isinstance(weights, dict) else str(weights)
         checked = check_weights(graph, load_weights(weights), file)
     fused = run_passes(graph, on_step=on_pass)
-    plan = plan_memory(fused, batch)
+    tiles = schedule(fused, batch)
+    plan = plan_memory(fused, batch, tiles, scratch_needs(fused, batch, tiles))
     return Build(graph, fused, plan, render(fused, graph, plan, checked))
 
 

@@ -9,6 +9,7 @@ from squeezegen import parse_model, load_model
 from squeezegen.ir.graph import EpilogueStep, OutView
 from squeezegen.ir.printer import param_specs
 from squeezegen.passes import fire_concat, fuse_add, fuse_relu, run_passes
+from squeezegen.codegen.schedule import schedule, scratch_needs
 from squeezegen.passes.plan_memory import plan_memory
 from squeezegen.reference import ReferenceExecutor
 from squeezegen.reference.planned import PlannedExecutor
@@ -116,8 +117,13 @@ def _assert_no_live_overlap(plan):
 
 def test_plan_shares_memory_in_squeezeseg():
     g = run_passes(load_model("models/squeezeseg.yaml"))
-    plan = plan_memory(g, 3)
+    tiles = schedule(g, 3)
+    needs = scratch_needs(g, 3, tiles)
+    assert needs, "small layers at batch 3 should split K"
+    plan = plan_memory(g, 3, tiles, needs)
     _assert_no_live_overlap(plan)
+    assert plan.counters_offset >= max(b.offset + b.size for b in plan.buffers)
+    assert set(plan.scratch) == set(needs) == set(plan.counters)
     assert plan.arena_bytes < 0.4 * plan.unshared_bytes
     assert all(b.offset % 256 == 0 for b in plan.buffers)
     assert plan["conv13"].storage == "output0" and plan["input"].storage == "input"
@@ -129,7 +135,8 @@ def test_planned_executor_matches_reference_on_random_models(seed):
     g = parse_model(random_model(seed))
     fused = run_passes(g)
     batch = 1 + seed % 3
-    plan = plan_memory(fused, batch)
+    tiles = schedule(fused, batch)
+    plan = plan_memory(fused, batch, tiles, scratch_needs(fused, batch, tiles))
     _assert_no_live_overlap(plan)
     w = random_weights(g, seed)
     x = np.random.default_rng(seed).standard_normal((batch,) + g.input.type.shape).astype(np.float32)

@@ -6,14 +6,15 @@
 // kernels:  7, in launch order below
 // input:    1x1x28x28; outputs: prob 1x10
 //
-// memory plan: one arena of 57,600 bytes (76,032 if no tensor shared memory)
+// memory plan: one arena of 124,928 bytes (176,384 if no tensor shared memory)
 //   tensor                           offset          bytes  live (node steps)
 //   conv1                                 0         46,080  1..2
-//   pool1                            46,080         11,520  2..3
-//   conv2                                 0         12,800  3..4
-//   pool2                            12,800          3,328  4..5
-//   ip1                                   0          2,048  5..6
-//   ip2                               2,048            256  6..7
+//   pool1                           113,152         11,520  2..3
+//   conv2.partials                        0        100,352  3..3
+//   conv2                           100,352         12,800  3..4
+//   pool2                                 0          3,328  4..5
+//   ip1                               3,328          2,048  5..6
+//   ip2                                   0            256  6..7
 //   (the input and the outputs are the caller's buffers; concat operands are channel slices of
 //    their concat's buffer)
 //
@@ -46,7 +47,7 @@ conv1(const float* __restrict__ input, float* __restrict__ arena,
       const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 1, HI = 28, WI = 28, CO = 20, HO = 24, WO = 24, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3 };
+    enum : int { N = 1, CI = 1, HI = 28, WI = 28, CO = 20, HO = 24, WO = 24, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -86,7 +87,11 @@ conv1(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -158,7 +163,7 @@ pool1(const float* __restrict__ input, float* __restrict__ arena,
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 0LL;  // conv1: 20x24x24 (arena @ float 0, image stride 11520)
     constexpr long long X_IMAGE = 11520LL;
-    float* __restrict__ y = arena + 11520LL;  // pool1: 20x12x12 (arena @ float 11,520, image stride 2880)
+    float* __restrict__ y = arena + 28288LL;  // pool1: 20x12x12 (arena @ float 28,288, image stride 2880)
     constexpr long long Y_IMAGE = 2880LL;
 
     // one thread: one output element
@@ -197,7 +202,7 @@ conv2(const float* __restrict__ input, float* __restrict__ arena,
       const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 20, HI = 12, WI = 12, CO = 50, HO = 8, WO = 8, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 56, BK = 16, TM = 1, TN = 7 };
+    enum : int { N = 1, CI = 20, HI = 12, WI = 12, CO = 50, HO = 8, WO = 8, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 56, BK = 16, TM = 1, TN = 7, SPLITK = 7 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -208,9 +213,9 @@ conv2(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 11520LL;  // pool1: 20x12x12 (arena @ float 11,520, image stride 2880)
+    const float* __restrict__ x = arena + 28288LL;  // pool1: 20x12x12 (arena @ float 28,288, image stride 2880)
     constexpr long long X_IMAGE = 2880LL;
-    float* __restrict__ y = arena + 0LL;  // conv2: 50x8x8 (arena @ float 0, image stride 3200)
+    float* __restrict__ y = arena + 25088LL;  // conv2: 50x8x8 (arena @ float 25,088, image stride 3200)
     constexpr long long Y_IMAGE = 3200LL;
     const float* __restrict__ w = weights + 576LL;  // conv2.weight [50, 20, 5, 5]
     const float* __restrict__ b = weights + 25600LL;  // conv2.bias [50]
@@ -237,7 +242,11 @@ conv2(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -273,6 +282,37 @@ conv2(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 31168LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -292,7 +332,7 @@ conv2(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_conv2(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 2x1, 256 threads per block
-    conv2<<<dim3(2, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    conv2<<<dim3(2, 1, 7), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -307,9 +347,9 @@ pool2(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 50, HI = 8, WI = 8, CO = 50, HO = 4, WO = 4, KH = 2, KW = 2, SH = 2, SW = 2, PH = 0, PW = 0 };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // conv2: 50x8x8 (arena @ float 0, image stride 3200)
+    const float* __restrict__ x = arena + 25088LL;  // conv2: 50x8x8 (arena @ float 25,088, image stride 3200)
     constexpr long long X_IMAGE = 3200LL;
-    float* __restrict__ y = arena + 3200LL;  // pool2: 50x4x4 (arena @ float 3,200, image stride 800)
+    float* __restrict__ y = arena + 0LL;  // pool2: 50x4x4 (arena @ float 0, image stride 800)
     constexpr long long Y_IMAGE = 800LL;
 
     // one thread: one output element
@@ -351,9 +391,9 @@ ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 50, HI = 4, WI = 4, CO = 500, HO = 1, WO = 1, IN = 800 };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 3200LL;  // pool2: 50x4x4 (arena @ float 3,200, image stride 800)
+    const float* __restrict__ x = arena + 0LL;  // pool2: 50x4x4 (arena @ float 0, image stride 800)
     constexpr long long X_IMAGE = 800LL;
-    float* __restrict__ y = arena + 0LL;  // ip1: 500 (arena @ float 0, image stride 500)
+    float* __restrict__ y = arena + 832LL;  // ip1: 500 (arena @ float 832, image stride 500)
     constexpr long long Y_IMAGE = 500LL;
     const float* __restrict__ w = weights + 25664LL;  // ip1.weight [500, 800]
     const float* __restrict__ b = weights + 425664LL;  // ip1.bias [500]
@@ -397,9 +437,9 @@ ip2(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 500, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1, IN = 500 };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // ip1: 500 (arena @ float 0, image stride 500)
+    const float* __restrict__ x = arena + 832LL;  // ip1: 500 (arena @ float 832, image stride 500)
     constexpr long long X_IMAGE = 500LL;
-    float* __restrict__ y = arena + 512LL;  // ip2: 10 (arena @ float 512, image stride 10)
+    float* __restrict__ y = arena + 0LL;  // ip2: 10 (arena @ float 0, image stride 10)
     constexpr long long Y_IMAGE = 10LL;
     const float* __restrict__ w = weights + 426176LL;  // ip2.weight [10, 500]
     const float* __restrict__ b = weights + 431232LL;  // ip2.bias [10]
@@ -442,7 +482,7 @@ prob(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 10, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1 };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 512LL;  // ip2: 10 (arena @ float 512, image stride 10)
+    const float* __restrict__ x = arena + 0LL;  // ip2: 10 (arena @ float 0, image stride 10)
     constexpr long long X_IMAGE = 10LL;
     float* __restrict__ y = out0 + 0LL;  // prob: 10 (output0, image stride 10)
     constexpr long long Y_IMAGE = 10LL;
@@ -500,6 +540,9 @@ cudaError_t lenet_create(lenet_net** out, const void* blob, size_t blob_bytes)
     if (net == NULL) return cudaErrorMemoryAllocation;
     cudaError_t err = cudaSuccess;
     if (SG_LENET_ARENA_BYTES > 0) err = cudaMalloc((void**)&net->arena, (size_t)SG_LENET_ARENA_BYTES);
+    // split-K tile counters: zero once; every kernel leaves them zero again
+    if (err == cudaSuccess)
+        err = cudaMemset((char*)net->arena + 124672, 0, 256);
     if (err == cudaSuccess && SG_LENET_WEIGHT_FLOATS > 0)
         err = cudaMalloc((void**)&net->weights, (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float));
     if (err == cudaSuccess && SG_LENET_WEIGHT_FLOATS > 0)

@@ -6,33 +6,51 @@
 // kernels:  36, in launch order below
 // input:    1x3x227x227; outputs: conv13 1x21x227x227
 //
-// memory plan: one arena of 5,893,120 bytes (20,720,384 if no tensor shared memory)
+// memory plan: one arena of 6,245,888 bytes (41,440,000 if no tensor shared memory)
 //   tensor                           offset          bytes  live (node steps)
 //   conv1                                 0      4,731,392  1..2
 //   pool1                         4,731,392      1,161,728  2..43
-//   fire2_squeeze                 1,548,800        193,792  3..5
-//   fire2                                 0      1,548,800  4..7
-//   fire3_squeeze                 1,548,800        193,792  7..9
-//   fire3                                 0      1,548,800  8..11
-//   fire4_squeeze                 3,097,600        387,328  11..13
+//   fire2_squeeze                 3,105,280        193,792  3..5
+//   fire2                         1,556,480      1,548,800  4..7
+//   fire2_expand3x3.partials              0      1,556,480  5..5
+//   fire3_squeeze.partials                0        389,120  7..7
+//   fire3_squeeze                 3,105,280        193,792  7..9
+//   fire3                         1,556,480      1,548,800  8..11
+//   fire3_expand3x3.partials              0      1,556,480  9..9
+//   fire4_squeeze.partials                0        778,240  11..11
+//   fire4_squeeze                 3,105,280        387,328  11..13
 //   fire4                                 0      3,097,600  12..15
-//   pool4                         3,097,600        746,496  15..41
-//   fire5_squeeze                   746,496         93,440  16..18
-//   fire5                                 0        746,496  17..20
-//   fire6_squeeze                 1,119,744        140,032  20..22
-//   fire6                                 0      1,119,744  21..24
-//   fire7_squeeze                 1,119,744        140,032  24..26
-//   fire7                                 0      1,119,744  25..28
-//   fire8_squeeze                 1,492,992        186,624  28..30
-//   fire8                                 0      1,492,992  29..32
-//   pool8                         1,492,992        346,112  32..39
-//   fire9_squeeze                         0         43,264  33..35
-//   fire9                           676,096        346,112  34..37
-//   conv10                                0        676,096  37..38
-//   score                           676,096         14,336  38..39
-//   score_pool8                      61,440         14,336  39..40
-//   conv11                                0         61,440  40..41
-//   score_pool4                     254,208         61,440  41..42
+//   pool4                         3,753,984        746,496  15..41
+//   fire5_squeeze.partials                0        376,832  16..16
+//   fire5_squeeze                 2,253,824         93,440  16..18
+//   fire5                         1,507,328        746,496  17..20
+//   fire5_expand3x3.partials              0      1,507,328  18..18
+//   fire6_squeeze.partials                0        565,248  20..20
+//   fire6_squeeze                 3,380,736        140,032  20..22
+//   fire6                         2,260,992      1,119,744  21..24
+//   fire6_expand3x3.partials              0      2,260,992  22..22
+//   fire7_squeeze.partials                0        847,872  24..24
+//   fire7_squeeze                 3,380,736        140,032  24..26
+//   fire7                         2,260,992      1,119,744  25..28
+//   fire7_expand3x3.partials              0      2,260,992  26..26
+//   fire8_squeeze.partials                0      1,130,496  28..28
+//   fire8_squeeze                 4,500,480        186,624  28..30
+//   fire8                         2,260,992      1,492,992  29..32
+//   fire8_expand3x3.partials              0      2,260,992  30..30
+//   pool8                         5,893,120        346,112  32..39
+//   fire9_squeeze.partials                0        393,216  33..33
+//   fire9_squeeze                 1,769,472         43,264  33..35
+//   fire9                         3,035,392        346,112  34..37
+//   fire9_expand3x3.partials              0      1,769,472  35..35
+//   conv10.partials                       0      2,359,296  37..37
+//   conv10                        2,359,296        676,096  37..38
+//   score.partials                        0        276,480  38..38
+//   score                           276,480         14,336  38..39
+//   score_pool8.partials                  0        147,456  39..39
+//   score_pool8                     147,456         14,336  39..40
+//   conv11                          282,624         61,440  40..41
+//   score_pool4.partials                  0        282,624  41..41
+//   score_pool4                     344,064         61,440  41..42
 //   conv12                                0        254,208  42..43
 //   score_pool1                     254,208        254,208  43..44
 //   (the input and the outputs are the caller's buffers; concat operands are channel slices of
@@ -68,7 +86,7 @@ conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
            const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 3, HI = 227, WI = 227, CO = 96, HO = 111, WO = 111, KH = 7, KW = 7, SH = 2, SW = 2, PH = 0, PW = 0, BM = 32, BN = 96, BK = 16, TM = 1, TN = 12 };
+    enum : int { N = 1, CI = 3, HI = 227, WI = 227, CO = 96, HO = 111, WO = 111, KH = 7, KW = 7, SH = 2, SW = 2, PH = 0, PW = 0, BM = 32, BN = 96, BK = 16, TM = 1, TN = 12, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -108,7 +126,11 @@ conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -221,7 +243,7 @@ fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2 };
+    enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -234,7 +256,7 @@ fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 1182848LL;  // pool1: 96x55x55 (arena @ float 1,182,848, image stride 290400)
     constexpr long long X_IMAGE = 290400LL;
-    float* __restrict__ y = arena + 387200LL;  // fire2_squeeze: 16x55x55 (arena @ float 387,200, image stride 48400)
+    float* __restrict__ y = arena + 776320LL;  // fire2_squeeze: 16x55x55 (arena @ float 776,320, image stride 48400)
     constexpr long long Y_IMAGE = 48400LL;
     const float* __restrict__ w = weights + 14272LL;  // fire2.squeeze.weight [16, 96, 1, 1]
     const float* __restrict__ b = weights + 15808LL;  // fire2.squeeze.bias [16]
@@ -261,7 +283,11 @@ fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -331,7 +357,7 @@ fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -342,9 +368,9 @@ fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 387200LL;  // fire2_squeeze: 16x55x55 (arena @ float 387,200, image stride 48400)
+    const float* __restrict__ x = arena + 776320LL;  // fire2_squeeze: 16x55x55 (arena @ float 776,320, image stride 48400)
     constexpr long long X_IMAGE = 48400LL;
-    float* __restrict__ y = arena + 0LL;  // fire2_expand1x1: 64x55x55 (arena @ float 0, image stride 387200)
+    float* __restrict__ y = arena + 389120LL;  // fire2_expand1x1: 64x55x55 (arena @ float 389,120, image stride 387200)
     constexpr long long Y_IMAGE = 387200LL;
     const float* __restrict__ w = weights + 15872LL;  // fire2.expand1x1.weight [64, 16, 1, 1]
     const float* __restrict__ b = weights + 16896LL;  // fire2.expand1x1.bias [64]
@@ -371,7 +397,11 @@ fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -441,7 +471,7 @@ fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -452,9 +482,9 @@ fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 387200LL;  // fire2_squeeze: 16x55x55 (arena @ float 387,200, image stride 48400)
+    const float* __restrict__ x = arena + 776320LL;  // fire2_squeeze: 16x55x55 (arena @ float 776,320, image stride 48400)
     constexpr long long X_IMAGE = 48400LL;
-    float* __restrict__ y = arena + 193600LL;  // fire2_expand3x3: 64x55x55 (arena @ float 193,600, image stride 387200)
+    float* __restrict__ y = arena + 582720LL;  // fire2_expand3x3: 64x55x55 (arena @ float 582,720, image stride 387200)
     constexpr long long Y_IMAGE = 387200LL;
     const float* __restrict__ w = weights + 16960LL;  // fire2.expand3x3.weight [64, 16, 3, 3]
     const float* __restrict__ b = weights + 26176LL;  // fire2.expand3x3.bias [64]
@@ -481,7 +511,11 @@ fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -517,6 +551,37 @@ fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1559808LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -537,7 +602,7 @@ fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x1, 256 threads per block
-    fire2_expand3x3_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire2_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -551,7 +616,7 @@ fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2 };
+    enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 2 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -562,9 +627,9 @@ fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // fire2: 128x55x55 (arena @ float 0, image stride 387200)
+    const float* __restrict__ x = arena + 389120LL;  // fire2: 128x55x55 (arena @ float 389,120, image stride 387200)
     constexpr long long X_IMAGE = 387200LL;
-    float* __restrict__ y = arena + 387200LL;  // fire3_squeeze: 16x55x55 (arena @ float 387,200, image stride 48400)
+    float* __restrict__ y = arena + 776320LL;  // fire3_squeeze: 16x55x55 (arena @ float 776,320, image stride 48400)
     constexpr long long Y_IMAGE = 48400LL;
     const float* __restrict__ w = weights + 26240LL;  // fire3.squeeze.weight [16, 128, 1, 1]
     const float* __restrict__ b = weights + 28288LL;  // fire3.squeeze.bias [16]
@@ -591,7 +656,11 @@ fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -627,6 +696,37 @@ fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1559936LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -647,7 +747,7 @@ fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x1, 256 threads per block
-    fire3_squeeze_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire3_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -661,7 +761,7 @@ fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -672,9 +772,9 @@ fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 387200LL;  // fire3_squeeze: 16x55x55 (arena @ float 387,200, image stride 48400)
+    const float* __restrict__ x = arena + 776320LL;  // fire3_squeeze: 16x55x55 (arena @ float 776,320, image stride 48400)
     constexpr long long X_IMAGE = 48400LL;
-    float* __restrict__ y = arena + 0LL;  // fire3_expand1x1: 64x55x55 (arena @ float 0, image stride 387200)
+    float* __restrict__ y = arena + 389120LL;  // fire3_expand1x1: 64x55x55 (arena @ float 389,120, image stride 387200)
     constexpr long long Y_IMAGE = 387200LL;
     const float* __restrict__ w = weights + 28352LL;  // fire3.expand1x1.weight [64, 16, 1, 1]
     const float* __restrict__ b = weights + 29376LL;  // fire3.expand1x1.bias [64]
@@ -701,7 +801,11 @@ fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -771,7 +875,7 @@ fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -782,9 +886,9 @@ fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 387200LL;  // fire3_squeeze: 16x55x55 (arena @ float 387,200, image stride 48400)
+    const float* __restrict__ x = arena + 776320LL;  // fire3_squeeze: 16x55x55 (arena @ float 776,320, image stride 48400)
     constexpr long long X_IMAGE = 48400LL;
-    float* __restrict__ y = arena + 193600LL;  // fire3_expand3x3: 64x55x55 (arena @ float 193,600, image stride 387200)
+    float* __restrict__ y = arena + 582720LL;  // fire3_expand3x3: 64x55x55 (arena @ float 582,720, image stride 387200)
     constexpr long long Y_IMAGE = 387200LL;
     const float* __restrict__ w = weights + 29440LL;  // fire3.expand3x3.weight [64, 16, 3, 3]
     const float* __restrict__ b = weights + 38656LL;  // fire3.expand3x3.bias [64]
@@ -811,7 +915,11 @@ fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -847,6 +955,37 @@ fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560064LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -867,7 +1006,7 @@ fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x1, 256 threads per block
-    fire3_expand3x3_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire3_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -881,7 +1020,7 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 32, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4 };
+    enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 32, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 2 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -892,9 +1031,9 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // fire3: 128x55x55 (arena @ float 0, image stride 387200)
+    const float* __restrict__ x = arena + 389120LL;  // fire3: 128x55x55 (arena @ float 389,120, image stride 387200)
     constexpr long long X_IMAGE = 387200LL;
-    float* __restrict__ y = arena + 774400LL;  // fire4_squeeze: 32x55x55 (arena @ float 774,400, image stride 96800)
+    float* __restrict__ y = arena + 776320LL;  // fire4_squeeze: 32x55x55 (arena @ float 776,320, image stride 96800)
     constexpr long long Y_IMAGE = 96800LL;
     const float* __restrict__ w = weights + 38720LL;  // fire4.squeeze.weight [32, 128, 1, 1]
     const float* __restrict__ b = weights + 42816LL;  // fire4.squeeze.bias [32]
@@ -921,7 +1060,11 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -957,6 +1100,37 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560192LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -977,7 +1151,7 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x1, 256 threads per block
-    fire4_squeeze_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire4_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -991,7 +1165,7 @@ fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -1002,7 +1176,7 @@ fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 774400LL;  // fire4_squeeze: 32x55x55 (arena @ float 774,400, image stride 96800)
+    const float* __restrict__ x = arena + 776320LL;  // fire4_squeeze: 32x55x55 (arena @ float 776,320, image stride 96800)
     constexpr long long X_IMAGE = 96800LL;
     float* __restrict__ y = arena + 0LL;  // fire4_expand1x1: 128x55x55 (arena @ float 0, image stride 774400)
     constexpr long long Y_IMAGE = 774400LL;
@@ -1031,7 +1205,11 @@ fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -1101,7 +1279,7 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -1112,7 +1290,7 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 774400LL;  // fire4_squeeze: 32x55x55 (arena @ float 774,400, image stride 96800)
+    const float* __restrict__ x = arena + 776320LL;  // fire4_squeeze: 32x55x55 (arena @ float 776,320, image stride 96800)
     constexpr long long X_IMAGE = 96800LL;
     float* __restrict__ y = arena + 387200LL;  // fire4_expand3x3: 128x55x55 (arena @ float 387,200, image stride 774400)
     constexpr long long Y_IMAGE = 774400LL;
@@ -1141,7 +1319,11 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -1214,7 +1396,7 @@ pool4(const float* __restrict__ input, float* __restrict__ arena,
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 0LL;  // fire4: 256x55x55 (arena @ float 0, image stride 774400)
     constexpr long long X_IMAGE = 774400LL;
-    float* __restrict__ y = arena + 774400LL;  // pool4: 256x27x27 (arena @ float 774,400, image stride 186624)
+    float* __restrict__ y = arena + 938496LL;  // pool4: 256x27x27 (arena @ float 938,496, image stride 186624)
     constexpr long long Y_IMAGE = 186624LL;
 
     // one thread: one output element
@@ -1254,7 +1436,7 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 32, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4 };
+    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 32, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 4 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -1265,9 +1447,9 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 774400LL;  // pool4: 256x27x27 (arena @ float 774,400, image stride 186624)
+    const float* __restrict__ x = arena + 938496LL;  // pool4: 256x27x27 (arena @ float 938,496, image stride 186624)
     constexpr long long X_IMAGE = 186624LL;
-    float* __restrict__ y = arena + 186624LL;  // fire5_squeeze: 32x27x27 (arena @ float 186,624, image stride 23328)
+    float* __restrict__ y = arena + 563456LL;  // fire5_squeeze: 32x27x27 (arena @ float 563,456, image stride 23328)
     constexpr long long Y_IMAGE = 23328LL;
     const float* __restrict__ w = weights + 84096LL;  // fire5.squeeze.weight [32, 256, 1, 1]
     const float* __restrict__ b = weights + 92288LL;  // fire5.squeeze.bias [32]
@@ -1294,7 +1476,11 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -1330,6 +1516,37 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560320LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -1350,7 +1567,7 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x1, 256 threads per block
-    fire5_squeeze_relu<<<dim3(23, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire5_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1364,7 +1581,7 @@ fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -1375,9 +1592,9 @@ fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 186624LL;  // fire5_squeeze: 32x27x27 (arena @ float 186,624, image stride 23328)
+    const float* __restrict__ x = arena + 563456LL;  // fire5_squeeze: 32x27x27 (arena @ float 563,456, image stride 23328)
     constexpr long long X_IMAGE = 23328LL;
-    float* __restrict__ y = arena + 0LL;  // fire5_expand1x1: 128x27x27 (arena @ float 0, image stride 186624)
+    float* __restrict__ y = arena + 376832LL;  // fire5_expand1x1: 128x27x27 (arena @ float 376,832, image stride 186624)
     constexpr long long Y_IMAGE = 186624LL;
     const float* __restrict__ w = weights + 92352LL;  // fire5.expand1x1.weight [128, 32, 1, 1]
     const float* __restrict__ b = weights + 96448LL;  // fire5.expand1x1.bias [128]
@@ -1404,7 +1621,11 @@ fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -1474,7 +1695,7 @@ fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -1485,9 +1706,9 @@ fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 186624LL;  // fire5_squeeze: 32x27x27 (arena @ float 186,624, image stride 23328)
+    const float* __restrict__ x = arena + 563456LL;  // fire5_squeeze: 32x27x27 (arena @ float 563,456, image stride 23328)
     constexpr long long X_IMAGE = 23328LL;
-    float* __restrict__ y = arena + 93312LL;  // fire5_expand3x3: 128x27x27 (arena @ float 93,312, image stride 186624)
+    float* __restrict__ y = arena + 470144LL;  // fire5_expand3x3: 128x27x27 (arena @ float 470,144, image stride 186624)
     constexpr long long Y_IMAGE = 186624LL;
     const float* __restrict__ w = weights + 96576LL;  // fire5.expand3x3.weight [128, 32, 3, 3]
     const float* __restrict__ b = weights + 133440LL;  // fire5.expand3x3.bias [128]
@@ -1514,7 +1735,11 @@ fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -1550,6 +1775,37 @@ fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560384LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -1570,7 +1826,7 @@ fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x2, 256 threads per block
-    fire5_expand3x3_relu<<<dim3(23, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire5_expand3x3_relu<<<dim3(23, 2, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1584,7 +1840,7 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6 };
+    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 4 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -1595,9 +1851,9 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // fire5: 256x27x27 (arena @ float 0, image stride 186624)
+    const float* __restrict__ x = arena + 376832LL;  // fire5: 256x27x27 (arena @ float 376,832, image stride 186624)
     constexpr long long X_IMAGE = 186624LL;
-    float* __restrict__ y = arena + 279936LL;  // fire6_squeeze: 48x27x27 (arena @ float 279,936, image stride 34992)
+    float* __restrict__ y = arena + 845184LL;  // fire6_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
     constexpr long long Y_IMAGE = 34992LL;
     const float* __restrict__ w = weights + 133568LL;  // fire6.squeeze.weight [48, 256, 1, 1]
     const float* __restrict__ b = weights + 145856LL;  // fire6.squeeze.bias [48]
@@ -1624,7 +1880,11 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -1660,6 +1920,37 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560448LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -1680,7 +1971,7 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x1, 256 threads per block
-    fire6_squeeze_relu<<<dim3(23, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire6_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1694,7 +1985,7 @@ fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -1705,9 +1996,9 @@ fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 279936LL;  // fire6_squeeze: 48x27x27 (arena @ float 279,936, image stride 34992)
+    const float* __restrict__ x = arena + 845184LL;  // fire6_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
     constexpr long long X_IMAGE = 34992LL;
-    float* __restrict__ y = arena + 0LL;  // fire6_expand1x1: 192x27x27 (arena @ float 0, image stride 279936)
+    float* __restrict__ y = arena + 565248LL;  // fire6_expand1x1: 192x27x27 (arena @ float 565,248, image stride 279936)
     constexpr long long Y_IMAGE = 279936LL;
     const float* __restrict__ w = weights + 145920LL;  // fire6.expand1x1.weight [192, 48, 1, 1]
     const float* __restrict__ b = weights + 155136LL;  // fire6.expand1x1.bias [192]
@@ -1734,7 +2025,11 @@ fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -1804,7 +2099,7 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -1815,9 +2110,9 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 279936LL;  // fire6_squeeze: 48x27x27 (arena @ float 279,936, image stride 34992)
+    const float* __restrict__ x = arena + 845184LL;  // fire6_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
     constexpr long long X_IMAGE = 34992LL;
-    float* __restrict__ y = arena + 139968LL;  // fire6_expand3x3: 192x27x27 (arena @ float 139,968, image stride 279936)
+    float* __restrict__ y = arena + 705216LL;  // fire6_expand3x3: 192x27x27 (arena @ float 705,216, image stride 279936)
     constexpr long long Y_IMAGE = 279936LL;
     const float* __restrict__ w = weights + 155328LL;  // fire6.expand3x3.weight [192, 48, 3, 3]
     const float* __restrict__ b = weights + 238272LL;  // fire6.expand3x3.bias [192]
@@ -1844,7 +2139,11 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -1880,6 +2179,37 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560512LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -1900,7 +2230,7 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x3, 256 threads per block
-    fire6_expand3x3_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire6_expand3x3_relu<<<dim3(23, 3, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1914,7 +2244,7 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6 };
+    enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 6 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -1925,9 +2255,9 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // fire6: 384x27x27 (arena @ float 0, image stride 279936)
+    const float* __restrict__ x = arena + 565248LL;  // fire6: 384x27x27 (arena @ float 565,248, image stride 279936)
     constexpr long long X_IMAGE = 279936LL;
-    float* __restrict__ y = arena + 279936LL;  // fire7_squeeze: 48x27x27 (arena @ float 279,936, image stride 34992)
+    float* __restrict__ y = arena + 845184LL;  // fire7_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
     constexpr long long Y_IMAGE = 34992LL;
     const float* __restrict__ w = weights + 238464LL;  // fire7.squeeze.weight [48, 384, 1, 1]
     const float* __restrict__ b = weights + 256896LL;  // fire7.squeeze.bias [48]
@@ -1954,7 +2284,11 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -1990,6 +2324,37 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560640LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -2010,7 +2375,7 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x1, 256 threads per block
-    fire7_squeeze_relu<<<dim3(23, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire7_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2024,7 +2389,7 @@ fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -2035,9 +2400,9 @@ fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 279936LL;  // fire7_squeeze: 48x27x27 (arena @ float 279,936, image stride 34992)
+    const float* __restrict__ x = arena + 845184LL;  // fire7_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
     constexpr long long X_IMAGE = 34992LL;
-    float* __restrict__ y = arena + 0LL;  // fire7_expand1x1: 192x27x27 (arena @ float 0, image stride 279936)
+    float* __restrict__ y = arena + 565248LL;  // fire7_expand1x1: 192x27x27 (arena @ float 565,248, image stride 279936)
     constexpr long long Y_IMAGE = 279936LL;
     const float* __restrict__ w = weights + 256960LL;  // fire7.expand1x1.weight [192, 48, 1, 1]
     const float* __restrict__ b = weights + 266176LL;  // fire7.expand1x1.bias [192]
@@ -2064,7 +2429,11 @@ fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -2134,7 +2503,7 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -2145,9 +2514,9 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 279936LL;  // fire7_squeeze: 48x27x27 (arena @ float 279,936, image stride 34992)
+    const float* __restrict__ x = arena + 845184LL;  // fire7_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
     constexpr long long X_IMAGE = 34992LL;
-    float* __restrict__ y = arena + 139968LL;  // fire7_expand3x3: 192x27x27 (arena @ float 139,968, image stride 279936)
+    float* __restrict__ y = arena + 705216LL;  // fire7_expand3x3: 192x27x27 (arena @ float 705,216, image stride 279936)
     constexpr long long Y_IMAGE = 279936LL;
     const float* __restrict__ w = weights + 266368LL;  // fire7.expand3x3.weight [192, 48, 3, 3]
     const float* __restrict__ b = weights + 349312LL;  // fire7.expand3x3.bias [192]
@@ -2174,7 +2543,11 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -2210,6 +2583,37 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560704LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -2230,7 +2634,7 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x3, 256 threads per block
-    fire7_expand3x3_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire7_expand3x3_relu<<<dim3(23, 3, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2244,7 +2648,7 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 64, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 64, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -2255,9 +2659,9 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // fire7: 384x27x27 (arena @ float 0, image stride 279936)
+    const float* __restrict__ x = arena + 565248LL;  // fire7: 384x27x27 (arena @ float 565,248, image stride 279936)
     constexpr long long X_IMAGE = 279936LL;
-    float* __restrict__ y = arena + 373248LL;  // fire8_squeeze: 64x27x27 (arena @ float 373,248, image stride 46656)
+    float* __restrict__ y = arena + 1125120LL;  // fire8_squeeze: 64x27x27 (arena @ float 1,125,120, image stride 46656)
     constexpr long long Y_IMAGE = 46656LL;
     const float* __restrict__ w = weights + 349504LL;  // fire8.squeeze.weight [64, 384, 1, 1]
     const float* __restrict__ b = weights + 374080LL;  // fire8.squeeze.bias [64]
@@ -2284,7 +2688,11 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -2320,6 +2728,37 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560832LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -2340,7 +2779,7 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x1, 256 threads per block
-    fire8_squeeze_relu<<<dim3(23, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire8_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2354,7 +2793,7 @@ fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -2365,9 +2804,9 @@ fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 373248LL;  // fire8_squeeze: 64x27x27 (arena @ float 373,248, image stride 46656)
+    const float* __restrict__ x = arena + 1125120LL;  // fire8_squeeze: 64x27x27 (arena @ float 1,125,120, image stride 46656)
     constexpr long long X_IMAGE = 46656LL;
-    float* __restrict__ y = arena + 0LL;  // fire8_expand1x1: 256x27x27 (arena @ float 0, image stride 373248)
+    float* __restrict__ y = arena + 565248LL;  // fire8_expand1x1: 256x27x27 (arena @ float 565,248, image stride 373248)
     constexpr long long Y_IMAGE = 373248LL;
     const float* __restrict__ w = weights + 374144LL;  // fire8.expand1x1.weight [256, 64, 1, 1]
     const float* __restrict__ b = weights + 390528LL;  // fire8.expand1x1.bias [256]
@@ -2394,7 +2833,11 @@ fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -2464,7 +2907,7 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -2475,9 +2918,9 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 373248LL;  // fire8_squeeze: 64x27x27 (arena @ float 373,248, image stride 46656)
+    const float* __restrict__ x = arena + 1125120LL;  // fire8_squeeze: 64x27x27 (arena @ float 1,125,120, image stride 46656)
     constexpr long long X_IMAGE = 46656LL;
-    float* __restrict__ y = arena + 186624LL;  // fire8_expand3x3: 256x27x27 (arena @ float 186,624, image stride 373248)
+    float* __restrict__ y = arena + 751872LL;  // fire8_expand3x3: 256x27x27 (arena @ float 751,872, image stride 373248)
     constexpr long long Y_IMAGE = 373248LL;
     const float* __restrict__ w = weights + 390784LL;  // fire8.expand3x3.weight [256, 64, 3, 3]
     const float* __restrict__ b = weights + 538240LL;  // fire8.expand3x3.bias [256]
@@ -2504,7 +2947,11 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -2540,6 +2987,37 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560896LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -2560,7 +3038,7 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x4, 256 threads per block
-    fire8_expand3x3_relu<<<dim3(23, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire8_expand3x3_relu<<<dim3(23, 4, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2575,9 +3053,9 @@ pool8(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 512, HI = 27, WI = 27, CO = 512, HO = 13, WO = 13, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0 };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // fire8: 512x27x27 (arena @ float 0, image stride 373248)
+    const float* __restrict__ x = arena + 565248LL;  // fire8: 512x27x27 (arena @ float 565,248, image stride 373248)
     constexpr long long X_IMAGE = 373248LL;
-    float* __restrict__ y = arena + 373248LL;  // pool8: 512x13x13 (arena @ float 373,248, image stride 86528)
+    float* __restrict__ y = arena + 1473280LL;  // pool8: 512x13x13 (arena @ float 1,473,280, image stride 86528)
     constexpr long long Y_IMAGE = 86528LL;
 
     // one thread: one output element
@@ -2617,7 +3095,7 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 64, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 64, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 8 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -2628,9 +3106,9 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 373248LL;  // pool8: 512x13x13 (arena @ float 373,248, image stride 86528)
+    const float* __restrict__ x = arena + 1473280LL;  // pool8: 512x13x13 (arena @ float 1,473,280, image stride 86528)
     constexpr long long X_IMAGE = 86528LL;
-    float* __restrict__ y = arena + 0LL;  // fire9_squeeze: 64x13x13 (arena @ float 0, image stride 10816)
+    float* __restrict__ y = arena + 442368LL;  // fire9_squeeze: 64x13x13 (arena @ float 442,368, image stride 10816)
     constexpr long long Y_IMAGE = 10816LL;
     const float* __restrict__ w = weights + 538496LL;  // fire9.squeeze.weight [64, 512, 1, 1]
     const float* __restrict__ b = weights + 571264LL;  // fire9.squeeze.bias [64]
@@ -2657,7 +3135,11 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -2693,6 +3175,37 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1561024LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -2713,7 +3226,7 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 6x1, 256 threads per block
-    fire9_squeeze_relu<<<dim3(6, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire9_squeeze_relu<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2727,7 +3240,7 @@ fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -2738,9 +3251,9 @@ fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // fire9_squeeze: 64x13x13 (arena @ float 0, image stride 10816)
+    const float* __restrict__ x = arena + 442368LL;  // fire9_squeeze: 64x13x13 (arena @ float 442,368, image stride 10816)
     constexpr long long X_IMAGE = 10816LL;
-    float* __restrict__ y = arena + 169024LL;  // fire9_expand1x1: 256x13x13 (arena @ float 169,024, image stride 86528)
+    float* __restrict__ y = arena + 758848LL;  // fire9_expand1x1: 256x13x13 (arena @ float 758,848, image stride 86528)
     constexpr long long Y_IMAGE = 86528LL;
     const float* __restrict__ w = weights + 571328LL;  // fire9.expand1x1.weight [256, 64, 1, 1]
     const float* __restrict__ b = weights + 587712LL;  // fire9.expand1x1.bias [256]
@@ -2767,7 +3280,11 @@ fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -2837,7 +3354,7 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 9 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -2848,9 +3365,9 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // fire9_squeeze: 64x13x13 (arena @ float 0, image stride 10816)
+    const float* __restrict__ x = arena + 442368LL;  // fire9_squeeze: 64x13x13 (arena @ float 442,368, image stride 10816)
     constexpr long long X_IMAGE = 10816LL;
-    float* __restrict__ y = arena + 212288LL;  // fire9_expand3x3: 256x13x13 (arena @ float 212,288, image stride 86528)
+    float* __restrict__ y = arena + 802112LL;  // fire9_expand3x3: 256x13x13 (arena @ float 802,112, image stride 86528)
     constexpr long long Y_IMAGE = 86528LL;
     const float* __restrict__ w = weights + 587968LL;  // fire9.expand3x3.weight [256, 64, 3, 3]
     const float* __restrict__ b = weights + 735424LL;  // fire9.expand3x3.bias [256]
@@ -2877,7 +3394,11 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -2913,6 +3434,37 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1561088LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -2933,7 +3485,7 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 6x4, 256 threads per block
-    fire9_expand3x3_relu<<<dim3(6, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire9_expand3x3_relu<<<dim3(6, 4, 9), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2947,7 +3499,7 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
             const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 1000, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8 };
+    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 1000, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -2958,9 +3510,9 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 169024LL;  // fire9: 512x13x13 (arena @ float 169,024, image stride 86528)
+    const float* __restrict__ x = arena + 758848LL;  // fire9: 512x13x13 (arena @ float 758,848, image stride 86528)
     constexpr long long X_IMAGE = 86528LL;
-    float* __restrict__ y = arena + 0LL;  // conv10: 1000x13x13 (arena @ float 0, image stride 169000)
+    float* __restrict__ y = arena + 589824LL;  // conv10: 1000x13x13 (arena @ float 589,824, image stride 169000)
     constexpr long long Y_IMAGE = 169000LL;
     const float* __restrict__ w = weights + 735680LL;  // conv10.weight [1000, 512, 1, 1]
     const float* __restrict__ b = weights + 1247680LL;  // conv10.bias [1000]
@@ -2987,7 +3539,11 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -3023,6 +3579,37 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1561152LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -3043,7 +3630,7 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 6x16, 256 threads per block
-    conv10_relu<<<dim3(6, 16, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    conv10_relu<<<dim3(6, 16, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3056,7 +3643,7 @@ score(const float* __restrict__ input, float* __restrict__ arena,
       const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 1000, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3 };
+    enum : int { N = 1, CI = 1000, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 15 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -3067,9 +3654,9 @@ score(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // conv10: 1000x13x13 (arena @ float 0, image stride 169000)
+    const float* __restrict__ x = arena + 589824LL;  // conv10: 1000x13x13 (arena @ float 589,824, image stride 169000)
     constexpr long long X_IMAGE = 169000LL;
-    float* __restrict__ y = arena + 169024LL;  // score: 21x13x13 (arena @ float 169,024, image stride 3549)
+    float* __restrict__ y = arena + 69120LL;  // score: 21x13x13 (arena @ float 69,120, image stride 3549)
     constexpr long long Y_IMAGE = 3549LL;
     const float* __restrict__ w = weights + 1248704LL;  // score.weight [21, 1000, 1, 1]
     const float* __restrict__ b = weights + 1269760LL;  // score.bias [21]
@@ -3096,7 +3683,11 @@ score(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -3132,6 +3723,37 @@ score(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1561280LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -3151,7 +3773,7 @@ score(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 6x1, 256 threads per block
-    score<<<dim3(6, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    score<<<dim3(6, 1, 15), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3165,7 +3787,7 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3 };
+    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 8 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -3176,11 +3798,11 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 373248LL;  // pool8: 512x13x13 (arena @ float 373,248, image stride 86528)
+    const float* __restrict__ x = arena + 1473280LL;  // pool8: 512x13x13 (arena @ float 1,473,280, image stride 86528)
     constexpr long long X_IMAGE = 86528LL;
-    float* __restrict__ y = arena + 15360LL;  // score_pool8: 21x13x13 (arena @ float 15,360, image stride 3549)
+    float* __restrict__ y = arena + 36864LL;  // score_pool8: 21x13x13 (arena @ float 36,864, image stride 3549)
     constexpr long long Y_IMAGE = 3549LL;
-    const float* __restrict__ skip0 = arena + 169024LL;  // score: 21x13x13 (arena @ float 169,024, image stride 3549)
+    const float* __restrict__ skip0 = arena + 69120LL;  // score: 21x13x13 (arena @ float 69,120, image stride 3549)
     constexpr long long SKIP0_IMAGE = 3549LL;
     const float* __restrict__ w = weights + 1269824LL;  // score_pool8.weight [21, 512, 1, 1]
     const float* __restrict__ b = weights + 1280576LL;  // score_pool8.bias [21]
@@ -3207,7 +3829,11 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -3243,6 +3869,37 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1561344LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -3263,7 +3920,7 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 6x1, 256 threads per block
-    score_pool8_add<<<dim3(6, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    score_pool8_add<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3285,9 +3942,9 @@ conv11(const float* __restrict__ input, float* __restrict__ arena,
     constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
     static_assert(CO % COB == 0 && CI % CIB == 0, "channel blocks must divide the channels");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 15360LL;  // score_pool8: 21x13x13 (arena @ float 15,360, image stride 3549)
+    const float* __restrict__ x = arena + 36864LL;  // score_pool8: 21x13x13 (arena @ float 36,864, image stride 3549)
     constexpr long long X_IMAGE = 3549LL;
-    float* __restrict__ y = arena + 0LL;  // conv11: 21x27x27 (arena @ float 0, image stride 15309)
+    float* __restrict__ y = arena + 70656LL;  // conv11: 21x27x27 (arena @ float 70,656, image stride 15309)
     constexpr long long Y_IMAGE = 15309LL;
     const float* __restrict__ w = weights + 1280640LL;  // conv11.weight [21, 21, 3, 3]
 
@@ -3361,7 +4018,7 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 21, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3 };
+    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 21, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 4 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -3372,11 +4029,11 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 774400LL;  // pool4: 256x27x27 (arena @ float 774,400, image stride 186624)
+    const float* __restrict__ x = arena + 938496LL;  // pool4: 256x27x27 (arena @ float 938,496, image stride 186624)
     constexpr long long X_IMAGE = 186624LL;
-    float* __restrict__ y = arena + 63552LL;  // score_pool4: 21x27x27 (arena @ float 63,552, image stride 15309)
+    float* __restrict__ y = arena + 86016LL;  // score_pool4: 21x27x27 (arena @ float 86,016, image stride 15309)
     constexpr long long Y_IMAGE = 15309LL;
-    const float* __restrict__ skip0 = arena + 0LL;  // conv11: 21x27x27 (arena @ float 0, image stride 15309)
+    const float* __restrict__ skip0 = arena + 70656LL;  // conv11: 21x27x27 (arena @ float 70,656, image stride 15309)
     constexpr long long SKIP0_IMAGE = 15309LL;
     const float* __restrict__ w = weights + 1284672LL;  // score_pool4.weight [21, 256, 1, 1]
     const float* __restrict__ b = weights + 1290048LL;  // score_pool4.bias [21]
@@ -3403,7 +4060,11 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -3439,6 +4100,37 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1561408LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -3459,7 +4151,7 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x1, 256 threads per block
-    score_pool4_add<<<dim3(23, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    score_pool4_add<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3481,7 +4173,7 @@ conv12(const float* __restrict__ input, float* __restrict__ arena,
     constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
     static_assert(CO % COB == 0 && CI % CIB == 0, "channel blocks must divide the channels");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 63552LL;  // score_pool4: 21x27x27 (arena @ float 63,552, image stride 15309)
+    const float* __restrict__ x = arena + 86016LL;  // score_pool4: 21x27x27 (arena @ float 86,016, image stride 15309)
     constexpr long long X_IMAGE = 15309LL;
     float* __restrict__ y = arena + 0LL;  // conv12: 21x55x55 (arena @ float 0, image stride 63525)
     constexpr long long Y_IMAGE = 63525LL;
@@ -3557,7 +4249,7 @@ score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 21, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3 };
+    enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 21, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
@@ -3599,7 +4291,11 @@ score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
 #pragma unroll
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
 
-    for (int k0 = 0; k0 < K; k0 += BK) {
+    // this block's slice of K (all of it unless split-K)
+    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
+    const int k_begin = blockIdx.z * STEPS * BK;
+    const int k_end = min(K, k_begin + STEPS * BK);
+    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
 #pragma unroll
         for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
             const int kg = k0 + kk;
@@ -3772,6 +4468,9 @@ cudaError_t squeezeseg_create(squeezeseg_net** out, const void* blob, size_t blo
     if (net == NULL) return cudaErrorMemoryAllocation;
     cudaError_t err = cudaSuccess;
     if (SG_SQUEEZESEG_ARENA_BYTES > 0) err = cudaMalloc((void**)&net->arena, (size_t)SG_SQUEEZESEG_ARENA_BYTES);
+    // split-K tile counters: zero once; every kernel leaves them zero again
+    if (err == cudaSuccess)
+        err = cudaMemset((char*)net->arena + 6239232, 0, 6656);
     if (err == cudaSuccess && SG_SQUEEZESEG_WEIGHT_FLOATS > 0)
         err = cudaMalloc((void**)&net->weights, (size_t)SG_SQUEEZESEG_WEIGHT_FLOATS * sizeof(float));
     if (err == cudaSuccess && SG_SQUEEZESEG_WEIGHT_FLOATS > 0)

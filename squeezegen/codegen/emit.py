@@ -103,6 +103,7 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
         input_shape=list(graph.input.type.shape),
         input_floats=plan.batch * graph.input.type.numel, arena_bytes=plan.arena_bytes,
         unshared_bytes=plan.unshared_bytes, buffers=plan.buffers, weight_floats=total,
+        counters_offset=plan.counters_offset, counters_bytes=plan.counters_bytes,
         blob_header_bytes=BLOB_HEADER_BYTES, macro="SG_" + graph.name.upper(),
         guard=f"SQUEEZEGEN_{graph.name.upper()}_H_")
     cu = env.get_template("network.cu.j2").render(**context)
@@ -127,8 +128,10 @@ def build_manifest(graph, plan, kernels, offsets, total, outputs, source) -> dic
                      "layers": k.extra["layers"],
                      "line": k.node.line, "grid": list(k.grid), "block": [k.block, 1, 1],
                      "epilogue": [str(s) for s in k.node.epilogue],
+                     "tile": k.extra.get("tile"),
                      "flops": k.flops, "bytes": k.bytes} for k in kernels],
         "memory": {"arena_bytes": plan.arena_bytes, "unshared_bytes": plan.unshared_bytes,
+                   "counters_offset": plan.counters_offset, "counters_bytes": plan.counters_bytes,
                    "buffers": [{"tensor": b.tensor, "offset": b.offset, "bytes": b.size,
                                 "first": b.first, "last": b.last} for b in plan.buffers],
                    "tensors": {name: {"storage": p.storage, "offset_floats": p.offset,

@@ -65,36 +65,7 @@ def tensor_ref(graph: Graph, plan: MemoryPlan, name: str, var: str, const=True) 
                      h * w, f"{name}: {t} ({where}, image stride {place.image_stride})", const)
 
 
-@dataclass(frozen=True)
-class ConvTile:
-    """Implicit-GEMM tile: BM pixels x BN channels per block, BK-deep K slices; a thread owns
-    TM x TN outputs. BM = 32 * TM and BN = 8 * TN, so a block is always 256 threads."""
-    tm: int
-    tn: int
-    bk: int = 16
-
-    @property
-    def bm(self) -> int:
-        return 32 * self.tm
-
-    @property
-    def bn(self) -> int:
-        return 8 * self.tn
-
-
-SMS = 132                        # streaming multiprocessors of the H200 (tile-size heuristic)
 DECONV_SMEM_FLOATS = 10240       # 40 KiB of weights per deconv block
-
-
-def conv_tile(pixels: int, channels: int) -> ConvTile:
-    """A default tile: one channel block when the channels are few, else 64 channels; the
-    tallest pixel block that still gives two waves of blocks."""
-    tn = -(-channels // 8) if channels <= 96 else 8
-    channel_blocks = -(-channels // (8 * tn))
-    for tm in (4, 2, 1):
-        if -(-pixels // (32 * tm)) * channel_blocks >= 2 * SMS:
-            return ConvTile(tm, tn)
-    return ConvTile(1, tn)
 
 
 def _divisor_block(channels: int, limit: int = 8) -> int:
@@ -148,12 +119,17 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
     pixels = n * node.type.spatial[0] * node.type.spatial[1]
     if op == "conv":
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
-        tile = conv_tile(pixels, node.type.channels)
+        tile = plan.tiles[node.name]
         consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, BM=tile.bm, BN=tile.bn,
-                      BK=tile.bk, TM=tile.tm, TN=tile.tn)
-        grid = (-(-pixels // tile.bm), -(-node.type.channels // tile.bn), 1)
+                      BK=tile.bk, TM=tile.tm, TN=tile.tn, SPLITK=tile.splitk)
+        grid = (-(-pixels // tile.bm), -(-node.type.channels // tile.bn), tile.splitk)
         template = "conv_gemm.cu.j2"
         extra["bias"] = node.attrs["bias"]
+        extra["tile"] = {"bm": tile.bm, "bn": tile.bn, "bk": tile.bk, "tm": tile.tm,
+                         "tn": tile.tn, "splitk": tile.splitk}
+        if tile.splitk > 1:
+            extra["partials"] = f"arena + {plan.scratch[node.name]}LL"
+            extra["counters"] = f"arena + {plan.counters[node.name]}LL"
     elif op == "deconv":
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
         cob = _divisor_block(node.type.channels, 32)

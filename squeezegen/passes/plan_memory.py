@@ -8,7 +8,7 @@ and the outputs are the caller's buffers, not part of the arena.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import BuildError
 from ..ir.graph import Graph
@@ -44,6 +44,11 @@ class MemoryPlan:
     placements: dict
     arena_bytes: int
     unshared_bytes: int   # the sum of all arena tensors, as if none shared memory
+    tiles: dict = field(default_factory=dict)      # the schedule the plan was made for
+    scratch: dict = field(default_factory=dict)    # node -> float offset of its partial sums
+    counters: dict = field(default_factory=dict)   # node -> float offset of its tile counters
+    counters_offset: int = 0                       # bytes: the zero-initialised counters region
+    counters_bytes: int = 0
 
     def __getitem__(self, tensor: str) -> Placement:
         return self.placements[tensor]
@@ -77,13 +82,23 @@ def _lifetimes(graph: Graph) -> dict[str, list[int]]:
     return spans
 
 
-def plan_memory(graph: Graph, batch: int) -> MemoryPlan:
+def plan_memory(graph: Graph, batch: int, tiles: dict | None = None,
+                scratch: dict[str, tuple[int, int]] | None = None) -> MemoryPlan:
+    """Offsets for every tensor at `batch`; `scratch` maps a node to the (floats, counters) of
+    working memory its kernel needs while it runs (split-K partial sums and tile counters)."""
     if batch < 1:
         raise BuildError(f"batch must be at least 1, got {batch}", field="batch")
+    scratch = scratch or {}
     outputs = {o: f"output{i}" for i, o in enumerate(graph.outputs)}
     spans = _lifetimes(graph)
+    index = {n.name: i for i, n in enumerate(graph.nodes)}
     arena_roots = [r for r in spans if r != graph.input.name and r not in outputs]
     size = {r: _align(graph[r].type.numel * batch * FLOAT_BYTES) for r in arena_roots}
+    for name, (floats, _) in scratch.items():       # live only while its kernel runs
+        key = f"{name}.partials"
+        spans[key] = [index[name], index[name]]
+        arena_roots.append(key)
+        size[key] = _align(floats * FLOAT_BYTES)
     placed: list[Buffer] = []
     for root in sorted(arena_roots, key=lambda r: (-size[r], spans[r][0])):
         first, last = spans[root]
@@ -97,6 +112,10 @@ def plan_memory(graph: Graph, batch: int) -> MemoryPlan:
         placed.append(Buffer(root, offset, size[root], first, last))
     buffers = tuple(sorted(placed, key=lambda b: (b.first, b.offset)))
     arena = max((b.offset + b.size for b in buffers), default=0)
+    counters_offset, counters = arena, {}
+    for name, (_, count) in scratch.items():        # never shared: zeroed once, kept zero
+        counters[name] = arena // FLOAT_BYTES
+        arena += _align(count * FLOAT_BYTES)
     if arena > MAX_ARENA_BYTES:
         raise BuildError(f"the activations need {arena / 2**30:.1f} GiB at batch {batch}, more "
                          f"than the {MAX_ARENA_BYTES >> 30} GiB squeezegen allows; use a smaller "
@@ -110,4 +129,6 @@ def plan_memory(graph: Graph, batch: int) -> MemoryPlan:
         base = by_root[root].offset // FLOAT_BYTES if storage == "arena" else 0
         placements[node.name] = Placement(storage, base + channel_offset * h * w,
                                           graph[root].type.numel)
-    return MemoryPlan(batch, buffers, placements, arena, sum(size.values()))
+    partials = {name: by_root[f"{name}.partials"].offset // FLOAT_BYTES for name in scratch}
+    return MemoryPlan(batch, buffers, placements, arena, sum(size.values()), dict(tiles or {}),
+                      partials, counters, counters_offset, arena - counters_offset)

@@ -105,6 +105,9 @@ class Network:
                 fn.prepare("P" * (3 + len(self.graph.outputs)))
             self._weights = self._alloc(self._weights_array(weights), "weights")
             self._arena = self._alloc_bytes(max(1, result.plan.arena_bytes), "the arena")
+            if result.plan.counters_bytes:         # split-K tile counters start (and stay) zero
+                drv.memset_d32(int(self._arena) + result.plan.counters_offset, 0,
+                               result.plan.counters_bytes // 4)
             self._input = self._alloc_bytes(4 * self.batch * self.graph.input.type.numel, "input")
             self._outputs = [self._alloc_bytes(4 * self.batch * self.graph[o].type.numel, f"output {o}")
                              for o in self.graph.outputs]
@@ -149,7 +152,7 @@ class Network:
             if only is not None and i != only:
                 continue
             try:
-                fn.prepared_async_call(grid[:2], block, stream, *args)
+                fn.prepared_async_call(grid, block, stream, *args)
             except self._drv.Error as exc:
                 raise GPUError(f"launching kernel {name} failed: {exc}") from None
 

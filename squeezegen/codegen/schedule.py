@@ -1,0 +1,79 @@
+"""Schedule: how each kernel is tiled for one batch size, decided before memory planning
+(split-K tiles need scratch memory and counters from the planner).
+
+The default is a heuristic for the H200's 132 SMs: few output channels -> one channel block;
+the tallest pixel block that still gives two waves; when even the smallest tiles give less than
+one wave and K is long, K is split across blocks (split-K) and the last block to finish a tile
+sums the partial tiles in a fixed order (deterministic) and applies the epilogue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.graph import Graph, Node
+
+SMS = 132                        # streaming multiprocessors of the H200
+
+
+@dataclass(frozen=True)
+class ConvTile:
+    """Implicit-GEMM tile: BM pixels x BN channels per block, BK-deep K slices; a thread owns
+    TM x TN outputs. BM = 32 * TM and BN = 8 * TN, so a block is always 256 threads. With
+    splitk > 1, K is cut into that many slices, one per blockIdx.z."""
+    tm: int
+    tn: int
+    bk: int = 16
+    splitk: int = 1
+
+    @property
+    def bm(self) -> int:
+        return 32 * self.tm
+
+    @property
+    def bn(self) -> int:
+        return 8 * self.tn
+
+    def blocks(self, pixels: int, channels: int) -> int:
+        return -(-pixels // self.bm) * -(-channels // self.bn)
+
+
+def conv_tile(pixels: int, channels: int, k: int) -> ConvTile:
+    tn = -(-channels // 8) if channels <= 96 else 8
+    for tm in (4, 2):
+        tile = ConvTile(tm, tn)
+        if tile.blocks(pixels, channels) >= 2 * SMS:
+            return tile
+    tile = ConvTile(1, tn)
+    blocks = tile.blocks(pixels, channels)
+    if blocks < SMS and k >= 128:
+        splitk = max(1, min(-(-2 * SMS // blocks), k // 64, 16))
+        if splitk > 1:
+            return ConvTile(1, tn, splitk=splitk)
+    return tile
+
+
+def schedule(graph: Graph, batch: int) -> dict[str, ConvTile]:
+    """The tile of every convolution node."""
+    tiles = {}
+    for node in graph.nodes:
+        if node.op == "conv":
+            tiles[node.name] = conv_tile(batch * node.type.spatial[0] * node.type.spatial[1],
+                                         node.type.channels, _k(graph, node))
+    return tiles
+
+
+def _k(graph: Graph, node: Node) -> int:
+    kh, kw = node.attrs["kernel"]
+    return graph[node.inputs[0]].type.channels * kh * kw
+
+
+def scratch_needs(graph: Graph, batch: int, tiles: dict[str, ConvTile]) -> dict[str, tuple[int, int]]:
+    """(partial-sum floats, counters) each split-K kernel needs."""
+    needs = {}
+    for name, tile in tiles.items():
+        if tile.splitk > 1:
+            node = graph[name]
+            pixels = batch * node.type.spatial[0] * node.type.spatial[1]
+            blocks = tile.blocks(pixels, node.type.channels)
+            needs[name] = (tile.splitk * blocks * tile.bm * tile.bn, blocks)
+    return needs
