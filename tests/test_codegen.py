@@ -92,7 +92,8 @@ def test_manifest_lists_kernels_buffers_and_weights():
     assert [k["name"] for k in m["kernels"]][:3] == ["conv1_relu", "pool1", "fire2_squeeze_relu"]
     assert m["kernels"][0]["grid"][0] >= 1 and m["kernels"][0]["block"] == [256, 1, 1]
     assert m["memory"]["arena_bytes"] == result.plan.arena_bytes
-    assert m["weights"]["tensors"]["conv1.weight"] == {"offset_floats": 0, "shape": [96, 3, 7, 7]}
+    assert m["weights"]["tensors"]["conv1.weight"] == {"offset_floats": 0, "shape": [96, 3, 7, 7],
+                                                       "layout": "K-major [CI*KH*KW][CO]"}
     assert m["squeezegen_version"]
 
 
@@ -106,6 +107,9 @@ def test_weights_blob_layout(tmp_path):
     data = np.frombuffer(blob[BLOB_HEADER_BYTES:], np.float32)
     off = offsets["ip1.weight"]
     np.testing.assert_array_equal(data[off: off + w["ip1.weight"].size], w["ip1.weight"].ravel())
+    off = offsets["conv2.weight"]                 # convolutions are packed K-major
+    packed = w["conv2.weight"].reshape(50, -1).T.ravel()
+    np.testing.assert_array_equal(data[off: off + packed.size], packed)
 
 
 def test_build_cli_writes_files_and_reports(tmp_path):

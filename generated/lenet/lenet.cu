@@ -49,7 +49,8 @@ conv1(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 1, HI = 28, WI = 28, CO = 20, HO = 24, WO = 24, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -62,7 +63,7 @@ conv1(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 784LL;
     float* __restrict__ y = arena + 0LL;  // conv1: 20x24x24 (arena @ float 0, image stride 11520)
     constexpr long long Y_IMAGE = 11520LL;
-    const float* __restrict__ w = weights + 0LL;  // conv1.weight [20, 1, 5, 5]
+    const float* __restrict__ w = weights + 0LL;  // conv1.weight, packed K-major [25][20]
     const float* __restrict__ b = weights + 512LL;  // conv1.bias [20]
 
     __shared__ float As[BK][BM];
@@ -105,11 +106,11 @@ conv1(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -204,7 +205,8 @@ conv2(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 20, HI = 12, WI = 12, CO = 50, HO = 8, WO = 8, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 56, BK = 16, TM = 1, TN = 7, SPLITK = 7 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -217,7 +219,7 @@ conv2(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 2880LL;
     float* __restrict__ y = arena + 25088LL;  // conv2: 50x8x8 (arena @ float 25,088, image stride 3200)
     constexpr long long Y_IMAGE = 3200LL;
-    const float* __restrict__ w = weights + 576LL;  // conv2.weight [50, 20, 5, 5]
+    const float* __restrict__ w = weights + 576LL;  // conv2.weight, packed K-major [500][50]
     const float* __restrict__ b = weights + 25600LL;  // conv2.bias [50]
 
     __shared__ float As[BK][BM];
@@ -260,11 +262,11 @@ conv2(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll

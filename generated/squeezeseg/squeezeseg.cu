@@ -88,7 +88,8 @@ conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 3, HI = 227, WI = 227, CO = 96, HO = 111, WO = 111, KH = 7, KW = 7, SH = 2, SW = 2, PH = 0, PW = 0, BM = 32, BN = 96, BK = 16, TM = 1, TN = 12, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -101,7 +102,7 @@ conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 154587LL;
     float* __restrict__ y = arena + 0LL;  // conv1: 96x111x111 (arena @ float 0, image stride 1182816)
     constexpr long long Y_IMAGE = 1182816LL;
-    const float* __restrict__ w = weights + 0LL;  // conv1.weight [96, 3, 7, 7]
+    const float* __restrict__ w = weights + 0LL;  // conv1.weight, packed K-major [147][96]
     const float* __restrict__ b = weights + 14144LL;  // conv1.bias [96]
 
     __shared__ float As[BK][BM];
@@ -144,11 +145,11 @@ conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -245,7 +246,8 @@ fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -258,7 +260,7 @@ fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 290400LL;
     float* __restrict__ y = arena + 776320LL;  // fire2_squeeze: 16x55x55 (arena @ float 776,320, image stride 48400)
     constexpr long long Y_IMAGE = 48400LL;
-    const float* __restrict__ w = weights + 14272LL;  // fire2.squeeze.weight [16, 96, 1, 1]
+    const float* __restrict__ w = weights + 14272LL;  // fire2.squeeze.weight, packed K-major [96][16]
     const float* __restrict__ b = weights + 15808LL;  // fire2.squeeze.bias [16]
 
     __shared__ float As[BK][BM];
@@ -301,11 +303,11 @@ fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -359,7 +361,8 @@ fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -372,7 +375,7 @@ fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 48400LL;
     float* __restrict__ y = arena + 389120LL;  // fire2_expand1x1: 64x55x55 (arena @ float 389,120, image stride 387200)
     constexpr long long Y_IMAGE = 387200LL;
-    const float* __restrict__ w = weights + 15872LL;  // fire2.expand1x1.weight [64, 16, 1, 1]
+    const float* __restrict__ w = weights + 15872LL;  // fire2.expand1x1.weight, packed K-major [16][64]
     const float* __restrict__ b = weights + 16896LL;  // fire2.expand1x1.bias [64]
 
     __shared__ float As[BK][BM];
@@ -415,11 +418,11 @@ fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -473,7 +476,8 @@ fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -486,7 +490,7 @@ fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 48400LL;
     float* __restrict__ y = arena + 582720LL;  // fire2_expand3x3: 64x55x55 (arena @ float 582,720, image stride 387200)
     constexpr long long Y_IMAGE = 387200LL;
-    const float* __restrict__ w = weights + 16960LL;  // fire2.expand3x3.weight [64, 16, 3, 3]
+    const float* __restrict__ w = weights + 16960LL;  // fire2.expand3x3.weight, packed K-major [144][64]
     const float* __restrict__ b = weights + 26176LL;  // fire2.expand3x3.bias [64]
 
     __shared__ float As[BK][BM];
@@ -529,11 +533,11 @@ fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -618,7 +622,8 @@ fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 2 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -631,7 +636,7 @@ fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 387200LL;
     float* __restrict__ y = arena + 776320LL;  // fire3_squeeze: 16x55x55 (arena @ float 776,320, image stride 48400)
     constexpr long long Y_IMAGE = 48400LL;
-    const float* __restrict__ w = weights + 26240LL;  // fire3.squeeze.weight [16, 128, 1, 1]
+    const float* __restrict__ w = weights + 26240LL;  // fire3.squeeze.weight, packed K-major [128][16]
     const float* __restrict__ b = weights + 28288LL;  // fire3.squeeze.bias [16]
 
     __shared__ float As[BK][BM];
@@ -674,11 +679,11 @@ fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -763,7 +768,8 @@ fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -776,7 +782,7 @@ fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 48400LL;
     float* __restrict__ y = arena + 389120LL;  // fire3_expand1x1: 64x55x55 (arena @ float 389,120, image stride 387200)
     constexpr long long Y_IMAGE = 387200LL;
-    const float* __restrict__ w = weights + 28352LL;  // fire3.expand1x1.weight [64, 16, 1, 1]
+    const float* __restrict__ w = weights + 28352LL;  // fire3.expand1x1.weight, packed K-major [16][64]
     const float* __restrict__ b = weights + 29376LL;  // fire3.expand1x1.bias [64]
 
     __shared__ float As[BK][BM];
@@ -819,11 +825,11 @@ fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -877,7 +883,8 @@ fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -890,7 +897,7 @@ fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 48400LL;
     float* __restrict__ y = arena + 582720LL;  // fire3_expand3x3: 64x55x55 (arena @ float 582,720, image stride 387200)
     constexpr long long Y_IMAGE = 387200LL;
-    const float* __restrict__ w = weights + 29440LL;  // fire3.expand3x3.weight [64, 16, 3, 3]
+    const float* __restrict__ w = weights + 29440LL;  // fire3.expand3x3.weight, packed K-major [144][64]
     const float* __restrict__ b = weights + 38656LL;  // fire3.expand3x3.bias [64]
 
     __shared__ float As[BK][BM];
@@ -933,11 +940,11 @@ fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -1022,7 +1029,8 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 32, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 2 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -1035,7 +1043,7 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 387200LL;
     float* __restrict__ y = arena + 776320LL;  // fire4_squeeze: 32x55x55 (arena @ float 776,320, image stride 96800)
     constexpr long long Y_IMAGE = 96800LL;
-    const float* __restrict__ w = weights + 38720LL;  // fire4.squeeze.weight [32, 128, 1, 1]
+    const float* __restrict__ w = weights + 38720LL;  // fire4.squeeze.weight, packed K-major [128][32]
     const float* __restrict__ b = weights + 42816LL;  // fire4.squeeze.bias [32]
 
     __shared__ float As[BK][BM];
@@ -1078,11 +1086,11 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -1167,7 +1175,8 @@ fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -1180,7 +1189,7 @@ fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 96800LL;
     float* __restrict__ y = arena + 0LL;  // fire4_expand1x1: 128x55x55 (arena @ float 0, image stride 774400)
     constexpr long long Y_IMAGE = 774400LL;
-    const float* __restrict__ w = weights + 42880LL;  // fire4.expand1x1.weight [128, 32, 1, 1]
+    const float* __restrict__ w = weights + 42880LL;  // fire4.expand1x1.weight, packed K-major [32][128]
     const float* __restrict__ b = weights + 46976LL;  // fire4.expand1x1.bias [128]
 
     __shared__ float As[BK][BM];
@@ -1223,11 +1232,11 @@ fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -1281,7 +1290,8 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -1294,7 +1304,7 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 96800LL;
     float* __restrict__ y = arena + 387200LL;  // fire4_expand3x3: 128x55x55 (arena @ float 387,200, image stride 774400)
     constexpr long long Y_IMAGE = 774400LL;
-    const float* __restrict__ w = weights + 47104LL;  // fire4.expand3x3.weight [128, 32, 3, 3]
+    const float* __restrict__ w = weights + 47104LL;  // fire4.expand3x3.weight, packed K-major [288][128]
     const float* __restrict__ b = weights + 83968LL;  // fire4.expand3x3.bias [128]
 
     __shared__ float As[BK][BM];
@@ -1337,11 +1347,11 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -1438,7 +1448,8 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 32, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 4 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -1451,7 +1462,7 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 186624LL;
     float* __restrict__ y = arena + 563456LL;  // fire5_squeeze: 32x27x27 (arena @ float 563,456, image stride 23328)
     constexpr long long Y_IMAGE = 23328LL;
-    const float* __restrict__ w = weights + 84096LL;  // fire5.squeeze.weight [32, 256, 1, 1]
+    const float* __restrict__ w = weights + 84096LL;  // fire5.squeeze.weight, packed K-major [256][32]
     const float* __restrict__ b = weights + 92288LL;  // fire5.squeeze.bias [32]
 
     __shared__ float As[BK][BM];
@@ -1494,11 +1505,11 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -1583,7 +1594,8 @@ fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -1596,7 +1608,7 @@ fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 23328LL;
     float* __restrict__ y = arena + 376832LL;  // fire5_expand1x1: 128x27x27 (arena @ float 376,832, image stride 186624)
     constexpr long long Y_IMAGE = 186624LL;
-    const float* __restrict__ w = weights + 92352LL;  // fire5.expand1x1.weight [128, 32, 1, 1]
+    const float* __restrict__ w = weights + 92352LL;  // fire5.expand1x1.weight, packed K-major [32][128]
     const float* __restrict__ b = weights + 96448LL;  // fire5.expand1x1.bias [128]
 
     __shared__ float As[BK][BM];
@@ -1639,11 +1651,11 @@ fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -1697,7 +1709,8 @@ fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -1710,7 +1723,7 @@ fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 23328LL;
     float* __restrict__ y = arena + 470144LL;  // fire5_expand3x3: 128x27x27 (arena @ float 470,144, image stride 186624)
     constexpr long long Y_IMAGE = 186624LL;
-    const float* __restrict__ w = weights + 96576LL;  // fire5.expand3x3.weight [128, 32, 3, 3]
+    const float* __restrict__ w = weights + 96576LL;  // fire5.expand3x3.weight, packed K-major [288][128]
     const float* __restrict__ b = weights + 133440LL;  // fire5.expand3x3.bias [128]
 
     __shared__ float As[BK][BM];
@@ -1753,11 +1766,11 @@ fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -1842,7 +1855,8 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 4 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -1855,7 +1869,7 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 186624LL;
     float* __restrict__ y = arena + 845184LL;  // fire6_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
     constexpr long long Y_IMAGE = 34992LL;
-    const float* __restrict__ w = weights + 133568LL;  // fire6.squeeze.weight [48, 256, 1, 1]
+    const float* __restrict__ w = weights + 133568LL;  // fire6.squeeze.weight, packed K-major [256][48]
     const float* __restrict__ b = weights + 145856LL;  // fire6.squeeze.bias [48]
 
     __shared__ float As[BK][BM];
@@ -1898,11 +1912,11 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -1987,7 +2001,8 @@ fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -2000,7 +2015,7 @@ fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 34992LL;
     float* __restrict__ y = arena + 565248LL;  // fire6_expand1x1: 192x27x27 (arena @ float 565,248, image stride 279936)
     constexpr long long Y_IMAGE = 279936LL;
-    const float* __restrict__ w = weights + 145920LL;  // fire6.expand1x1.weight [192, 48, 1, 1]
+    const float* __restrict__ w = weights + 145920LL;  // fire6.expand1x1.weight, packed K-major [48][192]
     const float* __restrict__ b = weights + 155136LL;  // fire6.expand1x1.bias [192]
 
     __shared__ float As[BK][BM];
@@ -2043,11 +2058,11 @@ fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -2101,7 +2116,8 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -2114,7 +2130,7 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 34992LL;
     float* __restrict__ y = arena + 705216LL;  // fire6_expand3x3: 192x27x27 (arena @ float 705,216, image stride 279936)
     constexpr long long Y_IMAGE = 279936LL;
-    const float* __restrict__ w = weights + 155328LL;  // fire6.expand3x3.weight [192, 48, 3, 3]
+    const float* __restrict__ w = weights + 155328LL;  // fire6.expand3x3.weight, packed K-major [432][192]
     const float* __restrict__ b = weights + 238272LL;  // fire6.expand3x3.bias [192]
 
     __shared__ float As[BK][BM];
@@ -2157,11 +2173,11 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -2246,7 +2262,8 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 6 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -2259,7 +2276,7 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 279936LL;
     float* __restrict__ y = arena + 845184LL;  // fire7_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
     constexpr long long Y_IMAGE = 34992LL;
-    const float* __restrict__ w = weights + 238464LL;  // fire7.squeeze.weight [48, 384, 1, 1]
+    const float* __restrict__ w = weights + 238464LL;  // fire7.squeeze.weight, packed K-major [384][48]
     const float* __restrict__ b = weights + 256896LL;  // fire7.squeeze.bias [48]
 
     __shared__ float As[BK][BM];
@@ -2302,11 +2319,11 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -2391,7 +2408,8 @@ fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -2404,7 +2422,7 @@ fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 34992LL;
     float* __restrict__ y = arena + 565248LL;  // fire7_expand1x1: 192x27x27 (arena @ float 565,248, image stride 279936)
     constexpr long long Y_IMAGE = 279936LL;
-    const float* __restrict__ w = weights + 256960LL;  // fire7.expand1x1.weight [192, 48, 1, 1]
+    const float* __restrict__ w = weights + 256960LL;  // fire7.expand1x1.weight, packed K-major [48][192]
     const float* __restrict__ b = weights + 266176LL;  // fire7.expand1x1.bias [192]
 
     __shared__ float As[BK][BM];
@@ -2447,11 +2465,11 @@ fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -2505,7 +2523,8 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -2518,7 +2537,7 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 34992LL;
     float* __restrict__ y = arena + 705216LL;  // fire7_expand3x3: 192x27x27 (arena @ float 705,216, image stride 279936)
     constexpr long long Y_IMAGE = 279936LL;
-    const float* __restrict__ w = weights + 266368LL;  // fire7.expand3x3.weight [192, 48, 3, 3]
+    const float* __restrict__ w = weights + 266368LL;  // fire7.expand3x3.weight, packed K-major [432][192]
     const float* __restrict__ b = weights + 349312LL;  // fire7.expand3x3.bias [192]
 
     __shared__ float As[BK][BM];
@@ -2561,11 +2580,11 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -2650,7 +2669,8 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 64, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -2663,7 +2683,7 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 279936LL;
     float* __restrict__ y = arena + 1125120LL;  // fire8_squeeze: 64x27x27 (arena @ float 1,125,120, image stride 46656)
     constexpr long long Y_IMAGE = 46656LL;
-    const float* __restrict__ w = weights + 349504LL;  // fire8.squeeze.weight [64, 384, 1, 1]
+    const float* __restrict__ w = weights + 349504LL;  // fire8.squeeze.weight, packed K-major [384][64]
     const float* __restrict__ b = weights + 374080LL;  // fire8.squeeze.bias [64]
 
     __shared__ float As[BK][BM];
@@ -2706,11 +2726,11 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -2795,7 +2815,8 @@ fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -2808,7 +2829,7 @@ fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 46656LL;
     float* __restrict__ y = arena + 565248LL;  // fire8_expand1x1: 256x27x27 (arena @ float 565,248, image stride 373248)
     constexpr long long Y_IMAGE = 373248LL;
-    const float* __restrict__ w = weights + 374144LL;  // fire8.expand1x1.weight [256, 64, 1, 1]
+    const float* __restrict__ w = weights + 374144LL;  // fire8.expand1x1.weight, packed K-major [64][256]
     const float* __restrict__ b = weights + 390528LL;  // fire8.expand1x1.bias [256]
 
     __shared__ float As[BK][BM];
@@ -2851,11 +2872,11 @@ fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -2909,7 +2930,8 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -2922,7 +2944,7 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 46656LL;
     float* __restrict__ y = arena + 751872LL;  // fire8_expand3x3: 256x27x27 (arena @ float 751,872, image stride 373248)
     constexpr long long Y_IMAGE = 373248LL;
-    const float* __restrict__ w = weights + 390784LL;  // fire8.expand3x3.weight [256, 64, 3, 3]
+    const float* __restrict__ w = weights + 390784LL;  // fire8.expand3x3.weight, packed K-major [576][256]
     const float* __restrict__ b = weights + 538240LL;  // fire8.expand3x3.bias [256]
 
     __shared__ float As[BK][BM];
@@ -2965,11 +2987,11 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -3097,7 +3119,8 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 64, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 8 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -3110,7 +3133,7 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 86528LL;
     float* __restrict__ y = arena + 442368LL;  // fire9_squeeze: 64x13x13 (arena @ float 442,368, image stride 10816)
     constexpr long long Y_IMAGE = 10816LL;
-    const float* __restrict__ w = weights + 538496LL;  // fire9.squeeze.weight [64, 512, 1, 1]
+    const float* __restrict__ w = weights + 538496LL;  // fire9.squeeze.weight, packed K-major [512][64]
     const float* __restrict__ b = weights + 571264LL;  // fire9.squeeze.bias [64]
 
     __shared__ float As[BK][BM];
@@ -3153,11 +3176,11 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -3242,7 +3265,8 @@ fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -3255,7 +3279,7 @@ fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 10816LL;
     float* __restrict__ y = arena + 758848LL;  // fire9_expand1x1: 256x13x13 (arena @ float 758,848, image stride 86528)
     constexpr long long Y_IMAGE = 86528LL;
-    const float* __restrict__ w = weights + 571328LL;  // fire9.expand1x1.weight [256, 64, 1, 1]
+    const float* __restrict__ w = weights + 571328LL;  // fire9.expand1x1.weight, packed K-major [64][256]
     const float* __restrict__ b = weights + 587712LL;  // fire9.expand1x1.bias [256]
 
     __shared__ float As[BK][BM];
@@ -3298,11 +3322,11 @@ fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -3356,7 +3380,8 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 9 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -3369,7 +3394,7 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 10816LL;
     float* __restrict__ y = arena + 802112LL;  // fire9_expand3x3: 256x13x13 (arena @ float 802,112, image stride 86528)
     constexpr long long Y_IMAGE = 86528LL;
-    const float* __restrict__ w = weights + 587968LL;  // fire9.expand3x3.weight [256, 64, 3, 3]
+    const float* __restrict__ w = weights + 587968LL;  // fire9.expand3x3.weight, packed K-major [576][256]
     const float* __restrict__ b = weights + 735424LL;  // fire9.expand3x3.bias [256]
 
     __shared__ float As[BK][BM];
@@ -3412,11 +3437,11 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -3501,7 +3526,8 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 1000, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -3514,7 +3540,7 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 86528LL;
     float* __restrict__ y = arena + 589824LL;  // conv10: 1000x13x13 (arena @ float 589,824, image stride 169000)
     constexpr long long Y_IMAGE = 169000LL;
-    const float* __restrict__ w = weights + 735680LL;  // conv10.weight [1000, 512, 1, 1]
+    const float* __restrict__ w = weights + 735680LL;  // conv10.weight, packed K-major [512][1000]
     const float* __restrict__ b = weights + 1247680LL;  // conv10.bias [1000]
 
     __shared__ float As[BK][BM];
@@ -3557,11 +3583,11 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -3645,7 +3671,8 @@ score(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 1000, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 15 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -3658,7 +3685,7 @@ score(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 169000LL;
     float* __restrict__ y = arena + 69120LL;  // score: 21x13x13 (arena @ float 69,120, image stride 3549)
     constexpr long long Y_IMAGE = 3549LL;
-    const float* __restrict__ w = weights + 1248704LL;  // score.weight [21, 1000, 1, 1]
+    const float* __restrict__ w = weights + 1248704LL;  // score.weight, packed K-major [1000][21]
     const float* __restrict__ b = weights + 1269760LL;  // score.bias [21]
 
     __shared__ float As[BK][BM];
@@ -3701,11 +3728,11 @@ score(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -3789,7 +3816,8 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 8 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -3804,7 +3832,7 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long Y_IMAGE = 3549LL;
     const float* __restrict__ skip0 = arena + 69120LL;  // score: 21x13x13 (arena @ float 69,120, image stride 3549)
     constexpr long long SKIP0_IMAGE = 3549LL;
-    const float* __restrict__ w = weights + 1269824LL;  // score_pool8.weight [21, 512, 1, 1]
+    const float* __restrict__ w = weights + 1269824LL;  // score_pool8.weight, packed K-major [512][21]
     const float* __restrict__ b = weights + 1280576LL;  // score_pool8.bias [21]
 
     __shared__ float As[BK][BM];
@@ -3847,11 +3875,11 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -4020,7 +4048,8 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 21, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 4 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -4035,7 +4064,7 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long Y_IMAGE = 15309LL;
     const float* __restrict__ skip0 = arena + 70656LL;  // conv11: 21x27x27 (arena @ float 70,656, image stride 15309)
     constexpr long long SKIP0_IMAGE = 15309LL;
-    const float* __restrict__ w = weights + 1284672LL;  // score_pool4.weight [21, 256, 1, 1]
+    const float* __restrict__ w = weights + 1284672LL;  // score_pool4.weight, packed K-major [256][21]
     const float* __restrict__ b = weights + 1290048LL;  // score_pool4.bias [21]
 
     __shared__ float As[BK][BM];
@@ -4078,11 +4107,11 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -4251,7 +4280,8 @@ score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 21, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the OIHW weight.
+    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
+    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
@@ -4266,7 +4296,7 @@ score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long Y_IMAGE = 63525LL;
     const float* __restrict__ skip0 = arena + 0LL;  // conv12: 21x55x55 (arena @ float 0, image stride 63525)
     constexpr long long SKIP0_IMAGE = 63525LL;
-    const float* __restrict__ w = weights + 1294144LL;  // score_pool1.weight [21, 96, 1, 1]
+    const float* __restrict__ w = weights + 1294144LL;  // score_pool1.weight, packed K-major [96][21]
     const float* __restrict__ b = weights + 1296192LL;  // score_pool1.bias [21]
 
     __shared__ float As[BK][BM];
@@ -4309,11 +4339,11 @@ score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
             As[kk][a_m] = v;
         }
 #pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: BK x BN weights
-            const int kk = e % BK, nn = e / BK;
+        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
+            const int nn = e % BN, kk = e / BN;
             const int kg = k0 + kk, co = n0 + nn;
             Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)co * K + kg) : 0.0f;
+                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
         }
         __syncthreads();
 #pragma unroll

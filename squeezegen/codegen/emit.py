@@ -41,14 +41,32 @@ def weight_layout(graph: Graph) -> tuple[dict[str, int], int]:
     return offsets, cursor
 
 
+def packed_layouts(graph: Graph) -> dict[str, str]:
+    """Weight tensors stored in another layout than PyTorch's: convolution weights are packed
+    K-major ([CI*KH*KW][CO]) so that a GEMM tile reads consecutive output channels."""
+    return {f"{n.param_prefix}.weight": "K-major [CI*KH*KW][CO]"
+            for n in graph.nodes if n.op == "conv"}
+
+
+def pack_weights(graph: Graph, weights: dict[str, np.ndarray]) -> np.ndarray:
+    """All weights in one float32 array at their blob offsets, in the kernels' layouts."""
+    offsets, total = weight_layout(graph)
+    packed = packed_layouts(graph)
+    data = np.zeros(max(1, total), np.float32)
+    for key, offset in offsets.items():
+        value = np.asarray(weights[key], np.float32)
+        if key in packed:
+            value = value.reshape(value.shape[0], -1).T
+        flat = np.ascontiguousarray(value).reshape(-1)
+        data[offset: offset + flat.size] = flat
+    return data
+
+
 def weights_blob(graph: Graph, weights: dict[str, np.ndarray]) -> bytes:
     """The binary weights file the C API loads: header (magic, version, tensor count, float
-    count, model hash), then every tensor at its offset."""
+    count, model hash), then every tensor at its float offset, in the kernels' layouts."""
     offsets, total = weight_layout(graph)
-    data = np.zeros(total, np.float32)
-    for key, offset in offsets.items():
-        flat = np.asarray(weights[key], np.float32).reshape(-1)
-        data[offset: offset + flat.size] = flat
+    data = pack_weights(graph, weights)[:total]
     header = BLOB_MAGIC + struct.pack("<IIQ", 1, len(offsets), total)
     header += graph.source_hash.encode()
     header += b"\0" * (BLOB_HEADER_BYTES - len(header))
@@ -118,6 +136,7 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
 
 def build_manifest(graph, plan, kernels, offsets, total, outputs, source) -> dict:
     specs = param_specs(graph)
+    packed = packed_layouts(graph)
     return {
         "model": graph.name, "source": source, "model_hash": graph.source_hash,
         "squeezegen_version": __version__, "batch": plan.batch, "precision": "fp32",
@@ -138,6 +157,7 @@ def build_manifest(graph, plan, kernels, offsets, total, outputs, source) -> dic
                                       "image_stride_floats": p.image_stride}
                                for name, p in plan.placements.items()}},
         "weights": {"blob_header_bytes": BLOB_HEADER_BYTES, "floats": total,
-                    "tensors": {k: {"offset_floats": offsets[k], "shape": list(specs[k])}
+                    "tensors": {k: {"offset_floats": offsets[k], "shape": list(specs[k]),
+                                    "layout": packed.get(k, "as in PyTorch")}
                                 for k in offsets}},
     }

@@ -81,8 +81,10 @@ def _param_refs(graph: Graph, node: Node, weight_offsets: dict) -> list[TensorRe
     refs = []
     for key, shape in node_params(graph, node).items():
         var = "w" if key.endswith(".weight") else "b"
-        refs.append(TensorRef(var, f"weights + {weight_offsets[key]}LL", 0, 0,
-                              f"{key} [{', '.join(str(d) for d in shape)}]"))
+        what = f"{key} [{', '.join(str(d) for d in shape)}]"
+        if node.op == "conv" and var == "w":
+            what = f"{key}, packed K-major [{_numel(shape[1:])}][{shape[0]}]"
+        refs.append(TensorRef(var, f"weights + {weight_offsets[key]}LL", 0, 0, what))
     return refs
 
 
@@ -123,7 +125,7 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
         consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, BM=tile.bm, BN=tile.bn,
                       BK=tile.bk, TM=tile.tm, TN=tile.tn, SPLITK=tile.splitk)
         grid = (-(-pixels // tile.bm), -(-node.type.channels // tile.bn), tile.splitk)
-        template = "conv_gemm.cu.j2"
+        template = "conv_gemm_wide.cu.j2" if tile.wide else "conv_gemm.cu.j2"
         extra["bias"] = node.attrs["bias"]
         extra["tile"] = {"bm": tile.bm, "bn": tile.bn, "bk": tile.bk, "tm": tile.tm,
                          "tn": tile.tn, "splitk": tile.splitk}

@@ -18,26 +18,35 @@ SMS = 132                        # streaming multiprocessors of the H200
 @dataclass(frozen=True)
 class ConvTile:
     """Implicit-GEMM tile: BM pixels x BN channels per block, BK-deep K slices; a thread owns
-    TM x TN outputs. BM = 32 * TM and BN = 8 * TN, so a block is always 256 threads. With
-    splitk > 1, K is cut into that many slices, one per blockIdx.z."""
+    TM x TN outputs; a block is always 256 threads.
+    narrow (conv_gemm.cu.j2): BM = 32 * TM, BN = 8 * TN, any TN (fits few channels), split-K;
+    wide (conv_gemm_wide.cu.j2): BM = 16 * TM, BN = 16 * TN, TM and TN multiples of 4, float4
+    shared-memory reads and double buffering (for large layers)."""
     tm: int
     tn: int
     bk: int = 16
     splitk: int = 1
+    wide: bool = False
 
     @property
     def bm(self) -> int:
-        return 32 * self.tm
+        return (16 if self.wide else 32) * self.tm
 
     @property
     def bn(self) -> int:
-        return 8 * self.tn
+        return (16 if self.wide else 8) * self.tn
 
     def blocks(self, pixels: int, channels: int) -> int:
         return -(-pixels // self.bm) * -(-channels // self.bn)
 
 
 def conv_tile(pixels: int, channels: int, k: int) -> ConvTile:
+    if channels >= 64:
+        for tn in ((8, 4) if channels >= 128 else (4,)):
+            wide = ConvTile(8, tn, wide=True)
+            waste = wide.bn * -(-channels // wide.bn) / channels - 1
+            if waste <= 0.05 and wide.blocks(pixels, channels) >= 2 * SMS:
+                return wide
     tn = -(-channels // 8) if channels <= 96 else 8
     for tm in (4, 2):
         tile = ConvTile(tm, tn)

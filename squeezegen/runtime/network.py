@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..build import Build, build
-from ..codegen.emit import weight_layout
+from ..codegen.emit import pack_weights
 from ..errors import InputError, SqueezegenError
 from ..reference.executor import check_input
 from ..weights import check_weights, load_weights
@@ -134,12 +134,7 @@ class Network:
         return mem
 
     def _weights_array(self, weights: dict) -> np.ndarray:
-        offsets, total = weight_layout(self.graph)
-        data = np.zeros(max(1, total), np.float32)
-        for key, offset in offsets.items():
-            flat = weights[key].reshape(-1)
-            data[offset: offset + flat.size] = flat
-        return data
+        return pack_weights(self.graph, weights)
 
     # ------------------------------------------------------------------ running
     def _args(self, input_ptr: int, output_ptrs: list[int]):
