@@ -62,14 +62,26 @@ def time_network(net: Network, iters: int, warm: int = 10) -> float:
 
 
 def time_kernels(net: Network, repeats: int = 20) -> list[dict]:
-    """Each kernel alone (launched `repeats` times back to back), with its FLOPs and bytes."""
+    """Each kernel alone: `repeats` back-to-back launches replayed as one CUDA graph (so Python
+    launch overhead is not measured), with its FLOPs and bytes."""
+    from .cuda_graph import CudaGraph
     drv, stream = net._drv, net.stream
     outs = [int(o) for o in net._outputs]
+    lib = CudaGraph.available()
     rows = []
     for i, k in enumerate(net.build.output.manifest["kernels"]):
-        def launch(i=i):
-            net.launch_kernels(stream, int(net._input), outs, only=i)
-        ms = _median_events(drv, stream, lambda: [launch() for _ in range(repeats)], 5, 2) / repeats
+        def launches(i=i):
+            for _ in range(repeats):
+                net.launch_kernels(stream, int(net._input), outs, only=i)
+        graph = None
+        if lib is not None:
+            graph = CudaGraph(lib, stream.handle)
+            with graph:
+                launches()
+        run = (lambda g=graph: g.launch(stream.handle)) if graph else launches
+        ms = _median_events(drv, stream, run, 5, 2) / repeats
+        if graph:
+            graph.close()
         rows.append({"kernel": k["name"], "layers": k["layers"], "ms": ms, "flops": k["flops"],
                      "bytes": k["bytes"], "tflops": k["flops"] / ms / 1e9,
                      "gb_s": k["bytes"] / ms / 1e6})
