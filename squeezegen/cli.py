@@ -1,4 +1,4 @@
-"""The `squeezegen` command: build | summary | run | check | bench | init-weights.
+"""The `squeezegen` command: build | summary | run | check | bench | import | init-weights.
 
 Every user error ends as one line on stderr (`squeezegen: error: FILE:LINE: layer 'x', field
 'y': what is wrong`) and exit status 1; bad command-line usage exits 2. No tracebacks, unless
@@ -168,6 +168,20 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_import(args) -> int:
+    from .frontend.onnx_import import write_import
+    yaml_out = Path(args.output)
+    weights_out = Path(args.weights_out) if args.weights_out else yaml_out.with_suffix(".npz")
+    graph, weights = write_import(args.model, yaml_out, weights_out)
+    fires = sum(1 for _, op in graph.layer_ops if op == "fire")
+    count = sum(v.size for v in weights.values())
+    print(f"wrote {yaml_out}: model '{graph.name}', input {list(graph.input.type.shape)}, "
+          f"{len(graph.layer_ops)} layers" + (f" ({fires} fire modules)" if fires else ""))
+    print(f"wrote {weights_out}: {len(weights)} tensors, {count:,} parameters")
+    print(f"next: squeezegen build {yaml_out} --weights {weights_out}")
+    return 0
+
+
 def _batches(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
@@ -269,6 +283,15 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--iters", type=_positive_int, default=50, help="timed runs per batch [50]")
     s.add_argument("--json", help="write the results (with GPU, driver, commit, date) here")
     s.set_defaults(func=_cmd_bench)
+
+    s = sub.add_parser("import", help="convert an ONNX model into a model YAML and .npz weights "
+                                      "(needs the onnx extra: pip install 'squeezegen[onnx]')")
+    s.add_argument("model", help="the .onnx file")
+    s.add_argument("-o", "--output", required=True,
+                   help="the model YAML to write, e.g. models/NAME.yaml")
+    s.add_argument("--weights-out", metavar="NPZ",
+                   help="the .npz weights to write [the YAML path with .npz]")
+    s.set_defaults(func=_cmd_import)
 
     s = sub.add_parser("init-weights", help="write reproducible He-initialised weights")
     s.add_argument("model")

@@ -6,10 +6,11 @@
 // kernels:  36, in launch order below
 // input:    1x3x227x227; outputs: conv13 1x21x227x227
 //
-// memory plan: one arena of 6,245,888 bytes (41,440,000 if no tensor shared memory)
+// memory plan: one arena of 14,226,944 bytes (62,477,056 if no tensor shared memory)
 //   tensor                           offset          bytes  live (node steps)
-//   conv1                                 0      4,731,392  1..2
-//   pool1                         4,731,392      1,161,728  2..43
+//   conv1.partials                        0      9,486,336  1..1
+//   conv1                         9,486,336      4,731,392  1..2
+//   pool1                         7,767,040      1,161,728  2..43
 //   fire2_squeeze                 3,105,280        193,792  3..5
 //   fire2                         1,556,480      1,548,800  4..7
 //   fire2_expand3x3.partials              0      1,556,480  5..5
@@ -18,32 +19,33 @@
 //   fire3                         1,556,480      1,548,800  8..11
 //   fire3_expand3x3.partials              0      1,556,480  9..9
 //   fire4_squeeze.partials                0        778,240  11..11
-//   fire4_squeeze                 3,105,280        387,328  11..13
-//   fire4                                 0      3,097,600  12..15
-//   pool4                         3,753,984        746,496  15..41
+//   fire4_squeeze                 8,928,768        387,328  11..13
+//   fire4                         4,669,440      3,097,600  12..15
+//   fire4_expand3x3.partials              0      4,669,440  13..13
+//   pool4                         8,928,768        746,496  15..41
 //   fire5_squeeze.partials                0        376,832  16..16
 //   fire5_squeeze                 2,253,824         93,440  16..18
 //   fire5                         1,507,328        746,496  17..20
 //   fire5_expand3x3.partials              0      1,507,328  18..18
 //   fire6_squeeze.partials                0        565,248  20..20
-//   fire6_squeeze                 3,380,736        140,032  20..22
-//   fire6                         2,260,992      1,119,744  21..24
-//   fire6_expand3x3.partials              0      2,260,992  22..22
+//   fire6_squeeze                 4,511,232        140,032  20..22
+//   fire6                         3,391,488      1,119,744  21..24
+//   fire6_expand3x3.partials              0      3,391,488  22..22
 //   fire7_squeeze.partials                0        847,872  24..24
-//   fire7_squeeze                 3,380,736        140,032  24..26
-//   fire7                         2,260,992      1,119,744  25..28
-//   fire7_expand3x3.partials              0      2,260,992  26..26
+//   fire7_squeeze                 4,511,232        140,032  24..26
+//   fire7                         3,391,488      1,119,744  25..28
+//   fire7_expand3x3.partials              0      3,391,488  26..26
 //   fire8_squeeze.partials                0      1,130,496  28..28
-//   fire8_squeeze                 4,500,480        186,624  28..30
-//   fire8                         2,260,992      1,492,992  29..32
-//   fire8_expand3x3.partials              0      2,260,992  30..30
-//   pool8                         5,893,120        346,112  32..39
+//   fire8_squeeze                 6,014,976        186,624  28..30
+//   fire8                         4,521,984      1,492,992  29..32
+//   fire8_expand3x3.partials              0      4,521,984  30..30
+//   pool8                         6,014,976        346,112  32..39
 //   fire9_squeeze.partials                0        393,216  33..33
 //   fire9_squeeze                 1,769,472         43,264  33..35
-//   fire9                         3,035,392        346,112  34..37
+//   fire9                         5,394,688        346,112  34..37
 //   fire9_expand3x3.partials              0      1,769,472  35..35
-//   conv10.partials                       0      2,359,296  37..37
-//   conv10                        2,359,296        676,096  37..38
+//   conv10.partials                       0      4,718,592  37..37
+//   conv10                        4,718,592        676,096  37..38
 //   score.partials                        0        276,480  38..38
 //   score                           276,480         14,336  38..39
 //   score_pool8.partials                  0        147,456  39..39
@@ -86,7 +88,7 @@ conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
            const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 3, HI = 227, WI = 227, CO = 96, HO = 111, WO = 111, KH = 7, KW = 7, SH = 2, SW = 2, PH = 0, PW = 0, BM = 32, BN = 96, BK = 16, TM = 1, TN = 12, SPLITK = 1 };
+    enum : int { N = 1, CI = 3, HI = 227, WI = 227, CO = 96, HO = 111, WO = 111, KH = 7, KW = 7, SH = 2, SW = 2, PH = 0, PW = 0, BM = 32, BN = 96, BK = 16, TM = 1, TN = 12, SPLITK = 2 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -100,7 +102,7 @@ conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = input + 0LL;  // input: 3x227x227 (input, image stride 154587)
     constexpr long long X_IMAGE = 154587LL;
-    float* __restrict__ y = arena + 0LL;  // conv1: 96x111x111 (arena @ float 0, image stride 1182816)
+    float* __restrict__ y = arena + 2371584LL;  // conv1: 96x111x111 (arena @ float 2,371,584, image stride 1182816)
     constexpr long long Y_IMAGE = 1182816LL;
     const float* __restrict__ w = weights + 0LL;  // conv1.weight, packed K-major [147][96]
     const float* __restrict__ b = weights + 14144LL;  // conv1.bias [96]
@@ -167,6 +169,37 @@ conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3554432LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -187,7 +220,7 @@ conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_conv1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 386x1, 256 threads per block
-    conv1_relu<<<dim3(386, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    conv1_relu<<<dim3(386, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -202,9 +235,9 @@ pool1(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 96, HI = 111, WI = 111, CO = 96, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0 };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // conv1: 96x111x111 (arena @ float 0, image stride 1182816)
+    const float* __restrict__ x = arena + 2371584LL;  // conv1: 96x111x111 (arena @ float 2,371,584, image stride 1182816)
     constexpr long long X_IMAGE = 1182816LL;
-    float* __restrict__ y = arena + 1182848LL;  // pool1: 96x55x55 (arena @ float 1,182,848, image stride 290400)
+    float* __restrict__ y = arena + 1941760LL;  // pool1: 96x55x55 (arena @ float 1,941,760, image stride 290400)
     constexpr long long Y_IMAGE = 290400LL;
 
     // one thread: one output element
@@ -256,7 +289,7 @@ fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 1182848LL;  // pool1: 96x55x55 (arena @ float 1,182,848, image stride 290400)
+    const float* __restrict__ x = arena + 1941760LL;  // pool1: 96x55x55 (arena @ float 1,941,760, image stride 290400)
     constexpr long long X_IMAGE = 290400LL;
     float* __restrict__ y = arena + 776320LL;  // fire2_squeeze: 16x55x55 (arena @ float 776,320, image stride 48400)
     constexpr long long Y_IMAGE = 48400LL;
@@ -559,7 +592,7 @@ fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1559808LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3554880LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -705,7 +738,7 @@ fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1559936LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3555008LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -966,7 +999,7 @@ fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560064LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3555136LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -1041,7 +1074,7 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 389120LL;  // fire3: 128x55x55 (arena @ float 389,120, image stride 387200)
     constexpr long long X_IMAGE = 387200LL;
-    float* __restrict__ y = arena + 776320LL;  // fire4_squeeze: 32x55x55 (arena @ float 776,320, image stride 96800)
+    float* __restrict__ y = arena + 2232192LL;  // fire4_squeeze: 32x55x55 (arena @ float 2,232,192, image stride 96800)
     constexpr long long Y_IMAGE = 96800LL;
     const float* __restrict__ w = weights + 38720LL;  // fire4.squeeze.weight, packed K-major [128][32]
     const float* __restrict__ b = weights + 42816LL;  // fire4.squeeze.bias [32]
@@ -1112,7 +1145,7 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560192LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3555264LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -1185,9 +1218,9 @@ fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 776320LL;  // fire4_squeeze: 32x55x55 (arena @ float 776,320, image stride 96800)
+    const float* __restrict__ x = arena + 2232192LL;  // fire4_squeeze: 32x55x55 (arena @ float 2,232,192, image stride 96800)
     constexpr long long X_IMAGE = 96800LL;
-    float* __restrict__ y = arena + 0LL;  // fire4_expand1x1: 128x55x55 (arena @ float 0, image stride 774400)
+    float* __restrict__ y = arena + 1167360LL;  // fire4_expand1x1: 128x55x55 (arena @ float 1,167,360, image stride 774400)
     constexpr long long Y_IMAGE = 774400LL;
     const float* __restrict__ w = weights + 42880LL;  // fire4.expand1x1.weight, packed K-major [32][128]
     const float* __restrict__ b = weights + 46976LL;  // fire4.expand1x1.bias [128]
@@ -1288,7 +1321,7 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
+    enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1300,9 +1333,9 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 776320LL;  // fire4_squeeze: 32x55x55 (arena @ float 776,320, image stride 96800)
+    const float* __restrict__ x = arena + 2232192LL;  // fire4_squeeze: 32x55x55 (arena @ float 2,232,192, image stride 96800)
     constexpr long long X_IMAGE = 96800LL;
-    float* __restrict__ y = arena + 387200LL;  // fire4_expand3x3: 128x55x55 (arena @ float 387,200, image stride 774400)
+    float* __restrict__ y = arena + 1554560LL;  // fire4_expand3x3: 128x55x55 (arena @ float 1,554,560, image stride 774400)
     constexpr long long Y_IMAGE = 774400LL;
     const float* __restrict__ w = weights + 47104LL;  // fire4.expand3x3.weight, packed K-major [288][128]
     const float* __restrict__ b = weights + 83968LL;  // fire4.expand3x3.bias [128]
@@ -1369,6 +1402,37 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
         __syncthreads();
     }
 
+    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
+    // slices in slice order (so the result does not depend on arrival order), resets the tile's
+    // counter for the next run, and stores through the epilogue.
+    float* __restrict__ partials = arena + 0LL;
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3555392LL);
+    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
+    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
+    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
+    __threadfence();
+    __syncthreads();
+    __shared__ bool last_to_arrive;
+    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
+    __syncthreads();
+    if (!last_to_arrive) return;
+    __threadfence();
+    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            float sum = 0.0f;
+            for (int z = 0; z < SPLITK; ++z)
+                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
+            acc[i][j] = sum;
+        }
+    if (tid == 0) counters[tile] = 0u;
+
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const long long pixel = m0 + tm + 32 * i;
@@ -1389,7 +1453,7 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x2, 256 threads per block
-    fire4_expand3x3_relu<<<dim3(95, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire4_expand3x3_relu<<<dim3(95, 2, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1404,9 +1468,9 @@ pool4(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 256, HI = 55, WI = 55, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0 };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // fire4: 256x55x55 (arena @ float 0, image stride 774400)
+    const float* __restrict__ x = arena + 1167360LL;  // fire4: 256x55x55 (arena @ float 1,167,360, image stride 774400)
     constexpr long long X_IMAGE = 774400LL;
-    float* __restrict__ y = arena + 938496LL;  // pool4: 256x27x27 (arena @ float 938,496, image stride 186624)
+    float* __restrict__ y = arena + 2232192LL;  // pool4: 256x27x27 (arena @ float 2,232,192, image stride 186624)
     constexpr long long Y_IMAGE = 186624LL;
 
     // one thread: one output element
@@ -1458,7 +1522,7 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 938496LL;  // pool4: 256x27x27 (arena @ float 938,496, image stride 186624)
+    const float* __restrict__ x = arena + 2232192LL;  // pool4: 256x27x27 (arena @ float 2,232,192, image stride 186624)
     constexpr long long X_IMAGE = 186624LL;
     float* __restrict__ y = arena + 563456LL;  // fire5_squeeze: 32x27x27 (arena @ float 563,456, image stride 23328)
     constexpr long long Y_IMAGE = 23328LL;
@@ -1531,7 +1595,7 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560320LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3555584LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -1792,7 +1856,7 @@ fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560384LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3555648LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -1867,7 +1931,7 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 376832LL;  // fire5: 256x27x27 (arena @ float 376,832, image stride 186624)
     constexpr long long X_IMAGE = 186624LL;
-    float* __restrict__ y = arena + 845184LL;  // fire6_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
+    float* __restrict__ y = arena + 1127808LL;  // fire6_squeeze: 48x27x27 (arena @ float 1,127,808, image stride 34992)
     constexpr long long Y_IMAGE = 34992LL;
     const float* __restrict__ w = weights + 133568LL;  // fire6.squeeze.weight, packed K-major [256][48]
     const float* __restrict__ b = weights + 145856LL;  // fire6.squeeze.bias [48]
@@ -1938,7 +2002,7 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560448LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3555712LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -2011,9 +2075,9 @@ fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 845184LL;  // fire6_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
+    const float* __restrict__ x = arena + 1127808LL;  // fire6_squeeze: 48x27x27 (arena @ float 1,127,808, image stride 34992)
     constexpr long long X_IMAGE = 34992LL;
-    float* __restrict__ y = arena + 565248LL;  // fire6_expand1x1: 192x27x27 (arena @ float 565,248, image stride 279936)
+    float* __restrict__ y = arena + 847872LL;  // fire6_expand1x1: 192x27x27 (arena @ float 847,872, image stride 279936)
     constexpr long long Y_IMAGE = 279936LL;
     const float* __restrict__ w = weights + 145920LL;  // fire6.expand1x1.weight, packed K-major [48][192]
     const float* __restrict__ b = weights + 155136LL;  // fire6.expand1x1.bias [192]
@@ -2114,7 +2178,7 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4 };
+    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2126,9 +2190,9 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 845184LL;  // fire6_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
+    const float* __restrict__ x = arena + 1127808LL;  // fire6_squeeze: 48x27x27 (arena @ float 1,127,808, image stride 34992)
     constexpr long long X_IMAGE = 34992LL;
-    float* __restrict__ y = arena + 705216LL;  // fire6_expand3x3: 192x27x27 (arena @ float 705,216, image stride 279936)
+    float* __restrict__ y = arena + 987840LL;  // fire6_expand3x3: 192x27x27 (arena @ float 987,840, image stride 279936)
     constexpr long long Y_IMAGE = 279936LL;
     const float* __restrict__ w = weights + 155328LL;  // fire6.expand3x3.weight, packed K-major [432][192]
     const float* __restrict__ b = weights + 238272LL;  // fire6.expand3x3.bias [192]
@@ -2199,7 +2263,7 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560512LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3555776LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -2246,7 +2310,7 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x3, 256 threads per block
-    fire6_expand3x3_relu<<<dim3(23, 3, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire6_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2272,9 +2336,9 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 565248LL;  // fire6: 384x27x27 (arena @ float 565,248, image stride 279936)
+    const float* __restrict__ x = arena + 847872LL;  // fire6: 384x27x27 (arena @ float 847,872, image stride 279936)
     constexpr long long X_IMAGE = 279936LL;
-    float* __restrict__ y = arena + 845184LL;  // fire7_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
+    float* __restrict__ y = arena + 1127808LL;  // fire7_squeeze: 48x27x27 (arena @ float 1,127,808, image stride 34992)
     constexpr long long Y_IMAGE = 34992LL;
     const float* __restrict__ w = weights + 238464LL;  // fire7.squeeze.weight, packed K-major [384][48]
     const float* __restrict__ b = weights + 256896LL;  // fire7.squeeze.bias [48]
@@ -2345,7 +2409,7 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560640LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3555904LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -2418,9 +2482,9 @@ fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 845184LL;  // fire7_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
+    const float* __restrict__ x = arena + 1127808LL;  // fire7_squeeze: 48x27x27 (arena @ float 1,127,808, image stride 34992)
     constexpr long long X_IMAGE = 34992LL;
-    float* __restrict__ y = arena + 565248LL;  // fire7_expand1x1: 192x27x27 (arena @ float 565,248, image stride 279936)
+    float* __restrict__ y = arena + 847872LL;  // fire7_expand1x1: 192x27x27 (arena @ float 847,872, image stride 279936)
     constexpr long long Y_IMAGE = 279936LL;
     const float* __restrict__ w = weights + 256960LL;  // fire7.expand1x1.weight, packed K-major [48][192]
     const float* __restrict__ b = weights + 266176LL;  // fire7.expand1x1.bias [192]
@@ -2521,7 +2585,7 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4 };
+    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2533,9 +2597,9 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 845184LL;  // fire7_squeeze: 48x27x27 (arena @ float 845,184, image stride 34992)
+    const float* __restrict__ x = arena + 1127808LL;  // fire7_squeeze: 48x27x27 (arena @ float 1,127,808, image stride 34992)
     constexpr long long X_IMAGE = 34992LL;
-    float* __restrict__ y = arena + 705216LL;  // fire7_expand3x3: 192x27x27 (arena @ float 705,216, image stride 279936)
+    float* __restrict__ y = arena + 987840LL;  // fire7_expand3x3: 192x27x27 (arena @ float 987,840, image stride 279936)
     constexpr long long Y_IMAGE = 279936LL;
     const float* __restrict__ w = weights + 266368LL;  // fire7.expand3x3.weight, packed K-major [432][192]
     const float* __restrict__ b = weights + 349312LL;  // fire7.expand3x3.bias [192]
@@ -2606,7 +2670,7 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560704LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3555968LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -2653,7 +2717,7 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x3, 256 threads per block
-    fire7_expand3x3_relu<<<dim3(23, 3, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire7_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2679,9 +2743,9 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 565248LL;  // fire7: 384x27x27 (arena @ float 565,248, image stride 279936)
+    const float* __restrict__ x = arena + 847872LL;  // fire7: 384x27x27 (arena @ float 847,872, image stride 279936)
     constexpr long long X_IMAGE = 279936LL;
-    float* __restrict__ y = arena + 1125120LL;  // fire8_squeeze: 64x27x27 (arena @ float 1,125,120, image stride 46656)
+    float* __restrict__ y = arena + 1503744LL;  // fire8_squeeze: 64x27x27 (arena @ float 1,503,744, image stride 46656)
     constexpr long long Y_IMAGE = 46656LL;
     const float* __restrict__ w = weights + 349504LL;  // fire8.squeeze.weight, packed K-major [384][64]
     const float* __restrict__ b = weights + 374080LL;  // fire8.squeeze.bias [64]
@@ -2752,7 +2816,7 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560832LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3556096LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -2825,9 +2889,9 @@ fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 1125120LL;  // fire8_squeeze: 64x27x27 (arena @ float 1,125,120, image stride 46656)
+    const float* __restrict__ x = arena + 1503744LL;  // fire8_squeeze: 64x27x27 (arena @ float 1,503,744, image stride 46656)
     constexpr long long X_IMAGE = 46656LL;
-    float* __restrict__ y = arena + 565248LL;  // fire8_expand1x1: 256x27x27 (arena @ float 565,248, image stride 373248)
+    float* __restrict__ y = arena + 1130496LL;  // fire8_expand1x1: 256x27x27 (arena @ float 1,130,496, image stride 373248)
     constexpr long long Y_IMAGE = 373248LL;
     const float* __restrict__ w = weights + 374144LL;  // fire8.expand1x1.weight, packed K-major [64][256]
     const float* __restrict__ b = weights + 390528LL;  // fire8.expand1x1.bias [256]
@@ -2928,7 +2992,7 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3 };
+    enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2940,9 +3004,9 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 1125120LL;  // fire8_squeeze: 64x27x27 (arena @ float 1,125,120, image stride 46656)
+    const float* __restrict__ x = arena + 1503744LL;  // fire8_squeeze: 64x27x27 (arena @ float 1,503,744, image stride 46656)
     constexpr long long X_IMAGE = 46656LL;
-    float* __restrict__ y = arena + 751872LL;  // fire8_expand3x3: 256x27x27 (arena @ float 751,872, image stride 373248)
+    float* __restrict__ y = arena + 1317120LL;  // fire8_expand3x3: 256x27x27 (arena @ float 1,317,120, image stride 373248)
     constexpr long long Y_IMAGE = 373248LL;
     const float* __restrict__ w = weights + 390784LL;  // fire8.expand3x3.weight, packed K-major [576][256]
     const float* __restrict__ b = weights + 538240LL;  // fire8.expand3x3.bias [256]
@@ -3013,7 +3077,7 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1560896LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3556160LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -3060,7 +3124,7 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x4, 256 threads per block
-    fire8_expand3x3_relu<<<dim3(23, 4, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    fire8_expand3x3_relu<<<dim3(23, 4, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3075,9 +3139,9 @@ pool8(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 512, HI = 27, WI = 27, CO = 512, HO = 13, WO = 13, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0 };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 565248LL;  // fire8: 512x27x27 (arena @ float 565,248, image stride 373248)
+    const float* __restrict__ x = arena + 1130496LL;  // fire8: 512x27x27 (arena @ float 1,130,496, image stride 373248)
     constexpr long long X_IMAGE = 373248LL;
-    float* __restrict__ y = arena + 1473280LL;  // pool8: 512x13x13 (arena @ float 1,473,280, image stride 86528)
+    float* __restrict__ y = arena + 1503744LL;  // pool8: 512x13x13 (arena @ float 1,503,744, image stride 86528)
     constexpr long long Y_IMAGE = 86528LL;
 
     // one thread: one output element
@@ -3129,7 +3193,7 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 1473280LL;  // pool8: 512x13x13 (arena @ float 1,473,280, image stride 86528)
+    const float* __restrict__ x = arena + 1503744LL;  // pool8: 512x13x13 (arena @ float 1,503,744, image stride 86528)
     constexpr long long X_IMAGE = 86528LL;
     float* __restrict__ y = arena + 442368LL;  // fire9_squeeze: 64x13x13 (arena @ float 442,368, image stride 10816)
     constexpr long long Y_IMAGE = 10816LL;
@@ -3202,7 +3266,7 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1561024LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3556288LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -3277,7 +3341,7 @@ fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 442368LL;  // fire9_squeeze: 64x13x13 (arena @ float 442,368, image stride 10816)
     constexpr long long X_IMAGE = 10816LL;
-    float* __restrict__ y = arena + 758848LL;  // fire9_expand1x1: 256x13x13 (arena @ float 758,848, image stride 86528)
+    float* __restrict__ y = arena + 1348672LL;  // fire9_expand1x1: 256x13x13 (arena @ float 1,348,672, image stride 86528)
     constexpr long long Y_IMAGE = 86528LL;
     const float* __restrict__ w = weights + 571328LL;  // fire9.expand1x1.weight, packed K-major [64][256]
     const float* __restrict__ b = weights + 587712LL;  // fire9.expand1x1.bias [256]
@@ -3392,7 +3456,7 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 442368LL;  // fire9_squeeze: 64x13x13 (arena @ float 442,368, image stride 10816)
     constexpr long long X_IMAGE = 10816LL;
-    float* __restrict__ y = arena + 802112LL;  // fire9_expand3x3: 256x13x13 (arena @ float 802,112, image stride 86528)
+    float* __restrict__ y = arena + 1391936LL;  // fire9_expand3x3: 256x13x13 (arena @ float 1,391,936, image stride 86528)
     constexpr long long Y_IMAGE = 86528LL;
     const float* __restrict__ w = weights + 587968LL;  // fire9.expand3x3.weight, packed K-major [576][256]
     const float* __restrict__ b = weights + 735424LL;  // fire9.expand3x3.bias [256]
@@ -3463,7 +3527,7 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1561088LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3556352LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -3524,7 +3588,7 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
             const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 1000, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3 };
+    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 1000, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3536,9 +3600,9 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 758848LL;  // fire9: 512x13x13 (arena @ float 758,848, image stride 86528)
+    const float* __restrict__ x = arena + 1348672LL;  // fire9: 512x13x13 (arena @ float 1,348,672, image stride 86528)
     constexpr long long X_IMAGE = 86528LL;
-    float* __restrict__ y = arena + 589824LL;  // conv10: 1000x13x13 (arena @ float 589,824, image stride 169000)
+    float* __restrict__ y = arena + 1179648LL;  // conv10: 1000x13x13 (arena @ float 1,179,648, image stride 169000)
     constexpr long long Y_IMAGE = 169000LL;
     const float* __restrict__ w = weights + 735680LL;  // conv10.weight, packed K-major [512][1000]
     const float* __restrict__ b = weights + 1247680LL;  // conv10.bias [1000]
@@ -3609,7 +3673,7 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1561152LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3556416LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -3656,7 +3720,7 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 6x16, 256 threads per block
-    conv10_relu<<<dim3(6, 16, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    conv10_relu<<<dim3(6, 16, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3681,7 +3745,7 @@ score(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 589824LL;  // conv10: 1000x13x13 (arena @ float 589,824, image stride 169000)
+    const float* __restrict__ x = arena + 1179648LL;  // conv10: 1000x13x13 (arena @ float 1,179,648, image stride 169000)
     constexpr long long X_IMAGE = 169000LL;
     float* __restrict__ y = arena + 69120LL;  // score: 21x13x13 (arena @ float 69,120, image stride 3549)
     constexpr long long Y_IMAGE = 3549LL;
@@ -3754,7 +3818,7 @@ score(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1561280LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3556544LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -3826,7 +3890,7 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 1473280LL;  // pool8: 512x13x13 (arena @ float 1,473,280, image stride 86528)
+    const float* __restrict__ x = arena + 1503744LL;  // pool8: 512x13x13 (arena @ float 1,503,744, image stride 86528)
     constexpr long long X_IMAGE = 86528LL;
     float* __restrict__ y = arena + 36864LL;  // score_pool8: 21x13x13 (arena @ float 36,864, image stride 3549)
     constexpr long long Y_IMAGE = 3549LL;
@@ -3901,7 +3965,7 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1561344LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3556608LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -3955,13 +4019,13 @@ static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_
 // -----------------------------------------------------------------------------------------------
 // conv11: deconv 3x3/2x2, 21x13x13 -> 21x27x27 (batch 1)
 // implements: conv11 (squeezeseg.yaml:24)
-// work: 1.34 MFLOP, 0.09 MB moved; grid 1x1, block 256
+// work: 1.34 MFLOP, 0.09 MB moved; grid 1x7, block 256
 extern "C" __global__ void __launch_bounds__(256)
 conv11(const float* __restrict__ input, float* __restrict__ arena,
        const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 21, HI = 13, WI = 13, CO = 21, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0, COB = 21, CIB = 21 };
+    enum : int { N = 1, CI = 21, HI = 13, WI = 13, CO = 21, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0, COB = 3, CIB = 21 };
     // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
@@ -4011,6 +4075,7 @@ conv11(const float* __restrict__ input, float* __restrict__ arena,
                 const int iw = (ow + PW - ph_w) / SW - u;
                 if (ph_w + u * SW >= KW || iw < 0 || iw >= WI) continue;
                 const float* __restrict__ xp = xn + (long long)c0 * (HI * WI) + ih * WI + iw;
+#pragma unroll 4
                 for (int ci = 0; ci < CIB; ++ci) {
                     const float xv = __ldg(xp + ci * (HI * WI));
 #pragma unroll
@@ -4031,8 +4096,8 @@ conv11(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x1, 256 threads per block
-    conv11<<<dim3(1, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 1x7, 256 threads per block
+    conv11<<<dim3(1, 7, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -4058,7 +4123,7 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 938496LL;  // pool4: 256x27x27 (arena @ float 938,496, image stride 186624)
+    const float* __restrict__ x = arena + 2232192LL;  // pool4: 256x27x27 (arena @ float 2,232,192, image stride 186624)
     constexpr long long X_IMAGE = 186624LL;
     float* __restrict__ y = arena + 86016LL;  // score_pool4: 21x27x27 (arena @ float 86,016, image stride 15309)
     constexpr long long Y_IMAGE = 15309LL;
@@ -4133,7 +4198,7 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 1561408LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 3556672LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -4187,13 +4252,13 @@ static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_
 // -----------------------------------------------------------------------------------------------
 // conv12: deconv 3x3/2x2, 21x27x27 -> 21x55x55 (batch 1)
 // implements: conv12 (squeezeseg.yaml:27)
-// work: 5.79 MFLOP, 0.33 MB moved; grid 4x1, block 256
+// work: 5.79 MFLOP, 0.33 MB moved; grid 4x21, block 256
 extern "C" __global__ void __launch_bounds__(256)
 conv12(const float* __restrict__ input, float* __restrict__ arena,
        const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 21, HI = 27, WI = 27, CO = 21, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0, COB = 21, CIB = 21 };
+    enum : int { N = 1, CI = 21, HI = 27, WI = 27, CO = 21, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0, COB = 1, CIB = 21 };
     // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
@@ -4243,6 +4308,7 @@ conv12(const float* __restrict__ input, float* __restrict__ arena,
                 const int iw = (ow + PW - ph_w) / SW - u;
                 if (ph_w + u * SW >= KW || iw < 0 || iw >= WI) continue;
                 const float* __restrict__ xp = xn + (long long)c0 * (HI * WI) + ih * WI + iw;
+#pragma unroll 4
                 for (int ci = 0; ci < CIB; ++ci) {
                     const float xv = __ldg(xp + ci * (HI * WI));
 #pragma unroll
@@ -4263,8 +4329,8 @@ conv12(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 4x1, 256 threads per block
-    conv12<<<dim3(4, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 4x21, 256 threads per block
+    conv12<<<dim3(4, 21, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -4290,7 +4356,7 @@ score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 1182848LL;  // pool1: 96x55x55 (arena @ float 1,182,848, image stride 290400)
+    const float* __restrict__ x = arena + 1941760LL;  // pool1: 96x55x55 (arena @ float 1,941,760, image stride 290400)
     constexpr long long X_IMAGE = 290400LL;
     float* __restrict__ y = arena + 63552LL;  // score_pool1: 21x55x55 (arena @ float 63,552, image stride 63525)
     constexpr long long Y_IMAGE = 63525LL;
@@ -4388,13 +4454,13 @@ static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_
 // -----------------------------------------------------------------------------------------------
 // conv13: deconv 11x11/4x4, 21x55x55 -> 21x227x227 (batch 1)
 // implements: conv13 (squeezeseg.yaml:30)
-// work: 322.83 MFLOP, 4.80 MB moved; grid 13x1, block 256
+// work: 322.83 MFLOP, 4.80 MB moved; grid 13x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
 conv13(const float* __restrict__ input, float* __restrict__ arena,
        const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 21, HI = 55, WI = 55, CO = 21, HO = 227, WO = 227, KH = 11, KW = 11, SH = 4, SW = 4, PH = 0, PW = 0, COB = 21, CIB = 21 };
+    enum : int { N = 1, CI = 21, HI = 55, WI = 55, CO = 21, HO = 227, WO = 227, KH = 11, KW = 11, SH = 4, SW = 4, PH = 0, PW = 0, COB = 7, CIB = 21 };
     // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
@@ -4444,6 +4510,7 @@ conv13(const float* __restrict__ input, float* __restrict__ arena,
                 const int iw = (ow + PW - ph_w) / SW - u;
                 if (ph_w + u * SW >= KW || iw < 0 || iw >= WI) continue;
                 const float* __restrict__ xp = xn + (long long)c0 * (HI * WI) + ih * WI + iw;
+#pragma unroll 4
                 for (int ci = 0; ci < CIB; ++ci) {
                     const float xv = __ldg(xp + ci * (HI * WI));
 #pragma unroll
@@ -4464,8 +4531,8 @@ conv13(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_conv13(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 13x1, 256 threads per block
-    conv13<<<dim3(13, 1, 16), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 13x3, 256 threads per block
+    conv13<<<dim3(13, 3, 16), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -4500,7 +4567,7 @@ cudaError_t squeezeseg_create(squeezeseg_net** out, const void* blob, size_t blo
     if (SG_SQUEEZESEG_ARENA_BYTES > 0) err = cudaMalloc((void**)&net->arena, (size_t)SG_SQUEEZESEG_ARENA_BYTES);
     // split-K tile counters: zero once; every kernel leaves them zero again
     if (err == cudaSuccess)
-        err = cudaMemset((char*)net->arena + 6239232, 0, 6656);
+        err = cudaMemset((char*)net->arena + 14217728, 0, 9216);
     if (err == cudaSuccess && SG_SQUEEZESEG_WEIGHT_FLOATS > 0)
         err = cudaMalloc((void**)&net->weights, (size_t)SG_SQUEEZESEG_WEIGHT_FLOATS * sizeof(float));
     if (err == cudaSuccess && SG_SQUEEZESEG_WEIGHT_FLOATS > 0)

@@ -14,6 +14,7 @@ from ..errors import BuildError
 from ..ir.graph import Graph, Node
 from ..ir.printer import node_flops, node_params
 from ..passes.plan_memory import MemoryPlan
+from .schedule import deconv_channels_per_block
 
 BLOCK = 256
 MAX_INDEX = (1 << 31) - 1
@@ -66,11 +67,6 @@ def tensor_ref(graph: Graph, plan: MemoryPlan, name: str, var: str, const=True) 
 
 
 DECONV_SMEM_FLOATS = 10240       # 40 KiB of weights per deconv block
-
-
-def _divisor_block(channels: int, limit: int = 8) -> int:
-    """The largest number of output channels per thread (<= limit) that divides `channels`."""
-    return max(d for d in range(1, limit + 1) if channels % d == 0)
 
 
 def _grid(threads: int, y: int = 1) -> tuple[int, int, int]:
@@ -134,12 +130,12 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
             extra["counters"] = f"arena + {plan.counters[node.name]}LL"
     elif op == "deconv":
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
-        cob = _divisor_block(node.type.channels, 32)
+        phase_pixels = n * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
+        cob = deconv_channels_per_block(_grid(phase_pixels)[0] * sh * sw, node.type.channels)
         taps = -(-kh // sh) * -(-kw // sw)
         ci = graph[node.inputs[0]].type.channels
         cib = max(d for d in range(1, ci + 1) if ci % d == 0 and d * taps * cob <= DECONV_SMEM_FLOATS)
         consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, COB=cob, CIB=cib)
-        phase_pixels = n * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
         grid = (_grid(phase_pixels)[0], node.type.channels // cob, sh * sw)
         template = "deconv.cu.j2"
         extra["bias"] = node.attrs["bias"]

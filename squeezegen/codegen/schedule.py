@@ -54,11 +54,22 @@ def conv_tile(pixels: int, channels: int, k: int) -> ConvTile:
             return tile
     tile = ConvTile(1, tn)
     blocks = tile.blocks(pixels, channels)
-    if blocks < SMS and k >= 128:
-        splitk = max(1, min(-(-2 * SMS // blocks), k // 64, 16))
+    if blocks < 4 * SMS and k >= 128:      # small layers are latency-bound: more, shorter blocks
+        splitk = max(1, min(-(-4 * SMS // blocks), k // 64, 16))
         if splitk > 1:
             return ConvTile(1, tn, splitk=splitk)
     return tile
+
+
+def deconv_channels_per_block(phase_blocks: int, channels: int) -> int:
+    """Output channels per deconv thread: all of them (up to 32) when that still gives two
+    waves of blocks, else fewer so that small layers spread over more SMs."""
+    divisors = [d for d in range(min(channels, 32), 0, -1) if channels % d == 0]
+    for d in divisors:
+        if phase_blocks * (channels // d) >= 2 * SMS:
+            return d
+    small = [d for d in divisors if d >= 3]
+    return small[-1] if small else divisors[-1]
 
 
 def schedule(graph: Graph, batch: int) -> dict[str, ConvTile]:

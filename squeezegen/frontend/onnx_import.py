@@ -145,10 +145,16 @@ class _Importer:
             where += f", attribute '{attribute}'"
         return self.error(f"{where}: {message}")
 
-    def unsupported(self, node) -> ModelError:
-        op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
-        return self.fail(node, f"op {op} is not supported; squeezegen imports {_supported_list()} "
-                               "(and evaluates constant shape arithmetic)")
+    def unsupported(self, node, others=()) -> ModelError:
+        def op_of(n):
+            return n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+        also = ""
+        if others:
+            shown = [f"'{_node_label(n)}' ({op_of(n)})" for n in others[:6]]
+            more = f" and {len(others) - 6} more" if len(others) > 6 else ""
+            also = f"; also not supported: {', '.join(shown)}{more}"
+        return self.fail(node, f"op {op_of(node)} is not supported{also}; squeezegen imports "
+                               f"{_supported_list()} (and evaluates constant shape arithmetic)")
 
     # ------------------------------------------------------------------ attributes
     def attrs(self, node, allowed) -> dict[str, Any]:
@@ -195,6 +201,10 @@ class _Importer:
         if len(v.shape) != 3:
             raise self.fail(node, f"needs an N,C,H,W input, got shape [N, "
                                   f"{', '.join(map(str, v.shape))}]")
+        if v.shape != v.sg:
+            raise self.fail(node, f"reads a tensor reshaped to [N, {', '.join(map(str, v.shape))}]"
+                                  f" from a {'x'.join(map(str, v.sg))} image; squeezegen has no "
+                                  "reshape layer")
         return v
 
     def window(self, node, a, kernel, op_word):
@@ -483,6 +493,11 @@ class _Importer:
                                   "different layers")
         if any(len(v.shape) + 1 != rank for v in ins):
             raise self.fail(node, "concatenates tensors of different ranks")
+        if rank not in (2, 4) or (rank == 4 and any(v.shape != v.sg for v in ins)):
+            raise self.fail(node, "concatenates reshaped tensors ("
+                                  + ", ".join("[N, " + ", ".join(map(str, v.shape)) + "]"
+                                              for v in ins)
+                                  + "); squeezegen concatenates C,H,W images or vectors")
         if rank == 2:
             kinds = {len(v.sg) for v in ins}
             if kinds == {3} and all(v.sg[1:] == (1, 1) for v in ins):
@@ -568,6 +583,11 @@ class _Importer:
             raise self.fail(node, f"softmax over a flattened {'x'.join(map(str, x.sg))} image is "
                                   "not supported: squeezegen's softmax is over channels, per "
                                   "pixel", "axis")
+        if x.shape != x.sg and not x.flattened:
+            raise self.fail(node, f"softmax over a tensor reshaped to [N, "
+                                  f"{', '.join(map(str, x.shape))}] from a "
+                                  f"{'x'.join(map(str, x.sg))} image is not supported: "
+                                  "squeezegen has no reshape layer")
         if {d for d in reduced if full[d] != 1} != {d for d in (1,) if full[d] != 1}:
             raise self.fail(node, f"softmax over axis {a.get('axis', 'default')} of an input "
                                   f"of rank {rank} (opset {self.opset}) is not supported: "
@@ -604,16 +624,13 @@ class _Importer:
             target = (self.batch, math.prod(x.shape))
         else:
             target = self.new_shape(node, full)
-        if target[1:] == x.shape:
-            self.values[node.output[0]] = x
-        elif target[0] == self.batch and target[1:] == (math.prod(x.shape),):
-            self.values[node.output[0]] = _Value(x.layer, target[1:], x.sg)
-        elif target[0] == self.batch and target[1:] == x.sg:
-            self.values[node.output[0]] = _Value(x.layer, x.sg, x.sg)
-        else:
+        if len(target) < 2 or target[0] != self.batch:
             raise self.fail(node, f"reshapes [N, {', '.join(map(str, x.shape))}] to "
-                                  f"{list(target)}; squeezegen only supports flattening to "
-                                  "[N, C*H*W] (in front of a linear layer)")
+                                  f"{list(target)}, which does not keep the batch dimension; "
+                                  "squeezegen only supports flattening to [N, C*H*W] (in front of "
+                                  "a linear layer)")
+        # the values keep their order: the layer stays; what reads it checks the new shape
+        self.values[node.output[0]] = _Value(x.layer, tuple(target[1:]), x.sg)
 
     def new_shape(self, node, full: tuple[int, ...]) -> tuple[int, ...]:
         """The output shape of a Reshape / Squeeze / Unsqueeze of a `full`-shaped tensor."""
@@ -772,12 +789,13 @@ class _Importer:
                 for name in node.input:
                     if name:
                         self.g.consumers.setdefault(name, []).append(node)
-        # fail early, before any shape work, on ops squeezegen does not know
-        for node in self.g.nodes:
-            if id(node) in live and (node.domain not in ("", "ai.onnx")
-                                     or (node.op_type not in SUPPORTED_OPS
-                                         and node.op_type not in _FOLDABLE)):
-                raise self.unsupported(node)
+        # fail early, before any shape work, on ops squeezegen does not know (all of them)
+        unknown = [node for node in self.g.nodes
+                   if id(node) in live and (node.domain not in ("", "ai.onnx")
+                                            or (node.op_type not in SUPPORTED_OPS
+                                                and node.op_type not in _FOLDABLE))]
+        if unknown:
+            raise self.unsupported(unknown[0], unknown[1:])
         self.read_input()
         mappers = {"Conv": self.map_conv, "ConvTranspose": self.map_conv_transpose,
                    "MaxPool": self.map_pool, "AveragePool": self.map_pool,
@@ -920,7 +938,11 @@ class _Importer:
         raw = node.name or (node.output[0] if node.output else "")
         raw = re.sub(r"_output_\d+$", "", raw)
         parts = [p for p in raw.split("/") if p]
-        scope, last = (parts[:-1], parts[-1]) if len(parts) > 1 else ([], parts[0] if parts else "")
+        # torch names a node `/module/path/OpType[_k]`: the last part is the op, not a name
+        if len(parts) > 1 and parts[-1].startswith(node.op_type):
+            scope, last = parts[:-1], parts[-1]
+        else:
+            scope, last = [], "_".join(parts)
         # torch names nested modules `/features/features.3/squeeze/Conv`: drop the parents a
         # component repeats (`features` of `features.3`)
         scope = [p for i, p in enumerate(scope)
@@ -953,10 +975,9 @@ class _Importer:
         for i in keep:
             layer = self.layers[i]
             room = MAX_NAME - max([len(g) - len("x") for g in layer.generated("x")] + [0]) - 4
-            base = self.base_name(layer, scopes[keys[i]])
+            base = self.base_name(layer, scopes[keys[i]])[:room].rstrip("_")
             if base == "input" or identifier_problem(base):
-                base = "layer_" + base
-            base = base[:room].rstrip("_")
+                base = ("layer_" + base)[:room].rstrip("_")
             if identifier_problem(base):
                 base = layer.op
             name, n = base, 0
@@ -1023,7 +1044,7 @@ class _Importer:
                 items.append("bias: false")
             body.append(("  - {" + ", ".join(items) + "}", "x".join(map(str, layer.sg))))
             previous = i
-        width = max(len(text) for text, _ in body)
+        width = min(max(len(text) for text, _ in body), 88)
         lines += [f"{text.ljust(width)}  # {shape}" for text, shape in body]
         names = [_yaml_scalar(name_of(v.layer)) for _, v in outputs]
         lines.append("output: " + (names[0] if len(names) == 1 else "[" + ", ".join(names) + "]"))

@@ -1,0 +1,778 @@
+"""ONNX import (squeezegen.frontend.onnx_import): PyTorch modules are exported to ONNX here (CPU,
+torch's TorchScript exporter, opsets 11-17), imported into YAML + weights, and the NumPy
+reference of the imported model is checked against the PyTorch module (fp32, max abs error
+relative to the output's max magnitude <= 1e-5). Then every refusal: each names the node, its op
+type and the attribute. Skipped without the onnx or torch packages.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+
+import squeezegen                                                         # noqa: E402
+from squeezegen.errors import SqueezegenError                             # noqa: E402
+from squeezegen.frontend.onnx_import import import_onnx, write_import     # noqa: E402
+from squeezegen.frontend.schema import identifier_problem                 # noqa: E402
+from squeezegen.reference import ReferenceExecutor                        # noqa: E402
+
+from helpers import assert_close                                          # noqa: E402
+
+from onnx import TensorProto, helper, numpy_helper                        # noqa: E402
+
+nn = torch.nn
+F = torch.nn.functional
+TOL = 1e-5
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from torch_models import LeNet, SqueezeSeg                                # noqa: E402
+
+
+# ------------------------------------------------------------------ torchvision's SqueezeNet
+# Written out as torchvision.models.squeezenet defines it (torchvision itself is not needed).
+class Fire(nn.Module):
+    def __init__(self, inplanes, squeeze_planes, expand1x1_planes, expand3x3_planes):
+        super().__init__()
+        self.inplanes = inplanes
+        self.squeeze = nn.Conv2d(inplanes, squeeze_planes, kernel_size=1)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze_planes, expand1x1_planes, kernel_size=1)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze_planes, expand3x3_planes, kernel_size=3, padding=1)
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
+                          self.expand3x3_activation(self.expand3x3(x))], 1)
+
+
+class SqueezeNet(nn.Module):
+    def __init__(self, version="1_0", num_classes=1000, dropout=0.5):
+        super().__init__()
+        self.num_classes = num_classes
+        if version == "1_0":
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 96, kernel_size=7, stride=2),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+                Fire(96, 16, 64, 64),
+                Fire(128, 16, 64, 64),
+                Fire(128, 32, 128, 128),
+                nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+                Fire(256, 32, 128, 128),
+                Fire(256, 48, 192, 192),
+                Fire(384, 48, 192, 192),
+                Fire(384, 64, 256, 256),
+                nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+                Fire(512, 64, 256, 256),
+            )
+        elif version == "1_1":
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 64, kernel_size=3, stride=2),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+                Fire(64, 16, 64, 64),
+                Fire(128, 16, 64, 64),
+                nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+                Fire(128, 32, 128, 128),
+                Fire(256, 32, 128, 128),
+                nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+                Fire(256, 48, 192, 192),
+                Fire(384, 48, 192, 192),
+                Fire(384, 64, 256, 256),
+                Fire(512, 64, 256, 256),
+            )
+        else:
+            raise ValueError(f"Unsupported SqueezeNet version {version}: 1_0 or 1_1 expected")
+        final_conv = nn.Conv2d(512, self.num_classes, kernel_size=1)
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout), final_conv, nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1))
+        )
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                if m is final_conv:
+                    nn.init.normal_(m.weight, mean=0.0, std=0.01)
+                else:
+                    nn.init.kaiming_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0)
+
+    def forward(self, x):
+        x = self.features(x)
+        x = self.classifier(x)
+        return torch.flatten(x, 1)
+
+
+# ------------------------------------------------------------------ helpers
+def seeded(module, seed=0):
+    """`module` in eval mode with all parameters redrawn (non-zero biases, so that a bias mapped
+    to the wrong layer shows)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                p.copy_((torch.rand(p.shape, generator=gen) - 0.5) * 0.4)
+            else:
+                fan_in = max(1, p[0].numel())
+                p.copy_(torch.randn(p.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+    return module.eval()
+
+
+def export(module, shape, path, opset=13, batch=1, **kw):
+    """torch.onnx.export (the TorchScript exporter; nothing is downloaded) of `module` on an
+    input of `shape` (no batch)."""
+    x = torch.zeros((batch,) + tuple(shape))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (x,), str(path), dynamo=False, opset_version=opset,
+                          input_names=["x"], **kw)
+    return Path(path)
+
+
+def check_import(module, shape, tmp_path, opset=13, batch=3, seed=1, name="net", **kw):
+    """Export, import, run the reference on a random batch and compare with the module."""
+    path = export(module, shape, tmp_path / f"{name}.onnx", opset, **kw)
+    text, weights = import_onnx(path)
+    graph = squeezegen.parse_model(text, f"{name}.yaml")
+    x = np.random.default_rng(seed).standard_normal((batch,) + tuple(shape)).astype(np.float32)
+    got = ReferenceExecutor(graph, weights)(x)
+    with torch.no_grad():
+        want = module.eval()(torch.from_numpy(x))
+    got = got if isinstance(got, tuple) else (got,)
+    want = tuple(t.numpy() for t in want) if isinstance(want, tuple) else (want.numpy(),)
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.size == w.size, f"output {i}: {g.shape} vs {w.shape}"
+        assert_close(g.reshape(w.shape), w, TOL, what=f"{name} output {i}")
+    return text, weights, graph
+
+
+def layer_lines(text):
+    return [line for line in text.splitlines() if line.startswith("  - {")]
+
+
+def ops_of(text):
+    return [re.search(r"op: (\w+)", line).group(1) for line in layer_lines(text)]
+
+
+def refusal(path) -> str:
+    with pytest.raises(SqueezegenError) as info:
+        import_onnx(path)
+    return str(info.value)
+
+
+def onnx_model(nodes, inputs, outputs, initializers=(), opset=13):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def init(name, array):
+    return numpy_helper.from_array(np.asarray(array, dtype=np.float32), name)
+
+
+def fvalue(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+# ------------------------------------------------------------------ whole models
+@pytest.mark.parametrize("version,opset", [("1_0", 13), ("1_1", 17)])
+def test_squeezenet_imports_with_fire_layers_and_matches_torch(version, opset, tmp_path):
+    module = seeded(SqueezeNet(version), seed=3)
+    text, weights, graph = check_import(module, (3, 224, 224), tmp_path, opset=opset, batch=2,
+                                        name=f"squeezenet{version}")
+    fires = {"1_0": [3, 4, 5, 7, 8, 9, 10, 12], "1_1": [3, 4, 6, 7, 9, 10, 11, 12]}[version]
+    assert ops_of(text).count("fire") == 8
+    assert [n for n, op in graph.layer_ops if op == "fire"] == [f"features_{i}" for i in fires]
+    # the torchvision state_dict, renamed: features.3.squeeze.weight -> features_3.squeeze.weight
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    assert len(weights) == len(state)
+    for key, value in state.items():
+        parts = key.split(".")
+        ours = "_".join(parts[:2]) + ("." + ".".join(parts[2:]) if len(parts) > 2 else "")
+        np.testing.assert_array_equal(weights[ours], value, err_msg=key)
+    assert graph.output_names == (graph.layer_ops[-1][0],)
+
+
+def test_squeezenet1_0_import_has_the_structure_of_the_shipped_model(tmp_path):
+    module = seeded(SqueezeNet("1_0"), seed=0)
+    path = export(module, (3, 224, 224), tmp_path / "sq.onnx")
+    text, _ = import_onnx(path)
+    ours = squeezegen.parse_model(text)
+    shipped = squeezegen.load_model(ROOT / "models" / "squeezenet1_0.yaml")
+    # the shipped model ends with a softmax the torchvision module does not have
+    assert [op for _, op in ours.layer_ops] == [op for _, op in shipped.layer_ops][:-1]
+    assert [(n.op, n.attrs, n.type) for n in ours.nodes] == \
+        [(n.op, n.attrs, n.type) for n in shipped.nodes][:-1]
+
+
+def test_squeezeseg_imports_with_its_own_names_and_matches_torch(tmp_path):
+    module = seeded(SqueezeSeg(), seed=5)
+    text, weights, graph = check_import(module, (3, 227, 227), tmp_path, batch=2,
+                                        name="squeezeseg")
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    assert sorted(weights) == sorted(state)          # conv1, fire2.squeeze, ..., conv13
+    for key, value in state.items():
+        np.testing.assert_array_equal(weights[key], value, err_msg=key)
+    shipped = squeezegen.load_model(ROOT / "models" / "squeezeseg.yaml")
+    assert sorted(op for _, op in graph.layer_ops) == sorted(op for _, op in shipped.layer_ops)
+    assert ops_of(text).count("fire") == 8
+
+
+def test_lenet_imports_and_matches_torch(tmp_path):
+    module = seeded(LeNet(), seed=2)
+    text, weights, graph = check_import(module, (1, 28, 28), tmp_path, name="lenet")
+    shipped = squeezegen.load_model(ROOT / "models" / "lenet.yaml")
+    assert [(n.op, n.attrs, n.type) for n in graph.nodes] == \
+        [(n.op, n.attrs, n.type) for n in shipped.nodes]
+    assert sorted(weights) == sorted(module.state_dict())
+
+
+# ------------------------------------------------------------------ small models
+class OddWindows(nn.Module):
+    """Odd kernels, strides and pads; ceil-mode pools with pads; count_include_pad both ways."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 5, (3, 5), stride=(2, 1), padding=(1, 2), bias=False)
+        self.pool1 = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.conv2 = nn.Conv2d(5, 7, (1, 3), padding=(0, 1))
+        self.pool2 = nn.AvgPool2d((3, 2), stride=(2, 1), padding=(1, 0), ceil_mode=True)
+        self.pool3 = nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
+        self.pool4 = nn.MaxPool2d((2, 3), stride=(1, 2), ceil_mode=False)
+
+    def forward(self, x):
+        x = self.pool1(F.relu(self.conv1(x)))
+        x = self.pool2(F.relu(self.conv2(x)))
+        return self.pool4(self.pool3(x))
+
+
+class Branches(nn.Module):
+    """Add (+ fused relu), concat, a deconv with a relu after it, a conv read before and after
+    its relu, a linear head with softmax, two outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(4, 6, 3, padding=1)
+        self.b = nn.Conv2d(4, 6, 1)
+        self.c = nn.Conv2d(6, 6, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(12, 5, 3, stride=2, padding=1)
+        self.fc1 = nn.Linear(5 * 17 * 13, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        s = F.relu(self.a(x) + self.b(x))             # add, relu fused
+        pre = self.c(s)                              # read before its relu...
+        cat = torch.cat([pre, F.relu(pre)], 1)       # ...and after it
+        up = F.relu(self.up(cat))                    # deconv has no relu field: a relu layer
+        y = F.relu(self.fc1(torch.flatten(up, 1)))
+        return F.softmax(self.fc2(y), dim=1), up
+
+
+class NotAFire(nn.Module):
+    """A fire whose concat puts the 3x3 half first, and a real one: only one `fire`."""
+
+    def __init__(self):
+        super().__init__()
+        self.swapped = Fire(4, 3, 5, 6)
+        self.fire = Fire(11, 3, 4, 4)
+
+    def forward(self, x):
+        f = self.swapped
+        s = f.squeeze_activation(f.squeeze(x))
+        x = torch.cat([f.expand3x3_activation(f.expand3x3(s)),
+                       f.expand1x1_activation(f.expand1x1(s))], 1)
+        return self.fire(x)
+
+
+class MatMulHead(nn.Module):
+    """x @ W + b (MatMul + Add), x @ W (MatMul) and a dynamic-batch reshape to [N, -1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+        self.w1 = nn.Parameter(torch.randn(3 * 4 * 5, 7))
+        self.b1 = nn.Parameter(torch.randn(7))
+        self.w2 = nn.Parameter(torch.randn(7, 3))
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = x.reshape(x.shape[0], -1)
+        return F.relu(x @ self.w1 + self.b1) @ self.w2
+
+
+class VectorNet(nn.Module):
+    """A [K] input: Gemm on a 2-D tensor, softmax over dim -1, dropout and identity no-ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(20, 12)
+        self.drop = nn.Dropout(0.3)
+        self.fc2 = nn.Linear(12, 5)
+
+    def forward(self, x):
+        return F.softmax(self.fc2(self.drop(F.relu(self.fc1(x)))), dim=-1)
+
+
+class GlobalPools(nn.Module):
+    """AdaptiveMaxPool2d(1) (GlobalMaxPool) and AdaptiveAvgPool2d(1) + squeeze, a linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, stride=2)
+        self.gmax = nn.AdaptiveMaxPool2d(1)
+        self.gavg = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        x = F.relu(self.conv(x))
+        cat = torch.cat([self.gmax(x), self.gavg(x)], 1)
+        return self.fc(cat.squeeze(3).squeeze(2))
+
+
+SMALL = {"odd_windows": (OddWindows, (3, 13, 11)), "branches": (Branches, (4, 17, 13)),
+         "not_a_fire": (NotAFire, (4, 7, 6)), "matmul_head": (MatMulHead, (2, 6, 7)),
+         "vector": (VectorNet, (20,)), "global_pools": (GlobalPools, (3, 11, 9))}
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17])
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_small_models_match_torch(name, opset, tmp_path):
+    cls, shape = SMALL[name]
+    kw = {}
+    if name == "matmul_head":
+        kw = dict(dynamic_axes={"x": {0: "batch"}})      # keeps Shape/Gather/Concat to fold
+    check_import(seeded(cls(), seed=opset), shape, tmp_path, opset=opset, name=name, **kw)
+
+
+def test_small_model_layers_are_mapped_as_documented(tmp_path):
+    text, _, graph = check_import(seeded(Branches()), (4, 17, 13), tmp_path, name="branches")
+    assert ops_of(text) == ["conv", "conv", "add", "conv", "relu", "concat", "deconv", "relu",
+                            "linear", "linear", "softmax"]
+    lines = {re.search(r"name: (\w+)", l).group(1): l for l in layer_lines(text)}
+    assert "relu: true" in lines["add"] and "relu: true" in lines["fc1"]
+    assert "relu" not in lines["c"] and "relu" not in lines["fc2"]
+    assert "inputs: [a, b]" in lines["add"] and "input: input" in lines["b"]
+    assert re.search(r"inputs: \[c, relu(_\d+)?\]", lines["concat"])
+    assert len(graph.output_names) == 2
+    text, _, _ = check_import(seeded(NotAFire()), (4, 7, 6), tmp_path, name="nf")
+    assert ops_of(text).count("fire") == 1
+    assert "{name: fire, op: fire, squeeze: 3, expand1x1: 4, expand3x3: 4}" in text
+    text, weights, _ = check_import(seeded(MatMulHead()), (2, 6, 7), tmp_path, name="mm")
+    assert ops_of(text) == ["conv", "linear", "linear"]
+    assert "relu: true" in layer_lines(text)[1] and "bias: false" in layer_lines(text)[2]
+    text, _, _ = check_import(seeded(OddWindows()), (3, 13, 11), tmp_path, name="odd")
+    assert "kernel: [3, 5], stride: [2, 1], pad: [1, 2], relu: true, bias: false" in text
+    assert "op: avgpool, kernel: [3, 2], stride: [2, 1], pad: [1, 0], ceil_mode: true" in text
+
+
+def _random_module(seed):
+    """A random chain of conv / pool / residual-add / concat / deconv blocks and a head."""
+    rng = np.random.default_rng(seed)
+    c, h, w = int(rng.integers(1, 5)), int(rng.integers(12, 24)), int(rng.integers(12, 24))
+    shape = (c, h, w)
+    blocks = nn.ModuleList()
+    x = torch.zeros((1,) + shape)
+    kinds = []
+    for _ in range(int(rng.integers(3, 7))):
+        kind = rng.choice(["conv", "maxpool", "avgpool", "res", "cat", "deconv"])
+        if kind in ("conv", "res", "cat"):
+            kh, kw = (int(v) for v in rng.choice([1, 2, 3, 5], 2))
+            ph, pw = int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))
+            stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3))) if kind == "conv" else 1
+            if kind != "conv":
+                kh, kw, ph, pw = 3, 3, 1, 1
+            block = nn.Conv2d(x.shape[1], int(rng.integers(1, 9)), (kh, kw), stride, (ph, pw),
+                              bias=bool(rng.integers(0, 2)))
+            if kind == "res":
+                block = nn.ModuleList([block, nn.Conv2d(x.shape[1], block.out_channels, 1)])
+        elif kind == "deconv":
+            k, s = int(rng.integers(1, 4)), int(rng.integers(1, 3))
+            block = nn.ConvTranspose2d(x.shape[1], int(rng.integers(1, 6)), k, s,
+                                       int(rng.integers(0, (k - 1) // 2 + 1)))
+        else:
+            k = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+            pad = (int(rng.integers(0, k[0] // 2 + 1)), int(rng.integers(0, k[1] // 2 + 1)))
+            stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+            ceil = bool(rng.integers(0, 2))
+            block = (nn.MaxPool2d(k, stride, pad, ceil_mode=ceil) if kind == "maxpool" else
+                     nn.AvgPool2d(k, stride, pad, ceil_mode=ceil, count_include_pad=True))
+        try:
+            y = _apply(kind, block, x)
+        except RuntimeError:                          # does not fit the current size: skip it
+            continue
+        if min(y.shape[2:]) < 1:
+            continue
+        blocks.append(block)
+        kinds.append(kind)
+        x = y
+    head = nn.Linear(int(np.prod(x.shape[1:])), int(rng.integers(2, 7)))
+    return _RandomNet(blocks, kinds, head, bool(rng.integers(0, 2))), shape
+
+
+def _apply(kind, block, x):
+    if kind == "res":
+        return F.relu(block[0](x) + block[1](x))
+    if kind == "cat":
+        return torch.cat([x, F.relu(block(x))], 1)
+    if kind == "conv":
+        return F.relu(block(x))
+    return block(x)
+
+
+class _RandomNet(nn.Module):
+    def __init__(self, blocks, kinds, head, softmax):
+        super().__init__()
+        self.blocks, self.kinds, self.head, self.softmax = blocks, kinds, head, softmax
+
+    def forward(self, x):
+        for kind, block in zip(self.kinds, self.blocks):
+            x = _apply(kind, block, x)
+        y = self.head(torch.flatten(x, 1))
+        return F.softmax(y, dim=1) if self.softmax else y
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_models_match_torch(seed, tmp_path):
+    module, shape = _random_module(seed)
+    check_import(seeded(module, seed), shape, tmp_path, opset=(11, 13, 17)[seed % 3],
+                 name=f"random{seed}")
+
+
+# ------------------------------------------------------------------ names and files
+def test_names_are_valid_unique_and_deterministic(tmp_path):
+    w = np.ones((2, 2, 1, 1), np.float32)
+    names = ["int", "input", "sg_conv", "9lives", "a/b.c-d", "", "dup", "dup", "x", "x_relu",
+             "cudaConv", "max", "/features/features.3/Conv", "y" * 80]
+    nodes, prev, inits = [], "in", []
+    for i, name in enumerate(names):
+        inits.append(init(f"w{i}", w))
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"t{i}"], name=name))
+        prev = f"t{i}"
+        if name == "x":                               # x gets relu: true, which makes x_relu
+            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"], name="xr"))
+            prev = f"r{i}"
+    model = onnx_model(nodes, [fvalue("in", [1, 2, 3, 3])], [fvalue(prev, [1, 2, 3, 3])], inits)
+    path = tmp_path / "9 odd-name.onnx"
+    onnx.save(model, str(path))
+    text, weights = import_onnx(path)
+    layer_names = [re.search(r"name: (\w+)", l).group(1) for l in layer_lines(text)]
+    assert len(layer_names) == len(names) and len(set(layer_names)) == len(names)
+    for n in layer_names:
+        assert identifier_problem(n) is None and n != "input", n
+    assert "x_relu" not in layer_names                # layer x's relu is called x_relu
+    assert layer_names[:5] == ["layer_int", "layer_input", "layer_sg_conv", "conv_9lives",
+                               "a_b_c_d"]
+    assert layer_names[6:8] == ["dup", "dup_1"] and layer_names[12] == "features_3"
+    assert re.search(r"^name: (\w+)$", text, re.M).group(1) == "model_9_odd_name"
+    graph = squeezegen.parse_model(text)
+    x = np.random.default_rng(0).standard_normal((2, 2, 3, 3)).astype(np.float32)
+    y = ReferenceExecutor(graph, weights)(x)
+    want = x
+    for name in names:                   # each 1x1 conv of ones puts c0 + c1 in both channels
+        want = np.repeat(want.sum(1, keepdims=True), 2, 1)
+        want = np.maximum(want, 0) if name == "x" else want
+    assert_close(y, want, TOL)
+    assert import_onnx(path)[0] == text
+
+
+def test_yaml_is_readable_one_flow_mapping_per_layer(tmp_path):
+    path = export(seeded(SqueezeNet("1_1")), (3, 64, 64), tmp_path / "squeezenet1_1.onnx")
+    text, _ = import_onnx(path)
+    lines = text.splitlines()
+    assert lines[0].startswith("# Imported from squeezenet1_1.onnx")
+    assert any(l.startswith("# ONNX output") and "[N, 1000]" in l for l in lines)
+    start = lines.index("layers:")
+    body = lines[start + 1: lines.index(next(l for l in lines if l.startswith("output:")))]
+    assert body and all(re.fullmatch(r"  - \{name: \w+, op: \w+.*\} +# [0-9x]+", l) for l in body)
+    doc = yaml.safe_load(text)
+    assert doc["name"] == "squeezenet1_1" and doc["input"] == {"shape": [3, 64, 64]}
+    assert all(isinstance(layer, dict) for layer in doc["layers"])
+
+
+def test_write_import_writes_both_files_atomically(tmp_path):
+    module = seeded(LeNet(), seed=4)
+    path = export(module, (1, 28, 28), tmp_path / "lenet.onnx")
+    out = tmp_path / "models" / "mylenet.yaml"
+    graph, weights = write_import(path, out)
+    assert out.is_file() and out.with_suffix(".npz").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["mylenet.npz", "mylenet.yaml"]
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    got = squeezegen.reference(out, out.with_suffix(".npz"))(x)
+    with torch.no_grad():
+        assert_close(got, module(torch.from_numpy(x)).numpy(), TOL)
+    assert out.read_text() == import_onnx(path)[0]
+    other = tmp_path / "w" / "custom.npz"
+    write_import(path, tmp_path / "b.yaml", other)
+    assert sorted(np.load(other).files) == sorted(weights)
+
+
+def test_failed_import_writes_nothing(tmp_path):
+    path = export(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid()), (1, 8, 8), tmp_path / "s.onnx")
+    with pytest.raises(SqueezegenError):
+        write_import(path, tmp_path / "out" / "s.yaml")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_onnx_package_gives_the_install_hint(tmp_path, monkeypatch):
+    path = export(LeNet(), (1, 28, 28), tmp_path / "l.onnx")
+    for mod in [m for m in sys.modules if m == "onnx" or m.startswith("onnx.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    message = refusal(path)
+    assert "ONNX import needs the onnx package" in message
+    assert "pip install 'squeezegen[onnx]'" in message
+
+
+# ------------------------------------------------------------------ refusals
+class One(nn.Module):
+    """`body` applied to x: its ONNX node is named /body/<Op>."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("body,op,attribute", [
+    (nn.Conv2d(3, 4, 3, dilation=2), "Conv", "dilations"),
+    (nn.Conv2d(4, 4, 3, groups=2), "Conv", "group"),
+    (nn.ConvTranspose2d(4, 4, 3, stride=2, output_padding=1), "ConvTranspose", "output_padding"),
+    (nn.ConvTranspose2d(4, 4, 3, groups=2), "ConvTranspose", "group"),
+    (nn.MaxPool2d(3, dilation=2), "MaxPool", "dilations"),
+    (nn.AvgPool2d(3, padding=1, count_include_pad=False), "AveragePool", "count_include_pad"),
+    (nn.Softmax(dim=2), "Softmax", "axis"),
+])
+def test_unsupported_attributes_are_refused_naming_node_op_and_attribute(body, op, attribute,
+                                                                        tmp_path):
+    path = export(One(body), (4 if op != "Conv" or attribute == "group" else 3, 9, 9),
+                  tmp_path / "m.onnx")
+    message = refusal(path)
+    assert f"node '/body/{op}' ({op}), attribute '{attribute}'" in message, message
+    assert "m.onnx" in message
+
+
+@pytest.mark.parametrize("op,kind", [("Conv", "conv"), ("MaxPool", "maxpool"),
+                                     ("AveragePool", "avgpool")])
+def test_asymmetric_pads_are_refused(op, kind, tmp_path):
+    attrs = dict(pads=[0, 0, 1, 1])
+    inits = [init("w", np.ones((2, 2, 3, 3)))] if op == "Conv" else []
+    if op != "Conv":
+        attrs.update(kernel_shape=[3, 3], count_include_pad=1) if op == "AveragePool" else \
+            attrs.update(kernel_shape=[3, 3])
+    node = helper.make_node(op, ["x"] + (["w"] if op == "Conv" else []), ["y"], name="asym",
+                            **attrs)
+    model = onnx_model([node], [fvalue("x", [1, 2, 8, 8])], [fvalue("y", None)], inits)
+    onnx.save(model, str(tmp_path / "a.onnx"))
+    message = refusal(tmp_path / "a.onnx")
+    assert f"node 'asym' ({op}), attribute 'pads'" in message
+    assert "asymmetric pads [0, 0, 1, 1]" in message and kind in message
+
+
+def _saved(tmp_path, nodes, in_shape, inits=(), opset=13, out="y"):
+    model = onnx_model(nodes, [fvalue("x", in_shape)], [fvalue(out, None)], inits, opset)
+    onnx.save(model, str(tmp_path / "h.onnx"))
+    return tmp_path / "h.onnx"
+
+
+def test_hand_built_graph_of_the_less_common_forms(tmp_path):
+    """Gemm with transB 0 and a [1, out] bias, Identity, Dropout (training_mode off), a Relu
+    that stays a layer, opset-11 Softmax (axis 1 by default); conv with auto_pad VALID."""
+    rng = np.random.default_rng(0)
+    w, c = rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal((1, 4))
+    nodes = [helper.make_node("Identity", ["x"], ["i"], name="id"),
+             helper.make_node("Gemm", ["i", "w", "c"], ["g"], name="fc", transB=0),
+             helper.make_node("Dropout", ["g"], ["d"], name="drop", ratio=0.5),
+             helper.make_node("Relu", ["d"], ["r"], name="act"),
+             helper.make_node("Softmax", ["r"], ["y"], name="prob")]
+    text, weights = import_onnx(_saved(tmp_path, nodes, [1, 6], [init("w", w), init("c", c)],
+                                       opset=11))
+    assert ops_of(text) == ["linear", "relu", "softmax"]
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    z = np.maximum(x @ w + c, 0)
+    want = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    assert_close(ReferenceExecutor(squeezegen.parse_model(text), weights)(x), want, TOL)
+    k = rng.standard_normal((2, 3, 2, 2)).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "k"], ["y"], name="valid", auto_pad="VALID")
+    text, _ = import_onnx(_saved(tmp_path, [conv], [1, 3, 5, 4], [init("k", k)]))
+    assert "{name: valid, op: conv, out: 2, kernel: 2, bias: false}" in text
+
+
+@pytest.mark.parametrize("make,op,attribute", [
+    (lambda: helper.make_node("Conv", ["x", "k"], ["y"], name="n", auto_pad="SAME_UPPER"),
+     "Conv", "auto_pad"),
+    (lambda: helper.make_node("Conv", ["x", "k"], ["y"], name="n", pads=[2, 2, 2, 2]),
+     "Conv", "pads"),
+    (lambda: helper.make_node("Flatten", ["x"], ["y"], name="n", axis=2), "Flatten", "axis"),
+    (lambda: helper.make_node("Relu", ["x"], ["y"], name="n", alpha=1.0), "Relu", "alpha"),
+    (lambda: helper.make_node("MaxPool", ["x"], ["y", "idx"], name="n", kernel_shape=[2, 2]),
+     "MaxPool", None),
+])
+def test_hand_built_refusals(make, op, attribute, tmp_path):
+    k = init("k", np.ones((2, 3, 3, 3)))
+    node = make()
+    out = "idx" if op == "MaxPool" else "y"
+    message = refusal(_saved(tmp_path, [node], [1, 3, 6, 6], [k], out=out))
+    expected = f"node 'n' ({op})" + (f", attribute '{attribute}'" if attribute else "")
+    assert expected in message, message
+
+
+@pytest.mark.parametrize("attrs,attribute", [(dict(alpha=2.0), "alpha"), (dict(beta=0.5), "beta"),
+                                             (dict(transA=1), "transA")])
+def test_gemm_scaling_is_refused(attrs, attribute, tmp_path):
+    node = helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", **attrs)
+    message = refusal(_saved(tmp_path, [node], [1, 4], [init("w", np.ones((3, 4)))]))
+    assert f"node 'fc' (Gemm), attribute '{attribute}'" in message
+
+
+class Plus(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x) + 1.0
+
+
+class Lstm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(8, 16)
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+
+@pytest.mark.parametrize("module,shape,node,op", [
+    (One(nn.Sigmoid()), (3, 5, 5), "/body/Sigmoid", "Sigmoid"),
+    (Lstm(), (1, 8), "/lstm/LSTM", "LSTM"),
+    (One(nn.BatchNorm2d(3).train()), (3, 5, 5), "/body/BatchNormalization",
+     "BatchNormalization"),
+])
+def test_unsupported_ops_are_refused_with_the_supported_list(module, shape, node, op, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = torch.zeros((5,) + shape if op == "LSTM" else (1,) + shape)
+        torch.onnx.export(module, (x,), str(tmp_path / "u.onnx"), dynamo=False,
+                          opset_version=13, training=torch.onnx.TrainingMode.PRESERVE
+                          if op == "BatchNormalization" else torch.onnx.TrainingMode.EVAL)
+    message = refusal(tmp_path / "u.onnx")
+    assert f"'{node}' ({op})" in message and "is not supported" in message, message
+    assert "Conv, ConvTranspose, Relu, MaxPool, AveragePool" in message
+
+
+def test_bias_add_of_a_constant_is_refused(tmp_path):
+    message = refusal(export(Plus(), (3, 6, 6), tmp_path / "p.onnx"))
+    assert "node '/Add' (Add)" in message and "constant" in message and "bias" in message
+
+
+@pytest.mark.parametrize("forward,needle", [
+    (lambda m, x: m.conv(x) + F.adaptive_avg_pool2d(m.conv(x), 1), "broadcasting"),
+    (lambda m, x: torch.cat([m.conv(x), m.conv(x)], 2), "attribute 'axis'"),
+    (lambda m, x: m.conv(x).reshape(x.shape[0], 4, -1).softmax(1), "reshaped to [N, 4, 16]"),
+    (lambda m, x: m.conv(x.reshape(x.shape[0], 3, 4, 9)), "reshaped to [N, 3, 4, 9]"),
+    (lambda m, x: m.conv(x).reshape(4, -1), "does not keep the batch dimension"),
+    (lambda m, x: torch.flatten(m.conv(x), 1).softmax(1), "flattened"),
+])
+def test_inexpressible_graphs_are_refused(forward, needle, tmp_path):
+    class M(Plus):
+        def forward(self, x):
+            return forward(self, x)
+    message = refusal(export(M(), (3, 6, 6), tmp_path / "m.onnx"))
+    assert needle in message and "node '/" in message, message
+
+
+def test_dynamic_height_is_refused(tmp_path):
+    path = export(LeNet(), (1, 28, 28), tmp_path / "d.onnx",
+                  dynamic_axes={"x": {0: "batch", 2: "height"}})
+    message = refusal(path)
+    assert "input 'x' has a dynamic H dimension ('height')" in message
+
+
+def test_declared_output_shape_that_squeezegen_would_not_compute_is_refused(tmp_path):
+    # ceil mode, n=8, k=2, s=3, p=1: PyTorch (and squeezegen) give 3, not 4
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2],
+                            strides=[3, 3], pads=[1, 1, 1, 1], ceil_mode=1)
+    for declared, ok in (([1, 2, 3, 3], True), ([1, 2, 4, 4], False)):
+        onnx.save(onnx_model([node], [fvalue("x", [1, 2, 8, 8])], [fvalue("y", declared)]),
+                  str(tmp_path / "o.onnx"))
+        if ok:
+            assert "ceil_mode: true" in import_onnx(tmp_path / "o.onnx")[0]
+        else:
+            assert "declares [1, 2, 4, 4]" in refusal(tmp_path / "o.onnx")
+
+
+def _external_model(tmp_path):
+    w = np.random.default_rng(0).standard_normal((3, 2, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])
+    model = onnx_model([node], [fvalue("x", [1, 2, 5, 5])], [fvalue("y", [1, 3, 5, 5])],
+                       [init("w", w)])
+    folder = tmp_path / "m"
+    (folder / "data").mkdir(parents=True)
+    onnx.save_model(model, str(folder / "ext.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="data/w.bin", size_threshold=0)
+    return folder / "ext.onnx", w
+
+
+def _relocate(path, location):
+    model = onnx.load(str(path), load_external_data=False)
+    for entry in model.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = location
+    onnx.save_model(model, str(path))
+
+
+def test_external_data_inside_the_folder_is_read(tmp_path):
+    path, w = _external_model(tmp_path)
+    text, weights = import_onnx(path)
+    np.testing.assert_array_equal(weights["conv.weight"], w)
+    assert "{name: conv, op: conv, out: 3, kernel: 3, pad: 1, bias: false}" in text
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "link"])
+def test_external_data_leaving_the_folder_is_refused(where, tmp_path):
+    path, _ = _external_model(tmp_path)
+    data = path.parent / "data" / "w.bin"
+    if where == "parent":
+        data.rename(tmp_path / "w.bin")
+        _relocate(path, "../w.bin")
+    elif where == "absolute":
+        _relocate(path, str(data.resolve()))
+    else:
+        data.rename(tmp_path / "w.bin")
+        (path.parent / "data" / "w.bin").symlink_to(tmp_path / "w.bin")
+    message = refusal(path)
+    assert "tensor 'w': external data location" in message
+    assert "outside the model's folder" in message or "leaves the model's folder" in message
+
+
+# ------------------------------------------------------------------ the generated CUDA (GPU)
+@pytest.mark.gpu
+def test_imported_squeezenet1_1_cuda_matches_torch(tmp_path):
+    """The imported SqueezeNet 1.1, built and run on the GPU, against PyTorch on the CPU
+    (fp32; tolerance 1e-4 as in test_gpu.py)."""
+    try:
+        from squeezegen.runtime.network import GPUError, cuda
+        cuda()
+    except (ImportError, GPUError) as exc:
+        pytest.skip(f"no GPU: {exc}")
+    module = seeded(SqueezeNet("1_1"), seed=11)
+    text, weights = import_onnx(export(module, (3, 224, 224), tmp_path / "squeezenet1_1.onnx"))
+    graph = squeezegen.parse_model(text)
+    x = np.random.default_rng(3).standard_normal((4, 3, 224, 224)).astype(np.float32)
+    with squeezegen.compile(graph, weights, batch=4) as net:
+        got = net(x)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    assert_close(got.reshape(want.shape), want, 1e-4, what="cuda vs torch")
+    assert_close(got, ReferenceExecutor(graph, weights)(x), 1e-4, what="cuda vs reference")
