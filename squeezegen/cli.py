@@ -152,9 +152,9 @@ def _cmd_build(args) -> int:
 def _cmd_bench(args) -> int:
     from .runtime.bench import bench, format_bench
     compare = [] if args.compare == "none" else args.compare.split(",")
-    unknown = set(compare) - {"eager", "graph", "compile"}
+    unknown = set(compare) - {"eager", "graph", "compile", "numpy"}
     if unknown:
-        raise SqueezegenError(f"--compare takes eager, graph, compile or none, got "
+        raise SqueezegenError(f"--compare takes eager, graph, compile, numpy or none, got "
                               f"{', '.join(sorted(unknown))}")
     weights = args.weights
     if weights is None:
@@ -278,7 +278,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", help=".npz weights [He-initialised, seed 0]")
     s.add_argument("--batch", type=_batches, default=[1, 8, 32, 128], help="[1,8,32,128]")
     s.add_argument("--compare", default="eager,graph",
-                   help="PyTorch variants to time beside: eager,graph,compile or none [eager,graph]")
+                   help="what to time beside: PyTorch eager, graph, compile; numpy (the CPU "
+                        "reference); or none [eager,graph]")
     s.add_argument("--per-layer", action="store_true", help="time every kernel alone too")
     s.add_argument("--iters", type=_positive_int, default=50, help="timed runs per batch [50]")
     s.add_argument("--json", help="write the results (with GPU, driver, commit, date) here")

@@ -144,6 +144,21 @@ def time_torch(graph, weights, batch: int, iters: int, variants: list[str]) -> l
     return rows
 
 
+def time_numpy(graph, weights, batch: int) -> float:
+    """The NumPy reference on the CPU (the paper's "cpu" column): median wall time in ms."""
+    from ..reference import ReferenceExecutor
+    run = ReferenceExecutor(graph, weights)
+    x = np.random.default_rng(0).uniform(-1, 1, (batch,) + graph.input.type.shape)
+    x = x.astype(np.float32)
+    run(x)
+    times = []
+    for _ in range(3 if batch >= 1000 else 10):
+        start = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
 def bench(model, weights, batches: list[int], compare: list[str], per_layer: bool,
           iters: int = 50) -> dict:
     result = {"model": None, "rows": [], "per_layer": {}, **environment()}
@@ -158,8 +173,11 @@ def bench(model, weights, batches: list[int], compare: list[str], per_layer: boo
             rows = [{"variant": "squeezegen fp32", "ms": ms, "memory_bytes": memory}]
             if per_layer:
                 result["per_layer"][str(batch)] = time_kernels(net)
-        if compare:
+        if set(compare) - {"numpy"}:
             rows += time_torch(graph, net.weights, batch, n_iters, compare)
+        if "numpy" in compare:
+            rows.append({"variant": f"numpy reference (CPU, {os.cpu_count()} cores)",
+                         "ms": time_numpy(graph, net.weights, batch)})
         best_torch = min((r["ms"] for r in rows if r["variant"].startswith("torch")), default=None)
         for r in rows:
             r.update(batch=batch, img_s=batch / r["ms"] * 1e3, tflops=flops / r["ms"] / 1e9)
