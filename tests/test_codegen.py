@@ -100,13 +100,17 @@ def test_manifest_lists_kernels_buffers_and_weights():
 def test_weights_blob_layout(tmp_path):
     g = load_model("models/lenet.yaml")
     w = init_weights(g, 3)
+    w["ip1.bias"] = np.random.default_rng(0).standard_normal(500).astype(np.float32)
     blob = build("models/lenet.yaml", 1, weights=w).output.files["lenet.weights.bin"]
     offsets, total = weight_layout(g)
     assert blob[:8] == b"SQZGWTS1" and len(blob) == BLOB_HEADER_BYTES + 4 * total
     assert blob[24:88].decode() == g.source_hash
     data = np.frombuffer(blob[BLOB_HEADER_BYTES:], np.float32)
-    off = offsets["ip1.weight"]
-    np.testing.assert_array_equal(data[off: off + w["ip1.weight"].size], w["ip1.weight"].ravel())
+    off = offsets["ip1.bias"]                     # biases as in PyTorch
+    np.testing.assert_array_equal(data[off: off + 500], w["ip1.bias"])
+    off = offsets["ip1.weight"]                   # linear weights packed [IN][OUT]
+    packed = w["ip1.weight"].T.ravel()
+    np.testing.assert_array_equal(data[off: off + packed.size], packed)
     off = offsets["conv2.weight"]                 # convolutions are packed K-major
     packed = w["conv2.weight"].reshape(50, -1).T.ravel()
     np.testing.assert_array_equal(data[off: off + packed.size], packed)
@@ -191,7 +195,7 @@ def test_every_template_compiles_and_links_from_plain_c(tmp_path):
     result = build(parse_model(TEMPLATE_TOUR, "tour.yaml"), 3)
     templates = {k.template for k in result.output.kernels}
     assert templates >= {"conv_gemm.cu.j2", "deconv.cu.j2", "pool.cu.j2", "eltwise.cu.j2",
-                         "concat.cu.j2", "softmax.cu.j2", "linear.cu.j2"}
+                         "concat.cu.j2", "softmax.cu.j2"}
     write_outputs(result.output, tmp_path)
     (tmp_path / "main.c").write_text(
         '#include "tour.h"\n#include <stdio.h>\n'

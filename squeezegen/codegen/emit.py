@@ -42,10 +42,10 @@ def weight_layout(graph: Graph) -> tuple[dict[str, int], int]:
 
 
 def packed_layouts(graph: Graph) -> dict[str, str]:
-    """Weight tensors stored in another layout than PyTorch's: convolution weights are packed
-    K-major ([CI*KH*KW][CO]) so that a GEMM tile reads consecutive output channels."""
-    return {f"{n.param_prefix}.weight": "K-major [CI*KH*KW][CO]"
-            for n in graph.nodes if n.op == "conv"}
+    """Weight tensors stored in another layout than PyTorch's: convolution and linear weights
+    are packed K-major ([CI*KH*KW][CO], [IN][OUT]) so a GEMM tile reads consecutive outputs."""
+    return {f"{n.param_prefix}.weight": "K-major [CI*KH*KW][CO]" if n.op == "conv"
+            else "K-major [IN][OUT]" for n in graph.nodes if n.op in ("conv", "linear")}
 
 
 def pack_weights(graph: Graph, weights: dict[str, np.ndarray]) -> np.ndarray:

@@ -78,7 +78,7 @@ def _param_refs(graph: Graph, node: Node, weight_offsets: dict) -> list[TensorRe
     for key, shape in node_params(graph, node).items():
         var = "w" if key.endswith(".weight") else "b"
         what = f"{key} [{', '.join(str(d) for d in shape)}]"
-        if node.op == "conv" and var == "w":
+        if node.op in ("conv", "linear") and var == "w":
             what = f"{key}, packed K-major [{_numel(shape[1:])}][{shape[0]}]"
         refs.append(TensorRef(var, f"weights + {weight_offsets[key]}LL", 0, 0, what))
     return refs
@@ -115,8 +115,13 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
     op = node.op
     extra: dict = {}
     pixels = n * node.type.spatial[0] * node.type.spatial[1]
-    if op == "conv":
-        (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
+    if op in ("conv", "linear"):
+        if op == "conv":
+            (kh, kw), (sh, sw), (ph, pw) = (node.attrs["kernel"], node.attrs["stride"],
+                                            node.attrs["pad"])
+        else:      # a linear layer is a 1x1 convolution of its flattened (C*H*W, 1, 1) input
+            (kh, kw), (sh, sw), (ph, pw) = (1, 1), (1, 1), (0, 0)
+            consts.update(CI=graph[node.inputs[0]].type.numel, HI=1, WI=1)
         tile = plan.tiles[node.name]
         consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, BM=tile.bm, BN=tile.bn,
                       BK=tile.bk, TM=tile.tm, TN=tile.tn, SPLITK=tile.splitk)
@@ -145,11 +150,6 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
         grid = _grid(pixels * node.type.channels)
         template = "pool.cu.j2"
         extra["kind"] = op
-    elif op == "linear":
-        consts["IN"] = graph[node.inputs[0]].type.numel
-        grid = _grid(n * node.type.channels * 32)
-        template = "linear.cu.j2"
-        extra["bias"] = node.attrs["bias"]
     elif op == "softmax":
         grid = _grid(pixels)
         template = "softmax.cu.j2"

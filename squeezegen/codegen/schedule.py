@@ -73,16 +73,18 @@ def deconv_channels_per_block(phase_blocks: int, channels: int) -> int:
 
 
 def schedule(graph: Graph, batch: int) -> dict[str, ConvTile]:
-    """The tile of every convolution node."""
+    """The tile of every convolution (and linear: a 1x1 convolution of a 1x1 image) node."""
     tiles = {}
     for node in graph.nodes:
-        if node.op == "conv":
+        if node.op in ("conv", "linear"):
             tiles[node.name] = conv_tile(batch * node.type.spatial[0] * node.type.spatial[1],
                                          node.type.channels, _k(graph, node))
     return tiles
 
 
 def _k(graph: Graph, node: Node) -> int:
+    if node.op == "linear":
+        return graph[node.inputs[0]].type.numel
     kh, kw = node.attrs["kernel"]
     return graph[node.inputs[0]].type.channels * kh * kw
 
