@@ -30,12 +30,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "squeezegen"
 
 
+def cuda_roots() -> list[str]:
+    """Where to look for the CUDA toolkit when nvcc is not on PATH."""
+    roots = [os.environ.get("CUDA_ROOT"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"]
+    return [r for r in roots if r]
+
+
 def find_nvcc() -> str:
     found = shutil.which("nvcc")
     if found:
         return found
-    for root in (os.environ.get("CUDA_ROOT"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
-        if root and (Path(root) / "bin" / "nvcc").is_file():
+    for root in cuda_roots():
+        if (Path(root) / "bin" / "nvcc").is_file():
             return str(Path(root) / "bin" / "nvcc")
     raise BuildError("nvcc was not found (install the CUDA toolkit, or put nvcc on PATH or set "
                      "CUDA_HOME)")

@@ -1,0 +1,147 @@
+"""Differential fuzzing (in the NNSmith spirit): hundreds of seeded random models through the
+reference, the fused/planned executor, PyTorch and nvcc. A failure is shrunk to a minimal model
+(layers removed one at a time while it still fails) and printed as YAML to paste into a test."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from squeezegen import parse_model
+from squeezegen.build import build, write_outputs
+from squeezegen.codegen.schedule import schedule, scratch_needs
+from squeezegen.errors import SqueezegenError
+from squeezegen.passes import run_passes
+from squeezegen.passes.plan_memory import plan_memory
+from squeezegen.reference import ReferenceExecutor
+from squeezegen.reference.planned import PlannedExecutor
+from helpers import random_input, random_weights, torch_module, torch_run
+from random_models import random_model
+
+MODELS = 300
+TORCH_MODELS = 100
+NVCC_MODELS = 16
+
+
+def _outputs(y):
+    return y if isinstance(y, tuple) else (y,)
+
+
+def _rel(a, b):
+    return float(np.abs(a.astype(np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def shrink(text: str, fails) -> str:
+    """Remove layer lines one at a time (fixing the output list) while `fails(text)` holds."""
+    lines = text.splitlines()
+    changed = True
+    while changed:
+        changed = False
+        layer_rows = [i for i, ln in enumerate(lines) if ln.startswith("  - {name:")]
+        for i in reversed(layer_rows):
+            candidate = lines[:i] + lines[i + 1:]
+            for fixed in _with_valid_outputs(candidate):
+                try:
+                    parse_model(fixed)
+                except SqueezegenError:
+                    continue
+                if fails(fixed):
+                    lines, changed = fixed.splitlines(), True
+                    break
+            if changed:
+                break
+    return "\n".join(lines) + "\n"
+
+
+def _with_valid_outputs(lines: list[str]):
+    """Variants of a model whose output line names every layer nothing else reads."""
+    import re
+    names = [re.match(r"  - \{name: (\w+)", ln).group(1) for ln in lines if ln.startswith("  - {name:")]
+    body = [ln for ln in lines if not ln.startswith("output:")]
+    read = set()
+    for ln in body:
+        for m in re.finditer(r"(?:input|inputs): \[?([\w, ]+)\]?", ln):
+            read.update(x.strip() for x in m.group(1).split(","))
+    dangling = [n for n in names if n not in read] or names[-1:]
+    if not names:
+        return
+    yield "\n".join(body + [f"output: [{', '.join(dangling)}]"]) + "\n"
+
+
+def _planned_matches(text: str) -> bool:
+    g = parse_model(text)
+    fused = run_passes(g)
+    batch = 1 + len(text) % 3
+    tiles = schedule(fused, batch)
+    plan = plan_memory(fused, batch, tiles, scratch_needs(fused, batch, tiles))
+    w = random_weights(g, 0)
+    x = random_input(g, batch)
+    want = _outputs(ReferenceExecutor(g, w)(x))
+    got = _outputs(PlannedExecutor(fused, plan, w)(x))
+    return all(a.shape == b.shape and _rel(a, b) <= 1e-5 for a, b in zip(got, want))
+
+
+def test_planned_executor_on_hundreds_of_random_models():
+    failures = []
+    for seed in range(MODELS):
+        text = random_model(20000 + seed)
+        if not _planned_matches(text):
+            failures.append(shrink(text, lambda t: not _planned_matches(t)))
+    print(f"\nfuzz: {MODELS} random models through passes + planner + planned executor")
+    assert not failures, "minimal failing model(s):\n" + "\n---\n".join(failures[:3])
+
+
+def _torch_matches(text: str) -> bool:
+    g = parse_model(text)
+    w = random_weights(g, 1)
+    x = random_input(g, 3)
+    want = _outputs(torch_run(torch_module(g, w), x))
+    got = _outputs(ReferenceExecutor(g, w)(x))
+    return all(a.shape == b.shape and _rel(a, b) <= 1e-5 for a, b in zip(got, want))
+
+
+def test_reference_matches_torch_on_random_models():
+    pytest.importorskip("torch")
+    failures = []
+    for seed in range(TORCH_MODELS):
+        text = random_model(30000 + seed)
+        if not _torch_matches(text):
+            failures.append(shrink(text, lambda t: not _torch_matches(t)))
+    print(f"\nfuzz: {TORCH_MODELS} random models, reference vs PyTorch")
+    assert not failures, "minimal failing model(s):\n" + "\n---\n".join(failures[:3])
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
+def test_random_models_generate_code_that_compiles(tmp_path):
+    def compile_one(seed):
+        text = random_model(40000 + seed)
+        result = build(parse_model(text, f"fuzz{seed}.yaml"), 1 + seed % 4)
+        folder = tmp_path / f"m{seed}"
+        write_outputs(result.output, folder)
+        source = next(folder.glob("*.cu"))
+        proc = subprocess.run(["nvcc", "-arch=sm_90", "-Werror", "all-warnings", "-c", str(source),
+                               "-o", str(source.with_suffix(".o"))], capture_output=True, text=True)
+        return seed, proc.returncode, proc.stderr, text
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(compile_one, range(NVCC_MODELS)))
+    bad = [(s, err, text) for s, rc, err, text in results if rc != 0]
+    assert not bad, f"seed {bad[0][0]}:\n{bad[0][2]}\n{bad[0][1][:2000]}"
+
+
+def test_shrinker_finds_a_minimal_model():
+    """The shrinker itself: a 'bug' that needs a deconv shrinks to (nearly) just the deconv."""
+    text = random_model(20000)
+    for seed in range(20000, 20400):
+        text = random_model(seed)
+        if "op: deconv" in text and text.count("  - {name:") >= 4:
+            break
+
+    def fails(t):
+        return "op: deconv" in t
+    small = shrink(text, fails)
+    assert "op: deconv" in small
+    assert small.count("  - {name:") < text.count("  - {name:")
+    parse_model(small)
