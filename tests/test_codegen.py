@@ -195,7 +195,7 @@ def test_every_template_compiles_and_links_from_plain_c(tmp_path):
     result = build(parse_model(TEMPLATE_TOUR, "tour.yaml"), 3)
     templates = {k.template for k in result.output.kernels}
     assert templates >= {"conv_gemm.cu.j2", "deconv.cu.j2", "pool.cu.j2", "eltwise.cu.j2",
-                         "concat.cu.j2", "softmax.cu.j2"}
+                         "concat.cu.j2", "softmax.cu.j2", "linear_gemv.cu.j2"}
     write_outputs(result.output, tmp_path)
     (tmp_path / "main.c").write_text(
         '#include "tour.h"\n#include <stdio.h>\n'
@@ -228,3 +228,12 @@ def test_random_models_compile(tmp_path):
         sources.append(folder / f"rand{1000 + seed}.cu")
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda s: nvcc("-c", str(s), "-o", str(s.with_suffix(".o"))), sources))
+
+
+@needs_nvcc
+def test_linear_on_the_gemm_kernel_compiles(tmp_path):
+    """Above the matrix-vector batch limit, linear layers run on the implicit-GEMM kernel."""
+    result = build("models/lenet.yaml", 16)
+    assert {k.template for k in result.output.kernels if k.node.op == "linear"} == {"conv_gemm.cu.j2"}
+    write_outputs(result.output, tmp_path)
+    nvcc("-c", str(tmp_path / "lenet.cu"), "-o", str(tmp_path / "lenet.o"))

@@ -6,17 +6,15 @@
 // kernels:  7, in launch order below
 // input:    1x1x28x28; outputs: prob 1x10
 //
-// memory plan: one arena of 792,576 bytes (977,152 if no tensor shared memory)
+// memory plan: one arena of 124,928 bytes (176,384 if no tensor shared memory)
 //   tensor                           offset          bytes  live (node steps)
 //   conv1                                 0         46,080  1..2
 //   pool1                           113,152         11,520  2..3
 //   conv2.partials                        0        100,352  3..3
 //   conv2                           100,352         12,800  3..4
-//   pool2                           786,432          3,328  4..5
-//   ip1.partials                          0        786,432  5..5
-//   ip1                             789,760          2,048  5..6
-//   ip2.partials                          0         14,336  6..6
-//   ip2                              14,336            256  6..7
+//   pool2                                 0          3,328  4..5
+//   ip1                               3,328          2,048  5..6
+//   ip2                                   0            256  6..7
 //   (the input and the outputs are the caller's buffers; concat operands are channel slices of
 //    their concat's buffer)
 //
@@ -290,7 +288,7 @@ conv2(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 197952LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 31168LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -353,7 +351,7 @@ pool2(const float* __restrict__ input, float* __restrict__ arena,
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 25088LL;  // conv2: 50x8x8 (arena @ float 25,088, image stride 3200)
     constexpr long long X_IMAGE = 3200LL;
-    float* __restrict__ y = arena + 196608LL;  // pool2: 50x4x4 (arena @ float 196,608, image stride 800)
+    float* __restrict__ y = arena + 0LL;  // pool2: 50x4x4 (arena @ float 0, image stride 800)
     constexpr long long Y_IMAGE = 800LL;
 
     // one thread: one output element
@@ -387,145 +385,60 @@ static cudaError_t sg_launch_pool2(const sg_buffers& sg_b, cudaStream_t sg_strea
 // ip1_relu: linear, 50x4x4 -> 500 (batch 1)
 // implements: ip1 (lenet.yaml:9)
 // fused: relu
-// work: 0.80 MFLOP, 1.61 MB moved; grid 1x8, block 256
+// work: 0.80 MFLOP, 1.61 MB moved; grid 16x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
          const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 800, HI = 1, WI = 1, CO = 500, HO = 1, WO = 1, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 12 };
-    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
-    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
-    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
-    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
-    constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
-    constexpr int THREADS = (BM / TM) * (BN / TN);
-    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
-    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
+    enum : int { N = 1, CI = 50, HI = 4, WI = 4, CO = 500, HO = 1, WO = 1, IN = 800, WARPS = 8 };
+    // a linear layer at a small batch (matrix-vector): a block computes 32 consecutive outputs
+    // (a lane each, so weight reads from the K-major [IN][OUT] packing are coalesced) for every
+    // image of the batch; its WARPS warps split the IN inputs (flattened C,H,W) and add their
+    // partial sums in a fixed order through shared memory.
+    constexpr int SLICE = (IN + WARPS - 1) / WARPS;
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 196608LL;  // pool2: 50x4x4 (arena @ float 196,608, image stride 800)
+    const float* __restrict__ x = arena + 0LL;  // pool2: 50x4x4 (arena @ float 0, image stride 800)
     constexpr long long X_IMAGE = 800LL;
-    float* __restrict__ y = arena + 197440LL;  // ip1: 500 (arena @ float 197,440, image stride 500)
+    float* __restrict__ y = arena + 832LL;  // ip1: 500 (arena @ float 832, image stride 500)
     constexpr long long Y_IMAGE = 500LL;
     const float* __restrict__ w = weights + 25664LL;  // ip1.weight, packed K-major [800][500]
     const float* __restrict__ b = weights + 425664LL;  // ip1.bias [500]
 
-    __shared__ float As[BK][BM];
-    __shared__ float Bs[BK][BN];
-    const int tid = threadIdx.x;
-    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
-    const long long m0 = (long long)blockIdx.x * BM;
-    const int n0 = blockIdx.y * BN;
-
-    // the pixel this thread gathers A for, decoded once
-    const int a_m = tid % BM, a_k = tid / BM;
-    const long long a_pixel = m0 + a_m;
-    const bool a_valid = a_pixel < M;
-    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
-    const int a_pix = (int)(a_pixel % (HO * WO));
-    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
-    const float* __restrict__ a_src = x + a_img * X_IMAGE;
-
-    float acc[TM][TN];
+    __shared__ float partial[WARPS][N][32];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int co = blockIdx.x * 32 + lane;
+    float acc[N];
 #pragma unroll
-    for (int i = 0; i < TM; ++i)
+    for (int n = 0; n < N; ++n) acc[n] = 0.0f;
+    if (co < CO) {
+        const int end = min(IN, (warp + 1) * SLICE);
+        for (int i = warp * SLICE; i < end; ++i) {
+            const float wv = __ldg(w + (long long)i * CO + co);
 #pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
-
-    // this block's slice of K (all of it unless split-K)
-    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
-    const int k_begin = blockIdx.z * STEPS * BK;
-    const int k_end = min(K, k_begin + STEPS * BK);
-    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
-#pragma unroll
-        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
-            const int kg = k0 + kk;
-            float v = 0.0f;
-            if (a_valid && (K % BK == 0 || kg < K)) {
-                const int ci = kg / (KH * KW), r = kg % (KH * KW);
-                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
-                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
-                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
-            }
-            As[kk][a_m] = v;
+            for (int n = 0; n < N; ++n) acc[n] = fmaf(__ldg(x + n * X_IMAGE + i), wv, acc[n]);
         }
-#pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
-            const int nn = e % BN, kk = e / BN;
-            const int kg = k0 + kk, co = n0 + nn;
-            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
-        }
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            float a[TM], bv[TN];
-#pragma unroll
-            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
-#pragma unroll
-            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
-        }
-        __syncthreads();
     }
-
-    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
-    // slices in slice order (so the result does not depend on arrival order), resets the tile's
-    // counter for the next run, and stores through the epilogue.
-    float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 198016LL);
-    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
-    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
-    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
 #pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
-    __threadfence();
+    for (int n = 0; n < N; ++n) partial[warp][n][lane] = acc[n];
     __syncthreads();
-    __shared__ bool last_to_arrive;
-    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
-    __syncthreads();
-    if (!last_to_arrive) return;
-    __threadfence();
-    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+    if (warp != 0 || co >= CO) return;
+    const int pix = 0;
 #pragma unroll
-    for (int i = 0; i < TM; ++i)
+    for (int n = 0; n < N; ++n) {
+        float sum = 0.0f;
 #pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            float sum = 0.0f;
-            for (int z = 0; z < SPLITK; ++z)
-                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
-            acc[i][j] = sum;
-        }
-    if (tid == 0) counters[tile] = 0u;
-
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const long long pixel = m0 + tm + 32 * i;
-        if (pixel >= M) continue;
-        const int n = (int)(pixel / (HO * WO));
-        const int pix = (int)(pixel % (HO * WO));
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int co = n0 + tn * TN + j;
-            if (CO % BN != 0 && co >= CO) continue;
-            float v = acc[i][j] + __ldg(b + co);
-            v = v < 0.0f ? 0.0f : v;  // fused relu
-            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
-        }
+        for (int part = 0; part < WARPS; ++part) sum += partial[part][n][lane];
+        float v = sum + __ldg(b + co);
+        v = v < 0.0f ? 0.0f : v;  // fused relu
+        y[n * Y_IMAGE + co * 1 + pix] = v;
     }
 }
 
 static cudaError_t sg_launch_ip1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x8, 256 threads per block
-    ip1_relu<<<dim3(1, 8, 12), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 16x1, 256 threads per block
+    ip1_relu<<<dim3(16, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -538,138 +451,53 @@ ip2(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 500, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 7 };
-    // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
-    // A is gathered from the input on the fly (im2col in registers), B is the weight packed
-    // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
-    // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
-    // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
-    constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
-    constexpr int THREADS = (BM / TM) * (BN / TN);
-    static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
-    static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
+    enum : int { N = 1, CI = 500, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1, IN = 500, WARPS = 8 };
+    // a linear layer at a small batch (matrix-vector): a block computes 32 consecutive outputs
+    // (a lane each, so weight reads from the K-major [IN][OUT] packing are coalesced) for every
+    // image of the batch; its WARPS warps split the IN inputs (flattened C,H,W) and add their
+    // partial sums in a fixed order through shared memory.
+    constexpr int SLICE = (IN + WARPS - 1) / WARPS;
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 197440LL;  // ip1: 500 (arena @ float 197,440, image stride 500)
+    const float* __restrict__ x = arena + 832LL;  // ip1: 500 (arena @ float 832, image stride 500)
     constexpr long long X_IMAGE = 500LL;
-    float* __restrict__ y = arena + 3584LL;  // ip2: 10 (arena @ float 3,584, image stride 10)
+    float* __restrict__ y = arena + 0LL;  // ip2: 10 (arena @ float 0, image stride 10)
     constexpr long long Y_IMAGE = 10LL;
     const float* __restrict__ w = weights + 426176LL;  // ip2.weight, packed K-major [500][10]
     const float* __restrict__ b = weights + 431232LL;  // ip2.bias [10]
 
-    __shared__ float As[BK][BM];
-    __shared__ float Bs[BK][BN];
-    const int tid = threadIdx.x;
-    const int tm = tid % (BM / TM), tn = tid / (BM / TM);
-    const long long m0 = (long long)blockIdx.x * BM;
-    const int n0 = blockIdx.y * BN;
-
-    // the pixel this thread gathers A for, decoded once
-    const int a_m = tid % BM, a_k = tid / BM;
-    const long long a_pixel = m0 + a_m;
-    const bool a_valid = a_pixel < M;
-    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
-    const int a_pix = (int)(a_pixel % (HO * WO));
-    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
-    const float* __restrict__ a_src = x + a_img * X_IMAGE;
-
-    float acc[TM][TN];
+    __shared__ float partial[WARPS][N][32];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int co = blockIdx.x * 32 + lane;
+    float acc[N];
 #pragma unroll
-    for (int i = 0; i < TM; ++i)
+    for (int n = 0; n < N; ++n) acc[n] = 0.0f;
+    if (co < CO) {
+        const int end = min(IN, (warp + 1) * SLICE);
+        for (int i = warp * SLICE; i < end; ++i) {
+            const float wv = __ldg(w + (long long)i * CO + co);
 #pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
-
-    // this block's slice of K (all of it unless split-K)
-    constexpr int STEPS = ((K + BK - 1) / BK + SPLITK - 1) / SPLITK;
-    const int k_begin = blockIdx.z * STEPS * BK;
-    const int k_end = min(K, k_begin + STEPS * BK);
-    for (int k0 = k_begin; k0 < k_end; k0 += BK) {
-#pragma unroll
-        for (int kk = a_k; kk < BK; kk += THREADS / BM) {       // A: BK x BM gathered pixels
-            const int kg = k0 + kk;
-            float v = 0.0f;
-            if (a_valid && (K % BK == 0 || kg < K)) {
-                const int ci = kg / (KH * KW), r = kg % (KH * KW);
-                const int ih = a_ih0 + r / KW, iw = a_iw0 + r % KW;
-                if (ih >= 0 && ih < HI && iw >= 0 && iw < WI)
-                    v = __ldg(a_src + ci * (HI * WI) + ih * WI + iw);
-            }
-            As[kk][a_m] = v;
+            for (int n = 0; n < N; ++n) acc[n] = fmaf(__ldg(x + n * X_IMAGE + i), wv, acc[n]);
         }
-#pragma unroll
-        for (int e = tid; e < BK * BN; e += THREADS) {         // B: weights packed K-major
-            const int nn = e % BN, kk = e / BN;
-            const int kg = k0 + kk, co = n0 + nn;
-            Bs[kk][nn] = ((CO % BN == 0 || co < CO) && (K % BK == 0 || kg < K))
-                             ? __ldg(w + (long long)kg * CO + co) : 0.0f;
-        }
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            float a[TM], bv[TN];
-#pragma unroll
-            for (int i = 0; i < TM; ++i) a[i] = As[kk][tm + 32 * i];
-#pragma unroll
-            for (int j = 0; j < TN; ++j) bv[j] = Bs[kk][tn * TN + j];
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], bv[j], acc[i][j]);
-        }
-        __syncthreads();
     }
-
-    // split-K: park this slice's partial tile; the last block of the tile to arrive sums all
-    // slices in slice order (so the result does not depend on arrival order), resets the tile's
-    // counter for the next run, and stores through the epilogue.
-    float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 198080LL);
-    const int tile = blockIdx.y * gridDim.x + blockIdx.x;
-    const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
-    float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
 #pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) mine[(i * TN + j) * THREADS + tid] = acc[i][j];
-    __threadfence();
+    for (int n = 0; n < N; ++n) partial[warp][n][lane] = acc[n];
     __syncthreads();
-    __shared__ bool last_to_arrive;
-    if (tid == 0) last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;
-    __syncthreads();
-    if (!last_to_arrive) return;
-    __threadfence();
-    const float* __restrict__ first = partials + (long long)tile * BM * BN;
+    if (warp != 0 || co >= CO) return;
+    const int pix = 0;
 #pragma unroll
-    for (int i = 0; i < TM; ++i)
+    for (int n = 0; n < N; ++n) {
+        float sum = 0.0f;
 #pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            float sum = 0.0f;
-            for (int z = 0; z < SPLITK; ++z)
-                sum += __ldcg(first + z * slice_floats + (i * TN + j) * THREADS + tid);
-            acc[i][j] = sum;
-        }
-    if (tid == 0) counters[tile] = 0u;
-
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const long long pixel = m0 + tm + 32 * i;
-        if (pixel >= M) continue;
-        const int n = (int)(pixel / (HO * WO));
-        const int pix = (int)(pixel % (HO * WO));
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int co = n0 + tn * TN + j;
-            if (CO % BN != 0 && co >= CO) continue;
-            float v = acc[i][j] + __ldg(b + co);
-            y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
-        }
+        for (int part = 0; part < WARPS; ++part) sum += partial[part][n][lane];
+        float v = sum + __ldg(b + co);
+        y[n * Y_IMAGE + co * 1 + pix] = v;
     }
 }
 
 static cudaError_t sg_launch_ip2(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1x1, 256 threads per block
-    ip2<<<dim3(1, 1, 7), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    ip2<<<dim3(1, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -684,7 +512,7 @@ prob(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 10, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1 };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 3584LL;  // ip2: 10 (arena @ float 3,584, image stride 10)
+    const float* __restrict__ x = arena + 0LL;  // ip2: 10 (arena @ float 0, image stride 10)
     constexpr long long X_IMAGE = 10LL;
     float* __restrict__ y = out0 + 0LL;  // prob: 10 (output0, image stride 10)
     constexpr long long Y_IMAGE = 10LL;
@@ -744,7 +572,7 @@ cudaError_t lenet_create(lenet_net** out, const void* blob, size_t blob_bytes)
     if (SG_LENET_ARENA_BYTES > 0) err = cudaMalloc((void**)&net->arena, (size_t)SG_LENET_ARENA_BYTES);
     // split-K tile counters: zero once; every kernel leaves them zero again
     if (err == cudaSuccess)
-        err = cudaMemset((char*)net->arena + 791808, 0, 768);
+        err = cudaMemset((char*)net->arena + 124672, 0, 256);
     if (err == cudaSuccess && SG_LENET_WEIGHT_FLOATS > 0)
         err = cudaMalloc((void**)&net->weights, (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float));
     if (err == cudaSuccess && SG_LENET_WEIGHT_FLOATS > 0)

@@ -14,7 +14,7 @@ from ..errors import BuildError
 from ..ir.graph import Graph, Node
 from ..ir.printer import node_flops, node_params
 from ..passes.plan_memory import MemoryPlan
-from .schedule import deconv_channels_per_block
+from .schedule import GEMV_MAX_BATCH, deconv_channels_per_block
 
 BLOCK = 256
 MAX_INDEX = (1 << 31) - 1
@@ -115,7 +115,12 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
     op = node.op
     extra: dict = {}
     pixels = n * node.type.spatial[0] * node.type.spatial[1]
-    if op in ("conv", "linear"):
+    if op == "linear" and n <= GEMV_MAX_BATCH:
+        consts.update(IN=graph[node.inputs[0]].type.numel, WARPS=BLOCK // 32)
+        grid = (-(-node.type.channels // 32), 1, 1)
+        template = "linear_gemv.cu.j2"
+        extra["bias"] = node.attrs["bias"]
+    elif op in ("conv", "linear"):
         if op == "conv":
             (kh, kw), (sh, sw), (ph, pw) = (node.attrs["kernel"], node.attrs["stride"],
                                             node.attrs["pad"])

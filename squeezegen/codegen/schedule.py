@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ..ir.graph import Graph, Node
 
 SMS = 132                        # streaming multiprocessors of the H200
+GEMV_MAX_BATCH = 8               # linear layers up to this batch use a matrix-vector kernel
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def schedule(graph: Graph, batch: int) -> dict[str, ConvTile]:
     """The tile of every convolution (and linear: a 1x1 convolution of a 1x1 image) node."""
     tiles = {}
     for node in graph.nodes:
-        if node.op in ("conv", "linear"):
+        if node.op == "conv" or (node.op == "linear" and batch > GEMV_MAX_BATCH):
             tiles[node.name] = conv_tile(batch * node.type.spatial[0] * node.type.spatial[1],
                                          node.type.channels, _k(graph, node))
     return tiles
