@@ -1,0 +1,75 @@
+"""`squeezegen run` with images: a JPEG/PNG in, a Pascal-VOC colour PNG of the argmax classes out
+(plus the .npy), on the numpy backend (the GPU variant is in test_gpu.py)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from squeezegen import load_model
+from squeezegen.images import load_image, save_segmentation, voc_palette
+from squeezegen.reference import ReferenceExecutor
+from squeezegen.weights import save_weights
+from helpers import random_weights
+
+Image = pytest.importorskip("PIL.Image")
+
+
+def test_voc_palette_is_the_standard_one():
+    p = voc_palette()
+    assert p[0].tolist() == [0, 0, 0] and p[1].tolist() == [128, 0, 0]
+    assert p[15].tolist() == [192, 128, 128] and p[20].tolist() == [0, 64, 128]
+
+
+def test_load_image_resizes_and_normalises(tmp_path):
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "red.png")
+    x = load_image(tmp_path / "red.png", (3, 11, 7), [100.0, 0.0, 0.0], [2.0, 1.0, 1.0])
+    assert x.shape == (1, 3, 11, 7) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, 0], 50.0)
+    np.testing.assert_allclose(x[0, 1:], 0.0)
+    grey = load_image(tmp_path / "red.png", (1, 5, 5), [0.0], [1.0])
+    assert grey.shape == (1, 1, 5, 5) and 50 < grey.mean() < 70      # luminance of red
+
+
+def test_segmentation_png_holds_the_argmax(tmp_path):
+    y = np.zeros((2, 21, 4, 3), np.float32)
+    y[0, 15] = 1.0
+    y[1, 20, 1, 2] = 5.0
+    save_segmentation(tmp_path / "seg.png", y)
+    im = Image.open(tmp_path / "seg.png")
+    assert im.mode == "P" and im.size == (6, 4)                     # images side by side
+    classes = np.asarray(im)
+    assert (classes[:, :3] == 15).all() and classes[1, 5] == 20 and classes[0, 3] == 0
+
+
+def test_run_cli_writes_png_and_npy_on_numpy(tmp_path):
+    g = load_model("models/squeezeseg.yaml")
+    w = random_weights(g, 4)
+    save_weights(tmp_path / "w.npz", w)
+    pixels = (np.random.default_rng(0).random((100, 130, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.jpg")
+    proc = subprocess.run([sys.executable, "-m", "squeezegen", "run", "models/squeezeseg.yaml",
+                           "--weights", str(tmp_path / "w.npz"), "--input", str(tmp_path / "in.jpg"),
+                           "--output", str(tmp_path / "seg.png"), "--backend", "numpy"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    y = np.load(tmp_path / "seg.npy")
+    want = ReferenceExecutor(g, w)(load_image(tmp_path / "in.jpg", (3, 227, 227), [128.0], [1.0]))
+    np.testing.assert_allclose(y, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    classes = np.asarray(Image.open(tmp_path / "seg.png"))
+    assert classes.shape == (227, 227)
+    np.testing.assert_array_equal(classes, y[0].argmax(axis=0))
+
+
+def test_unreadable_image_is_one_clear_error(tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    proc = subprocess.run([sys.executable, "-m", "squeezegen", "run", "models/lenet.yaml",
+                           "--weights", "models/weights/lenet_digits.npz", "--input",
+                           str(tmp_path / "bad.png"), "--output", str(tmp_path / "y.npy"),
+                           "--backend", "numpy"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "cannot read the image" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
