@@ -237,3 +237,34 @@ def test_linear_on_the_gemm_kernel_compiles(tmp_path):
     assert {k.template for k in result.output.kernels if k.node.op == "linear"} == {"conv_gemm.cu.j2"}
     write_outputs(result.output, tmp_path)
     nvcc("-c", str(tmp_path / "lenet.cu"), "-o", str(tmp_path / "lenet.o"))
+
+
+@needs_nvcc
+def test_layer_names_that_shadow_library_names_compile(tmp_path):
+    """Kernel symbols are <model>_<name>: names of CUDA/C functions, types and macros are fine."""
+    text = ("name: lib\ninput: {shape: [3, 6, 6]}\nlayers:\n"
+            "  - {name: erfinvf, op: conv, out: 4, kernel: 3, relu: true}\n"
+            "  - {name: M_PI, op: maxpool, kernel: 2}\n"
+            "  - {name: forward, op: relu}\n"
+            "  - {name: float3, op: conv, out: 4, kernel: 1}\n"
+            "  - {name: max, op: softmax}\n"
+            "output: max\n")
+    result = build(parse_model(text, "lib.yaml"), 2)
+    symbols = [k.symbol for k in result.output.kernels]
+    assert symbols == ["lib_erfinvf_relu", "lib_M_PI", "lib_forward_2", "lib_float3", "lib_max"]
+    write_outputs(result.output, tmp_path)
+    nvcc("-c", str(tmp_path / "lib.cu"), "-o", str(tmp_path / "lib.o"))
+
+
+@needs_nvcc
+def test_wide_and_split_k_tiles_compile(tmp_path):
+    """squeezeseg at batch 32 uses the wide tile, at batch 1 split-K: both compile cleanly."""
+    for batch, wanted in ((32, "conv_gemm_wide.cu.j2"), (1, "conv_gemm.cu.j2")):
+        result = build("models/squeezeseg.yaml", batch)
+        templates = {k.template for k in result.output.kernels}
+        assert wanted in templates
+        if batch == 1:
+            assert any(k.consts.get("SPLITK", 1) > 1 for k in result.output.kernels)
+        write_outputs(result.output, tmp_path / str(batch))
+        nvcc("-c", str(tmp_path / str(batch) / "squeezeseg.cu"), "-o",
+             str(tmp_path / f"s{batch}.o"))

@@ -43,8 +43,8 @@ struct sg_buffers {
 // implements: conv1 (lenet.yaml:5)
 // work: 0.58 MFLOP, 0.05 MB moved; grid 18x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-conv1(const float* __restrict__ input, float* __restrict__ arena,
-      const float* __restrict__ weights, float* __restrict__ out0)
+lenet_conv1(const float* __restrict__ input, float* __restrict__ arena,
+            const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 1, HI = 28, WI = 28, CO = 20, HO = 24, WO = 24, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1 };
@@ -147,7 +147,7 @@ conv1(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_conv1(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 18x1, 256 threads per block
-    conv1<<<dim3(18, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    lenet_conv1<<<dim3(18, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -156,8 +156,8 @@ static cudaError_t sg_launch_conv1(const sg_buffers& sg_b, cudaStream_t sg_strea
 // implements: pool1 (lenet.yaml:6)
 // work: 0.01 MFLOP, 0.06 MB moved; grid 12x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-pool1(const float* __restrict__ input, float* __restrict__ arena,
-      const float* __restrict__ weights, float* __restrict__ out0)
+lenet_pool1(const float* __restrict__ input, float* __restrict__ arena,
+            const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 20, HI = 24, WI = 24, CO = 20, HO = 12, WO = 12, KH = 2, KW = 2, SH = 2, SW = 2, PH = 0, PW = 0 };
@@ -190,7 +190,7 @@ pool1(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 12x1, 256 threads per block
-    pool1<<<dim3(12, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    lenet_pool1<<<dim3(12, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -199,8 +199,8 @@ static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_strea
 // implements: conv2 (lenet.yaml:7)
 // work: 3.20 MFLOP, 0.12 MB moved; grid 2x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-conv2(const float* __restrict__ input, float* __restrict__ arena,
-      const float* __restrict__ weights, float* __restrict__ out0)
+lenet_conv2(const float* __restrict__ input, float* __restrict__ arena,
+            const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 20, HI = 12, WI = 12, CO = 50, HO = 8, WO = 8, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 56, BK = 16, TM = 1, TN = 7, SPLITK = 7 };
@@ -334,7 +334,7 @@ conv2(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_conv2(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 2x1, 256 threads per block
-    conv2<<<dim3(2, 1, 7), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    lenet_conv2<<<dim3(2, 1, 7), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -343,8 +343,8 @@ static cudaError_t sg_launch_conv2(const sg_buffers& sg_b, cudaStream_t sg_strea
 // implements: pool2 (lenet.yaml:8)
 // work: 0.00 MFLOP, 0.02 MB moved; grid 4x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-pool2(const float* __restrict__ input, float* __restrict__ arena,
-      const float* __restrict__ weights, float* __restrict__ out0)
+lenet_pool2(const float* __restrict__ input, float* __restrict__ arena,
+            const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 50, HI = 8, WI = 8, CO = 50, HO = 4, WO = 4, KH = 2, KW = 2, SH = 2, SW = 2, PH = 0, PW = 0 };
@@ -377,7 +377,7 @@ pool2(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_pool2(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 4x1, 256 threads per block
-    pool2<<<dim3(4, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    lenet_pool2<<<dim3(4, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -387,8 +387,8 @@ static cudaError_t sg_launch_pool2(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fused: relu
 // work: 0.80 MFLOP, 1.61 MB moved; grid 16x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
-         const float* __restrict__ weights, float* __restrict__ out0)
+lenet_ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
+               const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 50, HI = 4, WI = 4, CO = 500, HO = 1, WO = 1, IN = 800, WARPS = 8 };
@@ -438,7 +438,7 @@ ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_ip1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 16x1, 256 threads per block
-    ip1_relu<<<dim3(16, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    lenet_ip1_relu<<<dim3(16, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -447,8 +447,8 @@ static cudaError_t sg_launch_ip1_relu(const sg_buffers& sg_b, cudaStream_t sg_st
 // implements: ip2 (lenet.yaml:10)
 // work: 0.01 MFLOP, 0.02 MB moved; grid 1x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-ip2(const float* __restrict__ input, float* __restrict__ arena,
-    const float* __restrict__ weights, float* __restrict__ out0)
+lenet_ip2(const float* __restrict__ input, float* __restrict__ arena,
+          const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 500, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1, IN = 500, WARPS = 8 };
@@ -497,7 +497,7 @@ ip2(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_ip2(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1x1, 256 threads per block
-    ip2<<<dim3(1, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    lenet_ip2<<<dim3(1, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -506,8 +506,8 @@ static cudaError_t sg_launch_ip2(const sg_buffers& sg_b, cudaStream_t sg_stream)
 // implements: prob (lenet.yaml:11)
 // work: 0.00 MFLOP, 0.00 MB moved; grid 1x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-prob(const float* __restrict__ input, float* __restrict__ arena,
-     const float* __restrict__ weights, float* __restrict__ out0)
+lenet_prob(const float* __restrict__ input, float* __restrict__ arena,
+           const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 10, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1 };
@@ -537,7 +537,7 @@ prob(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_prob(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1x1, 256 threads per block
-    prob<<<dim3(1, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    lenet_prob<<<dim3(1, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 

@@ -84,8 +84,8 @@ struct sg_buffers {
 // fused: relu
 // work: 348.93 MFLOP, 5.41 MB moved; grid 386x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
-           const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
+                      const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 3, HI = 227, WI = 227, CO = 96, HO = 111, WO = 111, KH = 7, KW = 7, SH = 2, SW = 2, PH = 0, PW = 0, BM = 32, BN = 96, BK = 16, TM = 1, TN = 12, SPLITK = 2 };
@@ -220,7 +220,7 @@ conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_conv1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 386x1, 256 threads per block
-    conv1_relu<<<dim3(386, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_conv1_relu<<<dim3(386, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -229,8 +229,8 @@ static cudaError_t sg_launch_conv1_relu(const sg_buffers& sg_b, cudaStream_t sg_
 // implements: pool1 (squeezeseg.yaml:8)
 // work: 2.61 MFLOP, 5.89 MB moved; grid 1135x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-pool1(const float* __restrict__ input, float* __restrict__ arena,
-      const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_pool1(const float* __restrict__ input, float* __restrict__ arena,
+                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 96, HI = 111, WI = 111, CO = 96, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0 };
@@ -263,7 +263,7 @@ pool1(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1135x1, 256 threads per block
-    pool1<<<dim3(1135, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_pool1<<<dim3(1135, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -273,8 +273,8 @@ static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fused: relu
 // work: 9.34 MFLOP, 1.36 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
-                   const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
+                              const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 1 };
@@ -378,7 +378,7 @@ fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire2_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x1, 256 threads per block
-    fire2_squeeze_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire2_squeeze_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -388,8 +388,8 @@ static cudaError_t sg_launch_fire2_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fused: relu; stores into channels 0..63 of fire2 (no concat copy)
 // work: 6.39 MFLOP, 0.97 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
@@ -493,7 +493,7 @@ fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x1, 256 threads per block
-    fire2_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire2_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -503,8 +503,8 @@ static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu; stores into channels 64..127 of fire2 (no concat copy)
 // work: 55.95 MFLOP, 1.01 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2 };
@@ -639,7 +639,7 @@ fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x1, 256 threads per block
-    fire2_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire2_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -649,8 +649,8 @@ static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu
 // work: 12.44 MFLOP, 1.75 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
-                   const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
+                              const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 2 };
@@ -785,7 +785,7 @@ fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x1, 256 threads per block
-    fire3_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire3_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -795,8 +795,8 @@ static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fused: relu; stores into channels 0..63 of fire3 (no concat copy)
 // work: 6.39 MFLOP, 0.97 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
@@ -900,7 +900,7 @@ fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x1, 256 threads per block
-    fire3_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire3_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -910,8 +910,8 @@ static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu; stores into channels 64..127 of fire3 (no concat copy)
 // work: 55.95 MFLOP, 1.01 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2 };
@@ -1046,7 +1046,7 @@ fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x1, 256 threads per block
-    fire3_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire3_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1056,8 +1056,8 @@ static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu
 // work: 24.88 MFLOP, 1.95 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
-                   const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
+                              const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 32, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 2 };
@@ -1192,7 +1192,7 @@ fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x1, 256 threads per block
-    fire4_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire4_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1202,8 +1202,8 @@ static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fused: relu; stores into channels 0..127 of fire4 (no concat copy)
 // work: 25.17 MFLOP, 1.95 MB moved; grid 95x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
@@ -1307,7 +1307,7 @@ fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x2, 256 threads per block
-    fire4_expand1x1_relu<<<dim3(95, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire4_expand1x1_relu<<<dim3(95, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1317,8 +1317,8 @@ static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu; stores into channels 128..255 of fire4 (no concat copy)
 // work: 223.41 MFLOP, 2.08 MB moved; grid 95x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3 };
@@ -1453,7 +1453,7 @@ fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x2, 256 threads per block
-    fire4_expand3x3_relu<<<dim3(95, 2, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire4_expand3x3_relu<<<dim3(95, 2, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1462,8 +1462,8 @@ static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // implements: pool4 (squeezeseg.yaml:12)
 // work: 1.68 MFLOP, 3.84 MB moved; grid 729x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-pool4(const float* __restrict__ input, float* __restrict__ arena,
-      const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_pool4(const float* __restrict__ input, float* __restrict__ arena,
+                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 256, HI = 55, WI = 55, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0 };
@@ -1496,7 +1496,7 @@ pool4(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_pool4(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 729x1, 256 threads per block
-    pool4<<<dim3(729, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_pool4<<<dim3(729, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1506,8 +1506,8 @@ static cudaError_t sg_launch_pool4(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fused: relu
 // work: 11.97 MFLOP, 0.87 MB moved; grid 23x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
-                   const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
+                              const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 32, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 4 };
@@ -1642,7 +1642,7 @@ fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x1, 256 threads per block
-    fire5_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire5_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1652,8 +1652,8 @@ static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fused: relu; stores into channels 0..127 of fire5 (no concat copy)
 // work: 6.07 MFLOP, 0.48 MB moved; grid 23x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
@@ -1757,7 +1757,7 @@ fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x2, 256 threads per block
-    fire5_expand1x1_relu<<<dim3(23, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire5_expand1x1_relu<<<dim3(23, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1767,8 +1767,8 @@ static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu; stores into channels 128..255 of fire5 (no concat copy)
 // work: 53.84 MFLOP, 0.61 MB moved; grid 23x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4 };
@@ -1903,7 +1903,7 @@ fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x2, 256 threads per block
-    fire5_expand3x3_relu<<<dim3(23, 2, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire5_expand3x3_relu<<<dim3(23, 2, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -1913,8 +1913,8 @@ static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu
 // work: 17.95 MFLOP, 0.94 MB moved; grid 23x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
-                   const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
+                              const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 4 };
@@ -2049,7 +2049,7 @@ fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x1, 256 threads per block
-    fire6_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire6_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2059,8 +2059,8 @@ static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fused: relu; stores into channels 0..191 of fire6 (no concat copy)
 // work: 13.58 MFLOP, 0.74 MB moved; grid 23x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
@@ -2164,7 +2164,7 @@ fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x3, 256 threads per block
-    fire6_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire6_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2174,8 +2174,8 @@ static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu; stores into channels 192..383 of fire6 (no concat copy)
 // work: 121.07 MFLOP, 1.03 MB moved; grid 23x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
@@ -2310,7 +2310,7 @@ fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x3, 256 threads per block
-    fire6_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire6_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2320,8 +2320,8 @@ static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu
 // work: 26.91 MFLOP, 1.33 MB moved; grid 23x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
-                   const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
+                              const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 6 };
@@ -2456,7 +2456,7 @@ fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x1, 256 threads per block
-    fire7_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire7_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2466,8 +2466,8 @@ static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fused: relu; stores into channels 0..191 of fire7 (no concat copy)
 // work: 13.58 MFLOP, 0.74 MB moved; grid 23x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
@@ -2571,7 +2571,7 @@ fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x3, 256 threads per block
-    fire7_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire7_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2581,8 +2581,8 @@ static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu; stores into channels 192..383 of fire7 (no concat copy)
 // work: 121.07 MFLOP, 1.03 MB moved; grid 23x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
@@ -2717,7 +2717,7 @@ fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x3, 256 threads per block
-    fire7_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire7_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2727,8 +2727,8 @@ static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu
 // work: 35.88 MFLOP, 1.40 MB moved; grid 23x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
-                   const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
+                              const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 64, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
@@ -2863,7 +2863,7 @@ fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x1, 256 threads per block
-    fire8_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire8_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2873,8 +2873,8 @@ static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fused: relu; stores into channels 0..255 of fire8 (no concat copy)
 // work: 24.07 MFLOP, 1.00 MB moved; grid 23x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
@@ -2978,7 +2978,7 @@ fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x4, 256 threads per block
-    fire8_expand1x1_relu<<<dim3(23, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire8_expand1x1_relu<<<dim3(23, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -2988,8 +2988,8 @@ static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu; stores into channels 256..511 of fire8 (no concat copy)
 // work: 215.18 MFLOP, 1.52 MB moved; grid 23x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
@@ -3124,7 +3124,7 @@ fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x4, 256 threads per block
-    fire8_expand3x3_relu<<<dim3(23, 4, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire8_expand3x3_relu<<<dim3(23, 4, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3133,8 +3133,8 @@ static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // implements: pool8 (squeezeseg.yaml:17)
 // work: 0.78 MFLOP, 1.84 MB moved; grid 338x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-pool8(const float* __restrict__ input, float* __restrict__ arena,
-      const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_pool8(const float* __restrict__ input, float* __restrict__ arena,
+                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 512, HI = 27, WI = 27, CO = 512, HO = 13, WO = 13, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0 };
@@ -3167,7 +3167,7 @@ pool8(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_pool8(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 338x1, 256 threads per block
-    pool8<<<dim3(338, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_pool8<<<dim3(338, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3177,8 +3177,8 @@ static cudaError_t sg_launch_pool8(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fused: relu
 // work: 11.09 MFLOP, 0.52 MB moved; grid 6x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
-                   const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
+                              const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 64, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 8 };
@@ -3313,7 +3313,7 @@ fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 6x1, 256 threads per block
-    fire9_squeeze_relu<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire9_squeeze_relu<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3323,8 +3323,8 @@ static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fused: relu; stores into channels 0..255 of fire9 (no concat copy)
 // work: 5.58 MFLOP, 0.28 MB moved; grid 6x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
@@ -3428,7 +3428,7 @@ fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 6x4, 256 threads per block
-    fire9_expand1x1_relu<<<dim3(6, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire9_expand1x1_relu<<<dim3(6, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3438,8 +3438,8 @@ static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu; stores into channels 256..511 of fire9 (no concat copy)
 // work: 49.88 MFLOP, 0.81 MB moved; grid 6x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
-fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
-                     const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
+                                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 9 };
@@ -3574,7 +3574,7 @@ fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 6x4, 256 threads per block
-    fire9_expand3x3_relu<<<dim3(6, 4, 9), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_fire9_expand3x3_relu<<<dim3(6, 4, 9), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3584,8 +3584,8 @@ static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fused: relu
 // work: 173.22 MFLOP, 3.07 MB moved; grid 6x16, block 256
 extern "C" __global__ void __launch_bounds__(256)
-conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
-            const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
+                       const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 1000, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
@@ -3720,7 +3720,7 @@ conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 6x16, 256 threads per block
-    conv10_relu<<<dim3(6, 16, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_conv10_relu<<<dim3(6, 16, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3729,8 +3729,8 @@ static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg
 // implements: score (squeezeseg.yaml:21)
 // work: 7.10 MFLOP, 0.77 MB moved; grid 6x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-score(const float* __restrict__ input, float* __restrict__ arena,
-      const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_score(const float* __restrict__ input, float* __restrict__ arena,
+                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 1000, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 15 };
@@ -3864,7 +3864,7 @@ score(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 6x1, 256 threads per block
-    score<<<dim3(6, 1, 15), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_score<<<dim3(6, 1, 15), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -3874,8 +3874,8 @@ static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fused: add(score)
 // work: 3.64 MFLOP, 0.42 MB moved; grid 6x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
-                const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
+                           const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 8 };
@@ -4012,7 +4012,7 @@ score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 6x1, 256 threads per block
-    score_pool8_add<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_score_pool8_add<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -4021,8 +4021,8 @@ static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_
 // implements: conv11 (squeezeseg.yaml:24)
 // work: 1.34 MFLOP, 0.09 MB moved; grid 1x7, block 256
 extern "C" __global__ void __launch_bounds__(256)
-conv11(const float* __restrict__ input, float* __restrict__ arena,
-       const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
+                  const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 21, HI = 13, WI = 13, CO = 21, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0, COB = 3, CIB = 21 };
@@ -4097,7 +4097,7 @@ conv11(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 1x7, 256 threads per block
-    conv11<<<dim3(1, 7, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_conv11<<<dim3(1, 7, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -4107,8 +4107,8 @@ static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stre
 // fused: add(conv11)
 // work: 7.85 MFLOP, 0.89 MB moved; grid 23x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
-                const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
+                           const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 21, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 4 };
@@ -4245,7 +4245,7 @@ score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 23x1, 256 threads per block
-    score_pool4_add<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_score_pool4_add<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -4254,8 +4254,8 @@ static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_
 // implements: conv12 (squeezeseg.yaml:27)
 // work: 5.79 MFLOP, 0.33 MB moved; grid 4x21, block 256
 extern "C" __global__ void __launch_bounds__(256)
-conv12(const float* __restrict__ input, float* __restrict__ arena,
-       const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
+                  const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 21, HI = 27, WI = 27, CO = 21, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0, COB = 1, CIB = 21 };
@@ -4330,7 +4330,7 @@ conv12(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 4x21, 256 threads per block
-    conv12<<<dim3(4, 21, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_conv12<<<dim3(4, 21, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -4340,8 +4340,8 @@ static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stre
 // fused: add(conv12)
 // work: 12.26 MFLOP, 1.68 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
-                const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
+                           const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 21, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1 };
@@ -4447,7 +4447,7 @@ score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 95x1, 256 threads per block
-    score_pool1_add<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_score_pool1_add<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -4456,8 +4456,8 @@ static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_
 // implements: conv13 (squeezeseg.yaml:30)
 // work: 322.83 MFLOP, 4.80 MB moved; grid 13x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
-conv13(const float* __restrict__ input, float* __restrict__ arena,
-       const float* __restrict__ weights, float* __restrict__ out0)
+squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
+                  const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int { N = 1, CI = 21, HI = 55, WI = 55, CO = 21, HO = 227, WO = 227, KH = 11, KW = 11, SH = 4, SW = 4, PH = 0, PW = 0, COB = 7, CIB = 21 };
@@ -4532,7 +4532,7 @@ conv13(const float* __restrict__ input, float* __restrict__ arena,
 static cudaError_t sg_launch_conv13(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
     // fixed launch: grid 13x3, 256 threads per block
-    conv13<<<dim3(13, 3, 16), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    squeezeseg_conv13<<<dim3(13, 3, 16), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 

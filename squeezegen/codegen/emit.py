@@ -80,19 +80,18 @@ class BuildOutput:
     manifest: dict
 
 
-def _unique_names(kernels: list[Kernel], graph: Graph) -> None:
-    reserved = {f"{graph.name}_{s}" for s in ("create", "create_from_file", "forward", "destroy",
-                                              "net")}
+API_SUFFIXES = ("create", "create_from_file", "forward", "destroy", "net")
+
+
+def _name_kernels(kernels: list[Kernel], graph: Graph) -> None:
+    """Unique readable names, and C symbols prefixed with the model name."""
     taken: set[str] = set()
     for k in kernels:
-        if k.name in reserved:
-            raise BuildError(f"kernel name '{k.name}' would collide with the C API of model "
-                             f"'{graph.name}'; rename the layer", layer=k.node.layer,
-                             line=k.node.line, file=graph.source)
         name, i = k.name, 2
-        while name in taken:
+        while name in taken or name in API_SUFFIXES:
             name, i = f"{k.name}_{i}", i + 1
         k.name = name
+        k.symbol = f"{graph.name}_{name}"
         taken.add(name)
 
 
@@ -103,7 +102,7 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
     env = environment()
     offsets, total = weight_layout(graph)
     kernels = [k for k in (lower_node(graph, plan, n, offsets) for n in graph.nodes[1:]) if k]
-    _unique_names(kernels, graph)
+    _name_kernels(kernels, graph)
     outputs = [{"name": o, "shape": list(graph[o].type.shape),
                 "floats": plan.batch * graph[o].type.numel} for o in graph.outputs]
     out_vars = [f"out{i}" for i in range(len(outputs))]
@@ -143,7 +142,7 @@ def build_manifest(graph, plan, kernels, offsets, total, outputs, source) -> dic
         "passes": list(graph.passes) + ["plan_memory"],
         "input": {"shape": [plan.batch] + list(graph.input.type.shape)},
         "outputs": [{"name": o["name"], "shape": [plan.batch] + o["shape"]} for o in outputs],
-        "kernels": [{"name": k.name, "op": k.node.op, "node": k.node.name,
+        "kernels": [{"name": k.name, "symbol": k.symbol, "op": k.node.op, "node": k.node.name,
                      "layers": k.extra["layers"],
                      "line": k.node.line, "grid": list(k.grid), "block": [k.block, 1, 1],
                      "epilogue": [str(s) for s in k.node.epilogue],

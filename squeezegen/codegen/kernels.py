@@ -33,7 +33,7 @@ class TensorRef:
 
 @dataclass
 class Kernel:
-    name: str
+    name: str                         # readable: the node and its epilogue (fire2_expand3x3_relu)
     template: str
     node: Node
     grid: tuple[int, int, int]
@@ -46,6 +46,8 @@ class Kernel:
     extra: dict = field(default_factory=dict)
     flops: int = 0
     bytes: int = 0
+    symbol: str = ""                  # the C symbol: <model>_<name>, so layer names never clash
+    rendered: str = ""                # with library functions or another model's kernels
 
 
 def kernel_name(node: Node) -> str:

@@ -25,27 +25,6 @@ __global__ __device__ __host__ __shared__ __constant__ __managed__ __restrict__ 
 __noinline__ __launch_bounds__ threadIdx blockIdx blockDim gridDim warpSize dim3 cudaStream_t
 cudaError_t float2 float4 int2 int4 half size_t uint32_t uint64_t int32_t int64_t
 """.split())
-# Global names of the headers the generated code includes (C library, CUDA math, intrinsics):
-# a kernel is a global function named after its layer, so these cannot be layer names.
-LIBRARY_NAMES = frozenset("""
-abs acos acosf acosh acoshf asin asinf asinh asinhf atan atan2 atan2f atanf atanh atanhf cbrt
-cbrtf ceil ceilf copysign copysignf cos cosf cosh coshf cospi cospif erf erfc erfcf erff exp exp10
-exp10f exp2 exp2f expf expm1 expm1f fabs fabsf fdim fdimf floor floorf fma fmaf fmax fmaxf fmin
-fminf fmod fmodf frexp frexpf hypot hypotf ilogb ilogbf isfinite isinf isnan ldexp ldexpf lgamma
-lgammaf llrint llrintf llround llroundf log log10 log10f log1p log1pf log2 log2f logb logbf logf
-lrint lrintf lround lroundf max min modf modff nan nanf nearbyint nearbyintf nextafter nextafterf
-norm pow powf remainder remainderf remquo remquof rint rintf round roundf rsqrt rsqrtf scalbln
-scalblnf scalbn scalbnf signbit sin sincos sincosf sinf sinh sinhf sinpi sinpif sqrt sqrtf tan tanf
-tanh tanhf tgamma tgammaf trunc truncf j0 j1 jn y0 y1 yn
-abort atexit atof atoi atol bsearch calloc div exit free getenv labs ldiv malloc qsort rand realloc
-srand strtod strtof strtol strtoul system memchr memcmp memcpy memmove memset strcat strchr strcmp
-strcpy strlen strncmp strncpy strstr strtok fclose feof ferror fflush fgetc fgets fopen fprintf
-fputc fputs fread fscanf fseek ftell fwrite getc getchar printf putc putchar puts remove rename
-rewind scanf snprintf sprintf sscanf tmpfile vprintf vsprintf FILE EOF stdin stdout stderr
-INFINITY NAN HUGE_VAL HUGE_VALF FLT_MAX FLT_MIN DBL_MAX DBL_MIN INT_MAX INT_MIN assert errno
-offsetof va_list va_start va_end va_arg clock time atomicAdd atomicMax atomicMin atomicExch
-atomicCAS syncthreads __syncthreads clock64 printf assert
-""".split())
 RESERVED_PREFIXES = ("sg_", "SG_", "squeezegen_", "cuda", "__")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_NAME = 63
@@ -61,9 +40,6 @@ def identifier_problem(name: Any) -> str | None:
         return f"'{name}' is longer than {MAX_NAME} characters"
     if name in C_RESERVED:
         return f"'{name}' is a reserved word in C/C++/CUDA"
-    if name in LIBRARY_NAMES:
-        return (f"'{name}' is the name of a C library or CUDA function the generated code "
-                "uses; choose another")
     if name.startswith(RESERVED_PREFIXES):
         return f"'{name}' starts with a prefix reserved for generated code ({', '.join(RESERVED_PREFIXES)})"
     return None

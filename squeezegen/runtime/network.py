@@ -99,7 +99,7 @@ class Network:
             files = {k: v for k, v in result.output.files.items() if k.endswith((".cu", ".h"))}
             cubin = compile_cubin(files, f"{self.graph.name}.cu", device_arch())
             self._module = drv.module_from_buffer(cubin)
-            self._kernels = [(k["name"], self._module.get_function(k["name"]),
+            self._kernels = [(k["name"], self._module.get_function(k["symbol"]),
                               tuple(k["grid"]), tuple(k["block"])) for k in manifest["kernels"]]
             for _, fn, _, _ in self._kernels:
                 fn.prepare("P" * (3 + len(self.graph.outputs)))
