@@ -20,6 +20,7 @@ from .errors import InputError, SqueezegenError
 from .frontend import load_model
 from .fsutil import atomic_write
 from .ir.printer import format_summary, summarize
+from .reference.executor import check_input
 
 
 def _cmd_summary(args) -> int:
@@ -44,11 +45,15 @@ def _load_input(path: str, graph, args) -> np.ndarray:
     if is_image(path):
         return load_image(path, graph.input.type.shape, args.mean, args.std)
     try:
-        return np.load(path, allow_pickle=False)
+        data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError("input file not found", file=path) from None
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"not a readable .npy array ({exc})", file=path) from None
+    if not isinstance(data, np.ndarray):
+        data.close()
+        raise InputError("is an .npz archive; give the input as one .npy array", file=path)
+    return data
 
 
 def _choose_backend(requested: str) -> str:
@@ -81,12 +86,15 @@ def _cmd_run(args) -> int:
     from .frontend import load_model as _load
     graph = _load(args.model)
     x = _load_input(args.input, graph, args)
+    try:
+        x = check_input(graph, x)
+    except InputError as exc:
+        raise exc.located(file=args.input)
     backend = _choose_backend(args.backend)
     try:
         if backend == "cuda":
             from .runtime.network import compile as compile_network
-            batch = x.shape[0] if isinstance(x, np.ndarray) and x.ndim >= 1 else 1
-            with compile_network(graph, args.weights, batch=max(1, batch)) as net:
+            with compile_network(graph, args.weights, batch=x.shape[0]) as net:
                 y = net(x)
         else:
             from .reference import reference
@@ -109,6 +117,10 @@ def _cmd_check(args) -> int:
     else:
         x = np.random.default_rng(args.seed).uniform(-1, 1, (args.batch,) + graph.input.type.shape)
         x = x.astype(np.float32)
+    try:
+        x = check_input(graph, x)
+    except InputError as exc:
+        raise exc.located(file=args.input)
     with compile_network(graph, args.weights, batch=x.shape[0], use_graph=False) as net:
         rows = check_kernels(net, x, args.tolerance)
     print(format_checks(rows, graph.source, args.tolerance))
@@ -214,9 +226,22 @@ def _non_negative_int(text: str) -> int:
 
 def _floats(text: str) -> list[float]:
     try:
-        return [float(v) for v in text.split(",")]
+        values = [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got '{text}'") from None
+    if not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got '{text}'")
+    return values
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got '{text}'")
+    return value
 
 
 def _image_options(s) -> None:
@@ -268,7 +293,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", help=".npy or image input [random uniform(-1, 1)]")
     s.add_argument("--batch", type=_positive_int, default=1, help="batch of the random input [1]")
     s.add_argument("--seed", type=_non_negative_int, default=0)
-    s.add_argument("--tolerance", type=float, default=1e-4,
+    s.add_argument("--tolerance", type=_tolerance, default=1e-4,
                    help="max abs error relative to the tensor's max magnitude [1e-4]")
     _image_options(s)
     s.set_defaults(func=_cmd_check)

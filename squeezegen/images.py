@@ -35,18 +35,35 @@ def load_image(path, shape: tuple, mean: list[float], std: list[float]) -> np.nd
         raise InputError(f"an image can only feed a model with 1 or 3 input channels, this one "
                          f"takes {shape}", file=str(path))
     c, h, w = shape
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, c) or not np.isfinite(values).all():
+            raise InputError(f"--{name} needs 1 or {c} finite numbers, got {values}")
+    if any(v == 0 for v in std):
+        raise InputError(f"--std must not be 0, got {std}")
     try:
         with image_mod.open(path) as im:
-            im = im.convert("L" if c == 1 else "RGB").resize((w, h), image_mod.BILINEAR)
-            pixels = np.asarray(im, np.float32)
+            pixels = _pixels(image_mod, im, c, h, w)
     except FileNotFoundError:
         raise InputError("input image not found", file=str(path)) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read the image: {exc}", file=str(path)) from None
     pixels = pixels.reshape(h, w, c).transpose(2, 0, 1)
-    mean_a = np.asarray(mean if len(mean) == c else mean[:1] * c, np.float32).reshape(c, 1, 1)
-    std_a = np.asarray(std if len(std) == c else std[:1] * c, np.float32).reshape(c, 1, 1)
+    mean_a = np.asarray(mean if len(mean) == c else list(mean) * c, np.float32).reshape(c, 1, 1)
+    std_a = np.asarray(std if len(std) == c else list(std) * c, np.float32).reshape(c, 1, 1)
     return ((pixels - mean_a) / std_a)[None].astype(np.float32)
+
+
+def _pixels(image_mod, im, channels: int, h: int, w: int) -> np.ndarray:
+    """H x W x channels float32 in 0..255; 16-bit and float images are scaled, not clipped."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        scale = 257.0 if im.mode.startswith("I;16") else 1.0
+        grey = np.asarray(im.resize((w, h), image_mod.BILINEAR), np.float32)
+        if im.mode in ("I", "F") and grey.max() > 255:
+            scale = float(grey.max()) / 255.0
+        grey = grey / scale
+        return np.repeat(grey[..., None], channels, axis=2)
+    im = im.convert("L" if channels == 1 else "RGB").resize((w, h), image_mod.BILINEAR)
+    return np.asarray(im, np.float32)
 
 
 def voc_palette(n: int = 256) -> np.ndarray:

@@ -17,6 +17,9 @@ from .ir.graph import Graph
 from .ir.printer import node_params, param_specs
 
 
+MAX_INIT_FLOATS = 1 << 30
+
+
 def load_weights(path) -> dict[str, np.ndarray]:
     """Read an .npz weights file into {key: float32 array}; WeightsError when it is unreadable."""
     if isinstance(path, dict):
@@ -88,6 +91,11 @@ def check_weights(graph: Graph, weights: dict, file: str | None = None) -> dict[
 
 def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     """He-initialised weights (normal, std sqrt(2 / fan_in)), zero biases; same seed, same set."""
+    total = sum(prod(s) for s in param_specs(graph).values())
+    if total > MAX_INIT_FLOATS:
+        raise WeightsError(f"model '{graph.name}' has {total:,} parameters "
+                           f"({4 * total / 2**30:.1f} GiB); init-weights makes at most "
+                           f"{MAX_INIT_FLOATS:,}", file=graph.source)
     rng = np.random.default_rng(seed)
     out = {}
     for node in graph.nodes:

@@ -14,7 +14,7 @@ import pytest
 
 from squeezegen import load_model, parse_model
 from squeezegen.build import build, write_outputs
-from squeezegen.codegen.emit import BLOB_HEADER_BYTES, weight_layout
+from squeezegen.codegen.emit import BLOB_FORMAT, BLOB_HEADER_BYTES, weight_layout
 from squeezegen.weights import init_weights
 from random_models import random_model
 
@@ -105,6 +105,8 @@ def test_weights_blob_layout(tmp_path):
     offsets, total = weight_layout(g)
     assert blob[:8] == b"SQZGWTS1" and len(blob) == BLOB_HEADER_BYTES + 4 * total
     assert blob[24:88].decode() == g.source_hash
+    import struct
+    assert struct.unpack("<IIQ", blob[8:24]) == (BLOB_FORMAT, len(offsets), total)
     data = np.frombuffer(blob[BLOB_HEADER_BYTES:], np.float32)
     off = offsets["ip1.bias"]                     # biases as in PyTorch
     np.testing.assert_array_equal(data[off: off + 500], w["ip1.bias"])
@@ -268,3 +270,33 @@ def test_wide_and_split_k_tiles_compile(tmp_path):
         write_outputs(result.output, tmp_path / str(batch))
         nvcc("-c", str(tmp_path / str(batch) / "squeezeseg.cu"), "-o",
              str(tmp_path / f"s{batch}.o"))
+
+
+@pytest.mark.parametrize("text,batch,message", [
+    ("name: d\ninput: {shape: [2, 8, 8]}\nlayers:\n"
+     "  - {name: up, op: deconv, out: 70001, kernel: 2, stride: 2}\noutput: up\n", 1,
+     "grid of 70,001 blocks along y"),
+    ("name: d\ninput: {shape: [2, 64, 64]}\nlayers:\n"
+     "  - {name: up, op: deconv, out: 21, kernel: 23}\noutput: up\n", 16, None),
+    ("name: d\ninput: {shape: [2, 4, 4]}\nlayers:\n"
+     "  - {name: up, op: deconv, out: 2, kernel: 300, stride: 2}\noutput: up\n", 1,
+     "taps per phase"),
+])
+def test_deconv_limits_are_refused_or_handled(text, batch, message):
+    from squeezegen.errors import BuildError
+    if message is None:                       # large kernels: fewer channels per block
+        result = build(parse_model(text, "d.yaml"), batch)
+        k = result.output.kernels[0]
+        taps = -(-23 // 1) ** 2
+        assert k.consts["COB"] * k.consts["CIB"] * taps <= 10240
+        return
+    with pytest.raises(BuildError, match=message):
+        build(parse_model(text, "d.yaml"), batch)
+
+
+def test_init_weights_refuses_absurd_models(tmp_path):
+    text = ("name: huge\ninput: {shape: [64, 1024, 1024]}\nlayers:\n"
+            "  - {name: fc, op: linear, out: 4096}\noutput: fc\n")
+    (tmp_path / "huge.yaml").write_text(text)
+    proc = cli("init-weights", str(tmp_path / "huge.yaml"), "-o", str(tmp_path / "w.npz"))
+    assert proc.returncode == 1 and "parameters" in proc.stderr and "Traceback" not in proc.stderr

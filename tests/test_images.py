@@ -73,3 +73,48 @@ def test_unreadable_image_is_one_clear_error(tmp_path):
                            "--backend", "numpy"], capture_output=True, text=True)
     assert proc.returncode == 1 and "cannot read the image" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--std", "0"], "--std must not be 0"),
+    (["--mean", "1,2"], "--mean needs 1 or 3 finite numbers"),
+])
+def test_bad_normalisation_is_refused(tmp_path, args, message):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.png")
+    g = load_model("models/squeezeseg.yaml")
+    save_weights(tmp_path / "w.npz", random_weights(g, 0))
+    proc = subprocess.run([sys.executable, "-m", "squeezegen", "run", "models/squeezeseg.yaml",
+                           "--weights", str(tmp_path / "w.npz"), "--input", str(tmp_path / "in.png"),
+                           "--output", str(tmp_path / "y.npy"), "--backend", "numpy", *args],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    x = load_image(tmp_path / "deep.png", (1, 8, 8), [0.0], [1.0])
+    np.testing.assert_allclose(x[0, 0], ramp / 257.0, rtol=1e-5)
+    assert (x < 255).mean() > 0.9
+
+
+@pytest.mark.parametrize("content,message", [
+    ("scalar", "input has shape ()"),
+    ("npz", "is an .npz archive"),
+])
+def test_check_validates_the_input_before_compiling(tmp_path, content, message):
+    path = tmp_path / ("x.npy" if content == "scalar" else "x.npz")
+    if content == "scalar":
+        np.save(path, np.float32(3))
+    else:
+        np.savez(path, a=np.zeros(3, np.float32))
+    proc = subprocess.run([sys.executable, "-m", "squeezegen", "check", "models/lenet.yaml",
+                           "--weights", "models/weights/lenet_digits.npz", "--input", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_model_path_that_is_not_a_file(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "squeezegen", "summary", "/dev/zero"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "not a regular file" in proc.stderr

@@ -168,6 +168,27 @@ def test_planned_executor_catches_a_bad_plan():
     bad = dataclasses.replace(plan, placements=broken)
     w = random_weights(g, 1)
     x = np.random.default_rng(0).standard_normal((1, 3, 227, 227)).astype(np.float32)
-    want = ReferenceExecutor(g, w)(x)
-    got = PlannedExecutor(fused, bad, w)(x)
-    assert not rel_err(got, want) <= 1e-5
+    with pytest.raises(AssertionError, match="memory plan bug"):
+        PlannedExecutor(fused, bad, w)(x)
+
+
+def test_planned_executor_catches_output_over_input_and_poisoned_scratch():
+    import dataclasses
+    g = load_model("models/squeezeseg.yaml")
+    fused = run_passes(g)
+    tiles = schedule(fused, 1)
+    plan = plan_memory(fused, 1, tiles, scratch_needs(fused, 1, tiles))
+    w = random_weights(g, 1)
+    x = np.random.default_rng(0).standard_normal((1, 3, 227, 227)).astype(np.float32)
+    # 1. a kernel writing over its own input
+    bad = dict(plan.placements)
+    bad["fire2_squeeze"] = dataclasses.replace(bad["fire2_squeeze"], offset=bad["pool1"].offset)
+    with pytest.raises(AssertionError, match="writes floats"):
+        PlannedExecutor(fused, dataclasses.replace(plan, placements=bad), w)(x)
+    # 2. a live tensor placed inside a split-K kernel's partial sums
+    scratch, victim = next((s, v) for s in plan.buffers if s.tensor.endswith(".partials")
+                           for v in plan.buffers if v.first < s.first and v.last > s.last)
+    moved = tuple(dataclasses.replace(b, offset=victim.offset) if b is scratch else b
+                  for b in plan.buffers)
+    got = PlannedExecutor(fused, dataclasses.replace(plan, buffers=moved), w)(x)
+    assert np.isnan(got).any() or rel_err(got, ReferenceExecutor(g, w)(x)) > 1e-5

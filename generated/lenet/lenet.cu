@@ -551,18 +551,24 @@ struct lenet_net {
 };
 
 static const char sg_blob_magic[8] = {'S', 'Q', 'Z', 'G', 'W', 'T', 'S', '1'};
-enum : int { SG_BLOB_HEADER_BYTES = 256, SG_HASH_OFFSET = 24, SG_HASH_CHARS = 64 };
+// blob header: magic[8], format u32, tensor count u32, float count u64, model sha256 (hex)[64]
+enum : int { SG_BLOB_HEADER_BYTES = 256, SG_BLOB_FORMAT = 2,
+             SG_WEIGHT_TENSORS = 8, SG_HASH_OFFSET = 24, SG_HASH_CHARS = 64 };
 
 cudaError_t lenet_create(lenet_net** out, const void* blob, size_t blob_bytes)
 {
     if (out == NULL || blob == NULL) return cudaErrorInvalidValue;
     *out = NULL;
     const unsigned char* bytes = (const unsigned char*)blob;
+    uint32_t format = 0, tensors = 0;
     uint64_t floats = 0;
     if (blob_bytes < (size_t)SG_BLOB_HEADER_BYTES || memcmp(bytes, sg_blob_magic, 8) != 0)
         return cudaErrorInvalidValue;
+    memcpy(&format, bytes + 8, sizeof format);
+    memcpy(&tensors, bytes + 12, sizeof tensors);
     memcpy(&floats, bytes + 16, sizeof floats);
-    if (floats != (uint64_t)SG_LENET_WEIGHT_FLOATS
+    if (format != (uint32_t)SG_BLOB_FORMAT || tensors != (uint32_t)SG_WEIGHT_TENSORS
+        || floats != (uint64_t)SG_LENET_WEIGHT_FLOATS
         || blob_bytes != (size_t)SG_BLOB_HEADER_BYTES + floats * sizeof(float)
         || memcmp(bytes + SG_HASH_OFFSET, SG_LENET_MODEL_HASH, SG_HASH_CHARS) != 0)
         return cudaErrorInvalidValue;

@@ -18,11 +18,13 @@ from ..errors import BuildError
 from ..ir.graph import Graph
 from ..ir.printer import param_specs
 from ..passes.plan_memory import MemoryPlan
-from .kernels import Kernel, check_index_range, describe, lower_node
+from .kernels import Kernel, check_index_range, check_launch, describe, lower_node
 
 BLOB_MAGIC = b"SQZGWTS1"
+BLOB_FORMAT = 2                   # bump whenever a packed weight layout changes (2: conv/linear K-major)
 BLOB_HEADER_BYTES = 256
 WEIGHT_ALIGN_FLOATS = 64          # every weight tensor starts on a 256-byte boundary
+MAX_WEIGHT_FLOATS = (1 << 31) - 1
 
 
 def environment() -> jinja2.Environment:
@@ -67,7 +69,7 @@ def weights_blob(graph: Graph, weights: dict[str, np.ndarray]) -> bytes:
     count, model hash), then every tensor at its float offset, in the kernels' layouts."""
     offsets, total = weight_layout(graph)
     data = pack_weights(graph, weights)[:total]
-    header = BLOB_MAGIC + struct.pack("<IIQ", 1, len(offsets), total)
+    header = BLOB_MAGIC + struct.pack("<IIQ", BLOB_FORMAT, len(offsets), total)
     header += graph.source_hash.encode()
     header += b"\0" * (BLOB_HEADER_BYTES - len(header))
     return header + data.tobytes()
@@ -101,7 +103,13 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
     check_index_range(graph, plan)
     env = environment()
     offsets, total = weight_layout(graph)
+    if total > MAX_WEIGHT_FLOATS:
+        raise BuildError(f"the weights need {4 * total / 2**30:.1f} GiB, more than the "
+                         f"{4 * MAX_WEIGHT_FLOATS >> 30} GiB squeezegen can address",
+                         file=graph.source)
     kernels = [k for k in (lower_node(graph, plan, n, offsets) for n in graph.nodes[1:]) if k]
+    for k in kernels:
+        check_launch(graph, k)
     _name_kernels(kernels, graph)
     outputs = [{"name": o, "shape": list(graph[o].type.shape),
                 "floats": plan.batch * graph[o].type.numel} for o in graph.outputs]
@@ -122,6 +130,7 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
         unshared_bytes=plan.unshared_bytes, buffers=plan.buffers, weight_floats=total,
         counters_offset=plan.counters_offset, counters_bytes=plan.counters_bytes,
         blob_header_bytes=BLOB_HEADER_BYTES, macro="SG_" + graph.name.upper(),
+        blob_format=BLOB_FORMAT, weight_tensors=len(offsets),
         guard=f"SQUEEZEGEN_{graph.name.upper()}_H_")
     cu = env.get_template("network.cu.j2").render(**context)
     header = env.get_template("network.h.j2").render(**context)
@@ -155,7 +164,8 @@ def build_manifest(graph, plan, kernels, offsets, total, outputs, source) -> dic
                    "tensors": {name: {"storage": p.storage, "offset_floats": p.offset,
                                       "image_stride_floats": p.image_stride}
                                for name, p in plan.placements.items()}},
-        "weights": {"blob_header_bytes": BLOB_HEADER_BYTES, "floats": total,
+        "weights": {"blob_header_bytes": BLOB_HEADER_BYTES, "blob_format": BLOB_FORMAT,
+                    "floats": total,
                     "tensors": {k: {"offset_floats": offsets[k], "shape": list(specs[k]),
                                     "layout": packed.get(k, "as in PyTorch")}
                                 for k in offsets}},

@@ -143,8 +143,14 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
     elif op == "deconv":
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
         phase_pixels = n * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
-        cob = deconv_channels_per_block(_grid(phase_pixels)[0] * sh * sw, node.type.channels)
         taps = -(-kh // sh) * -(-kw // sw)
+        if taps > DECONV_SMEM_FLOATS:
+            raise BuildError(f"a {kh}x{kw} transposed convolution with stride {sh}x{sw} has "
+                             f"{taps} taps per phase, more than the {DECONV_SMEM_FLOATS} the "
+                             "deconv kernel keeps in shared memory", layer=node.layer,
+                             line=node.line, file=graph.source)
+        cob = deconv_channels_per_block(_grid(phase_pixels)[0] * sh * sw, node.type.channels,
+                                        DECONV_SMEM_FLOATS // taps)
         ci = graph[node.inputs[0]].type.channels
         cib = max(d for d in range(1, ci + 1) if ci % d == 0 and d * taps * cob <= DECONV_SMEM_FLOATS)
         consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, COB=cob, CIB=cib)
@@ -240,3 +246,17 @@ def check_index_range(graph: Graph, plan: MemoryPlan) -> None:
     if -(-threads // BLOCK) > MAX_INDEX:
         raise BuildError(f"batch {plan.batch} needs more thread blocks than CUDA can launch; "
                          "use a smaller batch", field="batch")
+
+
+MAX_GRID = (MAX_INDEX, 65535, 65535)
+
+
+def check_launch(graph: Graph, kernel: Kernel) -> None:
+    """Refuse a launch CUDA cannot make (grid.y and grid.z are limited to 65535)."""
+    for axis, (size, limit) in enumerate(zip(kernel.grid, MAX_GRID)):
+        if size > limit:
+            node = kernel.node
+            raise BuildError(f"kernel {kernel.name} would need a grid of {size:,} blocks along "
+                             f"{'xyz'[axis]}, more than CUDA's {limit:,} (too many channels "
+                             "or too large a batch)", layer=node.layer, line=node.line,
+                             file=graph.source)

@@ -62,10 +62,11 @@ def conv_tile(pixels: int, channels: int, k: int) -> ConvTile:
     return tile
 
 
-def deconv_channels_per_block(phase_blocks: int, channels: int) -> int:
-    """Output channels per deconv thread: all of them (up to 32) when that still gives two
-    waves of blocks, else fewer so that small layers spread over more SMs."""
-    divisors = [d for d in range(min(channels, 32), 0, -1) if channels % d == 0]
+def deconv_channels_per_block(phase_blocks: int, channels: int, limit: int = 32) -> int:
+    """Output channels per deconv thread: all of them (up to 32, and at most `limit`, what
+    shared memory holds) when that still gives two waves of blocks, else fewer so that small
+    layers spread over more SMs."""
+    divisors = [d for d in range(min(channels, 32, limit), 0, -1) if channels % d == 0]
     for d in divisors:
         if phase_blocks * (channels // d) >= 2 * SMS:
             return d

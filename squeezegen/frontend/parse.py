@@ -17,7 +17,7 @@ from ..ir.ops import ShapeError, infer
 from ..ir.verify import verify
 from .schema import (COMMON_FIELDS, OP_FIELDS, TOP_LEVEL_FIELDS, check_value, describe,
                      identifier_problem)
-from .yaml_loader import LocatedList, LocatedMap, load_yaml
+from .yaml_loader import MAX_DOCUMENT_BYTES, LocatedList, LocatedMap, load_yaml
 
 INPUT_NAME = "input"
 
@@ -295,7 +295,14 @@ def load_model(path) -> Graph:
         return path
     file = str(path)
     try:
-        data = Path(path).read_bytes()
+        if not Path(path).is_file():
+            raise ModelError("not a regular file" if Path(path).exists() else
+                             "model file not found", file=file)
+        with open(path, "rb") as f:
+            data = f.read(MAX_DOCUMENT_BYTES + 1)
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise ModelError(f"model file is larger than the {MAX_DOCUMENT_BYTES} bytes allowed",
+                             file=file)
     except FileNotFoundError:
         raise ModelError("model file not found", file=file) from None
     except OSError as exc:

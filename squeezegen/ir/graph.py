@@ -150,15 +150,3 @@ class Graph:
                 if n.name not in users[i]:
                     users[i].append(n.name)
         return users
-
-    def layers(self) -> list[str]:
-        """The YAML layer names, in order (the input excluded)."""
-        seen: dict[str, None] = {}
-        for n in self.nodes[1:]:
-            seen.setdefault(n.layer, None)
-        return list(seen)
-
-
-def attrs_value(value: Any):
-    """Freeze lists into tuples so attribute values stay hashable."""
-    return tuple(value) if isinstance(value, list) else value

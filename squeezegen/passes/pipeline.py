@@ -23,12 +23,9 @@ PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
 ]
 
 
-def run_passes(graph: Graph, on_step: Callable[[str, Graph], None] | None = None,
-               disabled: frozenset[str] = frozenset()) -> Graph:
+def run_passes(graph: Graph, on_step: Callable[[str, Graph], None] | None = None) -> Graph:
     """Run the pipeline, verifying the graph after each pass; on_step(name, graph) sees each."""
     for name, fn in PIPELINE:
-        if name in disabled:
-            continue
         graph = verify(fn(graph), after=name).replace(passes=graph.passes + (name,))
         if on_step:
             on_step(name, graph)

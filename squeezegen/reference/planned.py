@@ -46,11 +46,36 @@ class PlannedExecutor(ReferenceExecutor):
             place = plan[name]
             return _view(storages[place.storage], place, g[name].type.shape, plan.batch)
 
+        scratch = {b.tensor[:-len(".partials")]: b for b in plan.buffers
+                   if b.tensor.endswith(".partials")}
         env = {g.input.name: x}
         for node in g.nodes[1:]:
+            self._check_no_overlap(node)
+            if node.name in scratch:                       # the kernel's split-K partial sums:
+                b = scratch[node.name]                     # poison them, so a live tensor placed
+                lo = b.offset // FLOAT_BYTES               # there would show up as NaN
+                storages["arena"][lo: lo + b.size // FLOAT_BYTES] = np.nan
             self._run_node(node, view)
             env[node.name] = view(node.name).copy()        # as it is right after this node
         return env
+
+    def _extent(self, name: str) -> tuple[str, int, int]:
+        """(storage, first float, end float) that a tensor's views span."""
+        place = self.plan[name]
+        numel = self.graph[name].type.numel
+        return place.storage, place.offset, place.offset + (self.plan.batch - 1) * place.image_stride + numel
+
+    def _check_no_overlap(self, node) -> None:
+        """A kernel must never write where it reads (the NumPy ops would hide it)."""
+        if node.op == "concat":
+            return
+        out = self._extent(node.name)
+        for name in node.reads:
+            src = self._extent(name)
+            if src[0] == out[0] and src[1] < out[2] and out[1] < src[2]:
+                raise AssertionError(f"memory plan bug: {node.name} writes floats "
+                                     f"{out[1]}..{out[2]} of {out[0]}, over its input {name} "
+                                     f"({src[1]}..{src[2]})")
 
     def _run_node(self, node, view) -> None:
         in_place = set(node.attrs.get("in_place", ())) if node.op == "concat" else set()

@@ -69,16 +69,24 @@ def device_arch() -> str:
 
 
 def _device_ptr(value) -> int:
-    """An integer device address from an int, a PyCUDA allocation/GPUArray or a torch tensor."""
+    """An integer device address from an int, a PyCUDA allocation/GPUArray or a CUDA tensor."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise InputError(f"expected a device pointer, got {type(value).__name__} {value!r}")
     if isinstance(value, (int, np.integer)):
         return int(value)
     if hasattr(value, "gpudata"):
         return int(value.gpudata)
     if hasattr(value, "data_ptr"):
+        if not getattr(value, "is_cuda", False):
+            raise InputError("expected a tensor on the GPU, got one on the CPU "
+                             "(call net(x) for host arrays)")
         return int(value.data_ptr())
     if hasattr(value, "__cuda_array_interface__"):
         return int(value.__cuda_array_interface__["data"][0])
-    return int(value)
+    try:
+        return int(value)               # a PyCUDA DeviceAllocation converts to its address
+    except (TypeError, ValueError):
+        raise InputError(f"expected a device pointer, got {type(value).__name__}") from None
 
 
 class Network:
@@ -174,7 +182,10 @@ class Network:
             except (RuntimeError, GPUError):
                 self._graph_lib = None            # fall back to plain launches from now on
         if self._cuda_graph is not None:
-            self._cuda_graph.launch(handle)
+            try:
+                self._cuda_graph.launch(handle)
+            except RuntimeError as exc:
+                raise GPUError(f"running {self.graph.name} failed: {exc}") from None
         else:
             self.launch_kernels(self.stream, int(self._input), [int(o) for o in self._outputs])
 
