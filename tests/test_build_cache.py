@@ -104,3 +104,16 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fsutil.atomic_write(tmp_path / "net.cu", explode)
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_nvcc
+def test_cubin_holds_every_kernel_the_manifest_launches(tmp_path):
+    """The runtime looks kernels up by their manifest symbol: each must be a function of the
+    cubin (an ELF `.text.<symbol>` section), with C linkage (no mangling)."""
+    result = build("models/squeezeseg.yaml", 1)
+    files = {k: v for k, v in result.output.files.items() if k.endswith((".cu", ".h"))}
+    cubin = compile_cubin(files, "squeezeseg.cu", "sm_90", tmp_path)
+    symbols = [k["symbol"] for k in result.output.manifest["kernels"]]
+    assert symbols[0] == "squeezeseg_conv1_relu"
+    for symbol in symbols:
+        assert b".text." + symbol.encode() + b"\0" in cubin, symbol
