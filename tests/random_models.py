@@ -19,10 +19,15 @@ def _as_pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def random_model(seed: int) -> str:
-    """YAML text of a random valid model (image ops first, maybe a linear head)."""
+def random_model(seed: int, wide: bool = False) -> str:
+    """YAML text of a random valid model (image ops first, maybe a linear head). `wide` models
+    have up to 160 channels and 40 pixels a side, so that the wide GEMM tile and split-K are
+    scheduled too."""
     rng = random.Random(seed)
+    most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
+    if wide:
+        c, h, w = rng.randint(3, 70), rng.randint(12, 40), rng.randint(12, 40)
     shapes = {"input": (c, h, w)}
     order = ["input"]
     lines = [f"name: rand{seed}", f"input: {{shape: [{c}, {h}, {w}]}}", "layers:"]
@@ -45,7 +50,7 @@ def random_model(seed: int) -> str:
             s = _pair(rng, 1, 3)
             kh, kw = _as_pair(k)
             p = [rng.randint(0, kh), rng.randint(0, kw)]
-            out = rng.randint(1, 9)
+            out = rng.choice([rng.randint(1, most), 64, 128]) if wide else rng.randint(1, most)
             ho, wo = conv_out_size(sh, kh, _as_pair(s)[0], p[0]), conv_out_size(sw, kw, _as_pair(s)[1], p[1])
             if ho < 1 or wo < 1:
                 continue
@@ -54,7 +59,7 @@ def random_model(seed: int) -> str:
             emit(name, f"op: conv, input: {src}, out: {out}, kernel: {k}, stride: {s}, pad: {p}, "
                        f"relu: {relu}, bias: {bias}", (out, ho, wo), [src])
         elif kind == "fire":
-            sq, e1, e3 = rng.randint(1, 5), rng.randint(1, 7), rng.randint(1, 7)
+            sq, e1, e3 = rng.randint(1, most // 2 + 1), rng.randint(1, most), rng.randint(1, most)
             emit(name, f"op: fire, input: {src}, squeeze: {sq}, expand1x1: {e1}, expand3x3: {e3}",
                  (e1 + e3, sh, sw), [src])
         elif kind in ("maxpool", "avgpool"):

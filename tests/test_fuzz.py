@@ -71,10 +71,10 @@ def _with_valid_outputs(lines: list[str]):
     yield "\n".join(body + [f"output: [{', '.join(dangling)}]"]) + "\n"
 
 
-def _planned_matches(text: str) -> bool:
+def _planned_matches(text: str, batch: int | None = None) -> bool:
     g = parse_model(text)
     fused = run_passes(g)
-    batch = 1 + len(text) % 3
+    batch = batch or 1 + len(text) % 3
     tiles = schedule(fused, batch)
     plan = plan_memory(fused, batch, tiles, scratch_needs(fused, batch, tiles))
     w = random_weights(g, 0)
@@ -92,6 +92,20 @@ def test_planned_executor_on_hundreds_of_random_models():
             failures.append(shrink(text, lambda t: not _planned_matches(t)))
     print(f"\nfuzz: {MODELS} random models through passes + planner + planned executor")
     assert not failures, "minimal failing model(s):\n" + "\n---\n".join(failures[:3])
+
+
+def test_planned_executor_on_wide_random_models():
+    """Models with many channels at batch 1 and 32: split-K and the wide tile get scheduled, and
+    the planner's scratch for split-K is poisoned by the planned executor."""
+    tiles_seen = set()
+    for seed in range(12):
+        text = random_model(50000 + seed, wide=True)
+        for batch in (1, 32):
+            fused = run_passes(parse_model(text))
+            tiles_seen |= {("wide" if t.wide else "split" if t.splitk > 1 else "narrow")
+                           for t in schedule(fused, batch).values()}
+            assert _planned_matches(text, batch), shrink(text, lambda t: not _planned_matches(t, batch))
+    assert tiles_seen == {"wide", "split", "narrow"}, tiles_seen
 
 
 def _torch_matches(text: str) -> bool:
@@ -125,8 +139,18 @@ def test_random_models_generate_code_that_compiles(tmp_path):
         proc = subprocess.run(["nvcc", "-arch=sm_90", "-Werror", "all-warnings", "-c", str(source),
                                "-o", str(source.with_suffix(".o"))], capture_output=True, text=True)
         return seed, proc.returncode, proc.stderr, text
+    def compile_wide(seed):
+        text = random_model(50000 + seed, wide=True)
+        result = build(parse_model(text, f"wide{seed}.yaml"), 32)
+        folder = tmp_path / f"w{seed}"
+        write_outputs(result.output, folder)
+        source = next(folder.glob("*.cu"))
+        proc = subprocess.run(["nvcc", "-arch=sm_90", "-Werror", "all-warnings", "-c", str(source),
+                               "-o", str(source.with_suffix(".o"))], capture_output=True, text=True)
+        return seed, proc.returncode, proc.stderr, text
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(compile_one, range(NVCC_MODELS)))
+        results += list(pool.map(compile_wide, range(4)))
     bad = [(s, err, text) for s, rc, err, text in results if rc != 0]
     assert not bad, f"seed {bad[0][0]}:\n{bad[0][2]}\n{bad[0][1][:2000]}"
 

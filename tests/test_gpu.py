@@ -220,3 +220,21 @@ def test_run_cli_writes_a_segmentation_png(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "backend cuda" in proc.stdout
     assert Image.open(tmp_path / "seg.png").size == (227, 227)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_wide_random_models(seed):
+    """Many channels at batch 1 and 32: split-K and the wide tile run on the GPU."""
+    g = parse_model(random_model(50000 + seed, wide=True))
+    w = random_weights(g, seed)
+    for batch in (1, 32):
+        compare(g, w, random_input(g, batch))
+
+
+def test_wide_tile_with_a_k_tail():
+    """K = 3*3*3 = 27 is not a multiple of the 16-deep K slices of the wide tile."""
+    from squeezegen.build import build
+    g = parse_model("name: t\ninput: {shape: [3, 32, 32]}\nlayers:\n"
+                    "  - {name: out, op: conv, out: 64, kernel: 3, pad: 1, relu: true}\noutput: out\n")
+    assert build(g, 64).output.kernels[0].template == "conv_gemm_wide.cu.j2"
+    compare(g, random_weights(g, 0), random_input(g, 64), against_torch=True)
