@@ -194,54 +194,28 @@ def _cmd_import(args) -> int:
     return 0
 
 
-def _batches(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected batch sizes like 1,8,32, got '{text}'") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"batch sizes must be at least 1, got '{text}'")
-    return values
+def _option(convert, ok, want: str, rule: str, many: bool = False):
+    """An argparse type: `convert` each comma-separated value (one, unless `many`), and check it
+    with `ok`; the errors say what was expected (`want`) or which `rule` was broken."""
+    def parse(text: str):
+        try:
+            values = [convert(v) for v in text.split(",")] if many else [convert(text)]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {want}, got '{text}'") from None
+        if not all(ok(v) for v in values):
+            raise argparse.ArgumentTypeError(f"{rule}, got '{text}'")
+        return values if many else values[0]
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got '{text}'") from None
-    if not all(np.isfinite(values)):
-        raise argparse.ArgumentTypeError(f"expected finite numbers, got '{text}'")
-    return values
-
-
-def _tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got '{text}'")
-    return value
+_batches = _option(int, lambda v: v >= 1, "batch sizes like 1,8,32",
+                   "batch sizes must be at least 1", many=True)
+_positive_int = _option(int, lambda v: v >= 1, "a positive integer", "must be at least 1")
+_non_negative_int = _option(int, lambda v: v >= 0, "an integer", "must be 0 or more")
+_floats = _option(float, lambda v: bool(np.isfinite(v)), "numbers separated by commas",
+                  "expected finite numbers", many=True)
+_tolerance = _option(float, lambda v: bool(np.isfinite(v)) and v > 0, "a number",
+                     "must be a positive number")
 
 
 def _image_options(s) -> None:
