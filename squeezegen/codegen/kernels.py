@@ -14,9 +14,8 @@ from ..errors import BuildError
 from ..ir.graph import Graph, Node
 from ..ir.printer import node_flops, node_params
 from ..passes.plan_memory import MemoryPlan
-from .schedule import GEMV_MAX_BATCH, deconv_channels_per_block
+from .schedule import BLOCK, GEMV_MAX_BATCH
 
-BLOCK = 256
 MAX_INDEX = (1 << 31) - 1
 
 
@@ -68,7 +67,6 @@ def tensor_ref(graph: Graph, plan: MemoryPlan, name: str, var: str, const=True) 
                      h * w, f"{name}: {t} ({where}, image stride {place.image_stride})", const)
 
 
-DECONV_SMEM_FLOATS = 10240       # 40 KiB of weights per deconv block
 
 
 def _grid(threads: int, y: int = 1) -> tuple[int, int, int]:
@@ -142,19 +140,10 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
             extra["counters"] = f"arena + {plan.counters[node.name]}LL"
     elif op == "deconv":
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
+        tile = plan.tiles[node.name]
+        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, COB=tile.cob, CIB=tile.cib)
         phase_pixels = n * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
-        taps = -(-kh // sh) * -(-kw // sw)
-        if taps > DECONV_SMEM_FLOATS:
-            raise BuildError(f"a {kh}x{kw} transposed convolution with stride {sh}x{sw} has "
-                             f"{taps} taps per phase, more than the {DECONV_SMEM_FLOATS} the "
-                             "deconv kernel keeps in shared memory", layer=node.layer,
-                             line=node.line, file=graph.source)
-        cob = deconv_channels_per_block(_grid(phase_pixels)[0] * sh * sw, node.type.channels,
-                                        DECONV_SMEM_FLOATS // taps)
-        ci = graph[node.inputs[0]].type.channels
-        cib = max(d for d in range(1, ci + 1) if ci % d == 0 and d * taps * cob <= DECONV_SMEM_FLOATS)
-        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, COB=cob, CIB=cib)
-        grid = (_grid(phase_pixels)[0], node.type.channels // cob, sh * sw)
+        grid = (_grid(phase_pixels)[0], node.type.channels // tile.cob, sh * sw)
         template = "deconv.cu.j2"
         extra["bias"] = node.attrs["bias"]
     elif op in ("maxpool", "avgpool"):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import BuildError
 from ..ir.graph import Graph, Node
 
 SMS = 132                        # streaming multiprocessors of the H200
+BLOCK = 256                      # threads per block, every kernel
 GEMV_MAX_BATCH = 8               # linear layers up to this batch use a matrix-vector kernel
 
 
@@ -62,6 +64,33 @@ def conv_tile(pixels: int, channels: int, k: int) -> ConvTile:
     return tile
 
 
+@dataclass(frozen=True)
+class DeconvTile:
+    """Phase-decomposed transposed convolution: a thread computes COB output channels of one
+    pixel; a block keeps the taps of CIB input channels x COB output channels in shared memory."""
+    cob: int
+    cib: int
+
+
+DECONV_SMEM_FLOATS = 10240       # 40 KiB of weights per deconv block
+
+
+def deconv_tile(graph: Graph, node: Node, batch: int) -> DeconvTile:
+    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
+    taps = -(-kh // sh) * -(-kw // sw)
+    if taps > DECONV_SMEM_FLOATS:
+        raise BuildError(f"a {kh}x{kw} transposed convolution with stride {sh}x{sw} has {taps} "
+                         f"taps per phase, more than the {DECONV_SMEM_FLOATS} the deconv kernel "
+                         "keeps in shared memory", layer=node.layer, line=node.line,
+                         file=graph.source)
+    phase_pixels = batch * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
+    phase_blocks = -(-phase_pixels // BLOCK) * sh * sw
+    cob = deconv_channels_per_block(phase_blocks, node.type.channels, DECONV_SMEM_FLOATS // taps)
+    ci = graph[node.inputs[0]].type.channels
+    cib = max(d for d in range(1, ci + 1) if ci % d == 0 and d * taps * cob <= DECONV_SMEM_FLOATS)
+    return DeconvTile(cob, cib)
+
+
 def deconv_channels_per_block(phase_blocks: int, channels: int, limit: int = 32) -> int:
     """Output channels per deconv thread: all of them (up to 32, and at most `limit`, what
     shared memory holds) when that still gives two waves of blocks, else fewer so that small
@@ -74,10 +103,13 @@ def deconv_channels_per_block(phase_blocks: int, channels: int, limit: int = 32)
     return small[-1] if small else divisors[-1]
 
 
-def schedule(graph: Graph, batch: int) -> dict[str, ConvTile]:
-    """The tile of every convolution (and linear: a 1x1 convolution of a 1x1 image) node."""
-    tiles = {}
+def schedule(graph: Graph, batch: int) -> dict[str, ConvTile | DeconvTile]:
+    """The tile of every convolution (and linear: a 1x1 convolution of a 1x1 image) and
+    transposed-convolution node."""
+    tiles: dict[str, ConvTile | DeconvTile] = {}
     for node in graph.nodes:
+        if node.op == "deconv":
+            tiles[node.name] = deconv_tile(graph, node, batch)
         if node.op == "conv" or (node.op == "linear" and batch > GEMV_MAX_BATCH):
             tiles[node.name] = conv_tile(batch * node.type.spatial[0] * node.type.spatial[1],
                                          node.type.channels, _k(graph, node))
@@ -95,7 +127,7 @@ def scratch_needs(graph: Graph, batch: int, tiles: dict[str, ConvTile]) -> dict[
     """(partial-sum floats, counters) each split-K kernel needs."""
     needs = {}
     for name, tile in tiles.items():
-        if tile.splitk > 1:
+        if isinstance(tile, ConvTile) and tile.splitk > 1:
             node = graph[name]
             pixels = batch * node.type.spatial[0] * node.type.spatial[1]
             blocks = tile.blocks(pixels, node.type.channels)
