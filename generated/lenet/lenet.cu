@@ -47,7 +47,10 @@ lenet_conv1(const float* __restrict__ input, float* __restrict__ arena,
             const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 1, HI = 28, WI = 28, CO = 20, HO = 24, WO = 24, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1 };
+    enum : int {
+        N = 1, CI = 1, HI = 28, WI = 28, CO = 20, HO = 24, WO = 24, KH = 5, KW = 5, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -160,7 +163,10 @@ lenet_pool1(const float* __restrict__ input, float* __restrict__ arena,
             const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 20, HI = 24, WI = 24, CO = 20, HO = 12, WO = 12, KH = 2, KW = 2, SH = 2, SW = 2, PH = 0, PW = 0 };
+    enum : int {
+        N = 1, CI = 20, HI = 24, WI = 24, CO = 20, HO = 12, WO = 12, KH = 2, KW = 2, SH = 2,
+        SW = 2, PH = 0, PW = 0
+    };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 0LL;  // conv1: 20x24x24 (arena @ float 0, image stride 11520)
     constexpr long long X_IMAGE = 11520LL;
@@ -197,13 +203,16 @@ static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_strea
 // -----------------------------------------------------------------------------------------------
 // conv2: conv 5x5/1x1, 20x12x12 -> 50x8x8 (batch 1)
 // implements: conv2 (lenet.yaml:7)
-// work: 3.20 MFLOP, 0.12 MB moved; grid 2x1, block 256
+// work: 3.20 MFLOP, 0.12 MB moved; grid 2x1x7, block 256
 extern "C" __global__ void __launch_bounds__(256)
 lenet_conv2(const float* __restrict__ input, float* __restrict__ arena,
             const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 20, HI = 12, WI = 12, CO = 50, HO = 8, WO = 8, KH = 5, KW = 5, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 56, BK = 16, TM = 1, TN = 7, SPLITK = 7 };
+    enum : int {
+        N = 1, CI = 20, HI = 12, WI = 12, CO = 50, HO = 8, WO = 8, KH = 5, KW = 5, SH = 1, SW = 1,
+        PH = 0, PW = 0, BM = 32, BN = 56, BK = 16, TM = 1, TN = 7, SPLITK = 7
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -347,7 +356,10 @@ lenet_pool2(const float* __restrict__ input, float* __restrict__ arena,
             const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 50, HI = 8, WI = 8, CO = 50, HO = 4, WO = 4, KH = 2, KW = 2, SH = 2, SW = 2, PH = 0, PW = 0 };
+    enum : int {
+        N = 1, CI = 50, HI = 8, WI = 8, CO = 50, HO = 4, WO = 4, KH = 2, KW = 2, SH = 2, SW = 2,
+        PH = 0, PW = 0
+    };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 25088LL;  // conv2: 50x8x8 (arena @ float 25,088, image stride 3200)
     constexpr long long X_IMAGE = 3200LL;
@@ -391,7 +403,9 @@ lenet_ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
                const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 50, HI = 4, WI = 4, CO = 500, HO = 1, WO = 1, IN = 800, WARPS = 8 };
+    enum : int {
+        N = 1, CI = 50, HI = 4, WI = 4, CO = 500, HO = 1, WO = 1, IN = 800, WARPS = 8
+    };
     // a linear layer at a small batch (matrix-vector): a block computes 32 consecutive outputs
     // (a lane each, so weight reads from the K-major [IN][OUT] packing are coalesced) for every
     // image of the batch; its WARPS warps split the IN inputs (flattened C,H,W) and add their
@@ -451,7 +465,9 @@ lenet_ip2(const float* __restrict__ input, float* __restrict__ arena,
           const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 500, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1, IN = 500, WARPS = 8 };
+    enum : int {
+        N = 1, CI = 500, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1, IN = 500, WARPS = 8
+    };
     // a linear layer at a small batch (matrix-vector): a block computes 32 consecutive outputs
     // (a lane each, so weight reads from the K-major [IN][OUT] packing are coalesced) for every
     // image of the batch; its WARPS warps split the IN inputs (flattened C,H,W) and add their
@@ -510,7 +526,9 @@ lenet_prob(const float* __restrict__ input, float* __restrict__ arena,
            const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 10, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1 };
+    enum : int {
+        N = 1, CI = 10, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1
+    };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 0LL;  // ip2: 10 (arena @ float 0, image stride 10)
     constexpr long long X_IMAGE = 10LL;

@@ -82,13 +82,16 @@ struct sg_buffers {
 // conv1_relu: conv 7x7/2x2, 3x227x227 -> 96x111x111 (batch 1)
 // implements: conv1 (squeezeseg.yaml:7)
 // fused: relu
-// work: 348.93 MFLOP, 5.41 MB moved; grid 386x1, block 256
+// work: 348.93 MFLOP, 5.41 MB moved; grid 386x1x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
                       const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 3, HI = 227, WI = 227, CO = 96, HO = 111, WO = 111, KH = 7, KW = 7, SH = 2, SW = 2, PH = 0, PW = 0, BM = 32, BN = 96, BK = 16, TM = 1, TN = 12, SPLITK = 2 };
+    enum : int {
+        N = 1, CI = 3, HI = 227, WI = 227, CO = 96, HO = 111, WO = 111, KH = 7, KW = 7, SH = 2,
+        SW = 2, PH = 0, PW = 0, BM = 32, BN = 96, BK = 16, TM = 1, TN = 12, SPLITK = 2
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -233,7 +236,10 @@ squeezeseg_pool1(const float* __restrict__ input, float* __restrict__ arena,
                  const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 96, HI = 111, WI = 111, CO = 96, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0 };
+    enum : int {
+        N = 1, CI = 96, HI = 111, WI = 111, CO = 96, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2,
+        SW = 2, PH = 0, PW = 0
+    };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 2371584LL;  // conv1: 96x111x111 (arena @ float 2,371,584, image stride 1182816)
     constexpr long long X_IMAGE = 1182816LL;
@@ -277,7 +283,10 @@ squeezeseg_fire2_squeeze_relu(const float* __restrict__ input, float* __restrict
                               const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 1 };
+    enum : int {
+        N = 1, CI = 96, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 1
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -392,7 +401,10 @@ squeezeseg_fire2_expand1x1_relu(const float* __restrict__ input, float* __restri
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
+    enum : int {
+        N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -501,13 +513,16 @@ static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire2_expand3x3_relu: conv 3x3/1x1 pad 1x1, 16x55x55 -> 64x55x55 (batch 1)
 // implements: fire2 (squeezeseg.yaml:9)
 // fused: relu; stores into channels 64..127 of fire2 (no concat copy)
-// work: 55.95 MFLOP, 1.01 MB moved; grid 95x1, block 256
+// work: 55.95 MFLOP, 1.01 MB moved; grid 95x1x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2 };
+    enum : int {
+        N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1,
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -647,13 +662,16 @@ static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire3_squeeze_relu: conv 1x1/1x1, 128x55x55 -> 16x55x55 (batch 1)
 // implements: fire3 (squeezeseg.yaml:10)
 // fused: relu
-// work: 12.44 MFLOP, 1.75 MB moved; grid 95x1, block 256
+// work: 12.44 MFLOP, 1.75 MB moved; grid 95x1x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                               const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 2 };
+    enum : int {
+        N = 1, CI = 128, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 2
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -799,7 +817,10 @@ squeezeseg_fire3_expand1x1_relu(const float* __restrict__ input, float* __restri
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
+    enum : int {
+        N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -908,13 +929,16 @@ static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire3_expand3x3_relu: conv 3x3/1x1 pad 1x1, 16x55x55 -> 64x55x55 (batch 1)
 // implements: fire3 (squeezeseg.yaml:10)
 // fused: relu; stores into channels 64..127 of fire3 (no concat copy)
-// work: 55.95 MFLOP, 1.01 MB moved; grid 95x1, block 256
+// work: 55.95 MFLOP, 1.01 MB moved; grid 95x1x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2 };
+    enum : int {
+        N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1,
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1054,13 +1078,16 @@ static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire4_squeeze_relu: conv 1x1/1x1, 128x55x55 -> 32x55x55 (batch 1)
 // implements: fire4 (squeezeseg.yaml:11)
 // fused: relu
-// work: 24.88 MFLOP, 1.95 MB moved; grid 95x1, block 256
+// work: 24.88 MFLOP, 1.95 MB moved; grid 95x1x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                               const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 128, HI = 55, WI = 55, CO = 32, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 2 };
+    enum : int {
+        N = 1, CI = 128, HI = 55, WI = 55, CO = 32, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 2
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1206,7 +1233,10 @@ squeezeseg_fire4_expand1x1_relu(const float* __restrict__ input, float* __restri
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
+    enum : int {
+        N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1315,13 +1345,16 @@ static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire4_expand3x3_relu: conv 3x3/1x1 pad 1x1, 32x55x55 -> 128x55x55 (batch 1)
 // implements: fire4 (squeezeseg.yaml:11)
 // fused: relu; stores into channels 128..255 of fire4 (no concat copy)
-// work: 223.41 MFLOP, 2.08 MB moved; grid 95x2, block 256
+// work: 223.41 MFLOP, 2.08 MB moved; grid 95x2x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3 };
+    enum : int {
+        N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1,
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1466,7 +1499,10 @@ squeezeseg_pool4(const float* __restrict__ input, float* __restrict__ arena,
                  const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 256, HI = 55, WI = 55, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0 };
+    enum : int {
+        N = 1, CI = 256, HI = 55, WI = 55, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2,
+        SW = 2, PH = 0, PW = 0
+    };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 1167360LL;  // fire4: 256x55x55 (arena @ float 1,167,360, image stride 774400)
     constexpr long long X_IMAGE = 774400LL;
@@ -1504,13 +1540,16 @@ static cudaError_t sg_launch_pool4(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fire5_squeeze_relu: conv 1x1/1x1, 256x27x27 -> 32x27x27 (batch 1)
 // implements: fire5 (squeezeseg.yaml:13)
 // fused: relu
-// work: 11.97 MFLOP, 0.87 MB moved; grid 23x1, block 256
+// work: 11.97 MFLOP, 0.87 MB moved; grid 23x1x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                               const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 32, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 4 };
+    enum : int {
+        N = 1, CI = 256, HI = 27, WI = 27, CO = 32, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 4
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1656,7 +1695,10 @@ squeezeseg_fire5_expand1x1_relu(const float* __restrict__ input, float* __restri
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
+    enum : int {
+        N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1765,13 +1807,16 @@ static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire5_expand3x3_relu: conv 3x3/1x1 pad 1x1, 32x27x27 -> 128x27x27 (batch 1)
 // implements: fire5 (squeezeseg.yaml:13)
 // fused: relu; stores into channels 128..255 of fire5 (no concat copy)
-// work: 53.84 MFLOP, 0.61 MB moved; grid 23x2, block 256
+// work: 53.84 MFLOP, 0.61 MB moved; grid 23x2x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4 };
+    enum : int {
+        N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1,
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1911,13 +1956,16 @@ static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire6_squeeze_relu: conv 1x1/1x1, 256x27x27 -> 48x27x27 (batch 1)
 // implements: fire6 (squeezeseg.yaml:14)
 // fused: relu
-// work: 17.95 MFLOP, 0.94 MB moved; grid 23x1, block 256
+// work: 17.95 MFLOP, 0.94 MB moved; grid 23x1x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                               const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 4 };
+    enum : int {
+        N = 1, CI = 256, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 4
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2063,7 +2111,10 @@ squeezeseg_fire6_expand1x1_relu(const float* __restrict__ input, float* __restri
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
+    enum : int {
+        N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2172,13 +2223,16 @@ static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire6_expand3x3_relu: conv 3x3/1x1 pad 1x1, 48x27x27 -> 192x27x27 (batch 1)
 // implements: fire6 (squeezeseg.yaml:14)
 // fused: relu; stores into channels 192..383 of fire6 (no concat copy)
-// work: 121.07 MFLOP, 1.03 MB moved; grid 23x3, block 256
+// work: 121.07 MFLOP, 1.03 MB moved; grid 23x3x6, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
+    enum : int {
+        N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1,
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2318,13 +2372,16 @@ static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire7_squeeze_relu: conv 1x1/1x1, 384x27x27 -> 48x27x27 (batch 1)
 // implements: fire7 (squeezeseg.yaml:15)
 // fused: relu
-// work: 26.91 MFLOP, 1.33 MB moved; grid 23x1, block 256
+// work: 26.91 MFLOP, 1.33 MB moved; grid 23x1x6, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                               const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 6 };
+    enum : int {
+        N = 1, CI = 384, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 6
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2470,7 +2527,10 @@ squeezeseg_fire7_expand1x1_relu(const float* __restrict__ input, float* __restri
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
+    enum : int {
+        N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2579,13 +2639,16 @@ static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire7_expand3x3_relu: conv 3x3/1x1 pad 1x1, 48x27x27 -> 192x27x27 (batch 1)
 // implements: fire7 (squeezeseg.yaml:15)
 // fused: relu; stores into channels 192..383 of fire7 (no concat copy)
-// work: 121.07 MFLOP, 1.03 MB moved; grid 23x3, block 256
+// work: 121.07 MFLOP, 1.03 MB moved; grid 23x3x6, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
+    enum : int {
+        N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1,
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2725,13 +2788,16 @@ static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire8_squeeze_relu: conv 1x1/1x1, 384x27x27 -> 64x27x27 (batch 1)
 // implements: fire8 (squeezeseg.yaml:16)
 // fused: relu
-// work: 35.88 MFLOP, 1.40 MB moved; grid 23x1, block 256
+// work: 35.88 MFLOP, 1.40 MB moved; grid 23x1x6, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                               const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 384, HI = 27, WI = 27, CO = 64, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
+    enum : int {
+        N = 1, CI = 384, HI = 27, WI = 27, CO = 64, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2877,7 +2943,10 @@ squeezeseg_fire8_expand1x1_relu(const float* __restrict__ input, float* __restri
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
+    enum : int {
+        N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2986,13 +3055,16 @@ static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire8_expand3x3_relu: conv 3x3/1x1 pad 1x1, 64x27x27 -> 256x27x27 (batch 1)
 // implements: fire8 (squeezeseg.yaml:16)
 // fused: relu; stores into channels 256..511 of fire8 (no concat copy)
-// work: 215.18 MFLOP, 1.52 MB moved; grid 23x4, block 256
+// work: 215.18 MFLOP, 1.52 MB moved; grid 23x4x6, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
+    enum : int {
+        N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1,
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3137,7 +3209,10 @@ squeezeseg_pool8(const float* __restrict__ input, float* __restrict__ arena,
                  const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 512, HI = 27, WI = 27, CO = 512, HO = 13, WO = 13, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0 };
+    enum : int {
+        N = 1, CI = 512, HI = 27, WI = 27, CO = 512, HO = 13, WO = 13, KH = 3, KW = 3, SH = 2,
+        SW = 2, PH = 0, PW = 0
+    };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 1130496LL;  // fire8: 512x27x27 (arena @ float 1,130,496, image stride 373248)
     constexpr long long X_IMAGE = 373248LL;
@@ -3175,13 +3250,16 @@ static cudaError_t sg_launch_pool8(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fire9_squeeze_relu: conv 1x1/1x1, 512x13x13 -> 64x13x13 (batch 1)
 // implements: fire9 (squeezeseg.yaml:18)
 // fused: relu
-// work: 11.09 MFLOP, 0.52 MB moved; grid 6x1, block 256
+// work: 11.09 MFLOP, 0.52 MB moved; grid 6x1x8, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
                               const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 64, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 8 };
+    enum : int {
+        N = 1, CI = 512, HI = 13, WI = 13, CO = 64, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 8
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3327,7 +3405,10 @@ squeezeseg_fire9_expand1x1_relu(const float* __restrict__ input, float* __restri
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1 };
+    enum : int {
+        N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3436,13 +3517,16 @@ static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire9_expand3x3_relu: conv 3x3/1x1 pad 1x1, 64x13x13 -> 256x13x13 (batch 1)
 // implements: fire9 (squeezeseg.yaml:18)
 // fused: relu; stores into channels 256..511 of fire9 (no concat copy)
-// work: 49.88 MFLOP, 0.81 MB moved; grid 6x4, block 256
+// work: 49.88 MFLOP, 0.81 MB moved; grid 6x4x9, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
                                 const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 3, KW = 3, SH = 1, SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 9 };
+    enum : int {
+        N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 3, KW = 3, SH = 1,
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 9
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3582,13 +3666,16 @@ static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // conv10_relu: conv 1x1/1x1, 512x13x13 -> 1000x13x13 (batch 1)
 // implements: conv10 (squeezeseg.yaml:19)
 // fused: relu
-// work: 173.22 MFLOP, 3.07 MB moved; grid 6x16, block 256
+// work: 173.22 MFLOP, 3.07 MB moved; grid 6x16x6, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
                        const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 1000, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6 };
+    enum : int {
+        N = 1, CI = 512, HI = 13, WI = 13, CO = 1000, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3727,13 +3814,16 @@ static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg
 // -----------------------------------------------------------------------------------------------
 // score: conv 1x1/1x1, 1000x13x13 -> 21x13x13 (batch 1)
 // implements: score (squeezeseg.yaml:21)
-// work: 7.10 MFLOP, 0.77 MB moved; grid 6x1, block 256
+// work: 7.10 MFLOP, 0.77 MB moved; grid 6x1x15, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_score(const float* __restrict__ input, float* __restrict__ arena,
                  const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 1000, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 15 };
+    enum : int {
+        N = 1, CI = 1000, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 15
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3872,13 +3962,16 @@ static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_strea
 // score_pool8_add: conv 1x1/1x1, 512x13x13 -> 21x13x13 (batch 1)
 // implements: score_pool8 (squeezeseg.yaml:22), fuse8 (squeezeseg.yaml:23)
 // fused: add(score)
-// work: 3.64 MFLOP, 0.42 MB moved; grid 6x1, block 256
+// work: 3.64 MFLOP, 0.42 MB moved; grid 6x1x8, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
                            const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 512, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 8 };
+    enum : int {
+        N = 1, CI = 512, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 8
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -4019,13 +4112,16 @@ static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_
 // -----------------------------------------------------------------------------------------------
 // conv11: deconv 3x3/2x2, 21x13x13 -> 21x27x27 (batch 1)
 // implements: conv11 (squeezeseg.yaml:24)
-// work: 1.34 MFLOP, 0.09 MB moved; grid 1x7, block 256
+// work: 1.34 MFLOP, 0.09 MB moved; grid 1x7x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
                   const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 21, HI = 13, WI = 13, CO = 21, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0, COB = 3, CIB = 21 };
+    enum : int {
+        N = 1, CI = 21, HI = 13, WI = 13, CO = 21, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2,
+        SW = 2, PH = 0, PW = 0, COB = 3, CIB = 21
+    };
     // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
@@ -4105,13 +4201,16 @@ static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stre
 // score_pool4_add: conv 1x1/1x1, 256x27x27 -> 21x27x27 (batch 1)
 // implements: score_pool4 (squeezeseg.yaml:25), fuse4 (squeezeseg.yaml:26)
 // fused: add(conv11)
-// work: 7.85 MFLOP, 0.89 MB moved; grid 23x1, block 256
+// work: 7.85 MFLOP, 0.89 MB moved; grid 23x1x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
                            const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 256, HI = 27, WI = 27, CO = 21, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 4 };
+    enum : int {
+        N = 1, CI = 256, HI = 27, WI = 27, CO = 21, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 4
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -4252,13 +4351,16 @@ static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_
 // -----------------------------------------------------------------------------------------------
 // conv12: deconv 3x3/2x2, 21x27x27 -> 21x55x55 (batch 1)
 // implements: conv12 (squeezeseg.yaml:27)
-// work: 5.79 MFLOP, 0.33 MB moved; grid 4x21, block 256
+// work: 5.79 MFLOP, 0.33 MB moved; grid 4x21x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
                   const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 21, HI = 27, WI = 27, CO = 21, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2, SW = 2, PH = 0, PW = 0, COB = 1, CIB = 21 };
+    enum : int {
+        N = 1, CI = 21, HI = 27, WI = 27, CO = 21, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2,
+        SW = 2, PH = 0, PW = 0, COB = 1, CIB = 21
+    };
     // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
@@ -4344,7 +4446,10 @@ squeezeseg_score_pool1_add(const float* __restrict__ input, float* __restrict__ 
                            const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 96, HI = 55, WI = 55, CO = 21, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1, SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1 };
+    enum : int {
+        N = 1, CI = 96, HI = 55, WI = 55, CO = 21, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1
+    };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -4454,13 +4559,16 @@ static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_
 // -----------------------------------------------------------------------------------------------
 // conv13: deconv 11x11/4x4, 21x55x55 -> 21x227x227 (batch 1)
 // implements: conv13 (squeezeseg.yaml:30)
-// work: 322.83 MFLOP, 4.80 MB moved; grid 13x3, block 256
+// work: 322.83 MFLOP, 4.80 MB moved; grid 13x3x16, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
                   const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int { N = 1, CI = 21, HI = 55, WI = 55, CO = 21, HO = 227, WO = 227, KH = 11, KW = 11, SH = 4, SW = 4, PH = 0, PW = 0, COB = 7, CIB = 21 };
+    enum : int {
+        N = 1, CI = 21, HI = 55, WI = 55, CO = 21, HO = 227, WO = 227, KH = 11, KW = 11, SH = 4,
+        SW = 4, PH = 0, PW = 0, COB = 7, CIB = 21
+    };
     // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block

@@ -48,6 +48,20 @@ class Kernel:
     symbol: str = ""                  # the C symbol: <model>_<name>, so layer names never clash
     rendered: str = ""                # with library functions or another model's kernels
 
+    @property
+    def const_lines(self) -> list[str]:
+        """The compile-time constants as `NAME = value` lines of at most ~90 characters."""
+        lines, line = [], ""
+        items = [f"{k} = {v}" for k, v in self.consts.items()]
+        for i, item in enumerate(items):
+            item += "," if i < len(items) - 1 else ""
+            if line and len(line) + 1 + len(item) > 90:
+                lines.append(line)
+                line = item
+            else:
+                line = f"{line} {item}" if line else item
+        return lines + [line]
+
 
 def kernel_name(node: Node) -> str:
     """`conv1_relu`, `score_pool8_add`, `fire2_expand3x3_relu`: the node and its epilogue."""
@@ -219,8 +233,9 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
                      f"{node.out_view.into} (no concat copy)")
     if fused:
         lines.append(f"fused: {'; '.join(fused)}")
+    grid = "x".join(str(g) for g in (kernel.grid if kernel.grid[2] > 1 else kernel.grid[:2]))
     lines.append(f"work: {kernel.flops / 1e6:,.2f} MFLOP, {kernel.bytes / 1e6:,.2f} MB moved; "
-                 f"grid {kernel.grid[0]}x{kernel.grid[1]}, block {kernel.block}")
+                 f"grid {grid}, block {kernel.block}")
     return lines
 
 
