@@ -123,7 +123,7 @@ def test_shipped_models(model, batch):
 
 def test_table3_pixel_mean(capsys):
     """The paper's Table 3 check: the mean output pixel of squeezeseg from three executors."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     import sys
     sys.path.insert(0, "benchmarks")
     from table3 import pixel_means

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any, Iterator
+from typing import Iterator
 
 
 class Attrs(Mapping):
