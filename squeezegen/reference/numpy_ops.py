@@ -81,11 +81,28 @@ def _pool_geometry(attrs, x):
     return (kh, kw), (sh, sw), (ph, pw), (ho, wo), (bottom, right)
 
 
+def _reduce_windows(xp, kernel, stride, out_hw, ufunc, dtype):
+    """ufunc-reduce every pooling window: one strided slice per tap for small windows (fast),
+    a window view for large ones (few Python steps)."""
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    if kh * kw > 64:
+        return ufunc.reduce(_windows(xp, kernel, stride, out_hw).astype(dtype), axis=(4, 5))
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            tap = xp[:, :, i: i + (ho - 1) * sh + 1: sh, j: j + (wo - 1) * sw + 1: sw]
+            if out is None:
+                out = tap.astype(dtype, copy=True)
+            else:
+                ufunc(out, tap, out=out)
+    return out
+
+
 def maxpool(attrs, inputs, params):
     x = inputs[0]
     k, s, (ph, pw), out_hw, (bottom, right) = _pool_geometry(attrs, x)
     xp = _pad(x, ph, pw, bottom, right, value=-np.inf)
-    return np.ascontiguousarray(_windows(xp, k, s, out_hw).max(axis=(4, 5)), dtype=np.float32)
+    return _reduce_windows(xp, k, s, out_hw, np.maximum, np.float32)
 
 
 def avgpool(attrs, inputs, params):
@@ -95,7 +112,7 @@ def avgpool(attrs, inputs, params):
     _, _, h, wd = x.shape
     k, s, (ph, pw), (ho, wo), (bottom, right) = _pool_geometry(attrs, x)
     xp = _pad(x, ph, pw, bottom, right)
-    sums = _windows(xp, k, s, (ho, wo)).sum(axis=(4, 5), dtype=np.float64)
+    sums = _reduce_windows(xp, k, s, (ho, wo), np.add, np.float64)
 
     def counts(out, stride, pad, kernel, size):
         start = np.arange(out) * stride - pad
