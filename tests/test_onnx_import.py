@@ -776,3 +776,28 @@ def test_imported_squeezenet1_1_cuda_matches_torch(tmp_path):
         want = module(torch.from_numpy(x)).numpy()
     assert_close(got.reshape(want.shape), want, 1e-4, what="cuda vs torch")
     assert_close(got, ReferenceExecutor(graph, weights)(x), 1e-4, what="cuda vs reference")
+
+
+def test_corrupted_onnx_files_fail_cleanly(tmp_path):
+    """Random byte damage and truncation: a SqueezegenError or a valid import, nothing else."""
+    import random
+    from squeezegen.errors import SqueezegenError
+    path = tmp_path / "lenet.onnx"
+    export(LeNet().eval(), (1, 28, 28), path)
+    good = path.read_bytes()
+    rng = random.Random(3)
+    errors = 0
+    for trial in range(120):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if trial % 4 == 0:
+            data = data[: rng.randrange(len(data))]
+        bad = tmp_path / f"bad{trial}.onnx"
+        bad.write_bytes(bytes(data))
+        try:
+            import_onnx(bad)
+        except SqueezegenError as exc:
+            assert "\n" not in str(exc)
+            errors += 1
+    assert errors > 20
