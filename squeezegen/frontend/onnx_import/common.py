@@ -1,0 +1,109 @@
+"""What every part of the ONNX importer shares: the op lists, the value and layer records,
+and small text helpers.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...errors import SqueezegenError
+
+# What `import_onnx` maps (for error messages and the docs).
+SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
+                 "GlobalMaxPool", "Add", "Concat", "Gemm", "MatMul", "Softmax", "Flatten",
+                 "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant")
+
+
+# Evaluated at import time when all their inputs are constants (shape arithmetic, weight prep).
+_FOLDABLE = ("Constant", "Identity", "Cast", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat",
+             "Reshape", "Flatten", "Slice", "Transpose", "Add", "Sub", "Mul", "Div")
+
+
+_INPUT = -1                       # the layer index of the network input
+
+
+_FLOAT_TYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
+
+
+def _supported_list() -> str:
+    return ", ".join(SUPPORTED_OPS)
+
+
+def _need_onnx():
+    try:
+        import onnx  # an optional dependency
+        from onnx import external_data_helper, helper, numpy_helper  # noqa: F401
+    except ImportError:
+        raise SqueezegenError("ONNX import needs the onnx package: "
+                              "pip install 'squeezegen[onnx]'") from None
+    return onnx
+
+
+# ------------------------------------------------------------------------------- data classes
+@dataclass
+class _Value:
+    """An ONNX tensor as squeezegen sees it: which layer computes it, and its shapes (no batch).
+
+    `shape` is the ONNX shape; `sg` the squeezegen shape of the layer. They differ after a
+    Flatten: ONNX has [C*H*W], the layer still [C, H, W] (same values, same order)."""
+    layer: int
+    shape: tuple[int, ...]
+    sg: tuple[int, ...]
+
+    @property
+    def flattened(self) -> bool:
+        return len(self.shape) == 1 and len(self.sg) == 3
+
+
+@dataclass
+class _Layer:
+    op: str
+    inputs: list[int]
+    fields: dict[str, Any]
+    weights: dict[str, np.ndarray]
+    sg: tuple[int, ...]
+    node: Any                          # the ONNX node it is named after
+    name: str = ""
+    relu: bool | None = None           # None: the op has no relu field
+
+    def generated(self, name: str) -> list[str]:
+        if self.op == "fire":
+            return [f"{name}_{r}{s}" for r in ("squeeze", "expand1x1", "expand3x3")
+                    for s in ("", "_relu")]
+        return [f"{name}_relu"] if self.relu else []
+
+
+@dataclass
+class _Graph:
+    """The ONNX graph indexed for the walk."""
+    nodes: list
+    consts: dict[str, np.ndarray]
+    consumers: dict[str, list] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------- helpers
+def _node_label(node) -> str:
+    return node.name or (node.output[0] if len(node.output) else "") or "(unnamed)"
+
+
+def _pair_text(p) -> str:
+    return str(p[0]) if p[0] == p[1] else f"[{p[0]}, {p[1]}]"
+
+
+def _yaml_scalar(text: str) -> str:
+    """`text` as a YAML scalar that reads back as the same string."""
+    import yaml
+    try:
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text) and yaml.safe_load(text) == text:
+            return text
+    except yaml.YAMLError:
+        pass
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _comment_safe(text: str) -> str:
+    return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in str(text))[:200]

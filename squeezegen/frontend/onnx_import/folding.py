@@ -1,0 +1,116 @@
+"""Evaluating constant sub-graphs (shape arithmetic, weight preparation) at import time."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...errors import SqueezegenError
+from .common import _FOLDABLE
+
+
+class ConstantFolding:
+    """Evaluating constant sub-graphs (shape arithmetic, weight preparation) at import time."""
+
+    # ------------------------------------------------------------------ constant folding
+    def evaluate(self, node, ins: list) -> np.ndarray:
+        """The output of a foldable node on constant inputs (NumPy)."""
+        op = node.op_type
+        a = {x.name: self.onnx.helper.get_attribute_value(x) for x in node.attribute}
+        x = ins[0] if ins else None
+        if op == "Constant":
+            if "value" in a:
+                return self.onnx.numpy_helper.to_array(a["value"])
+            for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
+                               ("value_int", np.int64), ("value_ints", np.int64)):
+                if key in a:
+                    return np.array(a[key], dtype=dtype)
+            raise self.fail(node, "only numeric tensor constants are supported",
+                            next(iter(a), None))
+        if op == "Identity":
+            return x
+        if op == "Cast":
+            from onnx import helper
+            return x.astype(helper.tensor_dtype_to_np_dtype(a["to"]))
+        if op == "Shape":
+            shape = np.array(x.shape if isinstance(x, np.ndarray) else x, np.int64)
+            return shape[a.get("start", 0): a.get("end", len(shape))]
+        if op == "Gather":
+            return np.take(x, ins[1].astype(np.int64), axis=a.get("axis", 0))
+        if op in ("Unsqueeze", "Squeeze"):
+            axes = a.get("axes")
+            if axes is None and len(ins) > 1 and ins[1] is not None:
+                axes = [int(v) for v in ins[1].reshape(-1)]
+            if op == "Squeeze":
+                if axes is None:
+                    return np.squeeze(x)
+                return np.squeeze(x, axis=tuple(ax % x.ndim for ax in axes))
+            out_rank = x.ndim + len(axes)
+            y = x
+            for ax in sorted(ax % out_rank for ax in axes):
+                y = np.expand_dims(y, ax)
+            return y
+        if op == "Concat":
+            return np.concatenate([np.atleast_1d(v) for v in ins], axis=a["axis"])
+        if op == "Reshape":
+            target = [int(v) for v in ins[1].reshape(-1)]
+            if not a.get("allowzero", 0):
+                target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
+            return x.reshape(target)
+        if op == "Flatten":
+            axis = a.get("axis", 1) % max(1, x.ndim) if x.ndim else 0
+            return x.reshape(math.prod(x.shape[:axis]), -1)
+        if op == "Transpose":
+            return np.transpose(x, a.get("perm"))
+        if op == "Slice":
+            if "starts" in a:
+                starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+            else:
+                starts, ends = ins[1].tolist(), ins[2].tolist()
+                axes = ins[3].tolist() if len(ins) > 3 and ins[3] is not None else None
+                steps = ins[4].tolist() if len(ins) > 4 and ins[4] is not None else None
+            axes = list(range(len(starts))) if axes is None else axes
+            steps = [1] * len(starts) if steps is None else steps
+            index = [slice(None)] * x.ndim
+            for s, e, ax, st in zip(starts, ends, axes, steps):
+                index[ax % x.ndim] = slice(int(s), int(e), int(st))
+            return x[tuple(index)]
+        if op in ("Add", "Sub", "Mul", "Div"):
+            l, r = ins[0], ins[1]
+            if op == "Div" and l.dtype.kind in "iu":
+                return (np.trunc(l / r)).astype(l.dtype)
+            return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
+                    "Div": np.divide}[op](l, r).astype(np.result_type(l, r))
+        raise self.unsupported(node)
+
+    def try_fold(self, node) -> bool:
+        """Evaluate `node` when all its (data) inputs are constants; True when it was."""
+        if node.op_type not in _FOLDABLE or node.domain not in ("", "ai.onnx"):
+            return False
+        if node.op_type == "Shape":
+            src = node.input[0]
+            if src in self.values:
+                ins = [(self.batch,) + self.values[src].shape]
+            elif src in self.g.consts:
+                ins = [self.g.consts[src]]
+            else:
+                return False
+        else:
+            names = [n for n in node.input]
+            if any(n and n not in self.g.consts for n in names):
+                return False
+            ins = [self.g.consts[n] if n else None for n in names]
+        try:
+            value = self.evaluate(node, ins)
+        except SqueezegenError:
+            raise
+        except Exception as exc:
+            raise self.fail(node, f"cannot evaluate this constant expression: {exc}") from None
+        self.g.consts[node.output[0]] = np.asarray(value)
+        return True
+
+    def to_array(self, tensor) -> np.ndarray:
+        try:
+            return np.asarray(self.onnx.numpy_helper.to_array(tensor))
+        except Exception as exc:
+            raise self.error(f"cannot read tensor '{tensor.name}': {exc}") from None

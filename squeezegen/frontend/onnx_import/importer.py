@@ -1,0 +1,303 @@
+"""The walk over the ONNX graph: reading the input, mapping every live node, checking shapes."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...errors import ModelError
+from ...ir.graph import Attrs, TensorType
+from ...ir.ops import ShapeError, infer
+from ..schema import MAX_DIM
+from .common import (
+    _FLOAT_TYPES,
+    _FOLDABLE,
+    _INPUT,
+    SUPPORTED_OPS,
+    _Graph,
+    _Layer,
+    _node_label,
+    _supported_list,
+    _Value,
+)
+from .folding import ConstantFolding
+from .mapping import OpMapping
+from .naming import YamlWriting
+
+
+class Importer(OpMapping, ConstantFolding, YamlWriting):
+    def __init__(self, onnx, model, file: str):
+        self.onnx = onnx
+        self.model = model
+        self.file = file
+        self.layers: list[_Layer] = []
+        self.values: dict[str, _Value] = {}
+        self.absorbed: set[int] = set()          # ids of nodes already folded into a layer
+        self.opset = 13
+        for imp in model.opset_import:
+            if imp.domain in ("", "ai.onnx"):
+                self.opset = int(imp.version)
+        self.batch = 1
+
+    # ------------------------------------------------------------------ errors
+    def error(self, message: str) -> ModelError:
+        return ModelError(message, file=self.file)
+
+    def fail(self, node, message: str, attribute: str | None = None) -> ModelError:
+        where = f"node '{_node_label(node)}' ({node.op_type})"
+        if attribute:
+            where += f", attribute '{attribute}'"
+        return self.error(f"{where}: {message}")
+
+    def unsupported(self, node, others=()) -> ModelError:
+        def op_of(n):
+            return n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+        also = ""
+        if others:
+            shown = [f"'{_node_label(n)}' ({op_of(n)})" for n in others[:6]]
+            more = f" and {len(others) - 6} more" if len(others) > 6 else ""
+            also = f"; also not supported: {', '.join(shown)}{more}"
+        return self.fail(node, f"op {op_of(node)} is not supported{also}; squeezegen imports "
+                               f"{_supported_list()} (and evaluates constant shape arithmetic)")
+
+    # ------------------------------------------------------------------ attributes
+    def attrs(self, node, allowed) -> dict[str, Any]:
+        out = {}
+        for a in node.attribute:
+            if a.name not in allowed:
+                raise self.fail(node, f"attribute '{a.name}' is not supported for {node.op_type}",
+                                a.name)
+            value = self.onnx.helper.get_attribute_value(a)
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            out[a.name] = value
+        return out
+
+    def const(self, node, index: int, what: str) -> np.ndarray:
+        name = node.input[index] if index < len(node.input) else ""
+        if name not in self.g.consts:
+            raise self.fail(node, f"the {what} (input {index}, '{name}') must be a constant (an "
+                                  "initializer or a Constant node), not a computed tensor")
+        return self.g.consts[name]
+
+    def weight(self, node, index: int, what: str, ndim: int | None = None) -> np.ndarray:
+        w = self.const(node, index, what)
+        if w.dtype.kind != "f":
+            raise self.fail(node, f"the {what} '{node.input[index]}' has dtype {w.dtype}; "
+                                  "weights must be floating point")
+        if ndim is not None and w.ndim != ndim:
+            raise self.fail(node, f"the {what} '{node.input[index]}' has shape {list(w.shape)}, "
+                                  f"expected {ndim} dimensions")
+        return np.ascontiguousarray(w, dtype=np.float32)
+
+    def tensor(self, node, index: int = 0) -> _Value:
+        name = node.input[index] if index < len(node.input) else ""
+        if name in self.values:
+            return self.values[name]
+        if name in self.g.consts:
+            raise self.fail(node, f"input {index} ('{name}') is a constant; squeezegen's layers "
+                                  "only take the outputs of other layers (or the network input) "
+                                  "here")
+        raise self.fail(node, f"input {index} ('{name}') is not computed by any supported node")
+
+    def image(self, node, index: int = 0) -> _Value:
+        v = self.tensor(node, index)
+        if len(v.shape) != 3:
+            raise self.fail(node, f"needs an N,C,H,W input, got shape [N, "
+                                  f"{', '.join(map(str, v.shape))}]")
+        if v.shape != v.sg:
+            raise self.fail(node, f"reads a tensor reshaped to [N, {', '.join(map(str, v.shape))}]"
+                                  f" from a {'x'.join(map(str, v.sg))} image; squeezegen has no "
+                                  "reshape layer")
+        return v
+
+    def shape_of(self, node, op, attrs, ins) -> tuple[int, ...]:
+        try:
+            return infer(op, Attrs(attrs), [TensorType(tuple(t)) for t in ins]).shape
+        except ShapeError as exc:
+            raise self.fail(node, f"squeezegen's {op} cannot take this: {exc}",
+                            {"kernel": "kernel_shape", "pad": "pads"}.get(exc.field)) from None
+
+    # ------------------------------------------------------------------ graph bookkeeping
+    def data_consumers(self, tensor: str) -> list:
+        return [n for n in self.g.consumers.get(tensor, []) if n.op_type != "Shape"]
+
+    def only_reader(self, tensor: str, op_type: str | None = None):
+        """The single node reading `tensor` (once), when it is not a graph output; else None."""
+        if tensor in self.g.outputs:
+            return None
+        readers = self.data_consumers(tensor)
+        if len(readers) != 1 or list(readers[0].input).count(tensor) != 1:
+            return None
+        if op_type is not None and readers[0].op_type != op_type:
+            return None
+        return readers[0]
+
+    def add_layer(self, layer: _Layer, tensor: str, shape=None) -> int:
+        self.layers.append(layer)
+        index = len(self.layers) - 1
+        self.values[tensor] = _Value(index, tuple(shape or layer.sg), layer.sg)
+        return index
+
+    def fuse_relu(self, index: int, tensor: str) -> None:
+        """Give layer `index` (whose output is `tensor`) `relu: true` if a Relu alone reads it."""
+        relu = self.only_reader(tensor, "Relu")
+        if relu is None or len(relu.output) != 1:
+            return
+        self.attrs(relu, ())
+        self.layers[index].relu = True
+        self.absorbed.add(id(relu))
+        self.values[relu.output[0]] = self.values[tensor]
+
+    # ------------------------------------------------------------------ the walk
+    def run(self) -> tuple[str, dict[str, np.ndarray]]:
+        graph = self.model.graph
+        consts = {}
+        for t in graph.initializer:
+            consts[t.name] = self.to_array(t)
+        self.g = _Graph(nodes=list(graph.node), consts=consts)
+        self.g.outputs = [o.name for o in graph.output]
+        if not self.g.outputs:
+            raise self.error("the ONNX graph has no outputs")
+        live = self.live_nodes()
+        for node in self.g.nodes:
+            if id(node) in live:
+                for name in node.input:
+                    if name:
+                        self.g.consumers.setdefault(name, []).append(node)
+        # fail early, before any shape work, on ops squeezegen does not know (all of them)
+        unknown = [node for node in self.g.nodes
+                   if id(node) in live and (node.domain not in ("", "ai.onnx")
+                                            or (node.op_type not in SUPPORTED_OPS
+                                                and node.op_type not in _FOLDABLE))]
+        if unknown:
+            raise self.unsupported(unknown[0], unknown[1:])
+        self.read_input()
+        mappers = {"Conv": self.map_conv, "ConvTranspose": self.map_conv_transpose,
+                   "MaxPool": self.map_pool, "AveragePool": self.map_pool,
+                   "GlobalAveragePool": self.map_global_pool,
+                   "GlobalMaxPool": self.map_global_pool, "Relu": self.map_relu,
+                   "Add": self.map_add, "Concat": self.map_concat, "Gemm": self.map_gemm,
+                   "MatMul": self.map_matmul, "Softmax": self.map_softmax,
+                   "Dropout": self.map_alias, "Identity": self.map_alias,
+                   "Flatten": self.map_reshape, "Reshape": self.map_reshape,
+                   "Squeeze": self.map_reshape, "Unsqueeze": self.map_reshape}
+        for node in self.g.nodes:
+            if id(node) not in live or id(node) in self.absorbed:
+                continue
+            if node.op_type == "Constant":
+                if not self.try_fold(node):
+                    raise self.unsupported(node)
+                continue
+            if self.try_fold(node):
+                continue
+            mapper = mappers.get(node.op_type)
+            if mapper is None:
+                raise self.unsupported(node)
+            if not node.output or not node.output[0]:
+                raise self.fail(node, "has no output")
+            mapper(node)
+        return self.finish()
+
+    def live_nodes(self) -> set[int]:
+        producer = {}
+        for node in self.g.nodes:
+            for name in node.output:
+                if name:
+                    producer[name] = node
+        live: set[int] = set()
+        stack = [producer[o] for o in self.g.outputs if o in producer]
+        while stack:
+            node = stack.pop()
+            if id(node) in live:
+                continue
+            live.add(id(node))
+            stack.extend(producer[i] for i in node.input if i in producer)
+        return live
+
+    def read_input(self) -> None:
+        graph = self.model.graph
+        real = [i for i in graph.input if i.name not in self.g.consts]
+        if len(real) != 1:
+            names = ", ".join(f"'{i.name}'" for i in real) or "none"
+            raise self.error(f"squeezegen models have exactly one input; this graph has "
+                             f"{len(real)} ({names})")
+        inp = real[0]
+        tt = inp.type.tensor_type
+        if not inp.type.HasField("tensor_type"):
+            raise self.error(f"input '{inp.name}' is not a tensor")
+        if tt.elem_type != 1:
+            raise self.error(f"input '{inp.name}' has element type "
+                             f"{_FLOAT_TYPES.get(tt.elem_type, tt.elem_type)}; squeezegen takes "
+                             "float32 input")
+        dims = list(tt.shape.dim)
+        if not tt.HasField("shape") or len(dims) not in (2, 4):
+            raise self.error(f"input '{inp.name}' must be N,C,H,W (or N,K); it has "
+                             f"{len(dims) if tt.HasField('shape') else 'no'} dimensions")
+        names = ["C", "H", "W"] if len(dims) == 4 else ["K"]
+        shape = []
+        for d, label in zip(dims[1:], names):
+            if not d.HasField("dim_value") or d.dim_value < 1:
+                shown = d.dim_param or "unknown"
+                raise self.error(f"input '{inp.name}' has a dynamic {label} dimension ('{shown}'); "
+                                 "squeezegen compiles for one input size: re-export with a fixed "
+                                 "shape (no dynamic_axes except the batch)")
+            if d.dim_value > MAX_DIM:
+                raise self.error(f"input '{inp.name}': {label} = {d.dim_value} exceeds "
+                                 f"{MAX_DIM}")
+            shape.append(int(d.dim_value))
+        if dims[0].HasField("dim_value") and dims[0].dim_value >= 1:
+            self.batch = int(dims[0].dim_value)
+        self.input_name = inp.name
+        self.input_shape = tuple(shape)
+        self.values[inp.name] = _Value(_INPUT, self.input_shape, self.input_shape)
+
+    # ------------------------------------------------------------------ output
+    def finish(self) -> tuple[str, dict[str, np.ndarray]]:
+        outputs = []
+        for o in self.model.graph.output:
+            if o.name not in self.values:
+                if o.name in self.g.consts:
+                    raise self.error(f"output '{o.name}' is a constant, not computed from the "
+                                     "input")
+                raise self.error(f"output '{o.name}' is not computed by any node")
+            v = self.values[o.name]
+            if v.layer == _INPUT:
+                raise self.error(f"output '{o.name}' is the network input itself")
+            same = [n for n, w in outputs if w.layer == v.layer]
+            if same:
+                raise self.error(f"outputs '{same[0]}' and '{o.name}' are the same layer's "
+                                 "output; squeezegen lists each layer once under output")
+            self.check_declared(o, v)
+            outputs.append((o.name, v))
+        keep = self.reachable([v.layer for _, v in outputs])
+        self.name_layers(keep)
+        weights = {}
+        for i in keep:
+            layer = self.layers[i]
+            for key, w in layer.weights.items():
+                weights[f"{layer.name}.{key}"] = np.ascontiguousarray(w, dtype=np.float32)
+        return self.render(keep, outputs), weights
+
+    def check_declared(self, o, v: _Value) -> None:
+        tt = o.type.tensor_type
+        if not o.type.HasField("tensor_type") or not tt.HasField("shape"):
+            return
+        dims = list(tt.shape.dim)
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        if len(declared) != len(v.shape) + 1 or any(
+                d is not None and d != s for d, s in zip(declared[1:], v.shape)):
+            shown = ", ".join("?" if d is None else str(d) for d in declared)
+            raise self.error(f"output '{o.name}': squeezegen computes shape [N, "
+                             f"{', '.join(map(str, v.shape))}] but the ONNX model declares "
+                             f"[{shown}] (a pooling rounding rule squeezegen does not follow?)")
+
+    def reachable(self, outs: list[int]) -> list[int]:
+        seen, stack = set(), list(outs)
+        while stack:
+            i = stack.pop()
+            if i == _INPUT or i in seen:
+                continue
+            seen.add(i)
+            stack.extend(self.layers[i].inputs)
+        return sorted(seen)

@@ -1,0 +1,443 @@
+"""Mapping ONNX nodes onto squeezegen layers (one method per ONNX op), fire recognition."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .common import _INPUT, _Layer, _Value
+
+
+class OpMapping:
+    """Mapping ONNX nodes onto squeezegen layers (one method per ONNX op), fire recognition."""
+
+    def window(self, node, a, kernel, op_word):
+        """Stride and pad pairs of a conv/pool from ONNX attributes; refuses what cannot map."""
+        auto = a.get("auto_pad", "NOTSET")
+        if auto not in ("NOTSET", "VALID"):
+            raise self.fail(node, f"auto_pad {auto} is not supported; re-export with explicit "
+                                  "pads (auto_pad NOTSET)", "auto_pad")
+        dil = a.get("dilations", [1, 1])
+        if any(int(d) != 1 for d in dil):
+            raise self.fail(node, f"dilations {list(dil)} are not supported: squeezegen's "
+                                  f"{op_word} has no dilation (only 1)", "dilations")
+        strides = a.get("strides", [1, 1])
+        if len(strides) != 2 or any(int(s) < 1 for s in strides):
+            raise self.fail(node, f"strides {list(strides)}: expected two positive values",
+                            "strides")
+        pads = [int(p) for p in a.get("pads", [0, 0, 0, 0])]
+        if auto == "VALID" and any(pads):
+            raise self.fail(node, "auto_pad VALID with non-zero pads", "pads")
+        if len(pads) != 4 or any(p < 0 for p in pads):
+            raise self.fail(node, f"pads {pads}: expected four non-negative values "
+                                  "(top, left, bottom, right)", "pads")
+        if pads[0] != pads[2] or pads[1] != pads[3]:
+            raise self.fail(node, f"asymmetric pads {pads} (top, left, bottom, right) are not "
+                                  f"supported: squeezegen's {op_word} pads both sides of an axis "
+                                  "equally", "pads")
+        return (int(strides[0]), int(strides[1])), (pads[0], pads[1])
+
+    # ------------------------------------------------------------------ op mappers
+    def conv_spec(self, node):
+        a = self.attrs(node, ("auto_pad", "dilations", "group", "kernel_shape", "pads",
+                              "strides"))
+        x = self.image(node)
+        w = self.weight(node, 1, "weight", 4)
+        if int(a.get("group", 1)) != 1:
+            raise self.fail(node, f"group {a['group']} is not supported: squeezegen's conv has no "
+                                  "groups (only group 1)", "group")
+        kernel = (int(w.shape[2]), int(w.shape[3]))
+        if "kernel_shape" in a and tuple(int(k) for k in a["kernel_shape"]) != kernel:
+            raise self.fail(node, f"kernel_shape {list(a['kernel_shape'])} does not match the "
+                                  f"weight's shape {list(w.shape)}", "kernel_shape")
+        stride, pad = self.window(node, a, kernel, "conv")
+        for k, p, axis in zip(kernel, pad, ("height", "width")):
+            if 2 * p > k:
+                raise self.fail(node, f"pad {p} is more than half the kernel {k} ({axis}); "
+                                      "squeezegen's conv needs 2*pad <= kernel", "pads")
+        if w.shape[1] != x.sg[0]:
+            raise self.fail(node, f"the weight {list(w.shape)} expects {w.shape[1]} input "
+                                  f"channels, the input has {x.sg[0]}")
+        b = None
+        if len(node.input) > 2 and node.input[2]:
+            b = self.weight(node, 2, "bias", 1)
+            if b.shape != (w.shape[0],):
+                raise self.fail(node, f"the bias has shape {list(b.shape)}, expected "
+                                      f"[{w.shape[0]}]")
+        return x, w, b, kernel, stride, pad
+
+    def map_conv(self, node):
+        if self.match_fire(node):
+            return
+        x, w, b, kernel, stride, pad = self.conv_spec(node)
+        f = dict(out=int(w.shape[0]), kernel=kernel, stride=stride, pad=pad, bias=b is not None)
+        sg = self.shape_of(node, "conv", f, [x.sg])
+        weights = {"weight": w} if b is None else {"weight": w, "bias": b}
+        index = self.add_layer(_Layer("conv", [x.layer], f, weights, sg, node, relu=False),
+                               node.output[0])
+        self.fuse_relu(index, node.output[0])
+
+    def match_fire(self, squeeze) -> bool:
+        """squeeze conv 1x1 + Relu -> {conv 1x1 + Relu, conv 3x3 pad 1 + Relu} -> Concat."""
+        def plain(node, k, p):
+            x, w, b, kernel, stride, pad = self.conv_spec(node)
+            ok = kernel == (k, k) and stride == (1, 1) and pad == (p, p) and b is not None
+            return (x, w, b) if ok else None
+
+        def conv_relu(node, k, p):
+            spec = plain(node, k, p)
+            relu = self.only_reader(node.output[0], "Relu") if spec else None
+            return (spec, relu) if relu is not None and len(relu.output) == 1 else None
+
+        first = conv_relu(squeeze, 1, 0)
+        if first is None:
+            return False
+        (x, ws, bs), srelu = first
+        s_out = srelu.output[0]
+        if s_out in self.g.outputs:
+            return False
+        readers = self.data_consumers(s_out)
+        if len(readers) != 2 or any(r.op_type != "Conv" or list(r.input).count(s_out) != 1
+                                    or list(r.input).index(s_out) != 0 for r in readers):
+            return False
+        by_kernel = {}
+        for r in readers:
+            w = self.g.consts.get(r.input[1]) if len(r.input) > 1 else None
+            if w is None or w.ndim != 4:
+                return False
+            by_kernel[(int(w.shape[2]), int(w.shape[3]))] = r
+        if set(by_kernel) != {(1, 1), (3, 3)}:
+            return False
+        # the expand convs read the squeeze's output: build a value for it before checking them
+        sq_sg = (int(ws.shape[0]),) + x.sg[1:]
+        saved = self.values.get(s_out)
+        self.values[s_out] = _Value(_INPUT, sq_sg, sq_sg)
+        try:
+            e1 = conv_relu(by_kernel[(1, 1)], 1, 0)
+            e3 = conv_relu(by_kernel[(3, 3)], 3, 1)
+        finally:
+            if saved is None:
+                del self.values[s_out]
+            else:
+                self.values[s_out] = saved
+        if e1 is None or e3 is None:
+            return False
+        (_, w1, b1), r1 = e1
+        (_, w3, b3), r3 = e3
+        cat = self.only_reader(r1.output[0], "Concat")
+        if cat is None or self.only_reader(r3.output[0], "Concat") is not cat:
+            return False
+        if list(cat.input) != [r1.output[0], r3.output[0]] or len(cat.output) != 1:
+            return False
+        axis = self.attrs(cat, ("axis",)).get("axis")
+        if axis not in (1, -3):
+            return False
+        f = dict(squeeze=int(ws.shape[0]), expand1x1=int(w1.shape[0]), expand3x3=int(w3.shape[0]))
+        sg = (f["expand1x1"] + f["expand3x3"],) + x.sg[1:]
+        weights = {"squeeze.weight": ws, "squeeze.bias": bs, "expand1x1.weight": w1,
+                   "expand1x1.bias": b1, "expand3x3.weight": w3, "expand3x3.bias": b3}
+        for n in (srelu, by_kernel[(1, 1)], r1, by_kernel[(3, 3)], r3, cat):
+            self.absorbed.add(id(n))
+        self.add_layer(_Layer("fire", [x.layer], f, weights, sg, cat), cat.output[0])
+        return True
+
+    def map_conv_transpose(self, node):
+        a = self.attrs(node, ("auto_pad", "dilations", "group", "kernel_shape", "output_padding",
+                              "output_shape", "pads", "strides"))
+        x = self.image(node)
+        w = self.weight(node, 1, "weight", 4)
+        if int(a.get("group", 1)) != 1:
+            raise self.fail(node, f"group {a['group']} is not supported: squeezegen's deconv has "
+                                  "no groups (only group 1)", "group")
+        if any(int(p) != 0 for p in a.get("output_padding", [])):
+            raise self.fail(node, f"output_padding {list(a['output_padding'])} is not supported: "
+                                  "squeezegen's deconv has no output padding (only 0)",
+                            "output_padding")
+        kernel = (int(w.shape[2]), int(w.shape[3]))
+        if "kernel_shape" in a and tuple(int(k) for k in a["kernel_shape"]) != kernel:
+            raise self.fail(node, f"kernel_shape {list(a['kernel_shape'])} does not match the "
+                                  f"weight's shape {list(w.shape)}", "kernel_shape")
+        stride, pad = self.window(node, a, kernel, "deconv")
+        if w.shape[0] != x.sg[0]:
+            raise self.fail(node, f"the weight {list(w.shape)} expects {w.shape[0]} input "
+                                  f"channels, the input has {x.sg[0]}")
+        b = None
+        if len(node.input) > 2 and node.input[2]:
+            b = self.weight(node, 2, "bias", 1)
+            if b.shape != (w.shape[1],):
+                raise self.fail(node, f"the bias has shape {list(b.shape)}, expected "
+                                      f"[{w.shape[1]}]")
+        f = dict(out=int(w.shape[1]), kernel=kernel, stride=stride, pad=pad, bias=b is not None)
+        sg = self.shape_of(node, "deconv", f, [x.sg])
+        if "output_shape" in a and tuple(int(d) for d in a["output_shape"][-2:]) != sg[1:]:
+            raise self.fail(node, f"output_shape {list(a['output_shape'])} differs from the "
+                                  f"{sg[1]}x{sg[2]} the pads give; re-export without "
+                                  "output_shape", "output_shape")
+        weights = {"weight": w} if b is None else {"weight": w, "bias": b}
+        self.add_layer(_Layer("deconv", [x.layer], f, weights, sg, node), node.output[0])
+
+    def map_pool(self, node):
+        avg = node.op_type == "AveragePool"
+        allowed = ("auto_pad", "ceil_mode", "kernel_shape", "pads", "strides", "dilations")
+        a = self.attrs(node, allowed + (("count_include_pad",) if avg else ("storage_order",)))
+        if len(node.output) > 1 and node.output[1] and (
+                self.data_consumers(node.output[1]) or node.output[1] in self.g.outputs):
+            raise self.fail(node, "the Indices output is used; squeezegen's maxpool computes only "
+                                  "the maxima")
+        x = self.image(node)
+        if "kernel_shape" not in a or len(a["kernel_shape"]) != 2:
+            raise self.fail(node, "needs a 2-D kernel_shape", "kernel_shape")
+        kernel = (int(a["kernel_shape"][0]), int(a["kernel_shape"][1]))
+        stride, pad = self.window(node, a, kernel, "avgpool" if avg else "maxpool")
+        if avg and int(a.get("count_include_pad", 0)) == 0 and any(pad):
+            raise self.fail(node, "count_include_pad 0 with padding is not supported: squeezegen's "
+                                  "avgpool counts the padding (count_include_pad=True); re-export "
+                                  "with count_include_pad=True or without padding",
+                            "count_include_pad")
+        op = "avgpool" if avg else "maxpool"
+        f = dict(kernel=kernel, stride=stride, pad=pad, ceil_mode=bool(int(a.get("ceil_mode", 0))))
+        sg = self.shape_of(node, op, f, [x.sg])
+        self.add_layer(_Layer(op, [x.layer], f, {}, sg, node), node.output[0])
+
+    def map_global_pool(self, node):
+        self.attrs(node, ())
+        x = self.image(node)
+        if node.op_type == "GlobalAveragePool":
+            layer = _Layer("avgpool", [x.layer], {"global": True}, {}, (x.sg[0], 1, 1), node)
+        else:
+            hw = x.sg[1:]
+            f = dict(kernel=hw, stride=hw, pad=(0, 0), ceil_mode=False)
+            layer = _Layer("maxpool", [x.layer], f, {}, self.shape_of(node, "maxpool", f, [x.sg]),
+                           node)
+        self.add_layer(layer, node.output[0])
+
+    def map_relu(self, node):
+        self.attrs(node, ())
+        x = self.tensor(node)
+        self.add_layer(_Layer("relu", [x.layer], {}, {}, x.sg, node), node.output[0], x.shape)
+
+    def map_add(self, node):
+        self.attrs(node, ())
+        if len(node.input) != 2:
+            raise self.fail(node, f"expected two inputs, got {len(node.input)}")
+        for i, name in enumerate(node.input):
+            if name in self.g.consts:
+                c = self.g.consts[name]
+                raise self.fail(node, f"adds the constant '{name}' (shape {list(c.shape)}): a "
+                                      "bias-add of a constant is not supported; squeezegen's add "
+                                      "sums two layer outputs (a bias belongs in a Conv/Gemm)")
+        a, b = self.tensor(node, 0), self.tensor(node, 1)
+        if node.input[0] == node.input[1] or a.layer == b.layer:
+            raise self.fail(node, "adds a tensor to itself; squeezegen's add needs two different "
+                                  "layers")
+        if a.shape != b.shape:
+            raise self.fail(node, f"broadcasting add of shapes [N, {', '.join(map(str, a.shape))}]"
+                                  f" and [N, {', '.join(map(str, b.shape))}] is not supported: "
+                                  "squeezegen's add needs two tensors of one shape")
+        if a.sg != b.sg:
+            raise self.fail(node, f"adds a flattened tensor to one of another layout "
+                                  f"({'x'.join(map(str, a.sg))} and {'x'.join(map(str, b.sg))})")
+        index = self.add_layer(_Layer("add", [a.layer, b.layer], {}, {}, a.sg, node, relu=False),
+                               node.output[0], a.shape)
+        self.fuse_relu(index, node.output[0])
+
+    def map_concat(self, node):
+        a = self.attrs(node, ("axis",))
+        if "axis" not in a:
+            raise self.fail(node, "has no axis", "axis")
+        ins = [self.tensor(node, i) for i in range(len(node.input))]
+        rank = len(ins[0].shape) + 1
+        axis = int(a["axis"]) + (rank if int(a["axis"]) < 0 else 0)
+        if axis != 1:
+            raise self.fail(node, f"concatenation along axis {a['axis']} is not supported: "
+                                  "squeezegen concatenates channels (axis 1)", "axis")
+        if len(ins) == 1:
+            self.values[node.output[0]] = ins[0]
+            return
+        if len({v.layer for v in ins}) != len(ins):
+            raise self.fail(node, "lists the same tensor twice; squeezegen's concat needs "
+                                  "different layers")
+        if any(len(v.shape) + 1 != rank for v in ins):
+            raise self.fail(node, "concatenates tensors of different ranks")
+        if rank not in (2, 4) or (rank == 4 and any(v.shape != v.sg for v in ins)):
+            raise self.fail(node, "concatenates reshaped tensors ("
+                                  + ", ".join("[N, " + ", ".join(map(str, v.shape)) + "]"
+                                              for v in ins)
+                                  + "); squeezegen concatenates C,H,W images or vectors")
+        if rank == 2:
+            kinds = {len(v.sg) for v in ins}
+            if kinds == {3} and all(v.sg[1:] == (1, 1) for v in ins):
+                pass                               # [C,1,1] layers: channel order = vector order
+            elif kinds != {1}:
+                raise self.fail(node, "concatenates flattened images "
+                                      + ", ".join("x".join(map(str, v.sg)) for v in ins)
+                                      + "; squeezegen can concatenate them only as C,H,W images "
+                                        "(concatenate before the Flatten)")
+        sg = self.shape_of(node, "concat", {}, [v.sg for v in ins])
+        shape = (sum(v.shape[0] for v in ins),) + ins[0].shape[1:]
+        self.add_layer(_Layer("concat", [v.layer for v in ins], {}, {}, sg, node),
+                       node.output[0], shape)
+
+    def vector(self, node, index: int = 0) -> _Value:
+        x = self.tensor(node, index)
+        if len(x.shape) != 1:
+            raise self.fail(node, f"needs a 2-D input [N, features] (put a Flatten before it), "
+                                  f"got [N, {', '.join(map(str, x.shape))}]")
+        return x
+
+    def linear(self, node, x: _Value, w: np.ndarray, b, tensor: str):
+        if w.shape[1] != x.shape[0]:
+            raise self.fail(node, f"the weight has {w.shape[1]} input features, the input "
+                                  f"{x.shape[0]}")
+        f = dict(out=int(w.shape[0]), bias=b is not None)
+        sg = self.shape_of(node, "linear", f, [x.sg])
+        weights = {"weight": np.ascontiguousarray(w)}
+        if b is not None:
+            weights["bias"] = np.ascontiguousarray(b)
+        index = self.add_layer(_Layer("linear", [x.layer], f, weights, sg, node, relu=False),
+                               tensor)
+        self.fuse_relu(index, tensor)
+
+    def bias_vector(self, node, c: np.ndarray, out: int, what: str):
+        if c.dtype.kind != "f":
+            raise self.fail(node, f"the {what} has dtype {c.dtype}; it must be floating point")
+        if c.size == 1 or (c.ndim <= 2 and c.shape[-1] == out and c.size == out):
+            return np.ascontiguousarray(np.broadcast_to(c.reshape(-1), (out,)), dtype=np.float32)
+        raise self.fail(node, f"the {what} has shape {list(c.shape)}; expected [{out}] "
+                              f"(or [1, {out}])")
+
+    def map_gemm(self, node):
+        a = self.attrs(node, ("alpha", "beta", "transA", "transB"))
+        for key in ("alpha", "beta"):
+            if float(a.get(key, 1.0)) != 1.0:
+                raise self.fail(node, f"{key} {a[key]} is not supported (only 1)", key)
+        if int(a.get("transA", 0)) != 0:
+            raise self.fail(node, "transA 1 is not supported (only 0)", "transA")
+        x = self.vector(node, 0)
+        w = self.weight(node, 1, "weight", 2)
+        if int(a.get("transB", 0)) == 0:
+            w = np.ascontiguousarray(w.T)
+        b = None
+        if len(node.input) > 2 and node.input[2]:
+            b = self.bias_vector(node, self.const(node, 2, "bias"), w.shape[0], "bias C")
+        self.linear(node, x, w, b, node.output[0])
+
+    def map_matmul(self, node):
+        self.attrs(node, ())
+        x = self.vector(node, 0)
+        w = np.ascontiguousarray(self.weight(node, 1, "weight", 2).T)
+        tensor, b = node.output[0], None
+        add = self.only_reader(tensor, "Add")
+        if add is not None and len(add.input) == 2:
+            other = add.input[1] if add.input[0] == tensor else add.input[0]
+            if other in self.g.consts:
+                b = self.bias_vector(add, self.g.consts[other], w.shape[0], "bias")
+                self.attrs(add, ())
+                self.absorbed.add(id(add))
+                tensor = add.output[0]
+        self.linear(node, x, w, b, tensor)
+
+    def map_softmax(self, node):
+        a = self.attrs(node, ("axis",))
+        x = self.tensor(node)
+        rank = len(x.shape) + 1
+        axis = int(a.get("axis", -1 if self.opset >= 13 else 1))
+        axis += rank if axis < 0 else 0
+        reduced = {axis} if self.opset >= 13 else set(range(axis, rank))
+        full = (-1,) + x.shape                    # the batch: never a dimension of size 1 here
+        if x.flattened and x.sg[1:] != (1, 1):
+            raise self.fail(node, f"softmax over a flattened {'x'.join(map(str, x.sg))} image is "
+                                  "not supported: squeezegen's softmax is over channels, per "
+                                  "pixel", "axis")
+        if x.shape != x.sg and not x.flattened:
+            raise self.fail(node, f"softmax over a tensor reshaped to [N, "
+                                  f"{', '.join(map(str, x.shape))}] from a "
+                                  f"{'x'.join(map(str, x.sg))} image is not supported: "
+                                  "squeezegen has no reshape layer")
+        if {d for d in reduced if full[d] != 1} != {d for d in (1,) if full[d] != 1}:
+            raise self.fail(node, f"softmax over axis {a.get('axis', 'default')} of an input "
+                                  f"of rank {rank} (opset {self.opset}) is not supported: "
+                                  "squeezegen's softmax is over axis 1 (channels)", "axis")
+        self.add_layer(_Layer("softmax", [x.layer], {}, {}, x.sg, node), node.output[0], x.shape)
+
+    def map_alias(self, node):
+        """Identity and Dropout (inference): the output is the input."""
+        if node.op_type == "Dropout":
+            self.attrs(node, ("ratio", "seed", "is_test"))
+            if len(node.input) > 2 and node.input[2]:
+                mode = self.g.consts.get(node.input[2])
+                if mode is None or bool(np.asarray(mode).reshape(-1)[0]):
+                    raise self.fail(node, "training_mode is on (or not a constant); export the "
+                                          "model in eval mode")
+            if len(node.output) > 1 and node.output[1] and (
+                    self.data_consumers(node.output[1]) or node.output[1] in self.g.outputs):
+                raise self.fail(node, "the dropout mask output is used")
+        else:
+            self.attrs(node, ())
+        self.values[node.output[0]] = self.tensor(node)
+
+    def map_reshape(self, node):
+        """Flatten, Reshape, Squeeze, Unsqueeze: only flattening (or undoing one) is a no-op."""
+        x = self.tensor(node)
+        full = (self.batch,) + x.shape
+        if node.op_type == "Flatten":
+            a = self.attrs(node, ("axis",))
+            axis = int(a.get("axis", 1))
+            axis += len(full) if axis < 0 else 0
+            if axis != 1:
+                raise self.fail(node, f"Flatten with axis {a.get('axis')} is not supported (only "
+                                      "axis 1: keep the batch, flatten the rest)", "axis")
+            target = (self.batch, math.prod(x.shape))
+        else:
+            target = self.new_shape(node, full)
+        if len(target) < 2 or target[0] != self.batch:
+            raise self.fail(node, f"reshapes [N, {', '.join(map(str, x.shape))}] to "
+                                  f"{list(target)}, which does not keep the batch dimension; "
+                                  "squeezegen only supports flattening to [N, C*H*W] (in front of "
+                                  "a linear layer)")
+        # the values keep their order: the layer stays; what reads it checks the new shape
+        self.values[node.output[0]] = _Value(x.layer, tuple(target[1:]), x.sg)
+
+    def new_shape(self, node, full: tuple[int, ...]) -> tuple[int, ...]:
+        """The output shape of a Reshape / Squeeze / Unsqueeze of a `full`-shaped tensor."""
+        ins = []
+        for name in node.input[1:]:
+            if name and name not in self.g.consts:
+                raise self.fail(node, f"the target shape (or axes) '{name}' must be a constant")
+            ins.append(self.g.consts[name] if name else None)
+        op = node.op_type
+        a = self.attrs(node, ("allowzero",) if op == "Reshape" else ("axes",))
+        if op == "Reshape":
+            if not ins or ins[0] is None:
+                raise self.fail(node, "has no target shape")
+            target = [int(v) for v in ins[0].reshape(-1)]
+            if not a.get("allowzero", 0):
+                target = [full[i] if d == 0 and i < len(full) else d for i, d in enumerate(target)]
+            if target.count(-1) > 1 or any(d < -1 for d in target):
+                raise self.fail(node, f"invalid target shape {target}")
+            if -1 in target:
+                known = math.prod(d for d in target if d != -1)
+                total = math.prod(full)
+                if known == 0 or total % known:
+                    raise self.fail(node, f"cannot reshape {list(full)} to {target}")
+                target[target.index(-1)] = total // known
+            if math.prod(target) != math.prod(full):
+                raise self.fail(node, f"cannot reshape {list(full)} to {target}")
+            return tuple(target)
+        axes = a.get("axes")
+        if axes is None and ins and ins[0] is not None:
+            axes = [int(v) for v in ins[0].reshape(-1)]
+        if op == "Squeeze":
+            if axes is None:
+                axes = [i for i, d in enumerate(full) if d == 1]
+            axes = {int(ax) % len(full) for ax in axes}
+            if any(full[ax] != 1 for ax in axes):
+                raise self.fail(node, f"squeezes an axis of {list(full)} that is not 1", "axes")
+            return tuple(d for i, d in enumerate(full) if i not in axes)
+        if axes is None:
+            raise self.fail(node, "has no axes", "axes")
+        out_rank = len(full) + len(axes)
+        shape = list(full)
+        for ax in sorted(int(ax) % out_rank for ax in axes):
+            shape.insert(ax, 1)
+        return tuple(shape)
