@@ -300,3 +300,12 @@ def test_init_weights_refuses_absurd_models(tmp_path):
     (tmp_path / "huge.yaml").write_text(text)
     proc = cli("init-weights", str(tmp_path / "huge.yaml"), "-o", str(tmp_path / "w.npz"))
     assert proc.returncode == 1 and "parameters" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_nvcc
+def test_shipped_c_example_builds_against_generated_code(tmp_path):
+    """examples/squeezeseg_demo.c, the plain-C use of the API, compiles and links as documented."""
+    nvcc("-O3", "-I", "generated/squeezeseg", "examples/squeezeseg_demo.c",
+         "generated/squeezeseg/squeezeseg.cu", "-o", str(tmp_path / "demo"))
+    proc = subprocess.run([str(tmp_path / "demo")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage:" in proc.stderr
