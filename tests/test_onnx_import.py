@@ -608,11 +608,21 @@ def test_hand_built_graph_of_the_less_common_forms(tmp_path):
     assert "{name: valid, op: conv, out: 2, kernel: 2, bias: false}" in text
 
 
+def test_conv_padding_wider_than_half_the_kernel_is_imported(tmp_path):
+    """Like PyTorch's Conv2d, squeezegen's conv takes any padding (pools are the ones limited)."""
+    k = np.random.default_rng(0).standard_normal((2, 3, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "k"], ["y"], name="wide", pads=[2, 2, 2, 2])
+    text, weights = import_onnx(_saved(tmp_path, [node], [1, 3, 6, 6], [init("k", k)]))
+    assert "pad: 2" in text
+    x = np.random.default_rng(1).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    with torch.no_grad():
+        want = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(k), padding=2)
+    assert_close(ReferenceExecutor(squeezegen.parse_model(text), weights)(x), want.numpy(), TOL)
+
+
 @pytest.mark.parametrize("make,op,attribute", [
     (lambda: helper.make_node("Conv", ["x", "k"], ["y"], name="n", auto_pad="SAME_UPPER"),
      "Conv", "auto_pad"),
-    (lambda: helper.make_node("Conv", ["x", "k"], ["y"], name="n", pads=[2, 2, 2, 2]),
-     "Conv", "pads"),
     (lambda: helper.make_node("Flatten", ["x"], ["y"], name="n", axis=2), "Flatten", "axis"),
     (lambda: helper.make_node("Relu", ["x"], ["y"], name="n", alpha=1.0), "Relu", "alpha"),
     (lambda: helper.make_node("MaxPool", ["x"], ["y", "idx"], name="n", kernel_shape=[2, 2]),

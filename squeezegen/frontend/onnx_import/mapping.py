@@ -51,20 +51,22 @@ class OpMapping:
             raise self.fail(node, f"kernel_shape {list(a['kernel_shape'])} does not match the "
                                   f"weight's shape {list(w.shape)}", "kernel_shape")
         stride, pad = self.window(node, a, kernel, "conv")
-        for k, p, axis in zip(kernel, pad, ("height", "width")):
-            if 2 * p > k:
-                raise self.fail(node, f"pad {p} is more than half the kernel {k} ({axis}); "
-                                      "squeezegen's conv needs 2*pad <= kernel", "pads")
-        if w.shape[1] != x.sg[0]:
-            raise self.fail(node, f"the weight {list(w.shape)} expects {w.shape[1]} input "
+        self.check_in_channels(node, w, int(w.shape[1]), x)
+        return x, w, self.optional_bias(node, int(w.shape[0])), kernel, stride, pad
+
+    def check_in_channels(self, node, w, expected: int, x) -> None:
+        if expected != x.sg[0]:
+            raise self.fail(node, f"the weight {list(w.shape)} expects {expected} input "
                                   f"channels, the input has {x.sg[0]}")
-        b = None
-        if len(node.input) > 2 and node.input[2]:
-            b = self.weight(node, 2, "bias", 1)
-            if b.shape != (w.shape[0],):
-                raise self.fail(node, f"the bias has shape {list(b.shape)}, expected "
-                                      f"[{w.shape[0]}]")
-        return x, w, b, kernel, stride, pad
+
+    def optional_bias(self, node, channels: int):
+        """The node's third input, a bias of `channels` values, or None."""
+        if len(node.input) <= 2 or not node.input[2]:
+            return None
+        b = self.weight(node, 2, "bias", 1)
+        if b.shape != (channels,):
+            raise self.fail(node, f"the bias has shape {list(b.shape)}, expected [{channels}]")
+        return b
 
     def map_conv(self, node):
         if self.match_fire(node):
@@ -158,15 +160,8 @@ class OpMapping:
             raise self.fail(node, f"kernel_shape {list(a['kernel_shape'])} does not match the "
                                   f"weight's shape {list(w.shape)}", "kernel_shape")
         stride, pad = self.window(node, a, kernel, "deconv")
-        if w.shape[0] != x.sg[0]:
-            raise self.fail(node, f"the weight {list(w.shape)} expects {w.shape[0]} input "
-                                  f"channels, the input has {x.sg[0]}")
-        b = None
-        if len(node.input) > 2 and node.input[2]:
-            b = self.weight(node, 2, "bias", 1)
-            if b.shape != (w.shape[1],):
-                raise self.fail(node, f"the bias has shape {list(b.shape)}, expected "
-                                      f"[{w.shape[1]}]")
+        self.check_in_channels(node, w, int(w.shape[0]), x)
+        b = self.optional_bias(node, int(w.shape[1]))
         f = dict(out=int(w.shape[1]), kernel=kernel, stride=stride, pad=pad, bias=b is not None)
         sg = self.shape_of(node, "deconv", f, [x.sg])
         if "output_shape" in a and tuple(int(d) for d in a["output_shape"][-2:]) != sg[1:]:
