@@ -84,14 +84,16 @@ def _planned_matches(text: str, batch: int | None = None) -> bool:
     return all(a.shape == b.shape and _rel(a, b) <= 1e-5 for a, b in zip(got, want))
 
 
-def test_planned_executor_on_hundreds_of_random_models():
-    failures = []
-    for seed in range(MODELS):
-        text = random_model(20000 + seed)
-        if not _planned_matches(text):
-            failures.append(shrink(text, lambda t: not _planned_matches(t)))
-    print(f"\nfuzz: {MODELS} random models through passes + planner + planned executor")
+def fuzz(seeds, matches, what: str) -> None:
+    """Check `matches(text)` on the random model of every seed; shrink and show the failures."""
+    failures = [shrink(text, lambda t: not matches(t))
+                for text in (random_model(seed) for seed in seeds) if not matches(text)]
+    print(f"\nfuzz: {len(seeds)} random models, {what}")
     assert not failures, "minimal failing model(s):\n" + "\n---\n".join(failures[:3])
+
+
+def test_planned_executor_on_hundreds_of_random_models():
+    fuzz(range(20000, 20000 + MODELS), _planned_matches, "passes + planner + planned executor")
 
 
 def test_planned_executor_on_wide_random_models():
@@ -119,40 +121,26 @@ def _torch_matches(text: str) -> bool:
 
 def test_reference_matches_torch_on_random_models():
     pytest.importorskip("torch")
-    failures = []
-    for seed in range(TORCH_MODELS):
-        text = random_model(30000 + seed)
-        if not _torch_matches(text):
-            failures.append(shrink(text, lambda t: not _torch_matches(t)))
-    print(f"\nfuzz: {TORCH_MODELS} random models, reference vs PyTorch")
-    assert not failures, "minimal failing model(s):\n" + "\n---\n".join(failures[:3])
+    fuzz(range(30000, 30000 + TORCH_MODELS), _torch_matches, "reference vs PyTorch")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
 def test_random_models_generate_code_that_compiles(tmp_path):
-    def compile_one(seed):
-        text = random_model(40000 + seed)
-        result = build(parse_model(text, f"fuzz{seed}.yaml"), 1 + seed % 4)
-        folder = tmp_path / f"m{seed}"
+    def compile_one(case):
+        name, text, batch = case
+        result = build(parse_model(text, f"{name}.yaml"), batch)
+        folder = tmp_path / name
         write_outputs(result.output, folder)
         source = next(folder.glob("*.cu"))
         proc = subprocess.run(["nvcc", "-arch=sm_90", "-Werror", "all-warnings", "-c", str(source),
                                "-o", str(source.with_suffix(".o"))], capture_output=True, text=True)
-        return seed, proc.returncode, proc.stderr, text
-    def compile_wide(seed):
-        text = random_model(50000 + seed, wide=True)
-        result = build(parse_model(text, f"wide{seed}.yaml"), 32)
-        folder = tmp_path / f"w{seed}"
-        write_outputs(result.output, folder)
-        source = next(folder.glob("*.cu"))
-        proc = subprocess.run(["nvcc", "-arch=sm_90", "-Werror", "all-warnings", "-c", str(source),
-                               "-o", str(source.with_suffix(".o"))], capture_output=True, text=True)
-        return seed, proc.returncode, proc.stderr, text
+        return name, proc.returncode, proc.stderr, text
+    cases = [(f"fuzz{s}", random_model(40000 + s), 1 + s % 4) for s in range(NVCC_MODELS)]
+    cases += [(f"wide{s}", random_model(50000 + s, wide=True), 32) for s in range(4)]
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(compile_one, range(NVCC_MODELS)))
-        results += list(pool.map(compile_wide, range(4)))
-    bad = [(s, err, text) for s, rc, err, text in results if rc != 0]
-    assert not bad, f"seed {bad[0][0]}:\n{bad[0][2]}\n{bad[0][1][:2000]}"
+        results = list(pool.map(compile_one, cases))
+    bad = [(name, err, text) for name, rc, err, text in results if rc != 0]
+    assert not bad, f"{bad[0][0]}:\n{bad[0][2]}\n{bad[0][1][:2000]}"
 
 
 def test_shrinker_finds_a_minimal_model():
