@@ -238,3 +238,38 @@ def test_wide_tile_with_a_k_tail():
                     "  - {name: out, op: conv, out: 64, kernel: 3, pad: 1, relu: true}\noutput: out\n")
     assert build(g, 64).output.kernels[0].template == "conv_gemm_wide.cu.j2"
     compare(g, random_weights(g, 0), random_input(g, 64), against_torch=True)
+
+
+BIG_TENSOR_MODEL = """\
+name: big
+input: {shape: [4, 96, 97]}
+layers:
+  - {name: a, op: conv, out: 64, kernel: 3, pad: 1, relu: true}
+  - {name: b, op: maxpool, kernel: 3, stride: 2}
+  - {name: c, op: conv, out: 8, kernel: 1}
+  - {name: up, op: deconv, out: 4, kernel: 2, stride: 2}
+  - {name: e, op: conv, input: a, out: 4, kernel: 1}
+  - {name: skip, op: add, inputs: [e, input], relu: true}
+  - {name: cat, op: concat, inputs: [skip, input]}
+  - {name: prob, op: softmax}
+output: [prob, up]
+"""
+
+
+def test_a_tensor_over_2_31_elements():
+    """Layer `a` holds 3,700 x 64 x 96 x 97 = 2.2e9 floats (> 2^31): every op that reads or writes
+    past element 2^31 (conv, pool, deconv, add, concat, softmax) must still be right there. The
+    images are independent, so the reference runs on the first and the last two only."""
+    g = parse_model(BIG_TENSOR_MODEL)
+    batch = 3700
+    assert batch * g["a"].type.numel > 2**31
+    w = random_weights(g, 0)
+    base = random_input(g, 1)
+    x = base + np.arange(batch, dtype=np.float32)[:, None, None, None] * np.float32(1e-3)
+    with squeezegen.compile(g, w, batch=batch) as net:
+        prob, up = net(x)
+    ref = ReferenceExecutor(g, w)
+    for rows in (slice(0, 1), slice(batch - 2, batch)):
+        want_prob, want_up = ref(x[rows])
+        assert rel_err(prob[rows], want_prob) <= TOL, f"prob, images {rows}"
+        assert rel_err(up[rows], want_up) <= TOL, f"up, images {rows}"
