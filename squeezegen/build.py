@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .codegen.emit import BuildOutput, render
-from .codegen.schedule import schedule, scratch_needs
+from .codegen.schedule import Tile, schedule, scratch_needs
 from .errors import BuildError
 from .frontend import load_model
 from .fsutil import atomic_write
@@ -35,7 +35,10 @@ class Build:
 
 
 def build(model, batch: int = 1, weights=None, precision: str = "fp32",
-          on_pass: Callable[[str, Graph], None] | None = None) -> Build:
+          on_pass: Callable[[str, Graph], None] | None = None,
+          tiles: dict[str, Tile] | None = None) -> Build:
+    """Model (path, YAML text or Graph) -> generated files. `tiles` overrides the heuristic's tile
+    of the named nodes (the autotuner's choices)."""
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise BuildError(f"batch must be a positive integer, got {batch!r}", field="batch")
     if precision not in PRECISIONS:
@@ -47,7 +50,7 @@ def build(model, batch: int = 1, weights=None, precision: str = "fp32",
         file = None if isinstance(weights, dict) else str(weights)
         checked = check_weights(graph, load_weights(weights), file)
     fused = run_passes(graph, on_step=on_pass)
-    tiles = schedule(fused, batch)
+    tiles = schedule(fused, batch, tiles)
     plan = plan_memory(fused, batch, tiles, scratch_needs(fused, batch, tiles))
     return Build(graph, fused, plan, render(fused, graph, plan, checked))
 

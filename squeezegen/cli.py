@@ -1,4 +1,4 @@
-"""The `squeezegen` command: build | summary | run | check | bench | import | init-weights.
+"""The `squeezegen` command: build | summary | run | check | bench | tune | import | init-weights.
 
 Every user error ends as one line on stderr (`squeezegen: error: FILE:LINE: layer 'x', field
 'y': what is wrong`) and exit status 1; bad command-line usage exits 2. No tracebacks, unless
@@ -172,11 +172,24 @@ def _cmd_bench(args) -> int:
     if weights is None:
         from .weights import init_weights
         weights = init_weights(load_model(args.model), 0)
-    result = bench(args.model, weights, args.batch, compare, args.per_layer, args.iters)
+    result = bench(args.model, weights, args.batch, compare, args.per_layer, args.iters,
+                   tune=not args.no_tune)
     print(format_bench(result))
     if args.json:
         atomic_write(args.json, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))
         print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from .runtime.autotune import autotune, tuning_file
+    from .runtime.network import cuda
+    cuda()                                  # no GPU: one clear error before any work
+    for batch in args.batch:
+        print(f"batch {batch}:")
+        chosen = autotune(args.model, batch, force=args.force, log=lambda m: print("  " + m))
+        print(f"  {len(chosen)} tiles chosen")
+    print(f"cache: {tuning_file()}")
     return 0
 
 
@@ -282,7 +295,16 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-layer", action="store_true", help="time every kernel alone too")
     s.add_argument("--iters", type=_positive_int, default=50, help="timed runs per batch [50]")
     s.add_argument("--json", help="write the results (with GPU, driver, commit, date) here")
+    s.add_argument("--no-tune", action="store_true",
+                   help="use the heuristic's tiles, not the autotuner's")
     s.set_defaults(func=_cmd_bench)
+
+    s = sub.add_parser("tune", help="time every candidate tile of every layer on the GPU and "
+                                    "cache the fastest (bench and compile(tune=True) use it)")
+    s.add_argument("model")
+    s.add_argument("--batch", type=_batches, default=[1], help="batch sizes to tune for [1]")
+    s.add_argument("--force", action="store_true", help="re-time layers already in the cache")
+    s.set_defaults(func=_cmd_tune)
 
     s = sub.add_parser("import", help="convert an ONNX model into a model YAML and .npz weights "
                                       "(needs the onnx extra: pip install 'squeezegen[onnx]')")

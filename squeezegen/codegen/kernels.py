@@ -160,6 +160,7 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
         grid = (_grid(phase_pixels)[0], node.type.channels // tile.cob, sh * sw)
         template = "deconv.cu.j2"
         extra["bias"] = node.attrs["bias"]
+        extra["tile"] = {"cob": tile.cob, "cib": tile.cib}
     elif op in ("maxpool", "avgpool"):
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
         consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw)
@@ -233,10 +234,22 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
                      f"{node.out_view.into} (no concat copy)")
     if fused:
         lines.append(f"fused: {'; '.join(fused)}")
+    tile = kernel.extra.get("tile")
+    if tile:
+        lines.append(f"tile: {tile_text(tile)}")
     grid = "x".join(str(g) for g in (kernel.grid if kernel.grid[2] > 1 else kernel.grid[:2]))
     lines.append(f"work: {kernel.flops / 1e6:,.2f} MFLOP, {kernel.bytes / 1e6:,.2f} MB moved; "
                  f"grid {grid}, block {kernel.block}")
     return lines
+
+
+def tile_text(tile: dict) -> str:
+    if "cob" in tile:
+        return (f"{tile['cob']} output channels per thread, {tile['cib']} input channels of "
+                f"weights per shared-memory pass")
+    text = (f"{tile['bm']} pixels x {tile['bn']} channels per block ({tile['tm']}x{tile['tn']} "
+            f"per thread), K in slices of {tile['bk']}")
+    return text + (f", split in {tile['splitk']}" if tile["splitk"] > 1 else "")
 
 
 def check_index_range(graph: Graph, plan: MemoryPlan) -> None:

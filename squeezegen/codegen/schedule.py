@@ -103,17 +103,67 @@ def deconv_channels_per_block(phase_blocks: int, channels: int, limit: int = 32)
     return small[-1] if small else divisors[-1]
 
 
-def schedule(graph: Graph, batch: int) -> dict[str, ConvTile | DeconvTile]:
-    """The tile of every convolution (and linear: a 1x1 convolution of a 1x1 image) and
-    transposed-convolution node."""
-    tiles: dict[str, ConvTile | DeconvTile] = {}
-    for node in graph.nodes:
-        if node.op == "deconv":
-            tiles[node.name] = deconv_tile(graph, node, batch)
-        if node.op == "conv" or (node.op == "linear" and batch > GEMV_MAX_BATCH):
-            tiles[node.name] = conv_tile(batch * node.type.spatial[0] * node.type.spatial[1],
-                                         node.type.channels, _k(graph, node))
+Tile = ConvTile | DeconvTile
+
+
+def tunable(node: Node, batch: int) -> bool:
+    """Whether the node's kernel has a tile to choose (convolutions, transposed convolutions and
+    linear layers above the matrix-vector batch)."""
+    return node.op in ("conv", "deconv") or (node.op == "linear" and batch > GEMV_MAX_BATCH)
+
+
+def default_tile(graph: Graph, node: Node, batch: int) -> Tile:
+    """The heuristic's tile: what a build uses when nothing was tuned."""
+    if node.op == "deconv":
+        return deconv_tile(graph, node, batch)
+    return conv_tile(batch * node.type.spatial[0] * node.type.spatial[1], node.type.channels,
+                     _k(graph, node))
+
+
+def schedule(graph: Graph, batch: int, chosen: dict[str, Tile] | None = None) -> dict[str, Tile]:
+    """The tile of every tunable node: `chosen[name]` where given (the autotuner's pick),
+    otherwise the heuristic's."""
+    chosen = chosen or {}
+    return {node.name: chosen.get(node.name) or default_tile(graph, node, batch)
+            for node in graph.nodes if tunable(node, batch)}
+
+
+def candidate_tiles(graph: Graph, node: Node, batch: int) -> list[Tile]:
+    """Every tile worth timing for `node` at `batch`, the heuristic's first."""
+    first = default_tile(graph, node, batch)
+    if node.op == "deconv":
+        others = _deconv_candidates(graph, node, batch)
+    else:
+        others = _conv_candidates(batch * node.type.spatial[0] * node.type.spatial[1],
+                                  node.type.channels, _k(graph, node))
+    return [first] + [t for t in dict.fromkeys(others) if t != first]
+
+
+def _conv_candidates(pixels: int, channels: int, k: int) -> list[ConvTile]:
+    tns = {-(-channels // 8) if channels <= 96 else 8, min(4, -(-channels // 8))}
+    tiles = [ConvTile(tm, tn) for tn in sorted(tns) for tm in (1, 2, 4, 8)
+             if ConvTile(tm, tn).blocks(pixels, channels) >= SMS // 2 or tm == 1]
+    if channels >= 48:
+        tiles += [ConvTile(tm, tn, wide=True) for tm in (4, 8) for tn in (4, 8)
+                  if tn == 4 or channels >= 96]
+    for tn in sorted(tns):
+        blocks = ConvTile(1, tn).blocks(pixels, channels)
+        tiles += [ConvTile(1, tn, splitk=s) for s in (2, 4, 8, 16)
+                  if s <= k // 32 and blocks * s <= 16 * SMS]
     return tiles
+
+
+def _deconv_candidates(graph: Graph, node: Node, batch: int) -> list[DeconvTile]:
+    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
+    taps = -(-kh // sh) * -(-kw // sw)
+    ci, co = graph[node.inputs[0]].type.channels, node.type.channels
+    tiles = []
+    for cob in (d for d in range(min(co, 32), 0, -1) if co % d == 0):
+        if taps * cob > DECONV_SMEM_FLOATS:
+            continue
+        fits = [d for d in range(1, ci + 1) if ci % d == 0 and d * taps * cob <= DECONV_SMEM_FLOATS]
+        tiles.append(DeconvTile(cob, max(fits)))
+    return tiles[:6]
 
 
 def _k(graph: Graph, node: Node) -> int:

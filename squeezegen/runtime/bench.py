@@ -160,10 +160,10 @@ def time_numpy(graph, weights, batch: int) -> float:
 
 
 def bench(model, weights, batches: list[int], compare: list[str], per_layer: bool,
-          iters: int = 50) -> dict:
-    result = {"model": None, "rows": [], "per_layer": {}, **environment()}
+          iters: int = 50, tune: bool = True) -> dict:
+    result = {"model": None, "rows": [], "per_layer": {}, "tuned": tune, **environment()}
     for batch in batches:
-        with compile_network(model, weights, batch=batch) as net:
+        with compile_network(model, weights, batch=batch, tune=tune) as net:
             graph = net.build.graph
             result["model"] = graph.name
             flops = sum(node_flops(graph, n) for n in graph.nodes[1:]) * batch

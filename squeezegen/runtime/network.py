@@ -11,6 +11,7 @@ import numpy as np
 from ..build import Build, build
 from ..codegen.emit import pack_weights
 from ..errors import InputError, SqueezegenError
+from ..frontend import load_model
 from ..reference.executor import check_input
 from ..weights import check_weights, load_weights
 from .compile import compile_cubin
@@ -264,9 +265,16 @@ class Network:
             pass
 
 
-def compile(model, weights, batch: int = 1, use_graph: bool = True) -> Network:
-    """Build (or take from the cache), compile and load a model onto the GPU."""
+def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool = False) -> Network:
+    """Build (or take from the cache), compile and load a model onto the GPU. With `tune`, every
+    tunable layer gets the tile the autotuner found fastest on this GPU (timing the candidates
+    of layers not yet in the tuning cache first: seconds to a minute, once per GPU)."""
     file = None if isinstance(weights, dict) else str(weights)
-    result = build(model, batch)
-    checked = check_weights(result.graph, load_weights(weights), file)
+    graph = load_model(model)
+    checked = check_weights(graph, load_weights(weights), file)
+    tiles = None
+    if tune:
+        from .autotune import autotune
+        tiles = autotune(graph, batch, checked)
+    result = build(graph, batch, tiles=tiles)
     return Network(result, checked, use_graph=use_graph)

@@ -1,0 +1,187 @@
+"""The autotuner: time every candidate tile of every tunable layer on the GPU, keep the fastest.
+
+A round builds the whole network with the r-th candidate of every layer (the heuristic's tile
+where a layer has fewer candidates), compiles it (the rounds' nvcc runs are parallel), times
+each kernel alone (`bench.time_kernels`) and checks that the network's output still matches the
+heuristic build's (a tile that computes something else is never chosen). Per layer, the fastest
+candidate wins.
+
+Choices are cached in `tuning.json` in the build cache, keyed by GPU name, squeezegen version
+and the layer's signature (op, shapes, attributes, fused epilogue, batch), so a layer is tuned
+once per GPU and version, whatever model it appears in. Without a GPU, or for a layer never
+tuned, builds use the heuristic of `codegen/schedule.py`.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..build import build
+from ..codegen.schedule import ConvTile, DeconvTile, Tile, candidate_tiles, tunable
+from ..errors import BuildError
+from ..frontend import load_model
+from ..fsutil import atomic_write
+from ..ir.graph import Graph, Node
+from ..passes import run_passes
+from .compile import cache_dir, compile_cubin
+
+CACHE_FORMAT = 1
+MATCH_TOL = 1e-4          # a candidate's network output vs the heuristic's, relative to its max
+
+
+def layer_signature(graph: Graph, node: Node, batch: int) -> str:
+    """What the kernel's speed depends on: op, shapes, attributes, fused epilogue, batch."""
+    ins = ",".join("x".join(map(str, graph[i].type.shape)) for i in node.inputs)
+    attrs = ";".join(f"{k}={node.attrs[k]}" for k in sorted(node.attrs)
+                     if k in ("kernel", "stride", "pad", "bias"))
+    epilogue = "+".join(step.kind for step in node.epilogue)
+    view = f"into{graph[node.out_view.into].type.channels}" if node.out_view else ""
+    out = "x".join(map(str, node.type.shape))
+    return f"{node.op}|{ins}->{out}|{attrs}|{epilogue}|{view}|n{batch}"
+
+
+def tile_to_json(tile: Tile) -> dict:
+    return {"kind": "deconv" if isinstance(tile, DeconvTile) else "conv", **asdict(tile)}
+
+
+def tile_from_json(data: dict) -> Tile:
+    data = dict(data)
+    kind = data.pop("kind")
+    return DeconvTile(**data) if kind == "deconv" else ConvTile(**data)
+
+
+def tuning_file() -> Path:
+    return cache_dir() / "tuning.json"
+
+
+def _entry_key(gpu: str, signature: str) -> str:
+    return f"{gpu}|squeezegen {__version__}|{signature}"
+
+
+def load_tuning(path: Path | None = None) -> dict:
+    """The cached choices ({key: entry}); an unreadable or foreign file counts as empty."""
+    path = path or tuning_file()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+        return {}
+    entries = data.get("entries")
+    return entries if isinstance(entries, dict) else {}
+
+
+def save_tuning(new: dict, path: Path | None = None) -> None:
+    """Merge `new` entries into the cache file, atomically, under a lock."""
+    path = path or tuning_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entries = load_tuning(path)
+        entries.update(new)
+        text = json.dumps({"format": CACHE_FORMAT, "entries": dict(sorted(entries.items()))},
+                          indent=1)
+        atomic_write(path, lambda f: f.write(text.encode() + b"\n"))
+
+
+def cached_tiles(fused: Graph, batch: int, gpu: str, entries: dict | None = None) -> dict[str, Tile]:
+    """The cached choice of every tunable node of a fused graph that has one."""
+    entries = load_tuning() if entries is None else entries
+    chosen = {}
+    for node in fused.nodes:
+        if tunable(node, batch):
+            entry = entries.get(_entry_key(gpu, layer_signature(fused, node, batch)))
+            if entry:
+                try:
+                    chosen[node.name] = tile_from_json(entry["tile"])
+                except (KeyError, TypeError):
+                    continue
+    return chosen
+
+
+def _rel(a, b) -> float:
+    return float(np.abs(a.astype(np.float64) - b).max() / max(float(np.abs(b).max()), 1e-30))
+
+
+def autotune(model, batch: int, weights: dict | None = None, force: bool = False,
+             log=None) -> dict[str, Tile]:
+    """Tune every tunable layer of `model` at `batch` not yet in the cache (all of them with
+    `force`) on this GPU; returns the choice for every tunable node and updates the cache."""
+    from .bench import time_kernels
+    from .network import Network, cuda, device_arch
+    from ..weights import check_weights
+    graph = load_model(model)
+    fused = run_passes(graph)
+    gpu = cuda().Context.get_device().name()
+    known = {} if force else cached_tiles(fused, batch, gpu)
+    todo = {n.name: candidate_tiles(fused, n, batch) for n in fused.nodes
+            if tunable(n, batch) and n.name not in known}
+    todo = {name: c for name, c in todo.items() if len(c) > 1}
+    if not todo:
+        return known
+    if weights is None:
+        weights = _random_weights(graph)
+    weights = check_weights(graph, weights, None)
+    rounds = max(len(c) for c in todo.values())
+    builds = {}
+    for r in range(rounds):
+        tiles = {**known, **{name: c[r] for name, c in todo.items() if r < len(c)}}
+        try:
+            builds[r] = build(graph, batch, tiles=tiles)
+        except BuildError as exc:        # a candidate CUDA cannot launch: drop the round's new ones
+            if log:
+                log(f"round {r}: skipped ({exc})")
+    arch = device_arch()
+
+    def compile_round(r):
+        files = {k: v for k, v in builds[r].output.files.items() if k.endswith((".cu", ".h"))}
+        compile_cubin(files, f"{fused.name}.cu", arch)
+    with ThreadPoolExecutor(min(len(builds), os.cpu_count() or 4)) as pool:
+        list(pool.map(compile_round, builds))
+    x = np.random.default_rng(0).uniform(-1, 1, (batch,) + graph.input.type.shape).astype(np.float32)
+    timings: dict[str, list[tuple[float, Tile]]] = {name: [] for name in todo}
+    baseline = None
+    for r, result in sorted(builds.items()):
+        with Network(result, weights) as net:
+            out = net(x)
+            out = out if isinstance(out, tuple) else (out,)
+            if baseline is None:
+                baseline = out
+            elif any(_rel(a, b) > MATCH_TOL for a, b in zip(out, baseline)):
+                if log:
+                    log(f"round {r}: output differs from the heuristic build; its tiles are not used")
+                continue
+            per_kernel = time_kernels(net)
+        for kernel, row in zip(result.output.kernels, per_kernel):
+            name = kernel.node.name
+            if name in todo and r < len(todo[name]):
+                timings[name].append((row["ms"], todo[name][r]))
+    chosen, entries = dict(known), {}
+    for name, rows in timings.items():
+        if not rows:
+            continue
+        ms, tile = min(rows, key=lambda t: t[0])
+        chosen[name] = tile
+        node = fused[name]
+        entries[_entry_key(gpu, layer_signature(fused, node, batch))] = {
+            "tile": tile_to_json(tile), "ms": ms, "heuristic_ms": rows[0][0] if rows else None,
+            "candidates": [[m, tile_to_json(t)] for m, t in rows]}
+        if log:
+            log(f"{name}: {ms * 1e3:8.2f} us with {tile}, heuristic {rows[0][0] * 1e3:8.2f} us "
+                f"({len(rows)} candidates)")
+    save_tuning(entries)
+    return chosen
+
+
+def _random_weights(graph: Graph) -> dict:
+    from ..ir.printer import param_specs
+    rng = np.random.default_rng(0)
+    return {k: (rng.standard_normal(s) * 0.1).astype(np.float32)
+            for k, s in param_specs(graph).items()}
