@@ -66,6 +66,9 @@ def random_model(seed: int, wide: bool = False) -> str:
             kh, kw = rng.randint(1, 4), rng.randint(1, 4)
             s = [rng.randint(1, 3), rng.randint(1, 3)]
             p = [rng.randint(0, kh // 2), rng.randint(0, kw // 2)]
+            if rng.random() < 0.4:            # non-overlapping windows: fused into a conv before
+                kh, kw = rng.choice([(2, 2), (2, 2), (2, 1), (1, 2)])
+                s, p = [kh, kw], [0, 0]
             ceil = rng.choice([True, False])
             ho = pool_out_size(sh, kh, s[0], p[0], ceil)
             wo = pool_out_size(sw, kw, s[1], p[1], ceil)

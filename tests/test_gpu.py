@@ -88,6 +88,12 @@ OP_CASES = {
                                "  - {name: out, op: add, inputs: [a, b, input], relu: true}"),
     "concat_copy": ("[2, 5, 5]", "  - {name: p, op: maxpool, kernel: 3, stride: 1, pad: 1}\n"
                                  "  - {name: out, op: concat, inputs: [input, p]}"),
+    "conv_pool_floor": ("[3, 13, 10]", "  - {name: c, op: conv, out: 5, kernel: [3, 2]}\n"
+                        "  - {name: out, op: maxpool, kernel: 2, stride: 2, ceil_mode: false}"),
+    "conv_relu_pool_2x1": ("[4, 9, 7]", "  - {name: c, op: conv, out: 70, kernel: 3, pad: 1, relu: true}\n"
+                           "  - {name: out, op: maxpool, kernel: [2, 1], stride: [2, 1], ceil_mode: false}"),
+    "conv_pool_splitk": ("[40, 6, 6]", "  - {name: c, op: conv, out: 3, kernel: 3, pad: 1, bias: false}\n"
+                         "  - {name: out, op: maxpool, kernel: 2, stride: 2}"),
     "relu_alone": ("[2, 3, 3]", "  - {name: p, op: avgpool, kernel: 1}\n  - {name: out, op: relu}"),
 }
 

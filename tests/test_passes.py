@@ -8,7 +8,7 @@ import pytest
 from squeezegen import parse_model, load_model
 from squeezegen.ir.graph import EpilogueStep, OutView
 from squeezegen.ir.printer import param_specs
-from squeezegen.passes import fire_concat, fuse_add, fuse_relu, run_passes
+from squeezegen.passes import fire_concat, fuse_add, fuse_pool, fuse_relu, run_passes
 from squeezegen.codegen.schedule import schedule, scratch_needs
 from squeezegen.passes.plan_memory import plan_memory
 from squeezegen.reference import ReferenceExecutor
@@ -52,6 +52,52 @@ def test_fuse_relu_skips_a_conv_with_two_readers():
 def test_fuse_relu_leaves_relu_after_pool():
     g = parse_model(model("  - {name: p, op: maxpool, kernel: 2}\n  - {name: out, op: relu}"))
     assert [n.op for n in fuse_relu.run(g).nodes] == ["input", "maxpool", "relu"]
+
+
+# ------------------------------------------------------------------------- fuse_pool
+def test_fuse_pool_folds_a_2x2_max_pool_into_the_conv():
+    g = parse_model(model("  - {name: c, op: conv, out: 4, kernel: 2, relu: true}\n"
+                          "  - {name: out, op: maxpool, kernel: 2, stride: 2}", shape="[3, 9, 7]"))
+    f = fuse_pool.run(fuse_relu.run(g))
+    assert [n.op for n in f.nodes] == ["input", "conv"]
+    assert f["c"].attrs["pool"] == (2, 2) and f["c"].type.shape == (4, 4, 3)
+    assert f["c"].fused == ("c_relu", "out") and f.outputs == ("c",)
+    x = np.random.default_rng(0).standard_normal((3, 3, 9, 7)).astype(np.float32)
+    w = random_weights(g)
+    plan = plan_memory(f, 3, schedule(f, 3))
+    np.testing.assert_array_equal(PlannedExecutor(f, plan, w)(x), ReferenceExecutor(g, w)(x))
+
+
+@pytest.mark.parametrize("why, layers", [
+    ("overlapping windows", "{name: out, op: maxpool, kernel: 3, stride: 2}"),
+    ("padding", "{name: out, op: maxpool, kernel: 2, stride: 2, pad: 1}"),
+    ("a 3x3 window", "{name: out, op: maxpool, kernel: 3, stride: 3}"),
+    ("a partial ceil-mode window", "{name: out, op: maxpool, kernel: 2, stride: 2, ceil_mode: true}"),
+    ("an average pool", "{name: out, op: avgpool, kernel: 2, stride: 2}"),
+])
+def test_fuse_pool_leaves_pools_it_cannot_fold(why, layers):
+    g = parse_model(model("  - {name: c, op: conv, out: 4, kernel: 2}\n  - " + layers))  # 8x6 out
+    if why == "a partial ceil-mode window":
+        g = parse_model(model("  - {name: c, op: conv, out: 4, kernel: 3}\n  - " + layers))  # 7x5
+    assert "out" in fuse_pool.run(g), why
+
+
+def test_fuse_pool_needs_the_conv_alone_and_no_skip_add_before():
+    two_readers = parse_model(model("  - {name: c, op: conv, out: 3, kernel: 1}\n"
+                                    "  - {name: p, op: maxpool, kernel: 2, stride: 2}\n"
+                                    "  - {name: out, op: maxpool, input: c, kernel: 1}", output="[p, out]"))
+    assert "p" in fuse_pool.run(two_readers)
+    skip = parse_model(model("  - {name: c, op: conv, out: 3, kernel: 1}\n"
+                             "  - {name: s, op: add, inputs: [c, input]}\n"
+                             "  - {name: out, op: maxpool, kernel: 2, stride: 2}"))
+    f = run_passes(skip)
+    assert "out" in f and f["c"].epilogue[0].kind == "add"
+
+
+def test_lenet_runs_two_fused_conv_pool_kernels():
+    f = run_passes(load_model("models/lenet.yaml"))
+    assert [n.op for n in f.nodes] == ["input", "conv", "conv", "linear", "linear", "softmax"]
+    assert f["conv1"].type.shape == (20, 12, 12) and f["conv2"].type.shape == (50, 4, 4)
 
 
 # ------------------------------------------------------------------------- fuse_add

@@ -2,19 +2,17 @@
 //
 // model:    lenet (sha256 22b2370e838ddf4b946a64f7fcdd9053464f22535dde984bf70187ae1cfee13f)
 // options:  batch 1, precision fp32, target sm_90
-// passes:   fuse_relu, fuse_add, fuse_relu, fire_concat, plan_memory
-// kernels:  7, in launch order below
+// passes:   fuse_relu, fuse_pool, fuse_add, fuse_relu, fire_concat, plan_memory
+// kernels:  5, in launch order below
 // input:    1x1x28x28; outputs: prob 1x10
 //
-// memory plan: one arena of 124,928 bytes (176,384 if no tensor shared memory)
+// memory plan: one arena of 215,808 bytes (217,856 if no tensor shared memory)
 //   tensor                           offset          bytes  live (node steps)
-//   conv1                                 0         46,080  1..2
-//   pool1                           113,152         11,520  2..3
-//   conv2.partials                        0        100,352  3..3
-//   conv2                           100,352         12,800  3..4
-//   pool2                                 0          3,328  4..5
-//   ip1                               3,328          2,048  5..6
-//   ip2                                   0            256  6..7
+//   conv1                           200,704         11,520  1..2
+//   conv2.partials                        0        200,704  2..2
+//   conv2                           212,224          3,328  2..3
+//   ip1                                   0          2,048  3..4
+//   ip2                               2,048            256  4..5
 //   (the input and the outputs are the caller's buffers; concat operands are channel slices of
 //    their concat's buffer)
 //
@@ -39,17 +37,20 @@ struct sg_buffers {
 };
 
 // -----------------------------------------------------------------------------------------------
-// conv1: conv 5x5/1x1, 1x28x28 -> 20x24x24 (batch 1)
-// implements: conv1 (lenet.yaml:5)
-// work: 0.58 MFLOP, 0.05 MB moved; grid 18x1, block 256
+// conv1_maxpool: conv 5x5/1x1, 1x28x28 -> 20x12x12 (batch 1)
+// implements: conv1 (lenet.yaml:5), pool1 (lenet.yaml:6)
+// fused: maxpool 2x2/2x2 (pool1): each thread computes a whole window and stores its max
+// tile: 128 pixels x 24 channels per block (4x3 per thread), K in slices of 16
+// work: 0.58 MFLOP, 0.02 MB moved; grid 5x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
-lenet_conv1(const float* __restrict__ input, float* __restrict__ arena,
-            const float* __restrict__ weights, float* __restrict__ out0)
+lenet_conv1_maxpool(const float* __restrict__ input, float* __restrict__ arena,
+                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
-        N = 1, CI = 1, HI = 28, WI = 28, CO = 20, HO = 24, WO = 24, KH = 5, KW = 5, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1
+        N = 1, CI = 1, HI = 28, WI = 28, CO = 20, HO = 12, WO = 12, KH = 5, KW = 5, SH = 1,
+        SW = 1, PH = 0, PW = 0, BM = 128, BN = 24, BK = 16, TM = 4, TN = 3, SPLITK = 1, PKH = 2,
+        PKW = 2
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -57,15 +58,15 @@ lenet_conv1(const float* __restrict__ input, float* __restrict__ arena,
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO * PKH * PKW;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = input + 0LL;  // input: 1x28x28 (input, image stride 784)
     constexpr long long X_IMAGE = 784LL;
-    float* __restrict__ y = arena + 0LL;  // conv1: 20x24x24 (arena @ float 0, image stride 11520)
-    constexpr long long Y_IMAGE = 11520LL;
+    float* __restrict__ y = arena + 50176LL;  // conv1: 20x12x12 (arena @ float 50,176, image stride 2880)
+    constexpr long long Y_IMAGE = 2880LL;
     const float* __restrict__ w = weights + 0LL;  // conv1.weight, packed K-major [25][20]
     const float* __restrict__ b = weights + 512LL;  // conv1.bias [20]
 
@@ -73,16 +74,22 @@ lenet_conv1(const float* __restrict__ input, float* __restrict__ arena,
     __shared__ float Bs[BK][BN];
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
-    const long long m0 = (long long)blockIdx.x * BM;
     const int n0 = blockIdx.y * BN;
 
-    // the pixel this thread gathers A for, decoded once
+    // fused max pool: the GEMM rows are conv output pixels, WIN per pooled pixel. Tile row
+    // tm + 32 * i is window pixel i % WIN of pooled pixel q0 + tm + 32 * (i / WIN), so that each
+    // thread holds whole windows and stores their max (HO x WO is the pooled output).
+    constexpr int WIN = PKH * PKW;
+    static_assert(TM % WIN == 0, "a thread holds whole pool windows");
+    const long long q0 = (long long)blockIdx.x * (BM / WIN);
     const int a_m = tid % BM, a_k = tid / BM;
-    const long long a_pixel = m0 + a_m;
-    const bool a_valid = a_pixel < M;
-    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
-    const int a_pix = (int)(a_pixel % (HO * WO));
-    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const int a_slot = (a_m / 32) % WIN;
+    const long long a_q = q0 + a_m % 32 + 32 * ((a_m / 32) / WIN);
+    const bool a_valid = a_q < M / WIN;
+    const int a_img = a_valid ? (int)(a_q / (HO * WO)) : 0;
+    const int a_pix = (int)(a_q % (HO * WO));
+    const int a_ih0 = ((a_pix / WO) * PKH + a_slot / PKW) * SH - PH;
+    const int a_iw0 = ((a_pix % WO) * PKW + a_slot % PKW) * SW - PW;
     const float* __restrict__ a_src = x + a_img * X_IMAGE;
 
     float acc[TM][TN];
@@ -132,86 +139,46 @@ lenet_conv1(const float* __restrict__ input, float* __restrict__ arena,
     }
 
 #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const long long pixel = m0 + tm + 32 * i;
-        if (pixel >= M) continue;
-        const int n = (int)(pixel / (HO * WO));
-        const int pix = (int)(pixel % (HO * WO));
+    for (int i = 0; i < TM; i += WIN) {
+        const long long q = q0 + tm + 32 * (i / WIN);
+        if (q >= M / WIN) continue;
+        const int n = (int)(q / (HO * WO));
+        const int pix = (int)(q % (HO * WO));
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
             const int co = n0 + tn * TN + j;
             if (CO % BN != 0 && co >= CO) continue;
-            float v = acc[i][j] + __ldg(b + co);
+            float best = acc[i][j];                                // the window's max; NaN wins
+#pragma unroll
+            for (int s = 1; s < WIN; ++s)
+                best = (acc[i + s][j] > best || acc[i + s][j] != acc[i + s][j]) ? acc[i + s][j] : best;
+            float v = best + __ldg(b + co);
             y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
         }
     }
 }
 
-static cudaError_t sg_launch_conv1(const sg_buffers& sg_b, cudaStream_t sg_stream)
+static cudaError_t sg_launch_conv1_maxpool(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 18x1, 256 threads per block
-    lenet_conv1<<<dim3(18, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 5x1, 256 threads per block
+    lenet_conv1_maxpool<<<dim3(5, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
-// pool1: maxpool 2x2/2x2, 20x24x24 -> 20x12x12 (batch 1)
-// implements: pool1 (lenet.yaml:6)
-// work: 0.01 MFLOP, 0.06 MB moved; grid 12x1, block 256
+// conv2_maxpool: conv 5x5/1x1, 20x12x12 -> 50x4x4 (batch 1)
+// implements: conv2 (lenet.yaml:7), pool2 (lenet.yaml:8)
+// fused: maxpool 2x2/2x2 (pool2): each thread computes a whole window and stores its max
+// tile: 128 pixels x 56 channels per block (4x7 per thread), K in slices of 16, split in 7
+// work: 3.20 MFLOP, 0.11 MB moved; grid 1x1x7, block 256
 extern "C" __global__ void __launch_bounds__(256)
-lenet_pool1(const float* __restrict__ input, float* __restrict__ arena,
-            const float* __restrict__ weights, float* __restrict__ out0)
+lenet_conv2_maxpool(const float* __restrict__ input, float* __restrict__ arena,
+                    const float* __restrict__ weights, float* __restrict__ out0)
 {
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
-        N = 1, CI = 20, HI = 24, WI = 24, CO = 20, HO = 12, WO = 12, KH = 2, KW = 2, SH = 2,
-        SW = 2, PH = 0, PW = 0
-    };
-    // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // conv1: 20x24x24 (arena @ float 0, image stride 11520)
-    constexpr long long X_IMAGE = 11520LL;
-    float* __restrict__ y = arena + 28288LL;  // pool1: 20x12x12 (arena @ float 28,288, image stride 2880)
-    constexpr long long Y_IMAGE = 2880LL;
-
-    // one thread: one output element
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * CO * HO * WO) return;
-    const int n = (int)(p / ((long long)CO * HO * WO));
-    const int r = (int)(p % ((long long)CO * HO * WO));
-    const int c = r / (HO * WO), pix = r % (HO * WO);
-    const int oh = pix / WO, ow = pix % WO;
-    const int h0 = oh * SH - PH, w0 = ow * SW - PW;
-    const float* __restrict__ xc = x + n * X_IMAGE + (long long)c * HI * WI;
-    // max over the window's part inside the input (padding never wins); NaN propagates
-    float best = -INFINITY;
-    for (int ih = max(h0, 0); ih < min(h0 + KH, (int)HI); ++ih)
-        for (int iw = max(w0, 0); iw < min(w0 + KW, (int)WI); ++iw) {
-            const float xv = __ldg(xc + ih * WI + iw);
-            best = (xv > best || xv != xv) ? xv : best;
-        }
-        float v = best;
-        y[n * Y_IMAGE + c * (HO * WO) + pix] = v;
-}
-
-static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_stream)
-{
-    // fixed launch: grid 12x1, 256 threads per block
-    lenet_pool1<<<dim3(12, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    return cudaGetLastError();
-}
-
-// -----------------------------------------------------------------------------------------------
-// conv2: conv 5x5/1x1, 20x12x12 -> 50x8x8 (batch 1)
-// implements: conv2 (lenet.yaml:7)
-// work: 3.20 MFLOP, 0.12 MB moved; grid 2x1x7, block 256
-extern "C" __global__ void __launch_bounds__(256)
-lenet_conv2(const float* __restrict__ input, float* __restrict__ arena,
-            const float* __restrict__ weights, float* __restrict__ out0)
-{
-    // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int {
-        N = 1, CI = 20, HI = 12, WI = 12, CO = 50, HO = 8, WO = 8, KH = 5, KW = 5, SH = 1, SW = 1,
-        PH = 0, PW = 0, BM = 32, BN = 56, BK = 16, TM = 1, TN = 7, SPLITK = 7
+        N = 1, CI = 20, HI = 12, WI = 12, CO = 50, HO = 4, WO = 4, KH = 5, KW = 5, SH = 1, SW = 1,
+        PH = 0, PW = 0, BM = 128, BN = 56, BK = 16, TM = 4, TN = 7, SPLITK = 7, PKH = 2, PKW = 2
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -219,15 +186,15 @@ lenet_conv2(const float* __restrict__ input, float* __restrict__ arena,
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO * PKH * PKW;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 28288LL;  // pool1: 20x12x12 (arena @ float 28,288, image stride 2880)
+    const float* __restrict__ x = arena + 50176LL;  // conv1: 20x12x12 (arena @ float 50,176, image stride 2880)
     constexpr long long X_IMAGE = 2880LL;
-    float* __restrict__ y = arena + 25088LL;  // conv2: 50x8x8 (arena @ float 25,088, image stride 3200)
-    constexpr long long Y_IMAGE = 3200LL;
+    float* __restrict__ y = arena + 53056LL;  // conv2: 50x4x4 (arena @ float 53,056, image stride 800)
+    constexpr long long Y_IMAGE = 800LL;
     const float* __restrict__ w = weights + 576LL;  // conv2.weight, packed K-major [500][50]
     const float* __restrict__ b = weights + 25600LL;  // conv2.bias [50]
 
@@ -235,16 +202,22 @@ lenet_conv2(const float* __restrict__ input, float* __restrict__ arena,
     __shared__ float Bs[BK][BN];
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
-    const long long m0 = (long long)blockIdx.x * BM;
     const int n0 = blockIdx.y * BN;
 
-    // the pixel this thread gathers A for, decoded once
+    // fused max pool: the GEMM rows are conv output pixels, WIN per pooled pixel. Tile row
+    // tm + 32 * i is window pixel i % WIN of pooled pixel q0 + tm + 32 * (i / WIN), so that each
+    // thread holds whole windows and stores their max (HO x WO is the pooled output).
+    constexpr int WIN = PKH * PKW;
+    static_assert(TM % WIN == 0, "a thread holds whole pool windows");
+    const long long q0 = (long long)blockIdx.x * (BM / WIN);
     const int a_m = tid % BM, a_k = tid / BM;
-    const long long a_pixel = m0 + a_m;
-    const bool a_valid = a_pixel < M;
-    const int a_img = a_valid ? (int)(a_pixel / (HO * WO)) : 0;
-    const int a_pix = (int)(a_pixel % (HO * WO));
-    const int a_ih0 = (a_pix / WO) * SH - PH, a_iw0 = (a_pix % WO) * SW - PW;
+    const int a_slot = (a_m / 32) % WIN;
+    const long long a_q = q0 + a_m % 32 + 32 * ((a_m / 32) / WIN);
+    const bool a_valid = a_q < M / WIN;
+    const int a_img = a_valid ? (int)(a_q / (HO * WO)) : 0;
+    const int a_pix = (int)(a_q % (HO * WO));
+    const int a_ih0 = ((a_pix / WO) * PKH + a_slot / PKW) * SH - PH;
+    const int a_iw0 = ((a_pix % WO) * PKW + a_slot % PKW) * SW - PW;
     const float* __restrict__ a_src = x + a_img * X_IMAGE;
 
     float acc[TM][TN];
@@ -297,7 +270,7 @@ lenet_conv2(const float* __restrict__ input, float* __restrict__ arena,
     // slices in slice order (so the result does not depend on arrival order), resets the tile's
     // counter for the next run, and stores through the epilogue.
     float* __restrict__ partials = arena + 0LL;
-    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 31168LL);
+    unsigned int* __restrict__ counters = reinterpret_cast<unsigned int*>(arena + 53888LL);
     const int tile = blockIdx.y * gridDim.x + blockIdx.x;
     const long long slice_floats = (long long)gridDim.x * gridDim.y * BM * BN;
     float* __restrict__ mine = partials + blockIdx.z * slice_floats + (long long)tile * BM * BN;
@@ -325,71 +298,29 @@ lenet_conv2(const float* __restrict__ input, float* __restrict__ arena,
     if (tid == 0) counters[tile] = 0u;
 
 #pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const long long pixel = m0 + tm + 32 * i;
-        if (pixel >= M) continue;
-        const int n = (int)(pixel / (HO * WO));
-        const int pix = (int)(pixel % (HO * WO));
+    for (int i = 0; i < TM; i += WIN) {
+        const long long q = q0 + tm + 32 * (i / WIN);
+        if (q >= M / WIN) continue;
+        const int n = (int)(q / (HO * WO));
+        const int pix = (int)(q % (HO * WO));
 #pragma unroll
         for (int j = 0; j < TN; ++j) {
             const int co = n0 + tn * TN + j;
             if (CO % BN != 0 && co >= CO) continue;
-            float v = acc[i][j] + __ldg(b + co);
+            float best = acc[i][j];                                // the window's max; NaN wins
+#pragma unroll
+            for (int s = 1; s < WIN; ++s)
+                best = (acc[i + s][j] > best || acc[i + s][j] != acc[i + s][j]) ? acc[i + s][j] : best;
+            float v = best + __ldg(b + co);
             y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
         }
     }
 }
 
-static cudaError_t sg_launch_conv2(const sg_buffers& sg_b, cudaStream_t sg_stream)
+static cudaError_t sg_launch_conv2_maxpool(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 2x1, 256 threads per block
-    lenet_conv2<<<dim3(2, 1, 7), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    return cudaGetLastError();
-}
-
-// -----------------------------------------------------------------------------------------------
-// pool2: maxpool 2x2/2x2, 50x8x8 -> 50x4x4 (batch 1)
-// implements: pool2 (lenet.yaml:8)
-// work: 0.00 MFLOP, 0.02 MB moved; grid 4x1, block 256
-extern "C" __global__ void __launch_bounds__(256)
-lenet_pool2(const float* __restrict__ input, float* __restrict__ arena,
-            const float* __restrict__ weights, float* __restrict__ out0)
-{
-    // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
-    enum : int {
-        N = 1, CI = 50, HI = 8, WI = 8, CO = 50, HO = 4, WO = 4, KH = 2, KW = 2, SH = 2, SW = 2,
-        PH = 0, PW = 0
-    };
-    // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 25088LL;  // conv2: 50x8x8 (arena @ float 25,088, image stride 3200)
-    constexpr long long X_IMAGE = 3200LL;
-    float* __restrict__ y = arena + 0LL;  // pool2: 50x4x4 (arena @ float 0, image stride 800)
-    constexpr long long Y_IMAGE = 800LL;
-
-    // one thread: one output element
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= (long long)N * CO * HO * WO) return;
-    const int n = (int)(p / ((long long)CO * HO * WO));
-    const int r = (int)(p % ((long long)CO * HO * WO));
-    const int c = r / (HO * WO), pix = r % (HO * WO);
-    const int oh = pix / WO, ow = pix % WO;
-    const int h0 = oh * SH - PH, w0 = ow * SW - PW;
-    const float* __restrict__ xc = x + n * X_IMAGE + (long long)c * HI * WI;
-    // max over the window's part inside the input (padding never wins); NaN propagates
-    float best = -INFINITY;
-    for (int ih = max(h0, 0); ih < min(h0 + KH, (int)HI); ++ih)
-        for (int iw = max(w0, 0); iw < min(w0 + KW, (int)WI); ++iw) {
-            const float xv = __ldg(xc + ih * WI + iw);
-            best = (xv > best || xv != xv) ? xv : best;
-        }
-        float v = best;
-        y[n * Y_IMAGE + c * (HO * WO) + pix] = v;
-}
-
-static cudaError_t sg_launch_pool2(const sg_buffers& sg_b, cudaStream_t sg_stream)
-{
-    // fixed launch: grid 4x1, 256 threads per block
-    lenet_pool2<<<dim3(4, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 1x1, 256 threads per block
+    lenet_conv2_maxpool<<<dim3(1, 1, 7), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -397,7 +328,7 @@ static cudaError_t sg_launch_pool2(const sg_buffers& sg_b, cudaStream_t sg_strea
 // ip1_relu: linear, 50x4x4 -> 500 (batch 1)
 // implements: ip1 (lenet.yaml:9)
 // fused: relu
-// work: 0.80 MFLOP, 1.61 MB moved; grid 16x1, block 256
+// work: 0.80 MFLOP, 1.61 MB moved; grid 63x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 lenet_ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
                const float* __restrict__ weights, float* __restrict__ out0)
@@ -406,44 +337,41 @@ lenet_ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
     enum : int {
         N = 1, CI = 50, HI = 4, WI = 4, CO = 500, HO = 1, WO = 1, IN = 800, WARPS = 8
     };
-    // a linear layer at a small batch (matrix-vector): a block computes 32 consecutive outputs
-    // (a lane each, so weight reads from the K-major [IN][OUT] packing are coalesced) for every
-    // image of the batch; its WARPS warps split the IN inputs (flattened C,H,W) and add their
-    // partial sums in a fixed order through shared memory.
-    constexpr int SLICE = (IN + WARPS - 1) / WARPS;
+    // a linear layer at a small batch (matrix-vector): a warp per output, its lanes reading
+    // consecutive inputs (flattened C,H,W) and the weight row w[co][0..IN) (PyTorch's [OUT][IN]
+    // layout, kept for this kernel), then summing the 32 partial sums with shuffles in a fixed
+    // order. Every image of the batch shares each weight read.
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // pool2: 50x4x4 (arena @ float 0, image stride 800)
+    const float* __restrict__ x = arena + 53056LL;  // conv2: 50x4x4 (arena @ float 53,056, image stride 800)
     constexpr long long X_IMAGE = 800LL;
-    float* __restrict__ y = arena + 832LL;  // ip1: 500 (arena @ float 832, image stride 500)
+    float* __restrict__ y = arena + 0LL;  // ip1: 500 (arena @ float 0, image stride 500)
     constexpr long long Y_IMAGE = 500LL;
     const float* __restrict__ w = weights + 25664LL;  // ip1.weight, packed K-major [800][500]
     const float* __restrict__ b = weights + 425664LL;  // ip1.bias [500]
 
-    __shared__ float partial[WARPS][N][32];
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int co = blockIdx.x * 32 + lane;
+    const int lane = threadIdx.x % 32;
+    const int co = blockIdx.x * WARPS + threadIdx.x / 32;
+    if (co >= CO) return;
+    const float* __restrict__ row = w + (long long)co * IN;
     float acc[N];
 #pragma unroll
     for (int n = 0; n < N; ++n) acc[n] = 0.0f;
-    if (co < CO) {
-        const int end = min(IN, (warp + 1) * SLICE);
-        for (int i = warp * SLICE; i < end; ++i) {
-            const float wv = __ldg(w + (long long)i * CO + co);
+#pragma unroll 4
+    for (int i = lane; i < IN; i += 32) {
+        const float wv = __ldg(row + i);
 #pragma unroll
-            for (int n = 0; n < N; ++n) acc[n] = fmaf(__ldg(x + n * X_IMAGE + i), wv, acc[n]);
-        }
+        for (int n = 0; n < N; ++n) acc[n] = fmaf(__ldg(x + n * X_IMAGE + i), wv, acc[n]);
     }
 #pragma unroll
-    for (int n = 0; n < N; ++n) partial[warp][n][lane] = acc[n];
-    __syncthreads();
-    if (warp != 0 || co >= CO) return;
+    for (int n = 0; n < N; ++n)
+#pragma unroll
+        for (int offset = 16; offset > 0; offset /= 2)
+            acc[n] += __shfl_down_sync(0xffffffffu, acc[n], offset);
+    if (lane != 0) return;
     const int pix = 0;
 #pragma unroll
     for (int n = 0; n < N; ++n) {
-        float sum = 0.0f;
-#pragma unroll
-        for (int part = 0; part < WARPS; ++part) sum += partial[part][n][lane];
-        float v = sum + __ldg(b + co);
+        float v = acc[n] + __ldg(b + co);
         v = v < 0.0f ? 0.0f : v;  // fused relu
         y[n * Y_IMAGE + co * 1 + pix] = v;
     }
@@ -451,15 +379,15 @@ lenet_ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_ip1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 16x1, 256 threads per block
-    lenet_ip1_relu<<<dim3(16, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 63x1, 256 threads per block
+    lenet_ip1_relu<<<dim3(63, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
 // ip2: linear, 500 -> 10 (batch 1)
 // implements: ip2 (lenet.yaml:10)
-// work: 0.01 MFLOP, 0.02 MB moved; grid 1x1, block 256
+// work: 0.01 MFLOP, 0.02 MB moved; grid 2x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 lenet_ip2(const float* __restrict__ input, float* __restrict__ arena,
           const float* __restrict__ weights, float* __restrict__ out0)
@@ -468,52 +396,49 @@ lenet_ip2(const float* __restrict__ input, float* __restrict__ arena,
     enum : int {
         N = 1, CI = 500, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1, IN = 500, WARPS = 8
     };
-    // a linear layer at a small batch (matrix-vector): a block computes 32 consecutive outputs
-    // (a lane each, so weight reads from the K-major [IN][OUT] packing are coalesced) for every
-    // image of the batch; its WARPS warps split the IN inputs (flattened C,H,W) and add their
-    // partial sums in a fixed order through shared memory.
-    constexpr int SLICE = (IN + WARPS - 1) / WARPS;
+    // a linear layer at a small batch (matrix-vector): a warp per output, its lanes reading
+    // consecutive inputs (flattened C,H,W) and the weight row w[co][0..IN) (PyTorch's [OUT][IN]
+    // layout, kept for this kernel), then summing the 32 partial sums with shuffles in a fixed
+    // order. Every image of the batch shares each weight read.
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 832LL;  // ip1: 500 (arena @ float 832, image stride 500)
+    const float* __restrict__ x = arena + 0LL;  // ip1: 500 (arena @ float 0, image stride 500)
     constexpr long long X_IMAGE = 500LL;
-    float* __restrict__ y = arena + 0LL;  // ip2: 10 (arena @ float 0, image stride 10)
+    float* __restrict__ y = arena + 512LL;  // ip2: 10 (arena @ float 512, image stride 10)
     constexpr long long Y_IMAGE = 10LL;
     const float* __restrict__ w = weights + 426176LL;  // ip2.weight, packed K-major [500][10]
     const float* __restrict__ b = weights + 431232LL;  // ip2.bias [10]
 
-    __shared__ float partial[WARPS][N][32];
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int co = blockIdx.x * 32 + lane;
+    const int lane = threadIdx.x % 32;
+    const int co = blockIdx.x * WARPS + threadIdx.x / 32;
+    if (co >= CO) return;
+    const float* __restrict__ row = w + (long long)co * IN;
     float acc[N];
 #pragma unroll
     for (int n = 0; n < N; ++n) acc[n] = 0.0f;
-    if (co < CO) {
-        const int end = min(IN, (warp + 1) * SLICE);
-        for (int i = warp * SLICE; i < end; ++i) {
-            const float wv = __ldg(w + (long long)i * CO + co);
+#pragma unroll 4
+    for (int i = lane; i < IN; i += 32) {
+        const float wv = __ldg(row + i);
 #pragma unroll
-            for (int n = 0; n < N; ++n) acc[n] = fmaf(__ldg(x + n * X_IMAGE + i), wv, acc[n]);
-        }
+        for (int n = 0; n < N; ++n) acc[n] = fmaf(__ldg(x + n * X_IMAGE + i), wv, acc[n]);
     }
 #pragma unroll
-    for (int n = 0; n < N; ++n) partial[warp][n][lane] = acc[n];
-    __syncthreads();
-    if (warp != 0 || co >= CO) return;
+    for (int n = 0; n < N; ++n)
+#pragma unroll
+        for (int offset = 16; offset > 0; offset /= 2)
+            acc[n] += __shfl_down_sync(0xffffffffu, acc[n], offset);
+    if (lane != 0) return;
     const int pix = 0;
 #pragma unroll
     for (int n = 0; n < N; ++n) {
-        float sum = 0.0f;
-#pragma unroll
-        for (int part = 0; part < WARPS; ++part) sum += partial[part][n][lane];
-        float v = sum + __ldg(b + co);
+        float v = acc[n] + __ldg(b + co);
         y[n * Y_IMAGE + co * 1 + pix] = v;
     }
 }
 
 static cudaError_t sg_launch_ip2(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x1, 256 threads per block
-    lenet_ip2<<<dim3(1, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 2x1, 256 threads per block
+    lenet_ip2<<<dim3(2, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -530,7 +455,7 @@ lenet_prob(const float* __restrict__ input, float* __restrict__ arena,
         N = 1, CI = 10, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1
     };
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
-    const float* __restrict__ x = arena + 0LL;  // ip2: 10 (arena @ float 0, image stride 10)
+    const float* __restrict__ x = arena + 512LL;  // ip2: 10 (arena @ float 512, image stride 10)
     constexpr long long X_IMAGE = 10LL;
     float* __restrict__ y = out0 + 0LL;  // prob: 10 (output0, image stride 10)
     constexpr long long Y_IMAGE = 10LL;
@@ -569,23 +494,27 @@ struct lenet_net {
 };
 
 static const char sg_blob_magic[8] = {'S', 'Q', 'Z', 'G', 'W', 'T', 'S', '1'};
-// blob header: magic[8], format u32, tensor count u32, float count u64, model sha256 (hex)[64]
-enum : int { SG_BLOB_HEADER_BYTES = 256, SG_BLOB_FORMAT = 2,
-             SG_WEIGHT_TENSORS = 8, SG_HASH_OFFSET = 24, SG_HASH_CHARS = 64 };
+// blob header: magic[8], format u32, tensor count u32, float count u64, model sha256 (hex)[64],
+// batch u32 (the layouts of some weights depend on the build's batch)
+enum : int { SG_BLOB_HEADER_BYTES = 256, SG_BLOB_FORMAT = 3,
+             SG_WEIGHT_TENSORS = 8, SG_HASH_OFFSET = 24, SG_HASH_CHARS = 64,
+             SG_BATCH_OFFSET = 88 };
 
 cudaError_t lenet_create(lenet_net** out, const void* blob, size_t blob_bytes)
 {
     if (out == NULL || blob == NULL) return cudaErrorInvalidValue;
     *out = NULL;
     const unsigned char* bytes = (const unsigned char*)blob;
-    uint32_t format = 0, tensors = 0;
+    uint32_t format = 0, tensors = 0, batch = 0;
     uint64_t floats = 0;
     if (blob_bytes < (size_t)SG_BLOB_HEADER_BYTES || memcmp(bytes, sg_blob_magic, 8) != 0)
         return cudaErrorInvalidValue;
     memcpy(&format, bytes + 8, sizeof format);
     memcpy(&tensors, bytes + 12, sizeof tensors);
     memcpy(&floats, bytes + 16, sizeof floats);
+    memcpy(&batch, bytes + SG_BATCH_OFFSET, sizeof batch);
     if (format != (uint32_t)SG_BLOB_FORMAT || tensors != (uint32_t)SG_WEIGHT_TENSORS
+        || batch != (uint32_t)SG_LENET_BATCH
         || floats != (uint64_t)SG_LENET_WEIGHT_FLOATS
         || blob_bytes != (size_t)SG_BLOB_HEADER_BYTES + floats * sizeof(float)
         || memcmp(bytes + SG_HASH_OFFSET, SG_LENET_MODEL_HASH, SG_HASH_CHARS) != 0)
@@ -596,7 +525,7 @@ cudaError_t lenet_create(lenet_net** out, const void* blob, size_t blob_bytes)
     if (SG_LENET_ARENA_BYTES > 0) err = cudaMalloc((void**)&net->arena, (size_t)SG_LENET_ARENA_BYTES);
     // split-K tile counters: zero once; every kernel leaves them zero again
     if (err == cudaSuccess)
-        err = cudaMemset((char*)net->arena + 124672, 0, 256);
+        err = cudaMemset((char*)net->arena + 215552, 0, 256);
     if (err == cudaSuccess && SG_LENET_WEIGHT_FLOATS > 0)
         err = cudaMalloc((void**)&net->weights, (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float));
     if (err == cudaSuccess && SG_LENET_WEIGHT_FLOATS > 0)
@@ -631,10 +560,8 @@ cudaError_t lenet_forward(lenet_net* net, const float* input, float* output0, cu
     if (net == NULL || input == NULL || output0 == NULL) return cudaErrorInvalidValue;
     const sg_buffers buffers = {input, net->arena, net->weights, output0};
     cudaError_t err = cudaSuccess;
-    if ((err = sg_launch_conv1(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_pool1(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_conv2(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_pool2(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_conv1_maxpool(buffers, stream)) != cudaSuccess) return err;
+    if ((err = sg_launch_conv2_maxpool(buffers, stream)) != cudaSuccess) return err;
     if ((err = sg_launch_ip1_relu(buffers, stream)) != cudaSuccess) return err;
     if ((err = sg_launch_ip2(buffers, stream)) != cudaSuccess) return err;
     if ((err = sg_launch_prob(buffers, stream)) != cudaSuccess) return err;

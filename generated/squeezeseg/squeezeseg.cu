@@ -2,7 +2,7 @@
 //
 // model:    squeezeseg (sha256 99f3d760d9c33790cc0b8e8ce6bac999fb3f1f9469a15d34db4eb6b5c534be30)
 // options:  batch 1, precision fp32, target sm_90
-// passes:   fuse_relu, fuse_add, fuse_relu, fire_concat, plan_memory
+// passes:   fuse_relu, fuse_pool, fuse_add, fuse_relu, fire_concat, plan_memory
 // kernels:  36, in launch order below
 // input:    1x3x227x227; outputs: conv13 1x21x227x227
 //
@@ -82,6 +82,7 @@ struct sg_buffers {
 // conv1_relu: conv 7x7/2x2, 3x227x227 -> 96x111x111 (batch 1)
 // implements: conv1 (squeezeseg.yaml:7)
 // fused: relu
+// tile: 32 pixels x 96 channels per block (1x12 per thread), K in slices of 16, split in 2
 // work: 348.93 MFLOP, 5.41 MB moved; grid 386x1x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv1_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -98,7 +99,7 @@ squeezeseg_conv1_relu(const float* __restrict__ input, float* __restrict__ arena
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -277,6 +278,7 @@ static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fire2_squeeze_relu: conv 1x1/1x1, 96x55x55 -> 16x55x55 (batch 1)
 // implements: fire2 (squeezeseg.yaml:9)
 // fused: relu
+// tile: 32 pixels x 16 channels per block (1x2 per thread), K in slices of 16
 // work: 9.34 MFLOP, 1.36 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire2_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -293,7 +295,7 @@ squeezeseg_fire2_squeeze_relu(const float* __restrict__ input, float* __restrict
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -395,6 +397,7 @@ static cudaError_t sg_launch_fire2_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire2_expand1x1_relu: conv 1x1/1x1, 16x55x55 -> 64x55x55 (batch 1)
 // implements: fire2 (squeezeseg.yaml:9)
 // fused: relu; stores into channels 0..63 of fire2 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16
 // work: 6.39 MFLOP, 0.97 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire2_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -411,7 +414,7 @@ squeezeseg_fire2_expand1x1_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -513,6 +516,7 @@ static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire2_expand3x3_relu: conv 3x3/1x1 pad 1x1, 16x55x55 -> 64x55x55 (batch 1)
 // implements: fire2 (squeezeseg.yaml:9)
 // fused: relu; stores into channels 64..127 of fire2 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16, split in 2
 // work: 55.95 MFLOP, 1.01 MB moved; grid 95x1x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire2_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -529,7 +533,7 @@ squeezeseg_fire2_expand3x3_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -662,6 +666,7 @@ static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire3_squeeze_relu: conv 1x1/1x1, 128x55x55 -> 16x55x55 (batch 1)
 // implements: fire3 (squeezeseg.yaml:10)
 // fused: relu
+// tile: 32 pixels x 16 channels per block (1x2 per thread), K in slices of 16, split in 2
 // work: 12.44 MFLOP, 1.75 MB moved; grid 95x1x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire3_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -678,7 +683,7 @@ squeezeseg_fire3_squeeze_relu(const float* __restrict__ input, float* __restrict
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -811,6 +816,7 @@ static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire3_expand1x1_relu: conv 1x1/1x1, 16x55x55 -> 64x55x55 (batch 1)
 // implements: fire3 (squeezeseg.yaml:10)
 // fused: relu; stores into channels 0..63 of fire3 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16
 // work: 6.39 MFLOP, 0.97 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire3_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -827,7 +833,7 @@ squeezeseg_fire3_expand1x1_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -929,6 +935,7 @@ static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire3_expand3x3_relu: conv 3x3/1x1 pad 1x1, 16x55x55 -> 64x55x55 (batch 1)
 // implements: fire3 (squeezeseg.yaml:10)
 // fused: relu; stores into channels 64..127 of fire3 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16, split in 2
 // work: 55.95 MFLOP, 1.01 MB moved; grid 95x1x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire3_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -945,7 +952,7 @@ squeezeseg_fire3_expand3x3_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -1078,6 +1085,7 @@ static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire4_squeeze_relu: conv 1x1/1x1, 128x55x55 -> 32x55x55 (batch 1)
 // implements: fire4 (squeezeseg.yaml:11)
 // fused: relu
+// tile: 32 pixels x 32 channels per block (1x4 per thread), K in slices of 16, split in 2
 // work: 24.88 MFLOP, 1.95 MB moved; grid 95x1x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire4_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -1094,7 +1102,7 @@ squeezeseg_fire4_squeeze_relu(const float* __restrict__ input, float* __restrict
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -1227,6 +1235,7 @@ static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire4_expand1x1_relu: conv 1x1/1x1, 32x55x55 -> 128x55x55 (batch 1)
 // implements: fire4 (squeezeseg.yaml:11)
 // fused: relu; stores into channels 0..127 of fire4 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16
 // work: 25.17 MFLOP, 1.95 MB moved; grid 95x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire4_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -1243,7 +1252,7 @@ squeezeseg_fire4_expand1x1_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -1345,6 +1354,7 @@ static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire4_expand3x3_relu: conv 3x3/1x1 pad 1x1, 32x55x55 -> 128x55x55 (batch 1)
 // implements: fire4 (squeezeseg.yaml:11)
 // fused: relu; stores into channels 128..255 of fire4 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16, split in 3
 // work: 223.41 MFLOP, 2.08 MB moved; grid 95x2x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire4_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -1361,7 +1371,7 @@ squeezeseg_fire4_expand3x3_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -1540,6 +1550,7 @@ static cudaError_t sg_launch_pool4(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fire5_squeeze_relu: conv 1x1/1x1, 256x27x27 -> 32x27x27 (batch 1)
 // implements: fire5 (squeezeseg.yaml:13)
 // fused: relu
+// tile: 32 pixels x 32 channels per block (1x4 per thread), K in slices of 16, split in 4
 // work: 11.97 MFLOP, 0.87 MB moved; grid 23x1x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire5_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -1556,7 +1567,7 @@ squeezeseg_fire5_squeeze_relu(const float* __restrict__ input, float* __restrict
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -1689,6 +1700,7 @@ static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire5_expand1x1_relu: conv 1x1/1x1, 32x27x27 -> 128x27x27 (batch 1)
 // implements: fire5 (squeezeseg.yaml:13)
 // fused: relu; stores into channels 0..127 of fire5 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16
 // work: 6.07 MFLOP, 0.48 MB moved; grid 23x2, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire5_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -1705,7 +1717,7 @@ squeezeseg_fire5_expand1x1_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -1807,6 +1819,7 @@ static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire5_expand3x3_relu: conv 3x3/1x1 pad 1x1, 32x27x27 -> 128x27x27 (batch 1)
 // implements: fire5 (squeezeseg.yaml:13)
 // fused: relu; stores into channels 128..255 of fire5 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16, split in 4
 // work: 53.84 MFLOP, 0.61 MB moved; grid 23x2x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire5_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -1823,7 +1836,7 @@ squeezeseg_fire5_expand3x3_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -1956,6 +1969,7 @@ static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire6_squeeze_relu: conv 1x1/1x1, 256x27x27 -> 48x27x27 (batch 1)
 // implements: fire6 (squeezeseg.yaml:14)
 // fused: relu
+// tile: 32 pixels x 48 channels per block (1x6 per thread), K in slices of 16, split in 4
 // work: 17.95 MFLOP, 0.94 MB moved; grid 23x1x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire6_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -1972,7 +1986,7 @@ squeezeseg_fire6_squeeze_relu(const float* __restrict__ input, float* __restrict
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -2105,6 +2119,7 @@ static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire6_expand1x1_relu: conv 1x1/1x1, 48x27x27 -> 192x27x27 (batch 1)
 // implements: fire6 (squeezeseg.yaml:14)
 // fused: relu; stores into channels 0..191 of fire6 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16
 // work: 13.58 MFLOP, 0.74 MB moved; grid 23x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire6_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -2121,7 +2136,7 @@ squeezeseg_fire6_expand1x1_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -2223,6 +2238,7 @@ static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire6_expand3x3_relu: conv 3x3/1x1 pad 1x1, 48x27x27 -> 192x27x27 (batch 1)
 // implements: fire6 (squeezeseg.yaml:14)
 // fused: relu; stores into channels 192..383 of fire6 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16, split in 6
 // work: 121.07 MFLOP, 1.03 MB moved; grid 23x3x6, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire6_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -2239,7 +2255,7 @@ squeezeseg_fire6_expand3x3_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -2372,6 +2388,7 @@ static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire7_squeeze_relu: conv 1x1/1x1, 384x27x27 -> 48x27x27 (batch 1)
 // implements: fire7 (squeezeseg.yaml:15)
 // fused: relu
+// tile: 32 pixels x 48 channels per block (1x6 per thread), K in slices of 16, split in 6
 // work: 26.91 MFLOP, 1.33 MB moved; grid 23x1x6, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire7_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -2388,7 +2405,7 @@ squeezeseg_fire7_squeeze_relu(const float* __restrict__ input, float* __restrict
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -2521,6 +2538,7 @@ static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire7_expand1x1_relu: conv 1x1/1x1, 48x27x27 -> 192x27x27 (batch 1)
 // implements: fire7 (squeezeseg.yaml:15)
 // fused: relu; stores into channels 0..191 of fire7 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16
 // work: 13.58 MFLOP, 0.74 MB moved; grid 23x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire7_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -2537,7 +2555,7 @@ squeezeseg_fire7_expand1x1_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -2639,6 +2657,7 @@ static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire7_expand3x3_relu: conv 3x3/1x1 pad 1x1, 48x27x27 -> 192x27x27 (batch 1)
 // implements: fire7 (squeezeseg.yaml:15)
 // fused: relu; stores into channels 192..383 of fire7 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16, split in 6
 // work: 121.07 MFLOP, 1.03 MB moved; grid 23x3x6, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire7_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -2655,7 +2674,7 @@ squeezeseg_fire7_expand3x3_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -2788,6 +2807,7 @@ static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // fire8_squeeze_relu: conv 1x1/1x1, 384x27x27 -> 64x27x27 (batch 1)
 // implements: fire8 (squeezeseg.yaml:16)
 // fused: relu
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16, split in 6
 // work: 35.88 MFLOP, 1.40 MB moved; grid 23x1x6, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire8_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -2804,7 +2824,7 @@ squeezeseg_fire8_squeeze_relu(const float* __restrict__ input, float* __restrict
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -2937,6 +2957,7 @@ static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire8_expand1x1_relu: conv 1x1/1x1, 64x27x27 -> 256x27x27 (batch 1)
 // implements: fire8 (squeezeseg.yaml:16)
 // fused: relu; stores into channels 0..255 of fire8 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16
 // work: 24.07 MFLOP, 1.00 MB moved; grid 23x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire8_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -2953,7 +2974,7 @@ squeezeseg_fire8_expand1x1_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -3055,6 +3076,7 @@ static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire8_expand3x3_relu: conv 3x3/1x1 pad 1x1, 64x27x27 -> 256x27x27 (batch 1)
 // implements: fire8 (squeezeseg.yaml:16)
 // fused: relu; stores into channels 256..511 of fire8 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16, split in 6
 // work: 215.18 MFLOP, 1.52 MB moved; grid 23x4x6, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire8_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -3071,7 +3093,7 @@ squeezeseg_fire8_expand3x3_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -3250,6 +3272,7 @@ static cudaError_t sg_launch_pool8(const sg_buffers& sg_b, cudaStream_t sg_strea
 // fire9_squeeze_relu: conv 1x1/1x1, 512x13x13 -> 64x13x13 (batch 1)
 // implements: fire9 (squeezeseg.yaml:18)
 // fused: relu
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16, split in 8
 // work: 11.09 MFLOP, 0.52 MB moved; grid 6x1x8, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire9_squeeze_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -3266,7 +3289,7 @@ squeezeseg_fire9_squeeze_relu(const float* __restrict__ input, float* __restrict
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -3399,6 +3422,7 @@ static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStre
 // fire9_expand1x1_relu: conv 1x1/1x1, 64x13x13 -> 256x13x13 (batch 1)
 // implements: fire9 (squeezeseg.yaml:18)
 // fused: relu; stores into channels 0..255 of fire9 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16
 // work: 5.58 MFLOP, 0.28 MB moved; grid 6x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire9_expand1x1_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -3415,7 +3439,7 @@ squeezeseg_fire9_expand1x1_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -3517,6 +3541,7 @@ static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 // fire9_expand3x3_relu: conv 3x3/1x1 pad 1x1, 64x13x13 -> 256x13x13 (batch 1)
 // implements: fire9 (squeezeseg.yaml:18)
 // fused: relu; stores into channels 256..511 of fire9 (no concat copy)
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16, split in 9
 // work: 49.88 MFLOP, 0.81 MB moved; grid 6x4x9, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_fire9_expand3x3_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -3533,7 +3558,7 @@ squeezeseg_fire9_expand3x3_relu(const float* __restrict__ input, float* __restri
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -3666,6 +3691,7 @@ static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 // conv10_relu: conv 1x1/1x1, 512x13x13 -> 1000x13x13 (batch 1)
 // implements: conv10 (squeezeseg.yaml:19)
 // fused: relu
+// tile: 32 pixels x 64 channels per block (1x8 per thread), K in slices of 16, split in 6
 // work: 173.22 MFLOP, 3.07 MB moved; grid 6x16x6, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv10_relu(const float* __restrict__ input, float* __restrict__ arena,
@@ -3682,7 +3708,7 @@ squeezeseg_conv10_relu(const float* __restrict__ input, float* __restrict__ aren
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -3814,6 +3840,7 @@ static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg
 // -----------------------------------------------------------------------------------------------
 // score: conv 1x1/1x1, 1000x13x13 -> 21x13x13 (batch 1)
 // implements: score (squeezeseg.yaml:21)
+// tile: 32 pixels x 24 channels per block (1x3 per thread), K in slices of 16, split in 15
 // work: 7.10 MFLOP, 0.77 MB moved; grid 6x1x15, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_score(const float* __restrict__ input, float* __restrict__ arena,
@@ -3830,7 +3857,7 @@ squeezeseg_score(const float* __restrict__ input, float* __restrict__ arena,
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -3962,6 +3989,7 @@ static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_strea
 // score_pool8_add: conv 1x1/1x1, 512x13x13 -> 21x13x13 (batch 1)
 // implements: score_pool8 (squeezeseg.yaml:22), fuse8 (squeezeseg.yaml:23)
 // fused: add(score)
+// tile: 32 pixels x 24 channels per block (1x3 per thread), K in slices of 16, split in 8
 // work: 3.64 MFLOP, 0.42 MB moved; grid 6x1x8, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_score_pool8_add(const float* __restrict__ input, float* __restrict__ arena,
@@ -3978,7 +4006,7 @@ squeezeseg_score_pool8_add(const float* __restrict__ input, float* __restrict__ 
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -4112,6 +4140,7 @@ static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_
 // -----------------------------------------------------------------------------------------------
 // conv11: deconv 3x3/2x2, 21x13x13 -> 21x27x27 (batch 1)
 // implements: conv11 (squeezeseg.yaml:24)
+// tile: 3 output channels per thread, 21 input channels of weights per shared-memory pass
 // work: 1.34 MFLOP, 0.09 MB moved; grid 1x7x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
@@ -4201,6 +4230,7 @@ static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stre
 // score_pool4_add: conv 1x1/1x1, 256x27x27 -> 21x27x27 (batch 1)
 // implements: score_pool4 (squeezeseg.yaml:25), fuse4 (squeezeseg.yaml:26)
 // fused: add(conv11)
+// tile: 32 pixels x 24 channels per block (1x3 per thread), K in slices of 16, split in 4
 // work: 7.85 MFLOP, 0.89 MB moved; grid 23x1x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_score_pool4_add(const float* __restrict__ input, float* __restrict__ arena,
@@ -4217,7 +4247,7 @@ squeezeseg_score_pool4_add(const float* __restrict__ input, float* __restrict__ 
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -4351,6 +4381,7 @@ static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_
 // -----------------------------------------------------------------------------------------------
 // conv12: deconv 3x3/2x2, 21x27x27 -> 21x55x55 (batch 1)
 // implements: conv12 (squeezeseg.yaml:27)
+// tile: 1 output channels per thread, 21 input channels of weights per shared-memory pass
 // work: 5.79 MFLOP, 0.33 MB moved; grid 4x21x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
@@ -4440,6 +4471,7 @@ static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stre
 // score_pool1_add: conv 1x1/1x1, 96x55x55 -> 21x55x55 (batch 1)
 // implements: score_pool1 (squeezeseg.yaml:28), fuse1 (squeezeseg.yaml:29)
 // fused: add(conv12)
+// tile: 32 pixels x 24 channels per block (1x3 per thread), K in slices of 16
 // work: 12.26 MFLOP, 1.68 MB moved; grid 95x1, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_score_pool1_add(const float* __restrict__ input, float* __restrict__ arena,
@@ -4456,7 +4488,7 @@ squeezeseg_score_pool1_add(const float* __restrict__ input, float* __restrict__ 
     // A block computes a BM x BN tile in BK-deep slices through shared memory; a thread owns
     // TM pixels (strided by 32, so a warp stores 32 consecutive pixels) x TN channels.
     constexpr int K = CI * KH * KW;
-    constexpr long long M = (long long)N * HO * WO;
+    constexpr long long M = (long long)N * HO * WO;   // GEMM rows
     constexpr int THREADS = (BM / TM) * (BN / TN);
     static_assert(BM / TM == 32 && THREADS == 256, "tile shape and block size disagree");
     static_assert(THREADS % BM == 0, "each thread loads A for one fixed pixel");
@@ -4559,6 +4591,7 @@ static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_
 // -----------------------------------------------------------------------------------------------
 // conv13: deconv 11x11/4x4, 21x55x55 -> 21x227x227 (batch 1)
 // implements: conv13 (squeezeseg.yaml:30)
+// tile: 7 output channels per thread, 21 input channels of weights per shared-memory pass
 // work: 322.83 MFLOP, 4.80 MB moved; grid 13x3x16, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
@@ -4654,23 +4687,27 @@ struct squeezeseg_net {
 };
 
 static const char sg_blob_magic[8] = {'S', 'Q', 'Z', 'G', 'W', 'T', 'S', '1'};
-// blob header: magic[8], format u32, tensor count u32, float count u64, model sha256 (hex)[64]
-enum : int { SG_BLOB_HEADER_BYTES = 256, SG_BLOB_FORMAT = 2,
-             SG_WEIGHT_TENSORS = 63, SG_HASH_OFFSET = 24, SG_HASH_CHARS = 64 };
+// blob header: magic[8], format u32, tensor count u32, float count u64, model sha256 (hex)[64],
+// batch u32 (the layouts of some weights depend on the build's batch)
+enum : int { SG_BLOB_HEADER_BYTES = 256, SG_BLOB_FORMAT = 3,
+             SG_WEIGHT_TENSORS = 63, SG_HASH_OFFSET = 24, SG_HASH_CHARS = 64,
+             SG_BATCH_OFFSET = 88 };
 
 cudaError_t squeezeseg_create(squeezeseg_net** out, const void* blob, size_t blob_bytes)
 {
     if (out == NULL || blob == NULL) return cudaErrorInvalidValue;
     *out = NULL;
     const unsigned char* bytes = (const unsigned char*)blob;
-    uint32_t format = 0, tensors = 0;
+    uint32_t format = 0, tensors = 0, batch = 0;
     uint64_t floats = 0;
     if (blob_bytes < (size_t)SG_BLOB_HEADER_BYTES || memcmp(bytes, sg_blob_magic, 8) != 0)
         return cudaErrorInvalidValue;
     memcpy(&format, bytes + 8, sizeof format);
     memcpy(&tensors, bytes + 12, sizeof tensors);
     memcpy(&floats, bytes + 16, sizeof floats);
+    memcpy(&batch, bytes + SG_BATCH_OFFSET, sizeof batch);
     if (format != (uint32_t)SG_BLOB_FORMAT || tensors != (uint32_t)SG_WEIGHT_TENSORS
+        || batch != (uint32_t)SG_SQUEEZESEG_BATCH
         || floats != (uint64_t)SG_SQUEEZESEG_WEIGHT_FLOATS
         || blob_bytes != (size_t)SG_BLOB_HEADER_BYTES + floats * sizeof(float)
         || memcmp(bytes + SG_HASH_OFFSET, SG_SQUEEZESEG_MODEL_HASH, SG_HASH_CHARS) != 0)

@@ -19,9 +19,10 @@ from ..ir.graph import Graph
 from ..ir.printer import param_specs
 from ..passes.plan_memory import MemoryPlan
 from .kernels import Kernel, check_index_range, check_launch, describe, lower_node
+from .schedule import GEMV_MAX_BATCH
 
 BLOB_MAGIC = b"SQZGWTS1"
-BLOB_FORMAT = 2                   # bump whenever a packed weight layout changes (2: conv/linear K-major)
+BLOB_FORMAT = 3                   # bump whenever a packed weight layout changes (3: per-batch layouts)
 BLOB_HEADER_BYTES = 256
 WEIGHT_ALIGN_FLOATS = 64          # every weight tensor starts on a 256-byte boundary
 MAX_WEIGHT_FLOATS = (1 << 31) - 1
@@ -43,17 +44,20 @@ def weight_layout(graph: Graph) -> tuple[dict[str, int], int]:
     return offsets, cursor
 
 
-def packed_layouts(graph: Graph) -> dict[str, str]:
+def packed_layouts(graph: Graph, batch: int) -> dict[str, str]:
     """Weight tensors stored in another layout than PyTorch's: convolution and linear weights
-    are packed K-major ([CI*KH*KW][CO], [IN][OUT]) so a GEMM tile reads consecutive outputs."""
+    are packed K-major ([CI*KH*KW][CO], [IN][OUT]) so a GEMM tile reads consecutive outputs.
+    Linear layers at a batch the matrix-vector kernel runs keep PyTorch's [OUT][IN]."""
     return {f"{n.param_prefix}.weight": "K-major [CI*KH*KW][CO]" if n.op == "conv"
-            else "K-major [IN][OUT]" for n in graph.nodes if n.op in ("conv", "linear")}
+            else "K-major [IN][OUT]" for n in graph.nodes
+            if n.op == "conv" or (n.op == "linear" and batch > GEMV_MAX_BATCH)}
 
 
-def pack_weights(graph: Graph, weights: dict[str, np.ndarray]) -> np.ndarray:
-    """All weights in one float32 array at their blob offsets, in the kernels' layouts."""
+def pack_weights(graph: Graph, weights: dict[str, np.ndarray], batch: int) -> np.ndarray:
+    """All weights in one float32 array at their blob offsets, in the kernels' layouts for a
+    build at `batch`."""
     offsets, total = weight_layout(graph)
-    packed = packed_layouts(graph)
+    packed = packed_layouts(graph, batch)
     data = np.zeros(max(1, total), np.float32)
     for key, offset in offsets.items():
         value = np.asarray(weights[key], np.float32)
@@ -64,13 +68,14 @@ def pack_weights(graph: Graph, weights: dict[str, np.ndarray]) -> np.ndarray:
     return data
 
 
-def weights_blob(graph: Graph, weights: dict[str, np.ndarray]) -> bytes:
+def weights_blob(graph: Graph, weights: dict[str, np.ndarray], batch: int) -> bytes:
     """The binary weights file the C API loads: header (magic, version, tensor count, float
     count, model hash), then every tensor at its float offset, in the kernels' layouts."""
     offsets, total = weight_layout(graph)
-    data = pack_weights(graph, weights)[:total]
+    data = pack_weights(graph, weights, batch)[:total]
     header = BLOB_MAGIC + struct.pack("<IIQ", BLOB_FORMAT, len(offsets), total)
     header += graph.source_hash.encode()
+    header += struct.pack("<I", batch)          # layouts depend on the build's batch
     header += b"\0" * (BLOB_HEADER_BYTES - len(header))
     return header + data.tobytes()
 
@@ -138,13 +143,13 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
     files = {f"{graph.name}.cu": cu.encode(), f"{graph.name}.h": header.encode(),
              "manifest.json": (json.dumps(manifest, indent=1) + "\n").encode()}
     if weights is not None:
-        files[f"{graph.name}.weights.bin"] = weights_blob(graph, weights)
+        files[f"{graph.name}.weights.bin"] = weights_blob(graph, weights, plan.batch)
     return BuildOutput(files, kernels, manifest)
 
 
 def build_manifest(graph, plan, kernels, offsets, total, outputs, source) -> dict:
     specs = param_specs(graph)
-    packed = packed_layouts(graph)
+    packed = packed_layouts(graph, plan.batch)
     return {
         "model": graph.name, "source": source, "model_hash": graph.source_hash,
         "squeezegen_version": __version__, "batch": plan.batch, "precision": "fp32",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..ir.graph import Graph, Node
+from ..ir.ops import pool_window
 from ..ir.printer import node_flops, node_params
 from ..passes.plan_memory import MemoryPlan
 from .schedule import BLOCK, GEMV_MAX_BATCH
@@ -64,8 +65,10 @@ class Kernel:
 
 
 def kernel_name(node: Node) -> str:
-    """`conv1_relu`, `score_pool8_add`, `fire2_expand3x3_relu`: the node and its epilogue."""
-    return node.name + "".join(f"_{s.kind}" for s in node.epilogue)
+    """`conv1_relu`, `score_pool8_add`, `fire2_expand3x3_relu`, `conv2_maxpool`: the node, a
+    fused pool and its epilogue."""
+    pool = "_maxpool" if "pool" in node.attrs else ""
+    return node.name + pool + "".join(f"_{s.kind}" for s in node.epilogue)
 
 
 def _storage_expr(storage: str) -> str:
@@ -131,7 +134,7 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
     pixels = n * node.type.spatial[0] * node.type.spatial[1]
     if op == "linear" and n <= GEMV_MAX_BATCH:
         consts.update(IN=graph[node.inputs[0]].type.numel, WARPS=BLOCK // 32)
-        grid = (-(-node.type.channels // 32), 1, 1)
+        grid = (-(-node.type.channels // (BLOCK // 32)), 1, 1)
         template = "linear_gemv.cu.j2"
         extra["bias"] = node.attrs["bias"]
     elif op in ("conv", "linear"):
@@ -144,6 +147,11 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
         tile = plan.tiles[node.name]
         consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, BM=tile.bm, BN=tile.bn,
                       BK=tile.bk, TM=tile.tm, TN=tile.tn, SPLITK=tile.splitk)
+        extra["pool"] = None
+        if "pool" in node.attrs:       # fused max pool: GEMM rows are the windows' pixels
+            consts.update(PKH=node.attrs["pool"][0], PKW=node.attrs["pool"][1])
+            extra["pool"] = tuple(node.attrs["pool"])
+            pixels *= pool_window(node.attrs)
         grid = (-(-pixels // tile.bm), -(-node.type.channels // tile.bn), tile.splitk)
         template = "conv_gemm_wide.cu.j2" if tile.wide else "conv_gemm.cu.j2"
         extra["bias"] = node.attrs["bias"]
@@ -228,6 +236,11 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
     lines = [f"{kernel.name}: {node.op}{attrs}, {ins} -> {node.type} (batch {kernel.consts['N']})",
              f"implements: {', '.join(layers)}"]
     fused = [str(s) for s in node.epilogue]
+    if "pool" in node.attrs:
+        ph, pw = node.attrs["pool"]
+        pooled = [n for n in node.fused if n in original and original[n].op == "maxpool"]
+        fused.insert(0, f"maxpool {ph}x{pw}/{ph}x{pw} ({', '.join(pooled)}): each thread computes "
+                        f"a whole window and stores its max")
     if node.out_view:
         fused.append(f"stores into channels {node.out_view.channel_offset}.."
                      f"{node.out_view.channel_offset + node.type.channels - 1} of "

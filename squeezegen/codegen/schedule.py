@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..errors import BuildError
 from ..ir.graph import Graph, Node
+from ..ir.ops import pool_window
 
 SMS = 132                        # streaming multiprocessors of the H200
 BLOCK = 256                      # threads per block, every kernel
@@ -43,7 +44,9 @@ class ConvTile:
         return -(-pixels // self.bm) * -(-channels // self.bn)
 
 
-def conv_tile(pixels: int, channels: int, k: int) -> ConvTile:
+def conv_tile(pixels: int, channels: int, k: int, win: int = 1) -> ConvTile:
+    """`pixels`: GEMM rows (output pixels, times the window of a fused max pool, `win`: a
+    narrow tile's TM must then be a multiple of it)."""
     if channels >= 64:
         for tn in ((8, 4) if channels >= 128 else (4,)):
             wide = ConvTile(8, tn, wide=True)
@@ -53,14 +56,14 @@ def conv_tile(pixels: int, channels: int, k: int) -> ConvTile:
     tn = -(-channels // 8) if channels <= 96 else 8
     for tm in (4, 2):
         tile = ConvTile(tm, tn)
-        if tile.blocks(pixels, channels) >= 2 * SMS:
+        if tm % win == 0 and tile.blocks(pixels, channels) >= 2 * SMS:
             return tile
-    tile = ConvTile(1, tn)
+    tile = ConvTile(win, tn)
     blocks = tile.blocks(pixels, channels)
     if blocks < 4 * SMS and k >= 128:      # small layers are latency-bound: more, shorter blocks
         splitk = max(1, min(-(-4 * SMS // blocks), k // 64, 16))
         if splitk > 1:
-            return ConvTile(1, tn, splitk=splitk)
+            return ConvTile(win, tn, splitk=splitk)
     return tile
 
 
@@ -116,8 +119,14 @@ def default_tile(graph: Graph, node: Node, batch: int) -> Tile:
     """The heuristic's tile: what a build uses when nothing was tuned."""
     if node.op == "deconv":
         return deconv_tile(graph, node, batch)
-    return conv_tile(batch * node.type.spatial[0] * node.type.spatial[1], node.type.channels,
-                     _k(graph, node))
+    return conv_tile(gemm_rows(node, batch), node.type.channels, _k(graph, node),
+                     pool_window(node.attrs))
+
+
+def gemm_rows(node: Node, batch: int) -> int:
+    """The M of a conv's (or linear's) implicit GEMM: output pixels, each pooled pixel counting
+    its whole window when a max pool is fused."""
+    return batch * node.type.spatial[0] * node.type.spatial[1] * pool_window(node.attrs)
 
 
 def schedule(graph: Graph, batch: int, chosen: dict[str, Tile] | None = None) -> dict[str, Tile]:
@@ -134,21 +143,21 @@ def candidate_tiles(graph: Graph, node: Node, batch: int) -> list[Tile]:
     if node.op == "deconv":
         others = _deconv_candidates(graph, node, batch)
     else:
-        others = _conv_candidates(batch * node.type.spatial[0] * node.type.spatial[1],
-                                  node.type.channels, _k(graph, node))
+        others = _conv_candidates(gemm_rows(node, batch), node.type.channels, _k(graph, node),
+                                  pool_window(node.attrs))
     return [first] + [t for t in dict.fromkeys(others) if t != first]
 
 
-def _conv_candidates(pixels: int, channels: int, k: int) -> list[ConvTile]:
+def _conv_candidates(pixels: int, channels: int, k: int, win: int) -> list[ConvTile]:
     tns = {-(-channels // 8) if channels <= 96 else 8, min(4, -(-channels // 8))}
-    tiles = [ConvTile(tm, tn) for tn in sorted(tns) for tm in (1, 2, 4, 8)
-             if ConvTile(tm, tn).blocks(pixels, channels) >= SMS // 2 or tm == 1]
+    tiles = [ConvTile(tm, tn) for tn in sorted(tns) for tm in (1, 2, 4, 8) if tm % win == 0
+             and (ConvTile(tm, tn).blocks(pixels, channels) >= SMS // 2 or tm == win)]
     if channels >= 48:
         tiles += [ConvTile(tm, tn, wide=True) for tm in (4, 8) for tn in (4, 8)
                   if tn == 4 or channels >= 96]
     for tn in sorted(tns):
-        blocks = ConvTile(1, tn).blocks(pixels, channels)
-        tiles += [ConvTile(1, tn, splitk=s) for s in (2, 4, 8, 16)
+        blocks = ConvTile(win, tn).blocks(pixels, channels)
+        tiles += [ConvTile(win, tn, splitk=s) for s in (2, 4, 8, 16)
                   if s <= k // 32 and blocks * s <= 16 * SMS]
     return tiles
 
@@ -179,7 +188,6 @@ def scratch_needs(graph: Graph, batch: int, tiles: dict[str, ConvTile]) -> dict[
     for name, tile in tiles.items():
         if isinstance(tile, ConvTile) and tile.splitk > 1:
             node = graph[name]
-            pixels = batch * node.type.spatial[0] * node.type.spatial[1]
-            blocks = tile.blocks(pixels, node.type.channels)
+            blocks = tile.blocks(gemm_rows(node, batch), node.type.channels)
             needs[name] = (tile.splitk * blocks * tile.bm * tile.bn, blocks)
     return needs

@@ -63,7 +63,15 @@ def _window_shape(attrs: Attrs, inp: TensorType, what: str, size_fn) -> TensorTy
 def _conv_shape(attrs, ins):
     ho, wo, _ = _window_shape(attrs, ins[0], "conv",
                               lambda n, k, s, p: conv_out_size(n, k, s, p))
+    if "pool" in attrs:              # a max pool fused by the fuse_pool pass (whole windows)
+        ph, pw = attrs["pool"]
+        ho, wo = ho // ph, wo // pw
     return TensorType((attrs["out"], ho, wo))
+
+
+def pool_window(attrs) -> int:
+    """Conv output pixels per stored pixel: the fused max pool's window (1 without one)."""
+    return prod(attrs["pool"]) if "pool" in attrs else 1
 
 
 def _deconv_shape(attrs, ins):
@@ -148,7 +156,8 @@ class OpInfo:
 OPS: dict[str, OpInfo] = {op.name: op for op in [
     OpInfo("input", 0, lambda a, i: TensorType(a["shape"]), _no_params, lambda a, i, o: 0),
     OpInfo("conv", 1, _conv_shape, _conv_params,
-           lambda a, i, o: 2 * o.numel * i[0].channels * prod(a["kernel"]), takes_epilogue=True),
+           lambda a, i, o: (2 * i[0].channels * prod(a["kernel"]) + 1) * o.numel * pool_window(a)
+           - o.numel, takes_epilogue=True),
     OpInfo("deconv", 1, _deconv_shape, _deconv_params,
            lambda a, i, o: 2 * i[0].numel * a["out"] * prod(a["kernel"]), takes_epilogue=True),
     OpInfo("maxpool", 1, _pool_shape, _no_params, lambda a, i, o: o.numel * prod(a["kernel"])),

@@ -22,8 +22,9 @@ def match(graph: Graph, node: Node) -> Rewrite | None:
         return None
     if single_consumer(graph, producer.name, graph.consumers()) != node.name:
         return None
-    fused = producer.replace(epilogue=producer.epilogue + (EpilogueStep("relu"),),
-                             fused=producer.fused + (node.name,))
+    already = producer.epilogue and producer.epilogue[-1].kind == "relu"   # relu(relu(x))
+    steps = producer.epilogue if already else producer.epilogue + (EpilogueStep("relu"),)
+    fused = producer.replace(epilogue=steps, fused=producer.fused + (node.name,))
     return Rewrite(at=producer.name, new=fused, remove=(node.name,), renamed_to=producer.name)
 
 

@@ -1,6 +1,7 @@
 """The passes, in the order they run. `squeezegen build --dump-ir` prints the IR after each.
 
     fuse_relu     conv/deconv/linear + relu         -> one kernel, relu in its epilogue
+    fuse_pool     conv + 2x2 (or 2x1) max pool      -> one kernel, the max taken before the store
     fuse_add      conv/deconv/linear + add (skip)   -> one kernel, add in its epilogue
     fuse_relu     again: an add's relu (`add relu: true`) now follows a fused kernel
     fire_concat   concat operands written in place  -> no concat kernel, no copy
@@ -13,10 +14,11 @@ from typing import Callable
 
 from ..ir.graph import Graph
 from ..ir.verify import verify
-from . import fire_concat, fuse_add, fuse_relu
+from . import fire_concat, fuse_add, fuse_pool, fuse_relu
 
 PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
     (fuse_relu.NAME, fuse_relu.run),
+    (fuse_pool.NAME, fuse_pool.run),
     (fuse_add.NAME, fuse_add.run),
     (fuse_relu.NAME, fuse_relu.run),
     (fire_concat.NAME, fire_concat.run),

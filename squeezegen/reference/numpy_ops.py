@@ -48,6 +48,9 @@ def conv(attrs, inputs, params):
             y[start:start + step] = (cols @ wmat).reshape(-1, ho, wo, out_ch).transpose(0, 3, 1, 2)
     if "bias" in params:
         y = y + params["bias"].reshape(1, -1, 1, 1)
+    if "pool" in attrs:             # fused max pool (fuse_pool pass): whole windows, no padding
+        y = maxpool({"kernel": attrs["pool"], "stride": attrs["pool"], "pad": (0, 0),
+                     "ceil_mode": False}, [y], {})
     return y.astype(np.float32, copy=False)
 
 

@@ -143,7 +143,7 @@ class Network:
         return mem
 
     def _weights_array(self, weights: dict) -> np.ndarray:
-        return pack_weights(self.graph, weights)
+        return pack_weights(self.graph, weights, self.batch)
 
     # ------------------------------------------------------------------ running
     def _args(self, input_ptr: int, output_ptrs: list[int]):
