@@ -58,6 +58,11 @@ def random_model(seed: int, wide: bool = False) -> str:
             bias = rng.choice(["true", "false"])
             emit(name, f"op: conv, input: {src}, out: {out}, kernel: {k}, stride: {s}, pad: {p}, "
                        f"relu: {relu}, bias: {bias}", (out, ho, wo), [src])
+            pool = rng.choice([(2, 2), (2, 1), (1, 2)])
+            if rng.random() < 0.3 and ho >= pool[0] and wo >= pool[1]:   # fused into the conv
+                emit(f"{name}_pool", f"op: maxpool, input: {name}, kernel: {list(pool)}, "
+                                     f"stride: {list(pool)}, ceil_mode: false",
+                     (out, ho // pool[0], wo // pool[1]), [name])
         elif kind == "fire":
             sq, e1, e3 = rng.randint(1, most // 2 + 1), rng.randint(1, most), rng.randint(1, most)
             emit(name, f"op: fire, input: {src}, squeeze: {sq}, expand1x1: {e1}, expand3x3: {e3}",

@@ -123,6 +123,7 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
     known = {} if force else cached_tiles(fused, batch, gpu)
     todo = {n.name: candidate_tiles(fused, n, batch) for n in fused.nodes
             if tunable(n, batch) and n.name not in known}
+    known.update({name: c[0] for name, c in todo.items() if len(c) == 1})   # nothing to time
     todo = {name: c for name, c in todo.items() if len(c) > 1}
     if not todo:
         return known
