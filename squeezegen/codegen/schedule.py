@@ -152,14 +152,29 @@ def _conv_candidates(pixels: int, channels: int, k: int, win: int) -> list[ConvT
     tns = {-(-channels // 8) if channels <= 96 else 8, min(4, -(-channels // 8))}
     tiles = [ConvTile(tm, tn) for tn in sorted(tns) for tm in (1, 2, 4, 8) if tm % win == 0
              and (ConvTile(tm, tn).blocks(pixels, channels) >= SMS // 2 or tm == win)]
-    if channels >= 48:
-        tiles += [ConvTile(tm, tn, wide=True) for tm in (4, 8) for tn in (4, 8)
-                  if tn == 4 or channels >= 96]
     for tn in sorted(tns):
         blocks = ConvTile(win, tn).blocks(pixels, channels)
         tiles += [ConvTile(win, tn, splitk=s) for s in (2, 4, 8, 16)
                   if s <= k // 32 and blocks * s <= 16 * SMS]
+    if channels >= 48:
+        wides = [ConvTile(tm, tn, wide=True) for tm in (4, 8) for tn in (4, 8)
+                 if tn == 4 or channels >= 96]
+        tiles += wides
+        for t in wides:                    # too few blocks for the GPU: split K as well
+            blocks = t.blocks(pixels, channels)
+            tiles += [ConvTile(t.tm, t.tn, splitk=s, wide=True) for s in (2, 4, 8)
+                      if blocks < 2 * SMS and s <= k // 64 and blocks * s <= 8 * SMS]
+    if k <= 64:                            # short K: shallower slices waste less of the last
+        tiles += [ConvTile(t.tm, t.tn, bk=8) for t in tiles if t.splitk == 1 and not t.wide]
+    elif k >= 256:                         # long K: deeper slices, fewer barriers
+        deep = [ConvTile(t.tm, t.tn, bk=32, wide=True) for t in tiles if t.wide and t.splitk == 1]
+        tiles += [t for t in deep if shared_bytes(t) <= 48 * 1024]
     return tiles
+
+
+def shared_bytes(tile: ConvTile) -> int:
+    """Static shared memory of a GEMM tile (the wide one double-buffers)."""
+    return (2 if tile.wide else 1) * tile.bk * (tile.bm + tile.bn) * 4
 
 
 def _deconv_candidates(graph: Graph, node: Node, batch: int) -> list[DeconvTile]:
