@@ -144,3 +144,16 @@ def test_tuned_network_matches_the_reference(tmp_path, monkeypatch):
             assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
     entries = at.load_tuning()
     assert len(entries) >= 3
+
+
+def test_tune_without_a_gpu_is_one_clear_line():
+    import subprocess
+    import sys
+    from squeezegen.runtime.network import gpu_available
+    if gpu_available():
+        pytest.skip("a GPU is present")
+    proc = subprocess.run([sys.executable, "-m", "squeezegen", "tune", "models/lenet.yaml"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("squeezegen: error:")
+    assert "Traceback" not in proc.stderr
