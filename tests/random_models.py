@@ -58,7 +58,7 @@ def random_model(seed: int, wide: bool = False) -> str:
             bias = rng.choice(["true", "false"])
             emit(name, f"op: conv, input: {src}, out: {out}, kernel: {k}, stride: {s}, pad: {p}, "
                        f"relu: {relu}, bias: {bias}", (out, ho, wo), [src])
-            pool = rng.choice([(2, 2), (2, 1), (1, 2)])
+            pool = rng.choice([(2, 2), (2, 1), (1, 2), (1, 4), (4, 1)])
             if rng.random() < 0.3 and ho >= pool[0] and wo >= pool[1]:   # fused into the conv
                 emit(f"{name}_pool", f"op: maxpool, input: {name}, kernel: {list(pool)}, "
                                      f"stride: {list(pool)}, ceil_mode: false",

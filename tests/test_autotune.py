@@ -31,7 +31,9 @@ layers:
   - {name: dp, op: maxpool, kernel: [2, 1], stride: [2, 1], ceil_mode: false}
   - {name: e, op: conv, input: b, out: 9, kernel: 3}
   - {name: ep, op: maxpool, kernel: 2, stride: 2, ceil_mode: false}
-output: [up, fc, dp, ep]
+  - {name: f, op: conv, input: a, out: 528, kernel: 1}
+  - {name: g, op: conv, out: 128, kernel: 1}
+output: [up, fc, dp, ep, g]
 """
 
 
@@ -85,6 +87,24 @@ def test_every_candidate_round_compiles(tmp_path):
     assert i >= 8
 
 
+def test_split_k_candidates_leave_no_slice_empty():
+    from squeezegen.codegen.schedule import every_slice_has_work
+    assert every_slice_has_work(560, 16, 7) and not every_slice_has_work(528, 16, 8)
+    fused = run_passes(parse_model(ODD))
+    seen_wide_split = False
+    for batch in (1, 3):
+        for node in fused.nodes:
+            if tunable(node, batch) and node.op != "deconv":
+                k = fused[node.inputs[0]].type.numel if node.op == "linear" else \
+                    fused[node.inputs[0]].type.channels * node.attrs["kernel"][0] * node.attrs["kernel"][1]
+                for t in candidate_tiles(fused, node, batch)[1:]:   # [0]: the heuristic's
+                    if t.splitk > 1:          # (the narrow tile skips an empty slice safely)
+                        steps = -(-k // t.bk)
+                        assert (t.splitk - 1) * -(-steps // t.splitk) < steps, (node.name, t)
+                        seen_wide_split |= t.wide
+    assert seen_wide_split
+
+
 def test_the_kernel_comment_names_the_tile():
     out = build(parse_model(ODD), 9, tiles={"a": ConvTile(2, 4, splitk=2)}).output
     src = out.files["odd.cu"].decode()
@@ -105,7 +125,7 @@ def test_cache_round_trip_and_bad_files(tmp_path, monkeypatch):
     monkeypatch.setenv("SQUEEZEGEN_CACHE", str(tmp_path))
     fused = run_passes(parse_model(ODD))
     sig = at.layer_signature(fused, fused["up"], 1)
-    tile = DeconvTile(3, 1)
+    tile = candidate_tiles(fused, fused["up"], 1)[1]
     at.save_tuning({at._entry_key("GPU X", sig): {"tile": at.tile_to_json(tile), "ms": 0.1}})
     assert at.cached_tiles(fused, 1, "GPU X") == {"up": tile}
     assert at.cached_tiles(fused, 1, "GPU Y") == {}            # another GPU: not used
@@ -117,6 +137,10 @@ def test_cache_round_trip_and_bad_files(tmp_path, monkeypatch):
     at.tuning_file().write_text(json.dumps({"format": 1, "entries": {
         at._entry_key("GPU X", sig): {"tile": {"kind": "deconv", "nonsense": 1}}}}))
     assert at.cached_tiles(fused, 1, "GPU X") == {}            # a broken entry is ignored
+    for bad in ("8x8", {"kind": "deconv", "cob": 5, "cib": 1}, None):   # 5 does not divide 6
+        at.tuning_file().write_text(json.dumps({"format": 1, "entries": {
+            at._entry_key("GPU X", sig): {"tile": bad}}}))
+        assert at.cached_tiles(fused, 1, "GPU X") == {}, bad   # nor a tile we never offer
 
 
 @pytest.mark.gpu

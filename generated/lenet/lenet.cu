@@ -346,7 +346,7 @@ lenet_ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 800LL;
     float* __restrict__ y = arena + 0LL;  // ip1: 500 (arena @ float 0, image stride 500)
     constexpr long long Y_IMAGE = 500LL;
-    const float* __restrict__ w = weights + 25664LL;  // ip1.weight, packed K-major [800][500]
+    const float* __restrict__ w = weights + 25664LL;  // ip1.weight [500][800], PyTorch's [OUT][IN]
     const float* __restrict__ b = weights + 425664LL;  // ip1.bias [500]
 
     const int lane = threadIdx.x % 32;
@@ -405,7 +405,7 @@ lenet_ip2(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long X_IMAGE = 500LL;
     float* __restrict__ y = arena + 512LL;  // ip2: 10 (arena @ float 512, image stride 10)
     constexpr long long Y_IMAGE = 10LL;
-    const float* __restrict__ w = weights + 426176LL;  // ip2.weight, packed K-major [500][10]
+    const float* __restrict__ w = weights + 426176LL;  // ip2.weight [10][500], PyTorch's [OUT][IN]
     const float* __restrict__ b = weights + 431232LL;  // ip2.bias [10]
 
     const int lane = threadIdx.x % 32;

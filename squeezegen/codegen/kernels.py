@@ -90,13 +90,17 @@ def _grid(threads: int, y: int = 1) -> tuple[int, int, int]:
     return (max(1, -(-threads // BLOCK)), y, 1)
 
 
-def _param_refs(graph: Graph, node: Node, weight_offsets: dict) -> list[TensorRef]:
+def _param_refs(graph: Graph, node: Node, weight_offsets: dict,
+                plan_batch: int) -> list[TensorRef]:
     refs = []
     for key, shape in node_params(graph, node).items():
         var = "w" if key.endswith(".weight") else "b"
         what = f"{key} [{', '.join(str(d) for d in shape)}]"
-        if node.op in ("conv", "linear") and var == "w":
+        gemv = node.op == "linear" and plan_batch <= GEMV_MAX_BATCH
+        if node.op in ("conv", "linear") and var == "w" and not gemv:
             what = f"{key}, packed K-major [{_numel(shape[1:])}][{shape[0]}]"
+        elif gemv and var == "w":
+            what = f"{key} [{shape[0]}][{_numel(shape[1:])}], PyTorch's [OUT][IN]"
         refs.append(TensorRef(var, f"weights + {weight_offsets[key]}LL", 0, 0, what))
     return refs
 
@@ -128,7 +132,7 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
     shape_in = graph[node.inputs[0]].type.shape if node.inputs else ()
     consts = {"N": n, **_shape_consts("I", shape_in), **_shape_consts("O", node.type.shape)}
     steps, skip_refs = _epilogue(graph, plan, node)
-    params = _param_refs(graph, node, weight_offsets)
+    params = _param_refs(graph, node, weight_offsets, n)
     op = node.op
     extra: dict = {}
     pixels = n * node.type.spatial[0] * node.type.spatial[1]

@@ -155,7 +155,7 @@ def _conv_candidates(pixels: int, channels: int, k: int, win: int) -> list[ConvT
     for tn in sorted(tns):
         blocks = ConvTile(win, tn).blocks(pixels, channels)
         tiles += [ConvTile(win, tn, splitk=s) for s in (2, 4, 8, 16)
-                  if s <= k // 32 and blocks * s <= 16 * SMS]
+                  if s <= k // 32 and blocks * s <= 16 * SMS and every_slice_has_work(k, 16, s)]
     if channels >= 48:
         wides = [ConvTile(tm, tn, wide=True) for tm in (4, 8) for tn in (4, 8)
                  if tn == 4 or channels >= 96]
@@ -163,13 +163,21 @@ def _conv_candidates(pixels: int, channels: int, k: int, win: int) -> list[ConvT
         for t in wides:                    # too few blocks for the GPU: split K as well
             blocks = t.blocks(pixels, channels)
             tiles += [ConvTile(t.tm, t.tn, splitk=s, wide=True) for s in (2, 4, 8)
-                      if blocks < 2 * SMS and s <= k // 64 and blocks * s <= 8 * SMS]
+                      if blocks < 2 * SMS and s <= k // 64 and blocks * s <= 8 * SMS
+                      and every_slice_has_work(k, t.bk, s)]
     if k <= 64:                            # short K: shallower slices waste less of the last
         tiles += [ConvTile(t.tm, t.tn, bk=8) for t in tiles if t.splitk == 1 and not t.wide]
     elif k >= 256:                         # long K: deeper slices, fewer barriers
         deep = [ConvTile(t.tm, t.tn, bk=32, wide=True) for t in tiles if t.wide and t.splitk == 1]
         tiles += [t for t in deep if shared_bytes(t) <= 48 * 1024]
     return tiles
+
+
+def every_slice_has_work(k: int, bk: int, splitk: int) -> bool:
+    """Whether splitting ceil(k / bk) K-slices `splitk` ways (ceil-sized parts) leaves none
+    empty: an empty part would launch blocks that only add zeros."""
+    steps = -(-k // bk)
+    return (splitk - 1) * -(-steps // splitk) < steps
 
 
 def shared_bytes(tile: ConvTile) -> int:

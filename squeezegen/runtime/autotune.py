@@ -14,10 +14,12 @@ tuned, builds use the heuristic of `codegen/schedule.py`.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ import numpy as np
 from .. import __version__
 from ..build import build
 from ..codegen.schedule import ConvTile, DeconvTile, Tile, candidate_tiles, tunable
-from ..errors import BuildError
+from ..errors import BuildError, SqueezegenError
 from ..frontend import load_model
 from ..fsutil import atomic_write
 from ..ir.graph import Graph, Node
@@ -61,8 +63,21 @@ def tuning_file() -> Path:
     return cache_dir() / "tuning.json"
 
 
+TUNED_TEMPLATES = ("conv_gemm.cu.j2", "conv_gemm_wide.cu.j2", "deconv.cu.j2", "_macros.cu.j2")
+
+
+@lru_cache(maxsize=None)
+def kernels_digest() -> str:
+    """A short hash of the tiled templates: a choice timed against other kernel code is re-timed."""
+    folder = Path(__file__).resolve().parents[1] / "templates"
+    digest = hashlib.sha256()
+    for name in TUNED_TEMPLATES:
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _entry_key(gpu: str, signature: str) -> str:
-    return f"{gpu}|squeezegen {__version__}|{signature}"
+    return f"{gpu}|squeezegen {__version__} kernels {kernels_digest()}|{signature}"
 
 
 def load_tuning(path: Path | None = None) -> dict:
@@ -98,11 +113,12 @@ def cached_tiles(fused: Graph, batch: int, gpu: str, entries: dict | None = None
     for node in fused.nodes:
         if tunable(node, batch):
             entry = entries.get(_entry_key(gpu, layer_signature(fused, node, batch)))
-            if entry:
-                try:
-                    chosen[node.name] = tile_from_json(entry["tile"])
-                except (KeyError, TypeError):
-                    continue
+            try:
+                tile = tile_from_json(entry["tile"])
+            except (KeyError, TypeError, ValueError):     # missing or malformed: not used
+                continue
+            if tile in candidate_tiles(fused, node, batch):  # never a tile we would not offer
+                chosen[node.name] = tile
     return chosen
 
 
@@ -137,29 +153,44 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
         try:
             builds[r] = build(graph, batch, tiles=tiles)
         except BuildError as exc:        # a candidate CUDA cannot launch: drop the round's new ones
-            if log:
-                log(f"round {r}: skipped ({exc})")
+            _say(log, f"round {r}: skipped ({exc})")
     arch = device_arch()
 
     def compile_round(r):
         files = {k: v for k, v in builds[r].output.files.items() if k.endswith((".cu", ".h"))}
-        compile_cubin(files, f"{fused.name}.cu", arch)
-    with ThreadPoolExecutor(min(len(builds), os.cpu_count() or 4)) as pool:
-        list(pool.map(compile_round, builds))
+        try:
+            compile_cubin(files, f"{fused.name}.cu", arch)
+        except SqueezegenError as exc:
+            return r, exc
+        return r, None
+    with ThreadPoolExecutor(max(1, min(len(builds), os.cpu_count() or 4))) as pool:
+        for r, exc in list(pool.map(compile_round, list(builds))):
+            if exc is not None:
+                _say(log, f"round {r}: skipped ({exc})")
+                del builds[r]
+    if 0 not in builds:                  # no heuristic baseline to check against: keep it
+        _say(log, "the heuristic build failed; nothing was tuned")
+        return {**{name: c[0] for name, c in todo.items()}, **known}
     x = np.random.default_rng(0).uniform(-1, 1, (batch,) + graph.input.type.shape).astype(np.float32)
     timings: dict[str, list[tuple[float, Tile]]] = {name: [] for name in todo}
     baseline = None
     for r, result in sorted(builds.items()):
-        with Network(result, weights) as net:
-            out = net(x)
-            out = out if isinstance(out, tuple) else (out,)
-            if baseline is None:
-                baseline = out
-            elif any(_rel(a, b) > MATCH_TOL for a, b in zip(out, baseline)):
-                if log:
-                    log(f"round {r}: output differs from the heuristic build; its tiles are not used")
-                continue
-            per_kernel = time_kernels(net)
+        try:
+            with Network(result, weights) as net:
+                out = net(x)
+                out = out if isinstance(out, tuple) else (out,)
+                if baseline is None:
+                    baseline = out
+                elif any(_rel(a, b) > MATCH_TOL for a, b in zip(out, baseline)):
+                    _say(log, f"round {r}: output differs from the heuristic build; its tiles "
+                              "are not used")
+                    continue
+                per_kernel = time_kernels(net)
+        except SqueezegenError as exc:
+            if r == 0:
+                raise
+            _say(log, f"round {r}: skipped ({exc})")
+            continue
         for kernel, row in zip(result.output.kernels, per_kernel):
             name = kernel.node.name
             if name in todo and r < len(todo[name]):
@@ -174,11 +205,15 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
         entries[_entry_key(gpu, layer_signature(fused, node, batch))] = {
             "tile": tile_to_json(tile), "ms": ms, "heuristic_ms": rows[0][0] if rows else None,
             "candidates": [[m, tile_to_json(t)] for m, t in rows]}
-        if log:
-            log(f"{name}: {ms * 1e3:8.2f} us with {tile}, heuristic {rows[0][0] * 1e3:8.2f} us "
-                f"({len(rows)} candidates)")
+        _say(log, f"{name}: {ms * 1e3:8.2f} us with {tile}, heuristic {rows[0][0] * 1e3:8.2f} us "
+                  f"({len(rows)} candidates)")
     save_tuning(entries)
     return chosen
+
+
+def _say(log, message: str) -> None:
+    if log:
+        log(message)
 
 
 def _random_weights(graph: Graph) -> dict:
