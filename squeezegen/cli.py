@@ -173,7 +173,7 @@ def _cmd_bench(args) -> int:
         from .weights import init_weights
         weights = init_weights(load_model(args.model), 0)
     result = bench(args.model, weights, args.batch, compare, args.per_layer, args.iters,
-                   tune=not args.no_tune)
+                   tune=not args.no_tune, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(format_bench(result))
     if args.json:
         atomic_write(args.json, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))

@@ -160,9 +160,14 @@ def time_numpy(graph, weights, batch: int) -> float:
 
 
 def bench(model, weights, batches: list[int], compare: list[str], per_layer: bool,
-          iters: int = 50, tune: bool = True) -> dict:
+          iters: int = 50, tune: bool = True, log=None) -> dict:
+    """Time the network at each batch (with the autotuner's tiles unless `tune` is off) and
+    what `compare` names beside it; `log` hears what is being done."""
     result = {"model": None, "rows": [], "per_layer": {}, "tuned": tune, **environment()}
     for batch in batches:
+        if log:
+            log(f"batch {batch}: " + ("tuning the tiles not in the cache yet, then timing"
+                                      if tune else "timing (heuristic tiles)"))
         with compile_network(model, weights, batch=batch, tune=tune) as net:
             graph = net.build.graph
             result["model"] = graph.name
