@@ -181,3 +181,110 @@ def test_tune_without_a_gpu_is_one_clear_line():
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("squeezegen: error:")
     assert "Traceback" not in proc.stderr
+
+
+class _FakeGPU:
+    """Stands in for the GPU so the autotuner's bookkeeping runs on the CPU: networks compute
+    with the planned NumPy executor, kernels 'take' a time that depends only on their tile, and
+    chosen rounds can be made to fail to compile or to compute something else."""
+
+    def __init__(self, monkeypatch, broken_compile=(), wrong_output=()):
+        import squeezegen.runtime.bench as bench_mod
+        import squeezegen.runtime.network as net_mod
+        self.rounds_run = []
+        fake = self
+
+        class Device:
+            def name(self):
+                return "Fake GPU"
+
+        class Driver:
+            class Context:
+                @staticmethod
+                def get_device():
+                    return Device()
+
+        class Network:
+            def __init__(self, result, weights, use_graph=True):
+                fake.rounds_run.append(result)
+                self.result, self.weights = result, weights
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def __call__(self, x):
+                plan = self.result.plan
+                out = PlannedExecutor(self.result.fused, plan, self.weights)(x)
+                out = out if isinstance(out, tuple) else (out,)
+                tiles = set(map(str, plan.tiles.values()))
+                if any(str(t) in tiles for t in wrong_output):
+                    out = tuple(o + 1.0 for o in out)
+                return out
+
+        def time_kernels(net):
+            rows = []
+            for k in net.result.output.kernels:
+                t = net.result.plan.tiles.get(k.node.name)
+                ms = 1.0 if t is None else (1.0 + 0.1 * (getattr(t, "tm", 0) != 2)
+                                            + 0.001 * (len(str(t)) % 7))
+                rows.append({"ms": ms})
+            return rows
+
+        def compile_cubin(files, source, arch, cache=None, extra_flags=()):
+            text = b"".join(files.values()).decode()
+            for marker in broken_compile:
+                if marker in text:
+                    raise at.BuildError(f"nvcc failed on {source}: fake error")
+            return b""
+
+        monkeypatch.setattr(net_mod, "cuda", lambda: Driver())
+        monkeypatch.setattr(net_mod, "device_arch", lambda: "sm_90")
+        monkeypatch.setattr(net_mod, "Network", Network)
+        monkeypatch.setattr(bench_mod, "time_kernels", time_kernels)
+        monkeypatch.setattr(at, "compile_cubin", compile_cubin)
+
+
+def test_autotune_bookkeeping_on_a_fake_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("SQUEEZEGEN_CACHE", str(tmp_path))
+    g = parse_model(ODD)
+    fused = run_passes(g)
+    cands = {n.name: candidate_tiles(fused, n, 9) for n in fused.nodes if tunable(n, 9)}
+    wrong = cands["c"][1]                   # round 1 computes something else: never chosen
+    fake = _FakeGPU(monkeypatch, wrong_output=[wrong])
+    logged = []
+    chosen = at.autotune(g, 9, random_weights(g, 0), log=logged.append)
+    assert set(chosen) == set(cands)
+    assert any("round 1: output differs" in line for line in logged)
+    assert all(chosen[name] != c[1] for name, c in cands.items() if len(c) > 1)
+    for name, c in cands.items():                               # the fake prefers tm == 2
+        ok = [t for i, t in enumerate(c) if i != 1]
+        if any(getattr(t, "tm", 0) == 2 for t in ok):
+            assert getattr(chosen[name], "tm", 0) == 2, name
+    assert len(fake.rounds_run) == max(len(c) for c in cands.values())
+    again = at.autotune(g, 9, random_weights(g, 0))             # all cached now: no rounds run
+    assert again == chosen and len(fake.rounds_run) == max(len(c) for c in cands.values())
+
+
+def test_autotune_skips_rounds_that_do_not_compile(tmp_path, monkeypatch):
+    monkeypatch.setenv("SQUEEZEGEN_CACHE", str(tmp_path))
+    g = parse_model(ODD)
+    _FakeGPU(monkeypatch, broken_compile=["split in 2"])        # every split-K-by-2 round
+    logged = []
+    chosen = at.autotune(g, 9, random_weights(g, 0), log=logged.append)
+    assert any("skipped (nvcc failed" in line for line in logged)
+    assert all(getattr(t, "splitk", 1) != 2 for t in chosen.values())
+
+
+def test_autotune_keeps_the_heuristic_when_its_build_fails(tmp_path, monkeypatch):
+    monkeypatch.setenv("SQUEEZEGEN_CACHE", str(tmp_path))
+    g = parse_model(ODD)
+    _FakeGPU(monkeypatch, broken_compile=["extern"])            # every round
+    logged = []
+    chosen = at.autotune(g, 9, random_weights(g, 0), log=logged.append)
+    fused = run_passes(g)
+    assert chosen == schedule(fused, 9)
+    assert "nothing was tuned" in logged[-1]
+    assert at.load_tuning() == {}
