@@ -155,7 +155,8 @@ def _conv_candidates(pixels: int, channels: int, k: int, win: int) -> list[ConvT
     for tn in sorted(tns):
         blocks = ConvTile(win, tn).blocks(pixels, channels)
         tiles += [ConvTile(win, tn, splitk=s) for s in (2, 4, 8, 16)
-                  if s <= k // 32 and blocks * s <= 16 * SMS and every_slice_has_work(k, 16, s)]
+                  if s <= k // 32 and blocks * s <= 16 * SMS
+                  and every_slice_has_work(k, ConvTile(win, tn).bk, s)]
     if channels >= 48:
         wides = [ConvTile(tm, tn, wide=True) for tm in (4, 8) for tn in (4, 8)
                  if tn == 4 or channels >= 96]

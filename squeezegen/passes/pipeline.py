@@ -1,7 +1,7 @@
 """The passes, in the order they run. `squeezegen build --dump-ir` prints the IR after each.
 
     fuse_relu     conv/deconv/linear + relu         -> one kernel, relu in its epilogue
-    fuse_pool     conv + 2x2 (or 2x1) max pool      -> one kernel, the max taken before the store
+    fuse_pool     conv + 2- or 4-pixel max pool     -> one kernel, the max taken before the store
     fuse_add      conv/deconv/linear + add (skip)   -> one kernel, add in its epilogue
     fuse_relu     again: an add's relu (`add relu: true`) now follows a fused kernel
     fire_concat   concat operands written in place  -> no concat kernel, no copy

@@ -6,9 +6,10 @@ each kernel alone (`bench.time_kernels`) and checks that the network's output st
 heuristic build's (a tile that computes something else is never chosen). Per layer, the fastest
 candidate wins.
 
-Choices are cached in `tuning.json` in the build cache, keyed by GPU name, squeezegen version
-and the layer's signature (op, shapes, attributes, fused epilogue, batch), so a layer is tuned
-once per GPU and version, whatever model it appears in. Without a GPU, or for a layer never
+Choices are cached in `tuning.json` in the build cache, keyed by GPU name, squeezegen version,
+a digest of the tiled templates and the layer's signature (op, shapes, attributes, fused
+epilogue, batch), so a layer is tuned once per GPU and kernel code, whatever model it appears
+in; a cached tile that is no longer a candidate is ignored. Without a GPU, or for a layer never
 tuned, builds use the heuristic of `codegen/schedule.py`.
 """
 from __future__ import annotations
