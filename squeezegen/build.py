@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .codegen.emit import BuildOutput, render
-from .codegen.schedule import Tile, schedule, scratch_needs
+from .codegen.schedule import PRECISIONS, Tile, schedule, scratch_needs
 from .errors import BuildError
 from .frontend import load_model
 from .fsutil import atomic_write
@@ -23,7 +23,6 @@ from .passes import run_passes
 from .passes.plan_memory import MemoryPlan, plan_memory
 from .weights import check_weights, load_weights
 
-PRECISIONS = ("fp32",)
 
 
 @dataclass
@@ -42,7 +41,7 @@ def build(model, batch: int = 1, weights=None, precision: str = "fp32",
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise BuildError(f"batch must be a positive integer, got {batch!r}", field="batch")
     if precision not in PRECISIONS:
-        raise BuildError(f"precision '{precision}' is not supported yet (supported: "
+        raise BuildError(f"precision '{precision}' is not supported (supported: "
                          f"{', '.join(PRECISIONS)})", field="precision")
     graph = load_model(model)
     checked = None
@@ -50,9 +49,9 @@ def build(model, batch: int = 1, weights=None, precision: str = "fp32",
         file = None if isinstance(weights, dict) else str(weights)
         checked = check_weights(graph, load_weights(weights), file)
     fused = run_passes(graph, on_step=on_pass)
-    tiles = schedule(fused, batch, tiles)
+    tiles = schedule(fused, batch, tiles, precision)
     plan = plan_memory(fused, batch, tiles, scratch_needs(fused, batch, tiles))
-    return Build(graph, fused, plan, render(fused, graph, plan, checked))
+    return Build(graph, fused, plan, render(fused, graph, plan, checked, precision))
 
 
 def write_outputs(output: BuildOutput, folder) -> list[Path]:

@@ -164,16 +164,17 @@ def _cmd_build(args) -> int:
 def _cmd_bench(args) -> int:
     from .runtime.bench import bench, format_bench
     compare = [] if args.compare == "none" else args.compare.split(",")
-    unknown = set(compare) - {"eager", "graph", "compile", "numpy"}
+    unknown = set(compare) - {"eager", "graph", "compile", "fp16", "numpy"}
     if unknown:
-        raise SqueezegenError(f"--compare takes eager, graph, compile, numpy or none, got "
+        raise SqueezegenError(f"--compare takes eager, graph, compile, fp16, numpy or none, got "
                               f"{', '.join(sorted(unknown))}")
     weights = args.weights
     if weights is None:
         from .weights import init_weights
         weights = init_weights(load_model(args.model), 0)
     result = bench(args.model, weights, args.batch, compare, args.per_layer, args.iters,
-                   tune=not args.no_tune, log=lambda m: print(m, file=sys.stderr, flush=True))
+                   tune=not args.no_tune, log=lambda m: print(m, file=sys.stderr, flush=True),
+                   precision=args.precision)
     print(format_bench(result))
     if args.json:
         atomic_write(args.json, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))
@@ -187,7 +188,8 @@ def _cmd_tune(args) -> int:
     cuda()                                  # no GPU: one clear error before any work
     for batch in args.batch:
         print(f"batch {batch}:")
-        chosen = autotune(args.model, batch, force=args.force, log=lambda m: print("  " + m))
+        chosen = autotune(args.model, batch, force=args.force, log=lambda m: print("  " + m),
+                          precision=args.precision)
         print(f"  {len(chosen)} tiles chosen")
     print(f"cache: {tuning_file()}")
     return 0
@@ -255,7 +257,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="generated",
                    help="output folder; files go to OUTPUT/<model>/ [generated]")
     s.add_argument("--weights", help=".npz weights: also write <model>.weights.bin for the C API")
-    s.add_argument("--precision", default="fp32", help="arithmetic precision [fp32]")
+    s.add_argument("--precision", default="fp32",
+                   help="fp32 (strict), tf32 or fp16 (conv/linear GEMMs on tensor cores, fp32 "
+                        "accumulation and storage) [fp32]")
     s.add_argument("--dump-ir", action="store_true", help="print the IR before and after each pass")
     s.add_argument("--check", action="store_true",
                    help="write nothing; fail if the files in OUTPUT are stale")
@@ -290,13 +294,16 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", help=".npz weights [He-initialised, seed 0]")
     s.add_argument("--batch", type=_batches, default=[1, 8, 32, 128], help="[1,8,32,128]")
     s.add_argument("--compare", default="eager,graph",
-                   help="what to time beside: PyTorch eager, graph, compile; numpy (the CPU "
-                        "reference); or none [eager,graph]")
+                   help="what to time beside: PyTorch eager, graph, compile (fp32), fp16 "
+                        "(channels_last + graph); numpy (the CPU reference); or none "
+                        "[eager,graph]")
     s.add_argument("--per-layer", action="store_true", help="time every kernel alone too")
     s.add_argument("--iters", type=_positive_int, default=50, help="timed runs per batch [50]")
     s.add_argument("--json", help="write the results (with GPU, driver, commit, date) here")
     s.add_argument("--no-tune", action="store_true",
                    help="use the heuristic's tiles, not the autotuner's")
+    s.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
+                   help="fp32 (strict), or tensor-core GEMMs with tf32/fp16 inputs [fp32]")
     s.set_defaults(func=_cmd_bench)
 
     s = sub.add_parser("tune", help="time every candidate tile of every layer on the GPU and "
@@ -304,6 +311,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--batch", type=_batches, default=[1], help="batch sizes to tune for [1]")
     s.add_argument("--force", action="store_true", help="re-time layers already in the cache")
+    s.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
+                   help="tune the tiles of this precision [fp32]")
     s.set_defaults(func=_cmd_tune)
 
     s = sub.add_parser("import", help="convert an ONNX model into a model YAML and .npz weights "

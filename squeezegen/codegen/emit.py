@@ -103,7 +103,7 @@ def _name_kernels(kernels: list[Kernel], graph: Graph) -> None:
 
 
 def render(graph: Graph, original: Graph, plan: MemoryPlan,
-           weights: dict[str, np.ndarray] | None = None) -> BuildOutput:
+           weights: dict[str, np.ndarray] | None = None, precision: str = "fp32") -> BuildOutput:
     """All generated files for a planned graph; `original` is the graph before passes."""
     check_index_range(graph, plan)
     env = environment()
@@ -129,6 +129,7 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
     source = Path(graph.source).name if graph.source else "<string>"
     context = dict(
         model=graph, version=__version__, source=source, model_hash=graph.source_hash,
+        precision=precision, tensor_cores=any(k.extra.get("mma") for k in kernels),
         batch=plan.batch, passes=list(graph.passes), kernels=kernels, outputs=outputs,
         input_shape=list(graph.input.type.shape),
         input_floats=plan.batch * graph.input.type.numel, arena_bytes=plan.arena_bytes,
@@ -139,7 +140,7 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
         guard=f"SQUEEZEGEN_{graph.name.upper()}_H_")
     cu = env.get_template("network.cu.j2").render(**context)
     header = env.get_template("network.h.j2").render(**context)
-    manifest = build_manifest(graph, plan, kernels, offsets, total, outputs, source)
+    manifest = build_manifest(graph, plan, kernels, offsets, total, outputs, source, precision)
     files = {f"{graph.name}.cu": cu.encode(), f"{graph.name}.h": header.encode(),
              "manifest.json": (json.dumps(manifest, indent=1) + "\n").encode()}
     if weights is not None:
@@ -147,12 +148,12 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
     return BuildOutput(files, kernels, manifest)
 
 
-def build_manifest(graph, plan, kernels, offsets, total, outputs, source) -> dict:
+def build_manifest(graph, plan, kernels, offsets, total, outputs, source, precision) -> dict:
     specs = param_specs(graph)
     packed = packed_layouts(graph, plan.batch)
     return {
         "model": graph.name, "source": source, "model_hash": graph.source_hash,
-        "squeezegen_version": __version__, "batch": plan.batch, "precision": "fp32",
+        "squeezegen_version": __version__, "batch": plan.batch, "precision": precision,
         "passes": list(graph.passes) + ["plan_memory"],
         "input": {"shape": [plan.batch] + list(graph.input.type.shape)},
         "outputs": [{"name": o["name"], "shape": [plan.batch] + o["shape"]} for o in outputs],

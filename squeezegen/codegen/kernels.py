@@ -157,10 +157,13 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
             extra["pool"] = tuple(node.attrs["pool"])
             pixels *= pool_window(node.attrs)
         grid = (-(-pixels // tile.bm), -(-node.type.channels // tile.bn), tile.splitk)
-        template = "conv_gemm_wide.cu.j2" if tile.wide else "conv_gemm.cu.j2"
+        template = ("conv_gemm_tc.cu.j2" if tile.mma else
+                    "conv_gemm_wide.cu.j2" if tile.wide else "conv_gemm.cu.j2")
+        extra["mma"] = tile.mma
         extra["bias"] = node.attrs["bias"]
         extra["tile"] = {"bm": tile.bm, "bn": tile.bn, "bk": tile.bk, "tm": tile.tm,
-                         "tn": tile.tn, "splitk": tile.splitk}
+                         "tn": tile.tn, "splitk": tile.splitk,
+                         **({"mma": tile.mma} if tile.mma else {})}
         if tile.splitk > 1:
             extra["partials"] = f"arena + {plan.scratch[node.name]}LL"
             extra["counters"] = f"arena + {plan.counters[node.name]}LL"
@@ -264,6 +267,10 @@ def tile_text(tile: dict) -> str:
     if "cob" in tile:
         return (f"{tile['cob']} output channels per thread, {tile['cib']} input channels of "
                 f"weights per shared-memory pass")
+    if tile.get("mma"):
+        return (f"{tile['bm']} pixels x {tile['bn']} channels per block on tensor cores "
+                f"({tile['mma']}, fp32 accumulation; {tile['tm']}x{tile['tn']} 16x16 fragments per "
+                f"warp), K in slices of {tile['bk']}")
     text = (f"{tile['bm']} pixels x {tile['bn']} channels per block ({tile['tm']}x{tile['tn']} "
             f"per thread), K in slices of {tile['bk']}")
     return text + (f", split in {tile['splitk']}" if tile["splitk"] > 1 else "")

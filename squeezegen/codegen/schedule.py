@@ -31,14 +31,16 @@ class ConvTile:
     bk: int = 16
     splitk: int = 1
     wide: bool = False
+    mma: str = ""                 # "tf32" | "fp16": tensor cores (conv_gemm_tc.cu.j2), where
+                                  # tm x tn are 16x16 fragments per warp, 4 x 2 warps per block
 
     @property
     def bm(self) -> int:
-        return (16 if self.wide else 32) * self.tm
+        return 64 * self.tm if self.mma else (16 if self.wide else 32) * self.tm
 
     @property
     def bn(self) -> int:
-        return (16 if self.wide else 8) * self.tn
+        return 32 * self.tn if self.mma else (16 if self.wide else 8) * self.tn
 
     def blocks(self, pixels: int, channels: int) -> int:
         return -(-pixels // self.bm) * -(-channels // self.bn)
@@ -115,10 +117,21 @@ def tunable(node: Node, batch: int) -> bool:
     return node.op in ("conv", "deconv") or (node.op == "linear" and batch > GEMV_MAX_BATCH)
 
 
-def default_tile(graph: Graph, node: Node, batch: int) -> Tile:
+PRECISIONS = ("fp32", "tf32", "fp16")
+
+
+def uses_tensor_cores(node: Node, precision: str) -> bool:
+    """tf32/fp16 builds run the GEMM of every conv and linear layer on tensor cores, except a
+    conv with a fused max pool (it keeps the fp32 tiles, which group whole windows per thread)."""
+    return precision != "fp32" and node.op in ("conv", "linear") and "pool" not in node.attrs
+
+
+def default_tile(graph: Graph, node: Node, batch: int, precision: str = "fp32") -> Tile:
     """The heuristic's tile: what a build uses when nothing was tuned."""
     if node.op == "deconv":
         return deconv_tile(graph, node, batch)
+    if uses_tensor_cores(node, precision):
+        return ConvTile(2, 2 if node.type.channels > 32 else 1, mma=precision)
     return conv_tile(gemm_rows(node, batch), node.type.channels, _k(graph, node),
                      pool_window(node.attrs))
 
@@ -129,19 +142,23 @@ def gemm_rows(node: Node, batch: int) -> int:
     return batch * node.type.spatial[0] * node.type.spatial[1] * pool_window(node.attrs)
 
 
-def schedule(graph: Graph, batch: int, chosen: dict[str, Tile] | None = None) -> dict[str, Tile]:
+def schedule(graph: Graph, batch: int, chosen: dict[str, Tile] | None = None,
+             precision: str = "fp32") -> dict[str, Tile]:
     """The tile of every tunable node: `chosen[name]` where given (the autotuner's pick),
     otherwise the heuristic's."""
     chosen = chosen or {}
-    return {node.name: chosen.get(node.name) or default_tile(graph, node, batch)
+    return {node.name: chosen.get(node.name) or default_tile(graph, node, batch, precision)
             for node in graph.nodes if tunable(node, batch)}
 
 
-def candidate_tiles(graph: Graph, node: Node, batch: int) -> list[Tile]:
+def candidate_tiles(graph: Graph, node: Node, batch: int, precision: str = "fp32") -> list[Tile]:
     """Every tile worth timing for `node` at `batch`, the heuristic's first."""
-    first = default_tile(graph, node, batch)
+    first = default_tile(graph, node, batch, precision)
     if node.op == "deconv":
         others = _deconv_candidates(graph, node, batch)
+    elif uses_tensor_cores(node, precision):
+        others = [ConvTile(tm, tn, mma=precision) for tm, tn in ((2, 2), (2, 1), (1, 2), (1, 1),
+                                                                 (2, 3))]
     else:
         others = _conv_candidates(gemm_rows(node, batch), node.type.channels, _k(graph, node),
                                   pool_window(node.attrs))
@@ -182,7 +199,11 @@ def every_slice_has_work(k: int, bk: int, splitk: int) -> bool:
 
 
 def shared_bytes(tile: ConvTile) -> int:
-    """Static shared memory of a GEMM tile (the wide one double-buffers)."""
+    """Static shared memory of a GEMM tile (the wide and tensor-core ones double-buffer; the
+    tensor-core one reuses its buffers for the C tile)."""
+    if tile.mma:
+        elem = 2 if tile.mma == "fp16" else 4
+        return max(2 * tile.bk * (tile.bm + tile.bn) * elem, tile.bm * tile.bn * 4)
     return (2 if tile.wide else 1) * tile.bk * (tile.bm + tile.bn) * 4
 
 

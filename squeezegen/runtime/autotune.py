@@ -36,10 +36,10 @@ from ..passes import run_passes
 from .compile import cache_dir, compile_cubin
 
 CACHE_FORMAT = 1
-MATCH_TOL = 1e-4          # a candidate's network output vs the heuristic's, relative to its max
+MATCH_TOL = {"fp32": 1e-4, "tf32": 3e-2, "fp16": 3e-2}   # a round's output vs the heuristic's
 
 
-def layer_signature(graph: Graph, node: Node, batch: int) -> str:
+def layer_signature(graph: Graph, node: Node, batch: int, precision: str = "fp32") -> str:
     """What the kernel's speed depends on: op, shapes, attributes, fused epilogue, batch."""
     ins = ",".join("x".join(map(str, graph[i].type.shape)) for i in node.inputs)
     attrs = ";".join(f"{k}={node.attrs[k]}" for k in sorted(node.attrs)
@@ -47,7 +47,8 @@ def layer_signature(graph: Graph, node: Node, batch: int) -> str:
     epilogue = "+".join(step.kind for step in node.epilogue)
     view = f"into{graph[node.out_view.into].type.channels}" if node.out_view else ""
     out = "x".join(map(str, node.type.shape))
-    return f"{node.op}|{ins}->{out}|{attrs}|{epilogue}|{view}|n{batch}"
+    tail = "" if precision == "fp32" else f"|{precision}"
+    return f"{node.op}|{ins}->{out}|{attrs}|{epilogue}|{view}|n{batch}{tail}"
 
 
 def tile_to_json(tile: Tile) -> dict:
@@ -64,7 +65,8 @@ def tuning_file() -> Path:
     return cache_dir() / "tuning.json"
 
 
-TUNED_TEMPLATES = ("conv_gemm.cu.j2", "conv_gemm_wide.cu.j2", "deconv.cu.j2", "_macros.cu.j2")
+TUNED_TEMPLATES = ("conv_gemm.cu.j2", "conv_gemm_wide.cu.j2", "conv_gemm_tc.cu.j2", "deconv.cu.j2",
+                   "_macros.cu.j2")
 
 
 @lru_cache(maxsize=None)
@@ -107,18 +109,19 @@ def save_tuning(new: dict, path: Path | None = None) -> None:
         atomic_write(path, lambda f: f.write(text.encode() + b"\n"))
 
 
-def cached_tiles(fused: Graph, batch: int, gpu: str, entries: dict | None = None) -> dict[str, Tile]:
+def cached_tiles(fused: Graph, batch: int, gpu: str, entries: dict | None = None,
+                 precision: str = "fp32") -> dict[str, Tile]:
     """The cached choice of every tunable node of a fused graph that has one."""
     entries = load_tuning() if entries is None else entries
     chosen = {}
     for node in fused.nodes:
         if tunable(node, batch):
-            entry = entries.get(_entry_key(gpu, layer_signature(fused, node, batch)))
+            entry = entries.get(_entry_key(gpu, layer_signature(fused, node, batch, precision)))
             try:
                 tile = tile_from_json(entry["tile"])
             except (KeyError, TypeError, ValueError):     # missing or malformed: not used
                 continue
-            if tile in candidate_tiles(fused, node, batch):  # never a tile we would not offer
+            if tile in candidate_tiles(fused, node, batch, precision):  # only tiles we offer
                 chosen[node.name] = tile
     return chosen
 
@@ -128,7 +131,7 @@ def _rel(a, b) -> float:
 
 
 def autotune(model, batch: int, weights: dict | None = None, force: bool = False,
-             log=None) -> dict[str, Tile]:
+             log=None, precision: str = "fp32") -> dict[str, Tile]:
     """Tune every tunable layer of `model` at `batch` not yet in the cache (all of them with
     `force`) on this GPU; returns the choice for every tunable node and updates the cache."""
     from .bench import time_kernels
@@ -137,8 +140,8 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
     graph = load_model(model)
     fused = run_passes(graph)
     gpu = cuda().Context.get_device().name()
-    known = {} if force else cached_tiles(fused, batch, gpu)
-    todo = {n.name: candidate_tiles(fused, n, batch) for n in fused.nodes
+    known = {} if force else cached_tiles(fused, batch, gpu, precision=precision)
+    todo = {n.name: candidate_tiles(fused, n, batch, precision) for n in fused.nodes
             if tunable(n, batch) and n.name not in known}
     known.update({name: c[0] for name, c in todo.items() if len(c) == 1})   # nothing to time
     todo = {name: c for name, c in todo.items() if len(c) > 1}
@@ -152,7 +155,7 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
     for r in range(rounds):
         tiles = {**known, **{name: c[r] for name, c in todo.items() if r < len(c)}}
         try:
-            builds[r] = build(graph, batch, tiles=tiles)
+            builds[r] = build(graph, batch, precision=precision, tiles=tiles)
         except BuildError as exc:        # a candidate CUDA cannot launch: drop the round's new ones
             _say(log, f"round {r}: skipped ({exc})")
     arch = device_arch()
@@ -182,7 +185,7 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
                 out = out if isinstance(out, tuple) else (out,)
                 if baseline is None:
                     baseline = out
-                elif any(_rel(a, b) > MATCH_TOL for a, b in zip(out, baseline)):
+                elif any(_rel(a, b) > MATCH_TOL[precision] for a, b in zip(out, baseline)):
                     _say(log, f"round {r}: output differs from the heuristic build; its tiles "
                               "are not used")
                     continue
@@ -203,7 +206,7 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
         ms, tile = min(rows, key=lambda t: t[0])
         chosen[name] = tile
         node = fused[name]
-        entries[_entry_key(gpu, layer_signature(fused, node, batch))] = {
+        entries[_entry_key(gpu, layer_signature(fused, node, batch, precision))] = {
             "tile": tile_to_json(tile), "ms": ms, "heuristic_ms": rows[0][0] if rows else None,
             "candidates": [[m, tile_to_json(t)] for m, t in rows]}
         _say(log, f"{name}: {ms * 1e3:8.2f} us with {tile}, heuristic {rows[0][0] * 1e3:8.2f} us "

@@ -133,6 +133,19 @@ def time_torch(graph, weights, batch: int, iters: int, variants: list[str]) -> l
             with torch.cuda.graph(g):
                 model(x)
             rows.append({"variant": "torch eager+cudagraph fp32", "ms": timeit(g.replay)})
+        if "fp16" in variants:            # PyTorch's fastest half-precision form on cuDNN
+            half = torch_module(graph, weights).cuda().half().to(memory_format=torch.channels_last)
+            xh = x.half().to(memory_format=torch.channels_last)
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(3):
+                    half(xh)
+            torch.cuda.current_stream().wait_stream(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                half(xh)
+            rows.append({"variant": "torch fp16 channels_last+cudagraph", "ms": timeit(g.replay)})
         if "compile" in variants:
             torch._dynamo.reset()
             compiled = torch.compile(model, mode="reduce-overhead")
@@ -160,22 +173,23 @@ def time_numpy(graph, weights, batch: int) -> float:
 
 
 def bench(model, weights, batches: list[int], compare: list[str], per_layer: bool,
-          iters: int = 50, tune: bool = True, log=None) -> dict:
+          iters: int = 50, tune: bool = True, log=None, precision: str = "fp32") -> dict:
     """Time the network at each batch (with the autotuner's tiles unless `tune` is off) and
     what `compare` names beside it; `log` hears what is being done."""
-    result = {"model": None, "rows": [], "per_layer": {}, "tuned": tune, **environment()}
+    result = {"model": None, "rows": [], "per_layer": {}, "tuned": tune, "precision": precision,
+              **environment()}
     for batch in batches:
         if log:
             log(f"batch {batch}: " + ("tuning the tiles not in the cache yet, then timing"
                                       if tune else "timing (heuristic tiles)"))
-        with compile_network(model, weights, batch=batch, tune=tune) as net:
+        with compile_network(model, weights, batch=batch, tune=tune, precision=precision) as net:
             graph = net.build.graph
             result["model"] = graph.name
             flops = sum(node_flops(graph, n) for n in graph.nodes[1:]) * batch
             n_iters = iters if batch <= 32 else max(10, iters // 3)
             ms = time_network(net, n_iters)
             memory = net.build.plan.arena_bytes + 4 * sum(v.size for v in net.weights.values())
-            rows = [{"variant": "squeezegen fp32", "ms": ms, "memory_bytes": memory}]
+            rows = [{"variant": f"squeezegen {precision}", "ms": ms, "memory_bytes": memory}]
             if per_layer:
                 result["per_layer"][str(batch)] = time_kernels(net)
         if set(compare) - {"numpy"}:

@@ -265,16 +265,18 @@ class Network:
             pass
 
 
-def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool = False) -> Network:
+def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool = False,
+            precision: str = "fp32") -> Network:
     """Build (or take from the cache), compile and load a model onto the GPU. With `tune`, every
     tunable layer gets the tile the autotuner found fastest on this GPU (timing the candidates
-    of layers not yet in the tuning cache first: seconds to a minute, once per GPU)."""
+    of layers not yet in the tuning cache first: seconds to a minute, once per GPU). `precision`
+    "tf32" or "fp16" runs the conv and linear GEMMs on tensor cores (fp32 accumulation)."""
     file = None if isinstance(weights, dict) else str(weights)
     graph = load_model(model)
     checked = check_weights(graph, load_weights(weights), file)
     tiles = None
     if tune:
         from .autotune import autotune
-        tiles = autotune(graph, batch, checked)
-    result = build(graph, batch, tiles=tiles)
+        tiles = autotune(graph, batch, checked, precision=precision)
+    result = build(graph, batch, precision=precision, tiles=tiles)
     return Network(result, checked, use_graph=use_graph)

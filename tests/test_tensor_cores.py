@@ -1,0 +1,119 @@
+"""tf32 / fp16 builds: the conv and linear GEMMs on tensor cores (WMMA, fp32 accumulation, fp32
+storage). CPU: the schedule, the generated code and nvcc. GPU (marker `gpu`): the numbers against
+the fp32 NumPy reference, within a tolerance that fits 10-bit mantissas."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from squeezegen import load_model, parse_model
+from squeezegen.build import build
+from squeezegen.codegen.schedule import candidate_tiles, shared_bytes, tunable, uses_tensor_cores
+from squeezegen.passes import run_passes
+from squeezegen.reference import ReferenceExecutor
+from helpers import random_input, random_weights
+from random_models import random_model
+
+PRECISIONS = ("tf32", "fp16")
+TOL = {"tf32": 2e-2, "fp16": 2e-2}        # whole networks, relative to the output's max magnitude
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_gemms_go_to_tensor_cores_and_pooled_convs_do_not(precision):
+    out = build("models/lenet.yaml", 16, precision=precision).output
+    templates = {k.name: k.template for k in out.kernels}
+    assert templates["ip1_relu"] == templates["ip2"] == "conv_gemm_tc.cu.j2"
+    assert templates["conv1_maxpool"] == "conv_gemm.cu.j2"      # whole windows per thread
+    assert out.manifest["precision"] == precision
+    src = out.files["lenet.cu"].decode()
+    assert f"precision {precision}" in src and "#include <mma.h>" in src
+    assert f"on tensor cores ({precision}, fp32 accumulation" in src
+
+
+def test_fp32_builds_do_not_change():
+    src = build("models/squeezeseg.yaml", 1).output.files["squeezeseg.cu"].decode()
+    assert "mma.h" not in src and "wmma" not in src
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_tensor_core_candidates_fit_shared_memory(precision):
+    fused = run_passes(load_model("models/squeezeseg.yaml"))
+    for batch in (1, 32):
+        for node in fused.nodes:
+            if tunable(node, batch) and uses_tensor_cores(node, precision):
+                cands = candidate_tiles(fused, node, batch, precision)
+                assert all(t.mma == precision for t in cands)
+                assert all(shared_bytes(t) <= 48 * 1024 for t in cands)
+
+
+@needs_nvcc
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_tensor_core_builds_compile(precision, tmp_path):
+    from squeezegen.runtime.compile import compile_cubin
+    models = [load_model("models/squeezeseg.yaml"), load_model("models/lenet.yaml")]
+    models += [parse_model(random_model(52000 + s, wide=True)) for s in range(3)]
+    for g in models:
+        fused = run_passes(g)
+        todo = {n.name: candidate_tiles(fused, n, 16, precision) for n in fused.nodes
+                if tunable(n, 16)}
+        for r in range(max(len(c) for c in todo.values())):
+            out = build(g, 16, precision=precision,
+                        tiles={k: c[r] for k, c in todo.items() if r < len(c)}).output
+            files = {k: v for k, v in out.files.items() if k.endswith((".cu", ".h"))}
+            compile_cubin(files, f"{g.name}.cu", "sm_90", cache=tmp_path)
+            if g.name == "squeezeseg":
+                break                            # one round of the big one is enough here
+
+
+# ----------------------------------------------------------------------------------- GPU
+def _gpu():
+    try:
+        from squeezegen.runtime.network import GPUError, cuda
+        cuda()
+    except Exception as exc:                      # no PyCUDA or no GPU
+        pytest.skip(f"no GPU: {exc}")
+
+
+def _rel(got, want) -> float:
+    return float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-30))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("model, batch", [("lenet", 1), ("lenet", 33), ("squeezeseg", 1),
+                                          ("squeezeseg", 3)])
+def test_tensor_core_networks_match_the_reference(model, batch, precision):
+    _gpu()
+    import squeezegen
+    g = load_model(f"models/{model}.yaml")
+    w = random_weights(g, 7)
+    x = np.random.default_rng(batch).uniform(-1, 1, (batch,) + g.input.type.shape)
+    x = x.astype(np.float32)
+    want = ReferenceExecutor(g, w)(x)
+    with squeezegen.compile(g, w, batch=batch, precision=precision) as net:
+        got = net(x)
+    err = _rel(got, want)
+    print(f"{model} batch {batch} {precision}: {err:.2e}")
+    assert err <= TOL[precision]
+    assert err > 0                               # it really ran reduced precision
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("seed", range(8))
+def test_tensor_core_random_models(seed, precision):
+    _gpu()
+    import squeezegen
+    g = parse_model(random_model(53000 + seed, wide=seed % 2 == 0))
+    w = random_weights(g, seed)
+    x = random_input(g, 1 + seed % 3)
+    want = ReferenceExecutor(g, w)(x)
+    want = want if isinstance(want, tuple) else (want,)
+    with squeezegen.compile(g, w, batch=x.shape[0], precision=precision) as net:
+        got = net(x)
+    got = got if isinstance(got, tuple) else (got,)
+    for a, b in zip(got, want):
+        assert _rel(a, b) <= TOL[precision]
