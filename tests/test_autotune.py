@@ -109,7 +109,10 @@ def test_the_kernel_comment_names_the_tile():
     out = build(parse_model(ODD), 9, tiles={"a": ConvTile(2, 4, splitk=2)}).output
     src = out.files["odd.cu"].decode()
     assert "tile: 64 pixels x 32 channels per block (2x4 per thread), K in slices of 16, split in 2" in src
-    assert "output channels per thread" in src          # the deconv's
+    assert "output channels x 1 pixel per thread" in src          # the deconv's
+    out = build(parse_model(ODD), 9, tiles={"up": DeconvTile(3, 5, px=4)}).output
+    assert "// tile: 3 output channels x 4 pixels per thread, 5 input channels" in \
+        out.files["odd.cu"].decode()
 
 
 def test_signature_tells_layers_and_batches_apart():
@@ -143,15 +146,55 @@ def test_cache_round_trip_and_bad_files(tmp_path, monkeypatch):
         assert at.cached_tiles(fused, 1, "GPU X") == {}, bad   # nor a tile we never offer
 
 
-@pytest.mark.gpu
-def test_tuned_network_matches_the_reference(tmp_path, monkeypatch):
+DECONVS = """\
+name: deconvs
+input: {shape: [21, 5, 4]}
+layers:
+  - {name: up8, op: deconv, out: 21, kernel: 16, stride: 8, pad: 4, bias: false}
+  - {name: up2, op: deconv, input: input, out: 10, kernel: [3, 4], stride: [2, 3], pad: [1, 0]}
+  - {name: c, op: conv, input: up2, out: 40, kernel: 3, stride: [2, 1], pad: 1, relu: true}
+output: [up8, c]
+"""
+
+TOL = {"fp32": 1e-4, "tf32": 2e-2, "fp16": 2e-2}
+
+
+def gpu_or_skip():
     pytest.importorskip("pycuda")
-    import squeezegen
     from squeezegen.runtime.network import GPUError, cuda
     try:
         cuda()
     except GPUError as exc:
         pytest.skip(f"no GPU: {exc}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16"])
+@pytest.mark.parametrize("model", ["odd", "deconvs"])
+def test_every_candidate_tile_computes_the_reference(model, precision):
+    """Every tile the autotuner may pick, on odd shapes at batch 3: a wrong tile must fail here,
+    not be quietly rejected by the tuner's output check."""
+    gpu_or_skip()
+    from squeezegen.runtime.network import Network
+    g = parse_model(ODD if model == "odd" else DECONVS)
+    w, x = random_weights(g, 4), random_input(g, 3)
+    want = ReferenceExecutor(g, w)(x)
+    fused = run_passes(g)
+    todo = {n.name: candidate_tiles(fused, n, 3, precision) for n in fused.nodes if tunable(n, 3)}
+    builds = at.candidate_rounds(g, 3, todo, precision=precision)
+    assert len(at.compile_rounds(builds)) == len(builds) == max(len(c) for c in todo.values())
+    for r, result in builds.items():
+        with Network(result, w) as net:
+            got = net(x)
+        for name, a, b in zip(g.outputs, got, want):
+            err = np.abs(a - b).max() / np.abs(b).max()
+            assert err <= TOL[precision], (r, name, {k: c[r] for k, c in todo.items() if r < len(c)}, err)
+
+
+@pytest.mark.gpu
+def test_tuned_network_matches_the_reference(tmp_path, monkeypatch):
+    gpu_or_skip()
+    import squeezegen
     monkeypatch.setenv("SQUEEZEGEN_CACHE", str(tmp_path))
     g = parse_model(ODD)
     w = random_weights(g, 2)

@@ -4140,7 +4140,7 @@ static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_
 // -----------------------------------------------------------------------------------------------
 // conv11: deconv 3x3/2x2, 21x13x13 -> 21x27x27 (batch 1)
 // implements: conv11 (squeezeseg.yaml:24)
-// tile: 3 output channels per thread, 21 input channels of weights per shared-memory pass
+// tile: 3 output channels x 1 pixel per thread, 21 input channels of weights per shared-memory pass
 // work: 1.34 MFLOP, 0.09 MB moved; grid 1x7x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
@@ -4149,13 +4149,14 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 21, HI = 13, WI = 13, CO = 21, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2,
-        SW = 2, PH = 0, PW = 0, COB = 3, CIB = 21
+        SW = 2, PH = 0, PW = 0, COB = 3, CIB = 21, PX = 1
     };
     // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
     // keeps those taps' weights for COB output channels in shared memory, CIB input channels at
-    // a time; a thread computes one output pixel for all COB channels.
+    // a time; a thread computes PX output pixels of the phase (blockDim.x apart, so that a warp
+    // reads neighbouring inputs) for all COB channels, each weight read serving PX pixels.
     constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
     static_assert(CO % COB == 0 && CI % CIB == 0, "channel blocks must divide the channels");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
@@ -4170,16 +4171,24 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
     const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
     const int rows = oh0 < HO ? (HO - oh0 + SH - 1) / SH : 0;
     const int cols = ow0 < WO ? (WO - ow0 + SW - 1) / SW : 0;
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const bool active = p < (long long)N * rows * cols;
-    const int n = active ? (int)(p / (rows * cols)) : 0;
-    const int q = active ? (int)(p % (rows * cols)) : 0;
-    const int oh = oh0 + (q / cols) * SH, ow = ow0 + (q % cols) * SW;
+    const long long phase_pixels = (long long)N * rows * cols;
     const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    float acc[COB];
+    bool active[PX];
+    int img[PX], oh[PX], ow[PX];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
+    for (int p = 0; p < PX; ++p) {
+        const long long q = ((long long)blockIdx.x * PX + p) * blockDim.x + threadIdx.x;
+        active[p] = q < phase_pixels;
+        img[p] = active[p] ? (int)(q / (rows * cols)) : 0;
+        const int r = active[p] ? (int)(q % (rows * cols)) : 0;
+        oh[p] = oh0 + (r / cols) * SH;
+        ow[p] = ow0 + (r % cols) * SW;
+    }
+    float acc[PX][COB];
+#pragma unroll
+    for (int p = 0; p < PX; ++p)
+#pragma unroll
+        for (int j = 0; j < COB; ++j) acc[p][j] = 0.0f;
     for (int c0 = 0; c0 < CI; c0 += CIB) {
         __syncthreads();
         for (int e = threadIdx.x; e < CIB * TH * TW * COB; e += blockDim.x) {
@@ -4190,32 +4199,49 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
                 ? __ldg(w + (((long long)(c0 + ci) * CO + co0 + j) * KH + kh) * KW + kw) : 0.0f;
         }
         __syncthreads();
-        if (!active) continue;
 #pragma unroll
         for (int th = 0; th < TH; ++th) {
-            const int ih = (oh + PH - ph_h) / SH - th;      // exact: oh + PH - kh is a multiple of SH
-            if (ph_h + th * SH >= KH || ih < 0 || ih >= HI) continue;
+            if (ph_h + th * SH >= KH) continue;
 #pragma unroll
             for (int u = 0; u < TW; ++u) {
-                const int iw = (ow + PW - ph_w) / SW - u;
-                if (ph_w + u * SW >= KW || iw < 0 || iw >= WI) continue;
-                const float* __restrict__ xp = xn + (long long)c0 * (HI * WI) + ih * WI + iw;
+                if (ph_w + u * SW >= KW) continue;
+                // each pixel's input for this tap (exact: oh + PH - kh is a multiple of SH)
+                const float* __restrict__ xp[PX];
+                bool any = false;
+#pragma unroll
+                for (int p = 0; p < PX; ++p) {
+                    const int ih = (oh[p] + PH - ph_h) / SH - th, iw = (ow[p] + PW - ph_w) / SW - u;
+                    const bool inside = active[p] && ih >= 0 && ih < HI && iw >= 0 && iw < WI;
+                    xp[p] = inside ? x + img[p] * X_IMAGE + (long long)c0 * (HI * WI) + ih * WI + iw
+                                   : nullptr;
+                    any |= inside;
+                }
+                if (!any) continue;
 #pragma unroll 4
                 for (int ci = 0; ci < CIB; ++ci) {
-                    const float xv = __ldg(xp + ci * (HI * WI));
+                    float xv[PX];
 #pragma unroll
-                    for (int j = 0; j < COB; ++j) acc[j] = fmaf(xv, ws[ci][th][u][j], acc[j]);
+                    for (int p = 0; p < PX; ++p) xv[p] = xp[p] ? __ldg(xp[p] + ci * (HI * WI)) : 0.0f;
+#pragma unroll
+                    for (int j = 0; j < COB; ++j) {
+                        const float wv = ws[ci][th][u][j];
+#pragma unroll
+                        for (int p = 0; p < PX; ++p) acc[p][j] = fmaf(xv[p], wv, acc[p][j]);
+                    }
                 }
             }
         }
     }
-    if (!active) return;
-    const int pix = oh * WO + ow;
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j];
+    for (int p = 0; p < PX; ++p) {
+        if (!active[p]) continue;
+        const int pix = oh[p] * WO + ow[p];
+#pragma unroll
+        for (int j = 0; j < COB; ++j) {
+            const int co = co0 + j, n = img[p];
+        float v = acc[p][j];
         y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
@@ -4381,7 +4407,7 @@ static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_
 // -----------------------------------------------------------------------------------------------
 // conv12: deconv 3x3/2x2, 21x27x27 -> 21x55x55 (batch 1)
 // implements: conv12 (squeezeseg.yaml:27)
-// tile: 1 output channels per thread, 21 input channels of weights per shared-memory pass
+// tile: 1 output channels x 1 pixel per thread, 21 input channels of weights per shared-memory pass
 // work: 5.79 MFLOP, 0.33 MB moved; grid 4x21x4, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
@@ -4390,13 +4416,14 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 21, HI = 27, WI = 27, CO = 21, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2,
-        SW = 2, PH = 0, PW = 0, COB = 1, CIB = 21
+        SW = 2, PH = 0, PW = 0, COB = 1, CIB = 21, PX = 1
     };
     // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
     // keeps those taps' weights for COB output channels in shared memory, CIB input channels at
-    // a time; a thread computes one output pixel for all COB channels.
+    // a time; a thread computes PX output pixels of the phase (blockDim.x apart, so that a warp
+    // reads neighbouring inputs) for all COB channels, each weight read serving PX pixels.
     constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
     static_assert(CO % COB == 0 && CI % CIB == 0, "channel blocks must divide the channels");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
@@ -4411,16 +4438,24 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
     const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
     const int rows = oh0 < HO ? (HO - oh0 + SH - 1) / SH : 0;
     const int cols = ow0 < WO ? (WO - ow0 + SW - 1) / SW : 0;
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const bool active = p < (long long)N * rows * cols;
-    const int n = active ? (int)(p / (rows * cols)) : 0;
-    const int q = active ? (int)(p % (rows * cols)) : 0;
-    const int oh = oh0 + (q / cols) * SH, ow = ow0 + (q % cols) * SW;
+    const long long phase_pixels = (long long)N * rows * cols;
     const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    float acc[COB];
+    bool active[PX];
+    int img[PX], oh[PX], ow[PX];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
+    for (int p = 0; p < PX; ++p) {
+        const long long q = ((long long)blockIdx.x * PX + p) * blockDim.x + threadIdx.x;
+        active[p] = q < phase_pixels;
+        img[p] = active[p] ? (int)(q / (rows * cols)) : 0;
+        const int r = active[p] ? (int)(q % (rows * cols)) : 0;
+        oh[p] = oh0 + (r / cols) * SH;
+        ow[p] = ow0 + (r % cols) * SW;
+    }
+    float acc[PX][COB];
+#pragma unroll
+    for (int p = 0; p < PX; ++p)
+#pragma unroll
+        for (int j = 0; j < COB; ++j) acc[p][j] = 0.0f;
     for (int c0 = 0; c0 < CI; c0 += CIB) {
         __syncthreads();
         for (int e = threadIdx.x; e < CIB * TH * TW * COB; e += blockDim.x) {
@@ -4431,32 +4466,49 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
                 ? __ldg(w + (((long long)(c0 + ci) * CO + co0 + j) * KH + kh) * KW + kw) : 0.0f;
         }
         __syncthreads();
-        if (!active) continue;
 #pragma unroll
         for (int th = 0; th < TH; ++th) {
-            const int ih = (oh + PH - ph_h) / SH - th;      // exact: oh + PH - kh is a multiple of SH
-            if (ph_h + th * SH >= KH || ih < 0 || ih >= HI) continue;
+            if (ph_h + th * SH >= KH) continue;
 #pragma unroll
             for (int u = 0; u < TW; ++u) {
-                const int iw = (ow + PW - ph_w) / SW - u;
-                if (ph_w + u * SW >= KW || iw < 0 || iw >= WI) continue;
-                const float* __restrict__ xp = xn + (long long)c0 * (HI * WI) + ih * WI + iw;
+                if (ph_w + u * SW >= KW) continue;
+                // each pixel's input for this tap (exact: oh + PH - kh is a multiple of SH)
+                const float* __restrict__ xp[PX];
+                bool any = false;
+#pragma unroll
+                for (int p = 0; p < PX; ++p) {
+                    const int ih = (oh[p] + PH - ph_h) / SH - th, iw = (ow[p] + PW - ph_w) / SW - u;
+                    const bool inside = active[p] && ih >= 0 && ih < HI && iw >= 0 && iw < WI;
+                    xp[p] = inside ? x + img[p] * X_IMAGE + (long long)c0 * (HI * WI) + ih * WI + iw
+                                   : nullptr;
+                    any |= inside;
+                }
+                if (!any) continue;
 #pragma unroll 4
                 for (int ci = 0; ci < CIB; ++ci) {
-                    const float xv = __ldg(xp + ci * (HI * WI));
+                    float xv[PX];
 #pragma unroll
-                    for (int j = 0; j < COB; ++j) acc[j] = fmaf(xv, ws[ci][th][u][j], acc[j]);
+                    for (int p = 0; p < PX; ++p) xv[p] = xp[p] ? __ldg(xp[p] + ci * (HI * WI)) : 0.0f;
+#pragma unroll
+                    for (int j = 0; j < COB; ++j) {
+                        const float wv = ws[ci][th][u][j];
+#pragma unroll
+                        for (int p = 0; p < PX; ++p) acc[p][j] = fmaf(xv[p], wv, acc[p][j]);
+                    }
                 }
             }
         }
     }
-    if (!active) return;
-    const int pix = oh * WO + ow;
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j];
+    for (int p = 0; p < PX; ++p) {
+        if (!active[p]) continue;
+        const int pix = oh[p] * WO + ow[p];
+#pragma unroll
+        for (int j = 0; j < COB; ++j) {
+            const int co = co0 + j, n = img[p];
+        float v = acc[p][j];
         y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 
@@ -4591,7 +4643,7 @@ static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_
 // -----------------------------------------------------------------------------------------------
 // conv13: deconv 11x11/4x4, 21x55x55 -> 21x227x227 (batch 1)
 // implements: conv13 (squeezeseg.yaml:30)
-// tile: 7 output channels per thread, 21 input channels of weights per shared-memory pass
+// tile: 7 output channels x 1 pixel per thread, 21 input channels of weights per shared-memory pass
 // work: 322.83 MFLOP, 4.80 MB moved; grid 13x3x16, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
@@ -4600,13 +4652,14 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 21, HI = 55, WI = 55, CO = 21, HO = 227, WO = 227, KH = 11, KW = 11, SH = 4,
-        SW = 4, PH = 0, PW = 0, COB = 7, CIB = 21
+        SW = 4, PH = 0, PW = 0, COB = 7, CIB = 21, PX = 1
     };
     // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
     // keeps those taps' weights for COB output channels in shared memory, CIB input channels at
-    // a time; a thread computes one output pixel for all COB channels.
+    // a time; a thread computes PX output pixels of the phase (blockDim.x apart, so that a warp
+    // reads neighbouring inputs) for all COB channels, each weight read serving PX pixels.
     constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
     static_assert(CO % COB == 0 && CI % CIB == 0, "channel blocks must divide the channels");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
@@ -4621,16 +4674,24 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
     const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
     const int rows = oh0 < HO ? (HO - oh0 + SH - 1) / SH : 0;
     const int cols = ow0 < WO ? (WO - ow0 + SW - 1) / SW : 0;
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const bool active = p < (long long)N * rows * cols;
-    const int n = active ? (int)(p / (rows * cols)) : 0;
-    const int q = active ? (int)(p % (rows * cols)) : 0;
-    const int oh = oh0 + (q / cols) * SH, ow = ow0 + (q % cols) * SW;
+    const long long phase_pixels = (long long)N * rows * cols;
     const int co0 = blockIdx.y * COB;
-    const float* __restrict__ xn = x + n * X_IMAGE;
-    float acc[COB];
+    bool active[PX];
+    int img[PX], oh[PX], ow[PX];
 #pragma unroll
-    for (int j = 0; j < COB; ++j) acc[j] = 0.0f;
+    for (int p = 0; p < PX; ++p) {
+        const long long q = ((long long)blockIdx.x * PX + p) * blockDim.x + threadIdx.x;
+        active[p] = q < phase_pixels;
+        img[p] = active[p] ? (int)(q / (rows * cols)) : 0;
+        const int r = active[p] ? (int)(q % (rows * cols)) : 0;
+        oh[p] = oh0 + (r / cols) * SH;
+        ow[p] = ow0 + (r % cols) * SW;
+    }
+    float acc[PX][COB];
+#pragma unroll
+    for (int p = 0; p < PX; ++p)
+#pragma unroll
+        for (int j = 0; j < COB; ++j) acc[p][j] = 0.0f;
     for (int c0 = 0; c0 < CI; c0 += CIB) {
         __syncthreads();
         for (int e = threadIdx.x; e < CIB * TH * TW * COB; e += blockDim.x) {
@@ -4641,32 +4702,49 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
                 ? __ldg(w + (((long long)(c0 + ci) * CO + co0 + j) * KH + kh) * KW + kw) : 0.0f;
         }
         __syncthreads();
-        if (!active) continue;
 #pragma unroll
         for (int th = 0; th < TH; ++th) {
-            const int ih = (oh + PH - ph_h) / SH - th;      // exact: oh + PH - kh is a multiple of SH
-            if (ph_h + th * SH >= KH || ih < 0 || ih >= HI) continue;
+            if (ph_h + th * SH >= KH) continue;
 #pragma unroll
             for (int u = 0; u < TW; ++u) {
-                const int iw = (ow + PW - ph_w) / SW - u;
-                if (ph_w + u * SW >= KW || iw < 0 || iw >= WI) continue;
-                const float* __restrict__ xp = xn + (long long)c0 * (HI * WI) + ih * WI + iw;
+                if (ph_w + u * SW >= KW) continue;
+                // each pixel's input for this tap (exact: oh + PH - kh is a multiple of SH)
+                const float* __restrict__ xp[PX];
+                bool any = false;
+#pragma unroll
+                for (int p = 0; p < PX; ++p) {
+                    const int ih = (oh[p] + PH - ph_h) / SH - th, iw = (ow[p] + PW - ph_w) / SW - u;
+                    const bool inside = active[p] && ih >= 0 && ih < HI && iw >= 0 && iw < WI;
+                    xp[p] = inside ? x + img[p] * X_IMAGE + (long long)c0 * (HI * WI) + ih * WI + iw
+                                   : nullptr;
+                    any |= inside;
+                }
+                if (!any) continue;
 #pragma unroll 4
                 for (int ci = 0; ci < CIB; ++ci) {
-                    const float xv = __ldg(xp + ci * (HI * WI));
+                    float xv[PX];
 #pragma unroll
-                    for (int j = 0; j < COB; ++j) acc[j] = fmaf(xv, ws[ci][th][u][j], acc[j]);
+                    for (int p = 0; p < PX; ++p) xv[p] = xp[p] ? __ldg(xp[p] + ci * (HI * WI)) : 0.0f;
+#pragma unroll
+                    for (int j = 0; j < COB; ++j) {
+                        const float wv = ws[ci][th][u][j];
+#pragma unroll
+                        for (int p = 0; p < PX; ++p) acc[p][j] = fmaf(xv[p], wv, acc[p][j]);
+                    }
                 }
             }
         }
     }
-    if (!active) return;
-    const int pix = oh * WO + ow;
 #pragma unroll
-    for (int j = 0; j < COB; ++j) {
-        const int co = co0 + j;
-        float v = acc[j];
+    for (int p = 0; p < PX; ++p) {
+        if (!active[p]) continue;
+        const int pix = oh[p] * WO + ow[p];
+#pragma unroll
+        for (int j = 0; j < COB; ++j) {
+            const int co = co0 + j, n = img[p];
+        float v = acc[p][j];
         y[n * Y_IMAGE + co * (HO * WO) + pix] = v;
+        }
     }
 }
 

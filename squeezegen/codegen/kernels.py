@@ -170,12 +170,13 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
     elif op == "deconv":
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
         tile = plan.tiles[node.name]
-        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, COB=tile.cob, CIB=tile.cib)
+        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, COB=tile.cob, CIB=tile.cib,
+                      PX=tile.px)
         phase_pixels = n * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
-        grid = (_grid(phase_pixels)[0], node.type.channels // tile.cob, sh * sw)
+        grid = (_grid(-(-phase_pixels // tile.px))[0], node.type.channels // tile.cob, sh * sw)
         template = "deconv.cu.j2"
         extra["bias"] = node.attrs["bias"]
-        extra["tile"] = {"cob": tile.cob, "cib": tile.cib}
+        extra["tile"] = {"cob": tile.cob, "cib": tile.cib, "px": tile.px}
     elif op in ("maxpool", "avgpool"):
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
         consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw)
@@ -265,8 +266,9 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
 
 def tile_text(tile: dict) -> str:
     if "cob" in tile:
-        return (f"{tile['cob']} output channels per thread, {tile['cib']} input channels of "
-                f"weights per shared-memory pass")
+        pixels = f"{tile['px']} pixels" if tile["px"] > 1 else "1 pixel"
+        return (f"{tile['cob']} output channels x {pixels} per thread, {tile['cib']} "
+                f"input channels of weights per shared-memory pass")
     if tile.get("mma"):
         return (f"{tile['bm']} pixels x {tile['bn']} channels per block on tensor cores "
                 f"({tile['mma']}, fp32 accumulation; {tile['tm']}x{tile['tn']} 16x16 fragments per "

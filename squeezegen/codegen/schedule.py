@@ -71,10 +71,14 @@ def conv_tile(pixels: int, channels: int, k: int, win: int = 1) -> ConvTile:
 
 @dataclass(frozen=True)
 class DeconvTile:
-    """Phase-decomposed transposed convolution: a thread computes COB output channels of one
-    pixel; a block keeps the taps of CIB input channels x COB output channels in shared memory."""
+    """Phase-decomposed transposed convolution: a thread computes COB output channels of PX
+    pixels; a block keeps the taps of CIB input channels x COB output channels in shared memory."""
     cob: int
     cib: int
+    px: int = 1
+
+    def blocks(self, phase_pixels: int, channels: int, phases: int) -> int:
+        return -(-phase_pixels // (BLOCK * self.px)) * (channels // self.cob) * phases
 
 
 DECONV_SMEM_FLOATS = 10240       # 40 KiB of weights per deconv block
@@ -93,7 +97,10 @@ def deconv_tile(graph: Graph, node: Node, batch: int) -> DeconvTile:
     cob = deconv_channels_per_block(phase_blocks, node.type.channels, DECONV_SMEM_FLOATS // taps)
     ci = graph[node.inputs[0]].type.channels
     cib = max(d for d in range(1, ci + 1) if ci % d == 0 and d * taps * cob <= DECONV_SMEM_FLOATS)
-    return DeconvTile(cob, cib)
+    phase_pixels = batch * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
+    fits = [px for px in (4, 2) if px * cob <= 64 and DeconvTile(cob, cib, px).blocks(
+        phase_pixels, node.type.channels, sh * sw) >= 4 * SMS]
+    return DeconvTile(cob, cib, fits[0] if fits else 1)
 
 
 def deconv_channels_per_block(phase_blocks: int, channels: int, limit: int = 32) -> int:
@@ -131,9 +138,18 @@ def default_tile(graph: Graph, node: Node, batch: int, precision: str = "fp32") 
     if node.op == "deconv":
         return deconv_tile(graph, node, batch)
     if uses_tensor_cores(node, precision):
-        return ConvTile(2, 2 if node.type.channels > 32 else 1, mma=precision)
+        return mma_tile(gemm_rows(node, batch), node.type.channels, precision)
     return conv_tile(gemm_rows(node, batch), node.type.channels, _k(graph, node),
                      pool_window(node.attrs))
+
+
+def mma_tile(pixels: int, channels: int, precision: str) -> ConvTile:
+    """The heuristic's tensor-core tile: 32-channel steps that waste the least of the channels
+    (at most 64 wide at 128 pixels, 128 at 64), 64 pixels where 128 would leave SMs idle, and
+    32-deep K slices in fp16 (16 in tf32, whose elements are twice as large)."""
+    tn = -(-channels // 32) if channels <= 128 else 2
+    tm = 2 if tn <= 2 and -(-pixels // 128) * -(-channels // (32 * tn)) >= SMS else 1
+    return ConvTile(tm, tn, bk=32 if precision == "fp16" else 16, mma=precision)
 
 
 def gemm_rows(node: Node, batch: int) -> int:
@@ -157,8 +173,9 @@ def candidate_tiles(graph: Graph, node: Node, batch: int, precision: str = "fp32
     if node.op == "deconv":
         others = _deconv_candidates(graph, node, batch)
     elif uses_tensor_cores(node, precision):
-        others = [ConvTile(tm, tn, mma=precision) for tm, tn in ((2, 2), (2, 1), (1, 2), (1, 1),
-                                                                 (2, 3))]
+        others = [ConvTile(tm, tn, bk=bk, mma=precision) for tm in (1, 2) for tn in (1, 2, 3, 4)
+                  for bk in (16, 32)]
+        others = [t for t in others if shared_bytes(t) <= 48 * 1024]
     else:
         others = _conv_candidates(gemm_rows(node, batch), node.type.channels, _k(graph, node),
                                   pool_window(node.attrs))
@@ -202,8 +219,9 @@ def shared_bytes(tile: ConvTile) -> int:
     """Static shared memory of a GEMM tile (the wide and tensor-core ones double-buffer; the
     tensor-core one reuses its buffers for the C tile)."""
     if tile.mma:
-        elem = 2 if tile.mma == "fp16" else 4
-        return max(2 * tile.bk * (tile.bm + tile.bn) * elem, tile.bm * tile.bn * 4)
+        elem = 2 if tile.mma == "fp16" else 4          # rows padded by 16 bytes
+        pad = 16 // elem
+        return max(2 * tile.bk * (tile.bm + tile.bn + 2 * pad) * elem, tile.bn * (tile.bm + 4) * 4)
     return (2 if tile.wide else 1) * tile.bk * (tile.bm + tile.bn) * 4
 
 
@@ -217,7 +235,9 @@ def _deconv_candidates(graph: Graph, node: Node, batch: int) -> list[DeconvTile]
             continue
         fits = [d for d in range(1, ci + 1) if ci % d == 0 and d * taps * cob <= DECONV_SMEM_FLOATS]
         tiles.append(DeconvTile(cob, max(fits)))
-    return tiles[:6]
+    tiles = tiles[:6]
+    return tiles + [DeconvTile(t.cob, t.cib, px) for t in tiles[:3] for px in (2, 4)
+                    if px * t.cob <= 64]
 
 
 def _k(graph: Graph, node: Node) -> int:

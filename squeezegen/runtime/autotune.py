@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..build import build
+from ..build import Build, build
 from ..codegen.schedule import ConvTile, DeconvTile, Tile, candidate_tiles, tunable
 from ..errors import BuildError, SqueezegenError
 from ..frontend import load_model
@@ -133,9 +133,12 @@ def _rel(a, b) -> float:
 def autotune(model, batch: int, weights: dict | None = None, force: bool = False,
              log=None, precision: str = "fp32") -> dict[str, Tile]:
     """Tune every tunable layer of `model` at `batch` not yet in the cache (all of them with
-    `force`) on this GPU; returns the choice for every tunable node and updates the cache."""
-    from .bench import time_kernels
-    from .network import Network, cuda, device_arch
+    `force`) on this GPU; returns the choice for every tunable node and updates the cache.
+
+    The steps: build one network per round (round r gives every layer its r-th candidate),
+    compile the rounds in parallel, run each once against the heuristic's round (round 0) and
+    time its kernels, then keep each layer's fastest tile."""
+    from .network import cuda
     from ..weights import check_weights
     graph = load_model(model)
     fused = run_passes(graph)
@@ -147,35 +150,71 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
     todo = {name: c for name, c in todo.items() if len(c) > 1}
     if not todo:
         return known
-    if weights is None:
-        weights = _random_weights(graph)
-    weights = check_weights(graph, weights, None)
-    rounds = max(len(c) for c in todo.values())
+    weights = check_weights(graph, _random_weights(graph) if weights is None else weights, None)
+    builds = compile_rounds(candidate_rounds(graph, batch, todo, known, precision, log), log)
+    if 0 not in builds:                  # no heuristic baseline to check against: keep it
+        _say(log, "the heuristic build failed; nothing was tuned")
+        return {**{name: c[0] for name, c in todo.items()}, **known}
+    timings = _time_rounds(builds, todo, weights, precision, log)
+    chosen, entries = dict(known), {}
+    for name, rows in timings.items():
+        if not rows:
+            continue
+        ms, tile = min(rows, key=lambda t: t[0])
+        chosen[name] = tile
+        entries[_entry_key(gpu, layer_signature(fused, fused[name], batch, precision))] = {
+            "tile": tile_to_json(tile), "ms": ms, "heuristic_ms": rows[0][0],
+            "candidates": [[m, tile_to_json(t)] for m, t in rows]}
+        _say(log, f"{name}: {ms * 1e3:8.2f} us with {tile}, heuristic {rows[0][0] * 1e3:8.2f} us "
+                  f"({len(rows)} candidates)")
+    save_tuning(entries)
+    return chosen
+
+
+def candidate_rounds(graph: Graph, batch: int, todo: dict[str, list[Tile]],
+                     known: dict[str, Tile] | None = None, precision: str = "fp32",
+                     log=None) -> dict[int, Build]:
+    """Round r's build gives each layer of `todo` its r-th candidate (the others keep `known`
+    or the heuristic's). A round whose tiles cannot be built is left out."""
     builds = {}
-    for r in range(rounds):
-        tiles = {**known, **{name: c[r] for name, c in todo.items() if r < len(c)}}
+    for r in range(max(len(c) for c in todo.values())):
+        tiles = {**(known or {}), **{name: c[r] for name, c in todo.items() if r < len(c)}}
         try:
             builds[r] = build(graph, batch, precision=precision, tiles=tiles)
         except BuildError as exc:        # a candidate CUDA cannot launch: drop the round's new ones
             _say(log, f"round {r}: skipped ({exc})")
+    return builds
+
+
+def compile_rounds(builds: dict[int, Build], log=None) -> dict[int, Build]:
+    """Compile every build with nvcc, in parallel, into the build cache (so that opening its
+    Network later costs nothing); the builds that compiled."""
+    from .network import device_arch
     arch = device_arch()
 
-    def compile_round(r):
+    def compile_one(r):
         files = {k: v for k, v in builds[r].output.files.items() if k.endswith((".cu", ".h"))}
         try:
-            compile_cubin(files, f"{fused.name}.cu", arch)
+            compile_cubin(files, f"{builds[r].fused.name}.cu", arch)
         except SqueezegenError as exc:
             return r, exc
         return r, None
+    done = dict(builds)
     with ThreadPoolExecutor(max(1, min(len(builds), os.cpu_count() or 4))) as pool:
-        for r, exc in list(pool.map(compile_round, list(builds))):
+        for r, exc in list(pool.map(compile_one, list(builds))):
             if exc is not None:
                 _say(log, f"round {r}: skipped ({exc})")
-                del builds[r]
-    if 0 not in builds:                  # no heuristic baseline to check against: keep it
-        _say(log, "the heuristic build failed; nothing was tuned")
-        return {**{name: c[0] for name, c in todo.items()}, **known}
-    x = np.random.default_rng(0).uniform(-1, 1, (batch,) + graph.input.type.shape).astype(np.float32)
+                del done[r]
+    return done
+
+
+def _time_rounds(builds: dict[int, Build], todo: dict[str, list[Tile]], weights: dict,
+                 precision: str, log) -> dict[str, list[tuple[float, Tile]]]:
+    """Each layer's (ms, tile) for every round whose output matches round 0's."""
+    from .bench import time_kernels
+    from .network import Network
+    shape = builds[0].fused.input.type.shape
+    x = np.random.default_rng(0).uniform(-1, 1, (builds[0].plan.batch,) + shape).astype(np.float32)
     timings: dict[str, list[tuple[float, Tile]]] = {name: [] for name in todo}
     baseline = None
     for r, result in sorted(builds.items()):
@@ -199,20 +238,7 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
             name = kernel.node.name
             if name in todo and r < len(todo[name]):
                 timings[name].append((row["ms"], todo[name][r]))
-    chosen, entries = dict(known), {}
-    for name, rows in timings.items():
-        if not rows:
-            continue
-        ms, tile = min(rows, key=lambda t: t[0])
-        chosen[name] = tile
-        node = fused[name]
-        entries[_entry_key(gpu, layer_signature(fused, node, batch, precision))] = {
-            "tile": tile_to_json(tile), "ms": ms, "heuristic_ms": rows[0][0] if rows else None,
-            "candidates": [[m, tile_to_json(t)] for m, t in rows]}
-        _say(log, f"{name}: {ms * 1e3:8.2f} us with {tile}, heuristic {rows[0][0] * 1e3:8.2f} us "
-                  f"({len(rows)} candidates)")
-    save_tuning(entries)
-    return chosen
+    return timings
 
 
 def _say(log, message: str) -> None:
