@@ -4141,7 +4141,7 @@ static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_
 // conv11: deconv 3x3/2x2, 21x13x13 -> 21x27x27 (batch 1)
 // implements: conv11 (squeezeseg.yaml:24)
 // tile: 3 output channels x 1 pixel per thread, 21 input channels of weights per shared-memory pass
-// work: 1.34 MFLOP, 0.09 MB moved; grid 1x7x4, block 256
+// work: 1.34 MFLOP, 0.09 MB moved; grid 4x7, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
                   const float* __restrict__ weights, float* __restrict__ out0)
@@ -4151,12 +4151,14 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
         N = 1, CI = 21, HI = 13, WI = 13, CO = 21, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2,
         SW = 2, PH = 0, PW = 0, COB = 3, CIB = 21, PX = 1
     };
-    // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
+    // Transposed convolution in gather form, one stride phase per block: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
     // keeps those taps' weights for COB output channels in shared memory, CIB input channels at
     // a time; a thread computes PX output pixels of the phase (blockDim.x apart, so that a warp
     // reads neighbouring inputs) for all COB channels, each weight read serving PX pixels.
+    // Consecutive blocks are the SH*SW phases of the same pixels, so that the strided stores of
+    // the phases meet in L2 and leave it as whole sectors.
     constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
     static_assert(CO % COB == 0 && CI % CIB == 0, "channel blocks must divide the channels");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
@@ -4167,7 +4169,8 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 1280640LL;  // conv11.weight [21, 21, 3, 3]
 
     __shared__ float ws[CIB][TH][TW][COB];
-    const int ph_h = blockIdx.z / SW, ph_w = blockIdx.z % SW;
+    const int phase = blockIdx.x % (SH * SW), pixel_block = blockIdx.x / (SH * SW);
+    const int ph_h = phase / SW, ph_w = phase % SW;
     const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
     const int rows = oh0 < HO ? (HO - oh0 + SH - 1) / SH : 0;
     const int cols = ow0 < WO ? (WO - ow0 + SW - 1) / SW : 0;
@@ -4177,7 +4180,7 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
     int img[PX], oh[PX], ow[PX];
 #pragma unroll
     for (int p = 0; p < PX; ++p) {
-        const long long q = ((long long)blockIdx.x * PX + p) * blockDim.x + threadIdx.x;
+        const long long q = ((long long)pixel_block * PX + p) * blockDim.x + threadIdx.x;
         active[p] = q < phase_pixels;
         img[p] = active[p] ? (int)(q / (rows * cols)) : 0;
         const int r = active[p] ? (int)(q % (rows * cols)) : 0;
@@ -4247,8 +4250,8 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x7, 256 threads per block
-    squeezeseg_conv11<<<dim3(1, 7, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 4x7, 256 threads per block
+    squeezeseg_conv11<<<dim3(4, 7, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -4408,7 +4411,7 @@ static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_
 // conv12: deconv 3x3/2x2, 21x27x27 -> 21x55x55 (batch 1)
 // implements: conv12 (squeezeseg.yaml:27)
 // tile: 1 output channels x 1 pixel per thread, 21 input channels of weights per shared-memory pass
-// work: 5.79 MFLOP, 0.33 MB moved; grid 4x21x4, block 256
+// work: 5.79 MFLOP, 0.33 MB moved; grid 16x21, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
                   const float* __restrict__ weights, float* __restrict__ out0)
@@ -4418,12 +4421,14 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
         N = 1, CI = 21, HI = 27, WI = 27, CO = 21, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2,
         SW = 2, PH = 0, PW = 0, COB = 1, CIB = 21, PX = 1
     };
-    // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
+    // Transposed convolution in gather form, one stride phase per block: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
     // keeps those taps' weights for COB output channels in shared memory, CIB input channels at
     // a time; a thread computes PX output pixels of the phase (blockDim.x apart, so that a warp
     // reads neighbouring inputs) for all COB channels, each weight read serving PX pixels.
+    // Consecutive blocks are the SH*SW phases of the same pixels, so that the strided stores of
+    // the phases meet in L2 and leave it as whole sectors.
     constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
     static_assert(CO % COB == 0 && CI % CIB == 0, "channel blocks must divide the channels");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
@@ -4434,7 +4439,8 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 1290112LL;  // conv12.weight [21, 21, 3, 3]
 
     __shared__ float ws[CIB][TH][TW][COB];
-    const int ph_h = blockIdx.z / SW, ph_w = blockIdx.z % SW;
+    const int phase = blockIdx.x % (SH * SW), pixel_block = blockIdx.x / (SH * SW);
+    const int ph_h = phase / SW, ph_w = phase % SW;
     const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
     const int rows = oh0 < HO ? (HO - oh0 + SH - 1) / SH : 0;
     const int cols = ow0 < WO ? (WO - ow0 + SW - 1) / SW : 0;
@@ -4444,7 +4450,7 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
     int img[PX], oh[PX], ow[PX];
 #pragma unroll
     for (int p = 0; p < PX; ++p) {
-        const long long q = ((long long)blockIdx.x * PX + p) * blockDim.x + threadIdx.x;
+        const long long q = ((long long)pixel_block * PX + p) * blockDim.x + threadIdx.x;
         active[p] = q < phase_pixels;
         img[p] = active[p] ? (int)(q / (rows * cols)) : 0;
         const int r = active[p] ? (int)(q % (rows * cols)) : 0;
@@ -4514,8 +4520,8 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 4x21, 256 threads per block
-    squeezeseg_conv12<<<dim3(4, 21, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 16x21, 256 threads per block
+    squeezeseg_conv12<<<dim3(16, 21, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 
@@ -4644,7 +4650,7 @@ static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_
 // conv13: deconv 11x11/4x4, 21x55x55 -> 21x227x227 (batch 1)
 // implements: conv13 (squeezeseg.yaml:30)
 // tile: 7 output channels x 1 pixel per thread, 21 input channels of weights per shared-memory pass
-// work: 322.83 MFLOP, 4.80 MB moved; grid 13x3x16, block 256
+// work: 322.83 MFLOP, 4.80 MB moved; grid 208x3, block 256
 extern "C" __global__ void __launch_bounds__(256)
 squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
                   const float* __restrict__ weights, float* __restrict__ out0)
@@ -4654,12 +4660,14 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
         N = 1, CI = 21, HI = 55, WI = 55, CO = 21, HO = 227, WO = 227, KH = 11, KW = 11, SH = 4,
         SW = 4, PH = 0, PW = 0, COB = 7, CIB = 21, PX = 1
     };
-    // Transposed convolution in gather form, one stride phase per blockIdx.z: the outputs with
+    // Transposed convolution in gather form, one stride phase per block: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
     // keeps those taps' weights for COB output channels in shared memory, CIB input channels at
     // a time; a thread computes PX output pixels of the phase (blockDim.x apart, so that a warp
     // reads neighbouring inputs) for all COB channels, each weight read serving PX pixels.
+    // Consecutive blocks are the SH*SW phases of the same pixels, so that the strided stores of
+    // the phases meet in L2 and leave it as whole sectors.
     constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
     static_assert(CO % COB == 0 && CI % CIB == 0, "channel blocks must divide the channels");
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
@@ -4670,7 +4678,8 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
     const float* __restrict__ w = weights + 1296256LL;  // conv13.weight [21, 21, 11, 11]
 
     __shared__ float ws[CIB][TH][TW][COB];
-    const int ph_h = blockIdx.z / SW, ph_w = blockIdx.z % SW;
+    const int phase = blockIdx.x % (SH * SW), pixel_block = blockIdx.x / (SH * SW);
+    const int ph_h = phase / SW, ph_w = phase % SW;
     const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
     const int rows = oh0 < HO ? (HO - oh0 + SH - 1) / SH : 0;
     const int cols = ow0 < WO ? (WO - ow0 + SW - 1) / SW : 0;
@@ -4680,7 +4689,7 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
     int img[PX], oh[PX], ow[PX];
 #pragma unroll
     for (int p = 0; p < PX; ++p) {
-        const long long q = ((long long)blockIdx.x * PX + p) * blockDim.x + threadIdx.x;
+        const long long q = ((long long)pixel_block * PX + p) * blockDim.x + threadIdx.x;
         active[p] = q < phase_pixels;
         img[p] = active[p] ? (int)(q / (rows * cols)) : 0;
         const int r = active[p] ? (int)(q % (rows * cols)) : 0;
@@ -4750,8 +4759,8 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_conv13(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 13x3, 256 threads per block
-    squeezeseg_conv13<<<dim3(13, 3, 16), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    // fixed launch: grid 208x3, 256 threads per block
+    squeezeseg_conv13<<<dim3(208, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
 

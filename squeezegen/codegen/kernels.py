@@ -173,7 +173,7 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
         consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, COB=tile.cob, CIB=tile.cib,
                       PX=tile.px)
         phase_pixels = n * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
-        grid = (_grid(-(-phase_pixels // tile.px))[0], node.type.channels // tile.cob, sh * sw)
+        grid = (_grid(-(-phase_pixels // tile.px))[0] * sh * sw, node.type.channels // tile.cob, 1)
         template = "deconv.cu.j2"
         extra["bias"] = node.attrs["bias"]
         extra["tile"] = {"cob": tile.cob, "cib": tile.cib, "px": tile.px}
