@@ -15,7 +15,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import pool_window
 from ..ir.printer import node_flops, node_params
 from ..passes.plan_memory import MemoryPlan
-from .schedule import BLOCK, GEMV_MAX_BATCH
+from .schedule import BLOCK, GEMV_MAX_BATCH, ConvTile
 
 MAX_INDEX = (1 << 31) - 1
 
@@ -167,6 +167,18 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
         if tile.splitk > 1:
             extra["partials"] = f"arena + {plan.scratch[node.name]}LL"
             extra["counters"] = f"arena + {plan.counters[node.name]}LL"
+    elif op == "deconv" and isinstance(plan.tiles[node.name], ConvTile):   # on tensor cores
+        (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
+        tile = plan.tiles[node.name]
+        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, BM=tile.bm, BN=tile.bn,
+                      BK=tile.bk, TM=tile.tm, TN=tile.tn)
+        phase_pixels = n * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
+        grid = (-(-phase_pixels // tile.bm) * sh * sw, -(-node.type.channels // tile.bn), 1)
+        template = "deconv_tc.cu.j2"
+        extra["mma"] = tile.mma
+        extra["bias"] = node.attrs["bias"]
+        extra["tile"] = {"bm": tile.bm, "bn": tile.bn, "bk": tile.bk, "tm": tile.tm,
+                         "tn": tile.tn, "splitk": 1, "mma": tile.mma}
     elif op == "deconv":
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
         tile = plan.tiles[node.name]
