@@ -128,19 +128,26 @@ PRECISIONS = ("fp32", "tf32", "fp16")
 
 
 def uses_tensor_cores(node: Node, precision: str) -> bool:
-    """tf32/fp16 builds run the GEMM of every conv, deconv and linear layer on tensor cores,
-    except a conv with a fused max pool (it keeps the fp32 tiles, which group whole windows per
-    thread)."""
-    return (precision != "fp32" and node.op in ("conv", "deconv", "linear")
-            and "pool" not in node.attrs)
+    """tf32/fp16 builds run the GEMM of every conv and linear layer on tensor cores, except a
+    conv with a fused max pool (it keeps the fp32 tiles, which group whole windows per thread).
+    A deconv keeps the fp32 kernel unless the autotuner finds a tensor-core tile faster
+    (`tensor_core_candidates`): on the H200, squeezeseg's conv13 takes 0.62 ms on the fp32
+    kernel and 0.73 ms on the best tensor-core tile at batch 32 (benchmarks/results/
+    conv13_fp16_probe.log)."""
+    return precision != "fp32" and node.op in ("conv", "linear") and "pool" not in node.attrs
+
+
+def tensor_core_candidates(node: Node, precision: str) -> bool:
+    """Whether the autotuner also times tensor-core tiles for `node`."""
+    return uses_tensor_cores(node, precision) or (precision != "fp32" and node.op == "deconv")
 
 
 def default_tile(graph: Graph, node: Node, batch: int, precision: str = "fp32") -> Tile:
     """The heuristic's tile: what a build uses when nothing was tuned."""
-    if uses_tensor_cores(node, precision):
-        return mma_tile(gemm_rows(node, batch), node.type.channels, precision)
     if node.op == "deconv":
         return deconv_tile(graph, node, batch)
+    if uses_tensor_cores(node, precision):
+        return mma_tile(gemm_rows(node, batch), node.type.channels, precision)
     return conv_tile(gemm_rows(node, batch), node.type.channels, _k(graph, node),
                      pool_window(node.attrs))
 
@@ -172,17 +179,17 @@ def schedule(graph: Graph, batch: int, chosen: dict[str, Tile] | None = None,
 def candidate_tiles(graph: Graph, node: Node, batch: int, precision: str = "fp32") -> list[Tile]:
     """Every tile worth timing for `node` at `batch`, the heuristic's first."""
     first = default_tile(graph, node, batch, precision)
-    if uses_tensor_cores(node, precision):
-        others = [ConvTile(tm, tn, bk=bk, mma=precision) for tm in (1, 2) for tn in (1, 2, 3, 4)
-                  for bk in (16, 32)]
-        others = [t for t in others if shared_bytes(t) <= 48 * 1024]
-        if node.op == "deconv":            # small ones may do better on the fp32 kernel
-            others += _deconv_candidates(graph, node, batch)[:3]
-    elif node.op == "deconv":
+    if node.op == "deconv":
         others = _deconv_candidates(graph, node, batch)
-    else:
+    elif not uses_tensor_cores(node, precision):
         others = _conv_candidates(gemm_rows(node, batch), node.type.channels, _k(graph, node),
                                   pool_window(node.attrs))
+    else:
+        others = []
+    if tensor_core_candidates(node, precision):
+        mma = [ConvTile(tm, tn, bk=bk, mma=precision) for tm in (1, 2) for tn in (1, 2, 3, 4)
+               for bk in (16, 32)]
+        others += [t for t in mma if shared_bytes(t) <= 48 * 1024]
     return [first] + [t for t in dict.fromkeys(others) if t != first]
 
 
