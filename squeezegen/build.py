@@ -2,7 +2,7 @@
 
     graph = load_model(path)                 # frontend: YAML -> verified IR
     fused = run_passes(graph)                # passes: fusion, in-place concat
-    tiles = schedule(fused, batch)           # tile sizes (and split-K) per kernel
+    tiles = schedule(fused, batch, ...)      # tile sizes (split-K, tensor cores) per kernel
     plan = plan_memory(fused, batch, ...)    # one arena, offsets, lifetimes, scratch
     out = render(fused, graph, plan, w)      # codegen: .cu, .h, manifest.json (+ weights blob)
 """

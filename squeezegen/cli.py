@@ -258,8 +258,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="output folder; files go to OUTPUT/<model>/ [generated]")
     s.add_argument("--weights", help=".npz weights: also write <model>.weights.bin for the C API")
     s.add_argument("--precision", default="fp32",
-                   help="fp32 (strict), tf32 or fp16 (conv/linear GEMMs on tensor cores, fp32 "
-                        "accumulation and storage) [fp32]")
+                   help="fp32 (strict), tf32 or fp16 (conv and linear GEMMs on tensor cores, "
+                        "fp32 accumulation and storage; pooled convs, small layers and linear "
+                        "layers at batch <= 8 stay fp32) [fp32]")
     s.add_argument("--dump-ir", action="store_true", help="print the IR before and after each pass")
     s.add_argument("--check", action="store_true",
                    help="write nothing; fail if the files in OUTPUT are stale")

@@ -153,7 +153,10 @@ layers:
   - {name: up8, op: deconv, out: 21, kernel: 16, stride: 8, pad: 4, bias: false}
   - {name: up2, op: deconv, input: input, out: 10, kernel: [3, 4], stride: [2, 3], pad: [1, 0]}
   - {name: c, op: conv, input: up2, out: 40, kernel: 3, stride: [2, 1], pad: 1, relu: true}
-output: [up8, c]
+  - {name: gap, op: avgpool, input: input, global: true}
+  - {name: tiny, op: deconv, out: 5, kernel: 3, stride: 4}
+  - {name: sparse, op: deconv, input: input, out: 6, kernel: [2, 7], stride: [3, 2], pad: [0, 3]}
+output: [up8, c, tiny, sparse]
 """
 
 TOL = {"fp32": 1e-4, "tf32": 2e-2, "fp16": 2e-2}

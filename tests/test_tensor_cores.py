@@ -10,7 +10,9 @@ import pytest
 
 from squeezegen import load_model, parse_model
 from squeezegen.build import build
-from squeezegen.codegen.schedule import ConvTile, DeconvTile, candidate_tiles, shared_bytes, tunable, uses_tensor_cores
+from squeezegen.codegen.schedule import (ConvTile, DeconvTile, candidate_tiles, schedule,
+                                         shared_bytes, tunable, uses_tensor_cores)
+from squeezegen.errors import BuildError
 from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
 from helpers import random_input, random_weights
@@ -23,9 +25,10 @@ needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is no
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_gemms_go_to_tensor_cores_and_pooled_convs_do_not(precision):
-    out = build("models/lenet.yaml", 16, precision=precision).output
+    out = build("models/lenet.yaml", 2048, precision=precision).output
     templates = {k.name: k.template for k in out.kernels}
-    assert templates["ip1_relu"] == templates["ip2"] == "conv_gemm_tc.cu.j2"
+    assert templates["ip1_relu"] == "conv_gemm_tc.cu.j2"
+    assert templates["ip2"] == "conv_gemm.cu.j2"     # 10 channels: 16 blocks; the fp32 tile splits K
     assert templates["conv1_maxpool"] == "conv_gemm.cu.j2"      # whole windows per thread
     assert out.manifest["precision"] == precision
     src = out.files["lenet.cu"].decode()
@@ -48,12 +51,35 @@ def test_tensor_core_candidates_fit_shared_memory(precision):
                 mma = [t for t in cands if isinstance(t, ConvTile) and t.mma]
                 assert all(t.mma == precision for t in mma) and len(mma) >= 8
                 assert all(shared_bytes(t) <= 48 * 1024 for t in mma)
-                assert cands[0] in mma
+                assert any(not t.mma for t in cands)       # the fp32 tiles are timed too
     for node in fused.nodes:          # deconvs: the fp32 kernel first, tensor-core tiles timed too
         if node.op == "deconv":
             cands = candidate_tiles(fused, node, 32, precision)
             assert isinstance(cands[0], DeconvTile)
             assert sum(isinstance(t, ConvTile) and t.mma == precision for t in cands) >= 8
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_small_layers_keep_fp32_tiles_that_split_k(precision):
+    """Where a tensor-core tile would leave most SMs idle and K is long, the heuristic keeps the
+    fp32 tile (which splits K); large layers go to tensor cores."""
+    fused = run_passes(load_model("models/squeezeseg.yaml"))
+    small = schedule(fused, 1, precision=precision)["score"]         # K = 1000, 13x13 pixels
+    assert not small.mma and small.splitk > 1
+    big = schedule(fused, 32, precision=precision)
+    assert big["conv1"].mma == big["fire4_expand3x3"].mma == big["conv10"].mma == precision
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_a_tile_the_layer_cannot_run_is_refused(precision):
+    g = load_model("models/squeezeseg.yaml")
+    other = "tf32" if precision == "fp16" else "fp16"
+    for name, tile in [("conv13", ConvTile(1, 1)), ("conv1", DeconvTile(3, 3)),
+                       ("conv1", ConvTile(2, 2, mma=other)), ("conv1", ConvTile(2, 2, mma=precision, splitk=2))]:
+        with pytest.raises(BuildError, match=f"cannot run a (conv|deconv) layer in a {precision} build"):
+            build(g, 2, precision=precision, tiles={name: tile})
+    with pytest.raises(BuildError, match="in a fp32 build"):
+        build(g, 2, tiles={"conv1": ConvTile(2, 2, mma=precision)})
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -101,8 +127,7 @@ def _rel(got, want) -> float:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("model, batch", [("lenet", 1), ("lenet", 33), ("squeezeseg", 1),
-                                          ("squeezeseg", 3)])
+@pytest.mark.parametrize("model, batch", [("lenet", 2048), ("squeezeseg", 1), ("squeezeseg", 3)])
 def test_tensor_core_networks_match_the_reference(model, batch, precision):
     _gpu()
     import squeezegen
@@ -113,6 +138,7 @@ def test_tensor_core_networks_match_the_reference(model, batch, precision):
     want = ReferenceExecutor(g, w)(x)
     with squeezegen.compile(g, w, batch=batch, precision=precision) as net:
         got = net(x)
+        assert any(k.template.endswith("_tc.cu.j2") for k in net.build.output.kernels)
     err = _rel(got, want)
     print(f"{model} batch {batch} {precision}: {err:.2e}")
     assert err <= TOL[precision]

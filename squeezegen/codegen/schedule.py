@@ -21,11 +21,14 @@ GEMV_MAX_BATCH = 8               # linear layers up to this batch use a matrix-v
 
 @dataclass(frozen=True)
 class ConvTile:
-    """Implicit-GEMM tile: BM pixels x BN channels per block, BK-deep K slices; a thread owns
-    TM x TN outputs; a block is always 256 threads.
-    narrow (conv_gemm.cu.j2): BM = 32 * TM, BN = 8 * TN, any TN (fits few channels), split-K;
-    wide (conv_gemm_wide.cu.j2): BM = 16 * TM, BN = 16 * TN, TM and TN multiples of 4, float4
-    shared-memory reads and double buffering (for large layers)."""
+    """Implicit-GEMM tile: BM pixels x BN channels per block, BK-deep K slices; a block is
+    always 256 threads.
+    narrow (conv_gemm.cu.j2): a thread owns TM x TN outputs, BM = 32 * TM, BN = 8 * TN, any TN
+    (fits few channels), split-K;
+    wide (conv_gemm_wide.cu.j2): a thread owns TM x TN outputs, BM = 16 * TM, BN = 16 * TN, TM
+    and TN multiples of 4, float4 shared-memory reads and double buffering (for large layers);
+    tensor cores (conv_gemm_tc.cu.j2, deconv_tc.cu.j2; `mma` is the precision): a warp owns
+    TM x TN 16x16 fragments, 4 x 2 warps, BM = 64 * TM, BN = 32 * TN, no split-K."""
     tm: int
     tn: int
     bk: int = 16
@@ -128,12 +131,14 @@ PRECISIONS = ("fp32", "tf32", "fp16")
 
 
 def uses_tensor_cores(node: Node, precision: str) -> bool:
-    """tf32/fp16 builds run the GEMM of every conv and linear layer on tensor cores, except a
-    conv with a fused max pool (it keeps the fp32 tiles, which group whole windows per thread).
-    A deconv keeps the fp32 kernel unless the autotuner finds a tensor-core tile faster
-    (`tensor_core_candidates`): on the H200, squeezeseg's conv13 takes 0.62 ms on the fp32
-    kernel and 0.73 ms on the best tensor-core tile at batch 32 (benchmarks/results/
-    conv13_fp16_probe.log)."""
+    """Whether tf32/fp16 builds can run this layer's GEMM on tensor cores: convs and linear
+    layers of GEMM size (a linear layer at batch <= GEMV_MAX_BATCH is a matrix-vector kernel,
+    in fp32), but not a conv with a fused max pool (the fp32 tiles group whole windows per
+    thread). The heuristic still keeps the fp32 tiles where tensor-core tiles would leave most
+    SMs idle (`default_tile`). A deconv keeps the fp32 kernel unless the autotuner finds a
+    tensor-core tile faster (`tensor_core_candidates`): on the H200, squeezeseg's conv13 takes
+    0.62 ms on the fp32 kernel and 0.73 ms on the best tensor-core tile at batch 32
+    (benchmarks/results/conv13_fp16_probe.log)."""
     return precision != "fp32" and node.op in ("conv", "linear") and "pool" not in node.attrs
 
 
@@ -146,16 +151,20 @@ def default_tile(graph: Graph, node: Node, batch: int, precision: str = "fp32") 
     """The heuristic's tile: what a build uses when nothing was tuned."""
     if node.op == "deconv":
         return deconv_tile(graph, node, batch)
+    rows, k = gemm_rows(node, batch), _k(graph, node)
     if uses_tensor_cores(node, precision):
-        return mma_tile(gemm_rows(node, batch), node.type.channels, precision)
-    return conv_tile(gemm_rows(node, batch), node.type.channels, _k(graph, node),
-                     pool_window(node.attrs))
+        tile = mma_tile(rows, node.type.channels, precision)
+        if tile.blocks(rows, node.type.channels) >= SMS // 2 or k < 256:
+            return tile
+        # too few blocks for the GPU, and a K long enough to split: the fp32 tiles split K
+    return conv_tile(rows, node.type.channels, k, pool_window(node.attrs))
 
 
 def mma_tile(pixels: int, channels: int, precision: str) -> ConvTile:
-    """The heuristic's tensor-core tile: 32-channel steps that waste the least of the channels
-    (at most 64 wide at 128 pixels, 128 at 64), 64 pixels where 128 would leave SMs idle, and
-    32-deep K slices in fp16 (16 in tf32, whose elements are twice as large)."""
+    """The heuristic's tensor-core tile: up to 128 channels, as many 32-channel steps as cover
+    them (64 wide at 128 pixels per block, wider at 64); above 128 channels, 64 wide. 64 pixels
+    where 128 would leave SMs idle, and 32-deep K slices in fp16 (16 in tf32, whose elements are
+    twice as large)."""
     tn = -(-channels // 32) if channels <= 128 else 2
     tm = 2 if tn <= 2 and -(-pixels // 128) * -(-channels // (32 * tn)) >= SMS else 1
     return ConvTile(tm, tn, bk=32 if precision == "fp16" else 16, mma=precision)
@@ -169,11 +178,34 @@ def gemm_rows(node: Node, batch: int) -> int:
 
 def schedule(graph: Graph, batch: int, chosen: dict[str, Tile] | None = None,
              precision: str = "fp32") -> dict[str, Tile]:
-    """The tile of every tunable node: `chosen[name]` where given (the autotuner's pick),
-    otherwise the heuristic's."""
+    """The tile of every tunable node: `chosen[name]` where given (the autotuner's pick,
+    checked to be a kind of tile that node can run at this precision), otherwise the
+    heuristic's."""
     chosen = chosen or {}
-    return {node.name: chosen.get(node.name) or default_tile(graph, node, batch, precision)
-            for node in graph.nodes if tunable(node, batch)}
+    tiles = {}
+    for node in graph.nodes:
+        if tunable(node, batch):
+            tile = chosen.get(node.name)
+            if tile is not None:
+                check_tile(graph, node, tile, precision)
+            tiles[node.name] = tile or default_tile(graph, node, batch, precision)
+    return tiles
+
+
+def check_tile(graph: Graph, node: Node, tile: Tile, precision: str) -> None:
+    """Refuse a tile the node's kernels cannot run: a deconv tile on a conv, a tensor-core tile
+    of another precision (or on a pooled conv), an fp32 GEMM tile on a deconv."""
+    if isinstance(tile, DeconvTile):
+        ok = node.op == "deconv"
+    elif not isinstance(tile, ConvTile):
+        ok = False
+    elif tile.mma:
+        ok = tile.mma == precision and tensor_core_candidates(node, precision) and tile.splitk == 1
+    else:
+        ok = node.op in ("conv", "linear")
+    if not ok:
+        raise BuildError(f"tile {tile} cannot run a {node.op} layer in a {precision} build",
+                         layer=node.layer, line=node.line, file=graph.source)
 
 
 def candidate_tiles(graph: Graph, node: Node, batch: int, precision: str = "fp32") -> list[Tile]:
@@ -181,11 +213,9 @@ def candidate_tiles(graph: Graph, node: Node, batch: int, precision: str = "fp32
     first = default_tile(graph, node, batch, precision)
     if node.op == "deconv":
         others = _deconv_candidates(graph, node, batch)
-    elif not uses_tensor_cores(node, precision):
+    else:        # fp32 tiles, in tf32/fp16 builds too: they can split K where tensor cores idle
         others = _conv_candidates(gemm_rows(node, batch), node.type.channels, _k(graph, node),
                                   pool_window(node.attrs))
-    else:
-        others = []
     if tensor_core_candidates(node, precision):
         mma = [ConvTile(tm, tn, bk=bk, mma=precision) for tm in (1, 2) for tn in (1, 2, 3, 4)
                for bk in (16, 32)]

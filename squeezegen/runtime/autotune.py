@@ -8,7 +8,7 @@ candidate wins.
 
 Choices are cached in `tuning.json` in the build cache, keyed by GPU name, squeezegen version,
 a digest of the tiled templates and the layer's signature (op, shapes, attributes, fused
-epilogue, batch), so a layer is tuned once per GPU and kernel code, whatever model it appears
+epilogue, batch, precision), so a layer is tuned once per GPU and kernel code, whatever model it appears
 in; a cached tile that is no longer a candidate is ignored. Without a GPU, or for a layer never
 tuned, builds use the heuristic of `codegen/schedule.py`.
 """
@@ -36,7 +36,9 @@ from ..passes import run_passes
 from .compile import cache_dir, compile_cubin
 
 CACHE_FORMAT = 1
-MATCH_TOL = {"fp32": 1e-4, "tf32": 3e-2, "fp16": 3e-2}   # a round's output vs the heuristic's
+# a round's output vs the heuristic build's, relative to its max magnitude: rounds differ in
+# summation order, and in tf32/fp16 builds also in which layers round their inputs to 10 bits
+MATCH_TOL = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 5e-3}
 
 
 def layer_signature(graph: Graph, node: Node, batch: int, precision: str = "fp32") -> str:
@@ -177,7 +179,7 @@ def candidate_rounds(graph: Graph, batch: int, todo: dict[str, list[Tile]],
     """Round r's build gives each layer of `todo` its r-th candidate (the others keep `known`
     or the heuristic's). A round whose tiles cannot be built is left out."""
     builds = {}
-    for r in range(max(len(c) for c in todo.values())):
+    for r in range(max((len(c) for c in todo.values()), default=0)):
         tiles = {**(known or {}), **{name: c[r] for name, c in todo.items() if r < len(c)}}
         try:
             builds[r] = build(graph, batch, precision=precision, tiles=tiles)

@@ -270,7 +270,8 @@ def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool =
     """Build (or take from the cache), compile and load a model onto the GPU. With `tune`, every
     tunable layer gets the tile the autotuner found fastest on this GPU (timing the candidates
     of layers not yet in the tuning cache first: seconds to a minute, once per GPU). `precision`
-    "tf32" or "fp16" runs the conv and linear GEMMs on tensor cores (fp32 accumulation)."""
+    "tf32" or "fp16" runs the conv and GEMM-sized linear GEMMs on tensor cores (fp32
+    accumulation; see `codegen.schedule.uses_tensor_cores` for the exceptions)."""
     file = None if isinstance(weights, dict) else str(weights)
     graph = load_model(model)
     checked = check_weights(graph, load_weights(weights), file)
