@@ -100,7 +100,6 @@ def deconv_tile(graph: Graph, node: Node, batch: int) -> DeconvTile:
     cob = deconv_channels_per_block(phase_blocks, node.type.channels, DECONV_SMEM_FLOATS // taps)
     ci = graph[node.inputs[0]].type.channels
     cib = max(d for d in range(1, ci + 1) if ci % d == 0 and d * taps * cob <= DECONV_SMEM_FLOATS)
-    phase_pixels = batch * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
     fits = [px for px in (4, 2) if px * cob <= 64 and DeconvTile(cob, cib, px).blocks(
         phase_pixels, node.type.channels, sh * sw) >= 4 * SMS]
     return DeconvTile(cob, cib, fits[0] if fits else 1)
