@@ -123,28 +123,12 @@ def time_torch(graph, weights, batch: int, iters: int, variants: list[str]) -> l
             rows.append({"variant": "torch eager fp32", "ms": timeit(lambda: model(x)),
                          "memory_bytes": peak + weights_bytes})
         if "graph" in variants:
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(3):
-                    model(x)
-            torch.cuda.current_stream().wait_stream(s)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                model(x)
+            g = _cuda_graph(torch, lambda: model(x))
             rows.append({"variant": "torch eager+cudagraph fp32", "ms": timeit(g.replay)})
         if "fp16" in variants:            # PyTorch's fastest half-precision form on cuDNN
             half = torch_module(graph, weights).cuda().half().to(memory_format=torch.channels_last)
             xh = x.half().to(memory_format=torch.channels_last)
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(3):
-                    half(xh)
-            torch.cuda.current_stream().wait_stream(s)
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                half(xh)
+            g = _cuda_graph(torch, lambda: half(xh))
             rows.append({"variant": "torch fp16 channels_last+cudagraph", "ms": timeit(g.replay)})
         if "compile" in variants:
             torch._dynamo.reset()
@@ -155,6 +139,20 @@ def time_torch(graph, weights, batch: int, iters: int, variants: list[str]) -> l
             rows.append({"variant": "torch.compile reduce-overhead fp32",
                          "ms": timeit(lambda: compiled(x)), "compile_s": time.time() - t0})
     return rows
+
+
+def _cuda_graph(torch, fn):
+    """`fn` captured in a CUDA graph, after warm-up runs on a side stream (as PyTorch asks)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g
 
 
 def time_numpy(graph, weights, batch: int) -> float:
