@@ -161,9 +161,7 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
                     "conv_gemm_wide.cu.j2" if tile.wide else "conv_gemm.cu.j2")
         extra["mma"] = tile.mma
         extra["bias"] = node.attrs["bias"]
-        extra["tile"] = {"bm": tile.bm, "bn": tile.bn, "bk": tile.bk, "tm": tile.tm,
-                         "tn": tile.tn, "splitk": tile.splitk,
-                         **({"mma": tile.mma} if tile.mma else {})}
+        extra["tile"] = gemm_tile_fields(tile)
         if tile.splitk > 1:
             extra["partials"] = f"arena + {plan.scratch[node.name]}LL"
             extra["counters"] = f"arena + {plan.counters[node.name]}LL"
@@ -177,8 +175,7 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
         template = "deconv_tc.cu.j2"
         extra["mma"] = tile.mma
         extra["bias"] = node.attrs["bias"]
-        extra["tile"] = {"bm": tile.bm, "bn": tile.bn, "bk": tile.bk, "tm": tile.tm,
-                         "tn": tile.tn, "splitk": 1, "mma": tile.mma}
+        extra["tile"] = gemm_tile_fields(tile)
     elif op == "deconv":
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
         tile = plan.tiles[node.name]
@@ -274,6 +271,12 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
     lines.append(f"work: {kernel.flops / 1e6:,.2f} MFLOP, {kernel.bytes / 1e6:,.2f} MB moved; "
                  f"grid {grid}, block {kernel.block}")
     return lines
+
+
+def gemm_tile_fields(tile: ConvTile) -> dict:
+    """A GEMM tile as the manifest and the kernel comment show it."""
+    return {"bm": tile.bm, "bn": tile.bn, "bk": tile.bk, "tm": tile.tm, "tn": tile.tn,
+            "splitk": tile.splitk, **({"mma": tile.mma} if tile.mma else {})}
 
 
 def tile_text(tile: dict) -> str:
