@@ -27,7 +27,8 @@ import numpy as np
 
 from .. import __version__
 from ..build import Build, build
-from ..codegen.schedule import ConvTile, DeconvTile, Tile, candidate_tiles, tunable
+from ..codegen.schedule import (ConvTile, DeconvTile, Tile, candidate_tiles, tensor_core_candidates,
+                                tunable)
 from ..errors import BuildError, SqueezegenError
 from ..frontend import load_model
 from ..fsutil import atomic_write
@@ -42,14 +43,16 @@ MATCH_TOL = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 5e-3}
 
 
 def layer_signature(graph: Graph, node: Node, batch: int, precision: str = "fp32") -> str:
-    """What the kernel's speed depends on: op, shapes, attributes, fused epilogue, batch."""
+    """What the kernel's speed depends on: op, shapes, attributes (a fused pool too), fused
+    epilogue, batch, and the precision where it has tensor-core candidates (a layer that only
+    has fp32 tiles is tuned once for every precision)."""
     ins = ",".join("x".join(map(str, graph[i].type.shape)) for i in node.inputs)
     attrs = ";".join(f"{k}={node.attrs[k]}" for k in sorted(node.attrs)
-                     if k in ("kernel", "stride", "pad", "bias"))
+                     if k in ("kernel", "stride", "pad", "bias", "pool"))
     epilogue = "+".join(step.kind for step in node.epilogue)
     view = f"into{graph[node.out_view.into].type.channels}" if node.out_view else ""
     out = "x".join(map(str, node.type.shape))
-    tail = "" if precision == "fp32" else f"|{precision}"
+    tail = f"|{precision}" if tensor_core_candidates(node, precision) else ""
     return f"{node.op}|{ins}->{out}|{attrs}|{epilogue}|{view}|n{batch}{tail}"
 
 
