@@ -4149,14 +4149,16 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 21, HI = 13, WI = 13, CO = 21, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2,
-        SW = 2, PH = 0, PW = 0, COB = 3, CIB = 21, PX = 1
+        SW = 2, PH = 0, PW = 0, COB = 3, COBP = 4, CIB = 21, PX = 1
     };
     // Transposed convolution in gather form, one stride phase per block: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
     // keeps those taps' weights for COB output channels in shared memory, CIB input channels at
-    // a time; a thread computes PX output pixels of the phase (blockDim.x apart, so that a warp
-    // reads neighbouring inputs) for all COB channels, each weight read serving PX pixels.
+    // a time, each (input channel, tap) row padded to COBP floats so that a thread reads 4
+    // channels' weights at once; a thread computes PX output pixels of the phase (blockDim.x
+    // apart, so that a warp reads neighbouring inputs) for all COB channels, each weight read
+    // serving PX pixels.
     // Consecutive blocks are the SH*SW phases of the same pixels, so that the strided stores of
     // the phases meet in L2 and leave it as whole sectors.
     constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
@@ -4168,7 +4170,8 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long Y_IMAGE = 15309LL;
     const float* __restrict__ w = weights + 1280640LL;  // conv11.weight [21, 21, 3, 3]
 
-    __shared__ float ws[CIB][TH][TW][COB];
+    static_assert(COBP >= COB, "a weight row holds the block's channels");
+    __shared__ __align__(16) float ws[CIB][TH][TW][COBP];
     const int phase = blockIdx.x % (SH * SW), pixel_block = blockIdx.x / (SH * SW);
     const int ph_h = phase / SW, ph_w = phase % SW;
     const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
@@ -4187,18 +4190,18 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
         oh[p] = oh0 + (r / cols) * SH;
         ow[p] = ow0 + (r % cols) * SW;
     }
-    float acc[PX][COB];
+    float acc[PX][COBP];                                // channels past COB only ever add zeros
 #pragma unroll
     for (int p = 0; p < PX; ++p)
 #pragma unroll
-        for (int j = 0; j < COB; ++j) acc[p][j] = 0.0f;
+        for (int j = 0; j < COBP; ++j) acc[p][j] = 0.0f;
     for (int c0 = 0; c0 < CI; c0 += CIB) {
         __syncthreads();
-        for (int e = threadIdx.x; e < CIB * TH * TW * COB; e += blockDim.x) {
-            const int j = e % COB, t = e / COB;
+        for (int e = threadIdx.x; e < CIB * TH * TW * COBP; e += blockDim.x) {
+            const int j = e % COBP, t = e / COBP;
             const int u = t % TW, th = (t / TW) % TH, ci = t / (TW * TH);
             const int kh = ph_h + th * SH, kw = ph_w + u * SW;
-            ws[ci][th][u][j] = (kh < KH && kw < KW)
+            ws[ci][th][u][j] = (j < COB && kh < KH && kw < KW)
                 ? __ldg(w + (((long long)(c0 + ci) * CO + co0 + j) * KH + kh) * KW + kw) : 0.0f;
         }
         __syncthreads();
@@ -4225,11 +4228,25 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
                     float xv[PX];
 #pragma unroll
                     for (int p = 0; p < PX; ++p) xv[p] = xp[p] ? __ldg(xp[p] + ci * (HI * WI)) : 0.0f;
+                    if constexpr (COBP % 4 == 0) {
 #pragma unroll
-                    for (int j = 0; j < COB; ++j) {
-                        const float wv = ws[ci][th][u][j];
+                        for (int g = 0; g < COBP; g += 4) {
+                            const float4 wv = *reinterpret_cast<const float4*>(&ws[ci][th][u][g]);
 #pragma unroll
-                        for (int p = 0; p < PX; ++p) acc[p][j] = fmaf(xv[p], wv, acc[p][j]);
+                            for (int p = 0; p < PX; ++p) {
+                                acc[p][g] = fmaf(xv[p], wv.x, acc[p][g]);
+                                acc[p][g + 1] = fmaf(xv[p], wv.y, acc[p][g + 1]);
+                                acc[p][g + 2] = fmaf(xv[p], wv.z, acc[p][g + 2]);
+                                acc[p][g + 3] = fmaf(xv[p], wv.w, acc[p][g + 3]);
+                            }
+                        }
+                    } else {
+#pragma unroll
+                        for (int j = 0; j < COB; ++j) {
+                            const float wv = ws[ci][th][u][j];
+#pragma unroll
+                            for (int p = 0; p < PX; ++p) acc[p][j] = fmaf(xv[p], wv, acc[p][j]);
+                        }
                     }
                 }
             }
@@ -4419,14 +4436,16 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 21, HI = 27, WI = 27, CO = 21, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2,
-        SW = 2, PH = 0, PW = 0, COB = 1, CIB = 21, PX = 1
+        SW = 2, PH = 0, PW = 0, COB = 1, COBP = 4, CIB = 21, PX = 1
     };
     // Transposed convolution in gather form, one stride phase per block: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
     // keeps those taps' weights for COB output channels in shared memory, CIB input channels at
-    // a time; a thread computes PX output pixels of the phase (blockDim.x apart, so that a warp
-    // reads neighbouring inputs) for all COB channels, each weight read serving PX pixels.
+    // a time, each (input channel, tap) row padded to COBP floats so that a thread reads 4
+    // channels' weights at once; a thread computes PX output pixels of the phase (blockDim.x
+    // apart, so that a warp reads neighbouring inputs) for all COB channels, each weight read
+    // serving PX pixels.
     // Consecutive blocks are the SH*SW phases of the same pixels, so that the strided stores of
     // the phases meet in L2 and leave it as whole sectors.
     constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
@@ -4438,7 +4457,8 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long Y_IMAGE = 63525LL;
     const float* __restrict__ w = weights + 1290112LL;  // conv12.weight [21, 21, 3, 3]
 
-    __shared__ float ws[CIB][TH][TW][COB];
+    static_assert(COBP >= COB, "a weight row holds the block's channels");
+    __shared__ __align__(16) float ws[CIB][TH][TW][COBP];
     const int phase = blockIdx.x % (SH * SW), pixel_block = blockIdx.x / (SH * SW);
     const int ph_h = phase / SW, ph_w = phase % SW;
     const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
@@ -4457,18 +4477,18 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
         oh[p] = oh0 + (r / cols) * SH;
         ow[p] = ow0 + (r % cols) * SW;
     }
-    float acc[PX][COB];
+    float acc[PX][COBP];                                // channels past COB only ever add zeros
 #pragma unroll
     for (int p = 0; p < PX; ++p)
 #pragma unroll
-        for (int j = 0; j < COB; ++j) acc[p][j] = 0.0f;
+        for (int j = 0; j < COBP; ++j) acc[p][j] = 0.0f;
     for (int c0 = 0; c0 < CI; c0 += CIB) {
         __syncthreads();
-        for (int e = threadIdx.x; e < CIB * TH * TW * COB; e += blockDim.x) {
-            const int j = e % COB, t = e / COB;
+        for (int e = threadIdx.x; e < CIB * TH * TW * COBP; e += blockDim.x) {
+            const int j = e % COBP, t = e / COBP;
             const int u = t % TW, th = (t / TW) % TH, ci = t / (TW * TH);
             const int kh = ph_h + th * SH, kw = ph_w + u * SW;
-            ws[ci][th][u][j] = (kh < KH && kw < KW)
+            ws[ci][th][u][j] = (j < COB && kh < KH && kw < KW)
                 ? __ldg(w + (((long long)(c0 + ci) * CO + co0 + j) * KH + kh) * KW + kw) : 0.0f;
         }
         __syncthreads();
@@ -4495,11 +4515,25 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
                     float xv[PX];
 #pragma unroll
                     for (int p = 0; p < PX; ++p) xv[p] = xp[p] ? __ldg(xp[p] + ci * (HI * WI)) : 0.0f;
+                    if constexpr (COBP % 4 == 0) {
 #pragma unroll
-                    for (int j = 0; j < COB; ++j) {
-                        const float wv = ws[ci][th][u][j];
+                        for (int g = 0; g < COBP; g += 4) {
+                            const float4 wv = *reinterpret_cast<const float4*>(&ws[ci][th][u][g]);
 #pragma unroll
-                        for (int p = 0; p < PX; ++p) acc[p][j] = fmaf(xv[p], wv, acc[p][j]);
+                            for (int p = 0; p < PX; ++p) {
+                                acc[p][g] = fmaf(xv[p], wv.x, acc[p][g]);
+                                acc[p][g + 1] = fmaf(xv[p], wv.y, acc[p][g + 1]);
+                                acc[p][g + 2] = fmaf(xv[p], wv.z, acc[p][g + 2]);
+                                acc[p][g + 3] = fmaf(xv[p], wv.w, acc[p][g + 3]);
+                            }
+                        }
+                    } else {
+#pragma unroll
+                        for (int j = 0; j < COB; ++j) {
+                            const float wv = ws[ci][th][u][j];
+#pragma unroll
+                            for (int p = 0; p < PX; ++p) acc[p][j] = fmaf(xv[p], wv, acc[p][j]);
+                        }
                     }
                 }
             }
@@ -4658,14 +4692,16 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 21, HI = 55, WI = 55, CO = 21, HO = 227, WO = 227, KH = 11, KW = 11, SH = 4,
-        SW = 4, PH = 0, PW = 0, COB = 7, CIB = 21, PX = 1
+        SW = 4, PH = 0, PW = 0, COB = 7, COBP = 8, CIB = 21, PX = 1
     };
     // Transposed convolution in gather form, one stride phase per block: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
     // keeps those taps' weights for COB output channels in shared memory, CIB input channels at
-    // a time; a thread computes PX output pixels of the phase (blockDim.x apart, so that a warp
-    // reads neighbouring inputs) for all COB channels, each weight read serving PX pixels.
+    // a time, each (input channel, tap) row padded to COBP floats so that a thread reads 4
+    // channels' weights at once; a thread computes PX output pixels of the phase (blockDim.x
+    // apart, so that a warp reads neighbouring inputs) for all COB channels, each weight read
+    // serving PX pixels.
     // Consecutive blocks are the SH*SW phases of the same pixels, so that the strided stores of
     // the phases meet in L2 and leave it as whole sectors.
     constexpr int TH = (KH + SH - 1) / SH, TW = (KW + SW - 1) / SW;   // taps per phase (max)
@@ -4677,7 +4713,8 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
     constexpr long long Y_IMAGE = 1082109LL;
     const float* __restrict__ w = weights + 1296256LL;  // conv13.weight [21, 21, 11, 11]
 
-    __shared__ float ws[CIB][TH][TW][COB];
+    static_assert(COBP >= COB, "a weight row holds the block's channels");
+    __shared__ __align__(16) float ws[CIB][TH][TW][COBP];
     const int phase = blockIdx.x % (SH * SW), pixel_block = blockIdx.x / (SH * SW);
     const int ph_h = phase / SW, ph_w = phase % SW;
     const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
@@ -4696,18 +4733,18 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
         oh[p] = oh0 + (r / cols) * SH;
         ow[p] = ow0 + (r % cols) * SW;
     }
-    float acc[PX][COB];
+    float acc[PX][COBP];                                // channels past COB only ever add zeros
 #pragma unroll
     for (int p = 0; p < PX; ++p)
 #pragma unroll
-        for (int j = 0; j < COB; ++j) acc[p][j] = 0.0f;
+        for (int j = 0; j < COBP; ++j) acc[p][j] = 0.0f;
     for (int c0 = 0; c0 < CI; c0 += CIB) {
         __syncthreads();
-        for (int e = threadIdx.x; e < CIB * TH * TW * COB; e += blockDim.x) {
-            const int j = e % COB, t = e / COB;
+        for (int e = threadIdx.x; e < CIB * TH * TW * COBP; e += blockDim.x) {
+            const int j = e % COBP, t = e / COBP;
             const int u = t % TW, th = (t / TW) % TH, ci = t / (TW * TH);
             const int kh = ph_h + th * SH, kw = ph_w + u * SW;
-            ws[ci][th][u][j] = (kh < KH && kw < KW)
+            ws[ci][th][u][j] = (j < COB && kh < KH && kw < KW)
                 ? __ldg(w + (((long long)(c0 + ci) * CO + co0 + j) * KH + kh) * KW + kw) : 0.0f;
         }
         __syncthreads();
@@ -4734,11 +4771,25 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
                     float xv[PX];
 #pragma unroll
                     for (int p = 0; p < PX; ++p) xv[p] = xp[p] ? __ldg(xp[p] + ci * (HI * WI)) : 0.0f;
+                    if constexpr (COBP % 4 == 0) {
 #pragma unroll
-                    for (int j = 0; j < COB; ++j) {
-                        const float wv = ws[ci][th][u][j];
+                        for (int g = 0; g < COBP; g += 4) {
+                            const float4 wv = *reinterpret_cast<const float4*>(&ws[ci][th][u][g]);
 #pragma unroll
-                        for (int p = 0; p < PX; ++p) acc[p][j] = fmaf(xv[p], wv, acc[p][j]);
+                            for (int p = 0; p < PX; ++p) {
+                                acc[p][g] = fmaf(xv[p], wv.x, acc[p][g]);
+                                acc[p][g + 1] = fmaf(xv[p], wv.y, acc[p][g + 1]);
+                                acc[p][g + 2] = fmaf(xv[p], wv.z, acc[p][g + 2]);
+                                acc[p][g + 3] = fmaf(xv[p], wv.w, acc[p][g + 3]);
+                            }
+                        }
+                    } else {
+#pragma unroll
+                        for (int j = 0; j < COB; ++j) {
+                            const float wv = ws[ci][th][u][j];
+#pragma unroll
+                            for (int p = 0; p < PX; ++p) acc[p][j] = fmaf(xv[p], wv, acc[p][j]);
+                        }
                     }
                 }
             }

@@ -15,7 +15,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import pool_window
 from ..ir.printer import node_flops, node_params
 from ..passes.plan_memory import MemoryPlan
-from .schedule import BLOCK, GEMV_MAX_BATCH, ConvTile
+from .schedule import BLOCK, GEMV_MAX_BATCH, ConvTile, deconv_row
 
 MAX_INDEX = (1 << 31) - 1
 
@@ -179,8 +179,9 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
     elif op == "deconv":
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
         tile = plan.tiles[node.name]
-        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, COB=tile.cob, CIB=tile.cib,
-                      PX=tile.px)
+        taps = -(-kh // sh) * -(-kw // sw)
+        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, COB=tile.cob,
+                      COBP=deconv_row(tile.cob, taps), CIB=tile.cib, PX=tile.px)
         phase_pixels = n * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
         grid = (_grid(-(-phase_pixels // tile.px))[0] * sh * sw, node.type.channels // tile.cob, 1)
         template = "deconv.cu.j2"

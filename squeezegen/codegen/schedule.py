@@ -99,10 +99,22 @@ def deconv_tile(graph: Graph, node: Node, batch: int) -> DeconvTile:
     phase_blocks = -(-phase_pixels // BLOCK) * sh * sw
     cob = deconv_channels_per_block(phase_blocks, node.type.channels, DECONV_SMEM_FLOATS // taps)
     ci = graph[node.inputs[0]].type.channels
-    cib = max(d for d in range(1, ci + 1) if ci % d == 0 and d * taps * cob <= DECONV_SMEM_FLOATS)
-    fits = [px for px in (4, 2) if px * cob <= 64 and DeconvTile(cob, cib, px).blocks(
+    row = deconv_row(cob, taps)
+    cib = max(d for d in range(1, ci + 1) if ci % d == 0 and d * taps * row <= DECONV_SMEM_FLOATS)
+    fits = [px for px in (4, 2) if px * row <= 64 and DeconvTile(cob, cib, px).blocks(
         phase_pixels, node.type.channels, sh * sw) >= 4 * SMS]
     return DeconvTile(cob, cib, fits[0] if fits else 1)
+
+
+DECONV_MAX_ACC = 96              # accumulators per deconv thread (PX x the padded COB row) that
+                                 # the tuner tries; the heuristic stays at 64 (about 128 registers)
+
+
+def deconv_row(cob: int, taps: int) -> int:
+    """Floats per (input channel, tap) row of the deconv's shared weights: COB rounded up to 4,
+    so that a thread reads 4 channels' weights at once (float4), where shared memory holds it."""
+    padded = -(-cob // 4) * 4
+    return padded if taps * padded <= DECONV_SMEM_FLOATS else cob
 
 
 def deconv_channels_per_block(phase_blocks: int, channels: int, limit: int = 32) -> int:
@@ -271,13 +283,14 @@ def _deconv_candidates(graph: Graph, node: Node, batch: int) -> list[DeconvTile]
     ci, co = graph[node.inputs[0]].type.channels, node.type.channels
     tiles = []
     for cob in (d for d in range(min(co, 32), 0, -1) if co % d == 0):
-        if taps * cob > DECONV_SMEM_FLOATS:
+        row = deconv_row(cob, taps)
+        if taps * row > DECONV_SMEM_FLOATS:
             continue
-        fits = [d for d in range(1, ci + 1) if ci % d == 0 and d * taps * cob <= DECONV_SMEM_FLOATS]
+        fits = [d for d in range(1, ci + 1) if ci % d == 0 and d * taps * row <= DECONV_SMEM_FLOATS]
         tiles.append(DeconvTile(cob, max(fits)))
     tiles = tiles[:6]
     return tiles + [DeconvTile(t.cob, t.cib, px) for t in tiles[:3] for px in (2, 4)
-                    if px * t.cob <= 64]
+                    if px * deconv_row(t.cob, taps) <= DECONV_MAX_ACC]
 
 
 def _k(graph: Graph, node: Node) -> int:
