@@ -4187,8 +4187,8 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
         active[p] = q < phase_pixels;
         img[p] = active[p] ? (int)(q / (rows * cols)) : 0;
         const int r = active[p] ? (int)(q % (rows * cols)) : 0;
-        oh[p] = oh0 + (r / cols) * SH;
-        ow[p] = ow0 + (r % cols) * SW;
+        oh[p] = active[p] ? oh0 + (r / cols) * SH : 0;   // (a phase may have no columns)
+        ow[p] = active[p] ? ow0 + (r % cols) * SW : 0;
     }
     float acc[PX][COBP];                                // channels past COB only ever add zeros
 #pragma unroll
@@ -4474,8 +4474,8 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
         active[p] = q < phase_pixels;
         img[p] = active[p] ? (int)(q / (rows * cols)) : 0;
         const int r = active[p] ? (int)(q % (rows * cols)) : 0;
-        oh[p] = oh0 + (r / cols) * SH;
-        ow[p] = ow0 + (r % cols) * SW;
+        oh[p] = active[p] ? oh0 + (r / cols) * SH : 0;   // (a phase may have no columns)
+        ow[p] = active[p] ? ow0 + (r % cols) * SW : 0;
     }
     float acc[PX][COBP];                                // channels past COB only ever add zeros
 #pragma unroll
@@ -4730,8 +4730,8 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
         active[p] = q < phase_pixels;
         img[p] = active[p] ? (int)(q / (rows * cols)) : 0;
         const int r = active[p] ? (int)(q % (rows * cols)) : 0;
-        oh[p] = oh0 + (r / cols) * SH;
-        ow[p] = ow0 + (r % cols) * SW;
+        oh[p] = active[p] ? oh0 + (r / cols) * SH : 0;   // (a phase may have no columns)
+        ow[p] = active[p] ? ow0 + (r % cols) * SW : 0;
     }
     float acc[PX][COBP];                                // channels past COB only ever add zeros
 #pragma unroll
