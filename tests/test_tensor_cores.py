@@ -10,8 +10,9 @@ import pytest
 
 from squeezegen import load_model, parse_model
 from squeezegen.build import build
-from squeezegen.codegen.schedule import (ConvTile, DeconvTile, candidate_tiles, schedule,
-                                         shared_bytes, tunable, uses_tensor_cores)
+from squeezegen.codegen.schedule import (ConvTile, DeconvMmaTile, DeconvTile, candidate_tiles,
+                                         deconv_mma_shared_bytes, schedule, shared_bytes, tunable,
+                                         uses_tensor_cores)
 from squeezegen.errors import BuildError
 from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
@@ -52,11 +53,18 @@ def test_tensor_core_candidates_fit_shared_memory(precision):
                 assert all(t.mma == precision for t in mma) and len(mma) >= 8
                 assert all(shared_bytes(t) <= 48 * 1024 for t in mma)
                 assert any(not t.mma for t in cands)       # the fp32 tiles are timed too
-    for node in fused.nodes:          # deconvs: the fp32 kernel first, tensor-core tiles timed too
+    for node in fused.nodes:
         if node.op == "deconv":
             cands = candidate_tiles(fused, node, 32, precision)
-            assert isinstance(cands[0], DeconvTile)
-            assert sum(isinstance(t, ConvTile) and t.mma == precision for t in cands) >= 8
+            assert any(isinstance(t, DeconvTile) for t in cands)      # the fp32 kernel is timed too
+            if precision == "fp16":          # deconv_mma first
+                mma = [t for t in cands if isinstance(t, DeconvMmaTile)]
+                assert cands[0] == mma[0] and len(mma) >= 3
+                assert all(deconv_mma_shared_bytes(t, 21, (-(-node.attrs["kernel"][0] // node.attrs["stride"][0]),) * 2)
+                           <= 48 * 1024 for t in mma)
+            else:                            # the fp32 kernel first, deconv_tc tiles timed too
+                assert isinstance(cands[0], DeconvTile)
+                assert sum(isinstance(t, ConvTile) and t.mma == precision for t in cands) >= 8
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -84,13 +92,33 @@ def test_a_tile_the_layer_cannot_run_is_refused(precision):
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_deconvs_on_tensor_cores_when_chosen(precision):
-    fused = run_passes(load_model("models/squeezeseg.yaml"))
-    tile = [t for t in candidate_tiles(fused, fused["conv13"], 2, precision) if isinstance(t, ConvTile)][0]
+    tile = ConvTile(1, 1, bk=16, mma=precision)
     out = build("models/squeezeseg.yaml", 2, precision=precision, tiles={"conv13": tile}).output
     templates = {k.name: k.template for k in out.kernels}
-    assert templates["conv13"] == "deconv_tc.cu.j2" and templates["conv12"] == "deconv.cu.j2"
+    default = "deconv_mma.cu.j2" if precision == "fp16" else "deconv.cu.j2"
+    assert templates["conv13"] == "deconv_tc.cu.j2" and templates["conv12"] == default
     src = out.files["squeezeseg.cu"].decode()
     assert "Transposed convolution on tensor cores" in src
+
+
+def test_fp16_deconvs_run_deconv_mma():
+    """fp16 builds put every deconv on deconv_mma: squeezeseg's conv13 (21 -> 21 channels, 11x11
+    stride 4) on 256-pixel rectangles of a 57x57 phase grid, its 21 channels in one 24-wide
+    block; the mma helpers are defined once; a tile it cannot run is refused."""
+    out = build("models/squeezeseg.yaml", 32, precision="fp16").output
+    deconvs = {k.name: k for k in out.kernels if k.node.op == "deconv"}
+    assert {k.template for k in deconvs.values()} == {"deconv_mma.cu.j2"}
+    conv13 = deconvs["conv13"]
+    assert conv13.extra["tile"] == {"r": 4, "c": 64, "bn": 24, "mma": "fp16"}
+    assert conv13.grid == (32 * 15 * 1 * 16, 1, 1)       # batch x rectangles x phases
+    src = out.files["squeezeseg.cu"].decode()
+    assert src.count("static __device__ __forceinline__ void sg_mma_16x8x8") == 1
+    assert "mma.sync m16n8k8" in src
+    for bad in (DeconvMmaTile(4, 30, 24), DeconvMmaTile(4, 64, 20), DeconvMmaTile(64, 64, 32)):
+        with pytest.raises(BuildError, match="cannot run a deconv layer in a fp16 build"):
+            build("models/squeezeseg.yaml", 2, precision="fp16", tiles={"conv13": bad})
+    with pytest.raises(BuildError, match="cannot run a deconv layer in a tf32 build"):
+        build("models/squeezeseg.yaml", 2, precision="tf32", tiles={"conv13": DeconvMmaTile(4, 64, 24)})
 
 
 @needs_nvcc

@@ -15,7 +15,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import pool_window
 from ..ir.printer import node_flops, node_params
 from ..passes.plan_memory import MemoryPlan
-from .schedule import BLOCK, GEMV_MAX_BATCH, ConvTile, deconv_row
+from .schedule import BLOCK, GEMV_MAX_BATCH, ConvTile, DeconvMmaTile, deconv_row
 
 MAX_INDEX = (1 << 31) - 1
 
@@ -176,6 +176,17 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
         extra["mma"] = tile.mma
         extra["bias"] = node.attrs["bias"]
         extra["tile"] = gemm_tile_fields(tile)
+    elif op == "deconv" and isinstance(plan.tiles[node.name], DeconvMmaTile):   # fp16 mma.sync
+        (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
+        tile = plan.tiles[node.name]
+        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, R=tile.r, C=tile.c, BN=tile.bn)
+        rows, cols = -(-node.type.spatial[0] // sh), -(-node.type.spatial[1] // sw)
+        tiles = -(-rows // tile.r) * -(-cols // tile.c)     # rectangles of a phase's pixels
+        grid = (n * tiles * sh * sw, -(-node.type.channels // tile.bn), 1)
+        template = "deconv_mma.cu.j2"
+        extra["mma"] = "fp16"
+        extra["bias"] = node.attrs["bias"]
+        extra["tile"] = {"r": tile.r, "c": tile.c, "bn": tile.bn, "mma": "fp16"}
     elif op == "deconv":
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
         tile = plan.tiles[node.name]
@@ -285,6 +296,9 @@ def tile_text(tile: dict) -> str:
         pixels = f"{tile['px']} pixels" if tile["px"] > 1 else "1 pixel"
         return (f"{tile['cob']} output channels x {pixels} per thread, {tile['cib']} "
                 f"input channels of weights per shared-memory pass")
+    if "r" in tile:
+        return (f"{tile['r']}x{tile['c']} pixels of a stride phase x {tile['bn']} channels per "
+                f"block on tensor cores (fp16, fp32 accumulation; mma.sync m16n8k8)")
     if tile.get("mma"):
         return (f"{tile['bm']} pixels x {tile['bn']} channels per block on tensor cores "
                 f"({tile['mma']}, fp32 accumulation; {tile['tm']}x{tile['tn']} 16x16 fragments per "

@@ -129,7 +129,67 @@ def deconv_channels_per_block(phase_blocks: int, channels: int, limit: int = 32)
     return small[-1] if small else divisors[-1]
 
 
-Tile = ConvTile | DeconvTile
+@dataclass(frozen=True)
+class DeconvMmaTile:
+    """fp16 tensor-core transposed convolution (deconv_mma.cu.j2): a block of 8 warps computes
+    an R x C rectangle of one stride phase's pixels (R * C a multiple of 128, so that each warp
+    owns whole 16-pixel fragments) for BN output channels (a multiple of 8), with the input patch
+    those pixels read and the phase's weights staged in shared memory as fp16."""
+    r: int
+    c: int
+    bn: int
+
+    def blocks(self, batch: int, phase_grid: tuple[int, int], channels: int, phases: int) -> int:
+        rows, cols = phase_grid
+        return batch * -(-rows // self.r) * -(-cols // self.c) * phases * -(-channels // self.bn)
+
+
+DECONV_MMA_PIXELS = (128, 256, 512)       # pixels per block the tuner tries (1, 2, 4 fragments
+DECONV_MMA_COLS = (8, 16, 32, 64, 128)    # per warp), in rectangles this many columns wide
+
+
+def deconv_mma_shared_bytes(tile: DeconvMmaTile, ci: int, taps: tuple[int, int]) -> int:
+    """Static shared memory of deconv_mma: the fp16 input patch and the phase's weights, both
+    with rows of LDK halves (KC input channels padded to an odd number of 16-byte units)."""
+    kc = 32 if ci >= 32 else -(-ci // 8) * 8
+    ldk = kc if (kc // 8) % 2 else kc + 8
+    th, tw = taps
+    return 2 * ldk * ((tile.r + th - 1) * (tile.c + tw - 1) + th * tw * tile.bn)
+
+
+def deconv_mma_tiles(graph: Graph, node: Node, batch: int) -> list[DeconvMmaTile]:
+    """The deconv_mma tiles that fit in 48 KB of shared memory, best first: the heuristic wants
+    two waves of blocks, then a padding of the phase's pixel grid within 5% of the least, then
+    256 pixels per block (2 fragments per warp), then the least padding and the widest; the
+    channel block is the multiple of 8 (up to 32) that pads the channels least."""
+    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
+    taps = (-(-kh // sh), -(-kw // sw))
+    grid = (-(-node.type.spatial[0] // sh), -(-node.type.spatial[1] // sw))
+    ci, co = graph[node.inputs[0]].type.channels, node.type.channels
+    bn = min((32, 24, 16, 8), key=lambda b: (-(-co // b) * b, -b))
+    tiles = [DeconvMmaTile(pixels // c, c, bn) for pixels in DECONV_MMA_PIXELS
+             for c in DECONV_MMA_COLS if pixels % c == 0]
+    tiles = [t for t in tiles if deconv_mma_shared_bytes(t, ci, taps) <= 48 * 1024
+             and t.c < 2 * grid[1] and t.r < 2 * grid[0]]
+
+    def padding(t: DeconvMmaTile) -> float:
+        return -(-grid[0] // t.r) * t.r * -(-grid[1] // t.c) * t.c / (grid[0] * grid[1])
+    least = min((padding(t) for t in tiles), default=1.0)
+    return sorted(tiles, key=lambda t: (t.blocks(batch, grid, co, sh * sw) < 2 * SMS,
+                                        padding(t) > 1.05 * least, abs(t.r * t.c - 256),
+                                        padding(t), -t.c))
+
+
+def deconv_mma_runs(graph: Graph, node: Node, tile: DeconvMmaTile) -> bool:
+    """Whether deconv_mma can run `node` with `tile`: whole fragments, and shared memory."""
+    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
+    ci = graph[node.inputs[0]].type.channels
+    return (tile.r > 0 and tile.c > 0 and tile.r * tile.c % 128 == 0 and 0 < tile.bn <= 32
+            and tile.bn % 8 == 0 and deconv_mma_shared_bytes(
+                tile, ci, (-(-kh // sh), -(-kw // sw))) <= 48 * 1024)
+
+
+Tile = ConvTile | DeconvTile | DeconvMmaTile
 
 
 def tunable(node: Node, batch: int) -> bool:
@@ -146,10 +206,11 @@ def uses_tensor_cores(node: Node, precision: str) -> bool:
     layers of GEMM size (a linear layer at batch <= GEMV_MAX_BATCH is a matrix-vector kernel,
     in fp32), but not a conv with a fused max pool (the fp32 tiles group whole windows per
     thread). The heuristic still keeps the fp32 tiles where tensor-core tiles would leave most
-    SMs idle (`default_tile`). A deconv keeps the fp32 kernel unless the autotuner finds a
-    tensor-core tile faster (`tensor_core_candidates`): on the H200, squeezeseg's conv13 takes
-    0.62 ms on the fp32 kernel and 0.73 ms on the best tensor-core tile at batch 32
-    (benchmarks/results/conv13_fp16_probe.log)."""
+    SMs idle (`default_tile`). Deconvs have their own kernels: in fp16 builds deconv_mma
+    (`deconv_mma_tiles`); in tf32 builds the fp32 kernel, unless the autotuner finds a
+    deconv_tc tile faster (`tensor_core_candidates`; on the H200, squeezeseg's conv13 took
+    0.62 ms on the fp32 kernel and 0.73 ms on deconv_tc's best fp16 tile at batch 32,
+    benchmarks/results/conv13_fp16_probe.log)."""
     return precision != "fp32" and node.op in ("conv", "linear") and "pool" not in node.attrs
 
 
@@ -161,7 +222,8 @@ def tensor_core_candidates(node: Node, precision: str) -> bool:
 def default_tile(graph: Graph, node: Node, batch: int, precision: str = "fp32") -> Tile:
     """The heuristic's tile: what a build uses when nothing was tuned."""
     if node.op == "deconv":
-        return deconv_tile(graph, node, batch)
+        fp16 = deconv_mma_tiles(graph, node, batch) if precision == "fp16" else []
+        return fp16[0] if fp16 else deconv_tile(graph, node, batch)
     rows, k = gemm_rows(node, batch), _k(graph, node)
     if uses_tensor_cores(node, precision):
         tile = mma_tile(rows, node.type.channels, precision)
@@ -205,9 +267,12 @@ def schedule(graph: Graph, batch: int, chosen: dict[str, Tile] | None = None,
 
 def check_tile(graph: Graph, node: Node, tile: Tile, precision: str) -> None:
     """Refuse a tile the node's kernels cannot run: a deconv tile on a conv, a tensor-core tile
-    of another precision (or on a pooled conv), an fp32 GEMM tile on a deconv."""
+    of another precision (or on a pooled conv), an fp32 GEMM tile on a deconv, a deconv_mma
+    tile outside fp16 builds or one whose fragments or shared memory do not fit."""
     if isinstance(tile, DeconvTile):
         ok = node.op == "deconv"
+    elif isinstance(tile, DeconvMmaTile):
+        ok = node.op == "deconv" and precision == "fp16" and deconv_mma_runs(graph, node, tile)
     elif not isinstance(tile, ConvTile):
         ok = False
     elif tile.mma:
@@ -227,7 +292,9 @@ def candidate_tiles(graph: Graph, node: Node, batch: int, precision: str = "fp32
     else:        # fp32 tiles, in tf32/fp16 builds too: they can split K where tensor cores idle
         others = _conv_candidates(gemm_rows(node, batch), node.type.channels, _k(graph, node),
                                   pool_window(node.attrs))
-    if tensor_core_candidates(node, precision):
+    if node.op == "deconv" and precision == "fp16":     # deconv_mma (deconv_tc only in tf32)
+        others += deconv_mma_tiles(graph, node, batch)[:8]
+    elif tensor_core_candidates(node, precision):
         mma = [ConvTile(tm, tn, bk=bk, mma=precision) for tm in (1, 2) for tn in (1, 2, 3, 4)
                for bk in (16, 32)]
         others += [t for t in mma if shared_bytes(t) <= 48 * 1024]

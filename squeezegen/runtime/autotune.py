@@ -27,8 +27,8 @@ import numpy as np
 
 from .. import __version__
 from ..build import Build, build
-from ..codegen.schedule import (ConvTile, DeconvTile, Tile, candidate_tiles, tensor_core_candidates,
-                                tunable)
+from ..codegen.schedule import (ConvTile, DeconvMmaTile, DeconvTile, Tile, candidate_tiles,
+                                tensor_core_candidates, tunable)
 from ..errors import BuildError, SqueezegenError
 from ..frontend import load_model
 from ..fsutil import atomic_write
@@ -56,14 +56,17 @@ def layer_signature(graph: Graph, node: Node, batch: int, precision: str = "fp32
     return f"{node.op}|{ins}->{out}|{attrs}|{epilogue}|{view}|n{batch}{tail}"
 
 
+TILE_KINDS = {"conv": ConvTile, "deconv": DeconvTile, "deconv_mma": DeconvMmaTile}
+
+
 def tile_to_json(tile: Tile) -> dict:
-    return {"kind": "deconv" if isinstance(tile, DeconvTile) else "conv", **asdict(tile)}
+    kind = next(k for k, cls in TILE_KINDS.items() if isinstance(tile, cls))
+    return {"kind": kind, **asdict(tile)}
 
 
 def tile_from_json(data: dict) -> Tile:
     data = dict(data)
-    kind = data.pop("kind")
-    return DeconvTile(**data) if kind == "deconv" else ConvTile(**data)
+    return TILE_KINDS[data.pop("kind")](**data)
 
 
 def tuning_file() -> Path:
@@ -71,7 +74,7 @@ def tuning_file() -> Path:
 
 
 TUNED_TEMPLATES = ("conv_gemm.cu.j2", "conv_gemm_wide.cu.j2", "conv_gemm_tc.cu.j2", "deconv.cu.j2",
-                   "deconv_tc.cu.j2", "_macros.cu.j2")
+                   "deconv_tc.cu.j2", "deconv_mma.cu.j2", "_macros.cu.j2")
 
 
 @lru_cache(maxsize=None)
