@@ -160,7 +160,7 @@ layers:
   - {name: gap, op: avgpool, input: input, global: true}
   - {name: tiny, op: deconv, out: 5, kernel: 3, stride: 4}
   - {name: sparse, op: deconv, input: input, out: 6, kernel: [2, 7], stride: [3, 2], pad: [0, 3]}
-  - {name: wide, op: deconv, input: c, out: 37, kernel: [4, 3], stride: [2, 3], pad: [1, 2], relu: true}
+  - {name: wide, op: deconv, input: c, out: 37, kernel: [4, 3], stride: [2, 3], pad: [1, 2]}
 output: [up8, c, tiny, sparse, wide]
 """
 
