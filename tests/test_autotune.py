@@ -161,7 +161,8 @@ layers:
   - {name: tiny, op: deconv, out: 5, kernel: 3, stride: 4}
   - {name: sparse, op: deconv, input: input, out: 6, kernel: [2, 7], stride: [3, 2], pad: [0, 3]}
   - {name: wide, op: deconv, input: c, out: 37, kernel: [4, 3], stride: [2, 3], pad: [1, 2]}
-output: [up8, c, tiny, sparse, wide]
+  - {name: wide_relu, op: relu, input: wide}
+output: [up8, c, tiny, sparse, wide_relu]
 """
 
 TOL = {"fp32": 1e-4, "tf32": 2e-2, "fp16": 2e-2}

@@ -121,6 +121,23 @@ def test_fp16_deconvs_run_deconv_mma():
         build("models/squeezeseg.yaml", 2, precision="tf32", tiles={"conv13": DeconvMmaTile(4, 64, 24)})
 
 
+def test_small_phases_keep_the_fp32_deconv_but_time_deconv_mma():
+    """A deconv whose stride phases are smaller than any 128-pixel rectangle stays on the fp32
+    kernel by default; the autotuner still times deconv_mma rectangles for it."""
+    g = parse_model("""
+name: small
+input: {shape: [21, 5, 4]}
+layers:
+  - {name: up8, op: deconv, out: 21, kernel: 16, stride: 8, pad: 4}
+output: up8
+""")
+    fused = run_passes(g)
+    cands = candidate_tiles(fused, fused["up8"], 3, "fp16")
+    assert isinstance(cands[0], DeconvTile)                   # phases of 5x4 pixels
+    assert sum(isinstance(t, DeconvMmaTile) for t in cands) == 8
+    assert build(g, 3, precision="fp16").output.kernels[0].template == "deconv.cu.j2"
+
+
 @needs_nvcc
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_tensor_core_builds_compile(precision, tmp_path):

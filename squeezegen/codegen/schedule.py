@@ -157,25 +157,37 @@ def deconv_mma_shared_bytes(tile: DeconvMmaTile, ci: int, taps: tuple[int, int])
     return 2 * ldk * ((tile.r + th - 1) * (tile.c + tw - 1) + th * tw * tile.bn)
 
 
+def phase_grid(node: Node) -> tuple[int, int]:
+    """Rows and columns of a transposed convolution's largest stride phase."""
+    (sh, sw) = node.attrs["stride"]
+    return -(-node.type.spatial[0] // sh), -(-node.type.spatial[1] // sw)
+
+
+def deconv_mma_fits_grid(tile: DeconvMmaTile, grid: tuple[int, int]) -> bool:
+    """Whether the rectangle is less than twice the phase's grid each way (little padding)."""
+    return tile.r < 2 * grid[0] and tile.c < 2 * grid[1]
+
+
 def deconv_mma_tiles(graph: Graph, node: Node, batch: int) -> list[DeconvMmaTile]:
-    """The deconv_mma tiles that fit in 48 KB of shared memory, best first: the heuristic wants
-    two waves of blocks, then a padding of the phase's pixel grid within 5% of the least, then
-    256 pixels per block (2 fragments per warp), then the least padding and the widest; the
-    channel block is the multiple of 8 (up to 32) that pads the channels least."""
+    """The deconv_mma tiles that fit in 48 KB of shared memory, best first: rectangles that fit
+    the phase's grid (`deconv_mma_fits_grid`), then two waves of blocks, then a padding of the
+    grid within 5% of the least, then 256 pixels per block (2 fragments per warp), then the
+    least padding and the widest. The channel block is the multiple of 8 (up to 32) that pads
+    the channels least."""
     (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
     taps = (-(-kh // sh), -(-kw // sw))
-    grid = (-(-node.type.spatial[0] // sh), -(-node.type.spatial[1] // sw))
+    grid = phase_grid(node)
     ci, co = graph[node.inputs[0]].type.channels, node.type.channels
     bn = min((32, 24, 16, 8), key=lambda b: (-(-co // b) * b, -b))
     tiles = [DeconvMmaTile(pixels // c, c, bn) for pixels in DECONV_MMA_PIXELS
              for c in DECONV_MMA_COLS if pixels % c == 0]
-    tiles = [t for t in tiles if deconv_mma_shared_bytes(t, ci, taps) <= 48 * 1024
-             and t.c < 2 * grid[1] and t.r < 2 * grid[0]]
+    tiles = [t for t in tiles if deconv_mma_shared_bytes(t, ci, taps) <= 48 * 1024]
 
     def padding(t: DeconvMmaTile) -> float:
         return -(-grid[0] // t.r) * t.r * -(-grid[1] // t.c) * t.c / (grid[0] * grid[1])
-    least = min((padding(t) for t in tiles), default=1.0)
-    return sorted(tiles, key=lambda t: (t.blocks(batch, grid, co, sh * sw) < 2 * SMS,
+    least = min((padding(t) for t in tiles if deconv_mma_fits_grid(t, grid)), default=1.0)
+    return sorted(tiles, key=lambda t: (not deconv_mma_fits_grid(t, grid),
+                                        t.blocks(batch, grid, co, sh * sw) < 2 * SMS,
                                         padding(t) > 1.05 * least, abs(t.r * t.c - 256),
                                         padding(t), -t.c))
 
@@ -223,7 +235,9 @@ def default_tile(graph: Graph, node: Node, batch: int, precision: str = "fp32") 
     """The heuristic's tile: what a build uses when nothing was tuned."""
     if node.op == "deconv":
         fp16 = deconv_mma_tiles(graph, node, batch) if precision == "fp16" else []
-        return fp16[0] if fp16 else deconv_tile(graph, node, batch)
+        if fp16 and deconv_mma_fits_grid(fp16[0], phase_grid(node)):
+            return fp16[0]          # else a phase is too small for a tensor-core rectangle
+        return deconv_tile(graph, node, batch)
     rows, k = gemm_rows(node, batch), _k(graph, node)
     if uses_tensor_cores(node, precision):
         tile = mma_tile(rows, node.type.channels, precision)
