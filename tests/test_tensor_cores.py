@@ -60,8 +60,10 @@ def test_tensor_core_candidates_fit_shared_memory(precision):
             if precision == "fp16":          # deconv_mma first
                 mma = [t for t in cands if isinstance(t, DeconvMmaTile)]
                 assert cands[0] == mma[0] and len(mma) >= 3
-                assert all(deconv_mma_shared_bytes(t, 21, (-(-node.attrs["kernel"][0] // node.attrs["stride"][0]),) * 2)
-                           <= 48 * 1024 for t in mma)
+                (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
+                ci = fused[node.inputs[0]].type.channels
+                assert all(deconv_mma_shared_bytes(t, ci, (-(-kh // sh), -(-kw // sw))) <= 48 * 1024
+                           for t in mma)
             else:                            # the fp32 kernel first, deconv_tc tiles timed too
                 assert isinstance(cands[0], DeconvTile)
                 assert sum(isinstance(t, ConvTile) and t.mma == precision for t in cands) >= 8
@@ -136,6 +138,28 @@ output: up8
     assert isinstance(cands[0], DeconvTile)                   # phases of 5x4 pixels
     assert sum(isinstance(t, DeconvMmaTile) for t in cands) == 8
     assert build(g, 3, precision="fp16").output.kernels[0].template == "deconv.cu.j2"
+
+
+def test_deconv_mma_narrows_its_channel_block_to_fit_shared_memory():
+    """A 7x7 stride-2 deconv with 64 -> 64 channels: 32 channels of staged weights per block do
+    not fit in 48 KB with any rectangle, 16 do; the tile round-trips the tuning cache's JSON and
+    the kernel comment says what it is."""
+    from squeezegen.runtime.autotune import tile_from_json, tile_to_json
+    g = parse_model("""
+name: wide
+input: {shape: [64, 30, 30]}
+layers:
+  - {name: up, op: deconv, out: 64, kernel: 7, stride: 2, pad: 3}
+output: up
+""")
+    out = build(g, 4, precision="fp16").output
+    (kernel,) = out.kernels
+    assert kernel.template == "deconv_mma.cu.j2" and kernel.extra["tile"]["bn"] == 16
+    assert kernel.grid[1] == 4                                # 64 channels in blocks of 16
+    tile = DeconvMmaTile(kernel.extra["tile"]["r"], kernel.extra["tile"]["c"], 16)
+    assert tile_from_json(tile_to_json(tile)) == tile and tile_to_json(tile)["kind"] == "deconv_mma"
+    src = out.files["wide.cu"].decode()
+    assert f"tile: {tile.r}x{tile.c} pixels of a stride phase x 16 channels per block on tensor cores" in src
 
 
 @needs_nvcc

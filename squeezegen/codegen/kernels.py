@@ -15,7 +15,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import pool_window
 from ..ir.printer import node_flops, node_params
 from ..passes.plan_memory import MemoryPlan
-from .schedule import BLOCK, GEMV_MAX_BATCH, ConvTile, DeconvMmaTile, deconv_row
+from .schedule import BLOCK, GEMV_MAX_BATCH, ConvTile, DeconvMmaTile, deconv_row, phase_grid
 
 MAX_INDEX = (1 << 31) - 1
 
@@ -180,7 +180,7 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
         (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
         tile = plan.tiles[node.name]
         consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, R=tile.r, C=tile.c, BN=tile.bn)
-        rows, cols = -(-node.type.spatial[0] // sh), -(-node.type.spatial[1] // sw)
+        rows, cols = phase_grid(node)
         tiles = -(-rows // tile.r) * -(-cols // tile.c)     # rectangles of a phase's pixels
         grid = (n * tiles * sh * sw, -(-node.type.channels // tile.bn), 1)
         template = "deconv_mma.cu.j2"

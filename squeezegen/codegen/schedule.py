@@ -173,15 +173,18 @@ def deconv_mma_tiles(graph: Graph, node: Node, batch: int) -> list[DeconvMmaTile
     the phase's grid (`deconv_mma_fits_grid`), then two waves of blocks, then a padding of the
     grid within 5% of the least, then 256 pixels per block (2 fragments per warp), then the
     least padding and the widest. The channel block is the multiple of 8 (up to 32) that pads
-    the channels least."""
+    the channels least and still leaves a rectangle whose staged weights fit."""
     (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
     taps = (-(-kh // sh), -(-kw // sw))
     grid = phase_grid(node)
     ci, co = graph[node.inputs[0]].type.channels, node.type.channels
-    bn = min((32, 24, 16, 8), key=lambda b: (-(-co // b) * b, -b))
-    tiles = [DeconvMmaTile(pixels // c, c, bn) for pixels in DECONV_MMA_PIXELS
-             for c in DECONV_MMA_COLS if pixels % c == 0]
-    tiles = [t for t in tiles if deconv_mma_shared_bytes(t, ci, taps) <= 48 * 1024]
+    tiles = []
+    for bn in sorted((32, 24, 16, 8), key=lambda b: (-(-co // b) * b, -b)):
+        tiles = [t for t in (DeconvMmaTile(pixels // c, c, bn) for pixels in DECONV_MMA_PIXELS
+                             for c in DECONV_MMA_COLS if pixels % c == 0)
+                 if deconv_mma_shared_bytes(t, ci, taps) <= 48 * 1024]
+        if tiles:
+            break
 
     def padding(t: DeconvMmaTile) -> float:
         return -(-grid[0] // t.r) * t.r * -(-grid[1] // t.c) * t.c / (grid[0] * grid[1])
@@ -193,10 +196,12 @@ def deconv_mma_tiles(graph: Graph, node: Node, batch: int) -> list[DeconvMmaTile
 
 
 def deconv_mma_runs(graph: Graph, node: Node, tile: DeconvMmaTile) -> bool:
-    """Whether deconv_mma can run `node` with `tile`: whole fragments, and shared memory."""
+    """Whether deconv_mma can run `node` with `tile`: whole fragments (at most 4 per warp, so
+    that the accumulators stay in registers), and shared memory."""
     (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
     ci = graph[node.inputs[0]].type.channels
-    return (tile.r > 0 and tile.c > 0 and tile.r * tile.c % 128 == 0 and 0 < tile.bn <= 32
+    return (tile.r > 0 and tile.c > 0 and tile.r * tile.c % 128 == 0
+            and tile.r * tile.c <= max(DECONV_MMA_PIXELS) and 0 < tile.bn <= 32
             and tile.bn % 8 == 0 and deconv_mma_shared_bytes(
                 tile, ci, (-(-kh // sh), -(-kw // sw))) <= 48 * 1024)
 
@@ -218,8 +223,9 @@ def uses_tensor_cores(node: Node, precision: str) -> bool:
     layers of GEMM size (a linear layer at batch <= GEMV_MAX_BATCH is a matrix-vector kernel,
     in fp32), but not a conv with a fused max pool (the fp32 tiles group whole windows per
     thread). The heuristic still keeps the fp32 tiles where tensor-core tiles would leave most
-    SMs idle (`default_tile`). Deconvs have their own kernels: in fp16 builds deconv_mma
-    (`deconv_mma_tiles`); in tf32 builds the fp32 kernel, unless the autotuner finds a
+    SMs idle (`default_tile`). Deconvs have their own kernels: in fp16 builds deconv_mma where
+    a phase holds one of its rectangles (`deconv_mma_tiles`), else the fp32 kernel; in tf32
+    builds the fp32 kernel, unless the autotuner finds a
     deconv_tc tile faster (`tensor_core_candidates`; on the H200, squeezeseg's conv13 took
     0.62 ms on the fp32 kernel and 0.73 ms on deconv_tc's best fp16 tile at batch 32,
     benchmarks/results/conv13_fp16_probe.log)."""

@@ -74,7 +74,7 @@ def tuning_file() -> Path:
 
 
 TUNED_TEMPLATES = ("conv_gemm.cu.j2", "conv_gemm_wide.cu.j2", "conv_gemm_tc.cu.j2", "deconv.cu.j2",
-                   "deconv_tc.cu.j2", "deconv_mma.cu.j2", "_macros.cu.j2")
+                   "deconv_tc.cu.j2", "deconv_mma.cu.j2", "_macros.cu.j2", "_mma.cu.j2")
 
 
 @lru_cache(maxsize=None)
