@@ -161,13 +161,26 @@ def _cmd_build(args) -> int:
     return 0
 
 
+COMPARE_VARIANTS = ("eager", "graph", "compile", "fp16", "numpy")
+
+
+def compare_variants(text: str, precision: str = "fp32") -> list[str]:
+    """`--compare`'s list: `torch` is every PyTorch variant that fits the build's precision
+    (eager, eager + CUDA graph and torch.compile; fp16 channels_last too in fp16 builds);
+    `none` is nothing."""
+    names = [] if text == "none" else [n.strip() for n in text.split(",") if n.strip()]
+    torch = ["eager", "graph", "compile"] + (["fp16"] if precision == "fp16" else [])
+    expanded = [v for n in names for v in (torch if n == "torch" else [n])]
+    unknown = sorted(set(expanded) - set(COMPARE_VARIANTS))
+    if unknown or not (names or text == "none"):
+        raise SqueezegenError(f"--compare takes torch, {', '.join(COMPARE_VARIANTS)} or none "
+                              f"(comma-separated), got '{text}'", field="compare")
+    return list(dict.fromkeys(expanded))
+
+
 def _cmd_bench(args) -> int:
     from .runtime.bench import bench, format_bench
-    compare = [] if args.compare == "none" else args.compare.split(",")
-    unknown = set(compare) - {"eager", "graph", "compile", "fp16", "numpy"}
-    if unknown:
-        raise SqueezegenError(f"--compare takes eager, graph, compile, fp16, numpy or none, got "
-                              f"{', '.join(sorted(unknown))}")
+    compare = compare_variants(args.compare, args.precision)
     weights = args.weights
     if weights is None:
         from .weights import init_weights
@@ -296,8 +309,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=_batches, default=[1, 8, 32, 128], help="[1,8,32,128]")
     s.add_argument("--compare", default="eager,graph",
                    help="what to time beside: PyTorch eager, graph, compile (fp32), fp16 "
-                        "(channels_last + graph); numpy (the CPU reference); or none "
-                        "[eager,graph]")
+                        "(channels_last + graph), or torch (all of them that fit --precision); "
+                        "numpy (the CPU reference); or none [eager,graph]")
     s.add_argument("--per-layer", action="store_true", help="time every kernel alone too")
     s.add_argument("--iters", type=_positive_int, default=50, help="timed runs per batch [50]")
     s.add_argument("--json", help="write the results (with GPU, driver, commit, date) here")

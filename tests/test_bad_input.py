@@ -532,3 +532,16 @@ def test_check_input_in_process(setup):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         net(setup.x)                        # finite input: no warning
+
+
+def test_bench_compare_names_and_a_bad_one():
+    """`--compare torch` is every PyTorch variant that fits the precision; a wrong name is a
+    one-line error before anything runs."""
+    from squeezegen.cli import compare_variants
+    assert compare_variants("torch") == ["eager", "graph", "compile"]
+    assert compare_variants("torch,numpy", "fp16") == ["eager", "graph", "compile", "fp16", "numpy"]
+    assert compare_variants("graph, eager,graph") == ["graph", "eager"]
+    assert compare_variants("none") == []
+    check_error(cli("bench", ROOT / "models/squeezeseg.yaml", "--compare", "torch,cudnn"),
+                "--compare takes torch", "'torch,cudnn'")
+    check_error(cli("bench", ROOT / "models/squeezeseg.yaml", "--compare", ","), "--compare takes")
