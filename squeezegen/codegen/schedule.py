@@ -144,8 +144,10 @@ class DeconvMmaTile:
         return batch * -(-rows // self.r) * -(-cols // self.c) * phases * -(-channels // self.bn)
 
 
-DECONV_MMA_PIXELS = (128, 256, 512)       # pixels per block the tuner tries (1, 2, 4 fragments
-DECONV_MMA_COLS = (8, 16, 32, 64, 128)    # per warp), in rectangles this many columns wide
+# the deconv_mma rectangles: 128, 256 or 512 pixels per block (1, 2 or 4 fragments per warp),
+# this many columns wide
+DECONV_MMA_PIXELS = (128, 256, 512)
+DECONV_MMA_COLS = (8, 16, 32, 64, 128)
 
 
 def deconv_mma_shared_bytes(tile: DeconvMmaTile, ci: int, taps: tuple[int, int]) -> int:
@@ -225,9 +227,9 @@ def uses_tensor_cores(node: Node, precision: str) -> bool:
     thread). The heuristic still keeps the fp32 tiles where tensor-core tiles would leave most
     SMs idle (`default_tile`). Deconvs have their own kernels: in fp16 builds deconv_mma where
     a phase holds one of its rectangles (`deconv_mma_tiles`), else the fp32 kernel; in tf32
-    builds the fp32 kernel, unless the autotuner finds a
-    deconv_tc tile faster (`tensor_core_candidates`; on the H200, squeezeseg's conv13 took
-    0.62 ms on the fp32 kernel and 0.73 ms on deconv_tc's best fp16 tile at batch 32,
+    builds the fp32 kernel, unless the autotuner finds a deconv_tc tile faster
+    (`tensor_core_candidates`; on the H200, squeezeseg's conv13 took 0.62 ms on the fp32
+    kernel and 0.73 ms on deconv_tc's best fp16 tile at batch 32,
     benchmarks/results/conv13_fp16_probe.log)."""
     return precision != "fp32" and node.op in ("conv", "linear") and "pool" not in node.attrs
 
