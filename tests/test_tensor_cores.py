@@ -1,5 +1,6 @@
 """tf32 / fp16 builds: the conv and linear GEMMs on tensor cores (WMMA, fp32 accumulation, fp32
-storage). CPU: the schedule, the generated code and nvcc. GPU (marker `gpu`): the numbers against
+storage), and fp16 transposed convolutions on deconv_mma (mma.sync). CPU: the schedule, the
+generated code and nvcc. GPU (marker `gpu`): the numbers against
 the fp32 NumPy reference, within a tolerance that fits 10-bit mantissas."""
 from __future__ import annotations
 
