@@ -242,22 +242,13 @@ class _FakeGPU:
 
     def __init__(self, monkeypatch, broken_compile=(), wrong_output=()):
         import squeezegen.runtime.bench as bench_mod
+        import squeezegen.runtime.device as device_mod
         import squeezegen.runtime.network as net_mod
         self.rounds_run = []
         fake = self
 
-        class Device:
-            def name(self):
-                return "Fake GPU"
-
-        class Driver:
-            class Context:
-                @staticmethod
-                def get_device():
-                    return Device()
-
         class Network:
-            def __init__(self, result, weights, use_graph=True):
+            def __init__(self, result, weights, use_graph=True, device=0):
                 fake.rounds_run.append(result)
                 self.result, self.weights = result, weights
 
@@ -292,8 +283,8 @@ class _FakeGPU:
                     raise at.BuildError(f"nvcc failed on {source}: fake error")
             return b""
 
-        monkeypatch.setattr(net_mod, "cuda", lambda: Driver())
-        monkeypatch.setattr(net_mod, "device_arch", lambda: "sm_90")
+        monkeypatch.setattr(device_mod, "device_name", lambda device=0: "Fake GPU")
+        monkeypatch.setattr(net_mod, "device_arch", lambda device=0: "sm_90")
         monkeypatch.setattr(net_mod, "Network", Network)
         monkeypatch.setattr(bench_mod, "time_kernels", time_kernels)
         monkeypatch.setattr(at, "compile_cubin", compile_cubin)

@@ -58,34 +58,40 @@ def _median_events(drv, stream, fn, iters: int, warm: int) -> float:
 def time_network(net: Network, iters: int, warm: int = 10) -> float:
     x = np.random.default_rng(0).uniform(-1, 1, (net.batch,) + net.graph.input.type.shape)
     net(x.astype(np.float32))
-    return _median_events(net._drv, net.stream, net.forward_async, iters, warm)
+    with net.active():
+        return _median_events(net._drv, net.stream, net.forward_async, iters, warm)
 
 
 def time_kernels(net: Network, repeats: int = 20) -> list[dict]:
     """Each kernel alone: `repeats` back-to-back launches replayed as one CUDA graph (so Python
     launch overhead is not measured), with its FLOPs and bytes."""
     from .cuda_graph import CudaGraph
-    drv, stream = net._drv, net.stream
-    outs = [int(o) for o in net._outputs]
     lib = CudaGraph.available()
-    rows = []
-    for i, k in enumerate(net.build.output.manifest["kernels"]):
-        def launches(i=i):
-            for _ in range(repeats):
-                net.launch_kernels(stream, int(net._input), outs, only=i)
-        graph = None
-        if lib is not None:
-            graph = CudaGraph(lib, stream.handle)
-            with graph:
-                launches()
-        run = (lambda g=graph: g.launch(stream.handle)) if graph else launches
-        ms = _median_events(drv, stream, run, 5, 2) / repeats
-        if graph:
-            graph.close()
-        rows.append({"kernel": k["name"], "layers": k["layers"], "ms": ms, "flops": k["flops"],
-                     "bytes": k["bytes"], "tflops": k["flops"] / ms / 1e9,
-                     "gb_s": k["bytes"] / ms / 1e6})
-    return rows
+    with net.active():
+        return [_time_kernel(net, i, k, lib, repeats)
+                for i, k in enumerate(net.build.output.manifest["kernels"])]
+
+
+def _time_kernel(net: Network, i: int, k: dict, lib, repeats: int) -> dict:
+    """Kernel number `i` of `net` alone (with the network's context current)."""
+    from .cuda_graph import CudaGraph
+    stream = net.stream
+    outs = [int(o) for o in net._outputs]
+
+    def launches():
+        for _ in range(repeats):
+            net.launch_kernels(stream, int(net._input), outs, only=i)
+    graph = None
+    if lib is not None:
+        graph = CudaGraph(lib, stream.handle)
+        with graph:
+            launches()
+    run = (lambda: graph.launch(stream.handle)) if graph else launches
+    ms = _median_events(net._drv, stream, run, 5, 2) / repeats
+    if graph:
+        graph.close()
+    return {"kernel": k["name"], "layers": k["layers"], "ms": ms, "flops": k["flops"],
+            "bytes": k["bytes"], "tflops": k["flops"] / ms / 1e9, "gb_s": k["bytes"] / ms / 1e6}
 
 
 def time_torch(graph, weights, batch: int, iters: int, variants: list[str]) -> list[dict]:
