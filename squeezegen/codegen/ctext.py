@@ -41,6 +41,6 @@ def comment(text) -> str:
 def identifier(name) -> str:
     """`name` itself if it is a plain C identifier; otherwise a BuildError naming it."""
     if not isinstance(name, str) or not _IDENT.match(name):
-        raise BuildError(f"{comment(repr(name))} cannot be emitted: generated code only takes "
+        raise BuildError(f"{name!r} cannot be emitted: generated code only takes "
                          "names made of letters, digits and _ (not starting with a digit)")
     return name
