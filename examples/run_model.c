@@ -40,7 +40,7 @@ int main(int argc, char** argv)
     net_t* net = NULL;
     if (SG_API(_create_from_file)(&net, argv[1]) != cudaSuccess) return fail(3, "loading the weights");
 
-    float* host_in = (float*)malloc(in_floats * sizeof(float));
+    float* host_in = (float*)malloc((in_floats + 1) * sizeof(float));   /* +1: a longer file is refused */
     float* host_out = (float*)malloc(out_floats * sizeof(float));
     FILE* f = fopen(argv[2], "rb");
     size_t got = (f != NULL && host_in != NULL) ? fread(host_in, sizeof(float), in_floats + 1, f) : 0;

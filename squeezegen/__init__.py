@@ -15,12 +15,13 @@ __version__ = "0.1.0"
 
 
 def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool = False,
-            precision: str = "fp32"):
-    """Build, compile and load a model onto the GPU: `net(x)` runs it (needs PyCUDA). With
-    `tune`, the autotuner's tiles for this GPU (tuned and cached on first use)."""
+            precision: str = "fp32", device: int = 0):
+    """Build, compile and load a model onto GPU `device`: `net(x)` runs it, from any thread
+    (needs PyCUDA). With `tune`, the autotuner's tiles for this GPU (tuned and cached on first
+    use)."""
     from .runtime.network import compile as compile_network
     return compile_network(model, weights, batch=batch, use_graph=use_graph, tune=tune,
-                           precision=precision)
+                           precision=precision, device=device)
 
 
 __all__ = ["SqueezegenError", "compile", "load_model", "parse_model", "reference", "load_weights",

@@ -165,7 +165,7 @@ layers:
 output: [up8, c, tiny, sparse, wide_relu]
 """
 
-TOL = {"fp32": 1e-4, "tf32": 2e-2, "fp16": 2e-2}
+TOL = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 5e-3}   # as the tuner's own MATCH_TOL
 
 
 def gpu_or_skip():

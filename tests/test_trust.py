@@ -226,3 +226,179 @@ def test_forward_resets_the_split_k_counters_before_its_first_kernel():
     assert reset < forward.index("sg_launch_")
     assert "create one net per stream" in out.files["squeezeseg.h"].decode()
     assert "const char* squeezeseg_last_error(void);" in out.files["squeezeseg.h"].decode()
+
+
+# ------------------------------------------------------------------------------ on the GPU
+def _gpu_reason():
+    try:
+        from squeezegen.runtime.network import GPUError, cuda
+        cuda()
+    except Exception as exc:           # no driver, no PyCUDA or no GPU
+        return str(exc)
+    return None
+
+
+TOL = 1e-4           # fp32, relative to the output's largest magnitude
+
+
+def rel_err(got, want) -> float:
+    return float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-30))
+
+
+@pytest.mark.parametrize("model, batch", [("lenet", 1), ("lenet", 3), ("squeezeseg", 1),
+                                          ("squeezeseg", 3)])
+@pytest.mark.gpu
+def test_the_c_api_runs_a_real_input_like_the_reference(model, batch, tmp_path):
+    if _gpu_reason():
+        pytest.skip(f"no GPU: {_gpu_reason()}")
+    from squeezegen.reference import ReferenceExecutor
+    g, w, exe = build_c_driver(model, batch, tmp_path)
+    x = np.random.default_rng(batch).uniform(-1, 1, (batch,) + g.input.type.shape).astype(np.float32)
+    proc = run_driver(exe, tmp_path / f"{model}.weights.bin", x, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    got = np.fromfile(tmp_path / "output.f32", "<f4").reshape((batch,) + g[g.outputs[0]].type.shape)
+    err = rel_err(got, ReferenceExecutor(g, w)(x))
+    print(f"C API {model} batch {batch}: {err:.2e}")
+    assert err <= TOL
+    proc = run_driver(exe, tmp_path / f"{model}.weights.bin", x[:, :, :-1], tmp_path)  # short input
+    assert proc.returncode == 4 and "must hold exactly" in proc.stderr
+
+
+def _reference(g, w, x):
+    from squeezegen.reference import ReferenceExecutor
+    return ReferenceExecutor(g, w)(x)
+
+
+@pytest.mark.parametrize("use_graph", [True, False])
+@pytest.mark.gpu
+def test_a_network_built_on_one_thread_runs_on_others(use_graph):
+    """What thread pools, web servers and Ray actors do; the first call is made elsewhere."""
+    if _gpu_reason():
+        pytest.skip(f"no GPU: {_gpu_reason()}")
+    from concurrent.futures import ThreadPoolExecutor
+    import squeezegen
+    g = load_model("models/squeezeseg.yaml")
+    w = init_weights(g, seed=1)
+    xs = [np.random.default_rng(s).uniform(-1, 1, (2,) + g.input.type.shape).astype(np.float32)
+          for s in range(6)]
+    with squeezegen.compile(g, w, batch=2, use_graph=use_graph) as net:
+        with ThreadPoolExecutor(3) as pool:
+            outs = list(pool.map(net, xs))               # three threads share one network
+        for x, y in zip(xs, outs):
+            assert rel_err(y, _reference(g, w, x)) <= TOL
+
+        def device_run(x):                               # device pointers, the thread's own stream
+            with net.active() as drv:
+                stream = drv.Stream()
+                d_in, d_out = drv.to_device(x), drv.mem_alloc(4 * 2 * g[g.outputs[0]].type.numel)
+                net.run(d_in, d_out, stream)
+                y = np.empty((2,) + g[g.outputs[0]].type.shape, np.float32)
+                drv.memcpy_dtoh_async(y, d_out, stream)
+                stream.synchronize()
+                return y
+        with ThreadPoolExecutor(1) as pool:
+            y = pool.submit(device_run, xs[0]).result()
+        assert rel_err(y, _reference(g, w, xs[0])) <= TOL
+
+
+@pytest.mark.gpu
+def test_two_networks_on_two_threads_at_once():
+    if _gpu_reason():
+        pytest.skip(f"no GPU: {_gpu_reason()}")
+    import threading
+    import squeezegen
+    nets, errors = {}, []
+    for model, batch in (("lenet", 5), ("squeezeseg", 1)):
+        g = load_model(f"models/{model}.yaml")
+        w = init_weights(g, seed=2)
+        x = np.random.default_rng(3).uniform(-1, 1, (batch,) + g.input.type.shape).astype(np.float32)
+        nets[model] = (squeezegen.compile(g, w, batch=batch), x, _reference(g, w, x))
+
+    def hammer(model):
+        net, x, want = nets[model]
+        try:
+            for _ in range(25):
+                err = rel_err(net(x), want)
+                assert err <= TOL, f"{model}: {err:.2e}"
+        except Exception as exc:          # reported on the main thread
+            errors.append(exc)
+    threads = [threading.Thread(target=hammer, args=(m,)) for m in nets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for net, _, _ in nets.values():
+        net.close()
+    assert not errors, errors
+
+
+@pytest.mark.gpu
+def test_a_network_compiled_in_a_worker_thread_runs_and_closes_on_the_main_thread():
+    if _gpu_reason():
+        pytest.skip(f"no GPU: {_gpu_reason()}")
+    from concurrent.futures import ThreadPoolExecutor
+    import squeezegen
+    g = load_model("models/lenet.yaml")
+    w = init_weights(g, seed=4)
+    x = np.random.default_rng(5).uniform(-1, 1, (3,) + g.input.type.shape).astype(np.float32)
+    with ThreadPoolExecutor(1) as pool:
+        net = pool.submit(squeezegen.compile, g, w, 3).result()
+    assert rel_err(net(x), _reference(g, w, x)) <= TOL
+    net.close()
+
+
+@pytest.mark.gpu
+def test_device_indices_are_checked():
+    if _gpu_reason():
+        pytest.skip(f"no GPU: {_gpu_reason()}")
+    import pycuda.driver as drv
+    import squeezegen
+    from squeezegen.runtime.network import GPUError
+    count = drv.Device.count()
+    g = load_model("models/lenet.yaml")
+    w = init_weights(g, seed=0)
+    with pytest.raises(GPUError, match=f"there is no GPU {count}: this machine has {count}"):
+        squeezegen.compile(g, w, device=count)
+    for bad in (-1, "0", True, 1.0):
+        with pytest.raises(GPUError, match="device must be a GPU index"):
+            squeezegen.compile(g, w, device=bad)
+
+
+@pytest.mark.gpu
+def test_networks_on_every_gpu_in_one_process():
+    if _gpu_reason():
+        pytest.skip(f"no GPU: {_gpu_reason()}")
+    import pycuda.driver as drv
+    import squeezegen
+    count = drv.Device.count()
+    if count < 2:
+        pytest.skip(f"one GPU here; networks on several GPUs need two or more (found {count})")
+    g = load_model("models/lenet.yaml")
+    w = init_weights(g, seed=6)
+    x = np.random.default_rng(7).uniform(-1, 1, (4,) + g.input.type.shape).astype(np.float32)
+    nets = [squeezegen.compile(g, w, batch=4, device=i) for i in range(count)]
+    want = _reference(g, w, x)
+    for net in reversed(nets):             # alternate GPUs from one thread
+        assert rel_err(net(x), want) <= TOL
+        net.close()
+
+
+@pytest.mark.parametrize("use_graph", [True, False])
+@pytest.mark.gpu
+def test_a_run_resets_split_k_counters_left_dirty(use_graph):
+    """A run cut short, or one network run on two streams at once, leaves tile counters
+    non-zero; the next run must still be right."""
+    if _gpu_reason():
+        pytest.skip(f"no GPU: {_gpu_reason()}")
+    import squeezegen
+    g = load_model("models/squeezeseg.yaml")
+    w = init_weights(g, seed=8)
+    x = np.random.default_rng(9).uniform(-1, 1, (1,) + g.input.type.shape).astype(np.float32)
+    want = _reference(g, w, x)
+    with squeezegen.compile(g, w, batch=1, use_graph=use_graph) as net:
+        plan = net.build.plan
+        assert plan.counters_bytes > 0
+        assert rel_err(net(x), want) <= TOL
+        with net.active() as drv:                        # dirty every counter
+            drv.memset_d32(int(net._arena) + plan.counters_offset, 1, plan.counters_bytes // 4)
+        assert rel_err(net(x), want) <= TOL
