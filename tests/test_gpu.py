@@ -21,10 +21,7 @@ TOL = 1e-4
 
 
 def _gpu_reason():
-    try:
-        from squeezegen.runtime.network import GPUError, cuda
-    except Exception as exc:          # pragma: no cover
-        return f"runtime import failed: {exc}"
+    from squeezegen.runtime.network import GPUError, cuda    # a broken runtime fails, never skips
     try:
         cuda()
     except GPUError as exc:
@@ -138,8 +135,8 @@ def test_table3_pixel_mean(capsys):
         print("\nTable 3 analogue (mean of all output pixels, seed 0):",
               ", ".join(f"{k} {v:.6f}" for k, v in means.items()))
     ref = means["numpy reference"]
-    assert abs(means["squeezegen cuda"] - ref) <= 1e-4 * max(1.0, abs(ref))
-    assert abs(means["pytorch cuda"] - ref) <= 1e-4 * max(1.0, abs(ref))
+    assert abs(means["squeezegen cuda"] - ref) <= 1e-6 * abs(ref)   # measured: 1.7e-9 absolute
+    assert abs(means["pytorch cuda"] - ref) <= 1e-6 * abs(ref)
 
 
 def test_network_survives_bad_calls_and_frees_memory():
@@ -148,7 +145,12 @@ def test_network_survives_bad_calls_and_frees_memory():
     g = load_model("models/lenet.yaml")
     w = random_weights(g, 0)
     x = random_input(g, 2)
+    big = load_model("models/squeezeseg.yaml")
     free_before = drv.mem_get_info()[0]
+    with squeezegen.compile(big, random_weights(big, 0), batch=32) as large:  # >= 100 MB
+        footprint = large.build.plan.arena_bytes
+        assert free_before - drv.mem_get_info()[0] >= footprint
+    assert drv.mem_get_info()[0] >= free_before - (2 << 20)   # all of it back, not just most
     net = squeezegen.compile(g, w, batch=2)
     good = net(x)
     with pytest.raises(InputError, match="larger than this network's batch"):
@@ -160,7 +162,7 @@ def test_network_survives_bad_calls_and_frees_memory():
     np.testing.assert_array_equal(net(x), good)
     np.testing.assert_array_equal(net(x[:1]), good[:1])     # a smaller batch is fine
     net.close()
-    assert drv.mem_get_info()[0] >= free_before - (4 << 20)
+    assert drv.mem_get_info()[0] >= free_before - (2 << 20)
 
 
 def test_out_of_memory_is_reported_and_nothing_leaks():
