@@ -159,5 +159,5 @@ def test_shrinker_finds_a_minimal_model():
         return "op: deconv" in t
     small = shrink(text, fails)
     assert "op: deconv" in small
-    assert small.count("  - {name:") < text.count("  - {name:")
+    assert small.count("  - {name:") <= 2 < text.count("  - {name:")   # the deconv and its input
     parse_model(small)

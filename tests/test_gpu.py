@@ -17,7 +17,8 @@ from helpers import random_input, random_weights, torch_module
 from random_models import random_model
 from test_codegen import TEMPLATE_TOUR
 
-TOL = 1e-4
+TOL = 1e-4           # whole and random models (the 1000-model GPU fuzz peaks at 2.1e-5)
+OP_TOL = 5e-6        # one op on odd shapes (measured on the H200: at most 4.7e-7)
 
 
 def _gpu_reason():
@@ -52,18 +53,18 @@ def torch_gpu(graph, weights, x):
     return tuple(t.cpu().numpy() for t in outputs(y))
 
 
-def compare(graph, weights, x, against_torch=False):
+def compare(graph, weights, x, against_torch=False, tol=TOL):
     want = outputs(ReferenceExecutor(graph, weights)(x))
     with squeezegen.compile(graph, weights, batch=x.shape[0]) as net:
         got = outputs(net(x))
         again = outputs(net(x))                                   # graph replay is repeatable
-    for g, w, a in zip(got, want, again):
+    for g, w, a in zip(got, want, again, strict=True):
         assert g.shape == w.shape
-        assert rel_err(g, w) <= TOL, f"vs reference: {rel_err(g, w):.2e}"
+        assert rel_err(g, w) <= tol, f"vs reference: {rel_err(g, w):.2e}"
         np.testing.assert_array_equal(g, a)
     if against_torch:
-        for g, t in zip(got, torch_gpu(graph, weights, x)):
-            assert rel_err(g, t) <= TOL, f"vs torch: {rel_err(g, t):.2e}"
+        for g, t in zip(got, torch_gpu(graph, weights, x), strict=True):
+            assert rel_err(g, t) <= tol, f"vs torch: {rel_err(g, t):.2e}"
     return got
 
 
@@ -101,7 +102,7 @@ def test_op_on_odd_shapes(case, batch):
     shape, layers = OP_CASES[case]
     g = parse_model(f"name: t\ninput: {{shape: {shape}}}\nlayers:\n{layers}\noutput: out\n")
     w = random_weights(g, 0)
-    compare(g, w, random_input(g, batch), against_torch=True)
+    compare(g, w, random_input(g, batch), against_torch=True, tol=OP_TOL)
 
 
 def test_template_tour_batch3():

@@ -19,7 +19,8 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
-TOL = 1e-5
+TOL = 1e-5           # whole models (measured: at most 5.6e-6, squeezenet 1.0)
+OP_TOL = 2e-6        # one op (measured: at most 3.8e-7, a 7x7/2 conv)
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 
@@ -203,7 +204,7 @@ def test_op_matches_torch(shape, layers, output, batch):
     x = random_input(graph, batch, seed=batch)
     got = ReferenceExecutor(graph, weights)(x)
     want = torch_run(torch_module(graph, weights), x)
-    assert_close(got, want, TOL, what=f"{output} {got.shape}")
+    assert_close(got, want, OP_TOL, what=f"{output} {got.shape}")
 
 
 def test_multiple_outputs_match_torch():
