@@ -17,14 +17,10 @@ import os
 import threading
 from contextlib import contextmanager
 
-from ..errors import SqueezegenError
+from ..errors import GPUError
 
 WITHOUT_GPU = ("`squeezegen build` still writes the CUDA code, and `squeezegen run --backend "
                "numpy` runs the NumPy reference")
-
-
-class GPUError(SqueezegenError):
-    """The GPU, its driver or PyCUDA failed or is missing (out of memory, launch error, no device)."""
 
 
 _LOCK = threading.Lock()
