@@ -27,7 +27,7 @@ def cli(*args):
 
 
 @pytest.mark.parametrize("args", [
-    ("check", "models/lenet.yaml"),
+    ("check", "models/lenet.yaml", "--weights", "{w}"),
     ("bench", "models/lenet.yaml", "--batch", "1"),
     ("tune", "models/lenet.yaml"),
     ("run", "models/lenet.yaml", "--weights", "{w}", "--input", "{x}", "--output", "{y}",
