@@ -24,6 +24,7 @@ WITHOUT_GPU = ("`squeezegen build` still writes the CUDA code, and `squeezegen r
 
 
 _LOCK = threading.Lock()
+_DRIVER: list = []                      # PyCUDA's driver module, once it has initialised
 _PRIMARY: dict[int, object] = {}        # device index -> its retained primary context
 _MAIN_PUSHED: list = []                 # what `cuda()` left current on the main thread
 
@@ -38,6 +39,8 @@ def _has_driver() -> bool:
 
 def driver():
     """PyCUDA's driver module, initialised; a GPUError that names what is missing otherwise."""
+    if _DRIVER:                          # every call of a network passes here: checked once
+        return _DRIVER[0]
     if not _has_driver():
         raise GPUError(f"no NVIDIA driver on this machine (libcuda.so.1 is not installed), so the "
                        f"cuda backend cannot run here; {WITHOUT_GPU}")
@@ -55,6 +58,7 @@ def driver():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         hint = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
         raise GPUError(f"no CUDA GPU is visible{hint}; {WITHOUT_GPU}")
+    _DRIVER.append(drv)
     return drv
 
 
