@@ -73,12 +73,15 @@ def write_outputs(output: BuildOutput, folder) -> list[Path]:
     return written
 
 
-def stale_files(output: BuildOutput, folder) -> list[str]:
-    """Names of generated files that are missing from `folder` or differ from `output`."""
+def stale_files(output: BuildOutput, folder) -> tuple[list[str], list[str]]:
+    """Names of generated files that are missing from `folder`, and of those that differ from
+    `output`."""
     folder = Path(folder)
-    stale = []
+    missing, differ = [], []
     for name, content in output.files.items():
         path = folder / name
-        if not path.is_file() or path.read_bytes() != content:
-            stale.append(name)
-    return stale
+        if not path.is_file():
+            missing.append(name)
+        elif path.read_bytes() != content:
+            differ.append(name)
+    return missing, differ

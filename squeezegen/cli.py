@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +42,27 @@ def _cmd_init_weights(args) -> int:
 
 
 def _load_input(path: str, graph, args) -> np.ndarray:
-    from .images import is_image, load_image
+    from .images import IMAGE_SUFFIXES, is_image, load_image
     if is_image(path):
         return load_image(path, graph.input.type.shape, args.mean, args.std)
+    magic = None
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError("input file not found", file=path) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, not a .npy array", file=path) from None
     except (ValueError, OSError, EOFError) as exc:
+        # numpy takes anything without the .npy magic for a pickle and suggests allow_pickle;
+        # squeezegen never unpickles, so it never gives that advice
+        if magic is not None and magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+            raise InputError(f"not a .npy array (np.save writes one) nor an image "
+                             f"({', '.join(IMAGE_SUFFIXES)})", file=path) from None
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise InputError("holds Python objects (object arrays need pickle, which squeezegen "
+                             "never loads); save a float32 array", file=path) from None
         raise InputError(f"not a readable .npy array ({exc})", file=path) from None
     if not isinstance(data, np.ndarray):
         data.close()
@@ -66,15 +80,31 @@ def _choose_backend(requested: str) -> str:
     return "numpy"
 
 
+def _check_output(path: str, graph) -> None:
+    """Refuse an --output whose extension does not name what `_write_outputs` writes there."""
+    suffix = Path(path).suffix.lower()
+    labels = graph.output_labels
+    if suffix == ".npy" and len(labels) > 1:
+        raise InputError(f"model '{graph.name}' has {len(labels)} outputs ({', '.join(labels)}): "
+                         "give an .npz output, which holds one array per output, keyed by its "
+                         "layer name", file=path)
+    if suffix not in (".npy", ".npz", ".png"):
+        raise InputError(f"cannot write a '{suffix or path}' output: give .npy (one output), .npz "
+                         "(arrays keyed by layer name) or .png (the argmax classes in the VOC "
+                         "palette, with the arrays beside it)", file=path)
+
+
 def _write_outputs(path: str, graph, outputs: tuple) -> list[str]:
-    from .images import is_image, save_segmentation
+    """A .png of the first output's classes (and the arrays beside it), an .npy of the one
+    output, or an .npz of every output keyed by its layer name."""
+    from .images import save_segmentation
     written = []
     target = Path(path)
-    if is_image(target):
+    if target.suffix.lower() == ".png":
         save_segmentation(target, outputs[0])
         written.append(str(target))
-        target = target.with_suffix(".npy")
-    if len(outputs) == 1:
+        target = target.with_suffix(".npy" if len(outputs) == 1 else ".npz")
+    if target.suffix.lower() == ".npy":
         atomic_write(target, lambda f: np.save(f, outputs[0]), InputError)
     else:
         named = dict(zip(graph.output_labels, outputs))
@@ -82,9 +112,29 @@ def _write_outputs(path: str, graph, outputs: tuple) -> list[str]:
     return written + [str(target)]
 
 
+@contextmanager
+def _warned_once(x: np.ndarray):
+    """Around a backend, after check_input warned of the input's NaN/Inf: that one warning is
+    all the user gets (not the backend's own check again, nor numpy's 'invalid value')."""
+    with warnings.catch_warnings():
+        if not np.isfinite(x).all():
+            warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _run_backend(backend: str, graph, weights, x):
+    if backend == "cuda":
+        from .runtime.network import compile as compile_network
+        with compile_network(graph, weights, batch=x.shape[0]) as net:
+            return net(x)
+    from .reference import reference
+    return reference(graph, weights)(x)
+
+
 def _cmd_run(args) -> int:
     from .frontend import load_model as _load
     graph = _load(args.model)
+    _check_output(args.output, graph)
     x = _load_input(args.input, graph, args)
     try:
         x = check_input(graph, x)
@@ -92,13 +142,8 @@ def _cmd_run(args) -> int:
         raise exc.located(file=args.input)
     backend = _choose_backend(args.backend)
     try:
-        if backend == "cuda":
-            from .runtime.network import compile as compile_network
-            with compile_network(graph, args.weights, batch=x.shape[0]) as net:
-                y = net(x)
-        else:
-            from .reference import reference
-            y = reference(graph, args.weights)(x)
+        with _warned_once(x):
+            y = _run_backend(backend, graph, args.weights, x)
     except InputError as exc:
         raise exc.located(file=args.input)
     outputs = y if isinstance(y, tuple) else (y,)
@@ -121,10 +166,15 @@ def _cmd_check(args) -> int:
         x = check_input(graph, x)
     except InputError as exc:
         raise exc.located(file=args.input)
-    with compile_network(graph, args.weights, batch=x.shape[0], use_graph=False) as net:
+    with compile_network(graph, args.weights, batch=x.shape[0], use_graph=False) as net, \
+            _warned_once(x):
         rows = check_kernels(net, x, args.tolerance)
     print(format_checks(rows, graph.source, args.tolerance))
     return 0 if all(r.ok for r in rows) else 1
+
+
+def _listing(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _cmd_build(args) -> int:
@@ -140,11 +190,21 @@ def _cmd_build(args) -> int:
                    on_pass=dump if args.dump_ir else None)
     folder = Path(args.output) / result.graph.name
     if args.check:
-        stale = stale_files(result.output, folder)
+        options = (f" --precision {args.precision}" if args.precision != "fp32" else "") + (
+            f" --weights {args.weights}" if args.weights else "")
+        rebuild = (f"(build with: squeezegen build {args.model} --batch {args.batch}{options} -o "
+                   f"{args.output})")
+        if not folder.is_dir():
+            raise SqueezegenError(f"no generated code: the folder does not exist {rebuild}",
+                                  file=str(folder))
+        missing, differ = stale_files(result.output, folder)
+        stale = ([f"{_listing(missing)} {'is' if len(missing) == 1 else 'are'} missing"]
+                 if missing else [])
+        if differ:
+            stale.append(f"{_listing(differ)} {'differs' if len(differ) == 1 else 'differ'} from "
+                         f"what {args.model} gives")
         if stale:
-            raise SqueezegenError(f"generated code is stale: {', '.join(stale)} differ from what "
-                                  f"{args.model} gives (rebuild with: squeezegen build "
-                                  f"{args.model} --batch {args.batch} -o {args.output})",
+            raise SqueezegenError(f"generated code is stale: {'; '.join(stale)} {rebuild}",
                                   file=str(folder))
         print(f"{folder}: up to date ({len(result.output.files)} files)")
         return 0
@@ -285,7 +345,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", required=True,
                    help=".npy float32 array N,C,H,W, or a PNG/JPEG image")
     s.add_argument("--output", required=True,
-                   help=".npy file, or .png: the argmax classes in the VOC palette (+ the .npy)")
+                   help=".npy (one output), .npz (every output, keyed by layer name), or .png: "
+                        "the argmax classes in the VOC palette (+ the .npy or .npz)")
     s.add_argument("--backend", choices=["auto", "cuda", "numpy"], default="auto",
                    help="cuda where a GPU is present, else numpy [auto]")
     _image_options(s)

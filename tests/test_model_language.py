@@ -385,3 +385,39 @@ def test_cli_run_several_outputs_keyed_by_layer_name(tmp_path):
         assert_close(z["fc"], fc, 1e-6)
         assert_close(z["a"], a, 1e-6)
 
+
+
+def test_cli_run_png_of_several_outputs_writes_the_arrays_as_npz_beside_it(tmp_path):
+    model = tmp_path / "m.yaml"
+    model.write_text("name: m\ninput: {shape: [2, 5, 4]}\nlayers:\n"
+                     "  - {name: seg, op: conv, out: 3, kernel: 1}\n"
+                     "  - {name: fc, op: linear, out: 2}\n"
+                     "output: [seg, fc]\n")
+    graph = squeezegen.load_model(model)
+    weights = random_weights(graph)
+    np.savez(tmp_path / "w.npz", **weights)
+    x = random_input(graph, 1)
+    np.save(tmp_path / "x.npy", x)
+    r = cli("run", model, "--weights", tmp_path / "w.npz", "--input", tmp_path / "x.npy",
+            "--output", tmp_path / "out.png", "--backend", "numpy")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.png").is_file() and not (tmp_path / "out.npy").exists()
+    seg, fc = ReferenceExecutor(graph, weights)(x)
+    with np.load(tmp_path / "out.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["fc", "seg"]
+        assert_close(z["seg"], seg, 1e-6)
+        assert_close(z["fc"], fc, 1e-6)
+
+
+def test_cli_run_one_output_into_an_npz_is_an_npz(tmp_path):
+    graph = squeezegen.load_model(MODELS / "lenet.yaml")
+    weights = random_weights(graph)
+    np.savez(tmp_path / "w.npz", **weights)
+    x = random_input(graph, 1)
+    np.save(tmp_path / "x.npy", x)
+    r = cli("run", MODELS / "lenet.yaml", "--weights", tmp_path / "w.npz", "--input",
+            tmp_path / "x.npy", "--output", tmp_path / "y.npz", "--backend", "numpy")
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "y.npz", allow_pickle=False) as z:
+        assert z.files == ["prob"]
+        assert_close(z["prob"], ReferenceExecutor(graph, weights)(x), 1e-6)
