@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .codegen.schedule import PRECISIONS
 from .errors import InputError, SqueezegenError
 from .frontend import load_model
 from .fsutil import atomic_write
@@ -188,6 +189,8 @@ def _cmd_build(args) -> int:
         print(f"=== IR as parsed ===\n{format_graph(load_model(args.model))}")
     result = build(args.model, args.batch, args.weights, args.precision,
                    on_pass=dump if args.dump_ir else None)
+    if args.dump_ir:
+        print(f"\n=== IR after plan_memory ===\n{format_graph(result.fused, result.plan)}\n")
     folder = Path(args.output) / result.graph.name
     if args.check:
         options = (f" --precision {args.precision}" if args.precision != "fp32" else "") + (
@@ -213,7 +216,13 @@ def _cmd_build(args) -> int:
     print(f"{result.graph.name}: batch {args.batch}, {len(result.output.kernels)} kernels "
           f"(passes: {', '.join(result.fused.passes)}, plan_memory)")
     for k in result.output.kernels:
-        print(f"  {k.name:32s} {k.node.op:8s} -> {str(k.node.type):14s} grid {k.grid[0]}x{k.grid[1]}")
+        mma = k.extra.get("mma")
+        print(f"  {k.name:32s} {k.node.op:8s} -> {str(k.node.type):14s} grid {k.grid_text:12s}"
+              f"{f' tensor cores ({mma})' if mma else ''}".rstrip())
+    if args.precision != "fp32":
+        on = sum(1 for k in result.output.kernels if k.extra.get("mma"))
+        print(f"tensor cores: {on} of {len(result.output.kernels)} kernels ({args.precision} "
+              "inputs, fp32 accumulation); the others run in fp32")
     print(f"arena: {plan.arena_bytes:,} bytes ({plan.unshared_bytes:,} without sharing, "
           f"{plan.arena_bytes / max(1, plan.unshared_bytes):.0%})")
     for path in written:
@@ -330,11 +339,13 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="generated",
                    help="output folder; files go to OUTPUT/<model>/ [generated]")
     s.add_argument("--weights", help=".npz weights: also write <model>.weights.bin for the C API")
-    s.add_argument("--precision", default="fp32",
-                   help="fp32 (strict), tf32 or fp16 (conv and linear GEMMs on tensor cores, "
-                        "fp32 accumulation and storage; pooled convs, small layers and linear "
-                        "layers at batch <= 8 stay fp32) [fp32]")
-    s.add_argument("--dump-ir", action="store_true", help="print the IR before and after each pass")
+    s.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (strict), or tf32 / fp16: GEMMs on tensor cores with fp32 "
+                        "accumulation and storage, where they pay (pooled convs, small layers "
+                        "and linear layers at batch <= 8 stay fp32; the listing shows which "
+                        "kernels run on tensor cores) [fp32]")
+    s.add_argument("--dump-ir", action="store_true", help="print the IR before and after each pass "
+                                                          "(plan_memory: where each tensor lives)")
     s.add_argument("--check", action="store_true",
                    help="write nothing; fail if the files in OUTPUT are stale")
     s.set_defaults(func=_cmd_build)
@@ -377,7 +388,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write the results (with GPU, driver, commit, date) here")
     s.add_argument("--no-tune", action="store_true",
                    help="use the heuristic's tiles, not the autotuner's")
-    s.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
+    s.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (strict), or tensor-core GEMMs with tf32/fp16 inputs [fp32]")
     s.set_defaults(func=_cmd_bench)
 
@@ -386,7 +397,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--batch", type=_batches, default=[1], help="batch sizes to tune for [1]")
     s.add_argument("--force", action="store_true", help="re-time layers already in the cache")
-    s.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
+    s.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="tune the tiles of this precision [fp32]")
     s.set_defaults(func=_cmd_tune)
 

@@ -50,6 +50,11 @@ class Kernel:
     rendered: str = ""                # with library functions or another model's kernels
 
     @property
+    def grid_text(self) -> str:
+        """The grid as launched: `XxY`, and `xZ` where there are Z split-K slices."""
+        return "x".join(str(g) for g in (self.grid if self.grid[2] > 1 else self.grid[:2]))
+
+    @property
     def const_lines(self) -> list[str]:
         """The compile-time constants as `NAME = value` lines of at most ~90 characters."""
         lines, line = [], ""
@@ -271,9 +276,8 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
     tile = kernel.extra.get("tile")
     if tile:
         lines.append(f"tile: {tile_text(tile)}")
-    grid = "x".join(str(g) for g in (kernel.grid if kernel.grid[2] > 1 else kernel.grid[:2]))
     lines.append(f"work: {kernel.flops / 1e6:,.2f} MFLOP, {kernel.bytes / 1e6:,.2f} MB moved; "
-                 f"grid {grid}, block {kernel.block}")
+                 f"grid {kernel.grid_text}, block {kernel.block}")
     return lines
 
 
