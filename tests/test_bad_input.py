@@ -276,8 +276,8 @@ def test_model_file_missing(tmp_path):
 def test_onnx_file_given_as_model_points_at_import(tmp_path):
     path = tmp_path / "mynet.onnx"
     path.write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x052.13.0")     # how an ONNX file starts
-    check_error(cli("summary", path), "ONNX model", f"squeezegen import <FILE> -o models/mynet.yaml",
-                file=path)
+    check_error(cli("summary", path), "ONNX model",
+                "squeezegen import <FILE> -o models/mynet.yaml", file=path)
 
 
 def test_model_file_not_utf8(tmp_path):

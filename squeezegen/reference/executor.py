@@ -38,7 +38,8 @@ def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         warnings.warn(f"{what} holds {int(bad.sum())} non-finite value(s) (NaN/Inf), first at "
-                      f"index {first}; they propagate through the network", NonFiniteInputWarning, stacklevel=3)
+                      f"index {first}; they propagate through the network",
+                      NonFiniteInputWarning, stacklevel=3)
     return np.ascontiguousarray(x)
 
 
