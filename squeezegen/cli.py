@@ -339,7 +339,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="generated",
                    help="output folder; files go to OUTPUT/<model>/ [generated]")
     s.add_argument("--weights", help=".npz weights: also write <model>.weights.bin for the C API")
-    s.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    s.add_argument("--precision", default="fp32", metavar="{" + ",".join(PRECISIONS) + "}",
                    help="fp32 (strict), or tf32 / fp16: GEMMs on tensor cores with fp32 "
                         "accumulation and storage, where they pay (pooled convs, small layers "
                         "and linear layers at batch <= 8 stay fp32; the listing shows which "

@@ -16,14 +16,10 @@ from ..weights import check_weights, load_weights
 from .numpy_ops import OP_IMPLS
 
 
-class NonFiniteInputWarning(RuntimeWarning):
-    """The input holds NaN or Inf (legal floats: they propagate as they would in PyTorch)."""
-
-
 def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
     """x as a batch for `graph`: float32 of shape (N, *input shape), N >= 1; InputError otherwise.
-    Non-finite values only warn (NonFiniteInputWarning): they are legal floats, and propagate as
-    they would anywhere."""
+    Non-finite values only warn (a RuntimeWarning): they are legal floats, and propagate as they
+    would anywhere."""
     expected = graph.input.type.shape
     if not isinstance(x, np.ndarray):
         raise InputError(f"{what} must be a NumPy array, got {type(x).__name__}")
@@ -39,7 +35,7 @@ def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         warnings.warn(f"{what} holds {int(bad.sum())} non-finite value(s) (NaN/Inf), first at "
                       f"index {first}; they propagate through the network",
-                      NonFiniteInputWarning, stacklevel=3)
+                      RuntimeWarning, stacklevel=3)
     return np.ascontiguousarray(x)
 
 
