@@ -3,15 +3,18 @@
     graph = squeezegen.load_model("models/squeezeseg.yaml")
     weights = squeezegen.load_weights("w.npz")
     y = squeezegen.reference(graph, weights)(x)       # the NumPy oracle
+    files = squeezegen.build(graph, batch=8).files     # the .cu, .h, manifest: no GPU needed
+    squeezegen.build(graph, batch=8, write="generated")   # ... written to generated/<model>/
     with squeezegen.compile(graph, weights, batch=8) as net:
         y = net(x)                                     # the generated CUDA (PyCUDA)
 """
-from .errors import SqueezegenError
-from .frontend import load_model, parse_model
-from .reference import reference
-from .weights import init_weights, load_weights, save_weights
+__version__ = "0.1.0"                  # first: the modules below read it
 
-__version__ = "0.1.0"
+from .build import build  # noqa: E402  (the function: it shadows the module squeezegen.build)
+from .errors import SqueezegenError  # noqa: E402
+from .frontend import load_model, parse_model  # noqa: E402
+from .reference import reference  # noqa: E402
+from .weights import init_weights, load_weights, save_weights  # noqa: E402
 
 
 def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool = False,
@@ -24,5 +27,5 @@ def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool =
                            precision=precision, device=device)
 
 
-__all__ = ["SqueezegenError", "compile", "load_model", "parse_model", "reference", "load_weights",
-           "save_weights", "init_weights", "__version__"]
+__all__ = ["SqueezegenError", "build", "compile", "load_model", "parse_model", "reference",
+           "load_weights", "save_weights", "init_weights", "__version__"]

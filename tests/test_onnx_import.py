@@ -666,19 +666,67 @@ class Lstm(nn.Module):
 @pytest.mark.parametrize("module,shape,node,op", [
     (One(nn.Sigmoid()), (3, 5, 5), "/body/Sigmoid", "Sigmoid"),
     (Lstm(), (1, 8), "/lstm/LSTM", "LSTM"),
-    (One(nn.BatchNorm2d(3).train()), (3, 5, 5), "/body/BatchNormalization",
-     "BatchNormalization"),
 ])
 def test_unsupported_ops_are_refused_with_the_supported_list(module, shape, node, op, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         x = torch.zeros((5,) + shape if op == "LSTM" else (1,) + shape)
         torch.onnx.export(module, (x,), str(tmp_path / "u.onnx"), dynamo=False,
-                          opset_version=13, training=torch.onnx.TrainingMode.PRESERVE
-                          if op == "BatchNormalization" else torch.onnx.TrainingMode.EVAL)
+                          opset_version=13)
     message = refusal(tmp_path / "u.onnx")
     assert f"'{node}' ({op})" in message and "is not supported" in message, message
     assert "Conv, ConvTranspose, Relu, MaxPool, AveragePool" in message
+
+
+class PadThenConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ZeroPad2d((1, 0, 1, 0))
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(self.pad(x))
+
+
+class ConvPoolNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.norm(F.max_pool2d(self.conv(x), 2))
+
+
+class ConvNormRelu(ConvPoolNorm):
+    def forward(self, x):
+        return F.relu(self.norm(self.conv(x)))
+
+
+@pytest.mark.parametrize("module, node, needles", [
+    (PadThenConv(), "/pad/Pad", ["nn.ZeroPad2d", "give that layer the padding instead",
+                                 "(ConstantOfShape)"]),
+    (ConvPoolNorm(), "/norm/BatchNormalization", ["folds a BatchNorm into the conv right before",
+                                                  "eval mode"]),
+], ids=["ZeroPad2d", "BatchNorm-after-a-pool"])
+def test_refusals_of_familiar_modules_say_what_to_do(module, node, needles, tmp_path):
+    """The exporter turns these into ops of other names (Pad, ConstantOfShape): the refusal
+    names the op the module became and what to write instead."""
+    message = refusal(export(module, (3, 8, 8), tmp_path / "m.onnx"))
+    assert message.startswith(f"{tmp_path / 'm.onnx'}: node '{node}' ("), message
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+def test_batchnorm_right_after_a_conv_is_folded_by_the_exporter(tmp_path):
+    """As the README says: the eval-mode export folds it into the conv's weights."""
+    module = ConvNormRelu().eval()
+    with torch.no_grad():
+        module.norm.running_mean.uniform_(-1, 1)
+        module.norm.running_var.uniform_(0.5, 2)
+        module.norm.weight.uniform_(0.5, 2)
+    text, _, _ = check_import(module, (3, 8, 8), tmp_path)
+    assert ops_of(text) == ["conv"] and "relu: true" in text, text
 
 
 def test_bias_add_of_a_constant_is_refused(tmp_path):

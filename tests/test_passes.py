@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from squeezegen import parse_model, load_model
-from squeezegen.ir.graph import EpilogueStep, OutView
+from squeezegen.ir.graph import Attrs, EpilogueStep, OutView
 from squeezegen.ir.printer import param_specs
 from squeezegen.passes import fire_concat, fuse_add, fuse_pool, fuse_relu, run_passes
 from squeezegen.codegen.schedule import schedule, scratch_needs
@@ -27,6 +27,14 @@ def random_weights(graph, seed=0):
 
 def rel_err(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+# ------------------------------------------------------------------------- the IR
+def test_attrs_in_another_order_are_equal_and_hash_equal():
+    a, b = Attrs(kernel=(3, 3), stride=(1, 1)), Attrs(stride=(1, 1), kernel=(3, 3))
+    assert a == b and hash(a) == hash(b)
+    assert len({a, b}) == 1
+    assert list(b) == ["stride", "kernel"]          # the order itself is kept
 
 
 # ------------------------------------------------------------------------- fuse_relu

@@ -321,7 +321,7 @@ lenet_conv2_maxpool(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_conv2_maxpool(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x1, 256 threads per block
+    // fixed launch: grid 1x1x7, 256 threads per block
     lenet_conv2_maxpool<<<dim3(1, 1, 7), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }

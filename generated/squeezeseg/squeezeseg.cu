@@ -225,7 +225,7 @@ squeezeseg_conv1_relu(const float* __restrict__ input, float* __restrict__ arena
 
 static cudaError_t sg_launch_conv1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 386x1, 256 threads per block
+    // fixed launch: grid 386x1x2, 256 threads per block
     squeezeseg_conv1_relu<<<dim3(386, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -659,7 +659,7 @@ squeezeseg_fire2_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1, 256 threads per block
+    // fixed launch: grid 95x1x2, 256 threads per block
     squeezeseg_fire2_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -809,7 +809,7 @@ squeezeseg_fire3_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1, 256 threads per block
+    // fixed launch: grid 95x1x2, 256 threads per block
     squeezeseg_fire3_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1078,7 +1078,7 @@ squeezeseg_fire3_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1, 256 threads per block
+    // fixed launch: grid 95x1x2, 256 threads per block
     squeezeseg_fire3_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1228,7 +1228,7 @@ squeezeseg_fire4_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1, 256 threads per block
+    // fixed launch: grid 95x1x2, 256 threads per block
     squeezeseg_fire4_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1497,7 +1497,7 @@ squeezeseg_fire4_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x2, 256 threads per block
+    // fixed launch: grid 95x2x3, 256 threads per block
     squeezeseg_fire4_expand3x3_relu<<<dim3(95, 2, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1693,7 +1693,7 @@ squeezeseg_fire5_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1, 256 threads per block
+    // fixed launch: grid 23x1x4, 256 threads per block
     squeezeseg_fire5_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1962,7 +1962,7 @@ squeezeseg_fire5_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x2, 256 threads per block
+    // fixed launch: grid 23x2x4, 256 threads per block
     squeezeseg_fire5_expand3x3_relu<<<dim3(23, 2, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2112,7 +2112,7 @@ squeezeseg_fire6_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1, 256 threads per block
+    // fixed launch: grid 23x1x4, 256 threads per block
     squeezeseg_fire6_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2381,7 +2381,7 @@ squeezeseg_fire6_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x3, 256 threads per block
+    // fixed launch: grid 23x3x6, 256 threads per block
     squeezeseg_fire6_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2531,7 +2531,7 @@ squeezeseg_fire7_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1, 256 threads per block
+    // fixed launch: grid 23x1x6, 256 threads per block
     squeezeseg_fire7_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2800,7 +2800,7 @@ squeezeseg_fire7_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x3, 256 threads per block
+    // fixed launch: grid 23x3x6, 256 threads per block
     squeezeseg_fire7_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2950,7 +2950,7 @@ squeezeseg_fire8_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1, 256 threads per block
+    // fixed launch: grid 23x1x6, 256 threads per block
     squeezeseg_fire8_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3219,7 +3219,7 @@ squeezeseg_fire8_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x4, 256 threads per block
+    // fixed launch: grid 23x4x6, 256 threads per block
     squeezeseg_fire8_expand3x3_relu<<<dim3(23, 4, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3415,7 +3415,7 @@ squeezeseg_fire9_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x1, 256 threads per block
+    // fixed launch: grid 6x1x8, 256 threads per block
     squeezeseg_fire9_squeeze_relu<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3684,7 +3684,7 @@ squeezeseg_fire9_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x4, 256 threads per block
+    // fixed launch: grid 6x4x9, 256 threads per block
     squeezeseg_fire9_expand3x3_relu<<<dim3(6, 4, 9), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3834,7 +3834,7 @@ squeezeseg_conv10_relu(const float* __restrict__ input, float* __restrict__ aren
 
 static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x16, 256 threads per block
+    // fixed launch: grid 6x16x6, 256 threads per block
     squeezeseg_conv10_relu<<<dim3(6, 16, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3982,7 +3982,7 @@ squeezeseg_score(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x1, 256 threads per block
+    // fixed launch: grid 6x1x15, 256 threads per block
     squeezeseg_score<<<dim3(6, 1, 15), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -4134,7 +4134,7 @@ squeezeseg_score_pool8_add(const float* __restrict__ input, float* __restrict__ 
 
 static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x1, 256 threads per block
+    // fixed launch: grid 6x1x8, 256 threads per block
     squeezeseg_score_pool8_add<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -4421,7 +4421,7 @@ squeezeseg_score_pool4_add(const float* __restrict__ input, float* __restrict__ 
 
 static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1, 256 threads per block
+    // fixed launch: grid 23x1x4, 256 threads per block
     squeezeseg_score_pool4_add<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }

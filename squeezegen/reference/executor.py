@@ -19,7 +19,8 @@ from .numpy_ops import OP_IMPLS
 
 def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
     """x as a batch for `graph`: float32 of shape (N, *input shape), N >= 1; InputError otherwise.
-    Non-finite values only warn: they are legal floats, and propagate as they would anywhere."""
+    Non-finite values only warn (a RuntimeWarning): they are legal floats, and propagate as they
+    would anywhere."""
     expected = graph.input.type.shape
     if not isinstance(x, np.ndarray):
         raise InputError(f"{what} must be a NumPy array, got {type(x).__name__}")
@@ -30,8 +31,11 @@ def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
         want = "(N, " + ", ".join(str(d) for d in expected) + ")"
         raise InputError(f"{what} has shape {tuple(x.shape)}, expected {want} for model "
                          f"'{graph.name}'")
-    if not np.isfinite(x).all():
-        warnings.warn(f"{what} holds {int((~np.isfinite(x)).sum())} non-finite value(s)",
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        warnings.warn(f"{what} holds {int(bad.sum())} non-finite value(s) (NaN/Inf), first at "
+                      f"index {first}; they propagate through the network",
                       RuntimeWarning, stacklevel=3)
     return np.ascontiguousarray(x)
 
