@@ -29,8 +29,9 @@ def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
                          "(convert with x.astype(np.float32))")
     if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != tuple(expected) or x.shape[0] < 1:
         want = "(N, " + ", ".join(str(d) for d in expected) + ")"
+        empty = " (no images: N must be at least 1)" if x.ndim and x.shape[0] < 1 else ""
         raise InputError(f"{what} has shape {tuple(x.shape)}, expected {want} for model "
-                         f"'{graph.name}'")
+                         f"'{graph.name}'{empty}")
     bad = ~np.isfinite(x)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
