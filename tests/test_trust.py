@@ -295,6 +295,8 @@ def test_a_network_built_on_one_thread_runs_on_others(use_graph):
                 y = np.empty((2,) + g[g.outputs[0]].type.shape, np.float32)
                 drv.memcpy_dtoh_async(y, d_out, stream)
                 stream.synchronize()
+                d_in.free(), d_out.free()                # freed where their context is current
+                del stream
                 return y
         with ThreadPoolExecutor(1) as pool:
             y = pool.submit(device_run, xs[0]).result()
