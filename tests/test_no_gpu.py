@@ -2,21 +2,13 @@
 CPU column of `bench`. These run where there is no NVIDIA driver (CI) and skip elsewhere."""
 from __future__ import annotations
 
-import ctypes
 import json
 import subprocess
 import sys
 
 import pytest
 
-
-def _has_driver() -> bool:
-    try:
-        ctypes.CDLL("libcuda.so.1")
-        return True
-    except OSError:
-        return False
-
+from squeezegen.runtime.device import _has_driver
 
 pytestmark = pytest.mark.skipif(_has_driver(), reason="an NVIDIA driver is installed here")
 
