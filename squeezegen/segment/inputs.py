@@ -3,7 +3,8 @@
 Each image becomes an `Item`: its path and its output name, the path relative to where it was
 found (a folder: relative to the folder; a glob: to the glob's folder before the first wildcard;
 a list: to the deepest folder common to its paths; a single image: its file name). The output
-PNG is `OUT_DIR/<name with .png>`, so two inputs that would write the same file are refused.
+PNG is `OUT_DIR/<name>.png` (`a/b.jpg` -> `a/b.jpg.png`, so `b.jpg` and `b.png` side by side
+do not clash); two inputs that would still write the same file are refused.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class Item:
 
 
 def output_path(out_dir, name: str, suffix: str = ".png") -> Path:
-    return Path(out_dir) / Path(name).with_suffix(suffix)
+    return Path(out_dir) / (name + suffix)
 
 
 def collect(inputs: list[str], out_dir=None) -> list[Item]:
@@ -109,7 +110,7 @@ def _unique(items: list[Item], out_dir) -> list[Item]:
         if real in seen_paths:
             continue
         seen_paths.add(real)
-        key = Path(item.name).with_suffix("").as_posix()
+        key = item.name
         if key in owners:
             target = output_path(out_dir or ".", item.name)
             raise InputError(f"{owners[key]} and {item.path} would both write {target} "

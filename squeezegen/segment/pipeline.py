@@ -249,7 +249,8 @@ class Pipeline:
         hw = self.s.shape[1:]
         if self.s.scores:
             full = resize_scores(scores, job.size, job.box, hw)
-            atomic_write(png.with_suffix(".npy"), lambda f: np.save(f, full))
+            atomic_write(output_path(self.out_dir, job.item.name, ".npy"),
+                         lambda f: np.save(f, full))
             classes = _argmax(full).astype(np.uint8)
         else:
             classes = classes_at(scores, job.size, job.box, hw)
