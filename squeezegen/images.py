@@ -92,6 +92,25 @@ def read_pixels(source, channels: int, target: tuple[int, int], resize: str = "s
         return _pixels(image_mod, im, channels, h, w), size
 
 
+def array_pixels(array: np.ndarray, channels: int, target: tuple[int, int],
+                 resize: str = "stretch") -> tuple[np.ndarray, tuple[int, int]]:
+    """`read_pixels` for an image already decoded into an H x W (x C) array (uint8, uint16 or
+    float), as Ray Data's read_images gives."""
+    image_mod = _pil()
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.dtype == np.uint16 and array.ndim == 2:
+        im = image_mod.fromarray(array.astype(np.int32)).convert("I;16")
+    elif array.dtype != np.uint8:
+        im = image_mod.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+    else:
+        im = image_mod.fromarray(array)
+    size = (im.height, im.width)
+    _, _, h, w = fit_box(size, target, resize)
+    return _pixels(image_mod, im, channels, h, w), size
+
+
 def _pixels(image_mod, im, channels: int, h: int, w: int) -> np.ndarray:
     """H x W x channels float32 in 0..255; 16-bit and float images are scaled, not clipped."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):

@@ -20,13 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..images import fit_box, read_pixels, save_classes
-from .inputs import Item, output_path
-from .resample import _argmax, classes_at, resize_scores
+from ..images import fit_box, read_pixels
+from .inputs import Item
+from .outputs import is_done, write_outputs
 from .summary import SegmentSummary
 
 _END = object()
-PNG_LEVEL = 1              # zlib level of the PNGs: masks compress well, and level 1 is fast
 
 
 class _Stop(Exception):
@@ -140,7 +139,7 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
     def _feed(self) -> None:
         for item in self.items:
-            if not self.s.overwrite and output_path(self.out_dir, item.name).exists():
+            if not self.s.overwrite and is_done(self.out_dir, item.name):
                 with self.lock:
                     self.summary.skipped += 1
                 continue
@@ -242,19 +241,8 @@ class Pipeline:
                 self.summary.encode_s += time.perf_counter() - start
 
     def write(self, job: _Job, scores: np.ndarray) -> None:
-        """The PNG (and the .npy of the scores) of one image at its original size; the PNG comes
-        last, so its presence means the image is done."""
-        from ..fsutil import atomic_write
-        png = output_path(self.out_dir, job.item.name)
-        hw = self.s.shape[1:]
-        if self.s.scores:
-            full = resize_scores(scores, job.size, job.box, hw)
-            atomic_write(output_path(self.out_dir, job.item.name, ".npy"),
-                         lambda f: np.save(f, full))
-            classes = _argmax(full).astype(np.uint8)
-        else:
-            classes = classes_at(scores, job.size, job.box, hw)
-        save_classes(png, classes, compress_level=PNG_LEVEL)
+        write_outputs(self.out_dir, job.item.name, scores, job.size, job.box, self.s.shape[1:],
+                      self.s.scores)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> SegmentSummary:

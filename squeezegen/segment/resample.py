@@ -42,7 +42,7 @@ def resize_scores(scores: np.ndarray, size: tuple, box: tuple, input_hw: tuple) 
     return cols[:, y0, :] * (1 - fy)[:, None] + cols[:, y1, :] * fy[:, None]
 
 
-def _argmax(scores: np.ndarray) -> np.ndarray:
+def argmax_classes(scores: np.ndarray) -> np.ndarray:
     """argmax over axis 0 as int16 (first maximum wins), a plane at a time: about twice as fast
     as np.argmax(axis=0), which walks the class axis with a large stride."""
     best = scores[0].copy()
@@ -58,7 +58,7 @@ def classes_at(scores: np.ndarray, size: tuple, box: tuple, input_hw: tuple) -> 
     """The argmax class (uint8) of the scores resized to `size`, as (height, width)."""
     (ys, xs), (y0, y1, fy), (x0, x1, fx) = _grid(scores.shape, size, box, input_hw)
     crop = scores[:, ys, xs]
-    mask = _argmax(crop)
+    mask = argmax_classes(crop)
     pad = np.pad(mask, ((0, 1), (0, 1)), mode="edge")
     corner = pad[:-1, :-1]
     same = (corner == pad[1:, :-1]) & (corner == pad[:-1, 1:]) & (corner == pad[1:, 1:])
