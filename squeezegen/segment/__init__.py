@@ -97,6 +97,10 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
             write_failed(out_dir, pipeline.summary.failures)
             if pipeline.summary.interrupted and progress:
                 log(pipeline.summary.text())
-        if summary.interrupted:
-            raise KeyboardInterrupt
+    if ray is not None:
+        write_failed(out_dir, summary.failures)
+        if summary.interrupted and progress:
+            log(summary.text())
+    if summary.interrupted:
+        raise KeyboardInterrupt
     return summary
