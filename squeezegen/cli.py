@@ -117,6 +117,9 @@ def _cmd_segment(args) -> int:
                       overwrite=args.overwrite, backend=args.backend, workers=args.workers,
                       progress=not args.quiet, ray=args.ray)
     print(summary.text())
+    if args.json:
+        atomic_write(args.json, lambda f: f.write((json.dumps(summary.as_dict(), indent=1)
+                                                   + "\n").encode()))
     return 0
 
 
@@ -332,6 +335,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="run on Ray Data: auto (the running cluster, else a local one) or a "
                         "cluster address (needs: pip install 'squeezegen[ray]')")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--json", metavar="FILE", help="also write the summary here, as JSON")
     _image_options(s)
     s.set_defaults(func=_cmd_segment)
 

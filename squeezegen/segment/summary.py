@@ -1,7 +1,7 @@
 """What a `segment` run did: counts, speed, and where the time went."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -30,6 +30,13 @@ class SegmentSummary:
         """The fraction of the wall time the networks were running, averaged over them."""
         n = max(1, len(self.networks))
         return min(1.0, self.network_s / (self.wall_s * n)) if self.wall_s > 0 else 0.0
+
+    def as_dict(self, failures: int = 100) -> dict:
+        """The fields, the derived rates, and the first `failures` failures (for JSON)."""
+        out = asdict(self)
+        out["failures"] = [list(f) for f in self.failures[:failures]]
+        out.update(images_per_s=self.images_per_s, network_busy=self.network_busy)
+        return out
 
     def text(self) -> str:
         """One paragraph for the end of the run."""
