@@ -319,7 +319,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
                    help="the cuda backend's precision (see build) [fp32]")
     s.add_argument("--gpus", default="all",
-                   help="all, a count N (the first N), or ids like 0,2 (one id: 3,) [all]")
+                   help="all, a count N (the first N), or ids like 0,2 (one id: 3,); with "
+                        "--ray, every GPU of the cluster [all]")
     s.add_argument("--resize", choices=["stretch", "letterbox"], default="stretch",
                    help="stretch to the model's input, or keep the aspect ratio and pad "
                         "[stretch]")

@@ -6,8 +6,9 @@ interpolation; then resume, failed.txt, --overwrite, letterbox, --scores, Ctrl-C
 """
 from __future__ import annotations
 
+import importlib.util
 import io
-import os
+import json
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 import squeezegen
-from helpers import random_weights, small_model
+from helpers import random_weights
 from squeezegen.images import load_image
 from squeezegen.reference import ReferenceExecutor
 from squeezegen.segment import segment
@@ -152,7 +153,7 @@ def first_run(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "masks"
     proc = _cli(data["model"], "--weights", data["weights"], data["images"], "-o", out,
                 "--batch", 5, "--backend", "numpy", "--mean", "100,110,120", "--std", "60",
-                "--workers", 3)
+                "--workers", 3, "--json", out.parent / "summary.json")
     return out, proc
 
 
@@ -162,6 +163,9 @@ def test_every_readable_image_matches_the_reference(data, first_run):
     good = [n for n in data["names"] if n not in BAD]
     assert f"{len(good)} of {len(data['names'])} images segmented" in proc.stdout
     assert "3 failed" in proc.stdout and "numpy" in proc.stdout
+    summary = json.loads((out.parent / "summary.json").read_text())
+    assert (summary["written"], summary["failed"], summary["skipped"]) == (len(good), 3, 0)
+    assert summary["networks"] == ["numpy"] and 0 < summary["network_busy"] <= 1
     for name in good:
         png = out / f"{name}.png"
         with Image.open(png) as im:
@@ -362,3 +366,13 @@ def test_inputs_names_and_gpus(data, tmp_path):
     for bad in ("5", "0,7", "x", "1,1"):
         with pytest.raises(squeezegen.SqueezegenError, match="--gpus"):
             parse_gpus(bad, 4)
+
+
+def test_ray_without_ray_installed_is_one_line(data, tmp_path):
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("Ray is installed here (test_segment_ray.py runs --ray)")
+    proc = _cli(data["model"], "--weights", data["weights"], data["images"] / "png", "-o",
+                tmp_path, "--ray", "auto", "--backend", "numpy")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("squeezegen: error: --ray needs Ray: pip install "
+                                   "'squeezegen[ray]'")

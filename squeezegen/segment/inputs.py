@@ -19,7 +19,7 @@ from ..images import IMAGE_SUFFIXES, is_image
 MAGIC = ("*", "?", "[")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     path: str            # where the image is read from
     name: str            # its output name relative to OUT_DIR, '/'-separated, image suffix kept

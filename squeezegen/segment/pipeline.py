@@ -12,7 +12,6 @@ written atomically, so nothing half-written is left and a rerun resumes where th
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time

@@ -240,6 +240,8 @@ def run_ray(address: str, graph, weights: dict, items, out_dir, settings, *, pre
         kind = backend if backend != "auto" else ("cuda" if gpus else "numpy")
         if kind == "cuda" and not gpus:
             raise InputError("--backend cuda: the Ray cluster has no GPU")
+        if backend == "auto" and kind == "numpy":
+            log("squeezegen: the Ray cluster has no GPU: running on the numpy backend")
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         actors = gpus if kind == "cuda" else max(1, nodes)
         todo = [i for i in items if settings.overwrite or not is_done(out_dir, i.name)]
