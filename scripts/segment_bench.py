@@ -105,7 +105,7 @@ def stage_costs(model, weights, images: list[Path], resize: str = "stretch") -> 
     """One thread's milliseconds per image: decode + resize (with the JPEG draft), and the
     scores back to the original size + the PNG (with the reference's scores of the sample)."""
     from squeezegen.images import fit_box, read_pixels
-    from squeezegen.segment.outputs import write_outputs
+    from squeezegen.segmentation.outputs import write_outputs
     graph = squeezegen.load_model(model)
     c, h, w = graph.input.type.shape
     decoded = []
@@ -118,7 +118,7 @@ def stage_costs(model, weights, images: list[Path], resize: str = "stretch") -> 
     rng = np.random.default_rng(0)
     # smooth random scores (a few regions, like a trained network's), at the model's size
     coarse = rng.standard_normal((k[0], max(2, k[1] // 16), max(2, k[2] // 16)))
-    from squeezegen.segment.resample import resize_scores
+    from squeezegen.segmentation.resample import resize_scores
     scores = resize_scores(coarse.astype(np.float32), k[1:], (0, 0) + coarse.shape[1:],
                            coarse.shape[1:])
     with tempfile.TemporaryDirectory() as tmp:

@@ -110,7 +110,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_segment(args) -> int:
-    from .segment import segment
+    from .segmentation import segment
     summary = segment(args.model, args.weights, args.inputs, args.output, batch=args.batch,
                       precision=args.precision, gpus=args.gpus, resize=args.resize,
                       mean=args.mean, std=args.std, scores=args.scores,

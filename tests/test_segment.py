@@ -23,12 +23,12 @@ import squeezegen
 from helpers import random_weights
 from squeezegen.images import load_image
 from squeezegen.reference import ReferenceExecutor
-from squeezegen.segment import segment
-from squeezegen.segment.backends import BackendSpec, NumpyBackend, parse_gpus
-from squeezegen.segment.inputs import collect
-from squeezegen.segment.pipeline import Pipeline, Settings
-from squeezegen.segment.progress import Progress
-from squeezegen.segment.resample import classes_at, resize_scores
+from squeezegen import segment
+from squeezegen.segmentation.backends import BackendSpec, NumpyBackend, parse_gpus
+from squeezegen.segmentation.inputs import collect
+from squeezegen.segmentation.pipeline import Pipeline, Settings
+from squeezegen.segmentation.progress import Progress
+from squeezegen.segmentation.resample import classes_at, resize_scores
 from squeezegen.weights import save_weights
 
 Image = pytest.importorskip("PIL.Image")

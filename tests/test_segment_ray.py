@@ -13,7 +13,7 @@ pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install '
 
 from PIL import Image  # noqa: E402
 
-from squeezegen.segment import segment  # noqa: E402
+from squeezegen import segment  # noqa: E402
 from test_segment import MEAN, STD, data  # noqa: E402,F401  (data: the module fixture)
 
 
