@@ -62,19 +62,51 @@ def classes_at(scores: np.ndarray, size: tuple, box: tuple, input_hw: tuple) -> 
     pad = np.pad(mask, ((0, 1), (0, 1)), mode="edge")
     corner = pad[:-1, :-1]
     same = (corner == pad[1:, :-1]) & (corner == pad[:-1, 1:]) & (corner == pad[1:, 1:])
-    cell = np.where(same, mask, np.int16(-1))
-    out = cell.take(y0, axis=0).take(x0, axis=1)
-    yy, xx = np.nonzero(out < 0)
-    if yy.size:
-        pixels = np.ascontiguousarray(np.moveaxis(crop, 0, -1), np.float32)      # h, w, K
-        flat = pixels.reshape(-1, pixels.shape[-1])
-        width = pixels.shape[1]
-        r0, r1, c0, c1 = y0[yy] * width, y1[yy] * width, x0[xx], x1[xx]
-        wy, wx = fy[yy, None], fx[xx, None]
-        top = flat.take(r0 + c0, axis=0)
-        top += (flat.take(r0 + c1, axis=0) - top) * wx
-        bottom = flat.take(r1 + c0, axis=0)
-        bottom += (flat.take(r1 + c1, axis=0) - bottom) * wx
+    out = mask.astype(np.uint8).take(y0, axis=0).take(x0, axis=1)
+    ci, cj = np.nonzero(~same)
+    if ci.size:
+        _boundaries(out, crop, ci, cj, (y0, y1, fy), (x0, x1, fx))
+    return out
+
+
+def _boundaries(out, crop, ci, cj, rows, cols) -> None:
+    """Interpolate the scores of the output pixels in the cells (ci, cj) whose corners disagree,
+    and write their argmax into `out`. Only classes that can win are interpolated: a class whose
+    score is below, at all four corners, the best score any class keeps at all four corners
+    (a lower bound of the winner's interpolated score) cannot win anywhere in the cell. That
+    leaves 2 or 3 classes in most cells; cells are taken in groups of equal candidate counts."""
+    (y0, y1, fy), (x0, x1, fx) = rows, cols
+    h, w = crop.shape[1:]
+    ni, nj = np.minimum(ci + 1, h - 1), np.minimum(cj + 1, w - 1)
+    corners = np.stack([crop[:, ci, cj], crop[:, ci, nj], crop[:, ni, cj], crop[:, ni, nj]])
+    floor = corners.min(axis=0).max(axis=0)                       # per cell
+    best = corners.max(axis=0)                                     # K, cells
+    counts = (best >= floor).sum(axis=0)
+    order = np.argsort(-best, axis=0, kind="stable")
+    for m in np.unique(counts):
+        group = np.nonzero(counts == m)[0]
+        candidates = np.sort(order[:m, group], axis=0)         # m, cells: ascending classes
+        a, b, c, d = (np.take_along_axis(k[:, group], candidates, axis=0) for k in corners)
+        yy, xx, cell = _pixels_of(ci[group], cj[group], y0, x0)
+        wy, wx = fy[yy], fx[xx]
+        top = a[:, cell]
+        top += (b[:, cell] - top) * wx
+        bottom = c[:, cell]
+        bottom += (d[:, cell] - bottom) * wx
         top += (bottom - top) * wy
-        out[yy, xx] = top.argmax(axis=1)
-    return out.astype(np.uint8)
+        out[yy, xx] = candidates[top.argmax(axis=0), cell]
+
+
+def _pixels_of(ci: np.ndarray, cj: np.ndarray, y0: np.ndarray, x0: np.ndarray):
+    """The output pixels (rows, columns, cell number) whose source cell (y0, x0) is one of
+    (ci, cj): a cell covers a rectangle of outputs, as y0 and x0 are sorted."""
+    row_start = np.searchsorted(y0, np.arange(int(ci.max()) + 2))
+    col_start = np.searchsorted(x0, np.arange(int(cj.max()) + 2))
+    rows = row_start[ci + 1] - row_start[ci]
+    cols = col_start[cj + 1] - col_start[cj]
+    per_cell = rows * cols
+    cell = np.repeat(np.arange(len(ci)), per_cell)
+    offset = np.arange(cell.size) - np.repeat(np.cumsum(per_cell) - per_cell, per_cell)
+    yy = row_start[ci][cell] + offset // cols[cell]
+    xx = col_start[cj][cell] + offset % cols[cell]
+    return yy, xx, cell
