@@ -140,6 +140,8 @@ def run_segment(model, weights, folder: Path, out: Path, args, ray: bool) -> dic
         cmd += ["--workers", str(args.workers)]
     if args.gpus:
         cmd += ["--gpus", args.gpus]
+    if args.per_gpu:
+        cmd += ["--per-gpu", str(args.per_gpu)]
     if ray:
         cmd += ["--ray", "auto"]
     print("$ " + " ".join(cmd), flush=True)
@@ -176,6 +178,7 @@ def main() -> int:
     p.add_argument("--backend", default="cuda", choices=["cuda", "numpy"])
     p.add_argument("--gpus", help="segment's --gpus [all]")
     p.add_argument("--workers", type=int, help="segment's --workers [the CPU count]")
+    p.add_argument("--per-gpu", type=int, help="segment's --per-gpu [1]")
     p.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "segment_bench"),
                    help="where the images (kept) and outputs (removed) go")
     p.add_argument("--iters", type=int, default=50, help="timed network runs [50]")

@@ -115,7 +115,7 @@ def _cmd_segment(args) -> int:
                       precision=args.precision, gpus=args.gpus, resize=args.resize,
                       mean=args.mean, std=args.std, scores=args.scores,
                       overwrite=args.overwrite, backend=args.backend, workers=args.workers,
-                      progress=not args.quiet, ray=args.ray)
+                      per_gpu=args.per_gpu, progress=not args.quiet, ray=args.ray)
     print(summary.text())
     if args.json:
         atomic_write(args.json, lambda f: f.write((json.dumps(summary.as_dict(), indent=1)
@@ -332,6 +332,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="cuda where a GPU is present, else numpy [auto]")
     s.add_argument("--workers", type=_positive_int, default=None,
                    help="decode threads, and as many encode threads [the CPU count]")
+    s.add_argument("--per-gpu", type=_positive_int, default=1, metavar="N",
+                   help="networks per GPU, each on its own stream and thread (2 overlaps one's "
+                        "copies with the other's kernels) [1]")
     s.add_argument("--ray", metavar="ADDRESS",
                    help="run on Ray Data: auto (the running cluster, else a local one) or a "
                         "cluster address (needs: pip install 'squeezegen[ray]')")

@@ -381,3 +381,40 @@ def test_ray_without_ray_installed_is_one_line(data, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == ("squeezegen: error: --ray needs Ray: pip install "
                                    "'squeezegen[ray]'")
+
+
+def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch):
+    """The cuda backend's contract, without a GPU: squeezegen.compile(..., device=i) once per
+    network, each made and called in its own thread; here compile returns the reference."""
+    from squeezegen.segmentation import backends
+    made = []
+
+    class FakeNet:
+        def __init__(self, graph, weights, batch, precision, device):
+            self.run, self.batch = ReferenceExecutor(graph, weights), batch
+            made.append((device, batch, precision, threading.get_ident()))
+            self.closed = False
+
+        def __call__(self, x):
+            assert x.shape[0] <= self.batch
+            return self.run(x)
+
+        def close(self):
+            self.closed = True
+
+    def fake_compile(model, weights, batch=1, use_graph=True, tune=False, precision="fp32",
+                     device=0):
+        return FakeNet(model, weights, batch, precision, device)
+
+    monkeypatch.setattr(squeezegen, "compile", fake_compile)
+    monkeypatch.setattr(backends, "gpu_count", lambda: 3)
+    specs = backends.backend_specs("cuda", data["graph"], data["w"], 4, "fp16", gpus="0,2",
+                                   per_gpu=2)
+    assert [s.label for s in specs] == ["cuda:0#0", "cuda:0#1", "cuda:2#0", "cuda:2#1"]
+    items = collect([data["images"] / "png", data["images"] / "jpeg"], tmp_path)
+    mean, std = np.full((3, 1, 1), 128, np.float32), np.ones((3, 1, 1), np.float32)
+    s = Pipeline(items, specs, tmp_path, Settings((3, 32, 48), mean, std, batch=4), "cuda").run()
+    assert s.written == 24 and sum(s.per_network) == 24
+    assert sorted(d for d, *_ in made) == [0, 0, 2, 2]
+    assert {(b, p) for _, b, p, _ in made} == {(4, "fp16")}
+    assert len({t for *_, t in made}) == 4 and threading.get_ident() not in {t for *_, t in made}
