@@ -85,7 +85,7 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
     if ray is not None:
         from .ray_data import run_ray
         summary = run_ray(ray, graph, checked, items, out_dir, settings, precision=precision,
-                          backend=backend, progress=progress, log=log)
+                          backend=backend, progress=progress, log=log, per_gpu=per_gpu)
     else:
         kind = choose_backend(backend, log)
         specs = backend_specs(kind, graph, checked, batch, precision, gpus, per_gpu)

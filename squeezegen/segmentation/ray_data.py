@@ -224,8 +224,9 @@ def connect(address: str, log) -> bool:
 
 
 def run_ray(address: str, graph, weights: dict, items, out_dir, settings, *, precision: str,
-            backend: str, progress: bool, log):
-    """The whole `segment` job on Ray Data; returns the SegmentSummary."""
+            backend: str, progress: bool, log, per_gpu: int = 1):
+    """The whole `segment` job on Ray Data; returns the SegmentSummary. One Segmenter actor per
+    GPU of the cluster (`per_gpu` actors sharing each GPU), or one per node on numpy."""
     import logging
 
     from .outputs import is_done
@@ -243,7 +244,7 @@ def run_ray(address: str, graph, weights: dict, items, out_dir, settings, *, pre
         if backend == "auto" and kind == "numpy":
             log("squeezegen: the Ray cluster has no GPU: running on the numpy backend")
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-        actors = gpus if kind == "cuda" else max(1, nodes)
+        actors = gpus * per_gpu if kind == "cuda" else max(1, nodes)
         todo = [i for i in items if settings.overwrite or not is_done(out_dir, i.name)]
         summary = SegmentSummary(out_dir=str(out_dir), backend=f"ray/{kind}", networks=[],
                                  images=len(items), skipped=len(items) - len(todo))
@@ -259,7 +260,7 @@ def run_ray(address: str, graph, weights: dict, items, out_dir, settings, *, pre
             shape=settings.shape, mean=settings.mean.reshape(-1).tolist(),
             std=settings.std.reshape(-1).tolist(), resize=settings.resize))
         ds = ds.map_batches(
-            Segmenter, batch_size=b, num_gpus=1 if kind == "cuda" else 0,
+            Segmenter, batch_size=b, num_gpus=1 / per_gpu if kind == "cuda" else 0,
             num_cpus=1 if kind == "numpy" else None,
             compute=ray.data.ActorPoolStrategy(size=actors),
             fn_constructor_kwargs=dict(model=graph, weights=weights, batch=b,
