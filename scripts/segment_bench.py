@@ -3,6 +3,10 @@
 
     python3 scripts/segment_bench.py --images 20000 --batch 32 --out $OUT/segment.json [--ray]
 
+On the lent H200 (carry .device and .device-ray, see ../shared/device-ray/README.md):
+    source .device/env.sh && source .device-ray/env.sh && \
+        python3 scripts/segment_bench.py --images 20000 --batch 32 --out $OUT/segment.json --ray
+
 1. Generates N JPEGs of mixed sizes (320x240 to 1024x768: smooth shapes, gradients and a little
    noise, so they decode and compress like photos) into DIR/images (kept and reused if present).
 2. Times the network alone at the same batch and precision: CUDA-graph replay with the data on
@@ -216,7 +220,7 @@ def main() -> int:
     runs = {"segment": False} | ({"segment_ray": True} if args.ray else {})
     for name, ray in runs.items():
         e2e = run_segment(args.model, weights, images, folder / f"out_{name}", args, ray)
-        n_nets = max(1, len(e2e["networks"]))
+        n_nets = max(1, len({w.split("#")[0] for w in e2e["networks"]}))   # GPUs, not networks
         result[name] = {
             "img_s": e2e["images_per_s"], "summary": e2e,
             "ratio_to_network": e2e["images_per_s"] / (net["img_s"] * n_nets),
