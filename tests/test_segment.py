@@ -418,3 +418,19 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch)
     assert sorted(d for d, *_ in made) == [0, 0, 2, 2]
     assert {(b, p) for _, b, p, _ in made} == {(4, "fp16")}
     assert len({t for *_, t in made}) == 4 and threading.get_ident() not in {t for *_, t in made}
+
+
+def test_segment_bench_runs_on_the_cpu(data, tmp_path):
+    """scripts/segment_bench.py (run on the H200 by hand) on the numpy backend, 3 images."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "scripts/segment_bench.py", "--images", "3",
+                           "--batch", "2", "--backend", "numpy", "--model", str(data["model"]),
+                           "--iters", "2", "--workers", "2", "--dir", str(tmp_path),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["segment"]["summary"]["written"] == 3
+    assert result["network"]["img_s"] > 0 and result["segment"]["ratio_to_network"] > 0
+    assert {"decode_ms", "encode_ms"} <= set(result["per_image_ms_one_thread"])
+    stage = result["segment"]["limited_by"].split(" (")[0]
+    assert stage in {"decode", "encode", "network with copies"}
