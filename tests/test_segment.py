@@ -434,3 +434,24 @@ def test_segment_bench_runs_on_the_cpu(data, tmp_path):
     assert {"decode_ms", "encode_ms"} <= set(result["per_image_ms_one_thread"])
     stage = result["segment"]["limited_by"].split(" (")[0]
     assert stage in {"decode", "encode", "network with copies"}
+
+
+def test_segmenter_is_a_plain_callable_for_bytes_and_arrays(data, first_run):
+    """squeezegen.ray.Segmenter without Ray: encoded files (as read_binary_files gives) and
+    decoded arrays (as read_images gives) in, the classes of each image out, a bad file as an
+    error in its row."""
+    from squeezegen.ray import Segmenter
+    out, _ = first_run
+    names = ["png/00.png", "png/deep/01.png", "grey/2.png", "broken/text.jpg"]
+    seg = Segmenter(data["model"], data["weights"], batch=2, backend="numpy", mean=MEAN,
+                    std=STD)
+    paths = [str(data["images"] / n) for n in names]
+    result = seg({"bytes": [Path(p).read_bytes() for p in paths], "path": np.array(paths)})
+    assert list(result["path"]) == paths and result["error"][3].startswith("cannot read")
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths[:3]]
+    from_arrays = seg({"image": arrays})
+    for i, n in enumerate(names[:3]):
+        want = np.asarray(Image.open(out / f"{n}.png"))
+        assert result["error"][i] == "" and from_arrays["error"][i] == ""
+        np.testing.assert_array_equal(result["classes"][i], want)
+        np.testing.assert_array_equal(from_arrays["classes"][i], want)
