@@ -3,25 +3,29 @@
     graph = squeezegen.load_model("models/squeezeseg.yaml")
     weights = squeezegen.load_weights("w.npz")
     y = squeezegen.reference(graph, weights)(x)       # the NumPy oracle
+    files = squeezegen.build(graph, batch=8).files     # the .cu, .h, manifest: no GPU needed
+    squeezegen.build(graph, batch=8, write="generated")   # ... written to generated/<model>/
     with squeezegen.compile(graph, weights, batch=8) as net:
         y = net(x)                                     # the generated CUDA (PyCUDA)
     summary = squeezegen.segment(model, weights, ["photos/"], "masks/")   # many images
 """
-from .errors import SqueezegenError
-from .frontend import load_model, parse_model
-from .reference import reference
-from .weights import init_weights, load_weights, save_weights
+__version__ = "0.1.0"                  # first: the modules below read it
 
-__version__ = "0.1.0"
+from .build import build  # noqa: E402  (the function: it shadows the module squeezegen.build)
+from .errors import SqueezegenError  # noqa: E402
+from .frontend import load_model, parse_model  # noqa: E402
+from .reference import reference  # noqa: E402
+from .weights import init_weights, load_weights, save_weights  # noqa: E402
 
 
 def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool = False,
-            precision: str = "fp32"):
-    """Build, compile and load a model onto the GPU: `net(x)` runs it (needs PyCUDA). With
-    `tune`, the autotuner's tiles for this GPU (tuned and cached on first use)."""
+            precision: str = "fp32", device: int = 0):
+    """Build, compile and load a model onto GPU `device`: `net(x)` runs it, from any thread
+    (needs PyCUDA). With `tune`, the autotuner's tiles for this GPU (tuned and cached on first
+    use)."""
     from .runtime.network import compile as compile_network
     return compile_network(model, weights, batch=batch, use_graph=use_graph, tune=tune,
-                           precision=precision)
+                           precision=precision, device=device)
 
 
 def segment(model, weights, inputs, out_dir, **options):
@@ -34,5 +38,5 @@ def segment(model, weights, inputs, out_dir, **options):
     return run_segment(model, weights, inputs, out_dir, **options)
 
 
-__all__ = ["SqueezegenError", "compile", "segment", "load_model", "parse_model", "reference",
-           "load_weights", "save_weights", "init_weights", "__version__"]
+__all__ = ["SqueezegenError", "build", "compile", "segment", "load_model", "parse_model",
+           "reference", "load_weights", "save_weights", "init_weights", "__version__"]

@@ -5,11 +5,13 @@
     tiles = schedule(fused, batch, ...)      # tile sizes (split-K, tensor cores) per kernel
     plan = plan_memory(fused, batch, ...)    # one arena, offsets, lifetimes, scratch
     out = render(fused, graph, plan, w)      # codegen: .cu, .h, manifest.json (+ weights blob)
+
+`build()` is `squeezegen.build(...)` from Python, and what `squeezegen build` runs.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -31,13 +33,23 @@ class Build:
     fused: Graph            # after the passes
     plan: MemoryPlan
     output: BuildOutput
+    written: list[Path] = field(default_factory=list)     # the files `write=` put on disk
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        """The generated files by name: `<model>.cu`, `<model>.h`, `manifest.json` (and
+        `<model>.weights.bin` with weights)."""
+        return self.output.files
 
 
 def build(model, batch: int = 1, weights=None, precision: str = "fp32",
           on_pass: Callable[[str, Graph], None] | None = None,
-          tiles: dict[str, Tile] | None = None) -> Build:
-    """Model (path, YAML text or Graph) -> generated files. `tiles` overrides the heuristic's tile
-    of the named nodes (the autotuner's choices)."""
+          tiles: dict[str, Tile] | None = None, write=None) -> Build:
+    """Model (a path to its YAML, or a Graph) -> the generated files, in memory: no GPU, nvcc or
+    PyCUDA is needed. `weights` (an .npz path or a dict) adds the weights blob; `write=DIR` also
+    writes the files to DIR/<model>/, as `squeezegen build -o DIR` does. `on_pass(name, graph)`
+    sees the graph after each pass; `tiles` overrides the heuristic's tile of the named nodes
+    (the autotuner's choices)."""
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise BuildError(f"batch must be a positive integer, got {batch!r}", field="batch")
     if precision not in PRECISIONS:
@@ -51,7 +63,10 @@ def build(model, batch: int = 1, weights=None, precision: str = "fp32",
     fused = run_passes(graph, on_step=on_pass)
     tiles = schedule(fused, batch, tiles, precision)
     plan = plan_memory(fused, batch, tiles, scratch_needs(fused, batch, tiles))
-    return Build(graph, fused, plan, render(fused, graph, plan, checked, precision))
+    result = Build(graph, fused, plan, render(fused, graph, plan, checked, precision))
+    if write is not None:
+        result.written = write_outputs(result.output, Path(write) / graph.name)
+    return result
 
 
 def write_outputs(output: BuildOutput, folder) -> list[Path]:
@@ -73,12 +88,15 @@ def write_outputs(output: BuildOutput, folder) -> list[Path]:
     return written
 
 
-def stale_files(output: BuildOutput, folder) -> list[str]:
-    """Names of generated files that are missing from `folder` or differ from `output`."""
+def stale_files(output: BuildOutput, folder) -> tuple[list[str], list[str]]:
+    """Names of generated files that are missing from `folder`, and of those that differ from
+    `output`."""
     folder = Path(folder)
-    stale = []
+    missing, differ = [], []
     for name, content in output.files.items():
         path = folder / name
-        if not path.is_file() or path.read_bytes() != content:
-            stale.append(name)
-    return stale
+        if not path.is_file():
+            missing.append(name)
+        elif path.read_bytes() != content:
+            differ.append(name)
+    return missing, differ

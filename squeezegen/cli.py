@@ -12,11 +12,13 @@ import json
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from .codegen.schedule import PRECISIONS
 from .errors import InputError, SqueezegenError
 from .frontend import load_model
 from .fsutil import atomic_write
@@ -42,14 +44,27 @@ def _cmd_init_weights(args) -> int:
 
 
 def _load_input(path: str, graph, args) -> np.ndarray:
-    from .images import is_image, load_image
+    from .images import IMAGE_SUFFIXES, is_image, load_image
     if is_image(path):
         return load_image(path, graph.input.type.shape, args.mean, args.std)
+    magic = None
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError("input file not found", file=path) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, not a .npy array", file=path) from None
     except (ValueError, OSError, EOFError) as exc:
+        # numpy takes anything without the .npy magic for a pickle and suggests allow_pickle;
+        # squeezegen never unpickles, so it never gives that advice
+        if magic is not None and magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+            raise InputError(f"not a .npy array (np.save writes one) nor an image "
+                             f"({', '.join(IMAGE_SUFFIXES)})", file=path) from None
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise InputError("holds Python objects (object arrays need pickle, which squeezegen "
+                             "never loads); save a float32 array", file=path) from None
         raise InputError(f"not a readable .npy array ({exc})", file=path) from None
     if not isinstance(data, np.ndarray):
         data.close()
@@ -67,15 +82,31 @@ def _choose_backend(requested: str) -> str:
     return "numpy"
 
 
+def _check_output(path: str, graph) -> None:
+    """Refuse an --output whose extension does not name what `_write_outputs` writes there."""
+    suffix = Path(path).suffix.lower()
+    labels = graph.output_labels
+    if suffix == ".npy" and len(labels) > 1:
+        raise InputError(f"model '{graph.name}' has {len(labels)} outputs ({', '.join(labels)}): "
+                         "give an .npz output, which holds one array per output, keyed by its "
+                         "layer name", file=path)
+    if suffix not in (".npy", ".npz", ".png"):
+        raise InputError(f"cannot write a '{suffix or path}' output: give .npy (one output), .npz "
+                         "(arrays keyed by layer name) or .png (the argmax classes in the VOC "
+                         "palette, with the arrays beside it)", file=path)
+
+
 def _write_outputs(path: str, graph, outputs: tuple) -> list[str]:
-    from .images import is_image, save_segmentation
+    """A .png of the first output's classes (and the arrays beside it), an .npy of the one
+    output, or an .npz of every output keyed by its layer name."""
+    from .images import save_segmentation
     written = []
     target = Path(path)
-    if is_image(target):
+    if target.suffix.lower() == ".png":
         save_segmentation(target, outputs[0])
         written.append(str(target))
-        target = target.with_suffix(".npy")
-    if len(outputs) == 1:
+        target = target.with_suffix(".npy" if len(outputs) == 1 else ".npz")
+    if target.suffix.lower() == ".npy":
         atomic_write(target, lambda f: np.save(f, outputs[0]), InputError)
     else:
         named = dict(zip(graph.output_labels, outputs))
@@ -83,9 +114,29 @@ def _write_outputs(path: str, graph, outputs: tuple) -> list[str]:
     return written + [str(target)]
 
 
+@contextmanager
+def _warned_once(x: np.ndarray):
+    """Around a backend, after check_input warned of the input's NaN/Inf: that one warning is
+    all the user gets (not the backend's own check again, nor numpy's 'invalid value')."""
+    with warnings.catch_warnings():
+        if not np.isfinite(x).all():
+            warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _run_backend(backend: str, graph, weights, x):
+    if backend == "cuda":
+        from .runtime.network import compile as compile_network
+        with compile_network(graph, weights, batch=x.shape[0]) as net:
+            return net(x)
+    from .reference import reference
+    return reference(graph, weights)(x)
+
+
 def _cmd_run(args) -> int:
     from .frontend import load_model as _load
     graph = _load(args.model)
+    _check_output(args.output, graph)
     x = _load_input(args.input, graph, args)
     try:
         x = check_input(graph, x)
@@ -93,13 +144,8 @@ def _cmd_run(args) -> int:
         raise exc.located(file=args.input)
     backend = _choose_backend(args.backend)
     try:
-        if backend == "cuda":
-            from .runtime.network import compile as compile_network
-            with compile_network(graph, args.weights, batch=x.shape[0]) as net:
-                y = net(x)
-        else:
-            from .reference import reference
-            y = reference(graph, args.weights)(x)
+        with _warned_once(x):
+            y = _run_backend(backend, graph, args.weights, x)
     except InputError as exc:
         raise exc.located(file=args.input)
     outputs = y if isinstance(y, tuple) else (y,)
@@ -136,10 +182,15 @@ def _cmd_check(args) -> int:
         x = check_input(graph, x)
     except InputError as exc:
         raise exc.located(file=args.input)
-    with compile_network(graph, args.weights, batch=x.shape[0], use_graph=False) as net:
+    with compile_network(graph, args.weights, batch=x.shape[0], use_graph=False) as net, \
+            _warned_once(x):
         rows = check_kernels(net, x, args.tolerance)
     print(format_checks(rows, graph.source, args.tolerance))
     return 0 if all(r.ok for r in rows) else 1
+
+
+def _listing(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _cmd_build(args) -> int:
@@ -153,13 +204,25 @@ def _cmd_build(args) -> int:
         print(f"=== IR as parsed ===\n{format_graph(load_model(args.model))}")
     result = build(args.model, args.batch, args.weights, args.precision,
                    on_pass=dump if args.dump_ir else None)
+    if args.dump_ir:
+        print(f"\n=== IR after plan_memory ===\n{format_graph(result.fused, result.plan)}\n")
     folder = Path(args.output) / result.graph.name
     if args.check:
-        stale = stale_files(result.output, folder)
+        options = (f" --precision {args.precision}" if args.precision != "fp32" else "") + (
+            f" --weights {args.weights}" if args.weights else "")
+        rebuild = (f"(build with: squeezegen build {args.model} --batch {args.batch}{options} -o "
+                   f"{args.output})")
+        if not folder.is_dir():
+            raise SqueezegenError(f"no generated code: the folder does not exist {rebuild}",
+                                  file=str(folder))
+        missing, differ = stale_files(result.output, folder)
+        stale = ([f"{_listing(missing)} {'is' if len(missing) == 1 else 'are'} missing"]
+                 if missing else [])
+        if differ:
+            stale.append(f"{_listing(differ)} {'differs' if len(differ) == 1 else 'differ'} from "
+                         f"what {args.model} gives")
         if stale:
-            raise SqueezegenError(f"generated code is stale: {', '.join(stale)} differ from what "
-                                  f"{args.model} gives (rebuild with: squeezegen build "
-                                  f"{args.model} --batch {args.batch} -o {args.output})",
+            raise SqueezegenError(f"generated code is stale: {'; '.join(stale)} {rebuild}",
                                   file=str(folder))
         print(f"{folder}: up to date ({len(result.output.files)} files)")
         return 0
@@ -168,7 +231,13 @@ def _cmd_build(args) -> int:
     print(f"{result.graph.name}: batch {args.batch}, {len(result.output.kernels)} kernels "
           f"(passes: {', '.join(result.fused.passes)}, plan_memory)")
     for k in result.output.kernels:
-        print(f"  {k.name:32s} {k.node.op:8s} -> {str(k.node.type):14s} grid {k.grid[0]}x{k.grid[1]}")
+        mma = k.extra.get("mma")
+        print(f"  {k.name:32s} {k.node.op:8s} -> {str(k.node.type):14s} grid {k.grid_text:12s}"
+              f"{f' tensor cores ({mma})' if mma else ''}".rstrip())
+    if args.precision != "fp32":
+        on = sum(1 for k in result.output.kernels if k.extra.get("mma"))
+        print(f"tensor cores: {on} of {len(result.output.kernels)} kernels ({args.precision} "
+              "inputs, fp32 accumulation); the others run in fp32")
     print(f"arena: {plan.arena_bytes:,} bytes ({plan.unshared_bytes:,} without sharing, "
           f"{plan.arena_bytes / max(1, plan.unshared_bytes):.0%})")
     for path in written:
@@ -285,11 +354,13 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="generated",
                    help="output folder; files go to OUTPUT/<model>/ [generated]")
     s.add_argument("--weights", help=".npz weights: also write <model>.weights.bin for the C API")
-    s.add_argument("--precision", default="fp32",
-                   help="fp32 (strict), tf32 or fp16 (conv and linear GEMMs on tensor cores, "
-                        "fp32 accumulation and storage; pooled convs, small layers and linear "
-                        "layers at batch <= 8 stay fp32) [fp32]")
-    s.add_argument("--dump-ir", action="store_true", help="print the IR before and after each pass")
+    s.add_argument("--precision", default="fp32", metavar="{" + ",".join(PRECISIONS) + "}",
+                   help="fp32 (strict), or tf32 / fp16: GEMMs on tensor cores with fp32 "
+                        "accumulation and storage, where they pay (pooled convs, small layers "
+                        "and linear layers at batch <= 8 stay fp32; the listing shows which "
+                        "kernels run on tensor cores) [fp32]")
+    s.add_argument("--dump-ir", action="store_true", help="print the IR before and after each pass "
+                                                          "(plan_memory: where each tensor lives)")
     s.add_argument("--check", action="store_true",
                    help="write nothing; fail if the files in OUTPUT are stale")
     s.set_defaults(func=_cmd_build)
@@ -300,7 +371,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", required=True,
                    help=".npy float32 array N,C,H,W, or a PNG/JPEG image")
     s.add_argument("--output", required=True,
-                   help=".npy file, or .png: the argmax classes in the VOC palette (+ the .npy)")
+                   help=".npy (one output), .npz (every output, keyed by layer name), or .png: "
+                        "the argmax classes in the VOC palette (+ the .npy or .npz)")
     s.add_argument("--backend", choices=["auto", "cuda", "numpy"], default="auto",
                    help="cuda where a GPU is present, else numpy [auto]")
     _image_options(s)
@@ -368,7 +440,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write the results (with GPU, driver, commit, date) here")
     s.add_argument("--no-tune", action="store_true",
                    help="use the heuristic's tiles, not the autotuner's")
-    s.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
+    s.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (strict), or tensor-core GEMMs with tf32/fp16 inputs [fp32]")
     s.set_defaults(func=_cmd_bench)
 
@@ -377,7 +449,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--batch", type=_batches, default=[1], help="batch sizes to tune for [1]")
     s.add_argument("--force", action="store_true", help="re-time layers already in the cache")
-    s.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
+    s.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="tune the tiles of this precision [fp32]")
     s.set_defaults(func=_cmd_tune)
 

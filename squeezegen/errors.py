@@ -60,3 +60,7 @@ class InputError(SqueezegenError):
 
 class BuildError(SqueezegenError):
     """Code generation, output writing or compilation failed."""
+
+
+class GPUError(SqueezegenError):
+    """The GPU, its driver or PyCUDA failed or is missing (out of memory, launch error, no device)."""

@@ -1,7 +1,9 @@
-"""Atomic file writes: a temp file in the target's folder, then rename; never half a file."""
+"""Atomic file writes (a temp file in the target's folder, then rename; never half a file), and
+folders that squeezegen keeps for itself (caches), private to the user."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -31,3 +33,26 @@ def atomic_write(path, write: Callable, error: type[SqueezegenError] = BuildErro
 
 def write_text(path, text: str, error: type[SqueezegenError] = BuildError) -> None:
     atomic_write(path, lambda f: f.write(text.encode()), error)
+
+
+def private_dir(path, what: str, error: type[SqueezegenError] = BuildError) -> Path:
+    """`path` as a folder only this user can write (created 0700 if missing). One that another
+    user owns, or that others can write to, is refused: anyone who can write into a cache could
+    plant code that squeezegen then loads (a cubin) or trusts."""
+    path = Path(path)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.stat()
+    except OSError as exc:
+        raise error(f"cannot create the {what}: {exc.strerror or exc}", file=str(path)) from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise error(f"the {what} is not a folder", file=str(path))
+    if info.st_uid != os.getuid():
+        raise error(f"the {what} belongs to another user (uid {info.st_uid}), so squeezegen will "
+                    "not use it; set SQUEEZEGEN_CACHE to a folder of your own", file=str(path))
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise error(f"the {what} can be written by other users (mode "
+                    f"{stat.S_IMODE(info.st_mode):o}), so squeezegen will not use it; make it "
+                    f"private (chmod 700) or set SQUEEZEGEN_CACHE to another folder",
+                    file=str(path))
+    return path

@@ -27,7 +27,7 @@ def load_weights(path) -> dict[str, np.ndarray]:
     file = str(path)
     try:
         with open(file, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":
+            if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):     # a zip; an empty one
                 raise WeightsError("not an .npz archive (a .npz is a zip of .npy arrays, as "
                                    "np.savez writes)", file=file)
             f.seek(0)
@@ -50,8 +50,9 @@ def load_weights(path) -> dict[str, np.ndarray]:
 def check_weights(graph: Graph, weights: dict, file: str | None = None) -> dict[str, np.ndarray]:
     """The weights the graph needs, as C-contiguous float32 arrays in graph order.
 
-    WeightsError lists missing and extra keys, names a key with the wrong shape (expected/got), a
-    non-float dtype or a non-finite value.
+    WeightsError lists missing and extra keys (or names the prefix they all carry, `module.`
+    or `model.`), names a key with the wrong shape (expected/got), a non-float dtype or a
+    non-finite value.
     """
     file = file or "weights"
     specs = param_specs(graph)
@@ -61,12 +62,22 @@ def check_weights(graph: Graph, weights: dict, file: str | None = None) -> dict[
         def listing(keys):
             shown = ", ".join(keys[:8])
             return shown + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+        why = f"the weights do not fit model '{graph.name}': "
+        prefix = _wrapper_prefix(missing, extra)
+        if prefix:
+            example = next(k for k in extra if k[len(prefix):] == missing[0])
+            raise WeightsError(why + f"the keys start with '{prefix}' ('{example}' for "
+                               f"'{missing[0]}', as in the state_dict of a wrapping module): save "
+                               f"{{k.removeprefix('{prefix}'): v for k, v in ...}} instead",
+                               file=file)
         parts = []
         if missing:
             parts.append(f"missing {len(missing)} tensor(s): {listing(missing)}")
         if extra:
             parts.append(f"unexpected {len(extra)} tensor(s): {listing(extra)}")
-        raise WeightsError(f"do not fit model '{graph.name}': " + "; ".join(parts), file=file)
+        if not weights:
+            parts.append("the archive holds no tensors at all")
+        raise WeightsError(why + "; ".join(parts), file=file)
     out = {}
     for key, shape in specs.items():
         value = weights[key]
@@ -87,6 +98,19 @@ def check_weights(graph: Graph, weights: dict, file: str | None = None) -> dict[
                                f"first at index {where}", file=file, layer=layer)
         out[key] = value
     return out
+
+
+WRAPPER_PREFIXES = ("module.", "model.")      # nn.DataParallel / DDP, Lightning and co.
+
+
+def _wrapper_prefix(missing: list[str], extra: list[str]) -> str | None:
+    """The prefix of a wrapping module (`module.conv1.weight` for `conv1.weight`) when every
+    unexpected key carries it and, without it, they are the missing ones."""
+    for prefix in WRAPPER_PREFIXES:
+        if missing and all(k.startswith(prefix) for k in extra) and \
+                set(missing) <= {k[len(prefix):] for k in extra}:
+            return prefix
+    return None
 
 
 def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:

@@ -79,12 +79,6 @@ def random_input(graph, batch: int, seed: int = 1) -> np.ndarray:
     return rng.standard_normal((batch,) + tuple(graph.input.type.shape)).astype(np.float32)
 
 
-def _operands(node) -> tuple[str, ...]:
-    """The op's own operands (not those of a fused epilogue), whichever way the IR stores them."""
-    extra = {s.operand for s in node.epilogue if getattr(s, "operand", None)}
-    return tuple(i for i in node.inputs if i not in extra)
-
-
 def torch_module(graph, weights: dict):
     """A torch.nn.Module computing the same function as `graph` with `weights`, built only from
     torch.nn.functional calls chosen from each node's op and attributes."""
@@ -137,7 +131,7 @@ def torch_module(graph, weights: dict):
         def forward(self, x):
             env = {self.graph.input.name: x}
             for node in self.graph.nodes[1:]:
-                y = self._op(node, [env[i] for i in _operands(node)])
+                y = self._op(node, [env[i] for i in node.inputs])
                 for step in node.epilogue:
                     y = F.relu(y) if step.kind == "relu" else y + env[step.operand]
                 env[node.name] = y

@@ -70,8 +70,8 @@ def test_every_candidate_round_plans_and_computes_the_same(batch):
         sched = schedule(fused, batch, tiles)
         plan = plan_memory(fused, batch, sched, scratch_needs(fused, batch, sched))
         got = PlannedExecutor(fused, plan, w)(x)
-        for a, b in zip(got, want):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)     # a tile changes the plan, not the numbers
         n += 1
     assert n >= 8
 
@@ -165,7 +165,7 @@ layers:
 output: [up8, c, tiny, sparse, wide_relu]
 """
 
-TOL = {"fp32": 1e-4, "tf32": 2e-2, "fp16": 2e-2}
+TOL = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 5e-3}   # as the tuner's own MATCH_TOL
 
 
 def gpu_or_skip():
@@ -216,7 +216,8 @@ def test_tuned_network_matches_the_reference(tmp_path, monkeypatch):
         want = ReferenceExecutor(g, w)(x)
         with squeezegen.compile(g, w, batch=batch, tune=True) as net:   # from the cache now
             got = net(x)
-        for a, b in zip(got, want):
+            assert {k: net.build.plan.tiles[k] for k in chosen} == chosen
+        for a, b in zip(got, want, strict=True):
             assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
     entries = at.load_tuning()
     assert len(entries) >= 3
@@ -242,22 +243,13 @@ class _FakeGPU:
 
     def __init__(self, monkeypatch, broken_compile=(), wrong_output=()):
         import squeezegen.runtime.bench as bench_mod
+        import squeezegen.runtime.device as device_mod
         import squeezegen.runtime.network as net_mod
         self.rounds_run = []
         fake = self
 
-        class Device:
-            def name(self):
-                return "Fake GPU"
-
-        class Driver:
-            class Context:
-                @staticmethod
-                def get_device():
-                    return Device()
-
         class Network:
-            def __init__(self, result, weights, use_graph=True):
+            def __init__(self, result, weights, use_graph=True, device=0):
                 fake.rounds_run.append(result)
                 self.result, self.weights = result, weights
 
@@ -292,8 +284,8 @@ class _FakeGPU:
                     raise at.BuildError(f"nvcc failed on {source}: fake error")
             return b""
 
-        monkeypatch.setattr(net_mod, "cuda", lambda: Driver())
-        monkeypatch.setattr(net_mod, "device_arch", lambda: "sm_90")
+        monkeypatch.setattr(device_mod, "device_name", lambda device=0: "Fake GPU")
+        monkeypatch.setattr(net_mod, "device_arch", lambda device=0: "sm_90")
         monkeypatch.setattr(net_mod, "Network", Network)
         monkeypatch.setattr(bench_mod, "time_kernels", time_kernels)
         monkeypatch.setattr(at, "compile_cubin", compile_cubin)

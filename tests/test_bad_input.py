@@ -193,6 +193,11 @@ MODEL_CASES = [
     ("generated-name-collides-with-earlier-layer", layers(
         "{name: a_relu, op: relu}", "{name: a, op: conv, out: 2, kernel: 1, relu: true, "
         "input: input}", output="[a, a_relu]"), 5, ["a_relu", "line 4"]),
+    ("relu-on-deconv", layers("{name: a, op: deconv, out: 2, kernel: 2, stride: 2, relu: true}"),
+     4, ["layer 'a'", "field 'relu'", "add a layer {name: ..., op: relu} after it",
+         "fused into the deconv's kernel"]),
+    ("relu-on-maxpool", layers("{name: a, op: maxpool, kernel: 2, relu: true}"), 4,
+     ["layer 'a'", "field 'relu'", "add a layer {name: ..., op: relu} after it"]),
     ("merge-key", "name: t\ninput: {shape: [3, 9, 8]}\ndescription: &b {op: relu}\nlayers:\n"
      "  - {name: a, <<: *b}\noutput: a\n", 5, ["merge"]),
 ]
@@ -268,6 +273,13 @@ def test_model_file_missing(tmp_path):
     check_error(cli("summary", path), "not found", file=path)
 
 
+def test_onnx_file_given_as_model_points_at_import(tmp_path):
+    path = tmp_path / "mynet.onnx"
+    path.write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x052.13.0")     # how an ONNX file starts
+    check_error(cli("summary", path), "ONNX model",
+                "squeezegen import <FILE> -o models/mynet.yaml", file=path)
+
+
 def test_model_file_not_utf8(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes(layers("{name: a, op: relu}").encode() + b"# caf\xe9 \xff\xfe\n")
@@ -275,7 +287,7 @@ def test_model_file_not_utf8(tmp_path):
 
 
 def test_model_file_is_a_directory(tmp_path):
-    check_error(cli("summary", tmp_path), file=tmp_path)
+    check_error(cli("summary", tmp_path), "not a regular file", file=tmp_path)
 
 
 def test_run_reports_model_errors_too(tmp_path):
@@ -357,6 +369,27 @@ def test_weights_missing_keys_listed(setup):
     assert not setup.out.exists()
 
 
+def test_weights_that_do_not_fit_say_so(setup):
+    w = dict(setup.weights)
+    del w["c.bias"]
+    check_error(setup.run(w), "the weights do not fit model 'w': missing 1 tensor(s): c.bias",
+                file=setup.wfile)
+
+
+def test_weights_empty_archive(setup):
+    np.savez(setup.wfile)                            # a valid .npz without arrays
+    check_error(setup.run(), "missing 10 tensor(s)", "the archive holds no tensors at all",
+                file=setup.wfile)
+
+
+@pytest.mark.parametrize("prefix", ["module.", "model."])
+def test_weights_under_a_wrapper_prefix_are_recognised(setup, prefix):
+    msg = check_error(setup.run({prefix + k: v for k, v in setup.weights.items()}),
+                      f"the keys start with '{prefix}'", f"'{prefix}c.weight' for 'c.weight'",
+                      f"k.removeprefix('{prefix}')", file=setup.wfile)
+    assert "unexpected" not in msg, msg
+
+
 def test_weights_extra_keys_listed(setup):
     w = dict(setup.weights, **{"c.scale": np.ones(3, np.float32),
                                "zzz.weight": np.ones((2, 2), np.float32)})
@@ -411,7 +444,7 @@ def test_weights_object_array_refused_without_unpickling(setup):
     w["c.bias"] = np.array([_Boom(), 1, 2], dtype=object)
     np.savez(setup.wfile, **w)                      # pickles the object array
     assert not (setup.dir / "UNPICKLED").exists()
-    check_error(setup.run(), file=setup.wfile)
+    check_error(setup.run(), "holds Python objects", file=setup.wfile)
     assert not (setup.dir / "UNPICKLED").exists(), "the weights file was unpickled"
 
 
@@ -476,13 +509,26 @@ def test_input_wrong_shape(setup):
 
 
 def test_input_empty_batch(setup):
-    check_error(setup.run(x=np.zeros((0, 2, 6, 5), np.float32)), file=setup.dir / "x_bad.npy")
+    check_error(setup.run(x=np.zeros((0, 2, 6, 5), np.float32)), "N must be at least 1",
+                file=setup.dir / "x_bad.npy")
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32])
 def test_input_wrong_dtype(setup, dtype):
     check_error(setup.run(x=setup.x.astype(dtype)), np.dtype(dtype).name, "float32",
                 file=setup.dir / "x_bad.npy")
+
+
+@pytest.mark.parametrize("content", [b"1.0 2.0 3.0\n", b"", b"\x80\x04K\x01."],
+                         ids=["text", "empty", "pickle"])
+def test_input_that_is_not_npy_never_suggests_pickle(setup, content):
+    xfile = setup.dir / "x.dat"
+    xfile.write_bytes(content)
+    setup.save(setup.weights)
+    r = cli("run", setup.model, "--weights", setup.wfile, "--input", xfile, "--output",
+            setup.out, "--backend", "numpy", cwd=setup.dir)
+    msg = check_error(r, "not a .npy array", file=xfile)
+    assert "pickle" not in msg, msg
 
 
 def test_input_object_array(setup):
@@ -492,7 +538,8 @@ def test_input_object_array(setup):
     setup.save(setup.weights)
     r = cli("run", setup.model, "--weights", setup.wfile, "--input", xfile, "--output",
             setup.out, "--backend", "numpy", cwd=setup.dir)
-    check_error(r, file=xfile)
+    msg = check_error(r, "holds Python objects", file=xfile)
+    assert "allow_pickle" not in msg and "unsafely" not in msg, msg
     assert not (setup.dir / "UNPICKLED").exists()
 
 
@@ -510,11 +557,43 @@ def test_input_non_finite_warns_but_runs(setup, value):
     r = setup.run(setup.weights, x=x)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
-    assert "warning" in r.stderr.lower()
-    assert "error" not in r.stderr.lower()
+    assert r.stderr.splitlines() == ["squeezegen: warning: input holds 1 non-finite value(s) "
+                                     "(NaN/Inf), first at index (1, 0, 2, 3); they propagate "
+                                     "through the network"], r.stderr        # once
     y = np.load(setup.out)
     assert y.shape == (2, 4)
     assert np.isfinite(y[0]).all()          # the other image is unaffected
+
+
+# ------------------------------------------------------------------ outputs
+TWO_OUTPUTS = """name: two
+input: {shape: [2, 6, 5]}
+layers:
+  - {name: c, op: conv, out: 3, kernel: 3}
+  - {name: fc, op: linear, out: 4}
+output: [fc, c]
+"""
+
+
+@pytest.mark.parametrize("name, two, needles", [
+    ("seg.jpg", False, [".png"]),
+    ("seg.jpeg", False, [".png"]),
+    ("y.txt", False, ["'.txt'", ".npy", ".npz", ".png"]),
+    ("y", False, ["'", ".npy"]),
+    ("y.npy", True, ["2 outputs (fc, c)", ".npz"]),
+], ids=["jpg", "jpeg", "txt", "no-suffix", "npy-for-two-outputs"])
+def test_output_whose_extension_does_not_name_what_is_written(setup, name, two, needles):
+    """Refused before anything runs, and nothing is written."""
+    model = setup.model
+    if two:
+        model = setup.dir / "two.yaml"
+        model.write_text(TWO_OUTPUTS)
+    setup.save(random_weights(squeezegen.load_model(model)))
+    out = setup.dir / name
+    r = cli("run", model, "--weights", setup.wfile, "--input", setup.xfile, "--output", out,
+            "--backend", "numpy", cwd=setup.dir)
+    check_error(r, *needles, file=out)
+    assert not out.exists() and not out.with_suffix(".npy").exists()
 
 
 def test_check_input_in_process(setup):
@@ -532,6 +611,27 @@ def test_check_input_in_process(setup):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         net(setup.x)                        # finite input: no warning
+
+
+# ------------------------------------------------------------------ build --check
+def test_build_check_of_a_missing_folder_says_it_does_not_exist(tmp_path):
+    check_error(cli("build", ROOT / "models/lenet.yaml", "--check", "-o", tmp_path),
+                "the folder does not exist", "squeezegen build", file=tmp_path / "lenet")
+
+
+def test_build_check_names_missing_and_differing_files(tmp_path):
+    assert cli("build", ROOT / "models/lenet.yaml", "-o", tmp_path).returncode == 0
+    folder = tmp_path / "lenet"
+    (folder / "lenet.cu").write_text("// edited\n")
+    msg = check_error(cli("build", ROOT / "models/lenet.yaml", "--check", "-o", tmp_path),
+                      "lenet.cu differs from what", file=folder)
+    assert "is missing" not in msg, msg
+    (folder / "lenet.h").unlink()
+    (folder / "manifest.json").write_text("{}\n")
+    check_error(cli("build", ROOT / "models/lenet.yaml", "--check", "-o", tmp_path,
+                    "--precision", "tf32"),
+                "lenet.h is missing; lenet.cu and manifest.json differ from what",
+                "--precision tf32", file=folder)
 
 
 def test_bench_compare_names_and_a_bad_one():

@@ -46,6 +46,7 @@ def test_corrupt_cache_entry_is_rebuilt_not_used(tmp_path):
     (entry,) = entries(tmp_path)
     (tmp_path / entry / "module.cubin").write_bytes(b"\x7fELF garbage")
     assert compile_cubin(lenet_sources(), "lenet.cu", "sm_90", tmp_path) == good
+    (tmp_path / entry / "module.cubin").write_bytes(b"\x7fELF garbage")
     (tmp_path / entry / "module.cubin.sha256").unlink()          # a half-written entry
     assert compile_cubin(lenet_sources(), "lenet.cu", "sm_90", tmp_path) == good
 

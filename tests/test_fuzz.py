@@ -81,7 +81,7 @@ def _planned_matches(text: str, batch: int | None = None) -> bool:
     x = random_input(g, batch)
     want = _outputs(ReferenceExecutor(g, w)(x))
     got = _outputs(PlannedExecutor(fused, plan, w)(x))
-    return all(a.shape == b.shape and _rel(a, b) <= 1e-5 for a, b in zip(got, want))
+    return len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
 
 
 def fuzz(seeds, matches, what: str) -> None:
@@ -159,5 +159,5 @@ def test_shrinker_finds_a_minimal_model():
         return "op: deconv" in t
     small = shrink(text, fails)
     assert "op: deconv" in small
-    assert small.count("  - {name:") < text.count("  - {name:")
+    assert small.count("  - {name:") <= 2 < text.count("  - {name:")   # the deconv and its input
     parse_model(small)

@@ -17,14 +17,12 @@ from helpers import random_input, random_weights, torch_module
 from random_models import random_model
 from test_codegen import TEMPLATE_TOUR
 
-TOL = 1e-4
+TOL = 1e-4           # whole and random models (the 1000-model GPU fuzz peaks at 2.1e-5)
+OP_TOL = 5e-6        # one op on odd shapes (measured on the H200: at most 4.7e-7)
 
 
 def _gpu_reason():
-    try:
-        from squeezegen.runtime.network import GPUError, cuda
-    except Exception as exc:          # pragma: no cover
-        return f"runtime import failed: {exc}"
+    from squeezegen.runtime.network import GPUError, cuda    # a broken runtime fails, never skips
     try:
         cuda()
     except GPUError as exc:
@@ -55,18 +53,18 @@ def torch_gpu(graph, weights, x):
     return tuple(t.cpu().numpy() for t in outputs(y))
 
 
-def compare(graph, weights, x, against_torch=False):
+def compare(graph, weights, x, against_torch=False, tol=TOL):
     want = outputs(ReferenceExecutor(graph, weights)(x))
     with squeezegen.compile(graph, weights, batch=x.shape[0]) as net:
         got = outputs(net(x))
         again = outputs(net(x))                                   # graph replay is repeatable
-    for g, w, a in zip(got, want, again):
+    for g, w, a in zip(got, want, again, strict=True):
         assert g.shape == w.shape
-        assert rel_err(g, w) <= TOL, f"vs reference: {rel_err(g, w):.2e}"
+        assert rel_err(g, w) <= tol, f"vs reference: {rel_err(g, w):.2e}"
         np.testing.assert_array_equal(g, a)
     if against_torch:
-        for g, t in zip(got, torch_gpu(graph, weights, x)):
-            assert rel_err(g, t) <= TOL, f"vs torch: {rel_err(g, t):.2e}"
+        for g, t in zip(got, torch_gpu(graph, weights, x), strict=True):
+            assert rel_err(g, t) <= tol, f"vs torch: {rel_err(g, t):.2e}"
     return got
 
 
@@ -104,7 +102,7 @@ def test_op_on_odd_shapes(case, batch):
     shape, layers = OP_CASES[case]
     g = parse_model(f"name: t\ninput: {{shape: {shape}}}\nlayers:\n{layers}\noutput: out\n")
     w = random_weights(g, 0)
-    compare(g, w, random_input(g, batch), against_torch=True)
+    compare(g, w, random_input(g, batch), against_torch=True, tol=OP_TOL)
 
 
 def test_template_tour_batch3():
@@ -138,8 +136,8 @@ def test_table3_pixel_mean(capsys):
         print("\nTable 3 analogue (mean of all output pixels, seed 0):",
               ", ".join(f"{k} {v:.6f}" for k, v in means.items()))
     ref = means["numpy reference"]
-    assert abs(means["squeezegen cuda"] - ref) <= 1e-4 * max(1.0, abs(ref))
-    assert abs(means["pytorch cuda"] - ref) <= 1e-4 * max(1.0, abs(ref))
+    assert abs(means["squeezegen cuda"] - ref) <= 1e-6 * abs(ref)   # measured: 1.7e-9 absolute
+    assert abs(means["pytorch cuda"] - ref) <= 1e-6 * abs(ref)
 
 
 def test_network_survives_bad_calls_and_frees_memory():
@@ -148,7 +146,12 @@ def test_network_survives_bad_calls_and_frees_memory():
     g = load_model("models/lenet.yaml")
     w = random_weights(g, 0)
     x = random_input(g, 2)
+    big = load_model("models/squeezeseg.yaml")
     free_before = drv.mem_get_info()[0]
+    with squeezegen.compile(big, random_weights(big, 0), batch=32) as large:  # >= 100 MB
+        footprint = large.build.plan.arena_bytes
+        assert free_before - drv.mem_get_info()[0] >= footprint
+    assert drv.mem_get_info()[0] >= free_before - (2 << 20)   # all of it back, not just most
     net = squeezegen.compile(g, w, batch=2)
     good = net(x)
     with pytest.raises(InputError, match="larger than this network's batch"):
@@ -160,7 +163,7 @@ def test_network_survives_bad_calls_and_frees_memory():
     np.testing.assert_array_equal(net(x), good)
     np.testing.assert_array_equal(net(x[:1]), good[:1])     # a smaller batch is fine
     net.close()
-    assert drv.mem_get_info()[0] >= free_before - (4 << 20)
+    assert drv.mem_get_info()[0] >= free_before - (2 << 20)
 
 
 def test_out_of_memory_is_reported_and_nothing_leaks():

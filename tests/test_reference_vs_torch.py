@@ -19,7 +19,8 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
-TOL = 1e-5
+TOL = 1e-5           # whole models (measured: at most 5.6e-6, squeezenet 1.0)
+OP_TOL = 2e-6        # one op (measured: at most 3.8e-7, a 7x7/2 conv)
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 
@@ -96,8 +97,8 @@ OP_CASES = [
          "- {name: p, op: maxpool, kernel: 3, stride: 2, ceil_mode: false}", "p"),
     case("maxpool-ceil-window-would-start-in-padding", [2, 5, 5],
          "- {name: p, op: maxpool, kernel: 2, stride: 2, pad: 1}", "p"),
-    case("maxpool-floor-pad", [2, 5, 5],
-         "- {name: p, op: maxpool, kernel: 2, stride: 2, pad: 1, ceil_mode: false}", "p"),
+    case("maxpool-floor-pad", [2, 6, 7],        # floor gives 3x4 where ceil would give 4x4
+         "- {name: p, op: maxpool, kernel: 3, stride: 2, pad: 1, ceil_mode: false}", "p"),
     case("maxpool-pad-ceil", [2, 6, 7],
          "- {name: p, op: maxpool, kernel: 3, stride: 2, pad: 1}", "p"),
     case("maxpool-nonsquare", [3, 7, 8],
@@ -203,7 +204,7 @@ def test_op_matches_torch(shape, layers, output, batch):
     x = random_input(graph, batch, seed=batch)
     got = ReferenceExecutor(graph, weights)(x)
     want = torch_run(torch_module(graph, weights), x)
-    assert_close(got, want, TOL, what=f"{output} {got.shape}")
+    assert_close(got, want, OP_TOL, what=f"{output} {got.shape}")
 
 
 def test_multiple_outputs_match_torch():

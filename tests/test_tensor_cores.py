@@ -21,7 +21,12 @@ from helpers import random_input, random_weights
 from random_models import random_model
 
 PRECISIONS = ("tf32", "fp16")
-TOL = {"tf32": 2e-2, "fp16": 2e-2}        # whole networks, relative to the output's max magnitude
+# Whole networks, relative to the output's max magnitude. Measured on the H200 (aed6fbd+): vs the
+# fp32 reference at most 9.6e-4 (squeezeseg) and 1.9e-3 (random models); vs the reference whose
+# tensor-core operands are rounded the same way, at most 7.1e-4 (squeezeseg: roundings flip
+# where earlier layers differ in the last bit, and flips add up over 26 layers) and 1.6e-4.
+TOL = {"tf32": 3e-3, "fp16": 3e-3}
+ROUNDED_TOL = 1e-3
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
 
 
@@ -166,28 +171,34 @@ output: up
 @needs_nvcc
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_tensor_core_builds_compile(precision, tmp_path):
+    """Every candidate round of LeNet and three wide random models (one of squeezeseg) compiles
+    with nvcc -Werror; the nvcc runs are parallel, one per core."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
     from squeezegen.runtime.compile import compile_cubin
     models = [load_model("models/squeezeseg.yaml"), load_model("models/lenet.yaml")]
     models += [parse_model(random_model(52000 + s, wide=True)) for s in range(3)]
+    builds = []
     for g in models:
         fused = run_passes(g)
         todo = {n.name: candidate_tiles(fused, n, 16, precision) for n in fused.nodes
                 if tunable(n, 16)}
-        for r in range(max(len(c) for c in todo.values())):
+        rounds = 1 if g.name == "squeezeseg" else max(len(c) for c in todo.values())
+        for r in range(rounds):                  # one round of the big one is enough here
             out = build(g, 16, precision=precision,
                         tiles={k: c[r] for k, c in todo.items() if r < len(c)}).output
-            files = {k: v for k, v in out.files.items() if k.endswith((".cu", ".h"))}
-            compile_cubin(files, f"{g.name}.cu", "sm_90", cache=tmp_path)
-            if g.name == "squeezeseg":
-                break                            # one round of the big one is enough here
+            builds.append((g.name, {k: v for k, v in out.files.items() if k.endswith((".cu", ".h"))}))
+    assert len(builds) > len(models)
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        list(pool.map(lambda b: compile_cubin(b[1], f"{b[0]}.cu", "sm_90", cache=tmp_path), builds))
 
 
 # ----------------------------------------------------------------------------------- GPU
 def _gpu():
+    from squeezegen.runtime.network import GPUError, cuda    # a broken runtime fails, never skips
     try:
-        from squeezegen.runtime.network import GPUError, cuda
         cuda()
-    except Exception as exc:                      # no PyCUDA or no GPU
+    except GPUError as exc:                       # no driver, no PyCUDA or no GPU
         pytest.skip(f"no GPU: {exc}")
 
 
@@ -195,10 +206,37 @@ def _rel(got, want) -> float:
     return float(np.abs(got.astype(np.float64) - want).max() / max(np.abs(want).max(), 1e-30))
 
 
+def _tf32(a: np.ndarray) -> np.ndarray:
+    """Round float32 to tf32 as the kernels do (cvt.rna: to nearest, ties away from zero)."""
+    bits = np.ascontiguousarray(a, np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+ROUND = {"tf32": _tf32, "fp16": lambda a: np.asarray(a, np.float32).astype(np.float16).astype(np.float32)}
+
+
+def tensor_core_kernels(result, precision) -> list[str]:
+    """The kernels of a build that run on tensor cores at `precision`, as its manifest says."""
+    return [k["name"] for k in result.output.manifest["kernels"]
+            if (k["tile"] or {}).get("mma") == precision]
+
+
+def rounded_reference(result, weights, x, precision):
+    """The fp32 reference of the build's graph with the operands and weights of exactly its
+    tensor-core kernels rounded to `precision` first (then only summation order differs)."""
+    rnd = ROUND[precision]
+    rounded = {k.node.name: rnd for k in result.output.kernels if k.extra.get("mma")}
+    return ReferenceExecutor(result.fused, weights, rounded=rounded)(x)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("model, batch", [("lenet", 2048), ("squeezeseg", 1), ("squeezeseg", 3)])
 def test_tensor_core_networks_match_the_reference(model, batch, precision):
+    """What ran is read from the manifest; that it ran at `precision` is shown by the output
+    being ROUNDED_TOL-close to the reference with that rounding, and closer to it than to the
+    fp32 reference (lenet: 9.2e-5 against 7.2e-4; squeezeseg: 4.2e-4 to 7.1e-4 against 7.4e-4 to
+    9.6e-4, measured)."""
     _gpu()
     import squeezegen
     g = load_model(f"models/{model}.yaml")
@@ -208,11 +246,15 @@ def test_tensor_core_networks_match_the_reference(model, batch, precision):
     want = ReferenceExecutor(g, w)(x)
     with squeezegen.compile(g, w, batch=batch, precision=precision) as net:
         got = net(x)
-        assert any(k.template.endswith("_tc.cu.j2") for k in net.build.output.kernels)
-    err = _rel(got, want)
-    print(f"{model} batch {batch} {precision}: {err:.2e}")
-    assert err <= TOL[precision]
-    assert err > 0                               # it really ran reduced precision
+        result = net.build
+    assert tensor_core_kernels(result, precision), "no kernel ran on tensor cores"
+    err = _rel(got, rounded_reference(result, w, x, precision))
+    err_fp32 = _rel(got, want)
+    print(f"{model} batch {batch} {precision}: {err:.2e} vs the rounded reference, "
+          f"{err_fp32:.2e} vs fp32 ({len(tensor_core_kernels(result, precision))} tensor-core kernels)")
+    assert err <= ROUNDED_TOL
+    assert err_fp32 <= TOL[precision]
+    assert err < err_fp32                        # it rounded like `precision` does
 
 
 @pytest.mark.gpu
@@ -228,6 +270,11 @@ def test_tensor_core_random_models(seed, precision):
     want = want if isinstance(want, tuple) else (want,)
     with squeezegen.compile(g, w, batch=x.shape[0], precision=precision) as net:
         got = net(x)
+        rounded = rounded_reference(net.build, w, x, precision)
     got = got if isinstance(got, tuple) else (got,)
-    for a, b in zip(got, want):
+    rounded = rounded if isinstance(rounded, tuple) else (rounded,)
+    for a, b, r in zip(got, want, rounded):
+        print(f"seed {seed} {precision}: {_rel(a, r):.2e} vs the rounded reference, "
+              f"{_rel(a, b):.2e} vs fp32")
         assert _rel(a, b) <= TOL[precision]
+        assert _rel(a, r) <= ROUNDED_TOL

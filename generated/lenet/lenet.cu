@@ -20,7 +20,9 @@
 //   tensor at its float offset; the offsets are in manifest.json and in the kernels below).
 
 #include <cuda_runtime.h>
+#include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -319,7 +321,7 @@ lenet_conv2_maxpool(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_conv2_maxpool(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x1, 256 threads per block
+    // fixed launch: grid 1x1x7, 256 threads per block
     lenet_conv2_maxpool<<<dim3(1, 1, 7), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -493,6 +495,29 @@ struct lenet_net {
     float* weights;
 };
 
+// What went wrong in this thread's last API call ("" after a success): lenet_last_error()
+static thread_local char sg_error[512];
+
+__attribute__((format(printf, 2, 3)))
+static cudaError_t sg_fail(cudaError_t err, const char* format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    vsnprintf(sg_error, sizeof sg_error, format, args);
+    va_end(args);
+    return err;
+}
+
+static cudaError_t sg_cuda(cudaError_t err, const char* what)
+{
+    return err == cudaSuccess ? err : sg_fail(err, "lenet: %s failed: %s", what, cudaGetErrorString(err));
+}
+
+const char* lenet_last_error(void)
+{
+    return sg_error;
+}
+
 static const char sg_blob_magic[8] = {'S', 'Q', 'Z', 'G', 'W', 'T', 'S', '1'};
 // blob header: magic[8], format u32, tensor count u32, float count u64, model sha256 (hex)[64],
 // batch u32 (the layouts of some weights depend on the build's batch)
@@ -500,37 +525,64 @@ enum : int { SG_BLOB_HEADER_BYTES = 256, SG_BLOB_FORMAT = 3,
              SG_WEIGHT_TENSORS = 8, SG_HASH_OFFSET = 24, SG_HASH_CHARS = 64,
              SG_BATCH_OFFSET = 88 };
 
-cudaError_t lenet_create(lenet_net** out, const void* blob, size_t blob_bytes)
+// Why `blob` cannot be this network's weights (a message in sg_error), or cudaSuccess.
+static cudaError_t sg_check_blob(const unsigned char* bytes, size_t blob_bytes)
 {
-    if (out == NULL || blob == NULL) return cudaErrorInvalidValue;
-    *out = NULL;
-    const unsigned char* bytes = (const unsigned char*)blob;
     uint32_t format = 0, tensors = 0, batch = 0;
     uint64_t floats = 0;
-    if (blob_bytes < (size_t)SG_BLOB_HEADER_BYTES || memcmp(bytes, sg_blob_magic, 8) != 0)
-        return cudaErrorInvalidValue;
+    if (blob_bytes < (size_t)SG_BLOB_HEADER_BYTES)
+        return sg_fail(cudaErrorInvalidValue, "lenet: the weights blob is %zu bytes, shorter than "
+                       "its %d-byte header (truncated, or not a squeezegen weights file)",
+                       blob_bytes, (int)SG_BLOB_HEADER_BYTES);
+    if (memcmp(bytes, sg_blob_magic, 8) != 0)
+        return sg_fail(cudaErrorInvalidValue, "lenet: not a squeezegen weights blob (bad magic)");
     memcpy(&format, bytes + 8, sizeof format);
     memcpy(&tensors, bytes + 12, sizeof tensors);
     memcpy(&floats, bytes + 16, sizeof floats);
     memcpy(&batch, bytes + SG_BATCH_OFFSET, sizeof batch);
-    if (format != (uint32_t)SG_BLOB_FORMAT || tensors != (uint32_t)SG_WEIGHT_TENSORS
-        || batch != (uint32_t)SG_LENET_BATCH
-        || floats != (uint64_t)SG_LENET_WEIGHT_FLOATS
-        || blob_bytes != (size_t)SG_BLOB_HEADER_BYTES + floats * sizeof(float)
-        || memcmp(bytes + SG_HASH_OFFSET, SG_LENET_MODEL_HASH, SG_HASH_CHARS) != 0)
-        return cudaErrorInvalidValue;
+    if (format != (uint32_t)SG_BLOB_FORMAT)
+        return sg_fail(cudaErrorInvalidValue, "lenet: the weights blob has format %u, this "
+                       "network reads format %d (write the blob with the squeezegen that built it)",
+                       (unsigned)format, (int)SG_BLOB_FORMAT);
+    if (memcmp(bytes + SG_HASH_OFFSET, SG_LENET_MODEL_HASH, SG_HASH_CHARS) != 0)
+        return sg_fail(cudaErrorInvalidValue, "lenet: the weights blob belongs to another "
+                       "model (sha256 %.16s...), not to this one (sha256 %.16s...)",
+                       (const char*)(bytes + SG_HASH_OFFSET), SG_LENET_MODEL_HASH);
+    if (batch != (uint32_t)SG_LENET_BATCH)
+        return sg_fail(cudaErrorInvalidValue, "lenet: the weights blob was packed for batch %u, "
+                       "this network is built for batch %d (build both with the same --batch)",
+                       (unsigned)batch, (int)SG_LENET_BATCH);
+    if (tensors != (uint32_t)SG_WEIGHT_TENSORS || floats != (uint64_t)SG_LENET_WEIGHT_FLOATS)
+        return sg_fail(cudaErrorInvalidValue, "lenet: the weights blob holds %u tensors of "
+                       "%llu floats, this network needs %d of %lld", (unsigned)tensors,
+                       (unsigned long long)floats, (int)SG_WEIGHT_TENSORS, (long long)SG_LENET_WEIGHT_FLOATS);
+    const size_t want = (size_t)SG_BLOB_HEADER_BYTES + (size_t)floats * sizeof(float);
+    if (blob_bytes != want)
+        return sg_fail(cudaErrorInvalidValue, "lenet: the weights blob is %zu bytes, it should "
+                       "be %zu (%s)", blob_bytes, want, blob_bytes < want ? "truncated" : "trailing bytes");
+    return cudaSuccess;
+}
+
+cudaError_t lenet_create(lenet_net** out, const void* blob, size_t blob_bytes)
+{
+    sg_error[0] = '\0';
+    if (out == NULL || blob == NULL)
+        return sg_fail(cudaErrorInvalidValue, "lenet_create: `net` or `blob` is NULL");
+    *out = NULL;
+    const unsigned char* bytes = (const unsigned char*)blob;
+    cudaError_t err = sg_check_blob(bytes, blob_bytes);
+    if (err != cudaSuccess) return err;
     lenet_net* net = (lenet_net*)calloc(1, sizeof *net);
-    if (net == NULL) return cudaErrorMemoryAllocation;
-    cudaError_t err = cudaSuccess;
-    if (SG_LENET_ARENA_BYTES > 0) err = cudaMalloc((void**)&net->arena, (size_t)SG_LENET_ARENA_BYTES);
-    // split-K tile counters: zero once; every kernel leaves them zero again
-    if (err == cudaSuccess)
-        err = cudaMemset((char*)net->arena + 215552, 0, 256);
+    if (net == NULL) return sg_fail(cudaErrorMemoryAllocation, "lenet_create: out of host memory");
+    if (SG_LENET_ARENA_BYTES > 0)
+        err = sg_cuda(cudaMalloc((void**)&net->arena, (size_t)SG_LENET_ARENA_BYTES), "cudaMalloc of the arena");
     if (err == cudaSuccess && SG_LENET_WEIGHT_FLOATS > 0)
-        err = cudaMalloc((void**)&net->weights, (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float));
+        err = sg_cuda(cudaMalloc((void**)&net->weights, (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float)),
+                      "cudaMalloc of the weights");
     if (err == cudaSuccess && SG_LENET_WEIGHT_FLOATS > 0)
-        err = cudaMemcpy(net->weights, bytes + SG_BLOB_HEADER_BYTES,
-                         (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float), cudaMemcpyHostToDevice);
+        err = sg_cuda(cudaMemcpy(net->weights, bytes + SG_BLOB_HEADER_BYTES,
+                                 (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float), cudaMemcpyHostToDevice),
+                      "uploading the weights");
     if (err != cudaSuccess) {
         lenet_destroy(net);
         return err;
@@ -541,15 +593,19 @@ cudaError_t lenet_create(lenet_net** out, const void* blob, size_t blob_bytes)
 
 cudaError_t lenet_create_from_file(lenet_net** out, const char* path)
 {
-    if (out == NULL || path == NULL) return cudaErrorInvalidValue;
+    sg_error[0] = '\0';
+    if (out == NULL || path == NULL)
+        return sg_fail(cudaErrorInvalidValue, "lenet_create_from_file: `net` or `path` is NULL");
     *out = NULL;
     FILE* f = fopen(path, "rb");
-    if (f == NULL) return cudaErrorInvalidValue;
+    if (f == NULL)
+        return sg_fail(cudaErrorFileNotFound, "lenet: cannot open the weights file %s: %s", path,
+                       strerror(errno));
     const size_t want = (size_t)SG_BLOB_HEADER_BYTES + (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float);
-    void* blob = malloc(want + 1);
+    void* blob = malloc(want + 1);          // one byte more: a longer file is refused, not cut
     size_t got = blob != NULL ? fread(blob, 1, want + 1, f) : 0;
     fclose(f);
-    cudaError_t err = blob == NULL ? cudaErrorMemoryAllocation
+    cudaError_t err = blob == NULL ? sg_fail(cudaErrorMemoryAllocation, "lenet: out of host memory")
                                    : lenet_create(out, blob, got);
     free(blob);
     return err;
@@ -557,14 +613,20 @@ cudaError_t lenet_create_from_file(lenet_net** out, const char* path)
 
 cudaError_t lenet_forward(lenet_net* net, const float* input, float* output0, cudaStream_t stream)
 {
-    if (net == NULL || input == NULL || output0 == NULL) return cudaErrorInvalidValue;
+    sg_error[0] = '\0';
+    if (net == NULL || input == NULL || output0 == NULL)
+        return sg_fail(cudaErrorInvalidValue, "lenet_forward: a NULL net, input or output pointer");
     const sg_buffers buffers = {input, net->arena, net->weights, output0};
     cudaError_t err = cudaSuccess;
-    if ((err = sg_launch_conv1_maxpool(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_conv2_maxpool(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_ip1_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_ip2(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_prob(buffers, stream)) != cudaSuccess) return err;
+    // split-K tile counters: zeroed at the start of every run (each kernel leaves them zero, but
+    // a run cut short, or two runs of one net on two streams at once, would not)
+    if ((err = cudaMemsetAsync((char*)net->arena + 215552, 0, 256, stream)) != cudaSuccess)
+        return sg_cuda(err, "resetting the split-K counters");
+    if ((err = sg_launch_conv1_maxpool(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv1_maxpool");
+    if ((err = sg_launch_conv2_maxpool(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv2_maxpool");
+    if ((err = sg_launch_ip1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching ip1_relu");
+    if ((err = sg_launch_ip2(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching ip2");
+    if ((err = sg_launch_prob(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching prob");
     return cudaSuccess;
 }
 

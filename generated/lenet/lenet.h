@@ -7,8 +7,14 @@
  *   lenet_forward(net, d_input, d_output0, stream);   // device pointers
  *   lenet_destroy(net);
  *
- * Every function returns cudaSuccess or the CUDA error; a weights blob that does not belong to
- * this model gives cudaErrorInvalidValue.
+ * Every function returns cudaSuccess or a CUDA error, and lenet_last_error() then says
+ * what failed, in one line: a weights blob of another model, of another batch or truncated gives
+ * cudaErrorInvalidValue, a weights file that cannot be opened cudaErrorFileNotFound.
+ *
+ * Concurrency: a net owns one arena of scratch memory. Do not run the same net on two streams at
+ * once (both results would be undefined); create one net per stream instead. Every forward pass
+ * starts by resetting the net's split-K counters on its stream, so a run that was cut short or
+ * overlapped never corrupts later runs. Different nets are independent.
  */
 #ifndef SQUEEZEGEN_LENET_H_
 #define SQUEEZEGEN_LENET_H_
@@ -35,8 +41,10 @@ typedef struct lenet_net lenet_net;
 cudaError_t lenet_create(lenet_net** net, const void* blob, size_t blob_bytes);
 /* The same, reading the blob from a file. */
 cudaError_t lenet_create_from_file(lenet_net** net, const char* path);
-/* Run the whole forward pass on `stream`; all pointers are device pointers. */
+/* Run the whole forward pass on `stream` (asynchronously); all pointers are device pointers. */
 cudaError_t lenet_forward(lenet_net* net, const float* input, float* output0, cudaStream_t stream);
+/* What the last call of this thread failed on, in one line ("" if it succeeded). */
+const char* lenet_last_error(void);
 /* Free the arena and weights. */
 void lenet_destroy(lenet_net* net);
 

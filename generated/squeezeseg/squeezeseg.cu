@@ -62,7 +62,9 @@
 //   tensor at its float offset; the offsets are in manifest.json and in the kernels below).
 
 #include <cuda_runtime.h>
+#include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,7 +225,7 @@ squeezeseg_conv1_relu(const float* __restrict__ input, float* __restrict__ arena
 
 static cudaError_t sg_launch_conv1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 386x1, 256 threads per block
+    // fixed launch: grid 386x1x2, 256 threads per block
     squeezeseg_conv1_relu<<<dim3(386, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -657,7 +659,7 @@ squeezeseg_fire2_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1, 256 threads per block
+    // fixed launch: grid 95x1x2, 256 threads per block
     squeezeseg_fire2_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -807,7 +809,7 @@ squeezeseg_fire3_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1, 256 threads per block
+    // fixed launch: grid 95x1x2, 256 threads per block
     squeezeseg_fire3_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1076,7 +1078,7 @@ squeezeseg_fire3_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1, 256 threads per block
+    // fixed launch: grid 95x1x2, 256 threads per block
     squeezeseg_fire3_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1226,7 +1228,7 @@ squeezeseg_fire4_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1, 256 threads per block
+    // fixed launch: grid 95x1x2, 256 threads per block
     squeezeseg_fire4_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1495,7 +1497,7 @@ squeezeseg_fire4_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x2, 256 threads per block
+    // fixed launch: grid 95x2x3, 256 threads per block
     squeezeseg_fire4_expand3x3_relu<<<dim3(95, 2, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1691,7 +1693,7 @@ squeezeseg_fire5_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1, 256 threads per block
+    // fixed launch: grid 23x1x4, 256 threads per block
     squeezeseg_fire5_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1960,7 +1962,7 @@ squeezeseg_fire5_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x2, 256 threads per block
+    // fixed launch: grid 23x2x4, 256 threads per block
     squeezeseg_fire5_expand3x3_relu<<<dim3(23, 2, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2110,7 +2112,7 @@ squeezeseg_fire6_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1, 256 threads per block
+    // fixed launch: grid 23x1x4, 256 threads per block
     squeezeseg_fire6_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2379,7 +2381,7 @@ squeezeseg_fire6_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x3, 256 threads per block
+    // fixed launch: grid 23x3x6, 256 threads per block
     squeezeseg_fire6_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2529,7 +2531,7 @@ squeezeseg_fire7_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1, 256 threads per block
+    // fixed launch: grid 23x1x6, 256 threads per block
     squeezeseg_fire7_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2798,7 +2800,7 @@ squeezeseg_fire7_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x3, 256 threads per block
+    // fixed launch: grid 23x3x6, 256 threads per block
     squeezeseg_fire7_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2948,7 +2950,7 @@ squeezeseg_fire8_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1, 256 threads per block
+    // fixed launch: grid 23x1x6, 256 threads per block
     squeezeseg_fire8_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3217,7 +3219,7 @@ squeezeseg_fire8_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x4, 256 threads per block
+    // fixed launch: grid 23x4x6, 256 threads per block
     squeezeseg_fire8_expand3x3_relu<<<dim3(23, 4, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3413,7 +3415,7 @@ squeezeseg_fire9_squeeze_relu(const float* __restrict__ input, float* __restrict
 
 static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x1, 256 threads per block
+    // fixed launch: grid 6x1x8, 256 threads per block
     squeezeseg_fire9_squeeze_relu<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3682,7 +3684,7 @@ squeezeseg_fire9_expand3x3_relu(const float* __restrict__ input, float* __restri
 
 static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x4, 256 threads per block
+    // fixed launch: grid 6x4x9, 256 threads per block
     squeezeseg_fire9_expand3x3_relu<<<dim3(6, 4, 9), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3832,7 +3834,7 @@ squeezeseg_conv10_relu(const float* __restrict__ input, float* __restrict__ aren
 
 static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x16, 256 threads per block
+    // fixed launch: grid 6x16x6, 256 threads per block
     squeezeseg_conv10_relu<<<dim3(6, 16, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3980,7 +3982,7 @@ squeezeseg_score(const float* __restrict__ input, float* __restrict__ arena,
 
 static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x1, 256 threads per block
+    // fixed launch: grid 6x1x15, 256 threads per block
     squeezeseg_score<<<dim3(6, 1, 15), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -4132,7 +4134,7 @@ squeezeseg_score_pool8_add(const float* __restrict__ input, float* __restrict__ 
 
 static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x1, 256 threads per block
+    // fixed launch: grid 6x1x8, 256 threads per block
     squeezeseg_score_pool8_add<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -4419,7 +4421,7 @@ squeezeseg_score_pool4_add(const float* __restrict__ input, float* __restrict__ 
 
 static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1, 256 threads per block
+    // fixed launch: grid 23x1x4, 256 threads per block
     squeezeseg_score_pool4_add<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -4824,6 +4826,29 @@ struct squeezeseg_net {
     float* weights;
 };
 
+// What went wrong in this thread's last API call ("" after a success): squeezeseg_last_error()
+static thread_local char sg_error[512];
+
+__attribute__((format(printf, 2, 3)))
+static cudaError_t sg_fail(cudaError_t err, const char* format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    vsnprintf(sg_error, sizeof sg_error, format, args);
+    va_end(args);
+    return err;
+}
+
+static cudaError_t sg_cuda(cudaError_t err, const char* what)
+{
+    return err == cudaSuccess ? err : sg_fail(err, "squeezeseg: %s failed: %s", what, cudaGetErrorString(err));
+}
+
+const char* squeezeseg_last_error(void)
+{
+    return sg_error;
+}
+
 static const char sg_blob_magic[8] = {'S', 'Q', 'Z', 'G', 'W', 'T', 'S', '1'};
 // blob header: magic[8], format u32, tensor count u32, float count u64, model sha256 (hex)[64],
 // batch u32 (the layouts of some weights depend on the build's batch)
@@ -4831,37 +4856,64 @@ enum : int { SG_BLOB_HEADER_BYTES = 256, SG_BLOB_FORMAT = 3,
              SG_WEIGHT_TENSORS = 63, SG_HASH_OFFSET = 24, SG_HASH_CHARS = 64,
              SG_BATCH_OFFSET = 88 };
 
-cudaError_t squeezeseg_create(squeezeseg_net** out, const void* blob, size_t blob_bytes)
+// Why `blob` cannot be this network's weights (a message in sg_error), or cudaSuccess.
+static cudaError_t sg_check_blob(const unsigned char* bytes, size_t blob_bytes)
 {
-    if (out == NULL || blob == NULL) return cudaErrorInvalidValue;
-    *out = NULL;
-    const unsigned char* bytes = (const unsigned char*)blob;
     uint32_t format = 0, tensors = 0, batch = 0;
     uint64_t floats = 0;
-    if (blob_bytes < (size_t)SG_BLOB_HEADER_BYTES || memcmp(bytes, sg_blob_magic, 8) != 0)
-        return cudaErrorInvalidValue;
+    if (blob_bytes < (size_t)SG_BLOB_HEADER_BYTES)
+        return sg_fail(cudaErrorInvalidValue, "squeezeseg: the weights blob is %zu bytes, shorter than "
+                       "its %d-byte header (truncated, or not a squeezegen weights file)",
+                       blob_bytes, (int)SG_BLOB_HEADER_BYTES);
+    if (memcmp(bytes, sg_blob_magic, 8) != 0)
+        return sg_fail(cudaErrorInvalidValue, "squeezeseg: not a squeezegen weights blob (bad magic)");
     memcpy(&format, bytes + 8, sizeof format);
     memcpy(&tensors, bytes + 12, sizeof tensors);
     memcpy(&floats, bytes + 16, sizeof floats);
     memcpy(&batch, bytes + SG_BATCH_OFFSET, sizeof batch);
-    if (format != (uint32_t)SG_BLOB_FORMAT || tensors != (uint32_t)SG_WEIGHT_TENSORS
-        || batch != (uint32_t)SG_SQUEEZESEG_BATCH
-        || floats != (uint64_t)SG_SQUEEZESEG_WEIGHT_FLOATS
-        || blob_bytes != (size_t)SG_BLOB_HEADER_BYTES + floats * sizeof(float)
-        || memcmp(bytes + SG_HASH_OFFSET, SG_SQUEEZESEG_MODEL_HASH, SG_HASH_CHARS) != 0)
-        return cudaErrorInvalidValue;
+    if (format != (uint32_t)SG_BLOB_FORMAT)
+        return sg_fail(cudaErrorInvalidValue, "squeezeseg: the weights blob has format %u, this "
+                       "network reads format %d (write the blob with the squeezegen that built it)",
+                       (unsigned)format, (int)SG_BLOB_FORMAT);
+    if (memcmp(bytes + SG_HASH_OFFSET, SG_SQUEEZESEG_MODEL_HASH, SG_HASH_CHARS) != 0)
+        return sg_fail(cudaErrorInvalidValue, "squeezeseg: the weights blob belongs to another "
+                       "model (sha256 %.16s...), not to this one (sha256 %.16s...)",
+                       (const char*)(bytes + SG_HASH_OFFSET), SG_SQUEEZESEG_MODEL_HASH);
+    if (batch != (uint32_t)SG_SQUEEZESEG_BATCH)
+        return sg_fail(cudaErrorInvalidValue, "squeezeseg: the weights blob was packed for batch %u, "
+                       "this network is built for batch %d (build both with the same --batch)",
+                       (unsigned)batch, (int)SG_SQUEEZESEG_BATCH);
+    if (tensors != (uint32_t)SG_WEIGHT_TENSORS || floats != (uint64_t)SG_SQUEEZESEG_WEIGHT_FLOATS)
+        return sg_fail(cudaErrorInvalidValue, "squeezeseg: the weights blob holds %u tensors of "
+                       "%llu floats, this network needs %d of %lld", (unsigned)tensors,
+                       (unsigned long long)floats, (int)SG_WEIGHT_TENSORS, (long long)SG_SQUEEZESEG_WEIGHT_FLOATS);
+    const size_t want = (size_t)SG_BLOB_HEADER_BYTES + (size_t)floats * sizeof(float);
+    if (blob_bytes != want)
+        return sg_fail(cudaErrorInvalidValue, "squeezeseg: the weights blob is %zu bytes, it should "
+                       "be %zu (%s)", blob_bytes, want, blob_bytes < want ? "truncated" : "trailing bytes");
+    return cudaSuccess;
+}
+
+cudaError_t squeezeseg_create(squeezeseg_net** out, const void* blob, size_t blob_bytes)
+{
+    sg_error[0] = '\0';
+    if (out == NULL || blob == NULL)
+        return sg_fail(cudaErrorInvalidValue, "squeezeseg_create: `net` or `blob` is NULL");
+    *out = NULL;
+    const unsigned char* bytes = (const unsigned char*)blob;
+    cudaError_t err = sg_check_blob(bytes, blob_bytes);
+    if (err != cudaSuccess) return err;
     squeezeseg_net* net = (squeezeseg_net*)calloc(1, sizeof *net);
-    if (net == NULL) return cudaErrorMemoryAllocation;
-    cudaError_t err = cudaSuccess;
-    if (SG_SQUEEZESEG_ARENA_BYTES > 0) err = cudaMalloc((void**)&net->arena, (size_t)SG_SQUEEZESEG_ARENA_BYTES);
-    // split-K tile counters: zero once; every kernel leaves them zero again
-    if (err == cudaSuccess)
-        err = cudaMemset((char*)net->arena + 14217728, 0, 9216);
+    if (net == NULL) return sg_fail(cudaErrorMemoryAllocation, "squeezeseg_create: out of host memory");
+    if (SG_SQUEEZESEG_ARENA_BYTES > 0)
+        err = sg_cuda(cudaMalloc((void**)&net->arena, (size_t)SG_SQUEEZESEG_ARENA_BYTES), "cudaMalloc of the arena");
     if (err == cudaSuccess && SG_SQUEEZESEG_WEIGHT_FLOATS > 0)
-        err = cudaMalloc((void**)&net->weights, (size_t)SG_SQUEEZESEG_WEIGHT_FLOATS * sizeof(float));
+        err = sg_cuda(cudaMalloc((void**)&net->weights, (size_t)SG_SQUEEZESEG_WEIGHT_FLOATS * sizeof(float)),
+                      "cudaMalloc of the weights");
     if (err == cudaSuccess && SG_SQUEEZESEG_WEIGHT_FLOATS > 0)
-        err = cudaMemcpy(net->weights, bytes + SG_BLOB_HEADER_BYTES,
-                         (size_t)SG_SQUEEZESEG_WEIGHT_FLOATS * sizeof(float), cudaMemcpyHostToDevice);
+        err = sg_cuda(cudaMemcpy(net->weights, bytes + SG_BLOB_HEADER_BYTES,
+                                 (size_t)SG_SQUEEZESEG_WEIGHT_FLOATS * sizeof(float), cudaMemcpyHostToDevice),
+                      "uploading the weights");
     if (err != cudaSuccess) {
         squeezeseg_destroy(net);
         return err;
@@ -4872,15 +4924,19 @@ cudaError_t squeezeseg_create(squeezeseg_net** out, const void* blob, size_t blo
 
 cudaError_t squeezeseg_create_from_file(squeezeseg_net** out, const char* path)
 {
-    if (out == NULL || path == NULL) return cudaErrorInvalidValue;
+    sg_error[0] = '\0';
+    if (out == NULL || path == NULL)
+        return sg_fail(cudaErrorInvalidValue, "squeezeseg_create_from_file: `net` or `path` is NULL");
     *out = NULL;
     FILE* f = fopen(path, "rb");
-    if (f == NULL) return cudaErrorInvalidValue;
+    if (f == NULL)
+        return sg_fail(cudaErrorFileNotFound, "squeezeseg: cannot open the weights file %s: %s", path,
+                       strerror(errno));
     const size_t want = (size_t)SG_BLOB_HEADER_BYTES + (size_t)SG_SQUEEZESEG_WEIGHT_FLOATS * sizeof(float);
-    void* blob = malloc(want + 1);
+    void* blob = malloc(want + 1);          // one byte more: a longer file is refused, not cut
     size_t got = blob != NULL ? fread(blob, 1, want + 1, f) : 0;
     fclose(f);
-    cudaError_t err = blob == NULL ? cudaErrorMemoryAllocation
+    cudaError_t err = blob == NULL ? sg_fail(cudaErrorMemoryAllocation, "squeezeseg: out of host memory")
                                    : squeezeseg_create(out, blob, got);
     free(blob);
     return err;
@@ -4888,45 +4944,51 @@ cudaError_t squeezeseg_create_from_file(squeezeseg_net** out, const char* path)
 
 cudaError_t squeezeseg_forward(squeezeseg_net* net, const float* input, float* output0, cudaStream_t stream)
 {
-    if (net == NULL || input == NULL || output0 == NULL) return cudaErrorInvalidValue;
+    sg_error[0] = '\0';
+    if (net == NULL || input == NULL || output0 == NULL)
+        return sg_fail(cudaErrorInvalidValue, "squeezeseg_forward: a NULL net, input or output pointer");
     const sg_buffers buffers = {input, net->arena, net->weights, output0};
     cudaError_t err = cudaSuccess;
-    if ((err = sg_launch_conv1_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_pool1(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire2_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire2_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire2_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire3_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire3_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire3_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire4_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire4_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire4_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_pool4(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire5_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire5_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire5_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire6_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire6_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire6_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire7_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire7_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire7_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire8_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire8_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire8_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_pool8(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire9_squeeze_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire9_expand1x1_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_fire9_expand3x3_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_conv10_relu(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_score(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_score_pool8_add(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_conv11(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_score_pool4_add(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_conv12(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_score_pool1_add(buffers, stream)) != cudaSuccess) return err;
-    if ((err = sg_launch_conv13(buffers, stream)) != cudaSuccess) return err;
+    // split-K tile counters: zeroed at the start of every run (each kernel leaves them zero, but
+    // a run cut short, or two runs of one net on two streams at once, would not)
+    if ((err = cudaMemsetAsync((char*)net->arena + 14217728, 0, 9216, stream)) != cudaSuccess)
+        return sg_cuda(err, "resetting the split-K counters");
+    if ((err = sg_launch_conv1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv1_relu");
+    if ((err = sg_launch_pool1(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching pool1");
+    if ((err = sg_launch_fire2_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire2_squeeze_relu");
+    if ((err = sg_launch_fire2_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire2_expand1x1_relu");
+    if ((err = sg_launch_fire2_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire2_expand3x3_relu");
+    if ((err = sg_launch_fire3_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire3_squeeze_relu");
+    if ((err = sg_launch_fire3_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire3_expand1x1_relu");
+    if ((err = sg_launch_fire3_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire3_expand3x3_relu");
+    if ((err = sg_launch_fire4_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire4_squeeze_relu");
+    if ((err = sg_launch_fire4_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire4_expand1x1_relu");
+    if ((err = sg_launch_fire4_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire4_expand3x3_relu");
+    if ((err = sg_launch_pool4(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching pool4");
+    if ((err = sg_launch_fire5_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire5_squeeze_relu");
+    if ((err = sg_launch_fire5_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire5_expand1x1_relu");
+    if ((err = sg_launch_fire5_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire5_expand3x3_relu");
+    if ((err = sg_launch_fire6_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire6_squeeze_relu");
+    if ((err = sg_launch_fire6_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire6_expand1x1_relu");
+    if ((err = sg_launch_fire6_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire6_expand3x3_relu");
+    if ((err = sg_launch_fire7_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire7_squeeze_relu");
+    if ((err = sg_launch_fire7_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire7_expand1x1_relu");
+    if ((err = sg_launch_fire7_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire7_expand3x3_relu");
+    if ((err = sg_launch_fire8_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire8_squeeze_relu");
+    if ((err = sg_launch_fire8_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire8_expand1x1_relu");
+    if ((err = sg_launch_fire8_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire8_expand3x3_relu");
+    if ((err = sg_launch_pool8(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching pool8");
+    if ((err = sg_launch_fire9_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire9_squeeze_relu");
+    if ((err = sg_launch_fire9_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire9_expand1x1_relu");
+    if ((err = sg_launch_fire9_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire9_expand3x3_relu");
+    if ((err = sg_launch_conv10_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv10_relu");
+    if ((err = sg_launch_score(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching score");
+    if ((err = sg_launch_score_pool8_add(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching score_pool8_add");
+    if ((err = sg_launch_conv11(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv11");
+    if ((err = sg_launch_score_pool4_add(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching score_pool4_add");
+    if ((err = sg_launch_conv12(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv12");
+    if ((err = sg_launch_score_pool1_add(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching score_pool1_add");
+    if ((err = sg_launch_conv13(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv13");
     return cudaSuccess;
 }
 

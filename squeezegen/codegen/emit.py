@@ -5,7 +5,9 @@ and the output is deterministic: the same model and options give byte-identical 
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from ..errors import BuildError
 from ..ir.graph import Graph
 from ..ir.printer import param_specs
 from ..passes.plan_memory import MemoryPlan
+from . import ctext
 from .kernels import Kernel, check_index_range, check_launch, describe, lower_node
 from .schedule import GEMV_MAX_BATCH
 
@@ -29,9 +32,36 @@ MAX_WEIGHT_FLOATS = (1 << 31) - 1
 
 
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.PackageLoader("squeezegen", "templates"),
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                              trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    """Strict, and with the two gates of `ctext`: `| comment` for free text in comments,
+    `| identifier` for names that become C symbols."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("squeezegen", "templates"),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters["comment"] = ctext.comment
+    env.filters["identifier"] = ctext.identifier
+    return env
+
+
+def check_names(graph: Graph) -> None:
+    """Refuse a graph whose names cannot become C symbols and file names (one built or edited
+    from Python skips the front end's checks)."""
+    ctext.identifier(graph.name)
+    for node in graph.nodes:
+        try:
+            ctext.identifier(node.name)
+        except BuildError as exc:
+            raise exc.located(layer=ctext.comment(node.layer), line=node.line) from None
+
+
+def model_hash(graph: Graph) -> str:
+    """The sha256 the generated files and the weights blob carry: the model file's, or for a
+    graph built in Python, one of its nodes."""
+    if isinstance(graph.source_hash, str) and re.fullmatch(r"[0-9a-f]{64}", graph.source_hash):
+        return graph.source_hash
+    if graph.source_hash is not None:
+        raise BuildError(f"model hash {ctext.comment(repr(graph.source_hash))} is not a sha256 "
+                         "hex digest", field="source_hash")
+    return hashlib.sha256(repr(graph.nodes).encode()).hexdigest()   # a graph built in Python
 
 
 def weight_layout(graph: Graph) -> tuple[dict[str, int], int]:
@@ -74,7 +104,7 @@ def weights_blob(graph: Graph, weights: dict[str, np.ndarray], batch: int) -> by
     offsets, total = weight_layout(graph)
     data = pack_weights(graph, weights, batch)[:total]
     header = BLOB_MAGIC + struct.pack("<IIQ", BLOB_FORMAT, len(offsets), total)
-    header += graph.source_hash.encode()
+    header += model_hash(graph).encode()
     header += struct.pack("<I", batch)          # layouts depend on the build's batch
     header += b"\0" * (BLOB_HEADER_BYTES - len(header))
     return header + data.tobytes()
@@ -87,7 +117,7 @@ class BuildOutput:
     manifest: dict
 
 
-API_SUFFIXES = ("create", "create_from_file", "forward", "destroy", "net")
+API_SUFFIXES = ("create", "create_from_file", "forward", "destroy", "net", "last_error")
 
 
 def _name_kernels(kernels: list[Kernel], graph: Graph) -> None:
@@ -105,6 +135,7 @@ def _name_kernels(kernels: list[Kernel], graph: Graph) -> None:
 def render(graph: Graph, original: Graph, plan: MemoryPlan,
            weights: dict[str, np.ndarray] | None = None, precision: str = "fp32") -> BuildOutput:
     """All generated files for a planned graph; `original` is the graph before passes."""
+    check_names(graph)
     check_index_range(graph, plan)
     env = environment()
     offsets, total = weight_layout(graph)
@@ -128,7 +159,7 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
         k.rendered = env.get_template(k.template).render(k=k).strip("\n")
     source = Path(graph.source).name if graph.source else "<string>"
     context = dict(
-        model=graph, version=__version__, source=source, model_hash=graph.source_hash,
+        model=graph, version=__version__, source=source, model_hash=model_hash(graph),
         precision=precision, tensor_cores=any(k.extra.get("mma") for k in kernels),
         batch=plan.batch, passes=list(graph.passes), kernels=kernels, outputs=outputs,
         input_shape=list(graph.input.type.shape),
@@ -152,7 +183,7 @@ def build_manifest(graph, plan, kernels, offsets, total, outputs, source, precis
     specs = param_specs(graph)
     packed = packed_layouts(graph, plan.batch)
     return {
-        "model": graph.name, "source": source, "model_hash": graph.source_hash,
+        "model": graph.name, "source": source, "model_hash": model_hash(graph),
         "squeezegen_version": __version__, "batch": plan.batch, "precision": precision,
         "passes": list(graph.passes) + ["plan_memory"],
         "input": {"shape": [plan.batch] + list(graph.input.type.shape)},

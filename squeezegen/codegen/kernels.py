@@ -8,6 +8,7 @@ shapes, FLOPs, bytes, what was fused).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import prod
 from pathlib import Path
 
 from ..errors import BuildError
@@ -22,11 +23,10 @@ MAX_INDEX = (1 << 31) - 1
 
 @dataclass(frozen=True)
 class TensorRef:
-    """How a kernel reaches a tensor: `var[n * image + c * hw + pixel]` with var = base."""
+    """How a kernel reaches a tensor: `var[n * image + c * H * W + pixel]` with var = base."""
     var: str             # the C variable in the kernel
     base: str            # C expression: input + 0, arena + 123, out0 + 0, weights + 456
     image: int           # floats between images
-    hw: int              # floats between channels (H * W; 1 for vectors)
     what: str            # comment: tensor name and shape
     const: bool = True
 
@@ -48,6 +48,11 @@ class Kernel:
     bytes: int = 0
     symbol: str = ""                  # the C symbol: <model>_<name>, so layer names never clash
     rendered: str = ""                # with library functions or another model's kernels
+
+    @property
+    def grid_text(self) -> str:
+        """The grid as launched: `XxY`, and `xZ` where there are Z split-K slices."""
+        return "x".join(str(g) for g in (self.grid if self.grid[2] > 1 else self.grid[:2]))
 
     @property
     def const_lines(self) -> list[str]:
@@ -78,10 +83,9 @@ def _storage_expr(storage: str) -> str:
 def tensor_ref(graph: Graph, plan: MemoryPlan, name: str, var: str, const=True) -> TensorRef:
     place = plan[name]
     t = graph[name].type
-    h, w = t.spatial
     where = f"{place.storage}" + (f" @ float {place.offset:,}" if place.storage == "arena" else "")
     return TensorRef(var, f"{_storage_expr(place.storage)} + {place.offset}LL", place.image_stride,
-                     h * w, f"{name}: {t} ({where}, image stride {place.image_stride})", const)
+                     f"{name}: {t} ({where}, image stride {place.image_stride})", const)
 
 
 
@@ -98,10 +102,10 @@ def _param_refs(graph: Graph, node: Node, weight_offsets: dict,
         what = f"{key} [{', '.join(str(d) for d in shape)}]"
         gemv = node.op == "linear" and plan_batch <= GEMV_MAX_BATCH
         if node.op in ("conv", "linear") and var == "w" and not gemv:
-            what = f"{key}, packed K-major [{_numel(shape[1:])}][{shape[0]}]"
+            what = f"{key}, packed K-major [{prod(shape[1:])}][{shape[0]}]"
         elif gemv and var == "w":
-            what = f"{key} [{shape[0]}][{_numel(shape[1:])}], PyTorch's [OUT][IN]"
-        refs.append(TensorRef(var, f"weights + {weight_offsets[key]}LL", 0, 0, what))
+            what = f"{key} [{shape[0]}][{prod(shape[1:])}], PyTorch's [OUT][IN]"
+        refs.append(TensorRef(var, f"weights + {weight_offsets[key]}LL", 0, what))
     return refs
 
 
@@ -234,16 +238,9 @@ def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict)
                     extra=extra)
     kernel.flops = node_flops(graph, node) * n
     read = sum(graph[i].type.numel for i in node.reads) * n
-    weights = sum(_numel(s) for s in node_params(graph, node).values())
+    weights = sum(prod(s) for s in node_params(graph, node).values())
     kernel.bytes = 4 * (read + node.type.numel * n + weights)
     return kernel
-
-
-def _numel(shape) -> int:
-    out = 1
-    for d in shape:
-        out *= d
-    return out
 
 
 def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
@@ -279,9 +276,8 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
     tile = kernel.extra.get("tile")
     if tile:
         lines.append(f"tile: {tile_text(tile)}")
-    grid = "x".join(str(g) for g in (kernel.grid if kernel.grid[2] > 1 else kernel.grid[:2]))
     lines.append(f"work: {kernel.flops / 1e6:,.2f} MFLOP, {kernel.bytes / 1e6:,.2f} MB moved; "
-                 f"grid {grid}, block {kernel.block}")
+                 f"grid {kernel.grid_text}, block {kernel.block}")
     return lines
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 from ..ir.graph import Attrs, Graph, Node
-from ..ir.ops import ShapeError, infer
+from ..ir.ops import OPS, ShapeError, infer
 from ..ir.verify import verify
 from .schema import (COMMON_FIELDS, OP_FIELDS, TOP_LEVEL_FIELDS, check_value, describe,
                      identifier_problem)
@@ -25,6 +25,14 @@ INPUT_NAME = "input"
 def _suggest(word: str, options) -> str:
     close = difflib.get_close_matches(str(word), list(options), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _relu_hint(op: str) -> str:
+    """What to write instead of `relu: true` on an op that has no relu field."""
+    if op == "fire":
+        return " (a fire module's convolutions already end in a ReLU)"
+    fused = f": it is fused into the {op}'s kernel" if op in OPS and OPS[op].takes_epilogue else ""
+    return f" (for a ReLU, add a layer {{name: ..., op: relu}} after it{fused})"
 
 
 class _Lowering:
@@ -120,7 +128,7 @@ def _layer_fields(layer: LocatedMap, index: int, low: _Lowering):
         if key in COMMON_FIELDS:
             continue
         if key not in spec:
-            hint = _suggest(key, spec)
+            hint = _suggest(key, spec) if key != "relu" else _relu_hint(op)
             raise low.error(f"unknown field '{key}' for op {op}{hint}; {op} takes "
                             f"{', '.join(spec)}", line=layer.key_lines[key], layer=name, field=key)
         try:
@@ -298,6 +306,10 @@ def load_model(path) -> Graph:
         if not Path(path).is_file():
             raise ModelError("not a regular file" if Path(path).exists() else
                              "model file not found", file=file)
+        if Path(path).suffix.lower() == ".onnx":
+            raise ModelError(f"is an ONNX model, not a squeezegen model file; convert it first: "
+                             f"squeezegen import {file} -o models/{Path(path).stem}.yaml",
+                             file=file)
         with open(path, "rb") as f:
             data = f.read(MAX_DOCUMENT_BYTES + 1)
         if len(data) > MAX_DOCUMENT_BYTES:

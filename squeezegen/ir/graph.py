@@ -14,7 +14,8 @@ from typing import Iterator
 
 
 class Attrs(Mapping):
-    """An immutable, hashable, ordered mapping of op attributes (kernel, stride, ...)."""
+    """An immutable, hashable, ordered mapping of op attributes (kernel, stride, ...). Like a dict,
+    two Attrs with the same items are equal in any order, and so are their hashes."""
 
     __slots__ = ("_items",)
 
@@ -36,7 +37,7 @@ class Attrs(Mapping):
         return len(self._items)
 
     def __hash__(self) -> int:
-        return hash(self._items)
+        return hash(tuple(sorted(self._items, key=lambda item: item[0])))
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Mapping) and dict(self) == dict(other)

@@ -2,8 +2,9 @@
 
 For each op: how many inputs it takes, its output shape, its parameter tensors (in PyTorch's
 layouts), its FLOPs, and whether a kernel of it can carry fused epilogues. The NumPy reference of
-each op lives in `reference/numpy_ops.py` and its CUDA in `templates/`, both keyed by the same
-op name. Semantics are PyTorch's: Conv2d, ConvTranspose2d, MaxPool2d/AvgPool2d (with ceil_mode
+each op lives in `reference/numpy_ops.py` (`OP_IMPLS`, keyed by the op name); its CUDA template in
+`templates/` is chosen by `codegen/kernels.py:lower_node`, from the op and the tile the scheduler
+picked. Semantics are PyTorch's: Conv2d, ConvTranspose2d, MaxPool2d/AvgPool2d (with ceil_mode
 and count_include_pad), Linear (on the input flattened in C,H,W order), Softmax over channels.
 """
 from __future__ import annotations

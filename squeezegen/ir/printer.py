@@ -72,10 +72,15 @@ def summarize(graph: Graph) -> dict:
             "total_flops": sum(r["flops"] for r in rows)}
 
 
+def _layout(shape) -> str:
+    return "CxHxW" if len(shape) == 3 else "K"
+
+
 def format_summary(summary: dict) -> str:
     def shape(s):
-        return "x".join(str(d) for d in (s[1:] + s[:1] if len(s) == 3 else s))
-    head = ("layer", "op", "output (HxWxC)", "filter/stride", "params", "MFLOP")
+        return "x".join(str(d) for d in s)
+    layouts = dict.fromkeys(_layout(r["shape"]) for r in summary["layers"])
+    head = ("layer", "op", f"output ({' or '.join(layouts)})", "filter/stride", "params", "MFLOP")
     rows = [(r["layer"], r["op"], shape(r["shape"]), r["window"], f"{r['params']:,}",
              f"{r['flops'] / 1e6:,.1f}") for r in summary["layers"]]
     rows.append(("total", "", "", "", f"{summary['total_params']:,}",
@@ -86,7 +91,8 @@ def format_summary(summary: dict) -> str:
     def fmt(row):
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
                          for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-    lines = [f"model {summary['model']}: input {shape(summary['input'])} (HxWxC), "
+    lines = [f"model {summary['model']}: input {shape(summary['input'])} "
+             f"({_layout(summary['input'])}), "
              f"output {', '.join(summary['outputs'])}", fmt(head),
              fmt(tuple("-" * w for w in widths))]
     lines += [fmt(r) for r in rows[:-1]]
@@ -94,7 +100,7 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def format_node(node: Node) -> str:
+def format_node(node: Node, plan=None) -> str:
     attrs = ", ".join(f"{k}={_fmt_value(v)}" for k, v in node.attrs.items())
     operands = ", ".join("%" + i for i in node.inputs)
     text = f"%{node.name} = {node.op}({'; '.join(p for p in (operands, attrs) if p)})"
@@ -105,6 +111,12 @@ def format_node(node: Node) -> str:
         text += f"  -> %{node.out_view.into}[c{node.out_view.channel_offset}:]"
     if node.fused:
         text += f"  (fused: {', '.join(node.fused)})"
+    if plan is not None:
+        place = plan[node.name]
+        text += f"  @ {place.storage}" + (f" float {place.offset:,}" if place.storage == "arena"
+                                           or place.offset else "")
+        if node.name in plan.scratch:
+            text += f", split-K partials @ arena float {plan.scratch[node.name]:,}"
     return text + f"  # {node.layer}" + (f" line {node.line}" if node.line else "")
 
 
@@ -114,9 +126,16 @@ def _fmt_value(v) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def format_graph(graph: Graph) -> str:
+def format_graph(graph: Graph, plan=None) -> str:
+    """The IR, one node a line; with a MemoryPlan, where each tensor lives (`@ arena float N`:
+    its first element's offset in the arena) and the arena's size."""
+    passes = graph.passes + (("plan_memory",) if plan is not None else ())
     lines = [f"graph {graph.name} ({len(graph.nodes)} nodes"
-             + (f"; passes: {', '.join(graph.passes)}" if graph.passes else "") + ")"]
-    lines += ["  " + format_node(n) for n in graph.nodes]
+             + (f"; passes: {', '.join(passes)}" if passes else "")
+             + (f"; batch {plan.batch}" if plan is not None else "") + ")"]
+    lines += ["  " + format_node(n, plan) for n in graph.nodes]
     lines.append("  return " + ", ".join("%" + o for o in graph.outputs))
+    if plan is not None:
+        lines.append(f"  arena {plan.arena_bytes:,} bytes ({plan.unshared_bytes:,} without "
+                     "sharing)")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ an `out_view` (a slice of a concat) changes where a value is stored, not what it
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import numpy as np
 
@@ -18,7 +19,8 @@ from .numpy_ops import OP_IMPLS
 
 def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
     """x as a batch for `graph`: float32 of shape (N, *input shape), N >= 1; InputError otherwise.
-    Non-finite values only warn: they are legal floats, and propagate as they would anywhere."""
+    Non-finite values only warn (a RuntimeWarning): they are legal floats, and propagate as they
+    would anywhere."""
     expected = graph.input.type.shape
     if not isinstance(x, np.ndarray):
         raise InputError(f"{what} must be a NumPy array, got {type(x).__name__}")
@@ -27,20 +29,30 @@ def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
                          "(convert with x.astype(np.float32))")
     if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != tuple(expected) or x.shape[0] < 1:
         want = "(N, " + ", ".join(str(d) for d in expected) + ")"
+        empty = " (no images: N must be at least 1)" if x.ndim and x.shape[0] < 1 else ""
         raise InputError(f"{what} has shape {tuple(x.shape)}, expected {want} for model "
-                         f"'{graph.name}'")
-    if not np.isfinite(x).all():
-        warnings.warn(f"{what} holds {int((~np.isfinite(x)).sum())} non-finite value(s)",
+                         f"'{graph.name}'{empty}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        warnings.warn(f"{what} holds {int(bad.sum())} non-finite value(s) (NaN/Inf), first at "
+                      f"index {first}; they propagate through the network",
                       RuntimeWarning, stacklevel=3)
     return np.ascontiguousarray(x)
 
 
 class ReferenceExecutor:
-    """`ReferenceExecutor(graph, weights)(x)` -> the output (a tuple if the model has several)."""
+    """`ReferenceExecutor(graph, weights)(x)` -> the output (a tuple if the model has several).
 
-    def __init__(self, graph: Graph, weights: dict, weights_file: str | None = None):
+    `rounded` maps node names to a rounding function applied to that node's operands and weight
+    before it computes (fp32 otherwise): the reference of a reduced-precision build, whose
+    tensor-core kernels round exactly those to tf32 or fp16 and accumulate in fp32."""
+
+    def __init__(self, graph: Graph, weights: dict, weights_file: str | None = None,
+                 rounded: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None):
         self.graph = graph
         self.weights = check_weights(graph, weights, weights_file)
+        self.rounded = rounded or {}
 
     def _params(self, node) -> dict:
         if not node.param_prefix:
@@ -54,7 +66,12 @@ class ReferenceExecutor:
         env = {self.graph.input.name: check_input(self.graph, x)}
         for node in self.graph.nodes[1:]:
             args = [env[i] for i in node.inputs]
-            y = OP_IMPLS[node.op](node.attrs, args, self._params(node))
+            params = self._params(node)
+            if node.name in self.rounded:
+                rnd = self.rounded[node.name]
+                args = [rnd(a) for a in args]
+                params = {k: rnd(v) if k == "weight" else v for k, v in params.items()}
+            y = OP_IMPLS[node.op](node.attrs, args, params)
             for step in node.epilogue:
                 y = np.maximum(y, np.float32(0)) if step.kind == "relu" else y + env[step.operand]
             env[node.name] = y

@@ -6,10 +6,10 @@ each kernel alone (`bench.time_kernels`) and checks that the network's output st
 heuristic build's (a tile that computes something else is never chosen). Per layer, the fastest
 candidate wins.
 
-Choices are cached in `tuning.json` in the build cache, keyed by GPU name, squeezegen version,
-a digest of the tiled templates and the layer's signature (op, shapes, attributes, fused
-epilogue, batch, precision), so a layer is tuned once per GPU and kernel code, whatever model it appears
-in; a cached tile that is no longer a candidate is ignored. Without a GPU, or for a layer never
+Choices are cached in `tuning.json` in the build cache, keyed by GPU name, a digest of the
+kernel code (every template, `codegen/schedule.py` and `codegen/kernels.py`) and the layer's
+signature (op, shapes, attributes, fused epilogue, batch, precision), so a layer is tuned once
+per GPU and kernel code, whatever model it appears in; a cached tile that is no longer a candidate is ignored. Without a GPU, or for a layer never
 tuned, builds use the heuristic of `codegen/schedule.py`.
 """
 from __future__ import annotations
@@ -25,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..build import Build, build
 from ..codegen.schedule import (ConvTile, DeconvMmaTile, DeconvTile, Tile, candidate_tiles,
                                 tensor_core_candidates, tunable)
 from ..errors import BuildError, SqueezegenError
 from ..frontend import load_model
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, private_dir
 from ..ir.graph import Graph, Node
 from ..passes import run_passes
 from .compile import cache_dir, compile_cubin
@@ -70,25 +69,28 @@ def tile_from_json(data: dict) -> Tile:
 
 
 def tuning_file() -> Path:
-    return cache_dir() / "tuning.json"
+    return private_dir(cache_dir(), "tuning cache") / "tuning.json"
 
 
-TUNED_TEMPLATES = ("conv_gemm.cu.j2", "conv_gemm_wide.cu.j2", "conv_gemm_tc.cu.j2", "deconv.cu.j2",
-                   "deconv_tc.cu.j2", "deconv_mma.cu.j2", "_macros.cu.j2", "_mma.cu.j2")
+def kernel_sources() -> list[Path]:
+    """What decides the code a tile runs: every template, and the Python that schedules and
+    lowers the kernels."""
+    package = Path(__file__).resolve().parents[1]
+    return sorted((package / "templates").glob("*.j2")) + [
+        package / "codegen" / "schedule.py", package / "codegen" / "kernels.py"]
 
 
 @lru_cache(maxsize=None)
 def kernels_digest() -> str:
-    """A short hash of the tiled templates: a choice timed against other kernel code is re-timed."""
-    folder = Path(__file__).resolve().parents[1] / "templates"
+    """A short hash of `kernel_sources()`: a choice timed against other kernel code is re-timed."""
     digest = hashlib.sha256()
-    for name in TUNED_TEMPLATES:
-        digest.update((folder / name).read_bytes())
+    for path in kernel_sources():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
 
 def _entry_key(gpu: str, signature: str) -> str:
-    return f"{gpu}|squeezegen {__version__} kernels {kernels_digest()}|{signature}"
+    return f"{gpu}|kernels {kernels_digest()}|{signature}"
 
 
 def load_tuning(path: Path | None = None) -> dict:
@@ -107,7 +109,7 @@ def load_tuning(path: Path | None = None) -> dict:
 def save_tuning(new: dict, path: Path | None = None) -> None:
     """Merge `new` entries into the cache file, atomically, under a lock."""
     path = path or tuning_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent, "tuning cache")
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         entries = load_tuning(path)
@@ -139,18 +141,18 @@ def _rel(a, b) -> float:
 
 
 def autotune(model, batch: int, weights: dict | None = None, force: bool = False,
-             log=None, precision: str = "fp32") -> dict[str, Tile]:
+             log=None, precision: str = "fp32", device: int = 0) -> dict[str, Tile]:
     """Tune every tunable layer of `model` at `batch` not yet in the cache (all of them with
-    `force`) on this GPU; returns the choice for every tunable node and updates the cache.
+    `force`) on GPU `device`; returns the choice for every tunable node and updates the cache.
 
     The steps: build one network per round (round r gives every layer its r-th candidate),
     compile the rounds in parallel, run each once against the heuristic's round (round 0) and
     time its kernels, then keep each layer's fastest tile."""
-    from .network import cuda
+    from .device import device_name
     from ..weights import check_weights
     graph = load_model(model)
     fused = run_passes(graph)
-    gpu = cuda().Context.get_device().name()
+    gpu = device_name(device)
     known = {} if force else cached_tiles(fused, batch, gpu, precision=precision)
     todo = {n.name: candidate_tiles(fused, n, batch, precision) for n in fused.nodes
             if tunable(n, batch) and n.name not in known}
@@ -159,11 +161,12 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
     if not todo:
         return known
     weights = check_weights(graph, _random_weights(graph) if weights is None else weights, None)
-    builds = compile_rounds(candidate_rounds(graph, batch, todo, known, precision, log), log)
+    builds = compile_rounds(candidate_rounds(graph, batch, todo, known, precision, log), log,
+                            device)
     if 0 not in builds:                  # no heuristic baseline to check against: keep it
         _say(log, "the heuristic build failed; nothing was tuned")
         return {**{name: c[0] for name, c in todo.items()}, **known}
-    timings = _time_rounds(builds, todo, weights, precision, log)
+    timings = _time_rounds(builds, todo, weights, precision, log, device)
     chosen, entries = dict(known), {}
     for name, rows in timings.items():
         if not rows:
@@ -194,11 +197,11 @@ def candidate_rounds(graph: Graph, batch: int, todo: dict[str, list[Tile]],
     return builds
 
 
-def compile_rounds(builds: dict[int, Build], log=None) -> dict[int, Build]:
-    """Compile every build with nvcc, in parallel, into the build cache (so that opening its
-    Network later costs nothing); the builds that compiled."""
+def compile_rounds(builds: dict[int, Build], log=None, device: int = 0) -> dict[int, Build]:
+    """Compile every build with nvcc for GPU `device`, in parallel, into the build cache (so that
+    opening its Network later costs nothing); the builds that compiled."""
     from .network import device_arch
-    arch = device_arch()
+    arch = device_arch(device)
 
     def compile_one(r):
         files = {k: v for k, v in builds[r].output.files.items() if k.endswith((".cu", ".h"))}
@@ -217,7 +220,7 @@ def compile_rounds(builds: dict[int, Build], log=None) -> dict[int, Build]:
 
 
 def _time_rounds(builds: dict[int, Build], todo: dict[str, list[Tile]], weights: dict,
-                 precision: str, log) -> dict[str, list[tuple[float, Tile]]]:
+                 precision: str, log, device: int = 0) -> dict[str, list[tuple[float, Tile]]]:
     """Each layer's (ms, tile) for every round whose output matches round 0's."""
     from .bench import time_kernels
     from .network import Network
@@ -227,7 +230,7 @@ def _time_rounds(builds: dict[int, Build], todo: dict[str, list[Tile]], weights:
     baseline = None
     for r, result in sorted(builds.items()):
         try:
-            with Network(result, weights) as net:
+            with Network(result, weights, device=device) as net:
                 out = net(x)
                 out = out if isinstance(out, tuple) else (out,)
                 if baseline is None:

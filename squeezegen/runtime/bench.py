@@ -14,15 +14,18 @@ import time
 import numpy as np
 
 from ..ir.printer import node_flops
-from .network import Network, compile as compile_network, cuda
+from ..errors import GPUError
+from .network import Network, compile as compile_network, cuda, gpu_available
 
 
-def environment() -> dict:
-    drv = cuda()
-    dev = drv.Context.get_device()
-    version = drv.get_driver_version()
-    info = {"gpu": dev.name(), "cuda_driver_api": f"{version // 1000}.{version % 1000 // 10}",
+def environment(gpu: bool = True) -> dict:
+    info = {"gpu": "none (CPU only)", "cuda_driver_api": "none",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if gpu:
+        drv = cuda()
+        version = drv.get_driver_version()
+        info.update(gpu=drv.Context.get_device().name(),
+                    cuda_driver_api=f"{version // 1000}.{version % 1000 // 10}")
     try:
         smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=30).stdout.strip()
@@ -58,34 +61,40 @@ def _median_events(drv, stream, fn, iters: int, warm: int) -> float:
 def time_network(net: Network, iters: int, warm: int = 10) -> float:
     x = np.random.default_rng(0).uniform(-1, 1, (net.batch,) + net.graph.input.type.shape)
     net(x.astype(np.float32))
-    return _median_events(net._drv, net.stream, net.forward_async, iters, warm)
+    with net.active():
+        return _median_events(net._drv, net.stream, net.forward_async, iters, warm)
 
 
 def time_kernels(net: Network, repeats: int = 20) -> list[dict]:
     """Each kernel alone: `repeats` back-to-back launches replayed as one CUDA graph (so Python
     launch overhead is not measured), with its FLOPs and bytes."""
     from .cuda_graph import CudaGraph
-    drv, stream = net._drv, net.stream
-    outs = [int(o) for o in net._outputs]
     lib = CudaGraph.available()
-    rows = []
-    for i, k in enumerate(net.build.output.manifest["kernels"]):
-        def launches(i=i):
-            for _ in range(repeats):
-                net.launch_kernels(stream, int(net._input), outs, only=i)
-        graph = None
-        if lib is not None:
-            graph = CudaGraph(lib, stream.handle)
-            with graph:
-                launches()
-        run = (lambda g=graph: g.launch(stream.handle)) if graph else launches
-        ms = _median_events(drv, stream, run, 5, 2) / repeats
-        if graph:
-            graph.close()
-        rows.append({"kernel": k["name"], "layers": k["layers"], "ms": ms, "flops": k["flops"],
-                     "bytes": k["bytes"], "tflops": k["flops"] / ms / 1e9,
-                     "gb_s": k["bytes"] / ms / 1e6})
-    return rows
+    with net.active():
+        return [_time_kernel(net, i, k, lib, repeats)
+                for i, k in enumerate(net.build.output.manifest["kernels"])]
+
+
+def _time_kernel(net: Network, i: int, k: dict, lib, repeats: int) -> dict:
+    """Kernel number `i` of `net` alone (with the network's context current)."""
+    from .cuda_graph import CudaGraph
+    stream = net.stream
+    outs = [int(o) for o in net._outputs]
+
+    def launches():
+        for _ in range(repeats):
+            net.launch_kernels(stream, int(net._input), outs, only=i)
+    graph = None
+    if lib is not None:
+        graph = CudaGraph(lib, stream.handle)
+        with graph:
+            launches()
+    run = (lambda: graph.launch(stream.handle)) if graph else launches
+    ms = _median_events(net._drv, stream, run, 5, 2) / repeats
+    if graph:
+        graph.close()
+    return {"kernel": k["name"], "layers": k["layers"], "ms": ms, "flops": k["flops"],
+            "bytes": k["bytes"], "tflops": k["flops"] / ms / 1e9, "gb_s": k["bytes"] / ms / 1e6}
 
 
 def time_torch(graph, weights, batch: int, iters: int, variants: list[str]) -> list[dict]:
@@ -173,7 +182,16 @@ def time_numpy(graph, weights, batch: int) -> float:
 def bench(model, weights, batches: list[int], compare: list[str], per_layer: bool,
           iters: int = 50, tune: bool = True, log=None, precision: str = "fp32") -> dict:
     """Time the network at each batch (with the autotuner's tiles unless `tune` is off) and
-    what `compare` names beside it; `log` hears what is being done."""
+    what `compare` names beside it; `log` hears what is being done. Without a GPU, only
+    `compare=["numpy"]` runs: the CPU column alone."""
+    if compare == ["numpy"] and not gpu_available():
+        return _bench_numpy_only(model, weights, batches, precision, log)
+    if not gpu_available():
+        try:
+            cuda()
+        except GPUError as exc:
+            raise GPUError(f"{exc.message} (`bench --compare numpy` times the NumPy reference "
+                           "alone, without a GPU)") from None
     result = {"model": None, "rows": [], "per_layer": {}, "tuned": tune, "precision": precision,
               **environment()}
     for batch in batches:
@@ -201,6 +219,25 @@ def bench(model, weights, batches: list[int], compare: list[str], per_layer: boo
             if best_torch:
                 r["vs_best_torch"] = r["ms"] / best_torch
         result["rows"] += rows
+    return result
+
+
+def _bench_numpy_only(model, weights, batches, precision, log) -> dict:
+    from ..frontend import load_model
+    from ..weights import check_weights, load_weights
+    graph = load_model(model)
+    checked = check_weights(graph, load_weights(weights),
+                            None if isinstance(weights, dict) else str(weights))
+    flops = sum(node_flops(graph, n) for n in graph.nodes[1:])
+    result = {"model": graph.name, "rows": [], "per_layer": {}, "tuned": False,
+              "precision": precision, **environment(gpu=False)}
+    for batch in batches:
+        if log:
+            log(f"batch {batch}: timing the NumPy reference (no GPU here)")
+        ms = time_numpy(graph, checked, batch)
+        result["rows"].append({"variant": f"numpy reference (CPU, {os.cpu_count()} cores)",
+                               "ms": ms, "batch": batch, "img_s": batch / ms * 1e3,
+                               "tflops": flops * batch / ms / 1e9})
     return result
 
 

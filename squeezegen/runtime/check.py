@@ -29,14 +29,17 @@ class KernelCheck:
 def check_kernels(net: Network, x: np.ndarray, tolerance: float = 1e-4) -> list[KernelCheck]:
     graph, plan = net.graph, net.build.plan
     expected = PlannedExecutor(graph, plan, net.weights).run_all(x)
-    drv = net._drv
-    drv.memcpy_htod(net._input, np.ascontiguousarray(x))
-    outs = [int(o) for o in net._outputs]
+    with net.active() as drv:
+        drv.memcpy_htod(net._input, np.ascontiguousarray(x))
+        outs = [int(o) for o in net._outputs]
+        got_all = {}
+        for i, k in enumerate(net.build.output.manifest["kernels"]):
+            net.launch_kernels(net.stream, int(net._input), outs, only=i)
+            net.stream.synchronize()
+            got_all[k["node"]] = net.tensor(k["node"])
     rows = []
-    for i, k in enumerate(net.build.output.manifest["kernels"]):
-        net.launch_kernels(net.stream, int(net._input), outs, only=i)
-        net.stream.synchronize()
-        got, want = net.tensor(k["node"]), expected[k["node"]]
+    for k in net.build.output.manifest["kernels"]:
+        got, want = got_all[k["node"]], expected[k["node"]]
         scale = max(float(np.abs(want).max()), 1e-30)
         err = np.abs(got.astype(np.float64) - want)
         max_abs = float(np.nanmax(err)) if err.size else 0.0

@@ -1,7 +1,8 @@
 """Compile generated CUDA C to a cubin with nvcc, through a content-addressed build cache.
 
-The cache key covers the generated source, the target architecture, the nvcc version and the
-squeezegen version. Entries are written atomically (temp folder + rename) under a file lock, and
+The cache key covers what decides the cubin: the generated source (and the headers beside it),
+the target architecture, the nvcc version and its flags. The cache folder is private to the user
+(0700; one that others can write to is refused), since a cubin planted there would run. Entries are written atomically (temp folder + rename) under a file lock, and
 an entry whose cubin does not match its recorded sha256 is rebuilt, never used. nvcc runs with an
 argument list (no shell); its errors are shown with the generated file and line.
 """
@@ -17,8 +18,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from .. import __version__
 from ..errors import BuildError
+from ..fsutil import private_dir
 
 NVCC_FLAGS = ("-O3", "-std=c++17", "-Werror", "all-warnings")
 
@@ -72,16 +73,15 @@ def compile_cubin(files: dict[str, bytes], source: str, arch: str, cache: Path |
         raise BuildError(f"bad GPU architecture '{arch}' (expected like sm_90)")
     nvcc = find_nvcc()
     digest = hashlib.sha256()
-    for part in (__version__, nvcc_version(nvcc), arch, " ".join(NVCC_FLAGS + extra_flags)):
+    for part in (nvcc_version(nvcc), arch, " ".join(NVCC_FLAGS + extra_flags)):
         digest.update(part.encode() + b"\0")
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + files[name] + b"\0")
     key = digest.hexdigest()[:32]
-    root = cache or cache_dir()
+    root = private_dir(cache or cache_dir(), "build cache")
     entry = root / key
     cubin_path, sum_path = entry / "module.cubin", entry / "module.cubin.sha256"
     try:
-        root.mkdir(parents=True, exist_ok=True)
         lock = open(root / f"{key}.lock", "w")
     except OSError as exc:
         raise BuildError(f"cannot use the build cache: {exc.strerror or exc}", file=str(root)) from None

@@ -11,7 +11,14 @@ _CAPTURE_MODE_THREAD_LOCAL = 1
 
 
 class CudaGraph:
-    """`with CudaGraph.capture(stream) as g: launches...` then `g.launch(stream)`."""
+    """Capture, then replay:
+
+        lib = CudaGraph.available()              # libcuda with the graph calls, or None
+        g = CudaGraph(lib, stream.handle)
+        with g:                                  # every launch on that stream is captured
+            ...launches...
+        g.launch(stream.handle)                  # replay them all at once; g.close() frees it
+    """
 
     def __init__(self, lib, stream_handle: int):
         self._lib = lib
@@ -21,6 +28,7 @@ class CudaGraph:
 
     @classmethod
     def available(cls):
+        """The CUDA driver library when it has the graph calls, else None."""
         try:
             lib = ctypes.CDLL("libcuda.so.1")
             for name in ("cuStreamBeginCapture_v2", "cuStreamEndCapture",

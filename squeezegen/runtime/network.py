@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..build import Build, build
@@ -16,57 +18,9 @@ from ..reference.executor import check_input
 from ..weights import check_weights, load_weights
 from .compile import compile_cubin
 from .cuda_graph import CudaGraph
+from .device import GPUError, check_device, cuda, current, device_arch, gpu_available
 
-
-class GPUError(SqueezegenError):
-    """The GPU, its driver or PyCUDA failed (out of memory, launch error, no device)."""
-
-
-_CONTEXT = None
-
-
-def cuda():
-    """PyCUDA's driver module, with the device's primary context current; GPUError if none."""
-    global _CONTEXT
-    try:
-        import pycuda.driver as drv
-    except ImportError:
-        raise GPUError("the cuda backend needs PyCUDA: pip install 'squeezegen[cuda]'") from None
-    if _CONTEXT is None:
-        try:
-            drv.init()
-            if drv.Device.count() == 0:
-                raise GPUError("no CUDA GPU is present")
-            _CONTEXT = drv.Device(0).retain_primary_context()
-            _CONTEXT.push()
-        except drv.Error as exc:
-            raise GPUError(f"cannot initialise CUDA: {exc}") from None
-        import atexit
-        atexit.register(_release_context)
-    return drv
-
-
-def _release_context():
-    global _CONTEXT
-    if _CONTEXT is not None:
-        try:
-            _CONTEXT.pop()
-        except Exception:
-            pass
-        _CONTEXT = None
-
-
-def gpu_available() -> bool:
-    try:
-        cuda()
-        return True
-    except GPUError:
-        return False
-
-
-def device_arch() -> str:
-    major, minor = cuda().Context.get_device().compute_capability()
-    return f"sm_{major}{minor}"
+__all__ = ["Network", "compile", "GPUError", "cuda", "gpu_available", "device_arch"]
 
 
 def _device_ptr(value) -> int:
@@ -91,40 +45,46 @@ def _device_ptr(value) -> int:
 
 
 class Network:
-    """The generated network of one build, resident on the GPU."""
+    """The generated network of one build, resident on GPU `device`. Usable from any thread: each
+    call makes the GPU's context current in the calling thread, and calls of `net(x)` from several
+    threads at once take turns (they share the network's own buffers)."""
 
-    def __init__(self, result: Build, weights: dict, use_graph: bool = True):
-        drv = cuda()
+    def __init__(self, result: Build, weights: dict, use_graph: bool = True, device: int = 0):
+        self.device = check_device(device)
         self.build = result
         self.graph = result.fused
         self.batch = result.plan.batch
         self.weights = weights
-        self._drv = drv
         self._allocations: list = []
         self._cuda_graph = None
         self._closed = False
+        self._host_lock = threading.Lock()
         manifest = result.output.manifest
-        try:
-            files = {k: v for k, v in result.output.files.items() if k.endswith((".cu", ".h"))}
-            cubin = compile_cubin(files, f"{self.graph.name}.cu", device_arch())
-            self._module = drv.module_from_buffer(cubin)
-            self._kernels = [(k["name"], self._module.get_function(k["symbol"]),
-                              tuple(k["grid"]), tuple(k["block"])) for k in manifest["kernels"]]
-            for _, fn, _, _ in self._kernels:
-                fn.prepare("P" * (3 + len(self.graph.outputs)))
-            self._weights = self._alloc(self._weights_array(weights), "weights")
-            self._arena = self._alloc_bytes(max(1, result.plan.arena_bytes), "the arena")
-            if result.plan.counters_bytes:         # split-K tile counters start (and stay) zero
-                drv.memset_d32(int(self._arena) + result.plan.counters_offset, 0,
-                               result.plan.counters_bytes // 4)
-            self._input = self._alloc_bytes(4 * self.batch * self.graph.input.type.numel, "input")
-            self._outputs = [self._alloc_bytes(4 * self.batch * self.graph[o].type.numel, f"output {o}")
-                             for o in self.graph.outputs]
-            self.stream = drv.Stream()
-            self._graph_lib = CudaGraph.available() if use_graph else None
-        except BaseException:
-            self.close()
-            raise
+        with current(self.device) as drv:
+            self._drv = drv
+            try:
+                files = {k: v for k, v in result.output.files.items() if k.endswith((".cu", ".h"))}
+                cubin = compile_cubin(files, f"{self.graph.name}.cu", device_arch(self.device))
+                self._module = drv.module_from_buffer(cubin)
+                self._kernels = [(k["name"], self._module.get_function(k["symbol"]),
+                                  tuple(k["grid"]), tuple(k["block"])) for k in manifest["kernels"]]
+                for _, fn, _, _ in self._kernels:
+                    fn.prepare("P" * (3 + len(self.graph.outputs)))
+                self._weights = self._alloc(self._weights_array(weights), "weights")
+                self._arena = self._alloc_bytes(max(1, result.plan.arena_bytes), "the arena")
+                self._input = self._alloc_bytes(4 * self.batch * self.graph.input.type.numel, "input")
+                self._outputs = [self._alloc_bytes(4 * self.batch * self.graph[o].type.numel,
+                                                   f"output {o}") for o in self.graph.outputs]
+                self.stream = drv.Stream()
+                self._graph_lib = CudaGraph.available() if use_graph else None
+            except BaseException:
+                self.close()
+                raise
+
+    def active(self):
+        """This network's GPU context, current in the calling thread for a `with` block."""
+        self._check_open()
+        return current(self.device)
 
     # ------------------------------------------------------------------ memory
     def _alloc_bytes(self, nbytes: int, what: str):
@@ -132,8 +92,8 @@ class Network:
             mem = self._drv.mem_alloc(nbytes)
         except self._drv.MemoryError:
             free, total = self._drv.mem_get_info()
-            raise GPUError(f"GPU out of memory: {what} needs {nbytes:,} bytes, {free:,} of "
-                           f"{total:,} are free") from None
+            raise GPUError(f"GPU {self.device} out of memory: {what} needs {nbytes:,} bytes, "
+                           f"{free:,} of {total:,} are free") from None
         self._allocations.append(mem)
         return mem
 
@@ -150,18 +110,26 @@ class Network:
         return (input_ptr, int(self._arena), int(self._weights), *output_ptrs)
 
     def launch_kernels(self, stream, input_ptr: int, output_ptrs: list[int], only: int | None = None):
-        """Launch the kernels in order (or just kernel number `only`) on `stream`."""
+        """Launch the kernels in order (or just kernel number `only`) on `stream`. A whole run
+        starts by zeroing the split-K tile counters (every kernel leaves them zero, but a run
+        cut short, or two at once, would not)."""
+        plan = self.build.plan
         args = self._args(input_ptr, output_ptrs)
-        for i, (name, fn, grid, block) in enumerate(self._kernels):
-            if only is not None and i != only:
-                continue
-            try:
-                fn.prepared_async_call(grid, block, stream, *args)
-            except self._drv.Error as exc:
-                raise GPUError(f"launching kernel {name} failed: {exc}") from None
+        with self.active():
+            if plan.counters_bytes and only is None:
+                self._drv.memset_d32_async(int(self._arena) + plan.counters_offset, 0,
+                                           plan.counters_bytes // 4, stream)
+            for i, (name, fn, grid, block) in enumerate(self._kernels):
+                if only is not None and i != only:
+                    continue
+                try:
+                    fn.prepared_async_call(grid, block, stream, *args)
+                except self._drv.Error as exc:
+                    raise GPUError(f"launching kernel {name} failed: {exc}") from None
 
     def run(self, input_ptr, output_ptrs, stream=None) -> None:
-        """Run the forward pass on device buffers (full batch, float32 NCHW), asynchronously."""
+        """Run the forward pass on device buffers (full batch, float32 NCHW), asynchronously.
+        Do not run one network on two streams at once (they share its arena)."""
         self._check_open()
         outs = output_ptrs if isinstance(output_ptrs, (list, tuple)) else [output_ptrs]
         if len(outs) != len(self.graph.outputs):
@@ -171,24 +139,24 @@ class Network:
 
     def forward_async(self) -> None:
         """Run on the network's own input/output buffers; replayed as a CUDA graph when possible."""
-        self._check_open()
-        handle = self.stream.handle
-        if self._graph_lib is not None and self._cuda_graph is None:
-            g = CudaGraph(self._graph_lib, handle)
-            try:
-                with g:
-                    self.launch_kernels(self.stream, int(self._input),
-                                        [int(o) for o in self._outputs])
-                self._cuda_graph = g
-            except (RuntimeError, GPUError):
-                self._graph_lib = None            # fall back to plain launches from now on
-        if self._cuda_graph is not None:
-            try:
-                self._cuda_graph.launch(handle)
-            except RuntimeError as exc:
-                raise GPUError(f"running {self.graph.name} failed: {exc}") from None
-        else:
-            self.launch_kernels(self.stream, int(self._input), [int(o) for o in self._outputs])
+        with self.active():
+            handle = self.stream.handle
+            if self._graph_lib is not None and self._cuda_graph is None:
+                g = CudaGraph(self._graph_lib, handle)
+                try:
+                    with g:
+                        self.launch_kernels(self.stream, int(self._input),
+                                            [int(o) for o in self._outputs])
+                    self._cuda_graph = g
+                except (RuntimeError, GPUError):
+                    self._graph_lib = None            # fall back to plain launches from now on
+            if self._cuda_graph is not None:
+                try:
+                    self._cuda_graph.launch(handle)
+                except RuntimeError as exc:
+                    raise GPUError(f"running {self.graph.name} failed: {exc}") from None
+            else:
+                self.launch_kernels(self.stream, int(self._input), [int(o) for o in self._outputs])
 
     def __call__(self, x: np.ndarray):
         """float32 (n, *input shape) with n <= the build's batch -> the output(s) for those n."""
@@ -199,17 +167,18 @@ class Network:
             raise InputError(f"input batch {n} is larger than this network's batch "
                              f"{self.batch} (compile with batch={n})")
         drv = self._drv
-        try:
-            drv.memcpy_htod_async(self._input, x, self.stream)
-            self.forward_async()
-            outs = []
-            for name, mem in zip(self.graph.outputs, self._outputs):
-                host = np.empty((self.batch,) + self.graph[name].type.shape, np.float32)
-                drv.memcpy_dtoh_async(host, mem, self.stream)
-                outs.append(host)
-            self.stream.synchronize()
-        except drv.Error as exc:
-            raise GPUError(f"running {self.graph.name} failed: {exc}") from None
+        with self._host_lock, self.active():
+            try:
+                drv.memcpy_htod_async(self._input, x, self.stream)
+                self.forward_async()
+                outs = []
+                for name, mem in zip(self.graph.outputs, self._outputs):
+                    host = np.empty((self.batch,) + self.graph[name].type.shape, np.float32)
+                    drv.memcpy_dtoh_async(host, mem, self.stream)
+                    outs.append(host)
+                self.stream.synchronize()
+            except drv.Error as exc:
+                raise GPUError(f"running {self.graph.name} failed: {exc}") from None
         outs = [o[:n] for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -223,14 +192,11 @@ class Network:
             storage = self._outputs[int(place.storage.replace("output", ""))]
         span = (self.batch - 1) * place.image_stride + numel
         flat = np.empty(span, np.float32)
-        self._drv.memcpy_dtoh(flat, int(storage) + 4 * place.offset)
+        with self.active():
+            self._drv.memcpy_dtoh(flat, int(storage) + 4 * place.offset)
         rows = np.lib.stride_tricks.as_strided(flat, (self.batch, numel),
                                                (4 * place.image_stride, 4))
         return rows.reshape((self.batch,) + shape).copy()
-
-    @property
-    def kernel_names(self) -> list[str]:
-        return [k[0] for k in self._kernels]
 
     # ------------------------------------------------------------------ lifetime
     def _check_open(self):
@@ -238,17 +204,22 @@ class Network:
             raise GPUError("this network has been closed")
 
     def close(self) -> None:
+        """Free the GPU memory (from any thread); the network cannot be used afterwards."""
         if self._closed:
             return
         self._closed = True
-        if self._cuda_graph is not None:
-            self._cuda_graph.close()
-            self._cuda_graph = None
-        for mem in self._allocations:
-            try:
-                mem.free()
-            except Exception:
-                pass
+        try:
+            with current(self.device):
+                if self._cuda_graph is not None:
+                    self._cuda_graph.close()
+                    self._cuda_graph = None
+                for mem in self._allocations:
+                    try:
+                        mem.free()
+                    except Exception:
+                        pass
+        except GPUError:
+            pass
         self._allocations.clear()
 
     def __enter__(self):
@@ -266,18 +237,20 @@ class Network:
 
 
 def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool = False,
-            precision: str = "fp32") -> Network:
-    """Build (or take from the cache), compile and load a model onto the GPU. With `tune`, every
-    tunable layer gets the tile the autotuner found fastest on this GPU (timing the candidates
-    of layers not yet in the tuning cache first: seconds to a minute, once per GPU). `precision`
-    "tf32" or "fp16" runs the conv and GEMM-sized linear GEMMs on tensor cores (fp32
-    accumulation; see `codegen.schedule.uses_tensor_cores` for the exceptions)."""
+            precision: str = "fp32", device: int = 0) -> Network:
+    """Build (or take from the cache), compile and load a model onto GPU `device`. With `tune`,
+    every tunable layer gets the tile the autotuner found fastest on this GPU (timing the
+    candidates of layers not yet in the tuning cache first: seconds to a minute, once per GPU).
+    `precision` "tf32" or "fp16" runs the conv and GEMM-sized linear GEMMs on tensor cores (fp32
+    accumulation; see `codegen.schedule.uses_tensor_cores` for the exceptions). The network can
+    be called from any thread; networks on several GPUs can live in one process."""
+    check_device(device)
     file = None if isinstance(weights, dict) else str(weights)
     graph = load_model(model)
     checked = check_weights(graph, load_weights(weights), file)
     tiles = None
     if tune:
         from .autotune import autotune
-        tiles = autotune(graph, batch, checked, precision=precision)
+        tiles = autotune(graph, batch, checked, precision=precision, device=device)
     result = build(graph, batch, precision=precision, tiles=tiles)
-    return Network(result, checked, use_graph=use_graph)
+    return Network(result, checked, use_graph=use_graph, device=device)

@@ -17,6 +17,17 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant")
 
 
+# Why an op the importer refuses arrives, where the exporter makes it from something familiar.
+UNSUPPORTED_HINTS = {
+    "Pad": "an explicit padding layer (nn.ZeroPad2d or F.pad, which the exporter writes as Pad, "
+           "with ConstantOfShape and Slice computing the pads); squeezegen pads only inside a "
+           "conv or pool, the same on both sides, so give that layer the padding instead",
+    "BatchNormalization": "the exporter folds a BatchNorm into the conv right before it when "
+                          "the model is exported in eval mode (model.eval()); a BatchNorm "
+                          "anywhere else has no squeezegen layer",
+}
+
+
 # Evaluated at import time when all their inputs are constants (shape arithmetic, weight prep).
 _FOLDABLE = ("Constant", "Identity", "Cast", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat",
              "Reshape", "Flatten", "Slice", "Transpose", "Add", "Sub", "Mul", "Div")

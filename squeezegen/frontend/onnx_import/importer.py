@@ -14,6 +14,7 @@ from .common import (
     _FOLDABLE,
     _INPUT,
     SUPPORTED_OPS,
+    UNSUPPORTED_HINTS,
     _Graph,
     _Layer,
     _node_label,
@@ -52,11 +53,18 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
     def unsupported(self, node, others=()) -> ModelError:
         def op_of(n):
             return n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+        nodes = [node, *others]
+        # an op the exporter makes from a familiar module goes first, with what to do instead
+        node = next((n for n in nodes if op_of(n) in UNSUPPORTED_HINTS), node)
+        others = [n for n in nodes if n is not node]
         also = ""
         if others:
             shown = [f"'{_node_label(n)}' ({op_of(n)})" for n in others[:6]]
             more = f" and {len(others) - 6} more" if len(others) > 6 else ""
             also = f"; also not supported: {', '.join(shown)}{more}"
+        why = UNSUPPORTED_HINTS.get(op_of(node))
+        if why:
+            return self.fail(node, f"op {op_of(node)} is not supported: {why}{also}")
         return self.fail(node, f"op {op_of(node)} is not supported{also}; squeezegen imports "
                                f"{_supported_list()} (and evaluates constant shape arithmetic)")
 
