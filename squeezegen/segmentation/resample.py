@@ -75,7 +75,7 @@ def _boundaries(out, crop, ci, cj, rows, cols) -> None:
     score is below, at all four corners, the best score any class keeps at all four corners
     (a lower bound of the winner's interpolated score) cannot win anywhere in the cell. That
     leaves 2 or 3 classes in most cells; cells are taken in groups of equal candidate counts."""
-    (y0, y1, fy), (x0, x1, fx) = rows, cols
+    (y0, _, fy), (x0, _, fx) = rows, cols
     h, w = crop.shape[1:]
     ni, nj = np.minimum(ci + 1, h - 1), np.minimum(cj + 1, w - 1)
     corners = np.stack([crop[:, ci, cj], crop[:, ci, nj], crop[:, ni, cj], crop[:, ni, nj]])
