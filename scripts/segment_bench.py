@@ -13,8 +13,8 @@ On the lent H200 (carry .device and .device-ray, see ../shared/device-ray/README
    the GPU (CUDA events, as `squeezegen bench`), and net(x) from host memory (adds the copies).
 3. Runs `squeezegen segment` (the CLI, in a subprocess) on the folder; with --ray, again through
    `--ray auto`.
-4. Times one image's stages on one thread (decode+resize, scores back + PNG) on a sample, to say
-   which stage limits the pipeline.
+4. Times one image's stages on one thread (decode+resize; the network's scores back at the
+   original size + PNG) on a sample, to say which stage limits the pipeline.
 It writes a JSON with img/s of each, the ratio end-to-end / network, the GPU busy fraction and
 where the time goes. `--backend numpy` (with a small model and a few images) smoke-tests it on
 a CPU.
@@ -105,30 +105,35 @@ def time_network(model, weights, batch: int, precision: str, backend: str, iters
             "host_img_s": batch / host_ms * 1e3, "transfer_ms_per_batch": host_ms - ms}
 
 
-def stage_costs(model, weights, images: list[Path], resize: str = "stretch") -> dict:
-    """One thread's milliseconds per image: decode + resize (with the JPEG draft), and the
-    scores back to the original size + the PNG (with the reference's scores of the sample)."""
-    from squeezegen.images import fit_box, read_pixels
+def stage_costs(model, weights, images: list[Path], batch: int, precision: str, backend: str,
+                resize: str = "stretch") -> dict:
+    """One thread's milliseconds per image on a sample: decode + resize (with the JPEG draft),
+    and the scores back at the original size + the PNG, from the network's own scores for the
+    sample (a noisy output has more class boundaries to interpolate than a smooth one)."""
+    from squeezegen.images import check_normalisation, fit_box, read_pixels
     from squeezegen.segmentation.outputs import write_outputs
     graph = squeezegen.load_model(model)
     c, h, w = graph.input.type.shape
+    mean, std = check_normalisation(c, [128.0], [1.0])
     decoded = []
     start = time.perf_counter()
     for p in images:
         pixels, size = read_pixels(p, c, (h, w), resize, draft=True)
         decoded.append((pixels, size))
     decode_ms = (time.perf_counter() - start) * 1e3 / len(images)
-    k = graph[graph.outputs[0]].type.shape
-    rng = np.random.default_rng(0)
-    # smooth random scores (a few regions, like a trained network's), at the model's size
-    coarse = rng.standard_normal((k[0], max(2, k[1] // 16), max(2, k[2] // 16)))
-    from squeezegen.segmentation.resample import resize_scores
-    scores = resize_scores(coarse.astype(np.float32), k[1:], (0, 0) + coarse.shape[1:],
-                           coarse.shape[1:])
+    boxes = [fit_box(size, (h, w), resize) for _, size in decoded]
+    x = np.zeros((len(images), c, h, w), np.float32)
+    for i, ((pixels, _), (top, left, bh, bw)) in enumerate(zip(decoded, boxes)):
+        x[i, :, top:top + bh, left:left + bw] = (pixels.transpose(2, 0, 1) - mean) / std
+    if backend == "numpy":
+        scores = squeezegen.reference(graph, weights)(x)
+    else:
+        with squeezegen.compile(graph, weights, batch=batch, precision=precision) as net:
+            scores = np.concatenate([net(x[i:i + batch]) for i in range(0, len(x), batch)])
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         for i, (_, size) in enumerate(decoded):
-            write_outputs(tmp, f"{i}.jpg", scores, size, fit_box(size, (h, w), resize), (h, w))
+            write_outputs(tmp, f"{i}.jpg", scores[i], size, boxes[i], (h, w))
         encode_ms = (time.perf_counter() - start) * 1e3 / len(images)
     return {"decode_ms": decode_ms, "encode_ms": encode_ms, "sample": len(images)}
 
@@ -206,8 +211,9 @@ def main() -> int:
                        args.iters)
     print(f"network alone: {net['img_s']:,.0f} img/s ({net['ms_per_batch']:.3f} ms/batch); "
           f"from host memory: {net['host_img_s']:,.0f} img/s", flush=True)
-    sample = sorted(images.rglob("*.jpg"))[:200]
-    costs = stage_costs(args.model, str(weights), sample)
+    sample = sorted(images.rglob("*.jpg"))[:200 if args.backend == "cuda" else 20]
+    costs = stage_costs(args.model, str(weights), sample, args.batch, args.precision,
+                        args.backend)
     print(f"one thread: decode {costs['decode_ms']:.2f} ms/img, encode "
           f"{costs['encode_ms']:.2f} ms/img", flush=True)
 

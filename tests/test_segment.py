@@ -250,6 +250,12 @@ def test_fast_argmax_equals_the_full_resize():
     full = resize_scores(noise, (200, 170), (0, 0, 30, 30), (30, 30)).argmax(0)
     fast = classes_at(noise, (200, 170), (0, 0, 30, 30), (30, 30))
     assert (fast != full).sum() <= 2             # float rounding at exact near-ties, at most
+    # 3 classes of noise: every cell is a boundary, so every class is resized (the dense path)
+    noise = rng.standard_normal((3, 12, 20)).astype(np.float32)
+    want = torch.nn.functional.interpolate(torch.from_numpy(noise[None]), size=(50, 70),
+                                           mode="bilinear", align_corners=False)[0].numpy()
+    dense = classes_at(noise, (50, 70), (0, 0, 12, 20), (12, 20))
+    assert (dense != want.argmax(0)).sum() <= 2
 
 
 def test_two_networks_share_the_work_each_in_its_own_thread(data, tmp_path):
