@@ -230,6 +230,12 @@ def test_letterbox_and_scores(data, tmp_path):
         classes = np.asarray(Image.open(tmp_path / f"{Path(n).name}.png"))
         np.testing.assert_array_equal(classes, scores.argmax(0))
         assert (classes != want_classes).mean() <= 1e-3
+    # a rerun that now asks for scores redoes the images whose .npy is missing
+    (tmp_path / f"{Path(names[0]).name}.npy").unlink()
+    again = segment(data["model"], data["weights"], [data["images"] / n for n in names],
+                    tmp_path, resize="letterbox", scores=True, backend="numpy", mean=MEAN,
+                    std=STD, progress=False)
+    assert (again.written, again.skipped) == (1, 4)
 
 
 def test_fast_argmax_equals_the_full_resize():

@@ -13,8 +13,10 @@ from .resample import argmax_classes, classes_at, resize_scores
 PNG_LEVEL = 1              # zlib level of the PNGs: masks compress well, and level 1 is fast
 
 
-def is_done(out_dir, name: str) -> bool:
-    return output_path(out_dir, name).exists()
+def is_done(out_dir, name: str, with_scores: bool = False) -> bool:
+    """Whether a previous run wrote this image's outputs (with_scores: the .npy too)."""
+    png = output_path(out_dir, name)
+    return png.exists() and (not with_scores or output_path(out_dir, name, ".npy").exists())
 
 
 def write_outputs(out_dir, name: str, scores: np.ndarray, size: tuple, box: tuple,

@@ -138,7 +138,7 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
     def _feed(self) -> None:
         for item in self.items:
-            if not self.s.overwrite and is_done(self.out_dir, item.name):
+            if not self.s.overwrite and is_done(self.out_dir, item.name, self.s.scores):
                 with self.lock:
                     self.summary.skipped += 1
                 continue

@@ -245,7 +245,8 @@ def run_ray(address: str, graph, weights: dict, items, out_dir, settings, *, pre
             log("squeezegen: the Ray cluster has no GPU: running on the numpy backend")
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         actors = gpus * per_gpu if kind == "cuda" else max(1, nodes)
-        todo = [i for i in items if settings.overwrite or not is_done(out_dir, i.name)]
+        todo = [i for i in items
+                if settings.overwrite or not is_done(out_dir, i.name, settings.scores)]
         summary = SegmentSummary(out_dir=str(out_dir), backend=f"ray/{kind}", networks=[],
                                  images=len(items), skipped=len(items) - len(todo))
         if not todo:
