@@ -29,6 +29,7 @@ from squeezegen.segmentation.backends import BackendSpec, NumpyBackend, parse_gp
 from squeezegen.segmentation.inputs import collect
 from squeezegen.segmentation.pipeline import Pipeline, Settings
 from squeezegen.segmentation.progress import Progress
+from squeezegen.segmentation import resample
 from squeezegen.segmentation.resample import classes_at, resize_scores
 from squeezegen.weights import save_weights
 
@@ -238,7 +239,7 @@ def test_letterbox_and_scores(data, tmp_path):
     assert (again.written, again.skipped) == (1, 4)
 
 
-def test_fast_argmax_equals_the_full_resize():
+def test_fast_argmax_equals_the_full_resize(monkeypatch):
     rng = np.random.default_rng(0)
     coarse = torch.from_numpy(rng.standard_normal((1, 6, 5, 7)).astype(np.float32))
     scores = torch.nn.functional.interpolate(coarse, size=(24, 40), mode="bilinear")[0].numpy()
@@ -251,11 +252,16 @@ def test_fast_argmax_equals_the_full_resize():
             mode="bilinear", align_corners=False)[0].numpy()
         np.testing.assert_allclose(full, want, atol=1e-5)
         np.testing.assert_array_equal(classes_at(scores, size, box, (24, 40)), want.argmax(0))
-    # 21 classes of noise: many cells with 3 to 7 classes that can win (all are interpolated)
+    # 21 classes of noise, every cell a boundary: through the boundary path (cells with 3 to 7
+    # classes that can win), and through the dense one (every class resized, by Pillow)
     noise = rng.standard_normal((21, 30, 30)).astype(np.float32)
     full = resize_scores(noise, (200, 170), (0, 0, 30, 30), (30, 30)).argmax(0)
-    fast = classes_at(noise, (200, 170), (0, 0, 30, 30), (30, 30))
-    assert (fast != full).sum() <= 2             # float rounding at exact near-ties, at most
+    for per_class in (1e9, 0.0):
+        monkeypatch.setattr(resample, "DENSE_PER_CLASS", {"pillow": per_class,
+                                                         "numpy": per_class})
+        fast = classes_at(noise, (200, 170), (0, 0, 30, 30), (30, 30))
+        assert (fast != full).sum() <= 2         # float rounding at exact near-ties, at most
+    monkeypatch.undo()
     # 3 classes of noise: every cell is a boundary, so every class is resized (the dense path)
     noise = rng.standard_normal((3, 12, 20)).astype(np.float32)
     want = torch.nn.functional.interpolate(torch.from_numpy(noise[None]), size=(50, 70),
