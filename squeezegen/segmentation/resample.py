@@ -14,10 +14,10 @@ import numpy as np
 
 
 # Above this fraction of boundary cells per class, resizing every class's scores costs less than
-# interpolating the boundary pixels one by one. Measured at 800x600 from 64x64: with Pillow
-# (about 2 ms a class) 3 classes cross over at 10% of the cells, 5 at 15%, 10 at 25%, 21 at
-# 60%; with NumPy (about 5.5 ms a class) 3 at 30%, 5 at 40%, 10 at 80%.
-DENSE_PER_CLASS = {"pillow": 0.028, "numpy": 0.08}
+# interpolating the boundary pixels one by one. Measured at about 740x560 from 227x227 with
+# Pillow (2 to 3 ms a class): 5 classes cross over at about 11% of the cells, 21 at 30%; with
+# NumPy (about 5.5 ms a class, at 800x600 from 64x64): 3 at 30%, 5 at 40%, 10 at 80%.
+DENSE_PER_CLASS = {"pillow": 0.018, "numpy": 0.08}
 
 
 def _axis(n_dst: int, start: float, length: float, limit: int):
