@@ -478,3 +478,22 @@ def test_segmenter_is_a_plain_callable_for_bytes_and_arrays(data, first_run):
         assert result["error"][i] == "" and from_arrays["error"][i] == ""
         np.testing.assert_array_equal(result["classes"][i], want)
         np.testing.assert_array_equal(from_arrays["classes"][i], want)
+
+
+@pytest.mark.gpu
+def test_cuda_backend_on_every_gpu_matches_the_numpy_one(data, first_run, tmp_path):
+    """On a GPU machine: one network per GPU (two on each), each in its own thread, gives the
+    numpy backend's PNGs (fp32 within 1e-4: an argmax may flip where two classes tie)."""
+    from squeezegen.runtime.network import GPUError, cuda
+    try:
+        cuda()
+    except GPUError as exc:
+        pytest.skip(f"no GPU: {exc}")
+    out, _ = first_run
+    s = segment(data["model"], data["weights"], [data["images"]], tmp_path, batch=5,
+                backend="cuda", gpus="all", per_gpu=2, mean=MEAN, std=STD, progress=False)
+    assert (s.written, s.failed) == (len(data["names"]) - 3, 3) and s.backend == "cuda"
+    assert sum(s.per_network) == s.written and len(s.networks) >= 2
+    for png in out.rglob("*.png"):
+        got = np.asarray(Image.open(tmp_path / png.relative_to(out)))
+        assert (got != np.asarray(Image.open(png))).mean() <= 1e-3, png
