@@ -7,6 +7,7 @@
     squeezegen.build(graph, batch=8, write="generated")   # ... written to generated/<model>/
     with squeezegen.compile(graph, weights, batch=8) as net:
         y = net(x)                                     # the generated CUDA (PyCUDA)
+    summary = squeezegen.segment(model, weights, ["photos/"], "masks/")   # many images
 """
 __version__ = "0.1.0"                  # first: the modules below read it
 
@@ -27,5 +28,15 @@ def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool =
                            precision=precision, device=device)
 
 
-__all__ = ["SqueezegenError", "build", "compile", "load_model", "parse_model", "reference",
-           "load_weights", "save_weights", "init_weights", "__version__"]
+def segment(model, weights, inputs, out_dir, **options):
+    """Segment every image of `inputs` (images, folders, globs, .txt lists) into
+    out_dir/<name>.png at each image's original size, on every GPU (or the NumPy reference);
+    returns the SegmentSummary. The options are those of `squeezegen segment`: batch,
+    precision, gpus, resize, mean, std, scores, overwrite, backend, workers, ray, progress
+    (see `squeezegen.segmentation.segment`)."""
+    from .segmentation import segment as run_segment
+    return run_segment(model, weights, inputs, out_dir, **options)
+
+
+__all__ = ["SqueezegenError", "build", "compile", "segment", "load_model", "parse_model",
+           "reference", "load_weights", "save_weights", "init_weights", "__version__"]

@@ -1,4 +1,5 @@
-"""The `squeezegen` command: build | summary | run | check | bench | tune | import | init-weights.
+"""The `squeezegen` command: build | summary | run | segment | check | bench | tune | import |
+init-weights.
 
 Every user error ends as one line on stderr (`squeezegen: error: FILE:LINE: layer 'x', field
 'y': what is wrong`) and exit status 1; bad command-line usage exits 2. No tracebacks, unless
@@ -151,6 +152,20 @@ def _cmd_run(args) -> int:
     written = _write_outputs(args.output, graph, outputs)
     shapes = ", ".join(str(tuple(o.shape)) for o in outputs)
     print(f"backend {backend}: output {shapes}; wrote {', '.join(written)}")
+    return 0
+
+
+def _cmd_segment(args) -> int:
+    from .segmentation import segment
+    summary = segment(args.model, args.weights, args.inputs, args.output, batch=args.batch,
+                      precision=args.precision, gpus=args.gpus, resize=args.resize,
+                      mean=args.mean, std=args.std, scores=args.scores,
+                      overwrite=args.overwrite, backend=args.backend, workers=args.workers,
+                      per_gpu=args.per_gpu, progress=not args.quiet, ray=args.ray)
+    print(summary.text())
+    if args.json:
+        atomic_write(args.json, lambda f: f.write((json.dumps(summary.as_dict(), indent=1)
+                                                   + "\n").encode()))
     return 0
 
 
@@ -362,6 +377,43 @@ def make_parser() -> argparse.ArgumentParser:
                    help="cuda where a GPU is present, else numpy [auto]")
     _image_options(s)
     s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("segment", help="segment images (files, folders, globs, .txt lists of "
+                                       "paths) into VOC-palette PNGs at their original size")
+    s.add_argument("model")
+    s.add_argument("--weights", required=True, help=".npz weights file")
+    s.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="an image, a folder (recursive), a glob, or a .txt file of paths")
+    s.add_argument("-o", "--output", required=True, metavar="OUT_DIR",
+                   help="writes OUT_DIR/<path relative to its input>.png (failed.txt: the "
+                        "images that could not be read)")
+    s.add_argument("--batch", type=_positive_int, default=32, help="images per network call [32]")
+    s.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
+                   help="the cuda backend's precision (see build) [fp32]")
+    s.add_argument("--gpus", default="all",
+                   help="all, a count N (the first N), or ids like 0,2 (one id: 3,); with "
+                        "--ray, every GPU of the cluster [all]")
+    s.add_argument("--resize", choices=["stretch", "letterbox"], default="stretch",
+                   help="stretch to the model's input, or keep the aspect ratio and pad "
+                        "[stretch]")
+    s.add_argument("--scores", action="store_true",
+                   help="also write the class scores at the original size (.npy, float32)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="redo images whose PNG exists (otherwise they are skipped: resume)")
+    s.add_argument("--backend", choices=["auto", "cuda", "numpy"], default="auto",
+                   help="cuda where a GPU is present, else numpy [auto]")
+    s.add_argument("--workers", type=_positive_int, default=None,
+                   help="decode threads, and as many encode threads [the CPU count]")
+    s.add_argument("--per-gpu", type=_positive_int, default=1, metavar="N",
+                   help="networks per GPU, each on its own stream and thread (2 overlaps one's "
+                        "copies with the other's kernels) [1]")
+    s.add_argument("--ray", metavar="ADDRESS",
+                   help="run on Ray Data: auto (the running cluster, else a local one) or a "
+                        "cluster address (needs: pip install 'squeezegen[ray]')")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--json", metavar="FILE", help="also write the summary here, as JSON")
+    _image_options(s)
+    s.set_defaults(func=_cmd_segment)
 
     s = sub.add_parser("check", help="run the generated network kernel by kernel against the "
                                      "reference and point at the first kernel that diverges")

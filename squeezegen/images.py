@@ -7,6 +7,7 @@ of each pixel in the Pascal VOC palette.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from .errors import InputError
 from .fsutil import atomic_write
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def is_image(path) -> bool:
@@ -29,28 +30,85 @@ def _pil():
     return Image
 
 
-def load_image(path, shape: tuple, mean: list[float], std: list[float]) -> np.ndarray:
-    image_mod = _pil()
-    if len(shape) != 3 or shape[0] not in (1, 3):
-        raise InputError(f"an image can only feed a model with 1 or 3 input channels, this one "
-                         f"takes {shape}", file=str(path))
-    c, h, w = shape
+def check_normalisation(channels: int, mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """--mean/--std as (channels, 1, 1) float32 arrays; InputError if they do not fit."""
     for name, values in (("mean", mean), ("std", std)):
-        if len(values) not in (1, c) or not np.isfinite(values).all():
-            raise InputError(f"--{name} needs 1 or {c} finite numbers, got {values}")
+        if len(values) not in (1, channels) or not np.isfinite(values).all():
+            raise InputError(f"--{name} needs 1 or {channels} finite numbers, got {values}")
     if any(v == 0 for v in std):
         raise InputError(f"--std must not be 0, got {std}")
+    mean_a = np.asarray(mean if len(mean) == channels else list(mean) * channels, np.float32)
+    std_a = np.asarray(std if len(std) == channels else list(std) * channels, np.float32)
+    return mean_a.reshape(channels, 1, 1), std_a.reshape(channels, 1, 1)
+
+
+def check_image_model(shape: tuple, path=None) -> None:
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise InputError(f"an image can only feed a model with 1 or 3 input channels, this one "
+                         f"takes {shape}", file=None if path is None else str(path))
+
+
+def load_image(path, shape: tuple, mean: list[float], std: list[float]) -> np.ndarray:
+    check_image_model(shape, path)
+    c, h, w = shape
+    mean_a, std_a = check_normalisation(c, mean, std)
     try:
-        with image_mod.open(path) as im:
-            pixels = _pixels(image_mod, im, c, h, w)
+        pixels, _ = read_pixels(path, c, (h, w))
     except FileNotFoundError:
         raise InputError("input image not found", file=str(path)) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read the image: {exc}", file=str(path)) from None
     pixels = pixels.reshape(h, w, c).transpose(2, 0, 1)
-    mean_a = np.asarray(mean if len(mean) == c else list(mean) * c, np.float32).reshape(c, 1, 1)
-    std_a = np.asarray(std if len(std) == c else list(std) * c, np.float32).reshape(c, 1, 1)
     return ((pixels - mean_a) / std_a)[None].astype(np.float32)
+
+
+def fit_box(size: tuple[int, int], target: tuple[int, int], resize: str) -> tuple[int, ...]:
+    """Where an image of `size` (height, width) goes in a `target` (height, width) input:
+    (top, left, height, width). `stretch` fills the target; `letterbox` keeps the aspect ratio,
+    centred, the rest being padding."""
+    th, tw = target
+    if resize == "stretch":
+        return (0, 0, th, tw)
+    if resize != "letterbox":
+        raise InputError(f"resize must be stretch or letterbox, got '{resize}'")
+    scale = min(th / size[0], tw / size[1])
+    h = min(th, max(1, round(size[0] * scale)))
+    w = min(tw, max(1, round(size[1] * scale)))
+    return ((th - h) // 2, (tw - w) // 2, h, w)
+
+
+def read_pixels(source, channels: int, target: tuple[int, int], resize: str = "stretch",
+                draft: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode an image (a path or a binary file) and resize it (bilinear) into the box that
+    `fit_box` gives for `target`: (box height x width x channels float32 pixels in 0..255, the
+    image's original (height, width)). `draft` lets a JPEG decode at a reduced scale that is
+    still at least the box's size (much faster for large photos). Raises what Pillow raises."""
+    image_mod = _pil()
+    with image_mod.open(source) as im:
+        size = (im.height, im.width)
+        _, _, h, w = fit_box(size, target, resize)
+        if draft and im.format == "JPEG":
+            im.draft("L" if channels == 1 else "RGB", (w, h))
+        return _pixels(image_mod, im, channels, h, w), size
+
+
+def array_pixels(array: np.ndarray, channels: int, target: tuple[int, int],
+                 resize: str = "stretch") -> tuple[np.ndarray, tuple[int, int]]:
+    """`read_pixels` for an image already decoded into an H x W (x C) array (uint8, uint16 or
+    float), as Ray Data's read_images gives."""
+    image_mod = _pil()
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.dtype == np.uint16 and array.ndim == 2:
+        im = image_mod.fromarray(array.astype(np.int32)).convert("I;16")
+    elif array.dtype != np.uint8:
+        im = image_mod.fromarray(np.clip(array, 0, 255).astype(np.uint8))
+    else:
+        im = image_mod.fromarray(array)
+    size = (im.height, im.width)
+    _, _, h, w = fit_box(size, target, resize)
+    return _pixels(image_mod, im, channels, h, w), size
 
 
 def _pixels(image_mod, im, channels: int, h: int, w: int) -> np.ndarray:
@@ -81,13 +139,23 @@ def voc_palette(n: int = 256) -> np.ndarray:
     return palette
 
 
+@functools.lru_cache(maxsize=1)
+def _palette_bytes() -> bytes:
+    return voc_palette().tobytes()
+
+
 def save_segmentation(path, y: np.ndarray) -> None:
     """Write the argmax classes of y (N, classes, H, W) as a palette PNG (images side by side)."""
-    image_mod = _pil()
     if y.ndim != 4:
         raise InputError(f"a segmentation PNG needs an N,C,H,W output, got shape {y.shape}",
                          file=str(path))
-    classes = np.concatenate(list(np.argmax(y, axis=1)), axis=1).astype(np.uint8)
-    im = image_mod.fromarray(classes)                      # mode L; the palette makes it P
-    im.putpalette(voc_palette().reshape(-1).tolist())
-    atomic_write(path, lambda f: im.save(f, format="PNG"), InputError)
+    save_classes(path, np.concatenate(list(np.argmax(y, axis=1)), axis=1).astype(np.uint8))
+
+
+def save_classes(path, classes: np.ndarray, compress_level: int = 6) -> None:
+    """Write an H x W array of class numbers (0..255) as a PNG in the VOC palette, atomically."""
+    image_mod = _pil()
+    im = image_mod.fromarray(classes.astype(np.uint8, copy=False))    # mode L; the palette: P
+    im.putpalette(_palette_bytes())
+    atomic_write(path, lambda f: im.save(f, format="PNG", compress_level=compress_level),
+                 InputError)

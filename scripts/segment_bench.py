@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""End-to-end `squeezegen segment` against the network alone (issue 18's measurement).
+
+    python3 scripts/segment_bench.py --images 20000 --batch 32 --out $OUT/segment.json [--ray]
+
+On the lent H200 (carry .device and .device-ray, see ../shared/device-ray/README.md):
+    source .device/env.sh && source .device-ray/env.sh && \
+        python3 scripts/segment_bench.py --images 20000 --batch 32 --out $OUT/segment.json --ray
+
+1. Generates N JPEGs of mixed sizes (320x240 to 1024x768: smooth shapes, gradients and a little
+   noise, so they decode and compress like photos) into DIR/images (kept and reused if present).
+2. Times the network alone at the same batch and precision: CUDA-graph replay with the data on
+   the GPU (CUDA events, as `squeezegen bench`), and net(x) from host memory (adds the copies).
+3. Runs `squeezegen segment` (the CLI, in a subprocess) on the folder; with --ray, again through
+   `--ray auto`.
+4. Times one image's stages on one thread (decode+resize; the network's scores back at the
+   original size + PNG) on a sample, to say which stage limits the pipeline.
+It writes a JSON with img/s of each, the ratio end-to-end / network, the GPU busy fraction and
+where the time goes. `--backend numpy` (with a small model and a few images) smoke-tests it on
+a CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import squeezegen  # noqa: E402
+from squeezegen.fsutil import write_text  # noqa: E402
+
+
+def _make_image(args) -> None:
+    path, seed = args
+    from PIL import Image, ImageDraw
+    rng = np.random.default_rng(seed)
+    w = int(rng.integers(320, 1025))
+    h = int(np.clip(round(w * rng.uniform(0.6, 0.9)), 240, 768))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    a, b = rng.uniform(-1, 1, 2)
+    base = np.stack([128 + 100 * np.sin(a * xx / 97 + c) * np.cos(b * yy / 83 + c)
+                     for c in rng.uniform(0, 6, 3)], axis=2)
+    im = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(3, 9))):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        box = [x0, y0, x0 + int(rng.integers(20, w // 2)), y0 + int(rng.integers(20, h // 2))]
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
+    pixels = np.asarray(im, np.float32) + rng.normal(0, 4, (h, w, 3))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def make_images(folder: Path, n: int, workers: int) -> float:
+    """N JPEGs in folder/NNN/NNNNNN.jpg (1000 a folder); returns the seconds it took."""
+    start = time.perf_counter()
+    todo = []
+    for i in range(n):
+        path = folder / f"{i // 1000:03d}" / f"{i:06d}.jpg"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            todo.append((str(path), i))
+    if todo:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_make_image, todo, chunksize=64))
+    return time.perf_counter() - start
+
+
+def time_network(model, weights, batch: int, precision: str, backend: str, iters: int) -> dict:
+    """The network alone: img/s with the data on the GPU (graph replay, CUDA events) and from
+    host memory (net(x): copies in and out included)."""
+    graph = squeezegen.load_model(model)
+    x = np.random.default_rng(0).uniform(-1, 1, (batch,) + graph.input.type.shape)
+    x = x.astype(np.float32)
+    if backend == "numpy":
+        run = squeezegen.reference(graph, weights)
+        run(x)
+        start = time.perf_counter()
+        for _ in range(max(1, iters // 10)):
+            run(x)
+        ms = (time.perf_counter() - start) * 1e3 / max(1, iters // 10)
+        return {"ms_per_batch": ms, "img_s": batch / ms * 1e3, "host_ms_per_batch": ms,
+                "host_img_s": batch / ms * 1e3, "transfer_ms_per_batch": 0.0}
+    from squeezegen.runtime.bench import time_network as replay_ms
+    with squeezegen.compile(graph, weights, batch=batch, precision=precision) as net:
+        ms = replay_ms(net, iters)
+        for _ in range(5):
+            net(x)
+        start = time.perf_counter()
+        for _ in range(iters):
+            net(x)
+        host_ms = (time.perf_counter() - start) * 1e3 / iters
+    return {"ms_per_batch": ms, "img_s": batch / ms * 1e3, "host_ms_per_batch": host_ms,
+            "host_img_s": batch / host_ms * 1e3, "transfer_ms_per_batch": host_ms - ms}
+
+
+def stage_costs(model, weights, images: list[Path], batch: int, precision: str, backend: str,
+                resize: str = "stretch") -> dict:
+    """One thread's milliseconds per image on a sample: decode + resize (with the JPEG draft),
+    and the scores back at the original size + the PNG, from the network's own scores for the
+    sample (a noisy output has more class boundaries to interpolate than a smooth one)."""
+    from squeezegen.images import check_normalisation, fit_box, read_pixels
+    from squeezegen.segmentation.outputs import write_outputs
+    graph = squeezegen.load_model(model)
+    c, h, w = graph.input.type.shape
+    mean, std = check_normalisation(c, [128.0], [1.0])
+    decoded = []
+    start = time.perf_counter()
+    for p in images:
+        pixels, size = read_pixels(p, c, (h, w), resize, draft=True)
+        decoded.append((pixels, size))
+    decode_ms = (time.perf_counter() - start) * 1e3 / len(images)
+    boxes = [fit_box(size, (h, w), resize) for _, size in decoded]
+    x = np.zeros((len(images), c, h, w), np.float32)
+    for i, ((pixels, _), (top, left, bh, bw)) in enumerate(zip(decoded, boxes)):
+        x[i, :, top:top + bh, left:left + bw] = (pixels.transpose(2, 0, 1) - mean) / std
+    if backend == "numpy":
+        scores = squeezegen.reference(graph, weights)(x)
+    else:
+        with squeezegen.compile(graph, weights, batch=batch, precision=precision) as net:
+            scores = np.concatenate([net(x[i:i + batch]) for i in range(0, len(x), batch)])
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        for i, (_, size) in enumerate(decoded):
+            write_outputs(tmp, f"{i}.jpg", scores[i], size, boxes[i], (h, w))
+        encode_ms = (time.perf_counter() - start) * 1e3 / len(images)
+    return {"decode_ms": decode_ms, "encode_ms": encode_ms, "sample": len(images)}
+
+
+def run_segment(model, weights, folder: Path, out: Path, args, ray: bool) -> dict:
+    if out.exists():
+        shutil.rmtree(out)
+    summary = out.parent / (out.name + ".summary.json")
+    cmd = [sys.executable, "-m", "squeezegen", "segment", str(model), "--weights", str(weights),
+           str(folder), "-o", str(out), "--batch", str(args.batch), "--precision",
+           args.precision, "--backend", args.backend, "--quiet", "--json", str(summary)]
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
+    if args.gpus:
+        cmd += ["--gpus", args.gpus]
+    if args.per_gpu:
+        cmd += ["--per-gpu", str(args.per_gpu)]
+    if ray:
+        cmd += ["--ray", "auto"]
+    print("$ " + " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"segment failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads(summary.read_text())
+    result["process_wall_s"] = took
+    result["stdout"] = proc.stdout.strip()
+    if not args.keep:
+        shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def limit(e2e: dict, net: dict, costs: dict, workers: int) -> str:
+    """Which stage bounds the end-to-end rate (each stage's capacity in img/s)."""
+    capacity = {"decode": workers * 1e3 / max(1e-9, costs["decode_ms"]),
+                "encode": workers * 1e3 / max(1e-9, costs["encode_ms"]),
+                "network with copies": net["host_img_s"] * max(1, len(e2e["networks"]))}
+    slowest = min(capacity, key=capacity.get)
+    return (f"{slowest} (capacities with {workers} threads each: "
+            + ", ".join(f"{k} {v:,.0f} img/s" for k, v in capacity.items()) + ")")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=20000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16"])
+    p.add_argument("--model", default=str(ROOT / "models/squeezeseg.yaml"))
+    p.add_argument("--weights", help=".npz [He-initialised, seed 0]")
+    p.add_argument("--backend", default="cuda", choices=["cuda", "numpy"])
+    p.add_argument("--gpus", help="segment's --gpus [all]")
+    p.add_argument("--workers", type=int, help="segment's --workers [the CPU count]")
+    p.add_argument("--per-gpu", type=int, help="segment's --per-gpu [1]")
+    p.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "segment_bench"),
+                   help="where the images (kept) and outputs (removed) go")
+    p.add_argument("--iters", type=int, default=50, help="timed network runs [50]")
+    p.add_argument("--ray", action="store_true", help="also run through --ray auto")
+    p.add_argument("--keep", action="store_true", help="keep the output PNGs")
+    p.add_argument("--out", required=True, help="the JSON to write")
+    args = p.parse_args()
+
+    folder = Path(args.dir)
+    images = folder / f"images_{args.images}"
+    workers = args.workers or os.cpu_count() or 4
+    made_s = make_images(images, args.images, workers)
+    print(f"{args.images} JPEGs in {images} ({made_s:.1f} s to make)", flush=True)
+    weights = args.weights
+    if weights is None:
+        weights = folder / "weights.npz"
+        graph = squeezegen.load_model(args.model)
+        squeezegen.save_weights(weights, squeezegen.init_weights(graph, 0))
+
+    net = time_network(args.model, str(weights), args.batch, args.precision, args.backend,
+                       args.iters)
+    print(f"network alone: {net['img_s']:,.0f} img/s ({net['ms_per_batch']:.3f} ms/batch); "
+          f"from host memory: {net['host_img_s']:,.0f} img/s", flush=True)
+    sample = sorted(images.rglob("*.jpg"))[:200 if args.backend == "cuda" else 20]
+    costs = stage_costs(args.model, str(weights), sample, args.batch, args.precision,
+                        args.backend)
+    print(f"one thread: decode {costs['decode_ms']:.2f} ms/img, encode "
+          f"{costs['encode_ms']:.2f} ms/img", flush=True)
+
+    result = {"images": args.images, "batch": args.batch, "precision": args.precision,
+              "model": args.model, "backend": args.backend, "workers": workers,
+              "cpus": os.cpu_count(), "network": net, "per_image_ms_one_thread": costs}
+    if args.backend == "cuda":
+        from squeezegen.runtime.bench import environment
+        result["environment"] = environment()
+    runs = {"segment": False} | ({"segment_ray": True} if args.ray else {})
+    for name, ray in runs.items():
+        e2e = run_segment(args.model, weights, images, folder / f"out_{name}", args, ray)
+        n_nets = max(1, len({w.split("#")[0] for w in e2e["networks"]}))   # GPUs, not networks
+        result[name] = {
+            "img_s": e2e["images_per_s"], "summary": e2e,
+            "ratio_to_network": e2e["images_per_s"] / (net["img_s"] * n_nets),
+            "gpu_busy": e2e["network_busy"], "limited_by": limit(e2e, net, costs, workers),
+            "thread_seconds": {k: e2e[k] for k in ("decode_s", "network_s", "encode_s")}}
+        print(f"{name}: {e2e['images_per_s']:,.0f} img/s = "
+              f"{result[name]['ratio_to_network']:.0%} of the network alone on {n_nets} "
+              f"network(s); busy {e2e['network_busy']:.0%}; limited by "
+              f"{result[name]['limited_by']}", flush=True)
+    write_text(args.out, json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

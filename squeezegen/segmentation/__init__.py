@@ -1,0 +1,106 @@
+"""`squeezegen segment`: segment many images, every stage overlapping, on every GPU of a host.
+
+    summary = squeezegen.segment("models/squeezeseg.yaml", "w.npz", ["photos/"], "masks/",
+                                 batch=32)
+    print(summary.text())
+
+For each image, `masks/<path relative to its input>.png` holds the argmax classes in the Pascal
+VOC palette at the image's original size (the class scores resized back, then the argmax), and
+with `scores=True` a `.npy` beside it holds those scores (classes, height, width). See
+`pipeline.py` for how the stages overlap, and `squeezegen.ray` for the same job on Ray Data.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+from ..fsutil import write_text
+from ..images import check_image_model, check_normalisation
+from .backends import backend_specs, choose_backend
+from .inputs import Item, collect
+from .pipeline import Pipeline, Settings
+from .progress import Progress
+from .summary import SegmentSummary
+
+__all__ = ["segment", "SegmentSummary", "Item", "collect", "check_segmentation_model"]
+
+
+def check_segmentation_model(graph) -> tuple[int, int, int]:
+    """The model's output (classes, h, w); InputError if it cannot segment images."""
+    check_image_model(graph.input.type.shape, graph.source)
+    if len(graph.outputs) != 1:
+        raise InputError(f"segment needs a model with one output, '{graph.name}' has "
+                         f"{len(graph.outputs)}", file=graph.source)
+    shape = graph[graph.outputs[0]].type.shape
+    if len(shape) != 3:
+        raise InputError(f"segment needs a model whose output is (classes, height, width); "
+                         f"'{graph.name}' gives {tuple(shape)}", file=graph.source)
+    if shape[0] > 256:
+        raise InputError(f"a palette PNG holds at most 256 classes, '{graph.name}' has "
+                         f"{shape[0]}", file=graph.source)
+    return tuple(shape)
+
+
+def write_failed(out_dir, failures: list[tuple[str, str]]) -> None:
+    """OUT_DIR/failed.txt: `path<TAB>reason` per line (a valid input list: `segment` reads the
+    path before the tab). Removed when a run has no failures, so it always tells the last run."""
+    path = Path(out_dir) / "failed.txt"
+    if failures:
+        write_text(path, "".join(f"{p}\t{why}\n" for p, why in sorted(failures)), InputError)
+    elif path.exists():
+        path.unlink()
+
+
+def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str = "fp32",
+            gpus="all", resize: str = "stretch", mean=(128.0,), std=(1.0,),
+            scores: bool = False, overwrite: bool = False, backend: str = "auto",
+            workers: int | None = None, per_gpu: int = 1, progress: bool = True,
+            ray: str | None = None, log=None) -> SegmentSummary:
+    """Segment every image of `inputs` (paths of images, folders, globs or .txt lists) into
+    `out_dir`; returns the summary. `backend` is cuda, numpy or auto; `gpus` is all, a count or
+    a list of ids; `workers` the decode and the encode threads (each; default: the CPU count);
+    `per_gpu` networks share each GPU (to overlap one's copies with another's kernels); `ray`
+    ("auto" or a cluster address) runs the job on Ray Data instead (`squeezegen.ray`).
+    Images that cannot be read are skipped and listed in out_dir/failed.txt."""
+    from ..frontend import load_model
+    from ..weights import check_weights, load_weights
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    graph = load_model(model)
+    check_segmentation_model(graph)
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if batch < 1:
+        raise InputError(f"batch must be at least 1, got {batch}")
+    c, h, w = graph.input.type.shape
+    mean_a, std_a = check_normalisation(c, list(mean), list(std))
+    if resize not in ("stretch", "letterbox"):
+        raise InputError(f"resize must be stretch or letterbox, got '{resize}'")
+    weights_file = None if isinstance(weights, dict) else str(weights)
+    checked = check_weights(graph, load_weights(weights), weights_file)
+    items = collect([str(i) for i in inputs], out_dir)
+    settings = Settings(shape=(c, h, w), mean=mean_a, std=std_a, batch=batch, resize=resize,
+                        scores=scores, overwrite=overwrite, workers=workers or os.cpu_count() or 4)
+    if ray is not None:
+        from .ray_data import run_ray
+        summary = run_ray(ray, graph, checked, items, out_dir, settings, precision=precision,
+                          backend=backend, progress=progress, log=log, per_gpu=per_gpu)
+    else:
+        kind = choose_backend(backend, log)
+        specs = backend_specs(kind, graph, checked, batch, precision, gpus, per_gpu)
+        bar = Progress(len(items), enabled=progress)
+        pipeline = Pipeline(items, specs, out_dir, settings, kind, bar if progress else None, log)
+        try:
+            summary = pipeline.run()
+        finally:
+            write_failed(out_dir, pipeline.summary.failures)
+            if pipeline.summary.interrupted and progress:
+                log(pipeline.summary.text())
+    if ray is not None:
+        write_failed(out_dir, summary.failures)
+        if summary.interrupted and progress:
+            log(summary.text())
+    if summary.interrupted:
+        raise KeyboardInterrupt
+    return summary

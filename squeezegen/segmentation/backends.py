@@ -1,0 +1,103 @@
+"""What runs the network in `segment`: a callable that takes a float32 N,C,H,W batch (N at most
+its `batch`) and returns the scores N,K,h,w. One per GPU (`squeezegen.compile(..., device=i)`),
+or the NumPy reference on the CPU. Each is created and called in its own worker thread.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InputError
+
+
+class NumpyBackend:
+    """The NumPy reference executor (the CPU, any batch)."""
+
+    def __init__(self, graph, weights: dict, batch: int):
+        from ..reference import ReferenceExecutor
+        self.run = ReferenceExecutor(graph, weights)
+        self.batch = batch
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.run(x)
+
+    def close(self) -> None:
+        pass
+
+
+class CudaBackend:
+    """The generated network on GPU `device`, compiled for a fixed batch and precision."""
+
+    def __init__(self, graph, weights: dict, batch: int, precision: str, device: int):
+        import squeezegen
+        self.net = squeezegen.compile(graph, weights, batch=batch, precision=precision,
+                                      device=device)
+        self.batch = batch
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.net(x)
+
+    def close(self) -> None:
+        self.net.close()
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    label: str                       # "cuda:0", "numpy"
+    make: Callable[[], object]       # called in the worker thread that will use it
+
+
+def gpu_count() -> int:
+    """The CUDA devices this process sees; GPUError (saying what is missing) if none can run."""
+    from ..runtime.device import driver
+    return driver().Device.count()
+
+
+def choose_backend(requested: str, log=None) -> str:
+    """auto -> cuda where a GPU is usable, else numpy (saying so in one line, like `run`)."""
+    if requested not in ("auto", "cuda", "numpy"):
+        raise InputError(f"backend must be auto, cuda or numpy, got '{requested}'")
+    if requested != "auto":
+        return requested
+    from ..runtime.network import gpu_available
+    if gpu_available():
+        return "cuda"
+    (log or (lambda m: print(m, file=sys.stderr)))(
+        "squeezegen: no usable GPU (or PyCUDA): running on the numpy backend")
+    return "numpy"
+
+
+def parse_gpus(text, count: int) -> list[int]:
+    """--gpus: `all`, a count N (the first N GPUs), or ids with a comma (`0,2`; one id: `3,`)."""
+    text = str(text).strip()
+    if text == "all":
+        return list(range(count))
+    try:
+        if "," in text:
+            ids = [int(t) for t in text.split(",") if t.strip()]
+            bad = [i for i in ids if not 0 <= i < count]
+            if bad or not ids or len(set(ids)) != len(ids):
+                raise InputError(f"--gpus {text}: this machine has GPUs 0 to {count - 1}, each "
+                                 "named once")
+            return ids
+        n = int(text)
+    except ValueError:
+        raise InputError(f"--gpus takes all, a count like 2, or ids like 0,2; got '{text}'") \
+            from None
+    if not 1 <= n <= count:
+        raise InputError(f"--gpus {n}: this machine has {count} GPU(s)")
+    return list(range(n))
+
+
+def backend_specs(kind: str, graph, weights: dict, batch: int, precision: str = "fp32",
+                  gpus="all", per_gpu: int = 1) -> list[BackendSpec]:
+    """The networks to run: one NumPy reference, or `per_gpu` networks on each chosen GPU."""
+    if kind == "numpy":
+        return [BackendSpec("numpy", lambda: NumpyBackend(graph, weights, batch))]
+    ids = parse_gpus(gpus, gpu_count())
+    return [BackendSpec(f"cuda:{i}" + (f"#{j}" if per_gpu > 1 else ""),
+                        lambda i=i: CudaBackend(graph, weights, batch, precision, i))
+            for i in ids for j in range(per_gpu)]

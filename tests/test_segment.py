@@ -1,0 +1,499 @@
+"""`squeezegen segment` on the NumPy backend: a small segmentation model (3x32x48 in, 5 classes
+out) and a few dozen generated images of many sizes and formats (JPEG, PNG, grey, RGBA, palette,
+16-bit, a truncated file, a text file named .jpg, an empty file). Every PNG is checked against
+the reference run directly on the image, its scores resized back with PyTorch's bilinear
+interpolation; then resume, failed.txt, --overwrite, letterbox, --scores, Ctrl-C and bad inputs.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import squeezegen
+from helpers import random_weights
+from squeezegen.images import load_image
+from squeezegen.reference import ReferenceExecutor
+from squeezegen import segment
+from squeezegen.segmentation.backends import BackendSpec, NumpyBackend, parse_gpus
+from squeezegen.segmentation.inputs import collect
+from squeezegen.segmentation.pipeline import Pipeline, Settings
+from squeezegen.segmentation.progress import Progress
+from squeezegen.segmentation import resample
+from squeezegen.segmentation.resample import classes_at, resize_scores
+from squeezegen.weights import save_weights
+
+Image = pytest.importorskip("PIL.Image")
+torch = pytest.importorskip("torch")
+
+MODEL = """\
+name: tinyseg
+input: {shape: [3, 32, 48]}
+layers:
+  - {name: c1, op: conv, out: 8, kernel: 3, pad: 1, relu: true}
+  - {name: p1, op: maxpool, kernel: 2, stride: 2}
+  - {name: c2, op: conv, out: 8, kernel: 3, pad: 1, relu: true}
+  - {name: score, op: conv, out: 5, kernel: 1}
+  - {name: up, op: deconv, out: 5, kernel: 2, stride: 2}
+output: up
+"""
+MEAN, STD = [100.0, 110.0, 120.0], [60.0]
+BAD = {"broken/truncated.jpg", "broken/text.jpg", "broken/empty.png"}
+
+
+def _picture(rng, h, w, channels=3):
+    """A smooth picture with a few blocks (so the segmentation has regions, not noise)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([(xx * 255 / max(1, w - 1)), (yy * 255 / max(1, h - 1)),
+                     np.full((h, w), 128.0)], axis=2)
+    for _ in range(3):
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        base[y0:y0 + h // 3, x0:x0 + w // 3] = rng.uniform(0, 255, 3)
+    base += rng.normal(0, 8, base.shape)
+    return np.clip(base, 0, 255).astype(np.uint8)[..., :channels]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("segment")
+    (root / "tinyseg.yaml").write_text(MODEL)
+    graph = squeezegen.load_model(root / "tinyseg.yaml")
+    weights = random_weights(graph, 3)
+    save_weights(root / "w.npz", weights)
+    rng = np.random.default_rng(7)
+    images = root / "images"
+    sizes = [(20, 30), (32, 48), (41, 77), (64, 96), (90, 50), (17, 130), (150, 100), (48, 32),
+             (33, 33), (70, 110), (25, 60), (100, 70)]
+    names = []
+
+    def save(name, im, **kw):
+        path = images / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        im.save(path, **kw)
+        names.append(name)
+
+    for i, (h, w) in enumerate(sizes):
+        pic = Image.fromarray(_picture(rng, h, w))
+        save(f"jpeg/{i:02d}.jpg", pic, quality=92)
+        save(f"png/deep/{i:02d}.png" if i % 2 else f"png/{i:02d}.png", pic)
+    for i, (h, w) in enumerate(sizes[:3]):
+        save(f"grey/{i}.png", Image.fromarray(_picture(rng, h, w)[..., 0]))
+        save(f"grey/{i}.jpg", Image.fromarray(_picture(rng, w, h)[..., 1]))
+        rgba = np.dstack([_picture(rng, h, w), rng.integers(0, 256, (h, w), dtype=np.uint8)])
+        save(f"rgba/{i}.png", Image.fromarray(rgba, "RGBA"))
+        deep = (_picture(rng, h, w)[..., 0].astype(np.uint16) * 257)
+        save(f"sixteen/{i}.png", Image.fromarray(deep))
+    save("palette/0.png", Image.fromarray(_picture(rng, 40, 60)).convert("P"))
+    save("big.jpg", Image.fromarray(_picture(rng, 300, 420)), quality=90)  # JPEG draft decoding
+    full = io.BytesIO()
+    Image.fromarray(_picture(rng, 64, 64)).save(full, format="JPEG")
+    (images / "broken").mkdir()
+    (images / "broken/truncated.jpg").write_bytes(full.getvalue()[:len(full.getvalue()) // 2])
+    (images / "broken/text.jpg").write_text("this is not a JPEG\n")
+    (images / "broken/empty.png").write_bytes(b"")
+    (images / "notes.md").write_text("not an image: ignored\n")
+    names += sorted(BAD)
+    return {"root": root, "model": root / "tinyseg.yaml", "weights": root / "w.npz",
+            "graph": graph, "w": weights, "images": images, "names": names}
+
+
+def _input(path, h, w):
+    """The image as the model's (1, 3, h, w) input, decoded as `run` does; a JPEG at least twice
+    the input's size is decoded at a reduced scale first (Pillow's draft mode), as `segment`
+    does for speed."""
+    with Image.open(path) as im:
+        if im.format != "JPEG":
+            return load_image(path, (3, h, w), MEAN, STD)
+        im.draft("RGB", (w, h))
+        pixels = np.asarray(im.convert("RGB").resize((w, h), Image.BILINEAR), np.float32)
+    x = (pixels.transpose(2, 0, 1) - np.float32(MEAN).reshape(3, 1, 1)) / np.float32(STD[0])
+    return x[None].astype(np.float32)
+
+
+def _reference(data, path, resize="stretch"):
+    """(classes, scores) at the original size, computed without the pipeline: PIL, the
+    reference executor, and torch's bilinear interpolation."""
+    graph, run = data["graph"], ReferenceExecutor(data["graph"], data["w"])
+    with Image.open(path) as im:
+        h0, w0 = im.height, im.width
+    if resize == "stretch":
+        y = run(_input(path, 32, 48))[0]
+    else:
+        scale = min(32 / h0, 48 / w0)
+        nh, nw = min(32, max(1, round(h0 * scale))), min(48, max(1, round(w0 * scale)))
+        top, left = (32 - nh) // 2, (48 - nw) // 2
+        x = np.zeros((1, 3, 32, 48), np.float32)
+        x[:, :, top:top + nh, left:left + nw] = _input(path, nh, nw)
+        y = run(x)[0][:, top:top + nh, left:left + nw]
+    assert graph[graph.outputs[0]].type.shape == (5, 32, 48)
+    up = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(y))[None],
+                                         size=(h0, w0), mode="bilinear", align_corners=False)
+    return up[0].argmax(0).numpy(), up[0].numpy()
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "squeezegen", "segment", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+def _tmp_files(folder):
+    return [p for p in Path(folder).rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.fixture(scope="module")
+def first_run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "masks"
+    proc = _cli(data["model"], "--weights", data["weights"], data["images"], "-o", out,
+                "--batch", 5, "--backend", "numpy", "--mean", "100,110,120", "--std", "60",
+                "--workers", 3, "--json", out.parent / "summary.json")
+    return out, proc
+
+
+def test_every_readable_image_matches_the_reference(data, first_run):
+    out, proc = first_run
+    assert proc.returncode == 0, proc.stderr
+    good = [n for n in data["names"] if n not in BAD]
+    assert f"{len(good)} of {len(data['names'])} images segmented" in proc.stdout
+    assert "3 failed" in proc.stdout and "numpy" in proc.stdout
+    summary = json.loads((out.parent / "summary.json").read_text())
+    assert (summary["written"], summary["failed"], summary["skipped"]) == (len(good), 3, 0)
+    assert summary["networks"] == ["numpy"] and 0 < summary["network_busy"] <= 1
+    for name in good:
+        png = out / f"{name}.png"
+        with Image.open(png) as im:
+            assert im.mode == "P"
+            assert im.getpalette()[:6] == [0, 0, 0, 128, 0, 0]
+            got = np.asarray(im)
+        want, _ = _reference(data, data["images"] / name)
+        assert got.shape == want.shape, name
+        wrong = int((got != want).sum())
+        assert wrong == 0, f"{name}: {wrong} of {got.size} pixels differ"
+    assert not _tmp_files(out)
+
+
+def test_failures_are_one_line_each_and_listed(data, first_run):
+    out, proc = first_run
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("squeezegen: skipped")]
+    assert len(lines) == 3 and "Traceback" not in proc.stderr
+    assert any("truncated" in l for l in lines)
+    listed = (out / "failed.txt").read_text().splitlines()
+    assert sorted(Path(l.split("\t")[0]).relative_to(data["images"]).as_posix()
+                  for l in listed) == sorted(BAD)
+    assert all("\tcannot read the image: " in l for l in listed)
+    for name in BAD:
+        assert not (out / f"{name}.png").exists()
+
+
+def test_rerun_resumes_and_overwrite_redoes(data, first_run, tmp_path):
+    out, _ = first_run
+    done = sorted(out.rglob("*.png"))
+    removed = done[:4]
+    kept = {p: p.stat().st_mtime_ns for p in done[4:]}
+    for p in removed:
+        p.unlink()
+    s = segment(data["model"], data["weights"], [data["images"]], out, batch=5, backend="numpy",
+                mean=MEAN, std=STD, progress=False)
+    assert (s.written, s.skipped, s.failed) == (4, len(done) - 4, 3)
+    assert all(p.exists() for p in removed)
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+    # the failures can be given back as a list (the text after the tab is ignored)
+    again = segment(data["model"], data["weights"], [out / "failed.txt"], tmp_path / "retry",
+                    backend="numpy", progress=False)
+    assert (again.images, again.written, again.failed) == (3, 0, 3)
+    s = segment(data["model"], data["weights"], [data["images"]], out, batch=7, backend="numpy",
+                mean=MEAN, std=STD, progress=False, overwrite=True)
+    assert (s.written, s.skipped, s.failed) == (len(done), 0, 3)
+    assert not _tmp_files(out)
+
+
+def test_letterbox_and_scores(data, tmp_path):
+    names = ["jpeg/05.jpg", "png/deep/01.png", "grey/2.jpg", "sixteen/1.png", "rgba/0.png"]
+    s = segment(data["model"], data["weights"], [data["images"] / n for n in names],
+                tmp_path, batch=2, resize="letterbox", scores=True, backend="numpy",
+                mean=MEAN, std=STD, progress=False)
+    assert (s.written, s.failed) == (5, 0)
+    for n in names:
+        want_classes, want_scores = _reference(data, data["images"] / n, "letterbox")
+        scores = np.load(tmp_path / f"{Path(n).name}.npy")
+        assert scores.shape == want_scores.shape and scores.dtype == np.float32
+        np.testing.assert_allclose(scores, want_scores, rtol=0,
+                                   atol=1e-5 * np.abs(want_scores).max())
+        classes = np.asarray(Image.open(tmp_path / f"{Path(n).name}.png"))
+        np.testing.assert_array_equal(classes, scores.argmax(0))
+        assert (classes != want_classes).mean() <= 1e-3
+    # a rerun that now asks for scores redoes the images whose .npy is missing
+    (tmp_path / f"{Path(names[0]).name}.npy").unlink()
+    again = segment(data["model"], data["weights"], [data["images"] / n for n in names],
+                    tmp_path, resize="letterbox", scores=True, backend="numpy", mean=MEAN,
+                    std=STD, progress=False)
+    assert (again.written, again.skipped) == (1, 4)
+
+
+def test_fast_argmax_equals_the_full_resize(monkeypatch):
+    rng = np.random.default_rng(0)
+    coarse = torch.from_numpy(rng.standard_normal((1, 6, 5, 7)).astype(np.float32))
+    scores = torch.nn.functional.interpolate(coarse, size=(24, 40), mode="bilinear")[0].numpy()
+    for size, box in [((100, 77), (0, 0, 24, 40)), ((10, 13), (0, 0, 24, 40)),
+                      ((90, 40), (0, 12, 24, 16)), ((7, 200), (10, 0, 4, 40))]:
+        full = resize_scores(scores, size, box, (24, 40))
+        t, l, h, w = box
+        want = torch.nn.functional.interpolate(
+            torch.from_numpy(scores[None, :, t:t + h, l:l + w].copy()), size=size,
+            mode="bilinear", align_corners=False)[0].numpy()
+        np.testing.assert_allclose(full, want, atol=1e-5)
+        np.testing.assert_array_equal(classes_at(scores, size, box, (24, 40)), want.argmax(0))
+    # 21 classes of noise, every cell a boundary: through the boundary path (cells with 3 to 7
+    # classes that can win), and through the dense one (every class resized, by Pillow)
+    noise = rng.standard_normal((21, 30, 30)).astype(np.float32)
+    full = resize_scores(noise, (200, 170), (0, 0, 30, 30), (30, 30)).argmax(0)
+    for per_class in (1e9, 0.0):
+        monkeypatch.setattr(resample, "DENSE_PER_CLASS", {"pillow": per_class,
+                                                         "numpy": per_class})
+        fast = classes_at(noise, (200, 170), (0, 0, 30, 30), (30, 30))
+        assert (fast != full).sum() <= 2         # float rounding at exact near-ties, at most
+    monkeypatch.undo()
+    # 3 classes of noise: every cell is a boundary, so every class is resized (the dense path)
+    noise = rng.standard_normal((3, 12, 20)).astype(np.float32)
+    want = torch.nn.functional.interpolate(torch.from_numpy(noise[None]), size=(50, 70),
+                                           mode="bilinear", align_corners=False)[0].numpy()
+    dense = classes_at(noise, (50, 70), (0, 0, 12, 20), (12, 20))
+    assert (dense != want.argmax(0)).sum() <= 2
+
+
+def test_two_networks_share_the_work_each_in_its_own_thread(data, tmp_path):
+    calls = {}
+
+    class Recording(NumpyBackend):
+        def __init__(self, label):
+            super().__init__(data["graph"], data["w"], 4)
+            self.label, self.made_in = label, threading.get_ident()
+
+        def __call__(self, x):
+            assert threading.get_ident() == self.made_in and x.shape[0] <= 4
+            calls.setdefault(self.label, set()).add(self.made_in)
+            time.sleep(0.02)                     # long enough for the other one to get work
+            return super().__call__(x)
+
+    specs = [BackendSpec(f"fake:{i}", lambda i=i: Recording(f"fake:{i}")) for i in range(2)]
+    items = collect([data["images"] / "jpeg", data["images"] / "png"], tmp_path)
+    mean, std = np.full((3, 1, 1), 128, np.float32), np.ones((3, 1, 1), np.float32)
+    settings = Settings(shape=(3, 32, 48), mean=mean, std=std, batch=4, workers=2)
+    s = Pipeline(items, specs, tmp_path, settings, "numpy").run()
+    assert s.written == len(items) == 24 and sum(s.per_network) == 24
+    assert all(n > 0 for n in s.per_network), s.per_network
+    assert len(calls) == 2 and calls["fake:0"] != calls["fake:1"]
+    assert 0 < s.network_busy <= 1 and "fake:0" in s.text()
+
+
+def test_a_failing_network_stops_the_run_with_its_error(data, tmp_path):
+    class Broken(NumpyBackend):
+        def __call__(self, x):
+            raise squeezegen.SqueezegenError("the GPU fell over")
+
+    items = collect([data["images"] / "png"], tmp_path)
+    mean, std = np.zeros((3, 1, 1), np.float32), np.ones((3, 1, 1), np.float32)
+    specs = [BackendSpec("broken", lambda: Broken(data["graph"], data["w"], 2))]
+    pipeline = Pipeline(items, specs, tmp_path, Settings((3, 32, 48), mean, std, batch=2), "x")
+    with pytest.raises(squeezegen.SqueezegenError, match="fell over"):
+        pipeline.run()
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_progress_without_a_terminal_prints_plain_lines():
+    stream = io.StringIO()
+    bar = Progress(100, stream=stream, every=0.0)
+    bar.update(10, 1, 5)
+    bar.write("squeezegen: skipped x.jpg: cannot read the image")
+    bar.close(10, 1, 5)
+    text = stream.getvalue()
+    assert "\r" not in text and "\x1b" not in text
+    assert text.startswith("segment: 16/100 (16%)") and "img/s, ETA" in text
+    assert "1 failed, 5 already done" in text
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(data, tmp_path):
+    many = tmp_path / "many"
+    many.mkdir()
+    src = (data["images"] / "jpeg/03.jpg").read_bytes()
+    for i in range(300):
+        (many / f"{i:03d}.jpg").write_bytes(src)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "squeezegen", "segment", str(data["model"]),
+                             "--weights", str(data["weights"]), str(many), "-o", str(out),
+                             "--batch", "2", "--workers", "1", "--backend", "numpy"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("*.png")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Interrupted:" in stderr and "squeezegen: interrupted" in stderr
+    assert "Traceback" not in stderr
+    written = sorted(out.glob("*.png"))
+    assert 0 < len(written) < 300 and not _tmp_files(out)
+    for p in written:
+        with Image.open(p) as im:
+            im.load()
+    s = segment(data["model"], data["weights"], [many], out, backend="numpy", progress=False)
+    assert s.skipped == len(written) and s.written == 300 - len(written) and s.failed == 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["IMAGES/nowhere"], "input not found"),
+    (["EMPTY"], "no images found"),
+    (["IMAGES/grey/0.png", "IMAGES/sixteen/0.png"], "would both write"),
+    (["IMAGES", "--std", "0"], "--std must not be 0"),
+    (["IMAGES", "--mean", "1,2"], "--mean needs 1 or 3 finite numbers"),
+    (["IMAGES", "--backend", "cuda"], "GPU_MISSING"),
+    (["IMAGES", "--model", "models/lenet.yaml"], "output is (classes, height, width)"),
+])
+def test_bad_input_is_one_line(data, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    model, weights = data["model"], data["weights"]
+    if "--model" in args:
+        i = args.index("--model")
+        model, weights = args[i + 1], "models/weights/lenet_digits.npz"
+        args = args[:i] + args[i + 2:]
+    args = [a.replace("IMAGES", str(data["images"])).replace("EMPTY", str(tmp_path / "empty"))
+            for a in args]
+    if "--backend" not in args:
+        args += ["--backend", "numpy"]
+    proc = _cli(model, "--weights", weights, *args, "-o", tmp_path / "out")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("squeezegen: error:")
+    if message == "GPU_MISSING":                 # the runtime's GPUError: what is missing
+        assert re.search(r"NVIDIA driver|PyCUDA|CUDA GPU", lines[0]), lines[0]
+    else:
+        assert message in lines[0], lines[0]
+
+
+def test_inputs_names_and_gpus(data, tmp_path):
+    images = data["images"]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# a comment\n{images / 'jpeg/00.jpg'}\n\n{images / 'png/deep/01.png'}\n")
+    items = collect([listing, images / "big.jpg", str(images / "grey") + "/*.png"], tmp_path)
+    assert [i.name for i in items] == ["jpeg/00.jpg", "png/deep/01.png", "big.jpg",
+                                       "0.png", "1.png", "2.png"]
+    # the output folder inside an input folder is not read back as input
+    inside = collect([images], images / "png")
+    assert not any(i.name.startswith("png/") for i in inside)
+    assert parse_gpus("all", 4) == [0, 1, 2, 3] and parse_gpus("2", 4) == [0, 1]
+    assert parse_gpus("0,2", 4) == [0, 2] and parse_gpus("3,", 4) == [3]
+    for bad in ("5", "0,7", "x", "1,1"):
+        with pytest.raises(squeezegen.SqueezegenError, match="--gpus"):
+            parse_gpus(bad, 4)
+
+
+def test_ray_without_ray_installed_is_one_line(data, tmp_path):
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("Ray is installed here (test_segment_ray.py runs --ray)")
+    proc = _cli(data["model"], "--weights", data["weights"], data["images"] / "png", "-o",
+                tmp_path, "--ray", "auto", "--backend", "numpy")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("squeezegen: error: --ray needs Ray: pip install "
+                                   "'squeezegen[ray]'")
+
+
+def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch):
+    """The cuda backend's contract, without a GPU: squeezegen.compile(..., device=i) once per
+    network, each made and called in its own thread; here compile returns the reference."""
+    from squeezegen.segmentation import backends
+    made = []
+
+    class FakeNet:
+        def __init__(self, graph, weights, batch, precision, device):
+            self.run, self.batch = ReferenceExecutor(graph, weights), batch
+            made.append((device, batch, precision, threading.get_ident()))
+            self.closed = False
+
+        def __call__(self, x):
+            assert x.shape[0] <= self.batch
+            return self.run(x)
+
+        def close(self):
+            self.closed = True
+
+    def fake_compile(model, weights, batch=1, use_graph=True, tune=False, precision="fp32",
+                     device=0):
+        return FakeNet(model, weights, batch, precision, device)
+
+    monkeypatch.setattr(squeezegen, "compile", fake_compile)
+    monkeypatch.setattr(backends, "gpu_count", lambda: 3)
+    specs = backends.backend_specs("cuda", data["graph"], data["w"], 4, "fp16", gpus="0,2",
+                                   per_gpu=2)
+    assert [s.label for s in specs] == ["cuda:0#0", "cuda:0#1", "cuda:2#0", "cuda:2#1"]
+    items = collect([data["images"] / "png", data["images"] / "jpeg"], tmp_path)
+    mean, std = np.full((3, 1, 1), 128, np.float32), np.ones((3, 1, 1), np.float32)
+    s = Pipeline(items, specs, tmp_path, Settings((3, 32, 48), mean, std, batch=4), "cuda").run()
+    assert s.written == 24 and sum(s.per_network) == 24
+    assert sorted(d for d, *_ in made) == [0, 0, 2, 2]
+    assert {(b, p) for _, b, p, _ in made} == {(4, "fp16")}
+    assert len({t for *_, t in made}) == 4 and threading.get_ident() not in {t for *_, t in made}
+
+
+def test_segment_bench_runs_on_the_cpu(data, tmp_path):
+    """scripts/segment_bench.py (run on the H200 by hand) on the numpy backend, 3 images."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "scripts/segment_bench.py", "--images", "3",
+                           "--batch", "2", "--backend", "numpy", "--model", str(data["model"]),
+                           "--iters", "2", "--workers", "2", "--dir", str(tmp_path),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["segment"]["summary"]["written"] == 3
+    assert result["network"]["img_s"] > 0 and result["segment"]["ratio_to_network"] > 0
+    assert {"decode_ms", "encode_ms"} <= set(result["per_image_ms_one_thread"])
+    stage = result["segment"]["limited_by"].split(" (")[0]
+    assert stage in {"decode", "encode", "network with copies"}
+
+
+def test_segmenter_is_a_plain_callable_for_bytes_and_arrays(data, first_run):
+    """squeezegen.ray.Segmenter without Ray: encoded files (as read_binary_files gives) and
+    decoded arrays (as read_images gives) in, the classes of each image out, a bad file as an
+    error in its row."""
+    from squeezegen.ray import Segmenter
+    out, _ = first_run
+    names = ["png/00.png", "png/deep/01.png", "grey/2.png", "broken/text.jpg"]
+    seg = Segmenter(data["model"], data["weights"], batch=2, backend="numpy", mean=MEAN,
+                    std=STD)
+    paths = [str(data["images"] / n) for n in names]
+    result = seg({"bytes": [Path(p).read_bytes() for p in paths], "path": np.array(paths)})
+    assert list(result["path"]) == paths and result["error"][3].startswith("cannot read")
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths[:3]]
+    from_arrays = seg({"image": arrays})
+    for i, n in enumerate(names[:3]):
+        want = np.asarray(Image.open(out / f"{n}.png"))
+        assert result["error"][i] == "" and from_arrays["error"][i] == ""
+        np.testing.assert_array_equal(result["classes"][i], want)
+        np.testing.assert_array_equal(from_arrays["classes"][i], want)
+
+
+@pytest.mark.gpu
+def test_cuda_backend_on_every_gpu_matches_the_numpy_one(data, first_run, tmp_path):
+    """On a GPU machine: one network per GPU (two on each), each in its own thread, gives the
+    numpy backend's PNGs (fp32 within 1e-4: an argmax may flip where two classes tie)."""
+    from squeezegen.runtime.network import GPUError, cuda
+    try:
+        cuda()
+    except GPUError as exc:
+        pytest.skip(f"no GPU: {exc}")
+    out, _ = first_run
+    s = segment(data["model"], data["weights"], [data["images"]], tmp_path, batch=5,
+                backend="cuda", gpus="all", per_gpu=2, mean=MEAN, std=STD, progress=False)
+    assert (s.written, s.failed) == (len(data["names"]) - 3, 3) and s.backend == "cuda"
+    assert sum(s.per_network) == s.written and len(s.networks) >= 2
+    for png in out.rglob("*.png"):
+        got = np.asarray(Image.open(tmp_path / png.relative_to(out)))
+        assert (got != np.asarray(Image.open(png))).mean() <= 1e-3, png
