@@ -218,6 +218,7 @@ class Network:
                         mem.free()
                     except Exception:
                         pass
+                self.stream = None          # destroyed here, where its context is current
         except GPUError:
             pass
         self._allocations.clear()
