@@ -2,9 +2,10 @@
 
 The cache key covers what decides the cubin: the generated source (and the headers beside it),
 the target architecture, the nvcc version and its flags. The cache folder is private to the user
-(0700; one that others can write to is refused), since a cubin planted there would run. Entries are written atomically (temp folder + rename) under a file lock, and
-an entry whose cubin does not match its recorded sha256 is rebuilt, never used. nvcc runs with an
-argument list (no shell); its errors are shown with the generated file and line.
+(0700; one that others can write to is refused), since a cubin planted there would run. Entries
+are written atomically (temp folder + rename) under a file lock, and an entry whose cubin does
+not match its recorded sha256 is rebuilt, never used. nvcc runs with an argument list (no
+shell); its errors are shown with the generated file and line.
 """
 from __future__ import annotations
 
