@@ -396,6 +396,33 @@ def test_inputs_names_and_gpus(data, tmp_path):
             parse_gpus(bad, 4)
 
 
+def test_outputs_never_leave_out_dir_nor_overwrite_inputs(tmp_path):
+    """A glob reaching up with '..' is refused; images inside OUT_DIR (inputs there, or a
+    previous run's PNGs) are never read back or overwritten."""
+    from squeezegen.segmentation.inputs import output_path
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "esc").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "esc" / "evil.jpg")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a" / "x.jpg")
+    with pytest.raises(squeezegen.SqueezegenError, match="would leave the output folder"):
+        collect([str(tmp_path / "a" / "*" / ".." / ".." / "esc" / "*.jpg")], tmp_path / "a" / "out")
+    for bad in ("../x.jpg", "/etc/x", "a/../../x", "", "a//b"):
+        with pytest.raises(squeezegen.SqueezegenError, match="would leave the output folder"):
+            output_path(tmp_path, bad)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a" / "x.jpg.png")  # an old output
+    assert collect([tmp_path / "a"], tmp_path / "a") == []          # OUT_DIR is the input folder
+    assert [i.name for i in collect([str(tmp_path / "a") + "/*"], tmp_path / "a")] == []
+
+
+def test_a_name_the_file_system_refuses_fails_alone_and_resume_goes_on(data, tmp_path):
+    from squeezegen.segmentation.outputs import is_done
+    assert is_done(tmp_path, "L" * 300 + ".jpg") is False          # ENAMETOOLONG: not done
+    (tmp_path / "out").mkdir()
+    squeezegen.segmentation.write_failed(tmp_path / "out", [("bad\nname\udcff.jpg", "why\rnot")])
+    lines = (tmp_path / "out" / "failed.txt").read_text().splitlines()
+    assert lines == ["bad\\nname\\udcff.jpg\twhy\\rnot"]
+
+
 def test_ray_without_ray_installed_is_one_line(data, tmp_path):
     if importlib.util.find_spec("ray") is not None:
         pytest.skip("Ray is installed here (test_segment_ray.py runs --ray)")

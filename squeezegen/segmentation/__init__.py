@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..fsutil import write_text
+from ..fsutil import atomic_write
 from ..images import check_image_model, check_normalisation
 from .backends import backend_specs, choose_backend
 from .inputs import Item, collect
@@ -43,12 +43,18 @@ def check_segmentation_model(graph) -> tuple[int, int, int]:
     return tuple(shape)
 
 
+def _one_line(text: str) -> str:
+    """A path or reason on one line of failed.txt (a name holding a line break keeps it as \\n)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def write_failed(out_dir, failures: list[tuple[str, str]]) -> None:
     """OUT_DIR/failed.txt: `path<TAB>reason` per line (a valid input list: `segment` reads the
     path before the tab). Removed when a run has no failures, so it always tells the last run."""
     path = Path(out_dir) / "failed.txt"
     if failures:
-        write_text(path, "".join(f"{p}\t{why}\n" for p, why in sorted(failures)), InputError)
+        lines = "".join(f"{_one_line(p)}\t{_one_line(why)}\n" for p, why in sorted(failures))
+        atomic_write(path, lambda f: f.write(lines.encode("utf-8", "surrogateescape")), InputError)
     elif path.exists():
         path.unlink()
 

@@ -26,7 +26,16 @@ class Item:
 
 
 def output_path(out_dir, name: str, suffix: str = ".png") -> Path:
+    if not _stays_inside(name):                        # `collect` never makes one: a last guard
+        raise InputError(f"output name {name!r} would leave the output folder")
     return Path(out_dir) / (name + suffix)
+
+
+def _stays_inside(name: str) -> bool:
+    """A relative name with no '..' part and no empty one: OUT_DIR/name is inside OUT_DIR."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and "\\" not in name and all(
+        p not in ("", ".", "..") for p in parts)
 
 
 def collect(inputs: list[str], out_dir=None) -> list[Item]:
@@ -102,14 +111,23 @@ def _read_list(path: Path) -> list[Item]:
 
 
 def _unique(items: list[Item], out_dir) -> list[Item]:
+    """Each image once; never one inside OUT_DIR (a previous run's output, or an input that
+    would be overwritten); an output name that would leave OUT_DIR (a glob or list reaching up
+    with '..') is refused."""
     seen_paths: set[str] = set()
     owners: dict[str, str] = {}
     unique = []
+    inside = os.path.realpath(out_dir) + os.sep if out_dir is not None else None
     for item in items:
         real = os.path.abspath(item.path)
         if real in seen_paths:
             continue
         seen_paths.add(real)
+        if inside is not None and os.path.realpath(item.path).startswith(inside):
+            continue
+        if not _stays_inside(item.name):
+            raise InputError(f"its output name {item.name!r} would leave the output folder "
+                             "(name the images' folder without '..')", file=item.path)
         key = item.name
         if key in owners:
             target = output_path(out_dir or ".", item.name)

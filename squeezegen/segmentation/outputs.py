@@ -15,8 +15,11 @@ PNG_LEVEL = 1              # zlib level of the PNGs: masks compress well, and le
 
 def is_done(out_dir, name: str, with_scores: bool = False) -> bool:
     """Whether a previous run wrote this image's outputs (with_scores: the .npy too)."""
-    png = output_path(out_dir, name)
-    return png.exists() and (not with_scores or output_path(out_dir, name, ".npy").exists())
+    try:
+        png = output_path(out_dir, name)
+        return png.exists() and (not with_scores or output_path(out_dir, name, ".npy").exists())
+    except OSError:               # a name too long, a folder we cannot read: not done; writing
+        return False              # it will fail for that image alone, in one line
 
 
 def write_outputs(out_dir, name: str, scores: np.ndarray, size: tuple, box: tuple,
