@@ -424,7 +424,17 @@ def test_a_name_the_file_system_refuses_fails_alone_and_resume_goes_on(data, tmp
     (tmp_path / "out").mkdir()
     squeezegen.segmentation.write_failed(tmp_path / "out", [("bad\nname\udcff.jpg", "why\rnot")])
     lines = (tmp_path / "out" / "failed.txt").read_text().splitlines()
-    assert lines == ["bad\\nname\\udcff.jpg\twhy\\rnot"]
+    assert len(lines) == 1 and lines[0].startswith("/")              # absolute: a valid input list
+    assert lines[0].endswith("/bad\\nname\\udcff.jpg\twhy\\rnot")
+
+
+def test_an_unusable_out_dir_is_one_line_before_any_work(data, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    proc = _cli(data["model"], "--weights", data["weights"], data["images"], "--backend", "numpy",
+                "-o", tmp_path / "afile")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "cannot create the output folder" in lines[0] and "afile" in lines[0]
 
 
 def test_ray_without_ray_installed_is_one_line(data, tmp_path):

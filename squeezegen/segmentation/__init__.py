@@ -49,14 +49,29 @@ def _one_line(text: str) -> str:
 
 
 def write_failed(out_dir, failures: list[tuple[str, str]]) -> None:
-    """OUT_DIR/failed.txt: `path<TAB>reason` per line (a valid input list: `segment` reads the
-    path before the tab). Removed when a run has no failures, so it always tells the last run."""
+    """OUT_DIR/failed.txt: `absolute path<TAB>reason` per line (a valid input list: `segment`
+    reads the path before the tab). Removed when a run has no failures, so it always tells the
+    last run."""
     path = Path(out_dir) / "failed.txt"
     if failures:
-        lines = "".join(f"{_one_line(p)}\t{_one_line(why)}\n" for p, why in sorted(failures))
+        lines = "".join(f"{_one_line(os.path.abspath(p))}\t{_one_line(why)}\n"
+                        for p, why in sorted(failures))
         atomic_write(path, lambda f: f.write(lines.encode("utf-8", "surrogateescape")), InputError)
     elif path.exists():
         path.unlink()
+
+
+def _check_out_dir(out_dir) -> None:
+    """OUT_DIR is created (or found) writable before any image is decoded: not a million
+    'cannot write' lines after the work is done."""
+    path = Path(out_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder: {exc.strerror or exc}",
+                         file=str(path)) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError("the output folder is not writable", file=str(path))
 
 
 def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str = "fp32",
@@ -85,6 +100,7 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
         raise InputError(f"resize must be stretch or letterbox, got '{resize}'")
     weights_file = None if isinstance(weights, dict) else str(weights)
     checked = check_weights(graph, load_weights(weights), weights_file)
+    _check_out_dir(out_dir)
     items = collect([str(i) for i in inputs], out_dir)
     settings = Settings(shape=(c, h, w), mean=mean_a, std=std_a, batch=batch, resize=resize,
                         scores=scores, overwrite=overwrite, workers=workers or os.cpu_count() or 4)

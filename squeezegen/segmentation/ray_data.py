@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, SqueezegenError
 from ..images import array_pixels, check_normalisation, fit_box, read_pixels
 from .outputs import write_outputs
 from .resample import argmax_classes, classes_at, resize_scores
@@ -289,6 +289,12 @@ def run_ray(address: str, graph, weights: dict, items, out_dir, settings, *, pre
                 bar.update(summary.written, summary.failed, summary.skipped)
         except KeyboardInterrupt:
             summary.interrupted = True
+        except ray.exceptions.RayError as exc:      # a failing actor: its error, in one line
+            cause = getattr(exc, "cause", None) or exc
+            if isinstance(cause, SqueezegenError):
+                raise cause from None
+            first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+            raise SqueezegenError(f"the Ray job failed: {first}") from None
         summary.wall_s = time.perf_counter() - start
         summary.networks = sorted(counts)
         summary.per_network = [counts[k] for k in summary.networks]
