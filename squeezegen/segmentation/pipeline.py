@@ -5,8 +5,11 @@
      outputs)          straight into a batch slot)      NumPy reference)         original size, PNG)
 
 Memory stays flat however many images there are: each queue holds a few batches at most.
-Decoding, resizing and PNG encoding happen in Pillow and NumPy, which release the GIL, so threads
-run them in parallel. A bad image costs one line and an entry in failed.txt; a failing network
+Decoding, resizing and PNG encoding happen in Pillow and NumPy, which release the GIL for their
+large steps; the Python around them does not, and on the H200's 16 cores with noisy outputs the
+threads spent most of their time waiting for it (README, "Throughput on the H200"). Worker
+processes measured 2x slower on a 2-core machine with smooth outputs (the scores are pickled);
+which wins on many cores is still to be measured. A bad image costs one line and an entry in failed.txt; a failing network
 stops the run. Ctrl-C (or `stop()`) stops the threads after the image each is on; every output is
 written atomically, so nothing half-written is left and a rerun resumes where this one stopped.
 """
