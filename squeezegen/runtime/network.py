@@ -12,7 +12,7 @@ import numpy as np
 
 from ..build import Build, build
 from ..codegen.emit import pack_weights
-from ..errors import InputError, SqueezegenError
+from ..errors import InputError
 from ..frontend import load_model
 from ..reference.executor import check_input
 from ..weights import check_weights, load_weights
