@@ -341,10 +341,11 @@ def test_cli_run_numpy_equals_in_process_reference(tmp_path):
     y = np.load(tmp_path / "y.npy", allow_pickle=False)
     want = ReferenceExecutor(graph, weights)(x)
     assert y.shape == (2, 10) and y.dtype == np.float32
-    assert_close(y, want, 1e-6)
+    np.testing.assert_array_equal(y, want)  # same NumPy code: bit for bit
     assert_close(y.sum(axis=1), np.ones(2), 1e-5)     # softmax rows
     # the public one-liner gives the same
-    assert_close(squeezegen.reference(MODELS / "lenet.yaml", tmp_path / "w.npz")(x), want, 1e-6)
+    np.testing.assert_array_equal(
+        squeezegen.reference(MODELS / "lenet.yaml", tmp_path / "w.npz")(x), want)
 
 
 def test_cli_run_image_output(tmp_path):
@@ -363,7 +364,7 @@ def test_cli_run_image_output(tmp_path):
     assert r.returncode == 0, r.stderr
     y = np.load(tmp_path / "y.npy")
     assert y.shape == (3, 2, 9, 7)
-    assert_close(y, ReferenceExecutor(graph, weights)(x), 1e-6)
+    np.testing.assert_array_equal(y, ReferenceExecutor(graph, weights)(x))
 
 
 def test_cli_run_several_outputs_keyed_by_layer_name(tmp_path):
@@ -383,8 +384,8 @@ def test_cli_run_several_outputs_keyed_by_layer_name(tmp_path):
     fc, a = ReferenceExecutor(graph, weights)(x)
     with np.load(tmp_path / "y.npz", allow_pickle=False) as z:
         assert sorted(z.files) == ["a", "fc"]
-        assert_close(z["fc"], fc, 1e-6)
-        assert_close(z["a"], a, 1e-6)
+        np.testing.assert_array_equal(z["fc"], fc)  # same NumPy code: bit for bit
+        np.testing.assert_array_equal(z["a"], a)
 
 
 
@@ -406,8 +407,8 @@ def test_cli_run_png_of_several_outputs_writes_the_arrays_as_npz_beside_it(tmp_p
     seg, fc = ReferenceExecutor(graph, weights)(x)
     with np.load(tmp_path / "out.npz", allow_pickle=False) as z:
         assert sorted(z.files) == ["fc", "seg"]
-        assert_close(z["seg"], seg, 1e-6)
-        assert_close(z["fc"], fc, 1e-6)
+        np.testing.assert_array_equal(z["seg"], seg)  # same NumPy code: bit for bit
+        np.testing.assert_array_equal(z["fc"], fc)
 
 
 def test_cli_run_one_output_into_an_npz_is_an_npz(tmp_path):
@@ -421,7 +422,7 @@ def test_cli_run_one_output_into_an_npz_is_an_npz(tmp_path):
     assert r.returncode == 0, r.stderr
     with np.load(tmp_path / "y.npz", allow_pickle=False) as z:
         assert z.files == ["prob"]
-        assert_close(z["prob"], ReferenceExecutor(graph, weights)(x), 1e-6)
+        np.testing.assert_array_equal(z["prob"], ReferenceExecutor(graph, weights)(x))
 
 
 # ------------------------------------------------------------------ Python: squeezegen.build
