@@ -194,7 +194,8 @@ def test_the_c_api_says_why_a_blob_is_refused(tmp_path):
     _, _, exe = build_c_driver("lenet", 1, tmp_path / "l1")
     for model, batch in (("squeezeseg", 1), ("lenet", 3)):      # blobs of other builds
         g = load_model(f"models/{model}.yaml")
-        write_outputs(build(g, batch, weights=init_weights(g, 0)).output, tmp_path / f"{model}{batch}")
+        out = build(g, batch, weights=init_weights(g, 0)).output
+        write_outputs(out, tmp_path / f"{model}{batch}")
     blob = (tmp_path / "l1" / "lenet.weights.bin").read_bytes()
     (tmp_path / "short.bin").write_bytes(blob[:-4])
     (tmp_path / "long.bin").write_bytes(blob + b"\0\0\0\0")
@@ -202,7 +203,8 @@ def test_the_c_api_says_why_a_blob_is_refused(tmp_path):
     (tmp_path / "text.bin").write_bytes(b"x" * 300)
     cases = {
         tmp_path / "squeezeseg1" / "squeezeseg.weights.bin": "belongs to another model",
-        tmp_path / "lenet3" / "lenet.weights.bin": "was packed for batch 3, this network is built for batch 1",
+        tmp_path / "lenet3" / "lenet.weights.bin":
+            "was packed for batch 3, this network is built for batch 1",
         tmp_path / "short.bin": "(truncated)",
         tmp_path / "long.bin": "(trailing bytes)",
         tmp_path / "header.bin": "shorter than its 256-byte header",
@@ -213,7 +215,8 @@ def test_the_c_api_says_why_a_blob_is_refused(tmp_path):
     for path, message in cases.items():
         proc = run_driver(exe, path, x, tmp_path)
         assert proc.returncode == 3, (path.name, proc.stderr)
-        assert proc.stderr.startswith("loading the weights: lenet") and message in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("loading the weights: lenet"), proc.stderr
+        assert message in proc.stderr, proc.stderr
         assert proc.stderr.count("\n") == 1
 
 
@@ -253,7 +256,8 @@ def test_the_c_api_runs_a_real_input_like_the_reference(model, batch, tmp_path):
         pytest.skip(f"no GPU: {_gpu_reason()}")
     from squeezegen.reference import ReferenceExecutor
     g, w, exe = build_c_driver(model, batch, tmp_path)
-    x = np.random.default_rng(batch).uniform(-1, 1, (batch,) + g.input.type.shape).astype(np.float32)
+    x = np.random.default_rng(batch).uniform(-1, 1, (batch,) + g.input.type.shape)
+    x = x.astype(np.float32)
     proc = run_driver(exe, tmp_path / f"{model}.weights.bin", x, tmp_path)
     assert proc.returncode == 0, proc.stderr
     got = np.fromfile(tmp_path / "output.f32", "<f4").reshape((batch,) + g[g.outputs[0]].type.shape)
@@ -313,7 +317,8 @@ def test_two_networks_on_two_threads_at_once():
     for model, batch in (("lenet", 5), ("squeezeseg", 1)):
         g = load_model(f"models/{model}.yaml")
         w = init_weights(g, seed=2)
-        x = np.random.default_rng(3).uniform(-1, 1, (batch,) + g.input.type.shape).astype(np.float32)
+        x = np.random.default_rng(3).uniform(-1, 1, (batch,) + g.input.type.shape)
+        x = x.astype(np.float32)
         nets[model] = (squeezegen.compile(g, w, batch=batch), x, _reference(g, w, x))
 
     def hammer(model):
