@@ -104,3 +104,22 @@ def test_summary_of_a_vector_model_says_k(tmp_path):
     lines = r.stdout.splitlines()
     assert lines[0] == "model v: input 12 (K), output fc"
     assert "output (K)" in lines[1] and "HxW" not in r.stdout
+
+
+def test_per_layer_listing_shows_each_kernels_share_of_the_peaks():
+    """bench --per-layer (formatted from a result, so no GPU is needed): a fp32 kernel against
+    the SIMT peak, a tensor-core kernel against its precision's, both against HBM."""
+    from squeezegen.runtime.bench import PEAKS, format_bench, roofline
+    rows = [{"kernel": "conv1", "layers": ["conv1"], "ms": 0.1, "flops": 6.7e9, "bytes": 48e7,
+             "tflops": 67.0 / 2, "gb_s": 4800.0 / 4, "mma": None},
+            {"kernel": "conv10", "layers": ["conv10"], "ms": 0.1, "flops": 9.9e9, "bytes": 1e6,
+             "tflops": 99.0, "gb_s": 10.0, "mma": "fp16"}]
+    result = {"model": "m", "gpu": "NVIDIA H200", "driver": "x", "commit": "c", "date": "d",
+              "rows": [], "per_layer": {"32": rows}}
+    assert roofline(rows[0], "NVIDIA H200") == {"compute": "fp32", "of_compute": 0.5,
+                                                "of_hbm": 0.25}
+    assert roofline(rows[1], "NVIDIA H200")["of_compute"] == 99.0 / PEAKS["NVIDIA H200"]["fp16"]
+    text = format_bench(result)
+    assert " 50.0%   fp32  25.0%" in text and " 10.0%   fp16   0.2%" in text
+    assert roofline(rows[0], "Some GPU") is None
+    assert "HBM" not in format_bench({**result, "gpu": "Some GPU"})

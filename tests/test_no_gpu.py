@@ -56,3 +56,4 @@ def test_bench_compare_numpy_runs_the_cpu_column_alone(tmp_path):
     assert [r["batch"] for r in rows] == [1, 2]
     assert all(r["variant"].startswith("numpy reference") and r["ms"] > 0 for r in rows)
     assert "numpy reference" in proc.stdout
+

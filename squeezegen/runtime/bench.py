@@ -94,7 +94,27 @@ def _time_kernel(net: Network, i: int, k: dict, lib, repeats: int) -> dict:
     if graph:
         graph.close()
     return {"kernel": k["name"], "layers": k["layers"], "ms": ms, "flops": k["flops"],
-            "bytes": k["bytes"], "tflops": k["flops"] / ms / 1e9, "gb_s": k["bytes"] / ms / 1e6}
+            "bytes": k["bytes"], "tflops": k["flops"] / ms / 1e9, "gb_s": k["bytes"] / ms / 1e6,
+            "mma": (k["tile"] or {}).get("mma")}
+
+
+# Dense peaks of the GPUs we measure on (datasheet figures, without sparsity): fp32 on the SIMT
+# cores, tf32 and fp16 on the tensor cores (TFLOP/s), and HBM bandwidth (GB/s).
+PEAKS = {
+    "NVIDIA H200": {"fp32": 67.0, "tf32": 495.0, "fp16": 990.0, "hbm": 4800.0},
+    "NVIDIA H100 80GB HBM3": {"fp32": 67.0, "tf32": 495.0, "fp16": 990.0, "hbm": 3350.0},
+}
+
+
+def roofline(row: dict, gpu: str) -> dict | None:
+    """A kernel's share of the peak of what it computes on (the tensor cores at its precision,
+    else fp32 SIMT) and of HBM bandwidth; None for a GPU without a known peak."""
+    peak = PEAKS.get(gpu)
+    if peak is None:
+        return None
+    unit = row.get("mma") or "fp32"
+    return {"compute": unit, "of_compute": row["tflops"] / peak[unit],
+            "of_hbm": row["gb_s"] / peak["hbm"]}
 
 
 def time_torch(graph, weights, batch: int, iters: int, variants: list[str]) -> list[dict]:
@@ -251,11 +271,18 @@ def format_bench(result: dict) -> str:
                      f"{r['tflops']:8.2f} {ratio:>14}")
     for batch, rows in result["per_layer"].items():
         total = sum(r["ms"] for r in rows)
-        lines.append(f"\nper kernel, batch {batch} (each alone; sum {total:.3f} ms)")
+        known = result["gpu"] in PEAKS
+        lines.append(f"\nper kernel, batch {batch} (each alone; sum {total:.3f} ms)"
+                     + (f"; share of the {result['gpu']}'s peaks: compute (fp32 SIMT, or the "
+                        "tensor cores at the kernel's precision) and HBM" if known else ""))
         lines.append(f"{'kernel':32s} {'ms':>8} {'share':>6} {'MFLOP':>9} {'MB':>8} "
-                     f"{'TFLOP/s':>8} {'GB/s':>7}")
+                     f"{'TFLOP/s':>8} {'GB/s':>7}" + (f" {'compute':>13} {'HBM':>6}" if known else ""))
         for r in sorted(rows, key=lambda r: -r["ms"]):
-            lines.append(f"{r['kernel']:32s} {r['ms']:8.4f} {r['ms'] / total:6.1%} "
-                         f"{r['flops'] / 1e6:9.1f} {r['bytes'] / 1e6:8.2f} {r['tflops']:8.2f} "
-                         f"{r['gb_s']:7.0f}")
+            line = (f"{r['kernel']:32s} {r['ms']:8.4f} {r['ms'] / total:6.1%} "
+                    f"{r['flops'] / 1e6:9.1f} {r['bytes'] / 1e6:8.2f} {r['tflops']:8.2f} "
+                    f"{r['gb_s']:7.0f}")
+            share = roofline(r, result["gpu"])
+            if share:
+                line += f" {share['of_compute']:6.1%} {share['compute']:>6} {share['of_hbm']:6.1%}"
+            lines.append(line)
     return "\n".join(lines)
