@@ -10,11 +10,13 @@ On the lent H200 (carry .device and .device-ray, see ../shared/device-ray/README
 1. Generates N JPEGs of mixed sizes (320x240 to 1024x768: smooth shapes, gradients and a little
    noise, so they decode and compress like photos) into DIR/images (kept and reused if present).
 2. Times the network alone at the same batch and precision: CUDA-graph replay with the data on
-   the GPU (CUDA events, as `squeezegen bench`), and net(x) from host memory (adds the copies).
+   the GPU (CUDA events, as `squeezegen bench`), net(x) from host memory (adds the copies), and
+   as `segment` runs it (input in, masks made on the GPU at the sample's sizes, masks out).
 3. Runs `squeezegen segment` (the CLI, in a subprocess) on the folder; with --ray, again through
    `--ray auto`.
-4. Times one image's stages on one thread (decode+resize; the network's scores back at the
-   original size + PNG) on a sample, to say which stage limits the pipeline.
+4. Times one image's stages on one thread (decode+resize; the PNG of the mask the GPU made, or
+   on numpy the scores back at the original size + PNG) on a sample, to say which stage limits
+   the pipeline.
 It writes a JSON with img/s of each, the ratio end-to-end / network, the GPU busy fraction and
 where the time goes. `--backend numpy` (with a small model and a few images) smoke-tests it on
 a CPU.
@@ -77,9 +79,11 @@ def make_images(folder: Path, n: int, workers: int) -> float:
     return time.perf_counter() - start
 
 
-def time_network(model, weights, batch: int, precision: str, backend: str, iters: int) -> dict:
-    """The network alone: img/s with the data on the GPU (graph replay, CUDA events) and from
-    host memory (net(x): copies in and out included)."""
+def time_network(model, weights, batch: int, precision: str, backend: str, iters: int,
+                 sizes: list) -> dict:
+    """The network alone: img/s with the data on the GPU (graph replay, CUDA events), from
+    host memory (net(x): copies in and out included), and as `segment` runs it on a GPU
+    (input in, forward, masks at the original `sizes` made on the GPU, masks out)."""
     graph = squeezegen.load_model(model)
     x = np.random.default_rng(0).uniform(-1, 1, (batch,) + graph.input.type.shape)
     x = x.astype(np.float32)
@@ -101,8 +105,18 @@ def time_network(model, weights, batch: int, precision: str, backend: str, iters
         for _ in range(iters):
             net(x)
         host_ms = (time.perf_counter() - start) * 1e3 / iters
+        from squeezegen.runtime.masks import ClassMasks
+        masks = ClassMasks(net)
+        sizes = [sizes[i % len(sizes)] for i in range(batch)]
+        for _ in range(5):
+            masks(x, sizes)
+        start = time.perf_counter()
+        for _ in range(iters):
+            masks(x, sizes)
+        masks_ms = (time.perf_counter() - start) * 1e3 / iters
     return {"ms_per_batch": ms, "img_s": batch / ms * 1e3, "host_ms_per_batch": host_ms,
-            "host_img_s": batch / host_ms * 1e3, "transfer_ms_per_batch": host_ms - ms}
+            "host_img_s": batch / host_ms * 1e3, "transfer_ms_per_batch": host_ms - ms,
+            "masks_ms_per_batch": masks_ms, "masks_img_s": batch / masks_ms * 1e3}
 
 
 def stage_costs(model, weights, images: list[Path], batch: int, precision: str, backend: str,
@@ -110,8 +124,9 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
     """One thread's milliseconds per image on a sample: decode + resize (with the JPEG draft),
     and the scores back at the original size + the PNG, from the network's own scores for the
     sample (a noisy output has more class boundaries to interpolate than a smooth one)."""
-    from squeezegen.images import check_normalisation, fit_box, read_pixels
-    from squeezegen.segmentation.outputs import write_outputs
+    from squeezegen.images import check_normalisation, fit_box, read_pixels, save_classes
+    from squeezegen.segmentation.inputs import output_path
+    from squeezegen.segmentation.outputs import PNG_LEVEL, write_outputs
     graph = squeezegen.load_model(model)
     c, h, w = graph.input.type.shape
     mean, std = check_normalisation(c, [128.0], [1.0])
@@ -125,17 +140,26 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
     x = np.zeros((len(images), c, h, w), np.float32)
     for i, ((pixels, _), (top, left, bh, bw)) in enumerate(zip(decoded, boxes)):
         x[i, :, top:top + bh, left:left + bw] = (pixels.transpose(2, 0, 1) - mean) / std
-    if backend == "numpy":
-        scores = squeezegen.reference(graph, weights)(x)
-    else:
-        with squeezegen.compile(graph, weights, batch=batch, precision=precision) as net:
-            scores = np.concatenate([net(x[i:i + batch]) for i in range(0, len(x), batch)])
+    sizes = [size for _, size in decoded]
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        for i, (_, size) in enumerate(decoded):
-            write_outputs(tmp, f"{i}.jpg", scores[i], size, boxes[i], (h, w))
+        if backend == "numpy":               # the encoders resize the scores, then the PNG
+            scores = squeezegen.reference(graph, weights)(x)
+            start = time.perf_counter()
+            for i, size in enumerate(sizes):
+                write_outputs(tmp, f"{i}.jpg", scores[i], size, boxes[i], (h, w))
+        else:                                # the GPU made the masks: the PNG alone
+            from squeezegen.runtime.masks import ClassMasks
+            with squeezegen.compile(graph, weights, batch=batch, precision=precision) as net:
+                masks = ClassMasks(net)
+                classes = [m for i in range(0, len(x), batch)
+                           for m in masks(x[i:i + batch], sizes[i:i + batch],
+                                          boxes[i:i + batch])]
+            start = time.perf_counter()
+            for i, mask in enumerate(classes):
+                save_classes(output_path(tmp, f"{i}.jpg"), mask, compress_level=PNG_LEVEL)
         encode_ms = (time.perf_counter() - start) * 1e3 / len(images)
-    return {"decode_ms": decode_ms, "encode_ms": encode_ms, "sample": len(images)}
+    return {"decode_ms": decode_ms, "encode_ms": encode_ms, "sample": len(images),
+            "sizes": sizes}
 
 
 def run_segment(model, weights, folder: Path, out: Path, args, ray: bool) -> dict:
@@ -167,11 +191,11 @@ def run_segment(model, weights, folder: Path, out: Path, args, ray: bool) -> dic
     return result
 
 
-def limit(e2e: dict, net: dict, costs: dict, workers: int) -> str:
+def limit(net: dict, costs: dict, workers: int, gpus: int) -> str:
     """Which stage bounds the end-to-end rate (each stage's capacity in img/s)."""
     capacity = {"decode": workers * 1e3 / max(1e-9, costs["decode_ms"]),
                 "encode": workers * 1e3 / max(1e-9, costs["encode_ms"]),
-                "network with copies": net["host_img_s"] * max(1, len(e2e["networks"]))}
+                "network with copies": net.get("masks_img_s", net["host_img_s"]) * gpus}
     slowest = min(capacity, key=capacity.get)
     return (f"{slowest} (capacities with {workers} threads each: "
             + ", ".join(f"{k} {v:,.0f} img/s" for k, v in capacity.items()) + ")")
@@ -207,13 +231,15 @@ def main() -> int:
         graph = squeezegen.load_model(args.model)
         squeezegen.save_weights(weights, squeezegen.init_weights(graph, 0))
 
-    net = time_network(args.model, str(weights), args.batch, args.precision, args.backend,
-                       args.iters)
-    print(f"network alone: {net['img_s']:,.0f} img/s ({net['ms_per_batch']:.3f} ms/batch); "
-          f"from host memory: {net['host_img_s']:,.0f} img/s", flush=True)
     sample = sorted(images.rglob("*.jpg"))[:200 if args.backend == "cuda" else 20]
     costs = stage_costs(args.model, str(weights), sample, args.batch, args.precision,
                         args.backend)
+    net = time_network(args.model, str(weights), args.batch, args.precision, args.backend,
+                       args.iters, costs.pop("sizes"))
+    print(f"network alone: {net['img_s']:,.0f} img/s ({net['ms_per_batch']:.3f} ms/batch); "
+          f"from host memory: {net['host_img_s']:,.0f} img/s" +
+          (f"; with the masks made on the GPU: {net['masks_img_s']:,.0f} img/s"
+           if "masks_img_s" in net else ""), flush=True)
     print(f"one thread: decode {costs['decode_ms']:.2f} ms/img, encode "
           f"{costs['encode_ms']:.2f} ms/img", flush=True)
 
@@ -230,7 +256,7 @@ def main() -> int:
         result[name] = {
             "img_s": e2e["images_per_s"], "summary": e2e,
             "ratio_to_network": e2e["images_per_s"] / (net["img_s"] * n_nets),
-            "gpu_busy": e2e["network_busy"], "limited_by": limit(e2e, net, costs, workers),
+            "gpu_busy": e2e["network_busy"], "limited_by": limit(net, costs, workers, n_nets),
             "thread_seconds": {k: e2e[k] for k in ("decode_s", "network_s", "encode_s")}}
         print(f"{name}: {e2e['images_per_s']:,.0f} img/s = "
               f"{result[name]['ratio_to_network']:.0%} of the network alone on {n_nets} "

@@ -8,6 +8,8 @@ of each pixel in the Pascal VOC palette.
 from __future__ import annotations
 
 import functools
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -154,8 +156,26 @@ def save_segmentation(path, y: np.ndarray) -> None:
 
 def save_classes(path, classes: np.ndarray, compress_level: int = 6) -> None:
     """Write an H x W array of class numbers (0..255) as a PNG in the VOC palette, atomically."""
-    image_mod = _pil()
-    im = image_mod.fromarray(classes.astype(np.uint8, copy=False))    # mode L; the palette: P
-    im.putpalette(_palette_bytes())
-    atomic_write(path, lambda f: im.save(f, format="PNG", compress_level=compress_level),
-                 InputError)
+    data = classes_png(classes, compress_level)
+    atomic_write(path, lambda f: f.write(data), InputError)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind))))
+
+
+def classes_png(classes: np.ndarray, compress_level: int = 6) -> bytes:
+    """The PNG file of an H x W array of class numbers: 8-bit palette (the VOC colours), rows
+    unfiltered, one zlib stream. Written here rather than through Pillow, which took 3 to 4
+    times as long for the same file (1024 x 768, level 1: 2.5 ms against 8.4 ms); zlib
+    releases the GIL, so encoder threads run in parallel."""
+    classes = np.asarray(classes)
+    if classes.ndim != 2 or 0 in classes.shape:
+        raise InputError(f"a class mask must be a non-empty 2-D array, got shape {classes.shape}")
+    h, w = classes.shape
+    rows = np.zeros((h, w + 1), np.uint8)            # each row: filter byte 0, then the classes
+    rows[:, 1:] = classes
+    header = struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)    # 8 bits, palette, deflate, none
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"PLTE", _palette_bytes())
+            + _chunk(b"IDAT", zlib.compress(rows.data, compress_level)) + _chunk(b"IEND", b""))

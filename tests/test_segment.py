@@ -30,7 +30,8 @@ from squeezegen.segmentation.inputs import collect
 from squeezegen.segmentation.pipeline import Pipeline, Settings
 from squeezegen.segmentation.progress import Progress
 from squeezegen.segmentation import resample
-from squeezegen.segmentation.resample import classes_at, resize_scores
+from squeezegen.segmentation.resample import (argmax_classes, bilinear, classes_at,
+                                              resize_scores)
 from squeezegen.weights import save_weights
 
 Image = pytest.importorskip("PIL.Image")
@@ -470,7 +471,17 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch)
                      device=0):
         return FakeNet(model, weights, batch, precision, device)
 
+    class FakeMasks:                  # runtime.masks.ClassMasks, made in NumPy
+        def __init__(self, net):
+            self.net = net
+
+        def __call__(self, x, sizes, boxes):
+            return [argmax_classes(bilinear(y, size, box, (32, 48))).astype(np.uint8)
+                    for y, size, box in zip(self.net(x), sizes, boxes, strict=True)]
+
+    from squeezegen.runtime import masks
     monkeypatch.setattr(squeezegen, "compile", fake_compile)
+    monkeypatch.setattr(masks, "ClassMasks", FakeMasks)
     monkeypatch.setattr(backends, "gpu_count", lambda: 3)
     specs = backends.backend_specs("cuda", data["graph"], data["w"], 4, "fp16", gpus="0,2",
                                    per_gpu=2)
@@ -482,6 +493,10 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch)
     assert sorted(d for d, *_ in made) == [0, 0, 2, 2]
     assert {(b, p) for _, b, p, _ in made} == {(4, "fp16")}
     assert len({t for *_, t in made}) == 4 and threading.get_ident() not in {t for *_, t in made}
+    for item in items:                # the masks the networks made, written as they came
+        with Image.open(tmp_path / f"{item.name}.png") as im:
+            got = np.asarray(im)
+        assert got.shape == Image.open(item.path).size[::-1]
 
 
 def test_segment_bench_runs_on_the_cpu(data, tmp_path):

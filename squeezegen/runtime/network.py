@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -160,27 +161,41 @@ class Network:
 
     def __call__(self, x: np.ndarray):
         """float32 (n, *input shape) with n <= the build's batch -> the output(s) for those n."""
+        outs = []
+        with self.forward(x):
+            for name, mem in zip(self.graph.outputs, self._outputs):
+                host = np.empty((self.batch,) + self.graph[name].type.shape, np.float32)
+                self._drv.memcpy_dtoh_async(host, mem, self.stream)
+                outs.append(host)
+        outs = [o[:len(x)] for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    @contextmanager
+    def forward(self, x: np.ndarray):
+        """Copy x (float32 (n, *input shape), n <= the batch) in and queue the forward pass on
+        `self.stream`; the `with` block may queue more work on the outputs (`self.outputs`, device
+        buffers of the full batch) before the stream is synchronised at its end. The block holds
+        the network (other threads wait) and has its GPU's context current."""
         self._check_open()
         x = check_input(self.graph, x)
-        n = x.shape[0]
-        if n > self.batch:
-            raise InputError(f"input batch {n} is larger than this network's batch "
-                             f"{self.batch} (compile with batch={n})")
+        if x.shape[0] > self.batch:
+            raise InputError(f"input batch {x.shape[0]} is larger than this network's batch "
+                             f"{self.batch} (compile with batch={x.shape[0]})")
         drv = self._drv
         with self._host_lock, self.active():
             try:
                 drv.memcpy_htod_async(self._input, x, self.stream)
                 self.forward_async()
-                outs = []
-                for name, mem in zip(self.graph.outputs, self._outputs):
-                    host = np.empty((self.batch,) + self.graph[name].type.shape, np.float32)
-                    drv.memcpy_dtoh_async(host, mem, self.stream)
-                    outs.append(host)
+                yield self
                 self.stream.synchronize()
             except drv.Error as exc:
                 raise GPUError(f"running {self.graph.name} failed: {exc}") from None
-        outs = [o[:n] for o in outs]
-        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    @property
+    def outputs(self) -> list:
+        """The device buffers of the outputs (float32, the full batch, NCHW), in graph order."""
+        self._check_open()
+        return list(self._outputs)
 
     def tensor(self, name: str) -> np.ndarray:
         """Read a tensor back from wherever the plan put it (after a run; for `check`)."""

@@ -1,5 +1,6 @@
 """What runs the network in `segment`: a callable that takes a float32 N,C,H,W batch (N at most
-its `batch`) and returns the scores N,K,h,w. One per GPU (`squeezegen.compile(..., device=i)`),
+its `batch`) and returns the scores N,K,h,w; one that also has `classes` makes the masks itself
+(the GPU's). One per GPU (`squeezegen.compile(..., device=i)`),
 or the NumPy reference on the CPU. Each is created and called in its own worker thread.
 """
 from __future__ import annotations
@@ -29,16 +30,27 @@ class NumpyBackend:
 
 
 class CudaBackend:
-    """The generated network on GPU `device`, compiled for a fixed batch and precision."""
+    """The generated network on GPU `device`, compiled for a fixed batch and precision. Besides
+    the scores, it makes the masks on the GPU (`classes`): the scores resized to each image's
+    size and their argmax, so that only the masks come back to the host."""
 
     def __init__(self, graph, weights: dict, batch: int, precision: str, device: int):
         import squeezegen
         self.net = squeezegen.compile(graph, weights, batch=batch, precision=precision,
                                       device=device)
         self.batch = batch
+        self._masks = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.net(x)
+
+    def classes(self, x: np.ndarray, sizes: list, boxes: list) -> list:
+        """A (height, width) uint8 mask per image of `sizes`, each image having covered its
+        box (top, left, height, width) of the input."""
+        if self._masks is None:
+            from ..runtime.masks import ClassMasks
+            self._masks = ClassMasks(self.net)
+        return self._masks(x, sizes, boxes)
 
     def close(self) -> None:
         self.net.close()

@@ -1,8 +1,11 @@
 """The streaming pipeline of `segment`: every stage runs at once, joined by bounded queues.
 
-    feeder --items--> decoders (threads) --batches--> networks (a thread each) --scores--> encoders
-    (skips done       (decode, resize, normalise       (one per GPU, or the     (scores back to the
-     outputs)          straight into a batch slot)      NumPy reference)         original size, PNG)
+    feeder --items--> decoders (threads) --batches--> networks (a thread each) --masks--> encoders
+    (skips done       (decode, resize, normalise       (one per GPU: forward,   (PNG)
+     outputs)          straight into a batch slot)      masks at the original
+                                                        size on the GPU)
+With the NumPy reference (or --scores), the networks pass the scores on and the encoders resize
+them back to the original size.
 
 Memory stays flat however many images there are: each queue holds a few batches at most.
 Decoding, resizing and PNG encoding happen in Pillow and NumPy, which release the GIL for their
@@ -22,9 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..images import fit_box, read_pixels
-from .inputs import Item
-from .outputs import is_done, write_outputs
+from ..images import fit_box, read_pixels, save_classes
+from .inputs import Item, output_path
+from .outputs import PNG_LEVEL, is_done, write_outputs
 from .summary import SegmentSummary
 
 _END = object()
@@ -208,18 +211,23 @@ class Pipeline:
             with self.lock:
                 if self._first_ready is None:
                     self._first_ready = time.perf_counter()
+            masks = hasattr(backend, "classes") and not self.s.scores
             while (b := self._get(self.q_batches)) is not _END:
                 n = b.claimed
+                jobs = b.jobs[:n]
                 start = time.perf_counter()
-                y = backend(b.x[:n])
+                if masks:                                    # the classes, made on the GPU
+                    y = backend.classes(b.x[:n], [j.size for j in jobs], [j.box for j in jobs])
+                else:
+                    y = backend(b.x[:n])
+                    y = y[0] if isinstance(y, tuple) else y
                 took = time.perf_counter() - start
-                y = y[0] if isinstance(y, tuple) else y
                 b.x = None                                   # the input is no longer needed
                 with self.lock:
                     self.summary.network_s += took
                     self.summary.per_network[index] += n
-                for job, scores in zip(b.jobs[:n], y):
-                    self._put(self.q_scores, (job, scores))
+                for job, out in zip(jobs, y, strict=True):
+                    self._put(self.q_scores, (job, out, masks))
         finally:
             backend.close()
             with self.lock:
@@ -231,10 +239,14 @@ class Pipeline:
 
     def _encode(self) -> None:
         while (task := self._get(self.q_scores)) is not _END:
-            job, scores = task
+            job, out, is_mask = task
             start = time.perf_counter()
             try:
-                self.write(job, scores)
+                if is_mask:
+                    save_classes(output_path(self.out_dir, job.item.name), out,
+                                 compress_level=PNG_LEVEL)
+                else:
+                    self.write(job, out)
             except Exception as exc:                 # disk full, permissions: this image only
                 self._fail(job.item, f"cannot write the output: {reason(exc)}")
                 continue

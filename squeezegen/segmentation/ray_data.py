@@ -2,8 +2,10 @@
 pipeline `squeezegen segment --ray` runs.
 
     rows of (path, name) -> map_batches(decode_batch)        CPU tasks: read, decode, resize
-                         -> map_batches(Segmenter, raw=True) one actor per GPU: the network only
-                         -> map_batches(write_batch)         CPU tasks: scores back, PNG, .npy
+                         -> map_batches(Segmenter, raw=True) one actor per GPU: the network and
+                                                             the masks (on the GPU)
+                         -> map_batches(write_batch)         CPU tasks: PNG (on numpy or with
+                                                             --scores: the scores back, .npy)
                          -> the driver: progress, failed.txt, summary
 
 The rows come from the same input list as the local pipeline (so the output names, the resume
@@ -20,8 +22,9 @@ import time
 import numpy as np
 
 from ..errors import InputError, SqueezegenError
-from ..images import array_pixels, check_normalisation, fit_box, read_pixels
-from .outputs import write_outputs
+from ..images import array_pixels, check_normalisation, fit_box, read_pixels, save_classes
+from .inputs import output_path
+from .outputs import PNG_LEVEL, write_outputs
 from .resample import argmax_classes, classes_at, resize_scores
 
 
@@ -83,8 +86,10 @@ class Segmenter:
 
     `model` and `weights` are paths (visible on every node) or a Graph and a weights dict.
     `backend` "auto" takes the GPU Ray gave the actor (num_gpus=1), else the NumPy reference.
-    With `raw=True` the network's scores (`raw`, classes x h x w at the model's size) are
-    returned with `size` and `box`, for a later CPU stage to resize (`write_batch`).
+    On a GPU the masks are made there (the scores resized and reduced on the device). With
+    `raw=True` and without (on numpy, or with `scores=True`), the network's scores (`raw`,
+    classes x h x w at the model's size) are returned with `size` and `box` instead, for a
+    later CPU stage to resize (`write_batch`).
     """
 
     def __init__(self, model, weights, *, batch: int = 32, precision: str = "fp32",
@@ -115,18 +120,32 @@ class Segmenter:
                                  resize=self.resize)
         x, errors = batch["input"], batch["error"]
         ok = np.array([not e for e in errors], bool)
+        n = len(errors)
+        rows = np.cumsum(ok) - 1
+        out = {k: v for k, v in batch.items() if k != "input"}
+        out["worker"] = np.array([self.worker] * n, dtype=object)
+        if hasattr(self.net, "classes") and not self.scores:       # masks made on the GPU
+            start = time.perf_counter()
+            good = np.nonzero(ok)[0]
+            masks = []
+            for i in range(0, len(good), self.batch):
+                part = good[i:i + self.batch]
+                masks += self.net.classes(np.ascontiguousarray(x[part]),
+                                          [tuple(batch["size"][j]) for j in part],
+                                          [tuple(batch["box"][j]) for j in part])
+            out["network_s"] = np.full(n, (time.perf_counter() - start) / max(1, n))
+            out["classes"] = _objects([masks[rows[i]] if ok[i] else np.zeros((0, 0), np.uint8)
+                                       for i in range(n)])
+            for k in ("size", "box"):
+                out.pop(k, None)
+            return out
         start = time.perf_counter()
         y = None
         if ok.any():
             good = np.ascontiguousarray(x[ok])
             y = np.concatenate([self._run(good[i:i + self.batch])
                                 for i in range(0, len(good), self.batch)])
-        took = time.perf_counter() - start
-        out = {k: v for k, v in batch.items() if k != "input"}
-        n = len(errors)
-        out["worker"] = np.array([self.worker] * n, dtype=object)
-        out["network_s"] = np.full(n, took / max(1, n))
-        rows = np.cumsum(ok) - 1
+        out["network_s"] = np.full(n, (time.perf_counter() - start) / max(1, n))
         if self.raw:
             raw = np.zeros((n,) + self.out_shape, np.float32)
             if y is not None:
@@ -187,8 +206,12 @@ def write_batch(batch: dict, *, out_dir: str, input_hw: tuple, scores: bool = Fa
             continue
         start = time.perf_counter()
         try:
-            write_outputs(out_dir, str(batch["name"][i]), batch["raw"][i],
-                          tuple(batch["size"][i]), tuple(batch["box"][i]), input_hw, scores)
+            if "classes" in batch:                   # the Segmenter made the masks (GPU)
+                save_classes(output_path(out_dir, str(batch["name"][i])), batch["classes"][i],
+                             compress_level=PNG_LEVEL)
+            else:
+                write_outputs(out_dir, str(batch["name"][i]), batch["raw"][i],
+                              tuple(batch["size"][i]), tuple(batch["box"][i]), input_hw, scores)
         except Exception as exc:
             errors[i] = f"cannot write the output: {_reason(exc)}"
         encode[i] = time.perf_counter() - start

@@ -69,10 +69,25 @@ def resize_scores(scores: np.ndarray, size: tuple, box: tuple, input_hw: tuple) 
         for k, plane in enumerate(planes):
             out[k] = plane
         return out
+    return bilinear(scores, size, box, input_hw)
+
+
+def bilinear(scores: np.ndarray, size: tuple, box: tuple, input_hw: tuple) -> np.ndarray:
+    """`resize_scores` in NumPy alone: columns first, then rows, in float32. The GPU's masks
+    (templates/segment_masks.cu.j2) do this arithmetic step for step."""
     (ys, xs), (y0, y1, fy), (x0, x1, fx) = _grid(scores.shape, size, box, input_hw)
     crop = scores[:, ys, xs].astype(np.float32, copy=False)
     cols = crop[:, :, x0] * (1 - fx) + crop[:, :, x1] * fx           # separable: columns, rows
     return cols[:, y0, :] * (1 - fy)[:, None] + cols[:, y1, :] * fy[:, None]
+
+
+def sampling(shape: tuple, size: tuple, box: tuple, input_hw: tuple):
+    """For scores of `shape` (K, h, w): the rows and then the columns `bilinear` samples, as
+    (index pairs (n, 2) int32 into the whole score plane, weights of the second (n,) float32)."""
+    (ys, xs), (y0, y1, fy), (x0, x1, fx) = _grid(shape, size, box, input_hw)
+    rows = np.stack([y0, y1], axis=1) + ys.start
+    cols = np.stack([x0, x1], axis=1) + xs.start
+    return (rows.astype(np.int32), fy), (cols.astype(np.int32), fx)
 
 
 def _dense_classes(scores: np.ndarray, size: tuple, box: tuple, input_hw: tuple) -> np.ndarray:

@@ -1,0 +1,113 @@
+"""Segmentation masks on the GPU (runtime/masks.py, templates/segment_masks.cu.j2): the scores
+resized back to each image's size and reduced to the argmax class on the device.
+
+On the CPU: the kernel compiles with nvcc -Werror, and the sampling tables the host hands it,
+walked in NumPy exactly as the kernel walks them, give `resample.bilinear` bit for bit (odd
+sizes, shrinking and growing, letterbox boxes). On a GPU: the kernel's masks equal the argmax of
+`bilinear` exactly, for batch 3 in a batch-4 network and for squeezeseg's 21 classes, and agree
+with PyTorch's `interpolate(bilinear)` argmax to within the pixels where two classes nearly tie.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import squeezegen
+from helpers import random_weights
+from squeezegen.runtime import masks
+from squeezegen.runtime.compile import compile_cubin
+from squeezegen.segmentation.resample import argmax_classes, bilinear
+
+MODEL = """\
+name: oddseg
+input: {shape: [3, 21, 34]}
+layers:
+  - {name: c1, op: conv, out: 6, kernel: 3, pad: 1, relu: true}
+  - {name: p1, op: maxpool, kernel: 3, stride: 2}
+  - {name: score, op: conv, out: 7, kernel: 1}
+output: score
+"""
+# (size, box): stretched, letterboxed (top/left padding), shrunk below the score size, one pixel
+CASES = [((37, 61), (0, 0, 21, 34)), ((5, 3), (0, 0, 21, 34)), ((100, 41), (0, 7, 21, 17)),
+         ((19, 90), (6, 0, 8, 34)), ((1, 1), (0, 0, 21, 34)), ((64, 48), (3, 5, 11, 20))]
+
+
+def _emulate(scores: np.ndarray, meta, idx, frac, total: int) -> np.ndarray:
+    """What the kernel computes, in NumPy: per image and output pixel, the two rows and columns
+    from the tables, columns then rows in float32, the first maximum."""
+    out = np.full(total, 255, np.uint8)
+    for n, (offset, h, w, row, col) in enumerate(meta.tolist()):
+        r = idx[row:row + h]
+        c = idx[col:col + w]
+        fy, fx = frac[row:row + h][:, None], frac[col:col + w][None, :]
+        s = scores[n]
+        top = s[:, r[:, 0]][:, :, c[:, 0]] * (1 - fx) + s[:, r[:, 0]][:, :, c[:, 1]] * fx
+        bottom = s[:, r[:, 1]][:, :, c[:, 0]] * (1 - fx) + s[:, r[:, 1]][:, :, c[:, 1]] * fx
+        full = top * (1 - fy) + bottom * fy
+        out[offset:offset + h * w] = argmax_classes(full).reshape(-1)
+    return out
+
+
+def test_the_kernel_compiles_and_its_tables_reproduce_bilinear(tmp_path):
+    src = masks.render("oddseg", (7, 10, 16))
+    assert "#define CLASSES 7" in src and "#define SCORE_H 10" in src and "oddseg" in src
+    assert "__fmul_rn" in src and "segment_masks" in src
+    compile_cubin({masks.SOURCE: src.encode()}, masks.SOURCE, "sm_90", cache=tmp_path)
+    rng = np.random.default_rng(5)
+    scores = rng.normal(size=(len(CASES), 7, 10, 16)).astype(np.float32)
+    sizes, boxes = [c[0] for c in CASES], [c[1] for c in CASES]
+    meta, idx, frac, total = masks.tables((7, 10, 16), sizes, boxes, (21, 34))
+    assert total == sum(h * w for h, w in sizes) and meta[-1, 0] + 64 * 48 == total
+    assert idx.dtype == np.int32 and frac.dtype == np.float32
+    assert idx.min() >= 0 and idx[:, 0].max() < 16 and (idx[:, 1] >= idx[:, 0]).all()
+    flat = _emulate(scores, meta, idx, frac, total)
+    for n, (size, box) in enumerate(CASES):
+        want = argmax_classes(bilinear(scores[n], size, box, (21, 34)))
+        o = int(meta[n, 0])
+        np.testing.assert_array_equal(flat[o:o + size[0] * size[1]].reshape(size), want,
+                                      err_msg=f"{size} {box}")
+
+
+def test_more_classes_than_a_mask_holds_is_refused():
+    with pytest.raises(squeezegen.SqueezegenError, match="classes 0 to 255"):
+        masks.render("big", (300, 4, 4))
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    from squeezegen.runtime.network import GPUError, cuda
+    try:
+        cuda()
+    except GPUError as exc:
+        pytest.skip(f"no GPU: {exc}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model,batch", [(MODEL, 4), ("models/squeezeseg.yaml", 3)])
+def test_gpu_masks_equal_the_argmax_of_bilinear(gpu, tmp_path, model, batch):
+    torch = pytest.importorskip("torch")
+    if model == MODEL:
+        (tmp_path / "m.yaml").write_text(model)
+        model = tmp_path / "m.yaml"
+    graph = squeezegen.load_model(model)
+    weights = random_weights(graph, 11)
+    hw = graph.input.type.shape[1:]
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3,) + graph.input.type.shape).astype(np.float32)
+    sizes = [(37, 61), (480, 353), (1, 1)] if model != "models/squeezeseg.yaml" else \
+        [(375, 500), (227, 227), (101, 733)]
+    boxes = [(0, 0) + tuple(hw), (2, 3, hw[0] - 4, hw[1] - 7), (0, 0) + tuple(hw)]
+    with squeezegen.compile(graph, weights, batch=batch) as net:
+        scores = net(x)
+        got = masks.ClassMasks(net)(x, sizes, boxes)
+        again = masks.ClassMasks(net)(x[:1], sizes[:1])        # n < batch, default box
+    np.testing.assert_array_equal(again[0], got[0])
+    for n, (size, box) in enumerate(zip(sizes, boxes)):
+        want = argmax_classes(bilinear(scores[n], size, box, hw))
+        assert got[n].shape == size and got[n].dtype == np.uint8
+        np.testing.assert_array_equal(got[n], want, err_msg=f"image {n}")
+        if box == (0, 0) + tuple(hw):                 # PyTorch: the whole output stretched
+            up = torch.nn.functional.interpolate(torch.from_numpy(scores[n:n + 1]), size=size,
+                                                 mode="bilinear", align_corners=False)
+            differ = (up[0].argmax(0).numpy() != got[n]).mean()
+            assert differ <= 1e-4, f"image {n}: {differ:.2%} differ from PyTorch"
