@@ -12,8 +12,8 @@ On the lent H200 (carry .device and .device-ray, see ../shared/device-ray/README
 2. Times the network alone at the same batch and precision: CUDA-graph replay with the data on
    the GPU (CUDA events, as `squeezegen bench`), net(x) from host memory (adds the copies), and
    as `segment` runs it (input in, masks made on the GPU at the sample's sizes, masks out).
-3. Runs `squeezegen segment` (the CLI, in a subprocess) on the folder; with --ray, again through
-   `--ray auto`.
+3. Runs `squeezegen segment` (the CLI, in a subprocess) on the folder; with --threads, again
+   decoding in threads rather than processes; with --ray, again through `--ray auto`.
 4. Times one image's stages on one thread (decode+resize; the PNG of the mask the GPU made, or
    on numpy the scores back at the original size + PNG) on a sample, to say which stage limits
    the pipeline.
@@ -162,7 +162,8 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
             "sizes": sizes}
 
 
-def run_segment(model, weights, folder: Path, out: Path, args, ray: bool) -> dict:
+def run_segment(model, weights, folder: Path, out: Path, args, ray: bool,
+                decoders: str = "auto") -> dict:
     if out.exists():
         shutil.rmtree(out)
     summary = out.parent / (out.name + ".summary.json")
@@ -177,6 +178,8 @@ def run_segment(model, weights, folder: Path, out: Path, args, ray: bool) -> dic
         cmd += ["--per-gpu", str(args.per_gpu)]
     if ray:
         cmd += ["--ray", "auto"]
+    else:
+        cmd += ["--decoders", decoders]
     print("$ " + " ".join(cmd), flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -216,6 +219,8 @@ def main() -> int:
                    help="where the images (kept) and outputs (removed) go")
     p.add_argument("--iters", type=int, default=50, help="timed network runs [50]")
     p.add_argument("--ray", action="store_true", help="also run through --ray auto")
+    p.add_argument("--threads", action="store_true",
+                   help="also run with --decoders threads (the default: processes on a GPU)")
     p.add_argument("--keep", action="store_true", help="keep the output PNGs")
     p.add_argument("--out", required=True, help="the JSON to write")
     args = p.parse_args()
@@ -249,9 +254,14 @@ def main() -> int:
     if args.backend == "cuda":
         from squeezegen.runtime.bench import environment
         result["environment"] = environment()
-    runs = {"segment": False} | ({"segment_ray": True} if args.ray else {})
-    for name, ray in runs.items():
-        e2e = run_segment(args.model, weights, images, folder / f"out_{name}", args, ray)
+    runs = {"segment": (False, "auto")}
+    if args.threads:
+        runs["segment_threads"] = (False, "threads")
+    if args.ray:
+        runs["segment_ray"] = (True, "auto")
+    for name, (ray, decoders) in runs.items():
+        e2e = run_segment(args.model, weights, images, folder / f"out_{name}", args, ray,
+                          decoders)
         n_nets = max(1, len({w.split("#")[0] for w in e2e["networks"]}))   # GPUs, not networks
         result[name] = {
             "img_s": e2e["images_per_s"], "summary": e2e,

@@ -161,7 +161,8 @@ def _cmd_segment(args) -> int:
                       precision=args.precision, gpus=args.gpus, resize=args.resize,
                       mean=args.mean, std=args.std, scores=args.scores,
                       overwrite=args.overwrite, backend=args.backend, workers=args.workers,
-                      per_gpu=args.per_gpu, progress=not args.quiet, ray=args.ray)
+                      per_gpu=args.per_gpu, progress=not args.quiet, ray=args.ray,
+                      decoders=args.decoders)
     print(summary.text())
     if args.json:
         atomic_write(args.json, lambda f: f.write((json.dumps(summary.as_dict(), indent=1)
@@ -403,7 +404,10 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", choices=["auto", "cuda", "numpy"], default="auto",
                    help="cuda where a GPU is present, else numpy [auto]")
     s.add_argument("--workers", type=_positive_int, default=None,
-                   help="decode threads, and as many encode threads [the CPU count]")
+                   help="decoders (processes or threads), and as many encode threads [the CPU count]")
+    s.add_argument("--decoders", choices=["auto", "processes", "threads"], default="auto",
+                   help="decode in worker processes or threads [auto: processes with a GPU and "
+                        "4 CPUs or more]")
     s.add_argument("--per-gpu", type=_positive_int, default=1, metavar="N",
                    help="networks per GPU, each on its own stream and thread (2 overlaps one's "
                         "copies with the other's kernels) [1]")

@@ -16,7 +16,7 @@ import squeezegen
 from helpers import random_weights
 from squeezegen.runtime import masks
 from squeezegen.runtime.compile import compile_cubin
-from squeezegen.segmentation.resample import argmax_classes, bilinear
+from squeezegen.segmentation.resample import argmax_classes, bilinear, sampling
 
 MODEL = """\
 name: oddseg
@@ -56,7 +56,8 @@ def test_the_kernel_compiles_and_its_tables_reproduce_bilinear(tmp_path):
     rng = np.random.default_rng(5)
     scores = rng.normal(size=(len(CASES), 7, 10, 16)).astype(np.float32)
     sizes, boxes = [c[0] for c in CASES], [c[1] for c in CASES]
-    meta, idx, frac, total = masks.tables((7, 10, 16), sizes, boxes, (21, 34))
+    meta, idx, frac, total = masks.tables([sampling((7, 10, 16), size, box, (21, 34))
+                                           for size, box in CASES])
     assert total == sum(h * w for h, w in sizes) and meta[-1, 0] + 64 * 48 == total
     assert idx.dtype == np.int32 and frac.dtype == np.float32
     assert idx.min() >= 0 and idx[:, 0].max() < 16 and (idx[:, 1] >= idx[:, 0]).all()

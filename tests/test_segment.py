@@ -322,7 +322,10 @@ def test_progress_without_a_terminal_prints_plain_lines():
     assert "1 failed, 5 already done" in text
 
 
-def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(data, tmp_path):
+@pytest.mark.parametrize("decoders", ["threads", "processes"])
+def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(data, tmp_path, decoders):
+    """Ctrl-C at a terminal: SIGINT to the whole process group (the worker processes too)."""
+    import os
     many = tmp_path / "many"
     many.mkdir()
     src = (data["images"] / "jpeg/03.jpg").read_bytes()
@@ -331,12 +334,14 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(data, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "squeezegen", "segment", str(data["model"]),
                              "--weights", str(data["weights"]), str(many), "-o", str(out),
-                             "--batch", "2", "--workers", "1", "--backend", "numpy"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--batch", "2", "--workers", "1", "--backend", "numpy",
+                             "--decoders", decoders],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     deadline = time.time() + 120
     while not list(out.glob("*.png")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Interrupted:" in stderr and "squeezegen: interrupted" in stderr
@@ -448,7 +453,8 @@ def test_ray_without_ray_installed_is_one_line(data, tmp_path):
                                    "'squeezegen[ray]'")
 
 
-def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("processes", [False, True])
+def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch, processes):
     """The cuda backend's contract, without a GPU: squeezegen.compile(..., device=i) once per
     network, each made and called in its own thread; here compile returns the reference."""
     from squeezegen.segmentation import backends
@@ -488,8 +494,11 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch)
     assert [s.label for s in specs] == ["cuda:0#0", "cuda:0#1", "cuda:2#0", "cuda:2#1"]
     items = collect([data["images"] / "png", data["images"] / "jpeg"], tmp_path)
     mean, std = np.full((3, 1, 1), 128, np.float32), np.ones((3, 1, 1), np.float32)
-    s = Pipeline(items, specs, tmp_path, Settings((3, 32, 48), mean, std, batch=4), "cuda").run()
-    assert s.written == 24 and sum(s.per_network) == 24
+    items += collect([data["images"] / "broken"], tmp_path)
+    settings = Settings((3, 32, 48), mean, std, batch=4, workers=2, processes=processes)
+    s = Pipeline(items, specs, tmp_path, settings, "cuda").run()
+    items = items[:-3]
+    assert (s.written, s.failed) == (24, 3) and sum(s.per_network) == 24
     assert sorted(d for d, *_ in made) == [0, 0, 2, 2]
     assert {(b, p) for _, b, p, _ in made} == {(4, "fp16")}
     assert len({t for *_, t in made}) == 4 and threading.get_ident() not in {t for *_, t in made}
@@ -553,3 +562,31 @@ def test_cuda_backend_on_every_gpu_matches_the_numpy_one(data, first_run, tmp_pa
     for png in out.rglob("*.png"):
         got = np.asarray(Image.open(tmp_path / png.relative_to(out)))
         assert (got != np.asarray(Image.open(png))).mean() <= 1e-3, png
+
+
+def test_decoding_in_worker_processes_gives_the_same_pngs(data, first_run, tmp_path):
+    """decoders="processes" (the default with a GPU and 4+ CPUs): the images decoded in worker
+    processes into shared batches, chunks of 3 (batch 5); the same PNGs, failures and resume
+    as the threads, and no shared-memory file left behind."""
+    import os
+    out, _ = first_run
+    shm = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    s = segment(data["model"], data["weights"], [data["images"]], tmp_path / "p", batch=5,
+                backend="numpy", workers=2, mean=MEAN, std=STD, decoders="processes",
+                progress=False)
+    good = [n for n in data["names"] if n not in BAD]
+    assert (s.written, s.failed, s.skipped) == (len(good), 3, 0) and s.decode_s > 0
+    assert sorted(Path(p).relative_to(data["images"]).as_posix()
+                  for p, _ in s.failures) == sorted(BAD)
+    for name in good:
+        got = np.asarray(Image.open(tmp_path / "p" / f"{name}.png"))
+        np.testing.assert_array_equal(got, np.asarray(Image.open(out / f"{name}.png")), name)
+    again = segment(data["model"], data["weights"], [data["images"]], tmp_path / "p", batch=5,
+                    backend="numpy", workers=2, mean=MEAN, std=STD, decoders="processes",
+                    progress=False)
+    assert (again.written, again.skipped) == (0, len(good))
+    if shm:
+        assert set(os.listdir("/dev/shm")) <= shm
+    with pytest.raises(squeezegen.SqueezegenError, match="decoders must be"):
+        segment(data["model"], data["weights"], [data["images"]], tmp_path / "q",
+                backend="numpy", decoders="fork")

@@ -31,23 +31,22 @@ def render(network: str, scores_shape: tuple) -> str:
         network=network, classes=classes, height=height, width=width)
 
 
-def tables(scores_shape: tuple, sizes: list, boxes: list, input_hw: tuple):
-    """The kernel's inputs for one batch: per image (mask offset, height, width, first row
-    entry, first column entry) int64, the sampled index pairs (int32) and weights (float32) of
-    every image's rows then columns, and the masks' total size in bytes."""
-    meta = np.zeros((len(sizes), 5), np.int64)
-    idx, frac = [], []
+def tables(samplings: list):
+    """The kernel's inputs for one batch, from each image's `resample.sampling` ((rows,
+    row weights), (columns, column weights)): per image (mask offset, height, width, first row
+    entry, first column entry) int64, the index pairs (int32) and weights (float32) of every
+    image's rows then columns, and the masks' total size in bytes."""
+    meta = np.zeros((len(samplings), 5), np.int64)
     offset = entries = 0
-    for i, (size, box) in enumerate(zip(sizes, boxes)):
-        h, w = int(size[0]), int(size[1])
-        (rows, fy), (cols, fx) = sampling(scores_shape, (h, w), tuple(box), tuple(input_hw))
+    for i, ((rows, _), (cols, _)) in enumerate(samplings):
+        h, w = len(rows), len(cols)
         meta[i] = (offset, h, w, entries, entries + h)
-        idx += [rows, cols]
-        frac += [fy, fx]
         offset += h * w
         entries += h + w
-    return (meta, np.ascontiguousarray(np.concatenate(idx), np.int32),
-            np.ascontiguousarray(np.concatenate(frac), np.float32), offset)
+    idx = np.concatenate([a for (rows, _), (cols, _) in samplings for a in (rows, cols)])
+    frac = np.concatenate([a for (_, fy), (_, fx) in samplings for a in (fy, fx)])
+    return (meta, np.ascontiguousarray(idx, np.int32), np.ascontiguousarray(frac, np.float32),
+            offset)
 
 
 class ClassMasks:
@@ -82,16 +81,31 @@ class ClassMasks:
             self._buffers[what] = (self.net._alloc_bytes(size, f"the masks' {what}"), size)
         return self._buffers[what][0]
 
-    def __call__(self, x: np.ndarray, sizes: list, boxes: list | None = None) -> list:
-        """x: float32 (n, *input shape); sizes: each image's (height, width); boxes: where each
-        went in the input, (top, left, height, width) (default: stretched over all of it)."""
-        n = len(sizes)
-        boxes = boxes if boxes is not None else [(0, 0) + self.input_hw] * n
-        if len(x) != n or len(boxes) != n:
-            raise InputError(f"{len(x)} images, {n} sizes and {len(boxes)} boxes")
+    def sampling(self, size: tuple, box: tuple | None = None):
+        """What the kernel needs to know of one image of `size` (height, width) that covered
+        `box` (top, left, height, width) of the input (default: all of it, stretched). Worker
+        threads can prepare it ahead of `__call__`."""
+        box = tuple(box) if box is not None else (0, 0) + self.input_hw
+        return sampling(self.shape, (int(size[0]), int(size[1])), box, self.input_hw)
+
+    def __call__(self, x: np.ndarray, sizes: list | None = None, boxes: list | None = None,
+                 samplings: list | None = None) -> list:
+        """x: float32 (n, *input shape) -> a (height, width) uint8 mask per image. Give each
+        image's `sizes` (height, width) and `boxes` (top, left, height, width; default: all of
+        the input), or their `samplings`."""
+        if samplings is None:
+            if sizes is None:
+                raise InputError("ClassMasks needs the images' sizes (or their samplings)")
+            boxes = boxes if boxes is not None else [None] * len(sizes)
+            if len(boxes) != len(sizes):
+                raise InputError(f"{len(sizes)} sizes and {len(boxes)} boxes")
+            samplings = [self.sampling(size, box) for size, box in zip(sizes, boxes)]
+        n = len(samplings)
+        if len(x) != n:
+            raise InputError(f"{len(x)} images and {n} sizes")
         if n == 0:
             return []
-        meta, idx, frac, total = tables(self.shape, sizes, boxes, self.input_hw)
+        meta, idx, frac, total = tables(samplings)
         largest = int((meta[:, 1] * meta[:, 2]).max())
         host = np.empty(max(1, total), np.uint8)
         drv = self._drv
@@ -109,3 +123,16 @@ class ClassMasks:
                                                  int(d_frac), int(d_masks))
             drv.memcpy_dtoh_async(host, d_masks, net.stream)
         return [host[o:o + h * w].reshape(h, w) for o, h, w, _, _ in meta.tolist()]
+
+    def close(self) -> None:
+        """Unload the kernel and free the buffers, in this thread (with the GPU's context
+        current: PyCUDA cannot free them from another thread); before the network's close."""
+        module, self._module, self._kernel = self._module, None, None
+        if module is None:
+            return
+        with self.net.active():
+            for mem, _ in self._buffers.values():
+                self.net._allocations.remove(mem)
+                mem.free()
+            self._buffers.clear()
+            del module

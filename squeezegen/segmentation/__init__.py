@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
@@ -74,14 +75,28 @@ def _check_out_dir(out_dir) -> None:
         raise InputError("the output folder is not writable", file=str(path))
 
 
+def _decode_in_processes(decoders: str, kind: str) -> bool:
+    """Threads are enough to keep the NumPy reference busy and cost less to start; with a GPU
+    and several cores, processes, which do not share the interpreter lock, keep up with it
+    (README, "Throughput on the H200")."""
+    from .decode_pool import available
+    if decoders == "auto":
+        return kind == "cuda" and (os.cpu_count() or 1) >= 4 and available()
+    if decoders == "processes" and not available():
+        raise InputError("decoding in processes needs the forkserver start method (Linux, "
+                         "macOS); use decoders='threads'")
+    return decoders == "processes"
+
+
 def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str = "fp32",
             gpus="all", resize: str = "stretch", mean=(128.0,), std=(1.0,),
             scores: bool = False, overwrite: bool = False, backend: str = "auto",
             workers: int | None = None, per_gpu: int = 1, progress: bool = True,
-            ray: str | None = None, log=None) -> SegmentSummary:
+            ray: str | None = None, decoders: str = "auto", log=None) -> SegmentSummary:
     """Segment every image of `inputs` (paths of images, folders, globs or .txt lists) into
     `out_dir`; returns the summary. `backend` is cuda, numpy or auto; `gpus` is all, a count or
-    a list of ids; `workers` the decode and the encode threads (each; default: the CPU count);
+    a list of ids; `workers` the decoders and the encode threads (each; default: the CPU count);
+    `decoders` "processes", "threads" or "auto" (processes with a GPU and 4 CPUs or more);
     `per_gpu` networks share each GPU (to overlap one's copies with another's kernels); `ray`
     ("auto" or a cluster address) runs the job on Ray Data instead (`squeezegen.ray`).
     Images that cannot be read are skipped and listed in out_dir/failed.txt."""
@@ -102,6 +117,8 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
     checked = check_weights(graph, load_weights(weights), weights_file)
     _check_out_dir(out_dir)
     items = collect([str(i) for i in inputs], out_dir)
+    if decoders not in ("auto", "threads", "processes"):
+        raise InputError(f"decoders must be auto, threads or processes, got '{decoders}'")
     settings = Settings(shape=(c, h, w), mean=mean_a, std=std_a, batch=batch, resize=resize,
                         scores=scores, overwrite=overwrite, workers=workers or os.cpu_count() or 4)
     if ray is not None:
@@ -111,6 +128,7 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
     else:
         kind = choose_backend(backend, log)
         specs = backend_specs(kind, graph, checked, batch, precision, gpus, per_gpu)
+        settings = replace(settings, processes=_decode_in_processes(decoders, kind))
         bar = Progress(len(items), enabled=progress)
         pipeline = Pipeline(items, specs, out_dir, settings, kind, bar if progress else None, log)
         try:

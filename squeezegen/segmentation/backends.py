@@ -53,6 +53,8 @@ class CudaBackend:
         return self._masks(x, sizes, boxes)
 
     def close(self) -> None:
+        if self._masks is not None:
+            self._masks.close()
         self.net.close()
 
 

@@ -1,24 +1,25 @@
 """The streaming pipeline of `segment`: every stage runs at once, joined by bounded queues.
 
-    feeder --items--> decoders (threads) --batches--> networks (a thread each) --masks--> encoders
-    (skips done       (decode, resize, normalise       (one per GPU: forward,   (PNG)
-     outputs)          straight into a batch slot)      masks at the original
-                                                        size on the GPU)
+    feeder --items--> decoders --batches--> networks (a thread each) --masks--> encoders (threads)
+    (skips done       (decode, resize,       (one per GPU: forward, then       (PNG, written
+     outputs)          normalise into a       the masks at each image's         atomically)
+                       batch slot)            original size, on the GPU)
 With the NumPy reference (or --scores), the networks pass the scores on and the encoders resize
 them back to the original size.
 
-Memory stays flat however many images there are: each queue holds a few batches at most.
-Decoding, resizing and PNG encoding happen in Pillow and NumPy, which release the GIL for their
-large steps; the Python around them does not, and on the H200's 16 cores with noisy outputs the
-threads spent most of their time waiting for it (README, "Throughput on the H200"). Worker
-processes measured 2x slower on a 2-core machine with smooth outputs (the scores are pickled);
-which wins on many cores is still to be measured. A bad image costs one line and an entry in failed.txt; a failing network
-stops the run. Ctrl-C (or `stop()`) stops the threads after the image each is on; every output is
-written atomically, so nothing half-written is left and a rerun resumes where this one stopped.
+The decoders are worker processes (`decode_pool`: shared input batches, chunks of a few images
+a task) with a GPU and 4 CPUs or more, threads otherwise. Threads share one interpreter lock,
+and Pillow runs enough Python per image that 16 decode threads starved the network's thread on
+the H200 (README, "Throughput on the H200"). Memory stays flat however many images there are:
+each queue holds a few batches at most. A bad image costs one line and an entry in failed.txt;
+a failing network stops the run. Ctrl-C (or `stop()`) stops the stages after the image each is
+on; every output is written atomically, so nothing half-written is left and a rerun resumes
+where this one stopped.
 """
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -26,11 +27,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..images import fit_box, read_pixels, save_classes
+from .decode_pool import DecodePool, fill_slot, reason
 from .inputs import Item, output_path
 from .outputs import PNG_LEVEL, is_done, write_outputs
 from .summary import SegmentSummary
 
 _END = object()
+# How long a thread may hold the interpreter lock while another waits for it (Python's default
+# is 5 ms). The network thread gives the lock up at every call into the GPU driver, and waited
+# up to that long each time to get it back from busy decoder and encoder threads.
+SWITCH_S = 0.0005
 
 
 class _Stop(Exception):
@@ -47,6 +53,7 @@ class Settings:
     scores: bool = False
     overwrite: bool = False
     workers: int = 4
+    processes: bool = False         # decode in worker processes (many cores) rather than threads
 
 
 @dataclass
@@ -57,19 +64,15 @@ class _Job:
 
 
 class _Batch:
-    def __init__(self, size: int, shape: tuple):
-        self.x = np.empty((size,) + tuple(shape), np.float32)
-        self.jobs: list = [None] * size
+    def __init__(self, size: int, shape: tuple, x: np.ndarray | None = None,
+                 index: int | None = None):
+        self.x = np.empty((size,) + tuple(shape), np.float32) if x is None else x
+        self.index = index              # its buffer in the decode pool's shared memory
+        self.jobs: list = [None] * size  # None: a slot whose image could not be read
         self.claimed = 0
         self.filled = 0
         self.closed = False
-
-
-def reason(exc: BaseException) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return "not found"
-    text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
+        self.pending = 0                # chunks still being decoded (worker processes)
 
 
 class Pipeline:
@@ -149,7 +152,7 @@ class Pipeline:
                     self.summary.skipped += 1
                 continue
             self._put(self.q_items, item)
-        for _ in range(self.n_decoders):
+        for _ in range(1 if self.s.processes else self.n_decoders):
             self._put(self.q_items, _END)
 
     def _decode(self) -> None:
@@ -184,13 +187,7 @@ class Pipeline:
             b.claimed += 1
             if b.claimed == self.s.batch:
                 b.closed, self._current = True, None
-        top, left, bh, bw = job.box
-        x = b.x[slot]
-        if (bh, bw) != x.shape[1:]:
-            x[...] = 0.0                                 # letterbox padding: the mean pixel
-        region = x[:, top:top + bh, left:left + bw]
-        np.subtract(pixels.transpose(2, 0, 1), self.s.mean, out=region)
-        region /= self.s.std
+        fill_slot(b.x[slot], pixels, job.box, self.s.mean, self.s.std)
         b.jobs[slot] = job
         with self.lock:
             b.filled += 1
@@ -205,6 +202,61 @@ class Pipeline:
             b.closed = True
             self._put(self.q_batches, b)
 
+    def _dispatch(self) -> None:
+        """(Worker processes.) Fill a free shared batch with the next items, in chunks of a
+        few images a worker each; `_collect` hands the batch on when every chunk is back."""
+        more = True
+        while more:
+            index = self._get(self.q_free)
+            items = []
+            while len(items) < self.s.batch:
+                item = self._get(self.q_items)
+                if item is _END:
+                    more = False
+                    break
+                items.append(item)
+            if not items:
+                self.q_free.put(index)
+                break
+            b = _Batch(self.s.batch, self.s.shape, self._pool.batches[index], index)
+            b.claimed = len(items)
+            chunks = [(first, items[first:first + self._chunk])
+                      for first in range(0, len(items), self._chunk)]
+            b.pending = len(chunks)
+            for first, chunk in chunks:
+                future = self._pool.submit(index, first, [i.path for i in chunk])
+                future.add_done_callback(lambda f, b=b, first=first, chunk=chunk:
+                                         self.q_decoded.put((b, first, chunk, f)))
+            with self.lock:
+                self._dispatched += 1
+        self.q_decoded.put(_END)
+
+    def _collect(self) -> None:
+        """(Worker processes.) Each decoded chunk's sizes into its batch; a batch whose chunks
+        are all back goes to the networks."""
+        delivered, ended = 0, False
+        while not ended or delivered < self._dispatched:
+            task = self._get(self.q_decoded)
+            if task is _END:
+                ended = True
+                continue
+            b, first, chunk, future = task
+            for slot, (item, result) in enumerate(zip(chunk, future.result(), strict=True),
+                                                  start=first):
+                if result[0] == "error":
+                    self._fail(item, result[1])
+                    continue
+                _, size, box, seconds = result
+                b.jobs[slot] = _Job(item, tuple(size), tuple(box))
+                with self.lock:
+                    self.summary.decode_s += seconds
+            b.pending -= 1
+            if b.pending == 0:
+                delivered += 1
+                self._put(self.q_batches, b)
+        for _ in self.specs:
+            self._put(self.q_batches, _END)
+
     def _network(self, index: int) -> None:
         backend = self.specs[index].make()
         try:
@@ -217,17 +269,22 @@ class Pipeline:
                 jobs = b.jobs[:n]
                 start = time.perf_counter()
                 if masks:                                    # the classes, made on the GPU
-                    y = backend.classes(b.x[:n], [j.size for j in jobs], [j.box for j in jobs])
+                    whole = (0, 0) + tuple(self.s.shape[1:])     # for unreadable slots
+                    y = backend.classes(b.x[:n], [j.size if j else (1, 1) for j in jobs],
+                                        [j.box if j else whole for j in jobs])
                 else:
                     y = backend(b.x[:n])
                     y = y[0] if isinstance(y, tuple) else y
                 took = time.perf_counter() - start
                 b.x = None                                   # the input is no longer needed
+                if b.index is not None:
+                    self.q_free.put(b.index)
                 with self.lock:
                     self.summary.network_s += took
-                    self.summary.per_network[index] += n
+                    self.summary.per_network[index] += sum(j is not None for j in jobs)
                 for job, out in zip(jobs, y, strict=True):
-                    self._put(self.q_scores, (job, out, masks))
+                    if job is not None:
+                        self._put(self.q_scores, (job, out, masks))
         finally:
             backend.close()
             with self.lock:
@@ -260,13 +317,51 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> SegmentSummary:
-        threads = ([self._thread(self._feed)]
-                   + [self._thread(self._decode) for _ in range(self.n_decoders)]
+        if self.s.processes:
+            return self._run_with_processes()
+        return self._run([self._thread(self._decode) for _ in range(self.n_decoders)])
+
+    def _run_with_processes(self) -> SegmentSummary:
+        """Decoding in worker processes, into shared batches: enough batches for every worker
+        to have a chunk, plus those the networks hold and queue."""
+        self._chunk = max(1, min(8, -(-self.s.batch // 2)))
+        count = (-(-self.n_decoders * self._chunk // self.s.batch) + 1
+                 + 3 * len(self.specs))
+        self._pool = DecodePool(count, self.s.batch, self.s.shape, self.s.resize, self.s.mean,
+                                self.s.std, self.n_decoders)
+        self.q_free = queue.Queue()
+        for i in range(count):
+            self.q_free.put(i)
+        self.q_decoded = queue.Queue()
+        self._dispatched = 0
+        try:
+            return self._run([self._thread(self._dispatch), self._thread(self._collect)])
+        finally:
+            self._pool.close()
+
+    def _run(self, decoders: list) -> SegmentSummary:
+        threads = ([self._thread(self._feed)] + decoders
                    + [self._thread(self._network, i) for i in range(len(self.specs))]
                    + [self._thread(self._encode) for _ in range(self.n_encoders)])
         start = time.perf_counter()
-        for t in threads:
-            t.start()
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_S)
+        try:
+            for t in threads:
+                t.start()
+            self._wait(threads)
+        finally:
+            sys.setswitchinterval(switch)
+        end = time.perf_counter()
+        self.summary.wall_s = end - (self._first_ready or start)
+        if self.progress is not None:
+            s = self.summary
+            self.progress.close(s.written, s.failed, s.skipped)
+        if self._fatal is not None:
+            raise self._fatal
+        return self.summary
+
+    def _wait(self, threads: list) -> None:
         try:
             while any(t.is_alive() for t in threads) and not self.stop_event.is_set():
                 time.sleep(0.1)
@@ -279,14 +374,6 @@ class Pipeline:
                 t.join()
         except KeyboardInterrupt:            # a second Ctrl-C: stop waiting (daemon threads)
             self.summary.interrupted = True
-        end = time.perf_counter()
-        self.summary.wall_s = end - (self._first_ready or start)
-        if self.progress is not None:
-            s = self.summary
-            self.progress.close(s.written, s.failed, s.skipped)
-        if self._fatal is not None:
-            raise self._fatal
-        return self.summary
 
     def _show(self) -> None:
         if self.progress is not None:
