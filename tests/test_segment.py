@@ -485,6 +485,9 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
             return [argmax_classes(bilinear(y, size, box, (32, 48))).astype(np.uint8)
                     for y, size, box in zip(self.net(x), sizes, boxes, strict=True)]
 
+        def close(self):
+            pass
+
     from squeezegen.runtime import masks
     monkeypatch.setattr(squeezegen, "compile", fake_compile)
     monkeypatch.setattr(masks, "ClassMasks", FakeMasks)

@@ -234,6 +234,8 @@ class Network:
                     except Exception:
                         pass
                 self.stream = None          # destroyed here, where its context is current
+                self._kernels = []          # and the module unloaded (its functions hold it)
+                self._module = None
         except GPUError:
             pass
         self._allocations.clear()

@@ -79,7 +79,7 @@ def _decode_in_processes(decoders: str, kind: str) -> bool:
     """Threads are enough to keep the NumPy reference busy and cost less to start; with a GPU
     and several cores, processes, which do not share the interpreter lock, keep up with it
     (README, "Throughput on the H200")."""
-    from .decode_pool import available
+    from .worker_pool import available
     if decoders == "auto":
         return kind == "cuda" and (os.cpu_count() or 1) >= 4 and available()
     if decoders == "processes" and not available():

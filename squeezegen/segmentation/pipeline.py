@@ -7,10 +7,10 @@
 With the NumPy reference (or --scores), the networks pass the scores on and the encoders resize
 them back to the original size.
 
-The decoders are worker processes (`decode_pool`: shared input batches, chunks of a few images
-a task) with a GPU and 4 CPUs or more, threads otherwise. Threads share one interpreter lock,
-and Pillow runs enough Python per image that 16 decode threads starved the network's thread on
-the H200 (README, "Throughput on the H200"). Memory stays flat however many images there are:
+With a GPU and 4 CPUs or more, the decoders and the encoders are worker processes instead
+(`worker_pool`: shared input batches; tasks of a few images): threads share one interpreter
+lock, and on the H200's 16 cores, 16 decoder and 16 encoder threads starved the network's
+thread (README, "Throughput on the H200"). Memory stays flat however many images there are:
 each queue holds a few batches at most. A bad image costs one line and an entry in failed.txt;
 a failing network stops the run. Ctrl-C (or `stop()`) stops the stages after the image each is
 on; every output is written atomically, so nothing half-written is left and a rerun resumes
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..images import fit_box, read_pixels, save_classes
-from .decode_pool import DecodePool, fill_slot, reason
+from .worker_pool import WorkerPool, fill_slot, reason
 from .inputs import Item, output_path
 from .outputs import PNG_LEVEL, is_done, write_outputs
 from .summary import SegmentSummary
@@ -98,6 +98,8 @@ class Pipeline:
         self._live_decoders = self.n_decoders
         self._live_networks = len(specs)
         self._fatal: BaseException | None = None
+        # On a GPU the networks make the masks (unless the scores are wanted too)
+        self.gpu_masks = backend == "cuda" and not settings.scores
         self._first_ready: float | None = None
 
     # ------------------------------------------------------------------ plumbing
@@ -224,7 +226,7 @@ class Pipeline:
                       for first in range(0, len(items), self._chunk)]
             b.pending = len(chunks)
             for first, chunk in chunks:
-                future = self._pool.submit(index, first, [i.path for i in chunk])
+                future = self._pool.decode(index, first, [i.path for i in chunk])
                 future.add_done_callback(lambda f, b=b, first=first, chunk=chunk:
                                          self.q_decoded.put((b, first, chunk, f)))
             with self.lock:
@@ -263,7 +265,7 @@ class Pipeline:
             with self.lock:
                 if self._first_ready is None:
                     self._first_ready = time.perf_counter()
-            masks = hasattr(backend, "classes") and not self.s.scores
+            masks = self.gpu_masks
             while (b := self._get(self.q_batches)) is not _END:
                 n = b.claimed
                 jobs = b.jobs[:n]
@@ -282,8 +284,11 @@ class Pipeline:
                 with self.lock:
                     self.summary.network_s += took
                     self.summary.per_network[index] += sum(j is not None for j in jobs)
-                for job, out in zip(jobs, y, strict=True):
-                    if job is not None:
+                done = [(job, out) for job, out in zip(jobs, y, strict=True) if job is not None]
+                if self.s.processes and masks:
+                    self._encode_in_workers(done)
+                else:
+                    for job, out in done:
                         self._put(self.q_scores, (job, out, masks))
         finally:
             backend.close()
@@ -293,6 +298,45 @@ class Pipeline:
             if last and not self.stop_event.is_set():
                 for _ in range(self.n_encoders):
                     self._put(self.q_scores, _END)
+                if self.s.processes and self.gpu_masks:
+                    self.q_encoded.put(_END)
+
+    def _encode_in_workers(self, done: list) -> None:
+        """(Worker processes.) The masks' PNGs written by the workers, a few images a task; at
+        most 2 tasks a worker in flight (memory stays flat if the disk is slow)."""
+        for first in range(0, len(done), self._chunk):
+            chunk = done[first:first + self._chunk]
+            while not self._encode_slots.acquire(timeout=0.1):
+                if self.stop_event.is_set():
+                    raise _Stop
+            future = self._pool.encode(self.out_dir, [(j.item.name, m) for j, m in chunk],
+                                       PNG_LEVEL)
+            with self.lock:
+                self._encodes += 1
+            future.add_done_callback(lambda f, jobs=[j for j, _ in chunk]:
+                                     self.q_encoded.put((jobs, f)))
+
+    def _finish(self) -> None:
+        """(Worker processes.) Count what the workers wrote, and what they could not."""
+        finished, ended = 0, False
+        while True:
+            with self.lock:
+                if ended and finished == self._encodes:
+                    return
+            task = self._get(self.q_encoded)
+            if task is _END:
+                ended = True
+                continue
+            jobs, future = task
+            self._encode_slots.release()
+            finished += 1
+            for job, result in zip(jobs, future.result(), strict=True):
+                if result[0] == "error":
+                    self._fail(job.item, result[1])
+                    continue
+                with self.lock:
+                    self.summary.written += 1
+                    self.summary.encode_s += result[1]
 
     def _encode(self) -> None:
         while (task := self._get(self.q_scores)) is not _END:
@@ -327,20 +371,26 @@ class Pipeline:
         self._chunk = max(1, min(8, -(-self.s.batch // 2)))
         count = (-(-self.n_decoders * self._chunk // self.s.batch) + 1
                  + 3 * len(self.specs))
-        self._pool = DecodePool(count, self.s.batch, self.s.shape, self.s.resize, self.s.mean,
+        self._pool = WorkerPool(count, self.s.batch, self.s.shape, self.s.resize, self.s.mean,
                                 self.s.std, self.n_decoders)
         self.q_free = queue.Queue()
         for i in range(count):
             self.q_free.put(i)
         self.q_decoded = queue.Queue()
-        self._dispatched = 0
+        self.q_encoded = queue.Queue()
+        self._encode_slots = threading.Semaphore(2 * self.n_decoders)
+        self._dispatched = self._encodes = 0
+        stages = [self._thread(self._dispatch), self._thread(self._collect)]
+        if self.gpu_masks:                               # masks: PNGs in the workers too
+            self.n_encoders = 0
+            stages.append(self._thread(self._finish))
         try:
-            return self._run([self._thread(self._dispatch), self._thread(self._collect)])
+            return self._run(stages)
         finally:
             self._pool.close()
 
-    def _run(self, decoders: list) -> SegmentSummary:
-        threads = ([self._thread(self._feed)] + decoders
+    def _run(self, stages: list) -> SegmentSummary:
+        threads = ([self._thread(self._feed)] + stages
                    + [self._thread(self._network, i) for i in range(len(self.specs))]
                    + [self._thread(self._encode) for _ in range(self.n_encoders)])
         start = time.perf_counter()

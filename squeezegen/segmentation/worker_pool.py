@@ -1,11 +1,12 @@
-"""Decoding in worker processes, straight into shared input batches.
+"""Decoding and PNG encoding in worker processes, for `segment` on a GPU with many cores.
 
 Threads share one interpreter lock, and Pillow runs a good deal of Python per image: on the
 H200's 16 cores, 16 decode threads took 27 ms of thread time per image for 2.8 ms of work, and
 starved the thread that feeds the GPU. Processes do not share the lock. The input batches live
 in one file in shared memory (/dev/shm where there is one), mapped by the parent and by every
 worker: a worker decodes a chunk of a batch's images into their slots and returns only each
-image's size (or why it could not be read), never the pixels.
+image's size (or why it could not be read), never the pixels. The masks the GPU made go to the
+workers pickled (a few hundred kB an image) and come back as "written" or why not.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import fit_box, read_pixels
+from ..images import fit_box, read_pixels, save_classes
+from .inputs import output_path
 
 _WORKER: dict = {}                   # in each worker: the mapped batches and the settings
 
@@ -84,9 +86,24 @@ def context():
     return ctx
 
 
-class DecodePool:
+def encode_chunk(out_dir: str, masks: list, level: int) -> list:
+    """Write each (name, mask) as OUT_DIR/<name>.png; per image ("ok", seconds) or ("error",
+    why)."""
+    out = []
+    for name, mask in masks:
+        start = time.perf_counter()
+        try:
+            save_classes(output_path(out_dir, name), mask, compress_level=level)
+        except Exception as exc:                        # disk full, permissions: this image
+            out.append(("error", f"cannot write the output: {reason(exc)}"))
+            continue
+        out.append(("ok", time.perf_counter() - start))
+    return out
+
+
+class WorkerPool:
     """`count` input batches of (batch, C, H, W) float32 in shared memory, and `workers`
-    processes decoding into them."""
+    processes that decode into them and write the PNGs of masks."""
 
     def __init__(self, count: int, batch: int, shape: tuple, resize: str, mean: np.ndarray,
                  std: np.ndarray, workers: int):
@@ -100,8 +117,11 @@ class DecodePool:
         self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=context(),
                                             initializer=_init, initargs=(path, self.shape, settings))
 
-    def submit(self, index: int, first: int, paths: list):
+    def decode(self, index: int, first: int, paths: list):
         return self.executor.submit(decode_chunk, index, first, paths)
+
+    def encode(self, out_dir: str, masks: list, level: int):
+        return self.executor.submit(encode_chunk, out_dir, masks, level)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
