@@ -14,7 +14,7 @@ import numpy as np
 from .errors import WeightsError
 from .fsutil import atomic_write
 from .ir.graph import Graph
-from .ir.printer import node_params, param_specs
+from .ir.ops import OPS, node_params, param_specs
 
 
 MAX_INIT_FLOATS = 1 << 30
@@ -129,11 +129,7 @@ def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
             if key.endswith(".bias"):
                 out[key] = np.zeros(shape, np.float32)
                 continue
-            if node.op == "deconv":      # each output sums in_ch * kh * kw / (sh * sw) products
-                (sh, sw) = node.attrs["stride"]
-                fan_in = max(1.0, shape[0] * shape[2] * shape[3] / (sh * sw))
-            else:
-                fan_in = prod(shape[1:])
+            fan_in = OPS[node.op].fan_in(node.attrs, shape)
             std = np.sqrt(2.0 / fan_in)
             out[key] = (rng.standard_normal(shape) * std).astype(np.float32)
     return out

@@ -121,7 +121,7 @@ def test_signature_tells_layers_and_batches_apart():
             for b in (1, 2)}
     assert len(sigs) == 2 * (len(fused.nodes) - 1)
     node = fused["a"]
-    assert at.layer_signature(fused, node, 3) == "conv|5x23x17->70x12x16|bias=True;kernel=(3, 2);pad=(1, 0);stride=(2, 1)|relu||n3"
+    assert at.layer_signature(fused, node, 3) == "conv|5x23x17->70x12x16|bias=True;kernel=(3, 2);out=70;pad=(1, 0);stride=(2, 1)|relu||n3"
     assert at.layer_signature(fused, node, 3, "fp16") == at.layer_signature(fused, node, 3) + "|fp16"
     pooled = fused["d"]               # fp32 tiles only: one entry serves every precision
     assert "pool=(2, 1)" in at.layer_signature(fused, pooled, 3)

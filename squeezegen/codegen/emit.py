@@ -18,11 +18,10 @@ import numpy as np
 from .. import __version__
 from ..errors import BuildError
 from ..ir.graph import Graph
-from ..ir.printer import param_specs
+from ..ir.ops import packed_layouts, param_specs
 from ..passes.plan_memory import MemoryPlan
 from . import ctext
 from .kernels import Kernel, check_index_range, check_launch, describe, lower_node
-from .schedule import GEMV_MAX_BATCH
 
 BLOB_MAGIC = b"SQZGWTS1"
 BLOB_FORMAT = 3                   # bump whenever a packed weight layout changes (3: per-batch layouts)
@@ -72,15 +71,6 @@ def weight_layout(graph: Graph) -> tuple[dict[str, int], int]:
         size = int(np.prod(shape))
         cursor += -(-size // WEIGHT_ALIGN_FLOATS) * WEIGHT_ALIGN_FLOATS
     return offsets, cursor
-
-
-def packed_layouts(graph: Graph, batch: int) -> dict[str, str]:
-    """Weight tensors stored in another layout than PyTorch's: convolution and linear weights
-    are packed K-major ([CI*KH*KW][CO], [IN][OUT]) so a GEMM tile reads consecutive outputs.
-    Linear layers at a batch the matrix-vector kernel runs keep PyTorch's [OUT][IN]."""
-    return {f"{n.param_prefix}.weight": "K-major [CI*KH*KW][CO]" if n.op == "conv"
-            else "K-major [IN][OUT]" for n in graph.nodes
-            if n.op == "conv" or (n.op == "linear" and batch > GEMV_MAX_BATCH)}
 
 
 def pack_weights(graph: Graph, weights: dict[str, np.ndarray], batch: int) -> np.ndarray:

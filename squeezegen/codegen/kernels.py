@@ -13,10 +13,9 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..ir.graph import Graph, Node
-from ..ir.ops import pool_window
-from ..ir.printer import node_flops, node_params
+from ..ir.ops import OPS, node_flops, node_params
 from ..passes.plan_memory import MemoryPlan
-from .schedule import BLOCK, GEMV_MAX_BATCH, ConvTile, DeconvMmaTile, deconv_row, phase_grid
+from .tiles import BLOCK
 
 MAX_INDEX = (1 << 31) - 1
 
@@ -88,22 +87,78 @@ def tensor_ref(graph: Graph, plan: MemoryPlan, name: str, var: str, const=True) 
                      f"{name}: {t} ({where}, image stride {place.image_stride})", const)
 
 
+def _shape_consts(prefix: str, shape: tuple) -> dict:
+    if len(shape) == 3:
+        return {f"C{prefix}": shape[0], f"H{prefix}": shape[1], f"W{prefix}": shape[2]}
+    return {f"C{prefix}": shape[0], f"H{prefix}": 1, f"W{prefix}": 1}
 
 
-def _grid(threads: int, y: int = 1) -> tuple[int, int, int]:
-    return (max(1, -(-threads // BLOCK)), y, 1)
+@dataclass
+class Lowering:
+    """What an op's `lower(ctx, node)` builds its kernel from: where tensors and weights live,
+    the batch, the scheduled tiles, and the common compile-time constants."""
+    graph: Graph
+    plan: MemoryPlan
+    weight_offsets: dict
+    block: int = BLOCK
+
+    @property
+    def batch(self) -> int:
+        return self.plan.batch
+
+    def tensor(self, name: str, var: str, const: bool = True) -> TensorRef:
+        return tensor_ref(self.graph, self.plan, name, var, const)
+
+    def inputs(self, node: Node) -> list[TensorRef]:
+        """The operands: `x`, or `x0`, `x1`, ... for several."""
+        return [self.tensor(i, "x" if len(node.inputs) == 1 else f"x{k}")
+                for k, i in enumerate(node.inputs)]
+
+    def consts(self, node: Node) -> dict:
+        """N, the first operand's CI/HI/WI and the output's CO/HO/WO."""
+        shape_in = self.graph[node.inputs[0]].type.shape if node.inputs else ()
+        return {"N": self.batch, **_shape_consts("I", shape_in),
+                **_shape_consts("O", node.type.shape)}
+
+    def pixels(self, node: Node) -> int:
+        """Output pixels of the whole batch."""
+        return self.batch * node.type.spatial[0] * node.type.spatial[1]
+
+    def grid(self, threads: int, y: int = 1) -> tuple[int, int, int]:
+        """Enough blocks for one thread per item."""
+        return (max(1, -(-threads // self.block)), y, 1)
+
+    def tile(self, node: Node):
+        return self.plan.tiles[node.name]
+
+    def kernel(self, node: Node, template: str, grid: tuple[int, int, int], consts: dict,
+               extra: dict | None = None, ins: list[TensorRef] | None = None) -> Kernel:
+        """The kernel of `node`: its operands (`ins`, all of them by default), output, epilogue
+        operands and weights, and its work in FLOPs and bytes."""
+        graph, n = self.graph, self.batch
+        steps, skip_refs = _epilogue(graph, self.plan, node)
+        kernel = Kernel(name=kernel_name(node), template=template, node=node, grid=grid,
+                        block=self.block, consts=consts,
+                        tensors=(self.inputs(node) if ins is None else ins)
+                        + [self.tensor(node.name, "y", const=False)] + skip_refs,
+                        params=_param_refs(graph, node, self.weight_offsets, n),
+                        epilogue=steps, extra=extra or {})
+        kernel.flops = node_flops(graph, node) * n
+        read = sum(graph[i].type.numel for i in node.reads) * n
+        weights = sum(prod(s) for s in node_params(graph, node).values())
+        kernel.bytes = 4 * (read + node.type.numel * n + weights)
+        return kernel
 
 
-def _param_refs(graph: Graph, node: Node, weight_offsets: dict,
-                plan_batch: int) -> list[TensorRef]:
+def _param_refs(graph: Graph, node: Node, weight_offsets: dict, batch: int) -> list[TensorRef]:
     refs = []
+    layout = OPS[node.op].packed(node.attrs, batch)
     for key, shape in node_params(graph, node).items():
         var = "w" if key.endswith(".weight") else "b"
         what = f"{key} [{', '.join(str(d) for d in shape)}]"
-        gemv = node.op == "linear" and plan_batch <= GEMV_MAX_BATCH
-        if node.op in ("conv", "linear") and var == "w" and not gemv:
+        if var == "w" and layout:
             what = f"{key}, packed K-major [{prod(shape[1:])}][{shape[0]}]"
-        elif gemv and var == "w":
+        elif var == "w" and len(shape) == 2:
             what = f"{key} [{shape[0]}][{prod(shape[1:])}], PyTorch's [OUT][IN]"
         refs.append(TensorRef(var, f"weights + {weight_offsets[key]}LL", 0, what))
     return refs
@@ -121,126 +176,13 @@ def _epilogue(graph, plan, node) -> tuple[list[tuple], list[TensorRef]]:
     return steps, refs
 
 
-def _shape_consts(prefix: str, shape: tuple) -> dict:
-    if len(shape) == 3:
-        return {f"C{prefix}": shape[0], f"H{prefix}": shape[1], f"W{prefix}": shape[2]}
-    return {f"C{prefix}": shape[0], f"H{prefix}": 1, f"W{prefix}": 1}
-
-
 def lower_node(graph: Graph, plan: MemoryPlan, node: Node, weight_offsets: dict) -> Kernel | None:
-    """The kernel that computes `node`, or None when it needs none (an in-place concat)."""
-    n = plan.batch
-    out = tensor_ref(graph, plan, node.name, "y", const=False)
-    ins = [tensor_ref(graph, plan, i, "x" if len(node.inputs) == 1 else f"x{k}")
-           for k, i in enumerate(node.inputs)]
-    shape_in = graph[node.inputs[0]].type.shape if node.inputs else ()
-    consts = {"N": n, **_shape_consts("I", shape_in), **_shape_consts("O", node.type.shape)}
-    steps, skip_refs = _epilogue(graph, plan, node)
-    params = _param_refs(graph, node, weight_offsets, n)
-    op = node.op
-    extra: dict = {}
-    pixels = n * node.type.spatial[0] * node.type.spatial[1]
-    if op == "linear" and n <= GEMV_MAX_BATCH:
-        consts.update(IN=graph[node.inputs[0]].type.numel, WARPS=BLOCK // 32)
-        grid = (-(-node.type.channels // (BLOCK // 32)), 1, 1)
-        template = "linear_gemv.cu.j2"
-        extra["bias"] = node.attrs["bias"]
-    elif op in ("conv", "linear"):
-        if op == "conv":
-            (kh, kw), (sh, sw), (ph, pw) = (node.attrs["kernel"], node.attrs["stride"],
-                                            node.attrs["pad"])
-        else:      # a linear layer is a 1x1 convolution of its flattened (C*H*W, 1, 1) input
-            (kh, kw), (sh, sw), (ph, pw) = (1, 1), (1, 1), (0, 0)
-            consts.update(CI=graph[node.inputs[0]].type.numel, HI=1, WI=1)
-        tile = plan.tiles[node.name]
-        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, BM=tile.bm, BN=tile.bn,
-                      BK=tile.bk, TM=tile.tm, TN=tile.tn, SPLITK=tile.splitk)
-        extra["pool"] = None
-        if "pool" in node.attrs:       # fused max pool: GEMM rows are the windows' pixels
-            consts.update(PKH=node.attrs["pool"][0], PKW=node.attrs["pool"][1])
-            extra["pool"] = tuple(node.attrs["pool"])
-            pixels *= pool_window(node.attrs)
-        grid = (-(-pixels // tile.bm), -(-node.type.channels // tile.bn), tile.splitk)
-        template = ("conv_gemm_tc.cu.j2" if tile.mma else
-                    "conv_gemm_wide.cu.j2" if tile.wide else "conv_gemm.cu.j2")
-        extra["mma"] = tile.mma
-        extra["bias"] = node.attrs["bias"]
-        extra["tile"] = gemm_tile_fields(tile)
-        if tile.splitk > 1:
-            extra["partials"] = f"arena + {plan.scratch[node.name]}LL"
-            extra["counters"] = f"arena + {plan.counters[node.name]}LL"
-    elif op == "deconv" and isinstance(plan.tiles[node.name], ConvTile):   # on tensor cores
-        (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
-        tile = plan.tiles[node.name]
-        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, BM=tile.bm, BN=tile.bn,
-                      BK=tile.bk, TM=tile.tm, TN=tile.tn)
-        phase_pixels = n * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
-        grid = (-(-phase_pixels // tile.bm) * sh * sw, -(-node.type.channels // tile.bn), 1)
-        template = "deconv_tc.cu.j2"
-        extra["mma"] = tile.mma
-        extra["bias"] = node.attrs["bias"]
-        extra["tile"] = gemm_tile_fields(tile)
-    elif op == "deconv" and isinstance(plan.tiles[node.name], DeconvMmaTile):   # fp16 mma.sync
-        (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
-        tile = plan.tiles[node.name]
-        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, R=tile.r, C=tile.c, BN=tile.bn)
-        rows, cols = phase_grid(node)
-        tiles = -(-rows // tile.r) * -(-cols // tile.c)     # rectangles of a phase's pixels
-        grid = (n * tiles * sh * sw, -(-node.type.channels // tile.bn), 1)
-        template = "deconv_mma.cu.j2"
-        extra["mma"] = "fp16"
-        extra["bias"] = node.attrs["bias"]
-        extra["tile"] = {"r": tile.r, "c": tile.c, "bn": tile.bn, "mma": "fp16"}
-    elif op == "deconv":
-        (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
-        tile = plan.tiles[node.name]
-        taps = -(-kh // sh) * -(-kw // sw)
-        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, COB=tile.cob,
-                      COBP=deconv_row(tile.cob, taps), CIB=tile.cib, PX=tile.px)
-        phase_pixels = n * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
-        grid = (_grid(-(-phase_pixels // tile.px))[0] * sh * sw, node.type.channels // tile.cob, 1)
-        template = "deconv.cu.j2"
-        extra["bias"] = node.attrs["bias"]
-        extra["tile"] = {"cob": tile.cob, "cib": tile.cib, "px": tile.px}
-    elif op in ("maxpool", "avgpool"):
-        (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
-        consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw)
-        grid = _grid(pixels * node.type.channels)
-        template = "pool.cu.j2"
-        extra["kind"] = op
-    elif op == "softmax":
-        grid = _grid(pixels)
-        template = "softmax.cu.j2"
-    elif op in ("add", "relu"):
-        grid = _grid(pixels * node.type.channels)
-        template = "eltwise.cu.j2"
-        extra["kind"] = op
-    elif op == "concat":
-        in_place = set(node.attrs.get("in_place", ()))
-        if in_place == set(node.inputs):
-            return None
-        copies, offset = [], 0
-        for ref, name in zip(ins, node.inputs):
-            c = graph[name].type.channels
-            if name not in in_place:
-                copies.append((ref, offset, c))
-            offset += c
-        copied = sum(c for _, _, c in copies)
-        consts["CCOPY"] = copied
-        grid = _grid(pixels * copied)
-        template = "concat.cu.j2"
-        extra["copies"] = copies
-        ins = [r for r, _, _ in copies]
-    else:
-        raise BuildError(f"no CUDA template for op '{op}'", layer=node.layer)
-    kernel = Kernel(name=kernel_name(node), template=template, node=node, grid=grid, block=BLOCK,
-                    consts=consts, tensors=ins + [out] + skip_refs, params=params, epilogue=steps,
-                    extra=extra)
-    kernel.flops = node_flops(graph, node) * n
-    read = sum(graph[i].type.numel for i in node.reads) * n
-    weights = sum(prod(s) for s in node_params(graph, node).values())
-    kernel.bytes = 4 * (read + node.type.numel * n + weights)
-    return kernel
+    """The kernel that computes `node` (its op's `lower`), or None when it needs none (an
+    in-place concat)."""
+    lower = OPS[node.op].lower
+    if lower is None:
+        raise BuildError(f"no CUDA template for op '{node.op}'", layer=node.layer)
+    return lower(Lowering(graph, plan, weight_offsets), node)
 
 
 def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
@@ -281,10 +223,6 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
     return lines
 
 
-def gemm_tile_fields(tile: ConvTile) -> dict:
-    """A GEMM tile as the manifest and the kernel comment show it."""
-    return {"bm": tile.bm, "bn": tile.bn, "bk": tile.bk, "tm": tile.tm, "tn": tile.tn,
-            "splitk": tile.splitk, **({"mma": tile.mma} if tile.mma else {})}
 
 
 def tile_text(tile: dict) -> str:

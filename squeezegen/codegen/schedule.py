@@ -8,45 +8,16 @@ sums the partial tiles in a fixed order (deterministic) and applies the epilogue
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from math import prod
 
 from ..errors import BuildError
 from ..ir.graph import Graph, Node
-from ..ir.ops import pool_window
+from ..ir.ops import OPS, node_params, pool_window
+from .tiles import (BLOCK, DECONV_MAX_ACC, DECONV_MMA_COLS, DECONV_MMA_PIXELS,  # noqa: F401
+                    DECONV_SMEM_FLOATS, GEMV_MAX_BATCH, ConvTile, DeconvMmaTile, DeconvTile, Tile,
+                    deconv_mma_shared_bytes, deconv_row, phase_grid, shared_bytes)
 
 SMS = 132                        # streaming multiprocessors of the H200
-BLOCK = 256                      # threads per block, every kernel
-GEMV_MAX_BATCH = 8               # linear layers up to this batch use a matrix-vector kernel
-
-
-@dataclass(frozen=True)
-class ConvTile:
-    """Implicit-GEMM tile: BM pixels x BN channels per block, BK-deep K slices; a block is
-    always 256 threads.
-    narrow (conv_gemm.cu.j2): a thread owns TM x TN outputs, BM = 32 * TM, BN = 8 * TN, any TN
-    (fits few channels), split-K;
-    wide (conv_gemm_wide.cu.j2): a thread owns TM x TN outputs, BM = 16 * TM, BN = 16 * TN, TM
-    and TN multiples of 4, float4 shared-memory reads and double buffering (for large layers);
-    tensor cores (conv_gemm_tc.cu.j2, deconv_tc.cu.j2; `mma` is the precision): a warp owns
-    TM x TN 16x16 fragments, 4 x 2 warps, BM = 64 * TM, BN = 32 * TN, no split-K."""
-    tm: int
-    tn: int
-    bk: int = 16
-    splitk: int = 1
-    wide: bool = False
-    mma: str = ""                 # "tf32" | "fp16": tensor cores (conv_gemm_tc.cu.j2), where
-                                  # tm x tn are 16x16 fragments per warp, 4 x 2 warps per block
-
-    @property
-    def bm(self) -> int:
-        return 64 * self.tm if self.mma else (16 if self.wide else 32) * self.tm
-
-    @property
-    def bn(self) -> int:
-        return 32 * self.tn if self.mma else (16 if self.wide else 8) * self.tn
-
-    def blocks(self, pixels: int, channels: int) -> int:
-        return -(-pixels // self.bm) * -(-channels // self.bn)
 
 
 def conv_tile(pixels: int, channels: int, k: int, win: int = 1) -> ConvTile:
@@ -72,21 +43,6 @@ def conv_tile(pixels: int, channels: int, k: int, win: int = 1) -> ConvTile:
     return tile
 
 
-@dataclass(frozen=True)
-class DeconvTile:
-    """Phase-decomposed transposed convolution: a thread computes COB output channels of PX
-    pixels; a block keeps the taps of CIB input channels x COB output channels in shared memory."""
-    cob: int
-    cib: int
-    px: int = 1
-
-    def blocks(self, phase_pixels: int, channels: int, phases: int) -> int:
-        return -(-phase_pixels // (BLOCK * self.px)) * (channels // self.cob) * phases
-
-
-DECONV_SMEM_FLOATS = 10240       # 40 KiB of weights per deconv block
-
-
 def deconv_tile(graph: Graph, node: Node, batch: int) -> DeconvTile:
     (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
     taps = -(-kh // sh) * -(-kw // sw)
@@ -106,17 +62,6 @@ def deconv_tile(graph: Graph, node: Node, batch: int) -> DeconvTile:
     return DeconvTile(cob, cib, fits[0] if fits else 1)
 
 
-DECONV_MAX_ACC = 96              # accumulators per deconv thread (PX x the padded COB row) that
-                                 # the tuner tries; the heuristic stays at 64 (about 128 registers)
-
-
-def deconv_row(cob: int, taps: int) -> int:
-    """Floats per (input channel, tap) row of the deconv's shared weights: COB rounded up to 4,
-    so that a thread reads 4 channels' weights at once (float4), where shared memory holds it."""
-    padded = -(-cob // 4) * 4
-    return padded if taps * padded <= DECONV_SMEM_FLOATS else cob
-
-
 def deconv_channels_per_block(phase_blocks: int, channels: int, limit: int = 32) -> int:
     """Output channels per deconv thread: all of them (up to 32, and at most `limit`, what
     shared memory holds) when that still gives two waves of blocks, else fewer so that small
@@ -129,41 +74,7 @@ def deconv_channels_per_block(phase_blocks: int, channels: int, limit: int = 32)
     return small[-1] if small else divisors[-1]
 
 
-@dataclass(frozen=True)
-class DeconvMmaTile:
-    """fp16 tensor-core transposed convolution (deconv_mma.cu.j2): a block of 8 warps computes
-    an R x C rectangle of one stride phase's pixels (R * C a multiple of 128, so that each warp
-    owns whole 16-pixel fragments) for BN output channels (a multiple of 8), with the input patch
-    those pixels read and the phase's weights staged in shared memory as fp16."""
-    r: int
-    c: int
-    bn: int
-
-    def blocks(self, batch: int, phase_grid: tuple[int, int], channels: int, phases: int) -> int:
-        rows, cols = phase_grid
-        return batch * -(-rows // self.r) * -(-cols // self.c) * phases * -(-channels // self.bn)
-
-
 # the deconv_mma rectangles: 128, 256 or 512 pixels per block (1, 2 or 4 fragments per warp),
-# this many columns wide
-DECONV_MMA_PIXELS = (128, 256, 512)
-DECONV_MMA_COLS = (8, 16, 32, 64, 128)
-
-
-def deconv_mma_shared_bytes(tile: DeconvMmaTile, ci: int, taps: tuple[int, int]) -> int:
-    """Static shared memory of deconv_mma: the fp16 input patch and the phase's weights, both
-    with rows of LDK halves (KC input channels padded to an odd number of 16-byte units)."""
-    kc = 32 if ci >= 32 else -(-ci // 8) * 8
-    ldk = kc if (kc // 8) % 2 else kc + 8
-    th, tw = taps
-    return 2 * ldk * ((tile.r + th - 1) * (tile.c + tw - 1) + th * tw * tile.bn)
-
-
-def phase_grid(node: Node) -> tuple[int, int]:
-    """Rows and columns of a transposed convolution's largest stride phase."""
-    (sh, sw) = node.attrs["stride"]
-    return -(-node.type.spatial[0] // sh), -(-node.type.spatial[1] // sw)
-
 
 def deconv_mma_fits_grid(tile: DeconvMmaTile, grid: tuple[int, int]) -> bool:
     """Whether the rectangle is less than twice the phase's grid each way (little padding)."""
@@ -208,13 +119,17 @@ def deconv_mma_runs(graph: Graph, node: Node, tile: DeconvMmaTile) -> bool:
                 tile, ci, (-(-kh // sh), -(-kw // sw))) <= 48 * 1024)
 
 
-Tile = ConvTile | DeconvTile | DeconvMmaTile
+def tile_kind(node: Node, batch: int | None) -> str | None:
+    """The kind of tile the node's kernel is cut into at `batch` (its op's `tile_kind`): "gemm"
+    (ConvTile: convolutions, linear layers above the matrix-vector batch), "deconv" (DeconvTile,
+    DeconvMmaTile, or a tensor-core ConvTile) or None (nothing to choose). `batch` None: at a
+    batch large enough for a GEMM."""
+    return OPS[node.op].tile_kind(node, batch)
 
 
 def tunable(node: Node, batch: int) -> bool:
-    """Whether the node's kernel has a tile to choose (convolutions, transposed convolutions and
-    linear layers above the matrix-vector batch)."""
-    return node.op in ("conv", "deconv") or (node.op == "linear" and batch > GEMV_MAX_BATCH)
+    """Whether the node's kernel has a tile to choose."""
+    return tile_kind(node, batch) is not None
 
 
 PRECISIONS = ("fp32", "tf32", "fp16")
@@ -231,17 +146,18 @@ def uses_tensor_cores(node: Node, precision: str) -> bool:
     (`tensor_core_candidates`; on the H200, squeezeseg's conv13 took 0.62 ms on the fp32
     kernel and 0.73 ms on deconv_tc's best fp16 tile at batch 32,
     benchmarks/results/conv13_fp16_probe.log)."""
-    return precision != "fp32" and node.op in ("conv", "linear") and "pool" not in node.attrs
+    return precision != "fp32" and tile_kind(node, None) == "gemm" and "pool" not in node.attrs
 
 
 def tensor_core_candidates(node: Node, precision: str) -> bool:
     """Whether the autotuner also times tensor-core tiles for `node`."""
-    return uses_tensor_cores(node, precision) or (precision != "fp32" and node.op == "deconv")
+    return uses_tensor_cores(node, precision) or (precision != "fp32"
+                                                  and tile_kind(node, None) == "deconv")
 
 
 def default_tile(graph: Graph, node: Node, batch: int, precision: str = "fp32") -> Tile:
     """The heuristic's tile: what a build uses when nothing was tuned."""
-    if node.op == "deconv":
+    if tile_kind(node, batch) == "deconv":
         fp16 = deconv_mma_tiles(graph, node, batch) if precision == "fp16" else []
         if fp16 and deconv_mma_fits_grid(fp16[0], phase_grid(node)):
             return fp16[0]          # else a phase is too small for a tensor-core rectangle
@@ -292,15 +208,15 @@ def check_tile(graph: Graph, node: Node, tile: Tile, precision: str) -> None:
     of another precision (or on a pooled conv), an fp32 GEMM tile on a deconv, a deconv_mma
     tile outside fp16 builds or one whose fragments or shared memory do not fit."""
     if isinstance(tile, DeconvTile):
-        ok = node.op == "deconv"
+        ok = tile_kind(node, None) == "deconv"
     elif isinstance(tile, DeconvMmaTile):
-        ok = node.op == "deconv" and precision == "fp16" and deconv_mma_runs(graph, node, tile)
+        ok = tile_kind(node, None) == "deconv" and precision == "fp16" and deconv_mma_runs(graph, node, tile)
     elif not isinstance(tile, ConvTile):
         ok = False
     elif tile.mma:
         ok = tile.mma == precision and tensor_core_candidates(node, precision) and tile.splitk == 1
     else:
-        ok = node.op in ("conv", "linear")
+        ok = tile_kind(node, None) == "gemm"
     if not ok:
         raise BuildError(f"tile {tile} cannot run a {node.op} layer in a {precision} build",
                          layer=node.layer, line=node.line, file=graph.source)
@@ -309,12 +225,13 @@ def check_tile(graph: Graph, node: Node, tile: Tile, precision: str) -> None:
 def candidate_tiles(graph: Graph, node: Node, batch: int, precision: str = "fp32") -> list[Tile]:
     """Every tile worth timing for `node` at `batch`, the heuristic's first."""
     first = default_tile(graph, node, batch, precision)
-    if node.op == "deconv":
+    deconv = tile_kind(node, batch) == "deconv"
+    if deconv:
         others = _deconv_candidates(graph, node, batch)
     else:        # fp32 tiles, in tf32/fp16 builds too: they can split K where tensor cores idle
         others = _conv_candidates(gemm_rows(node, batch), node.type.channels, _k(graph, node),
                                   pool_window(node.attrs))
-    if node.op == "deconv" and precision == "fp16":     # deconv_mma (deconv_tc only in tf32)
+    if deconv and precision == "fp16":     # deconv_mma (deconv_tc only in tf32)
         others += deconv_mma_tiles(graph, node, batch)[:8]
     elif tensor_core_candidates(node, precision):
         mma = [ConvTile(tm, tn, bk=bk, mma=precision) for tm in (1, 2) for tn in (1, 2, 3, 4)
@@ -356,16 +273,6 @@ def every_slice_has_work(k: int, bk: int, splitk: int) -> bool:
     return (splitk - 1) * -(-steps // splitk) < steps
 
 
-def shared_bytes(tile: ConvTile) -> int:
-    """Static shared memory of a GEMM tile (the wide and tensor-core ones double-buffer; the
-    tensor-core one reuses its buffers for the C tile)."""
-    if tile.mma:
-        elem = 2 if tile.mma == "fp16" else 4          # rows padded by 16 bytes
-        pad = 16 // elem
-        return max(2 * tile.bk * (tile.bm + tile.bn + 2 * pad) * elem, tile.bn * (tile.bm + 4) * 4)
-    return (2 if tile.wide else 1) * tile.bk * (tile.bm + tile.bn) * 4
-
-
 def _deconv_candidates(graph: Graph, node: Node, batch: int) -> list[DeconvTile]:
     (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
     taps = -(-kh // sh) * -(-kw // sw)
@@ -383,10 +290,8 @@ def _deconv_candidates(graph: Graph, node: Node, batch: int) -> list[DeconvTile]
 
 
 def _k(graph: Graph, node: Node) -> int:
-    if node.op == "linear":
-        return graph[node.inputs[0]].type.numel
-    kh, kw = node.attrs["kernel"]
-    return graph[node.inputs[0]].type.channels * kh * kw
+    """The K of a GEMM layer: what one output sums over (its weight's [OUT][K] view)."""
+    return prod(node_params(graph, node)[f"{node.param_prefix}.weight"][1:])
 
 
 def scratch_needs(graph: Graph, batch: int, tiles: dict[str, ConvTile]) -> dict[str, tuple[int, int]]:

@@ -142,7 +142,7 @@ def _layer_fields(layer: LocatedMap, index: int, low: _Lowering):
                                 layer=name, field=key)
             if f.default is not None:
                 values[key] = check_value(f.kind, f.default)
-    return name, op, line, values
+    return name, op, line, {key: values[key] for key in spec if key in values}
 
 
 def _resolve(ref: str, field: str, line: int, name: str, low: _Lowering,
@@ -161,58 +161,42 @@ def _resolve(ref: str, field: str, line: int, name: str, low: _Lowering,
                     line=line, layer=name, field=field)
 
 
-def _lower_layer(name, op, line, v, inputs, low: _Lowering, field_lines):
+def _lower_fire(name, line, v, inputs, low: _Lowering, field_lines):
+    """A fire module: squeeze 1x1 conv, expand 1x1 and 3x3 convs on it, each with its ReLU, and
+    the concat of the two expands."""
     at = dict(layer=name, line=line, field_lines=field_lines)
 
-    def relu_after(src):
-        return low.add(f"{name}_relu", "relu", [src], Attrs(), **at)
+    def conv(role, src, out, kernel, pad):
+        made = low.add(f"{name}_{role}", "conv", [src],
+                       Attrs(out=out, kernel=(kernel, kernel), stride=(1, 1), pad=(pad, pad),
+                             bias=True), param_prefix=f"{name}.{role}", **at)
+        return low.add(f"{made}_relu", "relu", [made], Attrs(), **at)
+    squeezed = conv("squeeze", inputs[0], v["squeeze"], 1, 0)
+    e1 = conv("expand1x1", squeezed, v["expand1x1"], 1, 0)
+    e3 = conv("expand3x3", squeezed, v["expand3x3"], 3, 1)
+    return low.add(name, "concat", [e1, e3], Attrs(axis="channels"), **at)
 
-    if op in ("conv", "deconv"):
-        out = low.add(name, op, inputs, Attrs(out=v["out"], kernel=v["kernel"], stride=v["stride"],
-                                              pad=v["pad"], bias=v["bias"]),
-                      param_prefix=name, **at)
-        return relu_after(out) if v.get("relu") else out
-    if op in ("maxpool", "avgpool"):
-        attrs = dict(kernel=v.get("kernel"), stride=v.get("stride") or v.get("kernel"),
-                     pad=v["pad"], ceil_mode=v["ceil_mode"])
-        if op == "avgpool" and v["global"]:
-            src = low.by_name[inputs[0]].type
-            if len(src.shape) != 3:
-                raise low.error("global pooling needs a C,H,W input", line=line, layer=name,
-                                field="global")
-            for key in ("kernel", "stride", "pad", "ceil_mode"):
-                if key in field_lines:
-                    raise low.error(f"'{key}' cannot be given with global: true", layer=name,
-                                    line=field_lines[key], field=key)
-            attrs = dict(kernel=src.spatial, stride=src.spatial, pad=(0, 0), ceil_mode=False,
-                         **{"global": True})
-        elif attrs["kernel"] is None:
-            raise low.error("missing field 'kernel' (or global: true)", line=line, layer=name,
-                            field="kernel")
-        return low.add(name, op, inputs, Attrs(attrs), **at)
+
+def _lower_layer(name, op, line, v, inputs, low: _Lowering, field_lines):
+    """The nodes of one layer: its op's node (attributes from `OpInfo.from_yaml`), then a relu
+    node where the layer says `relu: true` (the fusion pass joins them again)."""
     if op == "fire":
-        def conv(role, src, out, kernel, pad):
-            made = low.add(f"{name}_{role}", "conv", [src],
-                           Attrs(out=out, kernel=(kernel, kernel), stride=(1, 1), pad=(pad, pad),
-                                 bias=True), param_prefix=f"{name}.{role}", **at)
-            return low.add(f"{made}_relu", "relu", [made], Attrs(), **at)
-        squeezed = conv("squeeze", inputs[0], v["squeeze"], 1, 0)
-        e1 = conv("expand1x1", squeezed, v["expand1x1"], 1, 0)
-        e3 = conv("expand3x3", squeezed, v["expand3x3"], 3, 1)
-        return low.add(name, "concat", [e1, e3], Attrs(axis="channels"), **at)
-    if op in ("add", "concat"):
-        if len(set(inputs)) != len(inputs):
-            raise low.error("the same input is listed twice", line=field_lines.get("inputs", line),
-                            layer=name, field="inputs")
-        out = low.add(name, op, inputs, Attrs(), **at)
-        return relu_after(out) if v.get("relu") else out
-    if op in ("relu", "softmax"):
-        return low.add(name, op, inputs, Attrs(), **at)
-    if op == "linear":
-        out = low.add(name, "linear", inputs, Attrs(out=v["out"], bias=v["bias"]),
-                      param_prefix=name, **at)
-        return relu_after(out) if v["relu"] else out
-    raise AssertionError(op)
+        return _lower_fire(name, line, v, inputs, low, field_lines)
+    at = dict(layer=name, line=line, field_lines=field_lines)
+    if len(set(inputs)) != len(inputs):
+        raise low.error("the same input is listed twice", line=field_lines.get("inputs", line),
+                        layer=name, field="inputs")
+    info = OPS[op]
+    try:
+        attrs = info.from_yaml(v, [low.by_name[i].type for i in inputs], set(field_lines))
+    except ShapeError as exc:
+        raise low.error(str(exc), line=field_lines.get(exc.field, line), layer=name,
+                        field=exc.field) from None
+    out = low.add(name, op, inputs, Attrs(attrs),
+                  param_prefix=name if info.has_weights else None, **at)
+    if v.get("relu"):
+        return low.add(f"{name}_relu", "relu", [out], Attrs(), **at)
+    return out
 
 
 def _read_outputs(doc: LocatedMap, low: _Lowering, file: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -2,33 +2,7 @@
 from __future__ import annotations
 
 from .graph import Graph, Node
-from .ops import OPS
-
-
-def node_params(graph: Graph, node: Node) -> dict[str, tuple[int, ...]]:
-    """Parameter tensors of a node, keyed by their weight-file name (`conv1.weight`, ...)."""
-    ins = [graph[i].type for i in node.inputs]
-    return {f"{node.param_prefix}.{k}": v for k, v in OPS[node.op].params(node.attrs, ins).items()}
-
-
-def node_flops(graph: Graph, node: Node) -> int:
-    ins = [graph[i].type for i in node.inputs]
-    return OPS[node.op].flops(node.attrs, ins, node.type) + sum(
-        node.type.numel for _ in node.epilogue)
-
-
-def node_param_count(graph: Graph, node: Node) -> int:
-    ins = [graph[i].type for i in node.inputs]
-    return OPS[node.op].param_count(node.attrs, ins)
-
-
-def param_specs(graph: Graph) -> dict[str, tuple[int, ...]]:
-    """Every weight tensor the model needs, in graph order."""
-    specs: dict[str, tuple[int, ...]] = {}
-    for node in graph.nodes:
-        if node.param_prefix:
-            specs.update(node_params(graph, node))
-    return specs
+from .ops import node_flops, node_param_count, param_specs  # noqa: F401 (param_specs: for callers)
 
 
 def _pair(p) -> str:
@@ -40,7 +14,7 @@ def _window(nodes: list[Node], op: str) -> str:
     if op == "fire":
         convs = [n for n in nodes if n.op == "conv"]
         return f"squeeze {convs[0].attrs['out']}, expand {convs[1].attrs['out']}+{convs[2].attrs['out']}"
-    if main.op in ("conv", "deconv", "maxpool", "avgpool"):
+    if "kernel" in main.attrs:
         k, s = main.attrs["kernel"], main.attrs["stride"]
         text = f"{k[0]}x{k[1]}/{_pair(s)}"
         if main.attrs["pad"] != (0, 0):

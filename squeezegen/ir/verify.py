@@ -44,11 +44,10 @@ def verify(graph: Graph, after: str | None = None) -> Graph:
         for step in node.epilogue:
             if not OPS[node.op].takes_epilogue:
                 fail(node, "this op cannot carry an epilogue")
-            if step.kind == "add":
-                if seen[step.operand].type != node.type:
-                    fail(node, f"epilogue add of '{step.operand}' does not match its inputs")
-            elif step.kind != "relu":
+            if step.kind not in OPS[node.op].epilogues:
                 fail(node, f"unknown epilogue step '{step.kind}'")
+            if step.kind == "add" and seen[step.operand].type != node.type:
+                fail(node, f"epilogue add of '{step.operand}' does not match its inputs")
         seen[node.name] = node
     for node in graph.nodes:
         if node.out_view is not None:

@@ -13,8 +13,8 @@ import numpy as np
 from ..errors import InputError
 from ..frontend import load_model
 from ..ir.graph import Graph
+from ..ir.ops import OPS
 from ..weights import check_weights, load_weights
-from .numpy_ops import OP_IMPLS
 
 
 def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
@@ -71,7 +71,7 @@ class ReferenceExecutor:
                 rnd = self.rounded[node.name]
                 args = [rnd(a) for a in args]
                 params = {k: rnd(v) if k == "weight" else v for k, v in params.items()}
-            y = OP_IMPLS[node.op](node.attrs, args, params)
+            y = OPS[node.op].reference(node.attrs, args, params)
             for step in node.epilogue:
                 y = np.maximum(y, np.float32(0)) if step.kind == "relu" else y + env[step.operand]
             env[node.name] = y

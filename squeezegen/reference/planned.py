@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph
+from ..ir.ops import OPS
 from ..passes.plan_memory import FLOAT_BYTES, MemoryPlan, Placement
 from .executor import ReferenceExecutor, check_input
-from .numpy_ops import OP_IMPLS
 
 
 def _view(storage: np.ndarray, place: Placement, shape: tuple, batch: int) -> np.ndarray:
@@ -89,7 +89,7 @@ class PlannedExecutor(ReferenceExecutor):
                     out[:, offset:offset + arr.shape[1]] = arr
                 offset += arr.shape[1]
             return
-        y = OP_IMPLS[node.op](node.attrs, args, self._params(node))
+        y = OPS[node.op].reference(node.attrs, args, self._params(node))
         for step in node.epilogue:
             y = np.maximum(y, np.float32(0)) if step.kind == "relu" else y + view(step.operand)
         view(node.name)[...] = y

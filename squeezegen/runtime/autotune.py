@@ -42,12 +42,12 @@ MATCH_TOL = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 5e-3}
 
 
 def layer_signature(graph: Graph, node: Node, batch: int, precision: str = "fp32") -> str:
-    """What the kernel's speed depends on: op, shapes, attributes (a fused pool too), fused
-    epilogue, batch, and the precision where it has tensor-core candidates (a layer that only
-    has fp32 tiles is tuned once for every precision)."""
+    """What the kernel's speed depends on: op, shapes, every attribute of the node (those its op
+    declares, and those passes add, like a fused pool), fused epilogue, batch, and the
+    precision where it has tensor-core candidates (a layer that only has fp32 tiles is tuned
+    once for every precision)."""
     ins = ",".join("x".join(map(str, graph[i].type.shape)) for i in node.inputs)
-    attrs = ";".join(f"{k}={node.attrs[k]}" for k in sorted(node.attrs)
-                     if k in ("kernel", "stride", "pad", "bias", "pool"))
+    attrs = ";".join(f"{k}={node.attrs[k]}" for k in sorted(node.attrs))
     epilogue = "+".join(step.kind for step in node.epilogue)
     view = f"into{graph[node.out_view.into].type.channels}" if node.out_view else ""
     out = "x".join(map(str, node.type.shape))

@@ -1,68 +1,43 @@
-"""The same network in PyTorch, built from the IR with real nn modules, for side-by-side timing.
+"""The same network in PyTorch, built from the IR, for side-by-side timing and checks.
 
-nn.Conv2d / ConvTranspose2d / Linear modules (so cuDNN, CUDA graphs, torch.compile, half
-precision and channels_last all apply as they would to a hand-written PyTorch model), loaded with
-the same weights. Imported only when a comparison is asked for; torch is not a dependency.
+Each node runs its op's PyTorch peer (`OpInfo.torch`: F.conv2d, F.conv_transpose2d, F.linear,
+F.max_pool2d, ...) with the node's weights held as parameters of the module, so that cuDNN, CUDA
+graphs, torch.compile, half precision and channels_last all apply as they would to a
+hand-written PyTorch model. Imported only when a comparison is asked for; torch is not a
+dependency.
 """
 from __future__ import annotations
+
+from ..ir.ops import OPS
 
 
 def torch_module(graph, weights: dict):
     import torch
     import torch.nn as nn
-    import torch.nn.functional as F
 
     class Peer(nn.Module):
         def __init__(self):
             super().__init__()
-            self.layers = nn.ModuleDict()
+            self.params = nn.ModuleDict()
             for node in graph.nodes[1:]:
-                a = node.attrs
-                cin = graph[node.inputs[0]].type.shape[0] if node.inputs else 0
-                if node.op == "conv":
-                    m = nn.Conv2d(cin, a["out"], a["kernel"], a["stride"], a["pad"], bias=a["bias"])
-                elif node.op == "deconv":
-                    m = nn.ConvTranspose2d(cin, a["out"], a["kernel"], a["stride"], a["pad"],
-                                           bias=a["bias"])
-                elif node.op == "linear":
-                    m = nn.Linear(graph[node.inputs[0]].type.numel, a["out"], bias=a["bias"])
-                else:
+                if not node.param_prefix:
                     continue
-                prefix = node.param_prefix
-                with torch.no_grad():
-                    m.weight.copy_(torch.from_numpy(weights[f"{prefix}.weight"]))
-                    if a["bias"]:
-                        m.bias.copy_(torch.from_numpy(weights[f"{prefix}.bias"]))
-                self.layers[node.name] = m
+                prefix = node.param_prefix + "."
+                held = nn.ParameterDict({
+                    key[len(prefix):]: nn.Parameter(torch.from_numpy(value.copy()),
+                                                    requires_grad=False)
+                    for key, value in weights.items()
+                    if key.startswith(prefix) and "." not in key[len(prefix):]})
+                self.params[node.name] = held
 
         def forward(self, x):
             env = {graph.input.name: x}
             for node in graph.nodes[1:]:
                 args = [env[i] for i in node.inputs]
-                a = node.attrs
-                if node.name in self.layers:
-                    inp = args[0].flatten(1) if node.op == "linear" else args[0]
-                    y = self.layers[node.name](inp)
-                elif node.op == "maxpool":
-                    y = F.max_pool2d(args[0], a["kernel"], a["stride"], a["pad"],
-                                     ceil_mode=a["ceil_mode"])
-                elif node.op == "avgpool":
-                    y = F.avg_pool2d(args[0], a["kernel"], a["stride"], a["pad"],
-                                     ceil_mode=a["ceil_mode"], count_include_pad=True)
-                elif node.op == "add":
-                    y = args[0]
-                    for other in args[1:]:
-                        y = y + other
-                elif node.op == "concat":
-                    y = torch.cat(args, 1)
-                elif node.op == "relu":
-                    y = F.relu(args[0])
-                elif node.op == "softmax":
-                    y = F.softmax(args[0], 1)
-                else:
-                    raise NotImplementedError(node.op)
+                params = dict(self.params[node.name]) if node.name in self.params else {}
+                y = OPS[node.op].torch(torch, node.attrs, args, params)
                 for step in node.epilogue:
-                    y = F.relu(y) if step.kind == "relu" else y + env[step.operand]
+                    y = torch.relu(y) if step.kind == "relu" else y + env[step.operand]
                 env[node.name] = y
             outs = tuple(env[o] for o in graph.outputs)
             return outs[0] if len(outs) == 1 else outs

@@ -1,0 +1,93 @@
+"""Transposed convolution (PyTorch's ConvTranspose2d), decomposed into stride phases."""
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from ..codegen.tiles import ConvTile, DeconvMmaTile, deconv_row, gemm_tile_fields, phase_grid
+from ..ir.graph import TensorType
+from .base import Field, OpInfo, ShapeError, deconv_out_size, need_image, with_bias
+
+FIELDS = {"out": Field("pos_int", required=True), "kernel": Field("pos_pair", required=True),
+          "stride": Field("pos_pair", default=1), "pad": Field("nonneg_pair", default=0),
+          "bias": Field("bool", default=True), "input": Field("ref")}
+
+
+def shape(attrs, ins):
+    _, h, w = need_image(ins[0], "deconv")
+    (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["pad"]
+    ho, wo = deconv_out_size(h, kh, sh, ph), deconv_out_size(w, kw, sw, pw)
+    if ho < 1 or wo < 1:
+        raise ShapeError(f"pad {ph}x{pw} crops the whole {h}x{w} transposed-convolution output "
+                         f"(output would be {ho}x{wo})", field="pad")
+    return TensorType((attrs["out"], ho, wo))
+
+
+def params(attrs, ins):
+    return with_bias({"weight": (ins[0].channels, attrs["out"]) + tuple(attrs["kernel"])}, attrs)
+
+
+def deconv(attrs, inputs, params):
+    """matmul + col2im."""
+    x = inputs[0]
+    w = params["weight"]                                    # (in, out, kh, kw)
+    n, c, h, wd = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["pad"]
+    out_ch = w.shape[1]
+    cols = np.matmul(w.reshape(c, -1).T, x.reshape(n, c, h * wd))
+    cols = cols.reshape(n, out_ch, kh, kw, h, wd)
+    full = np.zeros((n, out_ch, (h - 1) * sh + kh, (wd - 1) * sw + kw), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            full[:, :, i: i + (h - 1) * sh + 1: sh, j: j + (wd - 1) * sw + 1: sw] += cols[:, :, i, j]
+    ho, wo = (h - 1) * sh - 2 * ph + kh, (wd - 1) * sw - 2 * pw + kw
+    y = full[:, :, ph: ph + ho, pw: pw + wo]
+    if "bias" in params:
+        y = y + params["bias"].reshape(1, -1, 1, 1)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def torch_deconv(torch, attrs, args, params):
+    return torch.nn.functional.conv_transpose2d(args[0], params["weight"], params.get("bias"),
+                                                attrs["stride"], attrs["pad"])
+
+
+def lower(ctx, node):
+    """deconv_tc (a GEMM tile on tensor cores), deconv_mma (fp16 rectangles of a stride phase)
+    or deconv (fp32), by the scheduled tile."""
+    (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
+    consts = dict(ctx.consts(node), KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw)
+    tile = ctx.tile(node)
+    extra = {"bias": node.attrs["bias"]}
+    phase_pixels = ctx.batch * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
+    if isinstance(tile, ConvTile):
+        consts.update(BM=tile.bm, BN=tile.bn, BK=tile.bk, TM=tile.tm, TN=tile.tn)
+        grid = (-(-phase_pixels // tile.bm) * sh * sw, -(-node.type.channels // tile.bn), 1)
+        return ctx.kernel(node, "deconv_tc.cu.j2", grid, consts,
+                          {"mma": tile.mma, **extra, "tile": gemm_tile_fields(tile)})
+    if isinstance(tile, DeconvMmaTile):
+        consts.update(R=tile.r, C=tile.c, BN=tile.bn)
+        rows, cols = phase_grid(node)
+        tiles = -(-rows // tile.r) * -(-cols // tile.c)     # rectangles of a phase's pixels
+        grid = (ctx.batch * tiles * sh * sw, -(-node.type.channels // tile.bn), 1)
+        return ctx.kernel(node, "deconv_mma.cu.j2", grid, consts, {
+            "mma": "fp16", **extra, "tile": {"r": tile.r, "c": tile.c, "bn": tile.bn, "mma": "fp16"}})
+    taps = -(-kh // sh) * -(-kw // sw)
+    consts.update(COB=tile.cob, COBP=deconv_row(tile.cob, taps), CIB=tile.cib, PX=tile.px)
+    grid = (ctx.grid(-(-phase_pixels // tile.px))[0] * sh * sw, node.type.channels // tile.cob, 1)
+    return ctx.kernel(node, "deconv.cu.j2", grid, consts,
+                      {**extra, "tile": {"cob": tile.cob, "cib": tile.cib, "px": tile.px}})
+
+
+def fan_in(attrs, shape):
+    """Each output sums in_ch * kh * kw / (sh * sw) products."""
+    (sh, sw) = attrs["stride"]
+    return max(1.0, shape[0] * shape[2] * shape[3] / (sh * sw))
+
+
+OPS = [
+    OpInfo("deconv", 1, FIELDS, shape, deconv, lower, torch_deconv, params=params,
+           flops=lambda a, i, o: 2 * i[0].numel * a["out"] * prod(a["kernel"]),
+           epilogues=("relu", "add"), tile_kind=lambda node, batch: "deconv", fan_in=fan_in),
+]
