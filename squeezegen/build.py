@@ -17,6 +17,7 @@ from typing import Callable
 
 from .codegen.emit import BuildOutput, render
 from .codegen.schedule import PRECISIONS, Tile, schedule, scratch_needs
+from .codegen.target import H200, Target
 from .errors import BuildError
 from .frontend import load_model
 from .fsutil import atomic_write
@@ -44,12 +45,13 @@ class Build:
 
 def build(model, batch: int = 1, weights=None, precision: str = "fp32",
           on_pass: Callable[[str, Graph], None] | None = None,
-          tiles: dict[str, Tile] | None = None, write=None) -> Build:
+          tiles: dict[str, Tile] | None = None, write=None, target: Target | None = None) -> Build:
     """Model (a path to its YAML, or a Graph) -> the generated files, in memory: no GPU, nvcc or
     PyCUDA is needed. `weights` (an .npz path or a dict) adds the weights blob; `write=DIR` also
     writes the files to DIR/<model>/, as `squeezegen build -o DIR` does. `on_pass(name, graph)`
     sees the graph after each pass; `tiles` overrides the heuristic's tile of the named nodes
-    (the autotuner's choices)."""
+    (the autotuner's choices); `target` is the GPU the heuristics schedule for (the H200 when
+    not given; `squeezegen.compile` passes the GPU it runs on)."""
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise BuildError(f"batch must be a positive integer, got {batch!r}", field="batch")
     if precision not in PRECISIONS:
@@ -61,9 +63,10 @@ def build(model, batch: int = 1, weights=None, precision: str = "fp32",
         file = None if isinstance(weights, dict) else str(weights)
         checked = check_weights(graph, load_weights(weights), file)
     fused = run_passes(graph, on_step=on_pass)
-    tiles = schedule(fused, batch, tiles, precision)
+    target = target or H200
+    tiles = schedule(fused, batch, tiles, precision, target)
     plan = plan_memory(fused, batch, tiles, scratch_needs(fused, batch, tiles))
-    result = Build(graph, fused, plan, render(fused, graph, plan, checked, precision))
+    result = Build(graph, fused, plan, render(fused, graph, plan, checked, precision, target))
     if write is not None:
         result.written = write_outputs(result.output, Path(write) / graph.name)
     return result

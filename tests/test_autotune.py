@@ -9,6 +9,7 @@ import pytest
 
 from squeezegen import load_model, parse_model
 from squeezegen.build import build
+from squeezegen.codegen.target import Target
 from squeezegen.codegen.schedule import ConvTile, DeconvTile, candidate_tiles, schedule, tunable
 from squeezegen.passes import run_passes
 from squeezegen.passes.plan_memory import plan_memory
@@ -285,6 +286,8 @@ class _FakeGPU:
             return b""
 
         monkeypatch.setattr(device_mod, "device_name", lambda device=0: "Fake GPU")
+        monkeypatch.setattr(device_mod, "device_target",
+                            lambda device=0: Target("Fake GPU", "sm_90", 132))
         monkeypatch.setattr(net_mod, "device_arch", lambda device=0: "sm_90")
         monkeypatch.setattr(net_mod, "Network", Network)
         monkeypatch.setattr(bench_mod, "time_kernels", time_kernels)

@@ -21,6 +21,7 @@ from ..ir.graph import Graph
 from ..ir.ops import packed_layouts, param_specs
 from ..passes.plan_memory import MemoryPlan
 from . import ctext
+from .target import H200, Target
 from .kernels import Kernel, check_index_range, check_launch, describe, lower_node
 
 BLOB_MAGIC = b"SQZGWTS1"
@@ -123,7 +124,8 @@ def _name_kernels(kernels: list[Kernel], graph: Graph) -> None:
 
 
 def render(graph: Graph, original: Graph, plan: MemoryPlan,
-           weights: dict[str, np.ndarray] | None = None, precision: str = "fp32") -> BuildOutput:
+           weights: dict[str, np.ndarray] | None = None, precision: str = "fp32",
+           target: Target = H200) -> BuildOutput:
     """All generated files for a planned graph; `original` is the graph before passes."""
     check_names(graph)
     check_index_range(graph, plan)
@@ -150,7 +152,7 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
     source = Path(graph.source).name if graph.source else "<string>"
     context = dict(
         model=graph, version=__version__, source=source, model_hash=model_hash(graph),
-        precision=precision, tensor_cores=any(k.extra.get("mma") for k in kernels),
+        precision=precision, target=target, tensor_cores=any(k.extra.get("mma") for k in kernels),
         batch=plan.batch, passes=list(graph.passes), kernels=kernels, outputs=outputs,
         input_shape=list(graph.input.type.shape),
         input_floats=plan.batch * graph.input.type.numel, arena_bytes=plan.arena_bytes,
@@ -161,7 +163,8 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
         guard=f"SQUEEZEGEN_{graph.name.upper()}_H_")
     cu = env.get_template("network.cu.j2").render(**context)
     header = env.get_template("network.h.j2").render(**context)
-    manifest = build_manifest(graph, plan, kernels, offsets, total, outputs, source, precision)
+    manifest = build_manifest(graph, plan, kernels, offsets, total, outputs, source, precision,
+                              target)
     files = {f"{graph.name}.cu": cu.encode(), f"{graph.name}.h": header.encode(),
              "manifest.json": (json.dumps(manifest, indent=1) + "\n").encode()}
     if weights is not None:
@@ -169,12 +172,14 @@ def render(graph: Graph, original: Graph, plan: MemoryPlan,
     return BuildOutput(files, kernels, manifest)
 
 
-def build_manifest(graph, plan, kernels, offsets, total, outputs, source, precision) -> dict:
+def build_manifest(graph, plan, kernels, offsets, total, outputs, source, precision,
+                   target: Target) -> dict:
     specs = param_specs(graph)
     packed = packed_layouts(graph, plan.batch)
     return {
         "model": graph.name, "source": source, "model_hash": model_hash(graph),
         "squeezegen_version": __version__, "batch": plan.batch, "precision": precision,
+        "target": {"name": target.name, "arch": target.arch, "sms": target.sms},
         "passes": list(graph.passes) + ["plan_memory"],
         "input": {"shape": [plan.batch] + list(graph.input.type.shape)},
         "outputs": [{"name": o["name"], "shape": [plan.batch] + o["shape"]} for o in outputs],

@@ -28,6 +28,7 @@ import numpy as np
 from ..build import Build, build
 from ..codegen.schedule import (ConvTile, DeconvMmaTile, DeconvTile, Tile, candidate_tiles,
                                 tensor_core_candidates, tunable)
+from ..codegen.target import H200, Target
 from ..errors import BuildError, SqueezegenError
 from ..frontend import load_model
 from ..fsutil import atomic_write, private_dir
@@ -120,7 +121,7 @@ def save_tuning(new: dict, path: Path | None = None) -> None:
 
 
 def cached_tiles(fused: Graph, batch: int, gpu: str, entries: dict | None = None,
-                 precision: str = "fp32") -> dict[str, Tile]:
+                 precision: str = "fp32", target: Target = H200) -> dict[str, Tile]:
     """The cached choice of every tunable node of a fused graph that has one."""
     entries = load_tuning() if entries is None else entries
     chosen = {}
@@ -131,7 +132,7 @@ def cached_tiles(fused: Graph, batch: int, gpu: str, entries: dict | None = None
                 tile = tile_from_json(entry["tile"])
             except (KeyError, TypeError, ValueError):     # missing or malformed: not used
                 continue
-            if tile in candidate_tiles(fused, node, batch, precision):  # only tiles we offer
+            if tile in candidate_tiles(fused, node, batch, precision, target):   # ours only
                 chosen[node.name] = tile
     return chosen
 
@@ -148,21 +149,21 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
     The steps: build one network per round (round r gives every layer its r-th candidate),
     compile the rounds in parallel, run each once against the heuristic's round (round 0) and
     time its kernels, then keep each layer's fastest tile."""
-    from .device import device_name
+    from .device import device_name, device_target
     from ..weights import check_weights
     graph = load_model(model)
     fused = run_passes(graph)
-    gpu = device_name(device)
-    known = {} if force else cached_tiles(fused, batch, gpu, precision=precision)
-    todo = {n.name: candidate_tiles(fused, n, batch, precision) for n in fused.nodes
+    gpu, target = device_name(device), device_target(device)
+    known = {} if force else cached_tiles(fused, batch, gpu, precision=precision, target=target)
+    todo = {n.name: candidate_tiles(fused, n, batch, precision, target) for n in fused.nodes
             if tunable(n, batch) and n.name not in known}
     known.update({name: c[0] for name, c in todo.items() if len(c) == 1})   # nothing to time
     todo = {name: c for name, c in todo.items() if len(c) > 1}
     if not todo:
         return known
     weights = check_weights(graph, _random_weights(graph) if weights is None else weights, None)
-    builds = compile_rounds(candidate_rounds(graph, batch, todo, known, precision, log), log,
-                            device)
+    builds = compile_rounds(candidate_rounds(graph, batch, todo, known, precision, log, target),
+                            log, device)
     if 0 not in builds:                  # no heuristic baseline to check against: keep it
         _say(log, "the heuristic build failed; nothing was tuned")
         return {**{name: c[0] for name, c in todo.items()}, **known}
@@ -184,14 +185,14 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
 
 def candidate_rounds(graph: Graph, batch: int, todo: dict[str, list[Tile]],
                      known: dict[str, Tile] | None = None, precision: str = "fp32",
-                     log=None) -> dict[int, Build]:
+                     log=None, target: Target = H200) -> dict[int, Build]:
     """Round r's build gives each layer of `todo` its r-th candidate (the others keep `known`
     or the heuristic's). A round whose tiles cannot be built is left out."""
     builds = {}
     for r in range(max((len(c) for c in todo.values()), default=0)):
         tiles = {**(known or {}), **{name: c[r] for name, c in todo.items() if r < len(c)}}
         try:
-            builds[r] = build(graph, batch, precision=precision, tiles=tiles)
+            builds[r] = build(graph, batch, precision=precision, tiles=tiles, target=target)
         except BuildError as exc:        # a candidate CUDA cannot launch: drop the round's new ones
             _say(log, f"round {r}: skipped ({exc})")
     return builds

@@ -128,6 +128,15 @@ def device_name(device: int = 0) -> str:
     return driver().Device(check_device(device)).name()
 
 
+def device_target(device: int = 0):
+    """The build target of GPU `device`: its name, architecture and SM count."""
+    from ..codegen.target import Target
+    drv = driver()
+    gpu = drv.Device(check_device(device))
+    sms = gpu.get_attribute(drv.device_attribute.MULTIPROCESSOR_COUNT)
+    return Target(gpu.name(), device_arch(device), int(sms))
+
+
 def gpu_available() -> bool:
     try:
         cuda()

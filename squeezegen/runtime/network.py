@@ -19,7 +19,8 @@ from ..reference.executor import check_input
 from ..weights import check_weights, load_weights
 from .compile import compile_cubin
 from .cuda_graph import CudaGraph
-from .device import GPUError, check_device, cuda, current, device_arch, gpu_available
+from .device import (GPUError, check_device, cuda, current, device_arch, device_target,
+                     gpu_available)
 
 __all__ = ["Network", "compile", "GPUError", "cuda", "gpu_available", "device_arch"]
 
@@ -270,5 +271,5 @@ def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool =
     if tune:
         from .autotune import autotune
         tiles = autotune(graph, batch, checked, precision=precision, device=device)
-    result = build(graph, batch, precision=precision, tiles=tiles)
+    result = build(graph, batch, precision=precision, tiles=tiles, target=device_target(device))
     return Network(result, checked, use_graph=use_graph, device=device)
