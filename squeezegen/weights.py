@@ -14,10 +14,12 @@ import numpy as np
 from .errors import WeightsError
 from .fsutil import atomic_write
 from .ir.graph import Graph
-from .ir.ops import OPS, node_params, param_specs
+from .ir.ops import OPS, node_params, param_specs, source_specs
 
 
 MAX_INIT_FLOATS = 1 << 30
+# state_dict entries that are not weights: a BatchNorm's step counter
+IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 
 def load_weights(path) -> dict[str, np.ndarray]:
@@ -48,16 +50,18 @@ def load_weights(path) -> dict[str, np.ndarray]:
 
 
 def check_weights(graph: Graph, weights: dict, file: str | None = None) -> dict[str, np.ndarray]:
-    """The weights the graph needs, as C-contiguous float32 arrays in graph order.
+    """The weights the user supplies for the graph (`source_specs`: for a graph after passes,
+    those of the model it came from), as C-contiguous float32 arrays in graph order; keys ending
+    in .num_batches_tracked (a BatchNorm's step counter in PyTorch's state_dict) are ignored.
 
     WeightsError lists missing and extra keys (or names the prefix they all carry, `module.`
     or `model.`), names a key with the wrong shape (expected/got), a non-float dtype or a
     non-finite value.
     """
     file = file or "weights"
-    specs = param_specs(graph)
+    specs = source_specs(graph)
     missing = [k for k in specs if k not in weights]
-    extra = sorted(k for k in weights if k not in specs)
+    extra = sorted(k for k in weights if k not in specs and not k.endswith(IGNORED_SUFFIXES))
     if missing or extra:
         def listing(keys):
             shown = ", ".join(keys[:8])
@@ -126,12 +130,8 @@ def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
         if not node.param_prefix:
             continue
         for key, shape in node_params(graph, node).items():
-            if key.endswith(".bias"):
-                out[key] = np.zeros(shape, np.float32)
-                continue
-            fan_in = OPS[node.op].fan_in(node.attrs, shape)
-            std = np.sqrt(2.0 / fan_in)
-            out[key] = (rng.standard_normal(shape) * std).astype(np.float32)
+            name = key[len(node.param_prefix) + 1:]
+            out[key] = np.asarray(OPS[node.op].init(node.attrs, name, shape, rng), np.float32)
     return out
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import squeezegen
-from squeezegen.ir.printer import param_specs
+from squeezegen.ir.ops import source_specs as param_specs   # the weights a user supplies
 
 # A tiny floor for the denominator, so that an all-zero expected output does not divide by zero
 # (an all-zero expected output then needs an (almost) all-zero actual output).
@@ -68,6 +68,10 @@ def random_weights(graph, seed: int = 0, bias_scale: float = 0.5) -> dict[str, n
         if key.endswith(".bias"):
             mag = rng.uniform(0.1, 1.0, shape) * bias_scale
             out[key] = (mag * rng.choice([-1.0, 1.0], shape)).astype(np.float32)
+        elif key.endswith(".running_var"):          # a BatchNorm's: positive, not near 1
+            out[key] = rng.uniform(0.3, 3.0, shape).astype(np.float32)
+        elif key.endswith(".running_mean"):
+            out[key] = rng.normal(0.0, 0.5, shape).astype(np.float32)
         else:
             fan_in = max(1, int(np.prod(shape[1:])))
             out[key] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
@@ -126,6 +130,10 @@ def torch_module(graph, weights: dict):
                                 self._p(node, "bias"))
             if node.op == "softmax":
                 return F.softmax(x, dim=1)
+            if node.op == "batchnorm":
+                return F.batch_norm(x, self._p(node, "running_mean"), self._p(node, "running_var"),
+                                    self._p(node, "weight"), self._p(node, "bias"),
+                                    training=False, eps=a["eps"])
             raise NotImplementedError(node.op)
 
         def forward(self, x):

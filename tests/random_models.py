@@ -24,6 +24,8 @@ def random_model(seed: int, wide: bool = False) -> str:
     have up to 160 channels and 40 pixels a side, so that the wide GEMM tile and split-K are
     scheduled too."""
     rng = random.Random(seed)
+    bn_rng = random.Random(seed * 7919 + 1)   # BatchNorms: their own draws, so that adding them
+                                             # left the other layers' draws as they were
     most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
     if wide:
@@ -38,6 +40,16 @@ def random_model(seed: int, wide: bool = False) -> str:
         shapes[name] = shape
         order.append(name)
         used.update(src)
+
+    def maybe_batchnorm(kind):
+        """A BatchNorm after a conv or deconv (folded) or a pool (its own kernel), sometimes."""
+        last = order[-1]
+        if kind in ("conv", "deconv", "maxpool", "avgpool") and shapes[last] is not None \
+                and last != "input" and bn_rng.random() < 0.3:
+            eps = bn_rng.choice(["1.0e-5", "0.001", "0.1"])
+            relu = bn_rng.choice(["true", "false"])
+            emit(f"{last}_bn", f"op: batchnorm, input: {last}, eps: {eps}, relu: {relu}",
+                 shapes[last], [last])
 
     for i in range(rng.randint(2, 7)):
         name = f"l{i}"
@@ -111,6 +123,7 @@ def random_model(seed: int, wide: bool = False) -> str:
                  (sc + shapes[other][0], sh, sw), [src, other])
         else:
             emit(name, f"op: relu, input: {src}", (sc, sh, sw), [src])
+        maybe_batchnorm(kind)
     if len(order) == 1:
         emit("l_only", "op: conv, input: input, out: 3, kernel: 1", (3, h, w), ["input"])
     last = order[-1]

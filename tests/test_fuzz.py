@@ -79,9 +79,14 @@ def _planned_matches(text: str, batch: int | None = None) -> bool:
     plan = plan_memory(fused, batch, tiles, scratch_needs(fused, batch, tiles))
     w = random_weights(g, 0)
     x = random_input(g, batch)
-    want = _outputs(ReferenceExecutor(g, w)(x))
+    want = _outputs(ReferenceExecutor(fused, w)(x))
     got = _outputs(PlannedExecutor(fused, plan, w)(x))
-    return len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
+    # the passes keep the function (folding a BatchNorm rounds the weights once more) ...
+    original = _outputs(ReferenceExecutor(g, w)(x))
+    kept = all(np.abs(a - b).max() <= 1e-5 * max(np.abs(b).max(), 1e-30)
+               for a, b in zip(want, original))
+    # ... and the memory plan keeps every value exactly
+    return kept and len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
 
 
 def fuzz(seeds, matches, what: str) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from .. import __version__
 from ..errors import BuildError
 from ..ir.graph import Graph
-from ..ir.ops import packed_layouts, param_specs
+from ..ir.ops import packed_layouts, param_specs, resolve_weights
 from ..passes.plan_memory import MemoryPlan
 from . import ctext
 from .target import H200, Target
@@ -79,6 +79,7 @@ def pack_weights(graph: Graph, weights: dict[str, np.ndarray], batch: int) -> np
     build at `batch`."""
     offsets, total = weight_layout(graph)
     packed = packed_layouts(graph, batch)
+    weights = resolve_weights(graph, weights)
     data = np.zeros(max(1, total), np.float32)
     for key, offset in offsets.items():
         value = np.asarray(weights[key], np.float32)

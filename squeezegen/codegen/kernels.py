@@ -154,7 +154,8 @@ def _param_refs(graph: Graph, node: Node, weight_offsets: dict, batch: int) -> l
     refs = []
     layout = OPS[node.op].packed(node.attrs, batch)
     for key, shape in node_params(graph, node).items():
-        var = "w" if key.endswith(".weight") else "b"
+        short = key[len(node.param_prefix) + 1:]
+        var = {"weight": "w", "bias": "b"}.get(short, short)
         what = f"{key} [{', '.join(str(d) for d in shape)}]"
         if var == "w" and layout:
             what = f"{key}, packed K-major [{prod(shape[1:])}][{shape[0]}]"
@@ -203,6 +204,8 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
         attrs = f" {k[0]}x{k[1]}/{s[0]}x{s[1]}" + (f" pad {p[0]}x{p[1]}" if any(p) else "")
     lines = [f"{kernel.name}: {node.op}{attrs}, {ins} -> {node.type} (batch {kernel.consts['N']})",
              f"implements: {', '.join(layers)}"]
+    folded = [f"{original[n].op} {n} (folded into the weights and bias: {node.param_prefix}.*)"
+              for n in node.fused if n in original and original[n].op == "batchnorm"]
     fused = [str(s) for s in node.epilogue]
     if "pool" in node.attrs:
         ph, pw = node.attrs["pool"]
@@ -213,6 +216,7 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
         fused.append(f"stores into channels {node.out_view.channel_offset}.."
                      f"{node.out_view.channel_offset + node.type.channels - 1} of "
                      f"{node.out_view.into} (no concat copy)")
+    fused = folded + fused
     if fused:
         lines.append(f"fused: {'; '.join(fused)}")
     tile = kernel.extra.get("tile")

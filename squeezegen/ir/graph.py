@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from math import prod
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 class Attrs(Mapping):
@@ -88,6 +88,19 @@ class OutView:
 
 
 @dataclass(frozen=True)
+class Constant:
+    """A weight a pass derives from others (the constants store): `name` = fn(*inputs), computed
+    in float64 and stored as float32 when the weights meet the graph (`ir.ops.resolve_weights`),
+    so the reference, the packer and the blob all see the result. `fn` is a module-level
+    function or a functools.partial of one (picklable)."""
+    name: str                                       # the weight made: `conv1+bn1.weight`
+    shape: tuple[int, ...]
+    inputs: tuple[tuple[str, tuple[int, ...]], ...]  # (weight name, shape) it is made from
+    fn: Callable
+    note: str                                       # what it is: "conv1.weight with bn1 folded"
+
+
+@dataclass(frozen=True)
 class Node:
     name: str                          # unique, a validated C identifier
     op: str                            # a key of ir.ops.OPS
@@ -120,6 +133,7 @@ class Graph:
     passes: tuple[str, ...] = ()       # the passes applied so far, in order
     layer_ops: tuple[tuple[str, str], ...] = ()   # (YAML layer, YAML op), in file order
     output_names: tuple[str, ...] = ()  # the YAML layer name of each output
+    constants: tuple[Constant, ...] = ()  # weights passes derived from the user's (in order)
     _index: dict = field(default=None, compare=False, repr=False, hash=False)
 
     def __post_init__(self):

@@ -1,7 +1,7 @@
 """The op registry: every fact about an IR op, in one entry per op.
 
 Each op family is one module of `squeezegen/ops/` (gemm: conv and linear; deconv; pool;
-eltwise: add and relu; concat; softmax) whose `OPS` list holds `OpInfo` entries: the op's fields
+eltwise: add and relu; concat; softmax; norm: batchnorm) whose `OPS` list holds `OpInfo` entries: the op's fields
 in the model language, its output shape, its weights (PyTorch's layouts, and the layout the
 kernels want them packed in), FLOPs, the epilogues its kernel takes, its NumPy reference, its
 lowering (template, compile-time constants, grid, tile kind) and its PyTorch peer. Everything
@@ -10,12 +10,14 @@ tuning-cache signature) looks an op up here instead of naming it.
 """
 from __future__ import annotations
 
-from ..ops import concat, deconv, eltwise, gemm, pool, softmax
+import numpy as np
+
+from ..ops import concat, deconv, eltwise, gemm, norm, pool, softmax
 from ..ops.base import (OpInfo, ShapeError, conv_out_size, deconv_out_size,  # noqa: F401
                         pool_out_size, pool_window)
 from .graph import Graph, Node, TensorType
 
-FAMILIES = (gemm, deconv, pool, eltwise, concat, softmax)
+FAMILIES = (gemm, deconv, pool, eltwise, concat, softmax, norm)
 
 INPUT = OpInfo("input", 0, None, lambda a, i: TensorType(a["shape"]), reference=None,
                lower=None, torch=None)
@@ -74,3 +76,25 @@ def packed_layouts(graph: Graph, batch: int) -> dict[str, str]:
         if layout:
             packed[f"{n.param_prefix}.weight"] = layout
     return packed
+
+
+def source_specs(graph: Graph) -> dict[str, tuple[int, ...]]:
+    """The weights a user supplies for `graph`: what its nodes read, less the constants passes
+    derived, plus what those are derived from (the original model's weights)."""
+    made = {c.name for c in graph.constants}
+    specs = {k: v for k, v in param_specs(graph).items() if k not in made}
+    for c in graph.constants:
+        for name, shape in c.inputs:
+            if name not in made:
+                specs.setdefault(name, shape)
+    return specs
+
+
+def resolve_weights(graph: Graph, weights: dict) -> dict:
+    """`weights` with the graph's derived constants added (those not there yet), in float32."""
+    out = dict(weights)
+    for c in graph.constants:
+        if c.name not in out:
+            out[c.name] = np.ascontiguousarray(
+                c.fn(*(out[name] for name, _ in c.inputs)), dtype=np.float32)
+    return out

@@ -109,6 +109,8 @@ def format_graph(graph: Graph, plan=None) -> str:
              + (f"; batch {plan.batch}" if plan is not None else "") + ")"]
     lines += ["  " + format_node(n, plan) for n in graph.nodes]
     lines.append("  return " + ", ".join("%" + o for o in graph.outputs))
+    lines += [f"  constant {c.name} [{', '.join(map(str, c.shape))}] = {c.note}"
+              for c in graph.constants]
     if plan is not None:
         lines.append(f"  arena {plan.arena_bytes:,} bytes ({plan.unshared_bytes:,} without "
                      "sharing)")

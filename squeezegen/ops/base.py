@@ -6,9 +6,12 @@ passes, codegen, runtime, the reference) can depend on the registry without a cy
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from math import prod
 from typing import Any, Callable
+
+import numpy as np
 
 from ..ir.graph import Attrs, Node, TensorType
 
@@ -26,10 +29,12 @@ class ShapeError(Exception):
 # ---------------------------------------------------------------- the model language's fields
 @dataclass(frozen=True)
 class Field:
-    kind: str                  # pos_int | pos_pair | nonneg_pair | bool | ref | refs
+    kind: str                  # pos_int | pos_pair | nonneg_pair | pos_float | bool | ref | refs
     required: bool = False
     default: Any = None
 
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 # fields that choose operands or add a layer after the op, not attributes of the op itself
 WIRING_FIELDS = ("input", "inputs", "relu")
@@ -39,6 +44,7 @@ def describe(kind: str) -> str:
     return {"pos_int": "a positive integer",
             "pos_pair": "a positive integer or a list [h, w] of two",
             "nonneg_pair": "a non-negative integer or a list [h, w] of two",
+            "pos_float": "a positive number",
             "bool": "true or false",
             "ref": "the name of an earlier layer (or 'input')",
             "refs": "a list of at least two earlier layer names"}[kind]
@@ -68,6 +74,13 @@ def check_value(kind: str, value: Any) -> Any:
         if kind == "pos_int":
             return value
         return (items[0], items[0]) if len(items) == 1 else (items[0], items[1])
+    if kind == "pos_float":
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
+            value = float(value)   # YAML 1.1 reads 1e-5 (no dot) as a string; YAML 1.2 as 1e-5
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+                or value == float("inf"):
+            raise bad()
+        return float(value)
     if kind == "bool":
         if not isinstance(value, bool):
             raise bad()
@@ -148,8 +161,13 @@ def _yaml_attrs(values: dict, ins: list[TensorType], given) -> dict:
     return {k: v for k, v in values.items() if k not in WIRING_FIELDS}
 
 
-def _fan_in(attrs, shape: tuple[int, ...]) -> float:
-    return prod(shape[1:])
+def he_init(attrs, name: str, shape: tuple[int, ...], rng, fan_in: float | None = None):
+    """`init-weights`: biases zero, weights He-initialised (normal, std sqrt(2 / fan-in), the
+    fan-in being what one output sums over: every dimension but the first by default)."""
+    if name == "bias":
+        return np.zeros(shape, np.float32)
+    fan_in = prod(shape[1:]) if fan_in is None else fan_in
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -170,7 +188,9 @@ class OpInfo:
                 attrs; ShapeError names the field at fault
     tile_kind   (node, batch) -> "gemm" | "deconv" | None: the tiles the scheduler picks from
     packed      (attrs, batch) -> the layout its weight is packed into for the kernels, or None
-    fan_in      (attrs, weight shape) -> the fan-in `init-weights` scales He's init by
+    init        (attrs, weight name, shape, numpy Generator) -> the array `init-weights` makes
+    scale_axis  the axis of its weight that indexes output channels, where a per-channel scale
+                after it (a BatchNorm) can be folded into its weights; None: it cannot
     """
     name: str
     arity: int | None
@@ -185,7 +205,8 @@ class OpInfo:
     from_yaml: Callable[[dict, list[TensorType], set], dict] = _yaml_attrs
     tile_kind: Callable[[Node, int], str | None] = _never
     packed: Callable[[Attrs, int], str | None] = field(default=lambda attrs, batch: None)
-    fan_in: Callable[[Attrs, tuple[int, ...]], float] = _fan_in
+    init: Callable = he_init
+    scale_axis: int | None = None
 
     @property
     def takes_epilogue(self) -> bool:

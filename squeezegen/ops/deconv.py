@@ -7,7 +7,8 @@ import numpy as np
 
 from ..codegen.tiles import ConvTile, DeconvMmaTile, deconv_row, gemm_tile_fields, phase_grid
 from ..ir.graph import TensorType
-from .base import Field, OpInfo, ShapeError, deconv_out_size, need_image, with_bias
+from .base import (Field, OpInfo, ShapeError, deconv_out_size, he_init, need_image,
+                   with_bias)
 
 FIELDS = {"out": Field("pos_int", required=True), "kernel": Field("pos_pair", required=True),
           "stride": Field("pos_pair", default=1), "pad": Field("nonneg_pair", default=0),
@@ -80,14 +81,18 @@ def lower(ctx, node):
                       {**extra, "tile": {"cob": tile.cob, "cib": tile.cib, "px": tile.px}})
 
 
-def fan_in(attrs, shape):
-    """Each output sums in_ch * kh * kw / (sh * sw) products."""
+def init(attrs, name, shape, rng):
+    """He's init with the fan-in of a transposed convolution: each output sums
+    in_ch * kh * kw / (sh * sw) products."""
+    if name != "weight":
+        return he_init(attrs, name, shape, rng)
     (sh, sw) = attrs["stride"]
-    return max(1.0, shape[0] * shape[2] * shape[3] / (sh * sw))
+    return he_init(attrs, name, shape, rng, max(1.0, shape[0] * shape[2] * shape[3] / (sh * sw)))
 
 
 OPS = [
     OpInfo("deconv", 1, FIELDS, shape, deconv, lower, torch_deconv, params=params,
            flops=lambda a, i, o: 2 * i[0].numel * a["out"] * prod(a["kernel"]),
-           epilogues=("relu", "add"), tile_kind=lambda node, batch: "deconv", fan_in=fan_in),
+           epilogues=("relu", "add"), tile_kind=lambda node, batch: "deconv", init=init,
+           scale_axis=1),
 ]

@@ -1,5 +1,6 @@
 """The passes, in the order they run. `squeezegen build --dump-ir` prints the IR after each.
 
+    fold_batchnorm conv/deconv/linear + batchnorm   -> the layer, with the BatchNorm in its weights
     fuse_relu     conv/deconv/linear + relu         -> one kernel, relu in its epilogue
     fuse_pool     conv + 2- or 4-pixel max pool     -> one kernel, the max taken before the store
     fuse_add      conv/deconv/linear + add (skip)   -> one kernel, add in its epilogue
@@ -14,9 +15,10 @@ from typing import Callable
 
 from ..ir.graph import Graph
 from ..ir.verify import verify
-from . import fire_concat, fuse_add, fuse_pool, fuse_relu
+from . import fire_concat, fold_batchnorm, fuse_add, fuse_pool, fuse_relu
 
 PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
+    (fold_batchnorm.NAME, fold_batchnorm.run),
     (fuse_relu.NAME, fuse_relu.run),
     (fuse_pool.NAME, fuse_pool.run),
     (fuse_add.NAME, fuse_add.run),

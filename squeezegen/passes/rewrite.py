@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..ir.graph import Graph, Node
+from ..ir.graph import Constant, Graph, Node
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class Rewrite:
     new: Node
     remove: tuple[str, ...] = ()
     renamed_to: str | None = None
+    constants: tuple[Constant, ...] = ()     # weights the rewrite derives (the constants store)
 
 
 Rule = Callable[[Graph, Node], "Rewrite | None"]
@@ -55,7 +56,8 @@ def apply(graph: Graph, rw: Rewrite) -> Graph:
                 continue
             nodes = [_rename(n, old, rw.renamed_to) for n in nodes]
             outputs = tuple(rw.renamed_to if o == old else o for o in outputs)
-    return graph.replace(nodes=tuple(nodes), outputs=outputs)
+    return graph.replace(nodes=tuple(nodes), outputs=outputs,
+                         constants=graph.constants + rw.constants)
 
 
 def apply_rules(graph: Graph, rule: Rule) -> Graph:

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import InputError
 from ..frontend import load_model
 from ..ir.graph import Graph
-from ..ir.ops import OPS
+from ..ir.ops import OPS, resolve_weights
 from ..weights import check_weights, load_weights
 
 
@@ -51,7 +51,7 @@ class ReferenceExecutor:
     def __init__(self, graph: Graph, weights: dict, weights_file: str | None = None,
                  rounded: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None):
         self.graph = graph
-        self.weights = check_weights(graph, weights, weights_file)
+        self.weights = resolve_weights(graph, check_weights(graph, weights, weights_file))
         self.rounded = rounded or {}
 
     def _params(self, node) -> dict:

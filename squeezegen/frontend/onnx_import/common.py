@@ -12,7 +12,7 @@ import numpy as np
 from ...errors import SqueezegenError
 
 # What `import_onnx` maps (for error messages and the docs).
-SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
+SUPPORTED_OPS = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
                  "GlobalMaxPool", "Add", "Concat", "Gemm", "MatMul", "Softmax", "Flatten",
                  "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant")
 
@@ -22,9 +22,6 @@ UNSUPPORTED_HINTS = {
     "Pad": "an explicit padding layer (nn.ZeroPad2d or F.pad, which the exporter writes as Pad, "
            "with ConstantOfShape and Slice computing the pads); squeezegen pads only inside a "
            "conv or pool, the same on both sides, so give that layer the padding instead",
-    "BatchNormalization": "the exporter folds a BatchNorm into the conv right before it when "
-                          "the model is exported in eval mode (model.eval()); a BatchNorm "
-                          "anywhere else has no squeezegen layer",
 }
 
 
@@ -103,6 +100,17 @@ def _node_label(node) -> str:
 
 def _pair_text(p) -> str:
     return str(p[0]) if p[0] == p[1] else f"[{p[0]}, {p[1]}]"
+
+
+def _yaml_float(value: float) -> str:
+    """A float as YAML 1.1 reads back as the same float (1e-05 would be a string: 1.0e-05)."""
+    text = repr(float(value))
+    mantissa, e, exponent = text.partition("e")
+    if e and "." not in mantissa:
+        mantissa += ".0"
+    if e and exponent[0] not in "+-":
+        exponent = "+" + exponent
+    return mantissa + (e + exponent if e else "")
 
 
 def _yaml_scalar(text: str) -> str:

@@ -206,6 +206,36 @@ class OpMapping:
                            node)
         self.add_layer(layer, node.output[0])
 
+    def map_batchnorm(self, node):
+        """Inference BatchNormalization (training_mode 0): a batchnorm layer whose weights are
+        scale, B, mean and var; squeezegen folds it into a conv before it."""
+        a = self.attrs(node, ("epsilon", "momentum", "training_mode", "spatial"))
+        if a.get("training_mode", 0) or len(node.output) > 1:
+            raise self.fail(node, "training-mode BatchNormalization (running statistics "
+                                  "updated) is not supported; export the model in eval mode "
+                                  "(model.eval())", "training_mode")
+        if not a.get("spatial", 1):
+            raise self.fail(node, "spatial=0 (per-pixel statistics) is not supported", "spatial")
+        x = self.tensor(node)
+        if x.flattened:
+            raise self.fail(node, "a BatchNormalization of a flattened image is not supported")
+        c = x.sg[0]
+        names = ("scale", "bias (B)", "mean", "var")
+        weights = {}
+        for i, (key, what) in enumerate(zip(("weight", "bias", "running_mean", "running_var"),
+                                            names), start=1):
+            w = self.weight(node, i, what)
+            if w.shape != (c,):
+                raise self.fail(node, f"the {what} '{node.input[i]}' has shape {list(w.shape)}, "
+                                      f"expected [{c}] (one per channel)")
+            weights[key] = w
+        eps = float(str(np.float32(a.get("epsilon", 1e-5))))    # ONNX stores a float32: 1e-05
+        if not eps > 0:
+            raise self.fail(node, f"epsilon {eps} is not positive", "epsilon")
+        index = self.add_layer(_Layer("batchnorm", [x.layer], {"eps": eps}, weights, x.sg, node,
+                                      relu=False), node.output[0], x.shape)
+        self.fuse_relu(index, node.output[0])
+
     def map_relu(self, node):
         self.attrs(node, ())
         x = self.tensor(node)

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from ..schema import MAX_NAME, identifier_problem
-from .common import _INPUT, _comment_safe, _Layer, _pair_text, _yaml_scalar
+from .common import _INPUT, _comment_safe, _Layer, _pair_text, _yaml_float, _yaml_scalar
 
 
 class YamlWriting:
@@ -117,6 +117,8 @@ class YamlWriting:
                     items.append(f"pad: {_pair_text(f['pad'])}")
                 if pool:
                     items.append(f"ceil_mode: {'true' if f['ceil_mode'] else 'false'}")
+            if "eps" in f:
+                items.append(f"eps: {_yaml_float(f['eps'])}")
             if layer.relu:
                 items.append("relu: true")
             if "bias" in f and not f["bias"]:

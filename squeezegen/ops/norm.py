@@ -1,0 +1,86 @@
+"""Batch normalisation in its inference form (PyTorch's BatchNorm2d/1d in eval mode): per
+channel, y = (x - running_mean) / sqrt(running_var + eps) * weight + bias.
+
+After a conv, deconv or linear layer the fold_batchnorm pass folds it into that layer's weights
+and bias (`fold`, below); elsewhere it runs as its own kernel, a per-channel scale and shift."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Field, OpInfo, ShapeError
+
+PARAMS = ("weight", "bias", "running_mean", "running_var")
+
+
+def shape(attrs, ins):
+    if len(ins[0].shape) not in (1, 3):
+        raise ShapeError("batchnorm needs a C,H,W or a K input", field="input")
+    return ins[0]
+
+
+def params(attrs, ins):
+    return {name: (ins[0].channels,) for name in PARAMS}
+
+
+def scale_shift(eps, weight, bias, mean, var) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel affine map, in float64: y = x * scale + shift."""
+    scale = weight.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    return scale, bias.astype(np.float64) - mean.astype(np.float64) * scale
+
+
+def batchnorm(attrs, inputs, params):
+    x = inputs[0]
+    scale, shift = scale_shift(attrs["eps"], *(params[p] for p in PARAMS))
+    per_channel = (1, -1) + (1,) * (x.ndim - 2)
+    return (x * scale.reshape(per_channel) + shift.reshape(per_channel)).astype(np.float32)
+
+
+def torch_batchnorm(torch, attrs, args, params):
+    return torch.nn.functional.batch_norm(args[0], params["running_mean"], params["running_var"],
+                                          params["weight"], params["bias"], training=False,
+                                          eps=attrs["eps"])
+
+
+def init(attrs, name, shape, rng):
+    """`init-weights`: a BatchNorm that does something (scale near 1, small shifts, variances
+    in [0.5, 1.5])."""
+    if name == "running_var":
+        return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    return ((1.0 if name == "weight" else 0.0) + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+
+
+def lower(ctx, node):
+    """eltwise.cu.j2: one thread per element, the channel's scale computed from its parameters
+    as PyTorch does."""
+    return ctx.kernel(node, "eltwise.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
+                      ctx.consts(node), {"kind": "batchnorm", "eps": f"{attrs_eps(node)}f"})
+
+
+def attrs_eps(node) -> str:
+    """eps as a C float literal's digits (repr: the shortest text that reads back the same)."""
+    return repr(float(node.attrs["eps"]))
+
+
+# ---------------------------------------------------------------- folding (fold_batchnorm pass)
+def folded_weight(weight, gamma, var, *, axis: int, eps: float) -> np.ndarray:
+    """The weight of a layer followed by a BatchNorm: each output channel (along `axis`)
+    scaled by weight / sqrt(var + eps)."""
+    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    per_channel = [1] * weight.ndim
+    per_channel[axis] = -1
+    return weight.astype(np.float64) * scale.reshape(per_channel)
+
+
+def folded_bias(gamma, beta, mean, var, bias=None, *, eps: float) -> np.ndarray:
+    """The bias of a layer followed by a BatchNorm: (bias - mean) * scale + shift."""
+    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + eps)
+    before = 0.0 if bias is None else bias.astype(np.float64)
+    return (before - mean.astype(np.float64)) * scale + beta.astype(np.float64)
+
+
+OPS = [
+    OpInfo("batchnorm", 1, {"eps": Field("pos_float", default=1e-5),
+                            "relu": Field("bool", default=False), "input": Field("ref")},
+           shape, batchnorm, lower, torch_batchnorm, params=params,
+           flops=lambda a, i, o: 2 * o.numel, epilogues=("relu", "add"), init=init),
+]
