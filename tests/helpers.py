@@ -83,6 +83,20 @@ def random_input(graph, batch: int, seed: int = 1) -> np.ndarray:
     return rng.standard_normal((batch,) + tuple(graph.input.type.shape)).astype(np.float32)
 
 
+# PyTorch's own activations, written here independently of squeezegen's registry
+ACTIVATIONS = {
+    "relu": lambda F, x, a: F.relu(x),
+    "relu6": lambda F, x, a: F.relu6(x),
+    "clip": lambda F, x, a: F.hardtanh(x, a["min"], a["max"]),
+    "leaky_relu": lambda F, x, a: F.leaky_relu(x, a["negative_slope"]),
+    "sigmoid": lambda F, x, a: F.sigmoid(x),
+    "hardsigmoid": lambda F, x, a: F.hardsigmoid(x),
+    "hardswish": lambda F, x, a: F.hardswish(x),
+    "silu": lambda F, x, a: F.silu(x),
+    "tanh": lambda F, x, a: F.tanh(x),
+}
+
+
 def torch_module(graph, weights: dict):
     """A torch.nn.Module computing the same function as `graph` with `weights`, built only from
     torch.nn.functional calls chosen from each node's op and attributes."""
@@ -123,8 +137,8 @@ def torch_module(graph, weights: dict):
                 return y
             if node.op == "concat":
                 return torch.cat(args, dim=1)
-            if node.op == "relu":
-                return F.relu(x)
+            if node.op in ACTIVATIONS:
+                return ACTIVATIONS[node.op](F, x, node.attrs)
             if node.op == "linear":
                 return F.linear(torch.flatten(x, 1), self._p(node, "weight"),
                                 self._p(node, "bias"))
@@ -141,7 +155,8 @@ def torch_module(graph, weights: dict):
             for node in self.graph.nodes[1:]:
                 y = self._op(node, [env[i] for i in node.inputs])
                 for step in node.epilogue:
-                    y = F.relu(y) if step.kind == "relu" else y + env[step.operand]
+                    y = (y + env[step.operand] if step.kind == "add" else
+                         ACTIVATIONS[step.kind](F, y, step.attrs))
                 env[node.name] = y
             outs = tuple(env[o] for o in self.graph.outputs)
             return outs[0] if len(outs) == 1 else outs

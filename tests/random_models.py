@@ -19,6 +19,20 @@ def _as_pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _activation(rng) -> str:
+    """An activation layer's op and fields: relu half of the time, else another one."""
+    if rng.random() < 0.5:
+        return "relu"
+    kind = rng.choice(["relu6", "clip", "leaky_relu", "sigmoid", "hardsigmoid", "hardswish",
+                       "silu", "tanh"])
+    if kind == "clip":
+        low = rng.choice([-1.0, -0.5, 0.0])
+        return f"clip, min: {low}, max: {rng.choice([0.5, 1.0, 6.0])}"
+    if kind == "leaky_relu" and rng.random() < 0.5:
+        return f"leaky_relu, negative_slope: {rng.choice([0.1, 0.2, -0.3])}"
+    return kind
+
+
 def random_model(seed: int, wide: bool = False) -> str:
     """YAML text of a random valid model (image ops first, maybe a linear head). `wide` models
     have up to 160 channels and 40 pixels a side, so that the wide GEMM tile and split-K are
@@ -26,6 +40,7 @@ def random_model(seed: int, wide: bool = False) -> str:
     rng = random.Random(seed)
     bn_rng = random.Random(seed * 7919 + 1)   # BatchNorms: their own draws, so that adding them
                                              # left the other layers' draws as they were
+    act_rng = random.Random(seed * 104729 + 2)   # which activation a `relu` layer becomes
     most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
     if wide:
@@ -122,7 +137,7 @@ def random_model(seed: int, wide: bool = False) -> str:
             emit(name, f"op: concat, inputs: [{src}, {other}]",
                  (sc + shapes[other][0], sh, sw), [src, other])
         else:
-            emit(name, f"op: relu, input: {src}", (sc, sh, sw), [src])
+            emit(name, f"op: {_activation(act_rng)}, input: {src}", (sc, sh, sw), [src])
         maybe_batchnorm(kind)
     if len(order) == 1:
         emit("l_only", "op: conv, input: input, out: 3, kernel: 1", (3, h, w), ["input"])

@@ -666,7 +666,7 @@ class Lstm(nn.Module):
 
 
 @pytest.mark.parametrize("module,shape,node,op", [
-    (One(nn.Sigmoid()), (3, 5, 5), "/body/Sigmoid", "Sigmoid"),
+    (One(nn.Softplus()), (3, 5, 5), "/body/Softplus", "Softplus"),
     (Lstm(), (1, 8), "/lstm/LSTM", "LSTM"),
 ])
 def test_unsupported_ops_are_refused_with_the_supported_list(module, shape, node, op, tmp_path):
@@ -708,9 +708,7 @@ class ConvNormRelu(ConvPoolNorm):
 @pytest.mark.parametrize("module, node, needles", [
     (PadThenConv(), "/pad/Pad", ["nn.ZeroPad2d", "give that layer the padding instead",
                                  "(ConstantOfShape)"]),
-    (ConvPoolNorm(), "/norm/BatchNormalization", ["folds a BatchNorm into the conv right before",
-                                                  "eval mode"]),
-], ids=["ZeroPad2d", "BatchNorm-after-a-pool"])
+], ids=["ZeroPad2d"])
 def test_refusals_of_familiar_modules_say_what_to_do(module, node, needles, tmp_path):
     """The exporter turns these into ops of other names (Pad, ConstantOfShape): the refusal
     names the op the module became and what to write instead."""
@@ -729,6 +727,43 @@ def test_batchnorm_right_after_a_conv_is_folded_by_the_exporter(tmp_path):
         module.norm.weight.uniform_(0.5, 2)
     text, _, _ = check_import(module, (3, 8, 8), tmp_path)
     assert ops_of(text) == ["conv"] and "relu: true" in text, text
+
+
+def test_batchnorm_after_a_pool_is_a_batchnorm_layer(tmp_path):
+    module = ConvPoolNorm().eval()
+    with torch.no_grad():
+        module.norm.running_mean.uniform_(-1, 1)
+        module.norm.running_var.uniform_(0.5, 2)
+        module.norm.weight.uniform_(0.5, 2)
+        module.norm.bias.uniform_(-1, 1)
+    text, weights, _ = check_import(module, (3, 8, 8), tmp_path)
+    assert ops_of(text) == ["conv", "maxpool", "batchnorm"], text
+    assert set(weights) >= {"norm.weight", "norm.bias", "norm.running_mean", "norm.running_var"}
+
+
+class Activations(nn.Module):
+    """Every activation the importer maps, each after a conv (fused there) and one alone."""
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(4 if i else 3, 4, 3, padding=1) for i in range(7))
+        self.acts = nn.ModuleList([nn.ReLU6(), nn.Hardswish(), nn.SiLU(), nn.Sigmoid(),
+                                   nn.Tanh(), nn.LeakyReLU(0.2), nn.Hardsigmoid()])
+
+    def forward(self, x):
+        for conv, act in zip(self.convs, self.acts):
+            x = act(conv(x))
+        return torch.clamp(F.max_pool2d(x, 2), -0.25, 0.75)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_activations_import_and_match_torch(opset, tmp_path):
+    text, _, graph = check_import(seeded(Activations()), (3, 9, 7), tmp_path, opset=opset)
+    assert ops_of(text) == ["conv", "relu6", "conv", "hardswish", "conv", "silu", "conv",
+                            "sigmoid", "conv", "tanh", "conv", "leaky_relu", "conv",
+                            "hardsigmoid", "maxpool", "clip"], text
+    assert "negative_slope: 0.2" in text and "min: -0.25, max: 0.75" in text
+    fused = squeezegen.passes.run_passes(graph)
+    assert [n.op for n in fused.nodes].count("conv") == 7 and len(fused.nodes) == 10
 
 
 def test_bias_add_of_a_constant_is_refused(tmp_path):

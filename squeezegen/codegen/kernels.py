@@ -40,7 +40,7 @@ class Kernel:
     consts: dict                      # compile-time constants, in order
     tensors: list[TensorRef]          # inputs and the output (`y`), then epilogue operands
     params: list[TensorRef]           # weight and bias
-    epilogue: list[tuple]             # ("relu",) | ("add", TensorRef)
+    epilogue: list[tuple]             # ("act", op, C expression of v) | ("add", TensorRef)
     comment: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
     flops: int = 0
@@ -168,8 +168,8 @@ def _param_refs(graph: Graph, node: Node, weight_offsets: dict, batch: int) -> l
 def _epilogue(graph, plan, node) -> tuple[list[tuple], list[TensorRef]]:
     steps, refs = [], []
     for i, step in enumerate(node.epilogue):
-        if step.kind == "relu":
-            steps.append(("relu",))
+        if step.kind != "add":
+            steps.append(("act", step.kind, OPS[step.kind].activation(step.attrs, "v")))
         else:
             ref = tensor_ref(graph, plan, step.operand, f"skip{i}")
             steps.append(("add", ref))

@@ -72,12 +72,19 @@ class TensorType:
 
 @dataclass(frozen=True)
 class EpilogueStep:
-    """One step applied to a kernel's output before it is stored: `relu`, or `add` of a tensor."""
-    kind: str                      # "relu" | "add"
+    """One step applied to a kernel's output before it is stored: an activation, or `add` of a
+    tensor."""
+    kind: str                      # "add", or an activation op: "relu", "hardswish", ...
     operand: str | None = None     # the tensor added (one of the node's inputs) for "add"
+    attrs: Attrs = Attrs()         # an activation's attributes (leaky_relu's negative_slope)
 
     def __str__(self) -> str:
-        return f"add({self.operand})" if self.kind == "add" else self.kind
+        if self.kind == "add":
+            return f"add({self.operand})"
+        return self.kind + (f"{self.attrs}" if self.attrs else "")
+
+    def replace(self, **changes) -> "EpilogueStep":
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The op registry: every fact about an IR op, in one entry per op.
 
 Each op family is one module of `squeezegen/ops/` (gemm: conv and linear; deconv; pool;
-eltwise: add and relu; concat; softmax; norm: batchnorm) whose `OPS` list holds `OpInfo` entries: the op's fields
+eltwise: add; concat; softmax; norm: batchnorm; activation: relu, relu6, clip, leaky_relu,
+sigmoid, hardsigmoid, hardswish, silu, tanh) whose `OPS` list holds `OpInfo` entries: the op's fields
 in the model language, its output shape, its weights (PyTorch's layouts, and the layout the
 kernels want them packed in), FLOPs, the epilogues its kernel takes, its NumPy reference, its
 lowering (template, compile-time constants, grid, tile kind) and its PyTorch peer. Everything
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops import concat, deconv, eltwise, gemm, norm, pool, softmax
+from ..ops import activation, concat, deconv, eltwise, gemm, norm, pool, softmax
 from ..ops.base import (OpInfo, ShapeError, conv_out_size, deconv_out_size,  # noqa: F401
                         pool_out_size, pool_window)
 from .graph import Graph, Node, TensorType
 
-FAMILIES = (gemm, deconv, pool, eltwise, concat, softmax, norm)
+FAMILIES = (gemm, deconv, pool, eltwise, concat, softmax, norm, activation)
 
 INPUT = OpInfo("input", 0, None, lambda a, i: TensorType(a["shape"]), reference=None,
                lower=None, torch=None)
@@ -98,3 +99,19 @@ def resolve_weights(graph: Graph, weights: dict) -> dict:
             out[c.name] = np.ascontiguousarray(
                 c.fn(*(out[name] for name, _ in c.inputs)), dtype=np.float32)
     return out
+
+
+def takes_step(op: str, kind: str) -> bool:
+    """Whether the kernel of `op` can apply the epilogue step `kind` ("add", or an activation
+    op's name) before its store."""
+    info = OPS[op]
+    if kind == "add":
+        return "add" in info.epilogues
+    return "activation" in info.epilogues and kind in OPS and OPS[kind].activation is not None
+
+
+def apply_step(step, y, operand=None):
+    """The NumPy value of epilogue `step` applied to `y` (`operand`: the tensor an add adds)."""
+    if step.kind == "add":
+        return y + operand
+    return OPS[step.kind].reference(step.attrs, [y], {})

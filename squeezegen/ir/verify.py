@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import SqueezegenError
 from .graph import Graph
-from .ops import OPS, ShapeError, infer
+from .ops import OPS, ShapeError, infer, takes_step
 
 
 class VerifyError(SqueezegenError):
@@ -44,7 +44,7 @@ def verify(graph: Graph, after: str | None = None) -> Graph:
         for step in node.epilogue:
             if not OPS[node.op].takes_epilogue:
                 fail(node, "this op cannot carry an epilogue")
-            if step.kind not in OPS[node.op].epilogues:
+            if not takes_step(node.op, step.kind):
                 fail(node, f"unknown epilogue step '{step.kind}'")
             if step.kind == "add" and seen[step.operand].type != node.type:
                 fail(node, f"epilogue add of '{step.operand}' does not match its inputs")

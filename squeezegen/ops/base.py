@@ -45,6 +45,7 @@ def describe(kind: str) -> str:
             "pos_pair": "a positive integer or a list [h, w] of two",
             "nonneg_pair": "a non-negative integer or a list [h, w] of two",
             "pos_float": "a positive number",
+            "float": "a number",
             "bool": "true or false",
             "ref": "the name of an earlier layer (or 'input')",
             "refs": "a list of at least two earlier layer names"}[kind]
@@ -79,6 +80,13 @@ def check_value(kind: str, value: Any) -> Any:
             value = float(value)   # YAML 1.1 reads 1e-5 (no dot) as a string; YAML 1.2 as 1e-5
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
                 or value == float("inf"):
+            raise bad()
+        return float(value)
+    if kind == "float":
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not abs(value) < float("inf"):
             raise bad()
         return float(value)
     if kind == "bool":
@@ -183,12 +191,15 @@ class OpInfo:
     torch       PyTorch: (torch.nn.functional, attrs, inputs, params) -> output (the peer)
     params      (attrs, input types) -> {name: shape} of its weights, in PyTorch's layout
     flops       (attrs, input types, output type) -> FLOPs per image
-    epilogues   the epilogue steps its kernel can apply before the store ("relu", "add")
+    epilogues   the epilogue steps its kernel can apply before the store: "activation" (any
+                activation op) and "add" (of a tensor of its output's shape)
     from_yaml   (checked YAML values with defaults, input types, the fields written) -> IR
                 attrs; ShapeError names the field at fault
     tile_kind   (node, batch) -> "gemm" | "deconv" | None: the tiles the scheduler picks from
     packed      (attrs, batch) -> the layout its weight is packed into for the kernels, or None
     init        (attrs, weight name, shape, numpy Generator) -> the array `init-weights` makes
+    activation  (attrs, C variable) -> the C expression of an element-wise activation of it,
+                or None: activations are fused into the store of the kernel before them
     scale_axis  the axis of its weight that indexes output channels, where a per-channel scale
                 after it (a BatchNorm) can be folded into its weights; None: it cannot
     """
@@ -207,6 +218,7 @@ class OpInfo:
     packed: Callable[[Attrs, int], str | None] = field(default=lambda attrs, batch: None)
     init: Callable = he_init
     scale_axis: int | None = None
+    activation: Callable[[Attrs, str], str] | None = None
 
     @property
     def takes_epilogue(self) -> bool:

@@ -93,6 +93,6 @@ def init(attrs, name, shape, rng):
 OPS = [
     OpInfo("deconv", 1, FIELDS, shape, deconv, lower, torch_deconv, params=params,
            flops=lambda a, i, o: 2 * i[0].numel * a["out"] * prod(a["kernel"]),
-           epilogues=("relu", "add"), tile_kind=lambda node, batch: "deconv", init=init,
+           epilogues=("activation", "add"), tile_kind=lambda node, batch: "deconv", init=init,
            scale_axis=1),
 ]

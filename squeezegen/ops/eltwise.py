@@ -1,8 +1,7 @@
-"""Element-wise ops: `add` of two or more tensors of one shape, `relu`. Passes fuse both into
-the epilogue of the kernel that produces their operand where they can."""
+"""`add` of two or more tensors of one shape. The fuse_add pass moves a skip add into the
+epilogue of the kernel that produces one of its operands where it can (activations are in
+activation.py)."""
 from __future__ import annotations
-
-import numpy as np
 
 from .base import Field, OpInfo, ShapeError
 
@@ -23,10 +22,6 @@ def add(attrs, inputs, params):
     return out
 
 
-def relu(attrs, inputs, params):
-    return np.maximum(inputs[0], np.float32(0))
-
-
 def torch_add(torch, attrs, args, params):
     y = args[0]
     for other in args[1:]:
@@ -44,7 +39,4 @@ OPS = [
     OpInfo("add", None, {"inputs": Field("refs", required=True),
                          "relu": Field("bool", default=False)},
            same_shape, add, lower, torch_add, flops=lambda a, i, o: o.numel * (len(i) - 1)),
-    OpInfo("relu", 1, {"input": Field("ref")}, lambda a, i: i[0], relu, lower,
-           lambda torch, a, args, p: torch.nn.functional.relu(args[0]),
-           flops=lambda a, i, o: o.numel),
 ]

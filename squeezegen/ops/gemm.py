@@ -138,11 +138,11 @@ def linear_tiles(node, batch):
 
 OPS = [
     OpInfo("conv", 1, CONV_FIELDS, conv_shape, conv, lower_gemm, torch_conv,
-           params=conv_params, flops=conv_flops, epilogues=("relu", "add"), tile_kind=conv_tiles,
+           params=conv_params, flops=conv_flops, epilogues=("activation", "add"), tile_kind=conv_tiles,
            packed=lambda attrs, batch: "K-major [CI*KH*KW][CO]", scale_axis=0),
     OpInfo("linear", 1, LINEAR_FIELDS, lambda a, i: TensorType((a["out"],)), linear, lower_gemm,
            torch_linear, params=linear_params,
-           flops=lambda a, i, o: 2 * i[0].numel * a["out"], epilogues=("relu", "add"),
+           flops=lambda a, i, o: 2 * i[0].numel * a["out"], epilogues=("activation", "add"),
            tile_kind=linear_tiles,
            packed=lambda attrs, batch: None if batch <= GEMV_MAX_BATCH else "K-major [IN][OUT]",
            scale_axis=0),

@@ -82,5 +82,5 @@ OPS = [
     OpInfo("batchnorm", 1, {"eps": Field("pos_float", default=1e-5),
                             "relu": Field("bool", default=False), "input": Field("ref")},
            shape, batchnorm, lower, torch_batchnorm, params=params,
-           flops=lambda a, i, o: 2 * o.numel, epilogues=("relu", "add"), init=init),
+           flops=lambda a, i, o: 2 * o.numel, epilogues=("activation", "add"), init=init),
 ]

@@ -10,7 +10,7 @@ other operand is computed before it.
 from __future__ import annotations
 
 from ..ir.graph import EpilogueStep, Graph, Node
-from ..ir.ops import OPS
+from ..ir.ops import takes_step
 from .rewrite import Rewrite, apply_rules, single_consumer
 
 NAME = "fuse_add"
@@ -22,7 +22,7 @@ def match(graph: Graph, node: Node) -> Rewrite | None:
     consumers = graph.consumers()
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     candidates = [graph[i] for i in node.inputs
-                  if OPS[graph[i].op].takes_epilogue and graph[i].out_view is None
+                  if takes_step(graph[i].op, "add") and graph[i].out_view is None
                   and single_consumer(graph, i, consumers) == node.name]
     if not candidates:
         return None

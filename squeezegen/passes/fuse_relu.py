@@ -1,29 +1,33 @@
-"""Fuse a ReLU into the kernel that produces its input (conv, deconv, linear).
+"""Fuse a ReLU, or any other activation (relu6, clip, leaky_relu, sigmoid, hardsigmoid,
+hardswish, silu, tanh), into the kernel that produces its input (conv, deconv, linear,
+batchnorm): the activation's C expression is applied in the store.
 
-    %y = conv(%x)            %y = conv(%x) epilogue[relu]
-    %r = relu(%y)     ==>    (readers of %r read %y)
+    %y = conv(%x)                 %y = conv(%x) epilogue[hardswish]
+    %r = hardswish(%y)     ==>    (readers of %r read %y)
 
-Only when the ReLU is the producer's single reader and the producer is not a graph output.
+Only when the activation is the producer's single reader and the producer is not a graph
+output. (The name is the pass's first job: the ReLU of `relu: true`.)
 """
 from __future__ import annotations
 
 from ..ir.graph import EpilogueStep, Graph, Node
-from ..ir.ops import OPS
+from ..ir.ops import OPS, takes_step
 from .rewrite import Rewrite, apply_rules, single_consumer
 
 NAME = "fuse_relu"
 
 
 def match(graph: Graph, node: Node) -> Rewrite | None:
-    if node.op != "relu":
+    if OPS[node.op].activation is None:
         return None
     producer = graph[node.inputs[0]]
-    if not OPS[producer.op].takes_epilogue or producer.out_view is not None:
+    if not takes_step(producer.op, node.op) or producer.out_view is not None:
         return None
     if single_consumer(graph, producer.name, graph.consumers()) != node.name:
         return None
-    already = producer.epilogue and producer.epilogue[-1].kind == "relu"   # relu(relu(x))
-    steps = producer.epilogue if already else producer.epilogue + (EpilogueStep("relu"),)
+    already = node.op == "relu" and producer.epilogue and producer.epilogue[-1].kind == "relu"
+    steps = producer.epilogue if already else (      # relu(relu(x)) is relu(x)
+        producer.epilogue + (EpilogueStep(node.op, attrs=node.attrs),))
     fused = producer.replace(epilogue=steps, fused=producer.fused + (node.name,))
     return Rewrite(at=producer.name, new=fused, remove=(node.name,), renamed_to=producer.name)
 

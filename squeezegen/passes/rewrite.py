@@ -38,7 +38,7 @@ def _rename(node: Node, old: str, new: str) -> Node:
     if old not in node.reads:
         return node
     inputs = tuple(new if i == old else i for i in node.inputs)
-    epilogue = tuple(s if s.operand != old else s.__class__(s.kind, new) for s in node.epilogue)
+    epilogue = tuple(s if s.operand != old else s.replace(operand=new) for s in node.epilogue)
     return node.replace(inputs=inputs, epilogue=epilogue)
 
 

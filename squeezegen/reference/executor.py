@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import InputError
 from ..frontend import load_model
 from ..ir.graph import Graph
-from ..ir.ops import OPS, resolve_weights
+from ..ir.ops import OPS, apply_step, resolve_weights
 from ..weights import check_weights, load_weights
 
 
@@ -73,7 +73,7 @@ class ReferenceExecutor:
                 params = {k: rnd(v) if k == "weight" else v for k, v in params.items()}
             y = OPS[node.op].reference(node.attrs, args, params)
             for step in node.epilogue:
-                y = np.maximum(y, np.float32(0)) if step.kind == "relu" else y + env[step.operand]
+                y = apply_step(step, y, env.get(step.operand))
             env[node.name] = y
         return env
 

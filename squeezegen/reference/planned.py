@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph
-from ..ir.ops import OPS
+from ..ir.ops import OPS, apply_step
 from ..passes.plan_memory import FLOAT_BYTES, MemoryPlan, Placement
 from .executor import ReferenceExecutor, check_input
 
@@ -91,5 +91,5 @@ class PlannedExecutor(ReferenceExecutor):
             return
         y = OPS[node.op].reference(node.attrs, args, self._params(node))
         for step in node.epilogue:
-            y = np.maximum(y, np.float32(0)) if step.kind == "relu" else y + view(step.operand)
+            y = apply_step(step, y, view(step.operand) if step.operand else None)
         view(node.name)[...] = y

@@ -37,7 +37,8 @@ def torch_module(graph, weights: dict):
                 params = dict(self.params[node.name]) if node.name in self.params else {}
                 y = OPS[node.op].torch(torch, node.attrs, args, params)
                 for step in node.epilogue:
-                    y = torch.relu(y) if step.kind == "relu" else y + env[step.operand]
+                    y = (y + env[step.operand] if step.kind == "add" else
+                         OPS[step.kind].torch(torch, step.attrs, [y], {}))
                 env[node.name] = y
             outs = tuple(env[o] for o in graph.outputs)
             return outs[0] if len(outs) == 1 else outs

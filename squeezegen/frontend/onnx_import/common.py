@@ -12,9 +12,11 @@ import numpy as np
 from ...errors import SqueezegenError
 
 # What `import_onnx` maps (for error messages and the docs).
-SUPPORTED_OPS = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
+SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
                  "GlobalMaxPool", "Add", "Concat", "Gemm", "MatMul", "Softmax", "Flatten",
-                 "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant")
+                 "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant",
+                 "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish",
+                 "Tanh")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.

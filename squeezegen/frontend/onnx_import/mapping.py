@@ -236,8 +236,74 @@ class OpMapping:
                                       relu=False), node.output[0], x.shape)
         self.fuse_relu(index, node.output[0])
 
-    def map_relu(self, node):
-        self.attrs(node, ())
+    def add_activation(self, node, op: str, fields: dict, tensor: str | None = None):
+        x = self.tensor(node)
+        self.add_layer(_Layer(op, [x.layer], fields, {}, x.sg, node), tensor or node.output[0],
+                       x.shape)
+
+    def gated_by(self, node, x_name: str):
+        """The Mul that multiplies `x_name` by this node's output (x * sigmoid(x) is SiLU,
+        x * hardsigmoid(x) hardswish, as exporters write them), or None."""
+        mul = self.only_reader(node.output[0], "Mul")
+        if mul is None or sorted(mul.input) != sorted([x_name, node.output[0]]) \
+                or len(mul.output) != 1:
+            return None
+        return mul
+
+    def map_activation(self, node):
+        """Sigmoid, HardSigmoid (PyTorch's: alpha 1/6, beta 0.5), HardSwish, Tanh, LeakyRelu;
+        Sigmoid and HardSigmoid times their own input become silu and hardswish."""
+        op_type = node.op_type
+        a = self.attrs(node, {"LeakyRelu": ("alpha",), "HardSigmoid": ("alpha", "beta")}.get(
+            op_type, ()))
+        if op_type == "LeakyRelu":
+            self.add_activation(node, "leaky_relu",
+                                {"negative_slope": float(str(np.float32(a.get("alpha", 0.01))))})
+            return
+        if op_type == "HardSigmoid":
+            alpha, beta = a.get("alpha", 0.2), a.get("beta", 0.5)
+            if abs(alpha - 1 / 6) > 1e-6 or beta != 0.5:
+                raise self.fail(node, f"HardSigmoid with alpha {alpha:g} and beta {beta:g} is not "
+                                      "supported; squeezegen's hardsigmoid is PyTorch's (alpha "
+                                      "1/6, beta 0.5)", "alpha")
+        simple = {"Sigmoid": "sigmoid", "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish",
+                  "Tanh": "tanh"}[op_type]
+        mul = self.gated_by(node, node.input[0]) if op_type in ("Sigmoid", "HardSigmoid") else None
+        if mul is not None:
+            self.absorbed.add(id(mul))
+            self.add_activation(node, "silu" if op_type == "Sigmoid" else "hardswish", {},
+                                mul.output[0])
+            return
+        self.add_activation(node, simple, {})
+
+    def map_clip(self, node):
+        """Clip with constant bounds: relu6 for [0, 6], relu for [0, inf), else clip."""
+        a = self.attrs(node, ("min", "max"))          # opset < 11: attributes
+        bounds = []
+        for i, key, default in ((1, "min", -np.inf), (2, "max", np.inf)):
+            if i < len(node.input) and node.input[i]:
+                value = self.const(node, i, f"{key} bound")
+                if value.size != 1:
+                    raise self.fail(node, f"the {key} bound must be a scalar")
+                bounds.append(float(str(np.float32(value.reshape(())))))
+            else:
+                bounds.append(float(str(np.float32(a.get(key, default)))))
+        low, high = bounds
+        if not low <= high:
+            raise self.fail(node, f"min {low:g} is above max {high:g}", "max")
+        if (low, high) == (0.0, 6.0):
+            self.add_activation(node, "relu6", {})
+        elif low == 0.0 and high == np.inf:
+            self.map_relu(node, checked=True)
+        elif np.isfinite(low) and np.isfinite(high):
+            self.add_activation(node, "clip", {"min": low, "max": high})
+        else:
+            raise self.fail(node, "a Clip with one open bound (other than relu's [0, inf)) is "
+                                  "not supported", "min" if not np.isfinite(low) else "max")
+
+    def map_relu(self, node, checked: bool = False):
+        if not checked:
+            self.attrs(node, ())
         x = self.tensor(node)
         self.add_layer(_Layer("relu", [x.layer], {}, {}, x.sg, node), node.output[0], x.shape)
 

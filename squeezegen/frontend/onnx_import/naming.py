@@ -117,8 +117,9 @@ class YamlWriting:
                     items.append(f"pad: {_pair_text(f['pad'])}")
                 if pool:
                     items.append(f"ceil_mode: {'true' if f['ceil_mode'] else 'false'}")
-            if "eps" in f:
-                items.append(f"eps: {_yaml_float(f['eps'])}")
+            for key in ("eps", "min", "max", "negative_slope"):
+                if key in f:
+                    items.append(f"{key}: {_yaml_float(f[key])}")
             if layer.relu:
                 items.append("relu: true")
             if "bias" in f and not f["bias"]:

@@ -1,0 +1,124 @@
+"""Activations (relu, relu6, clip, leaky_relu, sigmoid, hardsigmoid, hardswish, silu, tanh):
+the model language, the NumPy reference against PyTorch (large magnitudes and NaN included),
+fusion into the kernel before them, the standalone kernel, nvcc and (marker gpu) the H200."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import squeezegen
+from squeezegen.build import build
+from squeezegen.errors import ModelError
+from squeezegen.ir.ops import OPS
+from squeezegen.passes import run_passes
+from squeezegen.reference import ReferenceExecutor
+from helpers import ACTIVATIONS, assert_close, random_input, random_weights, small_model, torch_module, torch_run
+
+SPECS = ["relu", "relu6", "clip, min: -0.5, max: 1.5", "leaky_relu", "leaky_relu, negative_slope: -0.3",
+         "sigmoid", "hardsigmoid", "hardswish", "silu", "tanh"]
+
+
+def test_every_activation_of_the_registry_is_tested_here():
+    assert {n for n, info in OPS.items() if info.activation} == set(ACTIVATIONS) \
+        == {s.split(",")[0] for s in SPECS}
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_reference_matches_pytorch_on_wide_values_and_nan(spec):
+    g = small_model((3, 5, 7), f"- {{name: a, op: {spec}}}", "a")
+    x = np.concatenate([random_input(g, 2) * 4, np.full((1, 3, 5, 7), 88.5, np.float32),
+                        np.full((1, 3, 5, 7), -104.0, np.float32)])
+    x[0, 0, 0, :3] = (-3.0, 3.0, 6.0)                  # the kinks of relu6 and the hard ones
+    x[1, 2, 4, 6] = np.nan
+    got = ReferenceExecutor(g, {})(x)
+    want = torch_run(torch_module(g, {}), x)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    assert_close(got[ok], want[ok], 1e-6)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_fused_into_conv_deconv_linear_and_batchnorm(spec):
+    g = small_model((3, 6, 5), f"""
+        - {{name: c, op: conv, out: 4, kernel: 3, pad: 1}}
+        - {{name: a1, op: {spec}}}
+        - {{name: up, op: deconv, out: 4, kernel: 2, stride: 2}}
+        - {{name: a2, op: {spec}}}
+        - {{name: p, op: maxpool, kernel: 2}}
+        - {{name: bn, op: batchnorm}}
+        - {{name: a3, op: {spec}}}
+        - {{name: fc, op: linear, out: 5}}
+        - {{name: a4, op: {spec}}}""", "a4")
+    fused = run_passes(g)
+    name = spec.split(",")[0]
+    kinds = {n.name: [s.kind for s in n.epilogue] for n in fused.nodes}
+    assert kinds == {"input": [], "c": [name], "up": [name], "p": [], "bn": [name], "fc": [name]}
+    w = random_weights(g)
+    x = random_input(g, 3)
+    want = torch_run(torch_module(g, w), x)
+    assert_close(ReferenceExecutor(fused, w)(x), want, 2e-6)
+    cu = build(g, 3, weights=w).output.files["t.cu"].decode()
+    assert f"// fused {name}" in cu and f"c_{name}" in cu
+
+
+def test_fields_and_their_errors():
+    g = small_model((2, 3, 3), """
+        - {name: a, op: leaky_relu, negative_slope: 1e-2}
+        - {name: b, op: clip, min: -1, max: 2.5}""", "b")
+    assert g["a"].attrs["negative_slope"] == 0.01 and dict(g["b"].attrs) == {"min": -1.0, "max": 2.5}
+    for layer, message in [("{name: b, op: clip, min: 2, max: 1}", "field 'max': min 2.0 is above max 1.0"),
+                           ("{name: b, op: clip, max: 1}", "missing field 'min'"),
+                           ("{name: b, op: clip, min: .nan, max: 1}", "field 'min': must be a number"),
+                           ("{name: b, op: sigmoid, alpha: 1}", "unknown field 'alpha' for op sigmoid")]:
+        with pytest.raises(ModelError, match=message):
+            small_model((2, 3, 3), f"- {layer}", "b")
+
+
+def test_standalone_kernel_and_c_expressions():
+    g = small_model((2, 5, 4), """
+        - {name: p, op: maxpool, kernel: 2}
+        - {name: s, op: hardswish}
+        - {name: k, op: clip, min: -0.25, max: 0.75, input: p}
+        - {name: cat, op: concat, inputs: [s, k]}""", "cat")
+    cu = build(g, 2).output.files["t.cu"].decode()
+    assert "xv * ((xv + 3.0f) < 0.0f ? 0.0f : ((xv + 3.0f) > 6.0f ? 6.0f : (xv + 3.0f)))" in cu
+    assert "(xv < -0.25f ? -0.25f : (xv > 0.75f ? 0.75f : xv))" in cu
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
+def test_every_activation_compiles_with_nvcc_werror(tmp_path):
+    from test_codegen import nvcc
+    layers = "\n".join(f"- {{name: a{i}, op: {spec}}}\n- {{name: c{i}, op: conv, out: 3, kernel: 1}}"
+                       for i, spec in enumerate(SPECS))
+    g = small_model((3, 5, 4), "- {name: c, op: conv, out: 3, kernel: 1}\n" + layers,
+                    f"c{len(SPECS) - 1}")
+    for precision in ("fp32", "fp16"):
+        build(g, 2, precision=precision, write=tmp_path / precision)
+        nvcc("-c", str(tmp_path / precision / "t" / "t.cu"), "-o", str(tmp_path / f"{precision}.o"))
+
+
+def _gpu_reason():
+    from squeezegen.runtime.network import GPUError, cuda
+    try:
+        cuda()
+    except GPUError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu_reason() is not None, reason=f"no GPU: {_gpu_reason()}")
+@pytest.mark.parametrize("spec", SPECS)
+def test_activations_on_the_gpu_match_the_reference(spec):
+    g = small_model((3, 9, 7), f"""
+        - {{name: c, op: conv, out: 5, kernel: 3, pad: 1}}
+        - {{name: a1, op: {spec}}}
+        - {{name: p, op: avgpool, kernel: 3, stride: 2}}
+        - {{name: a2, op: {spec}}}""", "a2")
+    w = random_weights(g)
+    x = random_input(g, 3) * 3
+    want = ReferenceExecutor(g, w)(x)
+    with squeezegen.compile(g, w, batch=3) as net:
+        assert_close(net(x), want, 2e-6)
