@@ -117,8 +117,12 @@ def torch_module(graph, weights: dict):
             a = node.attrs
             x = args[0]
             if node.op == "conv":
-                return F.conv2d(x, self._p(node, "weight"), self._p(node, "bias"),
-                                stride=a["stride"], padding=a["pad"])
+                top, left = a["pad"]
+                bottom, right = a.get("pad_end", a["pad"])
+                y = F.conv2d(F.pad(x, (left, right, top, bottom)), self._p(node, "weight"),
+                             self._p(node, "bias"), stride=a["stride"],
+                             dilation=a.get("dilation", 1), groups=a.get("groups", 1))
+                return F.max_pool2d(y, a["pool"]) if "pool" in a else y
             if node.op == "deconv":
                 return F.conv_transpose2d(x, self._p(node, "weight"), self._p(node, "bias"),
                                           stride=a["stride"], padding=a["pad"])

@@ -33,6 +33,26 @@ def _activation(rng) -> str:
     return kind
 
 
+def _conv_extras(rng, cin, out, size, kernel, stride, pad, out_size):
+    """The pad field of a conv, and sometimes groups, a dilation or asymmetric pads: (text,
+    output height, output width)."""
+    from math import gcd
+    groups = [g for g in range(2, gcd(cin, out) + 1) if cin % g == 0 and out % g == 0]
+    text = ""
+    if groups and rng.random() < 0.3:
+        text += f"groups: {rng.choice(groups)}, "
+    dil = (rng.randint(1, 3), rng.randint(1, 3)) if rng.random() < 0.25 else (1, 1)
+    end = [rng.randint(0, kernel[0]), rng.randint(0, kernel[1])] if rng.random() < 0.25 else pad
+    ho, wo = ((n + b + e - d * (k - 1) - 1) // st + 1 for n, b, e, d, k, st in
+              zip(size, pad, end, dil, kernel, stride))
+    if ho < 1 or wo < 1:                 # the extras do not fit: a plain conv
+        return f"{text}pad: {pad}, ", out_size[0], out_size[1]
+    if dil != (1, 1):
+        text += f"dilation: {list(dil)}, "
+    pads = pad + end if end != pad else pad
+    return f"{text}pad: {pads}, ", ho, wo
+
+
 def random_model(seed: int, wide: bool = False) -> str:
     """YAML text of a random valid model (image ops first, maybe a linear head). `wide` models
     have up to 160 channels and 40 pixels a side, so that the wide GEMM tile and split-K are
@@ -41,6 +61,7 @@ def random_model(seed: int, wide: bool = False) -> str:
     bn_rng = random.Random(seed * 7919 + 1)   # BatchNorms: their own draws, so that adding them
                                              # left the other layers' draws as they were
     act_rng = random.Random(seed * 104729 + 2)   # which activation a `relu` layer becomes
+    conv_rng = random.Random(seed * 15485863 + 3)  # groups, dilation, asymmetric pads
     most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
     if wide:
@@ -83,7 +104,9 @@ def random_model(seed: int, wide: bool = False) -> str:
                 continue
             relu = rng.choice(["true", "false"])
             bias = rng.choice(["true", "false"])
-            emit(name, f"op: conv, input: {src}, out: {out}, kernel: {k}, stride: {s}, pad: {p}, "
+            extra, ho, wo = _conv_extras(conv_rng, sc, out, (sh, sw), (kh, kw), _as_pair(s), p,
+                                         (ho, wo))
+            emit(name, f"op: conv, input: {src}, out: {out}, kernel: {k}, stride: {s}, {extra}"
                        f"relu: {relu}, bias: {bias}", (out, ho, wo), [src])
             pool = rng.choice([(2, 2), (2, 1), (1, 2), (1, 4), (4, 1)])
             if rng.random() < 0.3 and ho >= pool[0] and wo >= pool[1]:   # fused into the conv

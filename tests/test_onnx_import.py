@@ -516,8 +516,8 @@ def test_write_import_writes_both_files_atomically(tmp_path):
 
 
 def test_failed_import_writes_nothing(tmp_path):
-    path = export(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid()), (1, 8, 8), tmp_path / "s.onnx")
-    with pytest.raises(SqueezegenError, match="Sigmoid"):
+    path = export(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Softplus()), (1, 8, 8), tmp_path / "s.onnx")
+    with pytest.raises(SqueezegenError, match="Softplus"):
         write_import(path, tmp_path / "out" / "s.yaml")
     assert not (tmp_path / "out").exists()
 
@@ -545,8 +545,6 @@ class One(nn.Module):
 
 
 @pytest.mark.parametrize("body,op,attribute", [
-    (nn.Conv2d(3, 4, 3, dilation=2), "Conv", "dilations"),
-    (nn.Conv2d(4, 4, 3, groups=2), "Conv", "group"),
     (nn.ConvTranspose2d(4, 4, 3, stride=2, output_padding=1), "ConvTranspose", "output_padding"),
     (nn.ConvTranspose2d(4, 4, 3, groups=2), "ConvTranspose", "group"),
     (nn.MaxPool2d(3, dilation=2), "MaxPool", "dilations"),
@@ -562,8 +560,7 @@ def test_unsupported_attributes_are_refused_naming_node_op_and_attribute(body, o
     assert "m.onnx" in message
 
 
-@pytest.mark.parametrize("op,kind", [("Conv", "conv"), ("MaxPool", "maxpool"),
-                                     ("AveragePool", "avgpool")])
+@pytest.mark.parametrize("op,kind", [("MaxPool", "maxpool"), ("AveragePool", "avgpool")])
 def test_asymmetric_pads_are_refused(op, kind, tmp_path):
     attrs = dict(pads=[0, 0, 1, 1])
     inits = [init("w", np.ones((2, 2, 3, 3)))] if op == "Conv" else []

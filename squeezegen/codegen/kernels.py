@@ -202,6 +202,12 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
     if "kernel" in node.attrs:
         k, s, p = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
         attrs = f" {k[0]}x{k[1]}/{s[0]}x{s[1]}" + (f" pad {p[0]}x{p[1]}" if any(p) else "")
+        if "pad_end" in node.attrs:
+            attrs += f" (top x left; bottom x right {'x'.join(map(str, node.attrs['pad_end']))})"
+        if "dilation" in node.attrs:
+            attrs += f" dilation {'x'.join(map(str, node.attrs['dilation']))}"
+        if "groups" in node.attrs:
+            attrs += f" groups {node.attrs['groups']}"
     lines = [f"{kernel.name}: {node.op}{attrs}, {ins} -> {node.type} (batch {kernel.consts['N']})",
              f"implements: {', '.join(layers)}"]
     folded = [f"{original[n].op} {n} (folded into the weights and bias: {node.param_prefix}.*)"

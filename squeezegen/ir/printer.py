@@ -17,8 +17,15 @@ def _window(nodes: list[Node], op: str) -> str:
     if "kernel" in main.attrs:
         k, s = main.attrs["kernel"], main.attrs["stride"]
         text = f"{k[0]}x{k[1]}/{_pair(s)}"
-        if main.attrs["pad"] != (0, 0):
+        pad_end = main.attrs.get("pad_end", main.attrs["pad"])
+        if pad_end != main.attrs["pad"]:
+            text += f" pad {_pair(main.attrs['pad'])}+{_pair(pad_end)}"
+        elif main.attrs["pad"] != (0, 0):
             text += f" pad {_pair(main.attrs['pad'])}"
+        if main.attrs.get("dilation", (1, 1)) != (1, 1):
+            text += f" dil {_pair(main.attrs['dilation'])}"
+        if main.attrs.get("groups", 1) > 1:
+            text += f" g{main.attrs['groups']}"
         if main.attrs.get("global"):
             text = "global"
         return text

@@ -29,7 +29,8 @@ class ShapeError(Exception):
 # ---------------------------------------------------------------- the model language's fields
 @dataclass(frozen=True)
 class Field:
-    kind: str                  # pos_int | pos_pair | nonneg_pair | pos_float | bool | ref | refs
+    kind: str                  # pos_int | pos_pair | nonneg_pair | pad | pos_float | float | bool |
+                               # ref | refs
     required: bool = False
     default: Any = None
 
@@ -44,6 +45,7 @@ def describe(kind: str) -> str:
     return {"pos_int": "a positive integer",
             "pos_pair": "a positive integer or a list [h, w] of two",
             "nonneg_pair": "a non-negative integer or a list [h, w] of two",
+            "pad": "a non-negative integer, a list [h, w] or a list [top, left, bottom, right]",
             "pos_float": "a positive number",
             "float": "a number",
             "bool": "true or false",
@@ -62,6 +64,16 @@ def check_value(kind: str, value: Any) -> Any:
         return ValueError(f"must be {describe(kind)}, got {shown}"
                           + (" (a string)" if isinstance(value, str) and kind != "ref" else ""))
 
+    if kind == "pad":          # (top, left, bottom, right)
+        if isinstance(value, list) and len(value) == 4:
+            top, left = check_value("nonneg_pair", value[:2])
+            bottom, right = check_value("nonneg_pair", value[2:])
+            return (top, left, bottom, right)
+        try:
+            h, w = check_value("nonneg_pair", value)
+        except ValueError:
+            raise bad() from None
+        return (h, w, h, w)
     if kind in ("pos_int", "pos_pair", "nonneg_pair"):
         low = 0 if kind == "nonneg_pair" else 1
         items = value if (kind != "pos_int" and isinstance(value, list)) else [value]

@@ -10,11 +10,12 @@ import numpy as np
 from ..codegen.tiles import GEMV_MAX_BATCH, ConvTile, gemm_tile_fields
 from ..ir.graph import TensorType
 from .arrays import CHUNK_ELEMENTS, pad, windows
-from .base import (Field, OpInfo, conv_out_size, pool_window, window_shape, with_bias)
+from .base import Field, OpInfo, ShapeError, need_image, pool_window, with_bias
 from .pool import maxpool
 
 CONV_FIELDS = {"out": Field("pos_int", required=True), "kernel": Field("pos_pair", required=True),
-               "stride": Field("pos_pair", default=1), "pad": Field("nonneg_pair", default=0),
+               "stride": Field("pos_pair", default=1), "pad": Field("pad", default=0),
+               "dilation": Field("pos_pair", default=1), "groups": Field("pos_int", default=1),
                "relu": Field("bool", default=False), "bias": Field("bool", default=True),
                "input": Field("ref")}
 LINEAR_FIELDS = {"out": Field("pos_int", required=True), "relu": Field("bool", default=False),
@@ -22,8 +23,43 @@ LINEAR_FIELDS = {"out": Field("pos_int", required=True), "relu": Field("bool", d
 
 
 # ---------------------------------------------------------------- conv
+# A conv's attributes: out, kernel, stride, pad (top, left), bias; and, only where they are not
+# the default (so that plain convs read as before): pad_end (bottom, right: asymmetric padding),
+# dilation, groups. A fused max pool adds pool.
+def geometry(attrs):
+    """(kernel, stride, pad top/left, pad bottom/right, dilation, groups) of a conv."""
+    return (attrs["kernel"], attrs["stride"], attrs["pad"], attrs.get("pad_end", attrs["pad"]),
+            attrs.get("dilation", (1, 1)), attrs.get("groups", 1))
+
+
+def conv_from_yaml(values, ins, given):
+    top, left, bottom, right = values["pad"]
+    attrs = dict(out=values["out"], kernel=values["kernel"], stride=values["stride"],
+                 pad=(top, left), bias=values["bias"])
+    if (bottom, right) != (top, left):
+        attrs["pad_end"] = (bottom, right)
+    if values["dilation"] != (1, 1):
+        attrs["dilation"] = values["dilation"]
+    if values["groups"] != 1:
+        attrs["groups"] = values["groups"]
+    return attrs
+
+
+def conv_out(size, kernel, stride, begin, end, dilation):
+    return (size + begin + end - dilation * (kernel - 1) - 1) // stride + 1
+
+
 def conv_shape(attrs, ins):
-    ho, wo, _ = window_shape(attrs, ins[0], "conv", conv_out_size)
+    c, h, w = need_image(ins[0], "conv")
+    (kh, kw), (sh, sw), (pt, pl), (pb, pr), (dh, dw), groups = geometry(attrs)
+    if c % groups or attrs["out"] % groups:
+        raise ShapeError(f"groups {groups} must divide the {c} input and {attrs['out']} output "
+                         "channels", field="groups")
+    ho, wo = conv_out(h, kh, sh, pt, pb, dh), conv_out(w, kw, sw, pl, pr, dw)
+    if ho < 1 or wo < 1:
+        reach = f" dilated by {dh}x{dw}" if (dh, dw) != (1, 1) else ""
+        raise ShapeError(f"kernel {kh}x{kw}{reach} does not fit the {h}x{w} input with pad "
+                         f"{pt}x{pl} (output would be {ho}x{wo})", field="kernel")
     if "pool" in attrs:              # a max pool fused by the fuse_pool pass (whole windows)
         ph, pw = attrs["pool"]
         ho, wo = ho // ph, wo // pw
@@ -31,34 +67,41 @@ def conv_shape(attrs, ins):
 
 
 def conv_params(attrs, ins):
-    return with_bias({"weight": (attrs["out"], ins[0].channels) + tuple(attrs["kernel"])}, attrs)
+    per_group = ins[0].channels // attrs.get("groups", 1)
+    return with_bias({"weight": (attrs["out"], per_group) + tuple(attrs["kernel"])}, attrs)
 
 
 def conv_flops(attrs, ins, out):
-    return (2 * ins[0].channels * prod(attrs["kernel"]) + 1) * out.numel * pool_window(attrs) \
+    per_group = ins[0].channels // attrs.get("groups", 1)
+    return (2 * per_group * prod(attrs["kernel"]) + 1) * out.numel * pool_window(attrs) \
         - out.numel
 
 
 def conv(attrs, inputs, params):
-    """im2col + matmul, in batch chunks of bounded memory."""
+    """im2col + matmul (per group), in batch chunks of bounded memory."""
     x = inputs[0]
     w = params["weight"]
     n, c, h, wd = x.shape
-    (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["pad"]
-    ho, wo = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
-    out_ch = w.shape[0]
-    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+    (kh, kw), (sh, sw), (pt, pl), (pb, pr), (dh, dw), groups = geometry(attrs)
+    ho, wo = conv_out(h, kh, sh, pt, pb, dh), conv_out(wd, kw, sw, pl, pr, dw)
+    out_ch, cg = w.shape[0], c // groups
+    og = out_ch // groups
+    if (kh, kw, sh, sw, pt, pl, pb, pr, groups) == (1, 1, 1, 1, 0, 0, 0, 0, 1):
         y = np.matmul(w.reshape(out_ch, c), x.reshape(n, c, h * wd)).reshape(n, out_ch, h, wd)
     else:
-        xp = pad(x, ph, pw, ph, pw)
-        wmat = w.reshape(out_ch, c * kh * kw).T
+        xp = pad(x, pt, pl, pb, pr)
+        span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)        # a dilated window's extent
         per_image = c * kh * kw * ho * wo
         step = max(1, CHUNK_ELEMENTS // max(1, per_image))
         y = np.empty((n, out_ch, ho, wo), np.float32)
         for start in range(0, n, step):
-            win = windows(xp[start:start + step], (kh, kw), (sh, sw), (ho, wo))
-            cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(-1, c * kh * kw)
-            y[start:start + step] = (cols @ wmat).reshape(-1, ho, wo, out_ch).transpose(0, 3, 1, 2)
+            win = windows(xp[start:start + step], span, (sh, sw), (ho, wo))[..., ::dh, ::dw]
+            for g in range(groups):
+                cols = win[:, g * cg:(g + 1) * cg].transpose(0, 2, 3, 1, 4, 5).reshape(
+                    -1, cg * kh * kw)
+                wmat = w[g * og:(g + 1) * og].reshape(og, cg * kh * kw).T
+                y[start:start + step, g * og:(g + 1) * og] = (cols @ wmat).reshape(
+                    -1, ho, wo, og).transpose(0, 3, 1, 2)
     if "bias" in params:
         y = y + params["bias"].reshape(1, -1, 1, 1)
     if "pool" in attrs:             # fused max pool (fuse_pool pass): whole windows, no padding
@@ -69,7 +112,11 @@ def conv(attrs, inputs, params):
 
 def torch_conv(torch, attrs, args, params):
     F = torch.nn.functional
-    y = F.conv2d(args[0], params["weight"], params.get("bias"), attrs["stride"], attrs["pad"])
+    _, stride, (pt, pl), (pb, pr), dilation, groups = geometry(attrs)
+    x = args[0]
+    if (pt, pl) != (pb, pr):
+        x, (pt, pl) = F.pad(x, (pl, pr, pt, pb)), (0, 0)
+    y = F.conv2d(x, params["weight"], params.get("bias"), stride, (pt, pl), dilation, groups)
     return F.max_pool2d(y, attrs["pool"], attrs["pool"]) if "pool" in attrs else y
 
 
@@ -96,9 +143,22 @@ def gemv(node, batch: int) -> bool:
 
 
 # ---------------------------------------------------------------- lowering
+def lower_direct(ctx, node):
+    """conv_direct.cu.j2, for grouped and depthwise convolutions: one thread per output, summing
+    its group's input channels (no GEMM padded with zeros)."""
+    (kh, kw), (sh, sw), (ph, pw), _, (dh, dw), groups = geometry(node.attrs)
+    consts = dict(ctx.consts(node), KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, DH=dh, DW=dw,
+                  G=groups)
+    return ctx.kernel(node, "conv_direct.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
+                      consts, {"bias": node.attrs["bias"]})
+
+
 def lower_gemm(ctx, node):
     """conv_gemm (narrow), conv_gemm_wide or conv_gemm_tc, by the scheduled tile; a linear layer
-    is a 1x1 convolution of its flattened (C*H*W, 1, 1) input, or linear_gemv at small batches."""
+    is a 1x1 convolution of its flattened (C*H*W, 1, 1) input, or linear_gemv at small batches;
+    a grouped conv runs conv_direct."""
+    if node.attrs.get("groups", 1) > 1:
+        return lower_direct(ctx, node)
     consts = ctx.consts(node)
     if gemv(node, ctx.batch):
         consts.update(IN=ctx.graph[node.inputs[0]].type.numel, WARPS=ctx.block // 32)
@@ -112,6 +172,8 @@ def lower_gemm(ctx, node):
     tile: ConvTile = ctx.tile(node)
     consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, BM=tile.bm, BN=tile.bn,
                   BK=tile.bk, TM=tile.tm, TN=tile.tn, SPLITK=tile.splitk)
+    if node.attrs.get("dilation", (1, 1)) != (1, 1):        # taps DH rows, DW columns apart
+        consts.update(DH=node.attrs["dilation"][0], DW=node.attrs["dilation"][1])
     extra = {"pool": None}
     pixels = ctx.pixels(node)
     if "pool" in node.attrs:       # fused max pool: GEMM rows are the windows' pixels
@@ -129,7 +191,7 @@ def lower_gemm(ctx, node):
 
 
 def conv_tiles(node, batch):
-    return "gemm"
+    return None if node.attrs.get("groups", 1) > 1 else "gemm"
 
 
 def linear_tiles(node, batch):
@@ -138,8 +200,10 @@ def linear_tiles(node, batch):
 
 OPS = [
     OpInfo("conv", 1, CONV_FIELDS, conv_shape, conv, lower_gemm, torch_conv,
-           params=conv_params, flops=conv_flops, epilogues=("activation", "add"), tile_kind=conv_tiles,
-           packed=lambda attrs, batch: "K-major [CI*KH*KW][CO]", scale_axis=0),
+           params=conv_params, flops=conv_flops, epilogues=("activation", "add"),
+           from_yaml=conv_from_yaml, tile_kind=conv_tiles,
+           packed=lambda attrs, batch: None if attrs.get("groups", 1) > 1 else
+           "K-major [CI*KH*KW][CO]", scale_axis=0),
     OpInfo("linear", 1, LINEAR_FIELDS, lambda a, i: TensorType((a["out"],)), linear, lower_gemm,
            torch_linear, params=linear_params,
            flops=lambda a, i, o: 2 * i[0].numel * a["out"], epilogues=("activation", "add"),

@@ -13,6 +13,7 @@ commute; max and a skip add do not).
 from __future__ import annotations
 
 from ..ir.graph import Graph, Node
+from ..ir.ops import OPS
 from .rewrite import Rewrite, apply_rules, single_consumer
 
 NAME = "fuse_pool"
@@ -25,6 +26,8 @@ def fusable(graph: Graph, pool: Node) -> Node | None:
         return None
     conv = graph[pool.inputs[0]]
     if conv.op != "conv" or "pool" in conv.attrs or conv.out_view is not None:
+        return None
+    if OPS[conv.op].tile_kind(conv, None) != "gemm":        # grouped: conv_direct, no pooling
         return None
     if any(step.kind != "relu" for step in conv.epilogue):
         return None

@@ -11,14 +11,16 @@ from .common import _INPUT, _Layer, _Value
 class OpMapping:
     """Mapping ONNX nodes onto squeezegen layers (one method per ONNX op), fire recognition."""
 
-    def window(self, node, a, kernel, op_word):
-        """Stride and pad pairs of a conv/pool from ONNX attributes; refuses what cannot map."""
+    def window(self, node, a, kernel, op_word, conv: bool = False):
+        """Stride and pads of a conv/pool from ONNX attributes; refuses what cannot map. Pads are
+        (top, left) for a pool, (top, left, bottom, right) for a conv (`conv`: dilations are
+        the caller's, and pads may differ between the two sides of an axis)."""
         auto = a.get("auto_pad", "NOTSET")
         if auto not in ("NOTSET", "VALID"):
             raise self.fail(node, f"auto_pad {auto} is not supported; re-export with explicit "
                                   "pads (auto_pad NOTSET)", "auto_pad")
         dil = a.get("dilations", [1, 1])
-        if any(int(d) != 1 for d in dil):
+        if not conv and any(int(d) != 1 for d in dil):
             raise self.fail(node, f"dilations {list(dil)} are not supported: squeezegen's "
                                   f"{op_word} has no dilation (only 1)", "dilations")
         strides = a.get("strides", [1, 1])
@@ -31,6 +33,8 @@ class OpMapping:
         if len(pads) != 4 or any(p < 0 for p in pads):
             raise self.fail(node, f"pads {pads}: expected four non-negative values "
                                   "(top, left, bottom, right)", "pads")
+        if conv:
+            return (int(strides[0]), int(strides[1])), (pads[0], pads[1], pads[2], pads[3])
         if pads[0] != pads[2] or pads[1] != pads[3]:
             raise self.fail(node, f"asymmetric pads {pads} (top, left, bottom, right) are not "
                                   f"supported: squeezegen's {op_word} pads both sides of an axis "
@@ -43,16 +47,29 @@ class OpMapping:
                               "strides"))
         x = self.image(node)
         w = self.weight(node, 1, "weight", 4)
-        if int(a.get("group", 1)) != 1:
-            raise self.fail(node, f"group {a['group']} is not supported: squeezegen's conv has no "
-                                  "groups (only group 1)", "group")
+        groups = int(a.get("group", 1))
+        if groups < 1 or x.sg[0] % groups or int(w.shape[0]) % groups:
+            raise self.fail(node, f"group {groups} does not divide the {x.sg[0]} input and "
+                                  f"{int(w.shape[0])} output channels", "group")
         kernel = (int(w.shape[2]), int(w.shape[3]))
         if "kernel_shape" in a and tuple(int(k) for k in a["kernel_shape"]) != kernel:
             raise self.fail(node, f"kernel_shape {list(a['kernel_shape'])} does not match the "
                                   f"weight's shape {list(w.shape)}", "kernel_shape")
-        stride, pad = self.window(node, a, kernel, "conv")
-        self.check_in_channels(node, w, int(w.shape[1]), x)
-        return x, w, self.optional_bias(node, int(w.shape[0])), kernel, stride, pad
+        dilation = tuple(int(d) for d in a.get("dilations", [1, 1]))
+        if len(dilation) != 2 or min(dilation) < 1:
+            raise self.fail(node, f"dilations {list(dilation)}: expected two positive values",
+                            "dilations")
+        stride, (top, left, bottom, right) = self.window(node, a, kernel, "conv", conv=True)
+        self.check_in_channels(node, w, int(w.shape[1]) * groups, x)
+        extra = {}                   # what a plain conv does not need (a fire's never do)
+        if (bottom, right) != (top, left):
+            extra["pad_end"] = (bottom, right)
+        if dilation != (1, 1):
+            extra["dilation"] = dilation
+        if groups != 1:
+            extra["groups"] = groups
+        return (x, w, self.optional_bias(node, int(w.shape[0])), kernel, stride, (top, left),
+                extra)
 
     def check_in_channels(self, node, w, expected: int, x) -> None:
         if expected != x.sg[0]:
@@ -71,8 +88,9 @@ class OpMapping:
     def map_conv(self, node):
         if self.match_fire(node):
             return
-        x, w, b, kernel, stride, pad = self.conv_spec(node)
-        f = dict(out=int(w.shape[0]), kernel=kernel, stride=stride, pad=pad, bias=b is not None)
+        x, w, b, kernel, stride, pad, extra = self.conv_spec(node)
+        f = dict(out=int(w.shape[0]), kernel=kernel, stride=stride, pad=pad, bias=b is not None,
+                 **extra)
         sg = self.shape_of(node, "conv", f, [x.sg])
         weights = {"weight": w} if b is None else {"weight": w, "bias": b}
         index = self.add_layer(_Layer("conv", [x.layer], f, weights, sg, node, relu=False),
@@ -82,8 +100,9 @@ class OpMapping:
     def match_fire(self, squeeze) -> bool:
         """squeeze conv 1x1 + Relu -> {conv 1x1 + Relu, conv 3x3 pad 1 + Relu} -> Concat."""
         def plain(node, k, p):
-            x, w, b, kernel, stride, pad = self.conv_spec(node)
-            ok = kernel == (k, k) and stride == (1, 1) and pad == (p, p) and b is not None
+            x, w, b, kernel, stride, pad, extra = self.conv_spec(node)
+            ok = (kernel == (k, k) and stride == (1, 1) and pad == (p, p) and b is not None
+                  and not extra)
             return (x, w, b) if ok else None
 
         def conv_relu(node, k, p):

@@ -113,8 +113,14 @@ class YamlWriting:
                 pool = layer.op in ("maxpool", "avgpool")
                 if f["stride"] != ((f["kernel"]) if pool else (1, 1)):
                     items.append(f"stride: {_pair_text(f['stride'])}")
-                if f["pad"] != (0, 0):
+                if "pad_end" in f:
+                    items.append(f"pad: [{', '.join(map(str, f['pad'] + f['pad_end']))}]")
+                elif f["pad"] != (0, 0):
                     items.append(f"pad: {_pair_text(f['pad'])}")
+                if "dilation" in f:
+                    items.append(f"dilation: {_pair_text(f['dilation'])}")
+                if "groups" in f:
+                    items.append(f"groups: {f['groups']}")
                 if pool:
                     items.append(f"ceil_mode: {'true' if f['ceil_mode'] else 'false'}")
             for key in ("eps", "min", "max", "negative_slope"):
