@@ -133,7 +133,10 @@ def torch_module(graph, weights: dict):
                 if a.get("global"):
                     return F.adaptive_avg_pool2d(x, 1)
                 return F.avg_pool2d(x, a["kernel"], a["stride"], padding=a["pad"],
-                                    ceil_mode=a["ceil_mode"], count_include_pad=True)
+                                    ceil_mode=a["ceil_mode"],
+                                    count_include_pad=a.get("count_include_pad", True))
+            if node.op == "mul":
+                return args[0] * args[1]
             if node.op == "add":
                 y = args[0]
                 for other in args[1:]:

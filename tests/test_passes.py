@@ -57,9 +57,14 @@ def test_fuse_relu_skips_a_conv_with_two_readers():
     assert "r" in f and f["c"].epilogue == ()
 
 
-def test_fuse_relu_leaves_relu_after_pool():
+def test_fuse_relu_fuses_into_a_pool_but_not_into_a_concat():
     g = parse_model(model("  - {name: p, op: maxpool, kernel: 2}\n  - {name: out, op: relu}"))
-    assert [n.op for n in fuse_relu.run(g).nodes] == ["input", "maxpool", "relu"]
+    f = fuse_relu.run(g)
+    assert [n.op for n in f.nodes] == ["input", "maxpool"] and f["p"].fused == ("out",)
+    g = parse_model(model("  - {name: a, op: maxpool, kernel: 2}\n"
+                          "  - {name: b, op: avgpool, kernel: 2, input: input}\n"
+                          "  - {name: c, op: concat, inputs: [a, b]}\n  - {name: out, op: relu}"))
+    assert [n.op for n in fuse_relu.run(g).nodes][-2:] == ["concat", "relu"]
 
 
 # ------------------------------------------------------------------------- fuse_pool

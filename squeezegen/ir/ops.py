@@ -32,6 +32,9 @@ def infer(op: str, attrs, ins: list[TensorType]) -> TensorType:
     info = OPS[op]
     if info.arity is None and len(ins) < 2:
         raise ShapeError(f"{op} needs at least two inputs, got {len(ins)}", field="inputs")
+    if info.arity and len(ins) != info.arity:
+        raise ShapeError(f"{op} takes {info.arity} input{'s' if info.arity > 1 else ''}, got "
+                         f"{len(ins)}", field="inputs")
     out = info.shape(attrs, ins)
     if any(d < 1 for d in out.shape):
         raise ShapeError(f"output shape {out} is empty")

@@ -1,25 +1,40 @@
-"""`add` of two or more tensors of one shape. The fuse_add pass moves a skip add into the
-epilogue of the kernel that produces one of its operands where it can (activations are in
-activation.py)."""
+"""`add` and `mul` of tensors of one shape, where an operand may also be a per-channel C x 1 x 1
+tensor broadcast over the pixels (a squeeze-and-excitation block's scale). The fuse_add pass
+moves a skip add of same-shaped tensors into the epilogue of the kernel that produces one of
+its operands where it can (activations are in activation.py)."""
 from __future__ import annotations
 
+import numpy as np
+
+from ..ir.graph import TensorType
 from .base import Field, OpInfo, ShapeError
 
 
-def same_shape(attrs, ins):
-    first = ins[0]
-    for other in ins[1:]:
-        if other.shape != first.shape:
-            raise ShapeError("add needs inputs of one shape, got "
-                             + " and ".join(str(t) for t in ins), field="inputs")
-    return first
+def broadcast(t: TensorType, out: TensorType) -> bool:
+    """Whether operand `t` is the per-channel (C, 1, 1) form of an output `out` with pixels."""
+    return t.shape != out.shape and t.shape == (out.channels, 1, 1)
+
+
+def elementwise_shape(op):
+    def shape(attrs, ins):
+        out = max(ins, key=lambda t: t.numel)
+        if any(t.shape != out.shape and not broadcast(t, out) for t in ins):
+            raise ShapeError(f"{op} needs inputs of one shape (or C x 1 x 1 ones, broadcast over "
+                             "the pixels), got " + " and ".join(str(t) for t in ins),
+                             field="inputs")
+        return out
+    return shape
 
 
 def add(attrs, inputs, params):
-    out = inputs[0].copy()
+    out = np.broadcast_to(inputs[0], np.broadcast_shapes(*(x.shape for x in inputs))).copy()
     for other in inputs[1:]:
         out += other
     return out
+
+
+def mul(attrs, inputs, params):
+    return (inputs[0] * inputs[1]).astype(np.float32, copy=False)
 
 
 def torch_add(torch, attrs, args, params):
@@ -30,13 +45,23 @@ def torch_add(torch, attrs, args, params):
 
 
 def lower(ctx, node):
-    """eltwise.cu.j2: one thread per element."""
+    """eltwise.cu.j2: one thread per element; a broadcast operand is read at its channel."""
+    reads = [f"__ldg({ref.var} + n * {ref.var.upper()}_IMAGE + "
+             f"{'c' if broadcast(ctx.graph[name].type, node.type) else 'r'})"
+             for ref, name in zip(ctx.inputs(node), node.inputs)]
+    symbol = " + " if node.op == "add" else " * "
     return ctx.kernel(node, "eltwise.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
-                      ctx.consts(node), {"kind": node.op})
+                      ctx.consts(node), {"kind": node.op, "expr": symbol.join(reads)})
 
 
 OPS = [
     OpInfo("add", None, {"inputs": Field("refs", required=True),
                          "relu": Field("bool", default=False)},
-           same_shape, add, lower, torch_add, flops=lambda a, i, o: o.numel * (len(i) - 1)),
+           elementwise_shape("add"), add, lower, torch_add,
+           flops=lambda a, i, o: o.numel * (len(i) - 1), epilogues=("activation",)),
+    OpInfo("mul", 2, {"inputs": Field("refs", required=True),
+                      "relu": Field("bool", default=False)},
+           elementwise_shape("mul"), mul, lower,
+           lambda torch, a, args, p: args[0] * args[1], flops=lambda a, i, o: o.numel,
+           epilogues=("activation",)),
 ]

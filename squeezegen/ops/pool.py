@@ -12,7 +12,8 @@ from ..ir.graph import TensorType
 FIELDS = {"kernel": Field("pos_pair", required=True), "stride": Field("pos_pair"),
           "pad": Field("nonneg_pair", default=0), "ceil_mode": Field("bool", default=True),
           "input": Field("ref")}
-AVG_FIELDS = dict(FIELDS, kernel=Field("pos_pair"), **{"global": Field("bool", default=False)})
+MAX_FIELDS = dict(FIELDS, kernel=Field("pos_pair"), **{"global": Field("bool", default=False)})
+AVG_FIELDS = dict(MAX_FIELDS, count_include_pad=Field("bool", default=True))
 
 
 def shape(attrs, ins):
@@ -25,8 +26,12 @@ def shape(attrs, ins):
 
 
 def from_yaml(values: dict, ins: list[TensorType], given) -> dict:
-    """The stride defaults to the kernel; `global: true` pools the whole input."""
+    """The stride defaults to the kernel; `global: true` pools the whole input;
+    count_include_pad is an attribute only when false (PyTorch's default is true)."""
     if values.get("global"):
+        if "count_include_pad" in given:
+            raise ShapeError("'count_include_pad' cannot be given with global: true",
+                             field="count_include_pad")
         if len(ins[0].shape) != 3:
             raise ShapeError("global pooling needs a C,H,W input", field="global")
         for key in ("kernel", "stride", "pad", "ceil_mode"):
@@ -36,8 +41,11 @@ def from_yaml(values: dict, ins: list[TensorType], given) -> dict:
                     **{"global": True})
     if values.get("kernel") is None:
         raise ShapeError("missing field 'kernel' (or global: true)", field="kernel")
-    return dict(kernel=values["kernel"], stride=values.get("stride") or values["kernel"],
-                pad=values["pad"], ceil_mode=values["ceil_mode"])
+    attrs = dict(kernel=values["kernel"], stride=values.get("stride") or values["kernel"],
+                 pad=values["pad"], ceil_mode=values["ceil_mode"])
+    if values.get("count_include_pad") is False:
+        attrs["count_include_pad"] = False
+    return attrs
 
 
 def geometry(attrs, x):
@@ -59,16 +67,20 @@ def maxpool(attrs, inputs, params):
 
 
 def avgpool(attrs, inputs, params):
-    """AvgPool2d with count_include_pad=True: the divisor counts padding but not the part of a
-    ceil-mode window that hangs past the padded input."""
+    """AvgPool2d: with count_include_pad (the default) the divisor counts padding but not the
+    part of a ceil-mode window that hangs past the padded input; without, only the part of the
+    window inside the input."""
     x = inputs[0]
     _, _, h, wd = x.shape
     k, s, (ph, pw), (ho, wo), (bottom, right) = geometry(attrs, x)
     xp = pad(x, ph, pw, bottom, right)
     sums = reduce_windows(xp, k, s, (ho, wo), np.add, np.float64)
+    include = attrs.get("count_include_pad", True)
 
     def counts(out, stride, pad_, kernel, size):
         start = np.arange(out) * stride - pad_
+        if not include:
+            return np.minimum(start + kernel, size) - np.maximum(start, 0)
         return np.minimum(start + kernel, size + pad_) - start
     div = np.outer(counts(ho, s[0], ph, k[0], h), counts(wo, s[1], pw, k[1], wd))
     return (sums / div).astype(np.float32)
@@ -78,8 +90,11 @@ def lower(ctx, node):
     """pool.cu.j2: one thread per output element."""
     (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
     consts = dict(ctx.consts(node), KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw)
+    extra = {"kind": node.op}
+    if node.op == "avgpool":
+        extra["count_include_pad"] = node.attrs.get("count_include_pad", True)
     return ctx.kernel(node, "pool.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
-                      consts, {"kind": node.op})
+                      consts, extra)
 
 
 def torch_max(torch, attrs, args, params):
@@ -89,7 +104,8 @@ def torch_max(torch, attrs, args, params):
 
 def torch_avg(torch, attrs, args, params):
     return torch.nn.functional.avg_pool2d(args[0], attrs["kernel"], attrs["stride"], attrs["pad"],
-                                          ceil_mode=attrs["ceil_mode"], count_include_pad=True)
+                                          ceil_mode=attrs["ceil_mode"],
+                                          count_include_pad=attrs.get("count_include_pad", True))
 
 
 def _flops(attrs, ins, out):
@@ -97,8 +113,8 @@ def _flops(attrs, ins, out):
 
 
 OPS = [
-    OpInfo("maxpool", 1, FIELDS, shape, maxpool, lower, torch_max, flops=_flops,
-           from_yaml=from_yaml),
+    OpInfo("maxpool", 1, MAX_FIELDS, shape, maxpool, lower, torch_max, flops=_flops,
+           epilogues=("activation",), from_yaml=from_yaml),
     OpInfo("avgpool", 1, AVG_FIELDS, shape, avgpool, lower, torch_avg, flops=_flops,
-           from_yaml=from_yaml),
+           epilogues=("activation",), from_yaml=from_yaml),
 ]

@@ -23,12 +23,16 @@ def match(graph: Graph, node: Node) -> Rewrite | None:
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     candidates = [graph[i] for i in node.inputs
                   if takes_step(graph[i].op, "add") and graph[i].out_view is None
+                  and all(graph[j].type == node.type for j in node.inputs)
                   and single_consumer(graph, i, consumers) == node.name]
     if not candidates:
         return None
     producer = max(candidates, key=lambda n: order[n.name])
     steps = tuple(EpilogueStep("add", i) for i in node.inputs if i != producer.name)
-    fused = producer.replace(epilogue=producer.epilogue + steps,
+    if not all(takes_step(producer.op, s.kind) for s in node.epilogue):
+        return None
+    # the add's own epilogue (an activation fused into it) follows the add
+    fused = producer.replace(epilogue=producer.epilogue + steps + node.epilogue,
                              fused=producer.fused + (node.name,))
     # the fused node takes the add's place; readers of the add read the fused node
     return Rewrite(at=node.name, new=fused, remove=(producer.name, node.name),

@@ -7,8 +7,8 @@ The convolution computes the whole window of each pooled pixel in one thread and
 the maximum, so the full-size output is never written nor read back. Only when the windows do
 not overlap and lie wholly inside the conv output (stride = kernel, no padding, ceil-mode
 windows complete), the window has 2 or 4 pixels (what the GEMM tiles group per thread), the
-pool is the conv's single reader, and the conv's fused epilogue is only ReLU (max and ReLU
-commute; max and a skip add do not).
+pool is the conv's single reader, and the epilogues of the conv and the pool are only ReLU (max
+and ReLU commute; max and a skip add do not).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def fusable(graph: Graph, pool: Node) -> Node | None:
         return None
     if OPS[conv.op].tile_kind(conv, None) != "gemm":        # grouped: conv_direct, no pooling
         return None
-    if any(step.kind != "relu" for step in conv.epilogue):
+    if any(step.kind != "relu" for step in conv.epilogue + pool.epilogue):
         return None
     (kh, kw), stride, pad = pool.attrs["kernel"], pool.attrs["stride"], pool.attrs["pad"]
     if stride != (kh, kw) or pad != (0, 0) or kh * kw not in WINDOWS:
@@ -46,8 +46,9 @@ def match(graph: Graph, node: Node) -> Rewrite | None:
     conv = fusable(graph, node)
     if conv is None:
         return None
+    relu = conv.epilogue or node.epilogue             # max and ReLU commute: relu once
     fused = conv.replace(attrs=conv.attrs.replace(pool=node.attrs["kernel"]), type=node.type,
-                         fused=conv.fused + (node.name,))
+                         epilogue=relu, fused=conv.fused + node.fused + (node.name,))
     return Rewrite(at=conv.name, new=fused, remove=(node.name,), renamed_to=conv.name)
 
 

@@ -15,8 +15,8 @@ from ...errors import SqueezegenError
 SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
                  "GlobalMaxPool", "Add", "Concat", "Gemm", "MatMul", "Softmax", "Flatten",
                  "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant",
-                 "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish",
-                 "Tanh")
+                 "Mul", "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
+                 "HardSwish", "Tanh")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.

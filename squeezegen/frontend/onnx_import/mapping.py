@@ -203,13 +203,10 @@ class OpMapping:
             raise self.fail(node, "needs a 2-D kernel_shape", "kernel_shape")
         kernel = (int(a["kernel_shape"][0]), int(a["kernel_shape"][1]))
         stride, pad = self.window(node, a, kernel, "avgpool" if avg else "maxpool")
-        if avg and int(a.get("count_include_pad", 0)) == 0 and any(pad):
-            raise self.fail(node, "count_include_pad 0 with padding is not supported: squeezegen's "
-                                  "avgpool counts the padding (count_include_pad=True); re-export "
-                                  "with count_include_pad=True or without padding",
-                            "count_include_pad")
         op = "avgpool" if avg else "maxpool"
         f = dict(kernel=kernel, stride=stride, pad=pad, ceil_mode=bool(int(a.get("ceil_mode", 0))))
+        if avg and int(a.get("count_include_pad", 0)) == 0 and (any(pad) or f["ceil_mode"]):
+            f["count_include_pad"] = False         # ONNX's default; it matters only here
         sg = self.shape_of(node, op, f, [x.sg])
         self.add_layer(_Layer(op, [x.layer], f, {}, sg, node), node.output[0])
 
@@ -327,28 +324,43 @@ class OpMapping:
         self.add_layer(_Layer("relu", [x.layer], {}, {}, x.sg, node), node.output[0], x.shape)
 
     def map_add(self, node):
+        self.map_binary(node, "add")
+
+    def map_mul(self, node):
+        self.map_binary(node, "mul")
+
+    def map_binary(self, node, op: str):
+        """Add or Mul of two layer outputs of one shape, or of a tensor and a per-channel
+        [N, C, 1, 1] one (a squeeze-and-excitation scale), broadcast over the pixels."""
         self.attrs(node, ())
+        word = {"add": "add", "mul": "multiply"}[op]
         if len(node.input) != 2:
             raise self.fail(node, f"expected two inputs, got {len(node.input)}")
         for i, name in enumerate(node.input):
             if name in self.g.consts:
                 c = self.g.consts[name]
-                raise self.fail(node, f"adds the constant '{name}' (shape {list(c.shape)}): a "
-                                      "bias-add of a constant is not supported; squeezegen's add "
-                                      "sums two layer outputs (a bias belongs in a Conv/Gemm)")
+                raise self.fail(node, f"{word}s the constant '{name}' (shape {list(c.shape)}): "
+                                      f"squeezegen's {op} combines two layer outputs"
+                                      + (" (a bias belongs in a Conv/Gemm)" if op == "add" else
+                                         ""))
         a, b = self.tensor(node, 0), self.tensor(node, 1)
         if node.input[0] == node.input[1] or a.layer == b.layer:
-            raise self.fail(node, "adds a tensor to itself; squeezegen's add needs two different "
-                                  "layers")
-        if a.shape != b.shape:
-            raise self.fail(node, f"broadcasting add of shapes [N, {', '.join(map(str, a.shape))}]"
+            raise self.fail(node, f"{word}s a tensor to itself; squeezegen's {op} needs two "
+                                  "different layers")
+        big, small = (a, b) if len(a.shape) >= len(b.shape) and math.prod(a.shape) >= \
+            math.prod(b.shape) else (b, a)
+        per_channel = (len(big.shape) == 3 and small.shape == (big.shape[0], 1, 1)
+                       and small.sg == small.shape and big.sg == big.shape)
+        if a.shape != b.shape and not per_channel:
+            raise self.fail(node, f"broadcasting {op} of shapes [N, {', '.join(map(str, a.shape))}]"
                                   f" and [N, {', '.join(map(str, b.shape))}] is not supported: "
-                                  "squeezegen's add needs two tensors of one shape")
-        if a.sg != b.sg:
-            raise self.fail(node, f"adds a flattened tensor to one of another layout "
+                                  f"squeezegen's {op} needs two tensors of one shape, or a "
+                                  "[N, C, 1, 1] one with a [N, C, H, W] one")
+        if a.sg != b.sg and not per_channel:
+            raise self.fail(node, f"{word}s a flattened tensor to one of another layout "
                                   f"({'x'.join(map(str, a.sg))} and {'x'.join(map(str, b.sg))})")
-        index = self.add_layer(_Layer("add", [a.layer, b.layer], {}, {}, a.sg, node, relu=False),
-                               node.output[0], a.shape)
+        index = self.add_layer(_Layer(op, [a.layer, b.layer], {}, {}, big.sg, node, relu=False),
+                               node.output[0], big.shape)
         self.fuse_relu(index, node.output[0])
 
     def map_concat(self, node):

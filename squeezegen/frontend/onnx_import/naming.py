@@ -95,7 +95,7 @@ class YamlWriting:
         for i in keep:
             layer = self.layers[i]
             items = [f"name: {_yaml_scalar(layer.name)}", f"op: {layer.op}"]
-            if layer.op in ("add", "concat"):
+            if layer.op in ("add", "mul", "concat"):
                 items.append("inputs: [" + ", ".join(_yaml_scalar(name_of(j))
                                                      for j in layer.inputs) + "]")
             elif layer.inputs[0] != previous:
@@ -123,6 +123,8 @@ class YamlWriting:
                     items.append(f"groups: {f['groups']}")
                 if pool:
                     items.append(f"ceil_mode: {'true' if f['ceil_mode'] else 'false'}")
+                if f.get("count_include_pad") is False:
+                    items.append("count_include_pad: false")
             for key in ("eps", "min", "max", "negative_slope"):
                 if key in f:
                     items.append(f"{key}: {_yaml_float(f[key])}")
