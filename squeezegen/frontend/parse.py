@@ -15,8 +15,7 @@ from ..errors import ModelError
 from ..ir.graph import Attrs, Graph, Node
 from ..ir.ops import OPS, ShapeError, infer
 from ..ir.verify import verify
-from .schema import (COMMON_FIELDS, OP_FIELDS, TOP_LEVEL_FIELDS, check_value, describe,
-                     identifier_problem)
+from .schema import COMMON_FIELDS, OP_FIELDS, TOP_LEVEL_FIELDS, identifier_problem
 from .yaml_loader import MAX_DOCUMENT_BYTES, LocatedList, LocatedMap, load_yaml
 
 INPUT_NAME = "input"
@@ -132,16 +131,16 @@ def _layer_fields(layer: LocatedMap, index: int, low: _Lowering):
             raise low.error(f"unknown field '{key}' for op {op}{hint}; {op} takes "
                             f"{', '.join(spec)}", line=layer.key_lines[key], layer=name, field=key)
         try:
-            values[key] = check_value(spec[key].kind, layer[key])
+            values[key] = spec[key].check(layer[key])
         except ValueError as exc:
             raise low.error(str(exc), line=layer.key_lines[key], layer=name, field=key) from None
     for key, f in spec.items():
         if key not in values:
             if f.required:
-                raise low.error(f"missing field '{key}' ({describe(f.kind)})", line=line,
+                raise low.error(f"missing field '{key}' ({f.describe()})", line=line,
                                 layer=name, field=key)
             if f.default is not None:
-                values[key] = check_value(f.kind, f.default)
+                values[key] = f.check(f.default)
     return name, op, line, {key: values[key] for key in spec if key in values}
 
 

@@ -2,7 +2,7 @@
 
 Each op family is one module of `squeezegen/ops/` (gemm: conv and linear; deconv; pool;
 eltwise: add; concat; softmax; norm: batchnorm; activation: relu, relu6, clip, leaky_relu,
-sigmoid, hardsigmoid, hardswish, silu, tanh) whose `OPS` list holds `OpInfo` entries: the op's fields
+sigmoid, hardsigmoid, hardswish, silu, tanh; resize) whose `OPS` list holds `OpInfo` entries: the op's fields
 in the model language, its output shape, its weights (PyTorch's layouts, and the layout the
 kernels want them packed in), FLOPs, the epilogues its kernel takes, its NumPy reference, its
 lowering (template, compile-time constants, grid, tile kind) and its PyTorch peer. Everything
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops import activation, concat, deconv, eltwise, gemm, norm, pool, softmax
+from ..ops import activation, concat, deconv, eltwise, gemm, norm, pool, resize, softmax
 from ..ops.base import (OpInfo, ShapeError, conv_out_size, deconv_out_size,  # noqa: F401
                         pool_out_size, pool_window)
 from .graph import Graph, Node, TensorType
 
-FAMILIES = (gemm, deconv, pool, eltwise, concat, softmax, norm, activation)
+FAMILIES = (gemm, deconv, pool, eltwise, concat, softmax, norm, activation, resize)
 
 INPUT = OpInfo("input", 0, None, lambda a, i: TensorType(a["shape"]), reference=None,
                lower=None, torch=None)

@@ -29,10 +29,25 @@ class ShapeError(Exception):
 # ---------------------------------------------------------------- the model language's fields
 @dataclass(frozen=True)
 class Field:
-    kind: str                  # pos_int | pos_pair | nonneg_pair | pad | pos_float | float | bool |
-                               # ref | refs
+    kind: str                  # pos_int | pos_pair | nonneg_pair | pad | pos_float | float |
+                               # pos_float_pair | bool | ref | refs | choice
     required: bool = False
     default: Any = None
+    choices: tuple[str, ...] = ()     # the words a `choice` field takes
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
+        return describe(self.kind)
+
+    def check(self, value: Any) -> Any:
+        """The value normalised; ValueError with the expectation when it is wrong."""
+        if self.kind == "choice":
+            if not isinstance(value, str) or value not in self.choices:
+                shown = f"'{value}'" if isinstance(value, str) else repr(value)
+                raise ValueError(f"must be {self.describe()}, got {shown}")
+            return value
+        return check_value(self.kind, value)
 
 
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -48,6 +63,7 @@ def describe(kind: str) -> str:
             "pad": "a non-negative integer, a list [h, w] or a list [top, left, bottom, right]",
             "pos_float": "a positive number",
             "float": "a number",
+            "pos_float_pair": "a positive number or a list [h, w] of two",
             "bool": "true or false",
             "ref": "the name of an earlier layer (or 'input')",
             "refs": "a list of at least two earlier layer names"}[kind]
@@ -94,6 +110,15 @@ def check_value(kind: str, value: Any) -> Any:
                 or value == float("inf"):
             raise bad()
         return float(value)
+    if kind == "pos_float_pair":
+        items = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and len(value) != 2:
+            raise bad()
+        try:
+            items = [check_value("pos_float", v) for v in items]
+        except ValueError:
+            raise bad() from None
+        return (items[0], items[-1])
     if kind == "float":
         if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
             value = float(value)

@@ -187,6 +187,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "GlobalAveragePool": self.map_global_pool,
                    "GlobalMaxPool": self.map_global_pool, "Relu": self.map_relu,
                    "Clip": self.map_clip, "LeakyRelu": self.map_activation,
+                   "Resize": self.map_resize,
                    "Sigmoid": self.map_activation, "HardSigmoid": self.map_activation,
                    "HardSwish": self.map_activation, "Tanh": self.map_activation,
                    "Add": self.map_add, "Mul": self.map_mul, "Concat": self.map_concat,

@@ -292,6 +292,57 @@ class OpMapping:
             return
         self.add_activation(node, simple, {})
 
+    def map_resize(self, node):
+        """Resize (opset 11+) with constant scales or sizes over H and W: nearest (floor with
+        asymmetric coordinates, PyTorch's "nearest"; round_prefer_ceil with half_pixel, its
+        "nearest-exact") or linear, in the half_pixel, pytorch_half_pixel, align_corners or
+        asymmetric coordinate modes."""
+        a = self.attrs(node, ("coordinate_transformation_mode", "cubic_coeff_a", "mode",
+                              "nearest_mode", "exclude_outside", "extrapolation_value",
+                              "antialias", "keep_aspect_ratio_policy"))
+        onnx_mode = a.get("mode", "nearest")
+        if onnx_mode not in ("nearest", "linear"):
+            raise self.fail(node, f"mode {onnx_mode} is not supported (nearest and linear are)",
+                            "mode")
+        if a.get("exclude_outside", 0) or a.get("antialias", 0):
+            raise self.fail(node, "exclude_outside and antialias are not supported",
+                            "exclude_outside" if a.get("exclude_outside", 0) else "antialias")
+        coordinates = a.get("coordinate_transformation_mode", "half_pixel")
+        if coordinates not in ("half_pixel", "pytorch_half_pixel", "align_corners",
+                               "asymmetric"):
+            raise self.fail(node, f"coordinate_transformation_mode {coordinates} is not "
+                                  "supported", "coordinate_transformation_mode")
+        mode = "bilinear" if onnx_mode == "linear" else "nearest"
+        if mode == "nearest":
+            rounding = a.get("nearest_mode", "round_prefer_floor")
+            if (coordinates, rounding) not in (("asymmetric", "floor"),
+                                               ("half_pixel", "round_prefer_ceil")):
+                raise self.fail(node, f"nearest resizing with {coordinates} coordinates and "
+                                      f"nearest_mode {rounding} is not supported (asymmetric + "
+                                      "floor and half_pixel + round_prefer_ceil are: PyTorch's "
+                                      "nearest and nearest-exact)", "nearest_mode")
+        x = self.image(node)
+        f = {"mode": mode, "coordinates": coordinates}
+        scales = self.const(node, 2, "scales") if len(node.input) > 2 and node.input[2] else None
+        if scales is not None and scales.size:
+            s = [float(v) for v in scales.reshape(-1)]
+            if len(s) != 4 or s[:2] != [1.0, 1.0] or min(s) <= 0:
+                raise self.fail(node, f"scales {s}: only H and W may be scaled, by positive "
+                                      "factors")
+            f["scale"] = (s[2], s[3])
+            f["size"] = (int(math.floor(x.sg[1] * s[2])), int(math.floor(x.sg[2] * s[3])))
+        else:
+            if len(node.input) < 4 or not node.input[3]:
+                raise self.fail(node, "neither scales nor sizes is given")
+            sizes = [int(v) for v in self.const(node, 3, "sizes").reshape(-1)]
+            if len(sizes) != 4 or sizes[1] != x.sg[0] or sizes[0] not in (1, self.batch):
+                raise self.fail(node, f"sizes {sizes}: only H and W may change")
+            f["size"] = (sizes[2], sizes[3])
+        sg = self.shape_of(node, "resize", f, [x.sg])
+        index = self.add_layer(_Layer("resize", [x.layer], f, {}, sg, node, relu=False),
+                               node.output[0])
+        self.fuse_relu(index, node.output[0])
+
     def map_clip(self, node):
         """Clip with constant bounds: relu6 for [0, 6], relu for [0, inf), else clip."""
         a = self.attrs(node, ("min", "max"))          # opset < 11: attributes

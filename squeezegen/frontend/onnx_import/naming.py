@@ -125,6 +125,17 @@ class YamlWriting:
                     items.append(f"ceil_mode: {'true' if f['ceil_mode'] else 'false'}")
                 if f.get("count_include_pad") is False:
                     items.append("count_include_pad: false")
+            if layer.op == "resize":
+                items.append(f"mode: {f['mode']}")
+                if "scale" in f:
+                    items.append("scale: " + (_yaml_float(f["scale"][0]) if f["scale"][0] ==
+                                              f["scale"][1] else
+                                              f"[{', '.join(map(_yaml_float, f['scale']))}]"))
+                else:
+                    items.append(f"size: {_pair_text(f['size'])}")
+                if f["coordinates"] != ("half_pixel" if f["mode"] == "bilinear" else
+                                        "asymmetric"):
+                    items.append(f"coordinates: {f['coordinates']}")
             for key in ("eps", "min", "max", "negative_slope"):
                 if key in f:
                     items.append(f"{key}: {_yaml_float(f[key])}")

@@ -1,0 +1,138 @@
+"""resize: nearest and bilinear, by size or scale, in each coordinate mode, against PyTorch's
+F.interpolate on odd shapes (the NumPy reference), the kernel, nvcc, ONNX Resize (with the
+Shape/Slice/Concat chain in front of its sizes) and (marker gpu) the H200."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import squeezegen
+from squeezegen.build import build
+from squeezegen.errors import ModelError
+from squeezegen.reference import ReferenceExecutor
+from helpers import assert_close, random_input, small_model
+
+# (YAML fields, F.interpolate keyword arguments)
+CASES = [
+    ("mode: bilinear, scale: 2", dict(scale_factor=2, mode="bilinear", align_corners=False)),
+    ("mode: bilinear, scale: [1.5, 2.25]", dict(scale_factor=(1.5, 2.25), mode="bilinear",
+                                                align_corners=False)),
+    ("mode: bilinear, scale: 0.4", dict(scale_factor=0.4, mode="bilinear", align_corners=False)),
+    ("mode: bilinear, size: [13, 4]", dict(size=(13, 4), mode="bilinear", align_corners=False)),
+    ("mode: bilinear, size: [1, 1]", dict(size=(1, 1), mode="bilinear", align_corners=False)),
+    ("mode: bilinear, size: [17, 23], coordinates: align_corners",
+     dict(size=(17, 23), mode="bilinear", align_corners=True)),
+    ("mode: bilinear, size: [1, 20], coordinates: align_corners",
+     dict(size=(1, 20), mode="bilinear", align_corners=True)),
+    ("mode: nearest, scale: 3", dict(scale_factor=3, mode="nearest")),
+    ("mode: nearest, size: [11, 5]", dict(size=(11, 5), mode="nearest")),
+    ("mode: nearest, scale: [1.7, 0.6]", dict(scale_factor=(1.7, 0.6), mode="nearest")),
+    ("mode: nearest, scale: [1.7, 0.6], coordinates: half_pixel",
+     dict(scale_factor=(1.7, 0.6), mode="nearest-exact")),
+    ("mode: nearest, size: [3, 30], coordinates: half_pixel", dict(size=(3, 30), mode="nearest-exact")),
+]
+
+
+def model(fields):
+    return small_model((3, 7, 9), f"- {{name: r, op: resize, {fields}}}", "r")
+
+
+@pytest.mark.parametrize("fields, kwargs", CASES, ids=[c[0] for c in CASES])
+def test_reference_matches_f_interpolate(fields, kwargs):
+    torch = pytest.importorskip("torch")
+    g = model(fields)
+    x = random_input(g, 3)
+    want = torch.nn.functional.interpolate(torch.from_numpy(x), **kwargs).numpy()
+    assert_close(ReferenceExecutor(g, {})(x), want, 5e-7)
+
+
+def test_asymmetric_and_pytorch_half_pixel_bilinear():
+    """The ONNX modes PyTorch does not write: asymmetric is src = d * ratio; pytorch_half_pixel
+    is half_pixel except on an axis of one output pixel."""
+    x = np.arange(2 * 1 * 3 * 4, dtype=np.float32).reshape(2, 1, 3, 4)
+    g = small_model((1, 3, 4), "- {name: r, op: resize, mode: bilinear, scale: 2, "
+                               "coordinates: asymmetric}", "r")
+    y = ReferenceExecutor(g, {})(x)
+    assert y[0, 0, 0, :8].tolist() == [0, 0.5, 1, 1.5, 2, 2.5, 3, 3]
+    g = small_model((1, 3, 4), "- {name: r, op: resize, mode: bilinear, size: [1, 4], "
+                               "coordinates: pytorch_half_pixel}", "r")
+    assert ReferenceExecutor(g, {})(x)[0, 0, 0].tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ("mode: cubic, scale: 2", "field 'mode': must be one of nearest, bilinear, got 'cubic'"),
+    ("mode: bilinear", "give exactly one of size and scale"),
+    ("mode: bilinear, scale: 2, size: [3, 3]", "give exactly one of size and scale"),
+    ("mode: nearest, scale: 2, coordinates: align_corners", "nearest resizing takes coordinates"),
+    ("mode: bilinear, scale: 0.01", "the output would be 0x0"),
+    ("mode: bilinear, scale: [2, 2, 2]", "field 'scale': must be a positive number or a list [h, w] of two"),
+])
+def test_bad_fields_are_named(fields, message):
+    with pytest.raises(ModelError) as err:
+        model(fields)
+    assert message in str(err.value), str(err.value)
+
+
+def test_kernel_constants_are_float32_ratios():
+    cu = build(model("mode: bilinear, size: [17, 23], coordinates: align_corners"), 2) \
+        .output.files["t.cu"].decode()
+    assert "constexpr float RH = 0.375f, RW = 0.3636363744735718f;" in cu   # float32(8 / 22)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
+def test_every_case_compiles_with_nvcc_werror(tmp_path):
+    from test_codegen import nvcc
+    layers = "\n".join(f"- {{name: r{i}, op: resize, input: input, {fields}}}"
+                       for i, (fields, _) in enumerate(CASES))
+    layers += ("\n- {name: a, op: resize, input: input, mode: bilinear, scale: 2, coordinates: asymmetric}"
+               "\n- {name: b, op: resize, input: input, mode: bilinear, size: [1, 3], coordinates: pytorch_half_pixel}")
+    outs = ", ".join([f"r{i}" for i in range(len(CASES))] + ["a", "b"])
+    g = small_model((3, 7, 9), layers, f"[{outs}]")
+    build(g, 3, write=tmp_path)
+    nvcc("-c", str(tmp_path / "t" / "t.cu"), "-o", str(tmp_path / "t.o"))
+
+
+def test_onnx_resize_imports_with_scales_and_folded_sizes(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from test_onnx_import import check_import, seeded
+    nn, F = torch.nn, torch.nn.functional
+
+    class Up(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.c(x)
+            a = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+            b = F.interpolate(y, size=x.shape[-2:], mode="nearest")       # Shape -> Slice -> Concat
+            c = F.interpolate(a, size=(9, 13), mode="bilinear", align_corners=True)
+            return torch.relu(a), b, c
+    for opset in (13, 17):
+        text, _, _ = check_import(seeded(Up()), (3, 5, 7), tmp_path, opset=opset)
+        assert "{name: resize, op: resize, mode: bilinear, scale: 2.0}" in text, text
+        assert "mode: bilinear, size: [9, 13], coordinates: align_corners" in text
+
+
+def _gpu_reason():
+    from squeezegen.runtime.network import GPUError, cuda
+    try:
+        cuda()
+    except GPUError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu_reason() is not None, reason=f"no GPU: {_gpu_reason()}")
+@pytest.mark.parametrize("fields", [c[0] for c in CASES] + [
+    "mode: bilinear, scale: 2, coordinates: asymmetric",
+    "mode: bilinear, size: [1, 3], coordinates: pytorch_half_pixel"])
+def test_on_the_gpu(fields):
+    g = model(fields)
+    x = random_input(g, 3)
+    with squeezegen.compile(g, {}, batch=3) as net:
+        assert_close(net(x), ReferenceExecutor(g, {})(x), 1e-6)
