@@ -16,19 +16,19 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "GlobalMaxPool", "Add", "Concat", "Gemm", "MatMul", "Softmax", "Flatten",
                  "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant",
                  "Mul", "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
-                 "HardSwish", "Tanh", "Resize")
+                 "HardSwish", "Tanh", "Resize", "Pad")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.
 UNSUPPORTED_HINTS = {
-    "Pad": "an explicit padding layer (nn.ZeroPad2d or F.pad, which the exporter writes as Pad, "
-           "with ConstantOfShape and Slice computing the pads); squeezegen pads only inside a "
-           "conv or pool, the same on both sides, so give that layer the padding instead",
+    "Upsample": "the resize of ONNX opsets before 10; export with opset_version 11 or later, "
+                "which writes Resize",
 }
 
 
 # Evaluated at import time when all their inputs are constants (shape arithmetic, weight prep).
-_FOLDABLE = ("Constant", "Identity", "Cast", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat",
+_FOLDABLE = ("Constant", "ConstantOfShape", "Identity", "Cast", "Shape", "Gather", "Unsqueeze",
+             "Squeeze", "Concat",
              "Reshape", "Flatten", "Slice", "Transpose", "Add", "Sub", "Mul", "Div")
 
 

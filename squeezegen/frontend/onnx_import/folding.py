@@ -27,6 +27,10 @@ class ConstantFolding:
                     return np.array(a[key], dtype=dtype)
             raise self.fail(node, "only numeric tensor constants are supported",
                             next(iter(a), None))
+        if op == "ConstantOfShape":
+            value = (self.onnx.numpy_helper.to_array(a["value"]).reshape(-1)[0] if "value" in a
+                     else np.float32(0))
+            return np.full([int(d) for d in x.reshape(-1)], value, dtype=np.asarray(value).dtype)
         if op == "Identity":
             return x
         if op == "Cast":

@@ -34,6 +34,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         self.layers: list[_Layer] = []
         self.values: dict[str, _Value] = {}
         self.absorbed: set[int] = set()          # ids of nodes already folded into a layer
+        self.zero_pads: dict[str, tuple] = {}    # Pad outputs a Conv reads: (t, l, b, r) to add
         self.opset = 13
         for imp in model.opset_import:
             if imp.domain in ("", "ai.onnx"):
@@ -187,7 +188,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "GlobalAveragePool": self.map_global_pool,
                    "GlobalMaxPool": self.map_global_pool, "Relu": self.map_relu,
                    "Clip": self.map_clip, "LeakyRelu": self.map_activation,
-                   "Resize": self.map_resize,
+                   "Resize": self.map_resize, "Pad": self.map_pad,
                    "Sigmoid": self.map_activation, "HardSigmoid": self.map_activation,
                    "HardSwish": self.map_activation, "Tanh": self.map_activation,
                    "Add": self.map_add, "Mul": self.map_mul, "Concat": self.map_concat,

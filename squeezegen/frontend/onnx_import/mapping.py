@@ -60,6 +60,8 @@ class OpMapping:
             raise self.fail(node, f"dilations {list(dilation)}: expected two positive values",
                             "dilations")
         stride, (top, left, bottom, right) = self.window(node, a, kernel, "conv", conv=True)
+        more = self.zero_pads.get(node.input[0], (0, 0, 0, 0))       # a Pad folded into it
+        top, left, bottom, right = (p + q for p, q in zip((top, left, bottom, right), more))
         self.check_in_channels(node, w, int(w.shape[1]) * groups, x)
         extra = {}                   # what a plain conv does not need (a fire's never do)
         if (bottom, right) != (top, left):
@@ -342,6 +344,28 @@ class OpMapping:
         index = self.add_layer(_Layer("resize", [x.layer], f, {}, sg, node, relu=False),
                                node.output[0])
         self.fuse_relu(index, node.output[0])
+
+    def map_pad(self, node):
+        """A Pad of zeros over H and W whose one reader is a Conv: folded into the conv's pads."""
+        a = self.attrs(node, ("mode", "pads", "value"))
+        if a.get("mode", "constant") != "constant":
+            raise self.fail(node, f"mode {a['mode']} padding is not supported (only zeros)", "mode")
+        pads = a.get("pads")
+        if pads is None:
+            pads = self.const(node, 1, "pads").reshape(-1)
+        value = a.get("value", 0.0)
+        if len(node.input) > 2 and node.input[2]:
+            value = float(self.const(node, 2, "constant value").reshape(-1)[0])
+        pads = [int(p) for p in pads]
+        x = self.image(node)
+        reader = self.only_reader(node.output[0], "Conv")
+        if value != 0 or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0 \
+                or reader is None:
+            raise self.fail(node, "an explicit padding layer (nn.ZeroPad2d or F.pad) is supported "
+                                  "only as zeros over H and W read by one Conv, which takes it as "
+                                  f"its padding (pads {pads}, value {value:g})")
+        self.zero_pads[node.output[0]] = (pads[2], pads[3], pads[6], pads[7])
+        self.values[node.output[0]] = x
 
     def map_clip(self, node):
         """Clip with constant bounds: relu6 for [0, 6], relu for [0, inf), else clip."""
