@@ -97,6 +97,37 @@ ACTIVATIONS = {
 }
 
 
+def _resize(torch, x, a):
+    """F.interpolate where PyTorch has the mode; ONNX's formula (in float32) where it has not
+    (bilinear with asymmetric or pytorch_half_pixel coordinates)."""
+    F = torch.nn.functional
+    size = None if "scale" in a else tuple(a["size"])
+    scale = tuple(a["scale"]) if "scale" in a else None
+    if a["mode"] == "nearest":
+        mode = "nearest" if a["coordinates"] == "asymmetric" else "nearest-exact"
+        return F.interpolate(x, size=size, scale_factor=scale, mode=mode)
+    if a["coordinates"] in ("half_pixel", "align_corners"):
+        return F.interpolate(x, size=size, scale_factor=scale, mode="bilinear",
+                             align_corners=a["coordinates"] == "align_corners")
+    def axis(n, m, i):
+        r = torch.tensor(1.0 / a["scale"][i] if "scale" in a else n / m, dtype=torch.float32)
+        d = torch.arange(m, dtype=torch.float32)
+        if a["coordinates"] == "asymmetric":
+            src = d * r
+        else:                                   # pytorch_half_pixel
+            src = torch.clamp((d + 0.5) * r - 0.5, min=0) if m > 1 else torch.zeros(1)
+        i0 = torch.clamp(src.long(), max=n - 1)
+        i1 = torch.clamp(i0 + 1, max=n - 1)
+        return i0, i1, torch.clamp(src - i0.float(), 0, 1)
+    h0, h1, lh = axis(x.shape[2], a["size"][0], 0)
+    w0, w1, lw = axis(x.shape[3], a["size"][1], 1)
+    lh, lw = lh[:, None], lw[None, :]
+    rows0, rows1 = x[:, :, h0], x[:, :, h1]
+    top = (1 - lw) * rows0[..., w0] + lw * rows0[..., w1]
+    bottom = (1 - lw) * rows1[..., w0] + lw * rows1[..., w1]
+    return (1 - lh) * top + lh * bottom
+
+
 def torch_module(graph, weights: dict):
     """A torch.nn.Module computing the same function as `graph` with `weights`, built only from
     torch.nn.functional calls chosen from each node's op and attributes."""
@@ -137,6 +168,8 @@ def torch_module(graph, weights: dict):
                                     count_include_pad=a.get("count_include_pad", True))
             if node.op == "mul":
                 return args[0] * args[1]
+            if node.op == "resize":
+                return _resize(torch, x, a)
             if node.op == "add":
                 y = args[0]
                 for other in args[1:]:

@@ -62,6 +62,7 @@ def random_model(seed: int, wide: bool = False) -> str:
                                              # left the other layers' draws as they were
     act_rng = random.Random(seed * 104729 + 2)   # which activation a `relu` layer becomes
     conv_rng = random.Random(seed * 15485863 + 3)  # groups, dilation, asymmetric pads
+    more_rng = random.Random(seed * 32452843 + 4)  # SE blocks, resizes, pool variants
     most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
     if wide:
@@ -86,6 +87,54 @@ def random_model(seed: int, wide: bool = False) -> str:
             relu = bn_rng.choice(["true", "false"])
             emit(f"{last}_bn", f"op: batchnorm, input: {last}, eps: {eps}, relu: {relu}",
                  shapes[last], [last])
+
+    def maybe_more():
+        """Sometimes, after an image layer: a squeeze-and-excitation block (global pool, 1x1
+        conv, gate, broadcast mul), a resize, an avgpool without counting its padding, or a
+        broadcast add of a global max pool."""
+        last = order[-1]
+        if shapes[last] is None or len(shapes[last]) != 3:
+            return
+        c, h, w = shapes[last]
+        draw = more_rng.random()
+        if draw < 0.12:
+            gate = more_rng.choice(["sigmoid", "hardsigmoid"])
+            emit(f"{last}_sq", f"op: avgpool, input: {last}, global: true", (c, 1, 1), [last])
+            emit(f"{last}_ex", f"op: conv, input: {last}_sq, out: {c}, kernel: 1", (c, 1, 1),
+                 [f"{last}_sq"])
+            emit(f"{last}_gate", f"op: {gate}, input: {last}_ex", (c, 1, 1), [f"{last}_ex"])
+            emit(f"{last}_se", f"op: mul, inputs: [{last}, {last}_gate]", (c, h, w),
+                 [last, f"{last}_gate"])
+        elif draw < 0.22:
+            mode = more_rng.choice(["bilinear", "nearest"])
+            coords = more_rng.choice(["half_pixel", "pytorch_half_pixel", "align_corners",
+                                      "asymmetric"] if mode == "bilinear" else
+                                     ["asymmetric", "half_pixel"])
+            if more_rng.random() < 0.5:
+                scale = more_rng.choice([2, 1.5, 0.5, [2, 0.75], [1.25, 3]])
+                sh_, sw_ = (scale, scale) if not isinstance(scale, list) else scale
+                size = (int(h * sh_), int(w * sw_))
+                how = f"scale: {scale}"
+            else:
+                size = (more_rng.randint(1, 2 * h), more_rng.randint(1, 2 * w))
+                how = f"size: {list(size)}"
+            if min(size) >= 1 and size[0] * size[1] <= 4000:
+                emit(f"{last}_rs", f"op: resize, input: {last}, mode: {mode}, {how}, "
+                                   f"coordinates: {coords}", (c,) + size, [last])
+        elif draw < 0.3:
+            k = (more_rng.randint(1, 3), more_rng.randint(1, 3))
+            p = [more_rng.randint(0, k[0] // 2), more_rng.randint(0, k[1] // 2)]
+            ceil = more_rng.choice([True, False])
+            ho = pool_out_size(h, k[0], 2, p[0], ceil)
+            wo = pool_out_size(w, k[1], 2, p[1], ceil)
+            if ho >= 1 and wo >= 1:
+                emit(f"{last}_ap", f"op: avgpool, input: {last}, kernel: {list(k)}, stride: 2, "
+                                   f"pad: {p}, ceil_mode: {str(ceil).lower()}, "
+                                   "count_include_pad: false", (c, ho, wo), [last])
+        elif draw < 0.36:
+            emit(f"{last}_gm", f"op: maxpool, input: {last}, global: true", (c, 1, 1), [last])
+            emit(f"{last}_bias", f"op: add, inputs: [{last}, {last}_gm]", (c, h, w),
+                 [last, f"{last}_gm"])
 
     for i in range(rng.randint(2, 7)):
         name = f"l{i}"
@@ -162,6 +211,7 @@ def random_model(seed: int, wide: bool = False) -> str:
         else:
             emit(name, f"op: {_activation(act_rng)}, input: {src}", (sc, sh, sw), [src])
         maybe_batchnorm(kind)
+        maybe_more()
     if len(order) == 1:
         emit("l_only", "op: conv, input: input, out: 3, kernel: 1", (3, h, w), ["input"])
     last = order[-1]

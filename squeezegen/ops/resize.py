@@ -10,8 +10,9 @@ scale is given, as F.interpolate(scale_factor=...) and ONNX's `scales` use it, e
     asymmetric          src = d * r
 
 bilinear blends the two neighbours of floor(src) (the last pixel repeats at the far edge);
-nearest takes floor(src) for asymmetric (PyTorch's "nearest") and floor((d + 0.5) * r) for
-half_pixel (PyTorch's "nearest-exact"), clamped to n - 1.
+nearest takes floor(src) for asymmetric (PyTorch's "nearest", which maps d to d where m = n and
+to d / 2 where m = 2n whatever the scale) and floor((d + 0.5) * r) for half_pixel (PyTorch's
+"nearest-exact"), clamped to n - 1.
 """
 from __future__ import annotations
 
@@ -75,6 +76,8 @@ def sources(attrs, axis: int, n: int, m: int):
     d = np.arange(m, dtype=F32)
     mode, coordinates = attrs["mode"], attrs["coordinates"]
     if mode == "nearest":
+        if coordinates == "asymmetric" and m in (n, 2 * n):    # PyTorch's exact shortcuts
+            return np.arange(m) // (m // n)
         at = d * r if coordinates == "asymmetric" else (d + F32(0.5)) * r
         return np.minimum(np.floor(at).astype(np.int64), n - 1)
     if coordinates in ("half_pixel", "pytorch_half_pixel"):
@@ -120,7 +123,10 @@ def lower(ctx, node):
     _, hi, wi = ctx.graph[node.inputs[0]].type.shape
     ho, wo = node.attrs["size"]
     extra = {"mode": node.attrs["mode"], "coordinates": node.attrs["coordinates"],
-             "rh": c_float(ratio(node.attrs, 0, hi, ho)), "rw": c_float(ratio(node.attrs, 1, wi, wo))}
+             "rh": c_float(ratio(node.attrs, 0, hi, ho)), "rw": c_float(ratio(node.attrs, 1, wi, wo)),
+             # PyTorch's nearest maps an axis of the same size, or of twice it, exactly
+             "exact_h": {hi: "same", 2 * hi: "double"}.get(ho, ""),
+             "exact_w": {wi: "same", 2 * wi: "double"}.get(wo, "")}
     return ctx.kernel(node, "resize.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
                       ctx.consts(node), extra)
 
