@@ -262,13 +262,13 @@ def test_layer_names_that_shadow_library_names_compile(tmp_path):
     text = ("name: lib\ninput: {shape: [3, 6, 6]}\nlayers:\n"
             "  - {name: erfinvf, op: conv, out: 4, kernel: 3, relu: true}\n"
             "  - {name: M_PI, op: maxpool, kernel: 3, stride: 1}\n"
-            "  - {name: forward, op: relu}\n"
             "  - {name: float3, op: conv, out: 4, kernel: 1}\n"
             "  - {name: max, op: softmax}\n"
-            "output: max\n")
+            "  - {name: forward, op: relu}\n"          # after a softmax: a kernel of its own
+            "output: forward\n")
     result = build(parse_model(text, "lib.yaml"), 2)
     symbols = [k.symbol for k in result.output.kernels]
-    assert symbols == ["lib_erfinvf_relu", "lib_M_PI", "lib_forward_2", "lib_float3", "lib_max"]
+    assert symbols == ["lib_erfinvf_relu", "lib_M_PI", "lib_float3", "lib_max", "lib_forward_2"]
     write_outputs(result.output, tmp_path)
     nvcc("-c", str(tmp_path / "lib.cu"), "-o", str(tmp_path / "lib.o"))
 

@@ -1,0 +1,93 @@
+"""Issue 15's proof in CI: the torchvision architectures users bring (written in plain PyTorch
+in architectures.py, cut down in width), exported to ONNX at opsets 13 and 17, imported into
+readable YAML, run on the NumPy reference against PyTorch, built and compiled with nvcc -Werror,
+and (marker gpu) run on the GPU against the reference."""
+from __future__ import annotations
+
+import re
+import shutil
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+import squeezegen                                                          # noqa: E402
+from squeezegen.build import build                                         # noqa: E402
+from squeezegen.frontend.onnx_import import import_onnx                    # noqa: E402
+from squeezegen.passes import run_passes                                   # noqa: E402
+from squeezegen.reference import ReferenceExecutor                         # noqa: E402
+from architectures import ARCHITECTURES, build_model                       # noqa: E402
+from helpers import assert_close                                           # noqa: E402
+
+TOL = 1e-5           # observed at most 5.4e-7 (fcn_resnet50) on the reference against PyTorch
+
+
+def imported(name: str, opset: int, folder):
+    """(graph, weights, YAML text, model, input batch of 2): exported with the exporter's
+    constant folding at opset 13 (BatchNorms folded by PyTorch) and without it at opset 17
+    (BatchNorms imported as layers, folded by squeezegen's pass)."""
+    model = build_model(name)
+    shape = ARCHITECTURES[name][1]
+    x = torch.randn((2,) + shape, generator=torch.Generator().manual_seed(3))
+    path = folder / f"{name}_{opset}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x[:1],), str(path), dynamo=False, opset_version=opset,
+                          do_constant_folding=opset == 13)
+    text, weights = import_onnx(path)
+    return squeezegen.parse_model(text, f"{name}.yaml"), weights, text, model, x
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_imports_readably_and_matches_pytorch(name, opset, tmp_path):
+    graph, weights, text, model, x = imported(name, opset, tmp_path)
+    with torch.no_grad():
+        want = model(x).numpy()
+    got = ReferenceExecutor(graph, weights)(x.numpy())
+    assert_close(got.reshape(want.shape), want, TOL, what=f"{name} opset {opset}")
+    layers = [line for line in text.splitlines() if line.startswith("  - {")]
+    assert all(re.match(r"  - \{name: [A-Za-z_][A-Za-z0-9_]*, op: \w+", ln) for ln in layers)
+    norms = sum(" op: batchnorm" in ln for ln in layers)
+    assert (norms > 0) == (opset == 17 and name != "squeezenet1_1"), norms
+    fused = run_passes(graph)
+    assert not any(n.op == "batchnorm" for n in fused.nodes if n.inputs
+                   and fused[n.inputs[0]].op in ("conv", "linear")), "every foldable one folds"
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
+def test_every_architecture_compiles_with_nvcc_werror(tmp_path):
+    from test_codegen import nvcc
+    sources = []
+    for name in ARCHITECTURES:
+        graph, weights, *_ = imported(name, 17, tmp_path)
+        build(graph, 2, weights=weights, write=tmp_path / name)
+        sources.append(tmp_path / name / graph.name / f"{graph.name}.cu")
+
+    def compile_one(cu):
+        nvcc("-c", str(cu), "-o", str(cu.with_suffix(".o")))
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(compile_one, sources))
+
+
+def _gpu_reason():
+    from squeezegen.runtime.network import GPUError, cuda
+    try:
+        cuda()
+    except GPUError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu_reason() is not None, reason=f"no GPU: {_gpu_reason()}")
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_on_the_gpu_against_the_reference(name, tmp_path):
+    graph, weights, _, model, x = imported(name, 17, tmp_path)
+    want = ReferenceExecutor(graph, weights)(x.numpy())
+    with squeezegen.compile(graph, weights, batch=2) as net:
+        assert_close(net(x.numpy()), want, 1e-4, what=name)
