@@ -55,7 +55,8 @@ def rel(a, b) -> float:
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
 
 
-def check(name: str, opset: int, folder: Path, bench_batches: list[int], log) -> dict:
+def check(name: str, opset: int, folder: Path, bench_batches: list[int], log,
+          tune: bool = False) -> dict:
     import torch
     import squeezegen
     from squeezegen.frontend.onnx_import import write_import
@@ -81,6 +82,7 @@ def check(name: str, opset: int, folder: Path, bench_batches: list[int], log) ->
     row["ops"] = sorted({op for _, op in graph.layer_ops})
     t = time.time()
     ref = ReferenceExecutor(graph, weights)(x.numpy())
+    ref = ref.reshape(want.shape)                 # a classifier's [N, K] is our K x 1 x 1
     row["reference_vs_torch"] = rel(ref, want)
     row["reference_s"] = round(time.time() - t, 1)
     log(f"{name} opset {opset}: {row['layers']} layers {row['ops']}, reference vs PyTorch "
@@ -88,14 +90,16 @@ def check(name: str, opset: int, folder: Path, bench_batches: list[int], log) ->
     t = time.time()
     with squeezegen.compile(graph, weights, batch=1) as net:
         got = net(x.numpy())
+    got = got.reshape(want.shape)
     row["gpu_vs_reference"] = rel(got, ref)
     row["gpu_vs_torch"] = rel(got, want)
     row["compile_s"] = round(time.time() - t, 1)
     log(f"{name} opset {opset}: GPU vs reference {row['gpu_vs_reference']:.2e}, vs PyTorch "
         f"{row['gpu_vs_torch']:.2e} ({row['compile_s']} s to build and compile)")
     if bench_batches:
-        result = bench(graph, weights, bench_batches, ["eager"], per_layer=False, tune=False,
+        result = bench(graph, weights, bench_batches, ["eager"], per_layer=False, tune=tune,
                        iters=30)
+        row["tuned"] = tune
         row["bench"] = [{k: r[k] for k in ("batch", "variant", "ms", "img_s")}
                         for r in result["rows"]]
         for batch in bench_batches:
@@ -103,8 +107,8 @@ def check(name: str, opset: int, folder: Path, bench_batches: list[int], log) ->
                         and r["variant"].startswith("squeezegen"))
             theirs = next(r["ms"] for r in result["rows"] if r["batch"] == batch
                           and r["variant"].startswith("torch"))
-            log(f"{name} batch {batch}: squeezegen {ours:.3f} ms, torch eager {theirs:.3f} ms "
-                f"({ours / theirs:.2f}x)")
+            log(f"{name} batch {batch}: squeezegen{' tuned' if tune else ''} {ours:.3f} ms, "
+                f"torch eager {theirs:.3f} ms ({ours / theirs:.2f}x)")
     return row
 
 
@@ -113,6 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("models", nargs="+")
     ap.add_argument("--opsets", default="13,17")
     ap.add_argument("--bench", default="1,32", help="batches to time (at the first opset); '' none")
+    ap.add_argument("--tune", action="store_true", help="bench with the autotuner's tiles")
     ap.add_argument("--deadline", type=float, default=1e9, help="start no model after this many s")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
@@ -134,7 +139,7 @@ def main(argv=None) -> int:
                     continue
                 try:
                     rows.append(check(name, opset, Path(tmp), batches if opset == opsets[0]
-                                      else [], log))
+                                      else [], log, args.tune))
                 except Exception as exc:         # report and go on with the next model
                     log(f"{name} opset {opset}: FAILED {type(exc).__name__}: {exc}")
                     rows.append({"model": name, "opset": opset, "error": f"{type(exc).__name__}: "

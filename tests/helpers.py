@@ -110,12 +110,13 @@ def _resize(torch, x, a):
         return F.interpolate(x, size=size, scale_factor=scale, mode="bilinear",
                              align_corners=a["coordinates"] == "align_corners")
     def axis(n, m, i):
-        r = torch.tensor(1.0 / a["scale"][i] if "scale" in a else n / m, dtype=torch.float32)
-        d = torch.arange(m, dtype=torch.float32)
+        r = torch.tensor(1.0 / a["scale"][i] if "scale" in a else n / m, dtype=torch.float32,
+                         device=x.device)
+        d = torch.arange(m, dtype=torch.float32, device=x.device)
         if a["coordinates"] == "asymmetric":
             src = d * r
         else:                                   # pytorch_half_pixel
-            src = torch.clamp((d + 0.5) * r - 0.5, min=0) if m > 1 else torch.zeros(1)
+            src = torch.clamp((d + 0.5) * r - 0.5, min=0) if m > 1 else torch.zeros_like(d)
         i0 = torch.clamp(src.long(), max=n - 1)
         i1 = torch.clamp(i0 + 1, max=n - 1)
         return i0, i1, torch.clamp(src - i0.float(), 0, 1)
