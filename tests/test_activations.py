@@ -71,6 +71,8 @@ def test_fields_and_their_errors():
     for layer, message in [("{name: b, op: clip, min: 2, max: 1}", "field 'max': min 2.0 is above max 1.0"),
                            ("{name: b, op: clip, max: 1}", "missing field 'min'"),
                            ("{name: b, op: clip, min: .nan, max: 1}", "field 'min': must be a number"),
+                           ("{name: b, op: clip, min: -1e39, max: 1}", "field 'min': -1e.39 is beyond float32's range"),
+                           ("{name: b, op: leaky_relu, negative_slope: 1.0e+39}", "beyond float32's range"),
                            ("{name: b, op: sigmoid, alpha: 1}", "unknown field 'alpha' for op sigmoid")]:
         with pytest.raises(ModelError, match=message):
             small_model((2, 3, 3), f"- {layer}", "b")

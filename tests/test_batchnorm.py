@@ -161,7 +161,7 @@ def test_generated_code_names_the_folded_weights_and_the_standalone_kernel():
     assert "conv1+bn1.weight, packed K-major [27][6]" in cu
     assert "fused: batchnorm bn1 (folded into the weights and bias: conv1+bn1.*); relu" in cu
     assert "bnp: batchnorm, 6x7x6 -> 6x7x6 (batch 3)" in cu
-    assert "constexpr float EPS = 0.001f;" in cu and "sqrtf(__ldg(running_var + c) + EPS)" in cu
+    assert "constexpr float EPS = 0.001f;" in cu and "1.0f / sqrtf(__ldg(running_var + c) + EPS)" in cu
     kernels = [k["name"] for k in __import__("json").loads(out.files["manifest.json"])["kernels"]]
     assert kernels == ["conv1_relu", "conv2_relu", "up", "pool", "bnp", "conv3_add", "bns_relu",
                        "fc"], kernels

@@ -65,6 +65,10 @@ def test_kernels_read_the_broadcast_operand_at_its_channel():
      "- {name: c, op: conv, out: 3, kernel: 1, input: input}\n- {name: m, op: mul, inputs: [a, b, c]}",
      "mul takes 2 inputs, got 3"),
     ("- {name: g, op: avgpool, global: true, count_include_pad: false}", "'count_include_pad' cannot be given with global: true"),
+    ("- {name: g, op: avgpool, global: true}\n- {name: l, op: linear, out: 3, input: input}\n"
+     "- {name: m, op: add, inputs: [l, g]}", "add needs inputs of one shape (or C x 1 x 1 ones, broadcast over the pixels), got 3 and 3x1x1"),
+    ("- {name: g, op: avgpool, global: true}\n- {name: l, op: linear, out: 3, input: input}\n"
+     "- {name: m, op: mul, inputs: [g, l]}", "mul needs inputs of one shape"),
 ])
 def test_bad_layers_are_named(layers, message):
     with pytest.raises(ModelError) as err:

@@ -2,8 +2,8 @@
 (split-K tiles need scratch memory and counters from the planner).
 
 The default is a heuristic for the target's SMs (132 on the H200): few output channels -> one
-channel block; the tallest pixel block that still gives two waves; when even the smallest tiles give less than
-one wave and K is long, K is split across blocks (split-K) and the last block to finish a tile
+channel block; the tallest pixel block that still gives two waves; when even the smallest tiles
+give less than one wave and K is long, K is split across blocks (split-K) and the last block to finish a tile
 sums the partial tiles in a fixed order (deterministic) and applies the epilogue.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def conv_tile(pixels: int, channels: int, k: int, win: int = 1, target: Target =
             return tile
     tile = ConvTile(win, tn)
     blocks = tile.blocks(pixels, channels)
-    if blocks < 4 * target.sms and k >= 128:      # small layers are latency-bound: more, shorter blocks
+    if blocks < 4 * target.sms and k >= 128:   # small layers are latency-bound: shorter blocks
         splitk = max(1, min(-(-4 * target.sms // blocks), k // 64, 16))
         if splitk > 1:
             return ConvTile(win, tn, splitk=splitk)
@@ -83,7 +83,8 @@ def deconv_mma_fits_grid(tile: DeconvMmaTile, grid: tuple[int, int]) -> bool:
     return tile.r < 2 * grid[0] and tile.c < 2 * grid[1]
 
 
-def deconv_mma_tiles(graph: Graph, node: Node, batch: int, target: Target = H200) -> list[DeconvMmaTile]:
+def deconv_mma_tiles(graph: Graph, node: Node, batch: int,
+                     target: Target = H200) -> list[DeconvMmaTile]:
     """The deconv_mma tiles that fit in 48 KB of shared memory, best first: rectangles that fit
     the phase's grid (`deconv_mma_fits_grid`), then two waves of blocks, then a padding of the
     grid within 5% of the least, then 256 pixels per block (2 fragments per warp), then the
@@ -214,7 +215,8 @@ def check_tile(graph: Graph, node: Node, tile: Tile, precision: str,
     if isinstance(tile, DeconvTile):
         ok = tile_kind(node, None) == "deconv"
     elif isinstance(tile, DeconvMmaTile):
-        ok = tile_kind(node, None) == "deconv" and precision == "fp16" and deconv_mma_runs(graph, node, tile, target)
+        ok = (tile_kind(node, None) == "deconv" and precision == "fp16"
+              and deconv_mma_runs(graph, node, tile, target))
     elif not isinstance(tile, ConvTile):
         ok = False
     elif tile.mma:
@@ -245,7 +247,8 @@ def candidate_tiles(graph: Graph, node: Node, batch: int, precision: str = "fp32
     return [first] + [t for t in dict.fromkeys(others) if t != first]
 
 
-def _conv_candidates(pixels: int, channels: int, k: int, win: int, target: Target) -> list[ConvTile]:
+def _conv_candidates(pixels: int, channels: int, k: int, win: int,
+                     target: Target) -> list[ConvTile]:
     tns = {-(-channels // 8) if channels <= 96 else 8, min(4, -(-channels // 8))}
     tiles = [ConvTile(tm, tn) for tn in sorted(tns) for tm in (1, 2, 4, 8) if tm % win == 0
              and (ConvTile(tm, tn).blocks(pixels, channels) >= target.sms // 2 or tm == win)]

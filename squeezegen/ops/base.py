@@ -109,7 +109,7 @@ def check_value(kind: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
                 or value == float("inf"):
             raise bad()
-        return float(value)
+        return _in_float32(float(value))
     if kind == "pos_float_pair":
         items = value if isinstance(value, list) else [value]
         if isinstance(value, list) and len(value) != 2:
@@ -125,7 +125,7 @@ def check_value(kind: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not abs(value) < float("inf"):
             raise bad()
-        return float(value)
+        return _in_float32(float(value))
     if kind == "bool":
         if not isinstance(value, bool):
             raise bad()
@@ -139,6 +139,16 @@ def check_value(kind: str, value: Any) -> Any:
             raise bad()
         return tuple(value)
     raise AssertionError(kind)
+
+
+def _in_float32(value: float) -> float:
+    """`value`, when the kernels' float32 can hold it; ValueError otherwise."""
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{value:g} is beyond float32's range (the kernels compute in float32)")
+    return value
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # ---------------------------------------------------------------- output-size arithmetic

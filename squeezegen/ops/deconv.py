@@ -72,8 +72,9 @@ def lower(ctx, node):
         rows, cols = phase_grid(node)
         tiles = -(-rows // tile.r) * -(-cols // tile.c)     # rectangles of a phase's pixels
         grid = (ctx.batch * tiles * sh * sw, -(-node.type.channels // tile.bn), 1)
-        return ctx.kernel(node, "deconv_mma.cu.j2", grid, consts, {
-            "mma": "fp16", **extra, "tile": {"r": tile.r, "c": tile.c, "bn": tile.bn, "mma": "fp16"}})
+        tile_fields = {"r": tile.r, "c": tile.c, "bn": tile.bn, "mma": "fp16"}
+        return ctx.kernel(node, "deconv_mma.cu.j2", grid, consts,
+                          {"mma": "fp16", **extra, "tile": tile_fields})
     taps = -(-kh // sh) * -(-kw // sw)
     consts.update(COB=tile.cob, COBP=deconv_row(tile.cob, taps), CIB=tile.cib, PX=tile.px)
     grid = (ctx.grid(-(-phase_pixels // tile.px))[0] * sh * sw, node.type.channels // tile.cob, 1)

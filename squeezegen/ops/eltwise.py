@@ -11,8 +11,8 @@ from .base import Field, OpInfo, ShapeError
 
 
 def broadcast(t: TensorType, out: TensorType) -> bool:
-    """Whether operand `t` is the per-channel (C, 1, 1) form of an output `out` with pixels."""
-    return t.shape != out.shape and t.shape == (out.channels, 1, 1)
+    """Whether operand `t` is the per-channel (C, 1, 1) form of a C, H, W output `out`."""
+    return len(out.shape) == 3 and t.shape != out.shape and t.shape == (out.channels, 1, 1)
 
 
 def elementwise_shape(op):

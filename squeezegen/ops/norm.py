@@ -46,7 +46,8 @@ def init(attrs, name, shape, rng):
     in [0.5, 1.5])."""
     if name == "running_var":
         return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-    return ((1.0 if name == "weight" else 0.0) + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+    centre = 1.0 if name == "weight" else 0.0
+    return (centre + 0.1 * rng.standard_normal(shape)).astype(np.float32)
 
 
 def lower(ctx, node):

@@ -46,7 +46,8 @@ def from_yaml(values, ins, given):
     attrs = {"mode": mode, "coordinates": coordinates}
     if "scale" in values:
         attrs["scale"] = values["scale"]
-        attrs["size"] = (int(np.floor(h * values["scale"][0])), int(np.floor(w * values["scale"][1])))
+        attrs["size"] = (int(np.floor(h * values["scale"][0])),
+                         int(np.floor(w * values["scale"][1])))
     else:
         attrs["size"] = values["size"]
     return attrs
@@ -96,7 +97,8 @@ def resize(attrs, inputs, params):
     _, _, h, w = x.shape
     ho, wo = attrs["size"]
     if attrs["mode"] == "nearest":
-        return np.ascontiguousarray(x[:, :, sources(attrs, 0, h, ho)][:, :, :, sources(attrs, 1, w, wo)])
+        rows = x[:, :, sources(attrs, 0, h, ho)]
+        return np.ascontiguousarray(rows[:, :, :, sources(attrs, 1, w, wo)])
     h0, h1, lh = sources(attrs, 0, h, ho)
     w0, w1, lw = sources(attrs, 1, w, wo)
     lh, lw = lh[:, None], lw[None, :]
@@ -123,7 +125,8 @@ def lower(ctx, node):
     _, hi, wi = ctx.graph[node.inputs[0]].type.shape
     ho, wo = node.attrs["size"]
     extra = {"mode": node.attrs["mode"], "coordinates": node.attrs["coordinates"],
-             "rh": c_float(ratio(node.attrs, 0, hi, ho)), "rw": c_float(ratio(node.attrs, 1, wi, wo)),
+             "rh": c_float(ratio(node.attrs, 0, hi, ho)),
+             "rw": c_float(ratio(node.attrs, 1, wi, wo)),
              # PyTorch's nearest maps an axis of the same size, or of twice it, exactly
              "exact_h": {hi: "same", 2 * hi: "double"}.get(ho, ""),
              "exact_w": {wi: "same", 2 * wi: "double"}.get(wo, "")}
