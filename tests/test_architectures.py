@@ -9,7 +9,6 @@ import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")

@@ -172,7 +172,7 @@ def test_batchnorm_model_compiles_with_nvcc_werror(tmp_path):
     from test_codegen import nvcc
     g = model()
     for batch, precision in ((1, "fp32"), (3, "fp16")):
-        out = build(g, batch, precision=precision, write=tmp_path / f"{batch}")
+        build(g, batch, precision=precision, write=tmp_path / f"{batch}")
         nvcc("-c", str(tmp_path / f"{batch}" / "bnnet" / "bnnet.cu"),
              "-o", str(tmp_path / f"bn{batch}.o"))
 

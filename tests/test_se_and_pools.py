@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 
 import squeezegen
 from squeezegen.build import build
 from squeezegen.errors import ModelError
-from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
 from helpers import assert_close, random_input, random_weights, small_model, torch_module, torch_run
 
