@@ -9,6 +9,8 @@ import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -90,3 +92,33 @@ def test_on_the_gpu_against_the_reference(name, tmp_path):
     want = ReferenceExecutor(graph, weights)(x.numpy())
     with squeezegen.compile(graph, weights, batch=2) as net:
         assert_close(net(x.numpy()), want, 1e-4, what=name)
+
+
+def test_an_imported_segmentation_net_runs_and_segments_images(tmp_path):
+    """`squeezegen import`, then `squeezegen run` (image in, PNG mask out) and `segment` on
+    images of other sizes than the network's (masks at each image's size)."""
+    import subprocess
+    import sys
+    from PIL import Image
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "squeezegen", *map(str, args)],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    model = build_model("lraspp_mobilenet_v3_large")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros((1,) + ARCHITECTURES["lraspp_mobilenet_v3_large"][1]),),
+                          str(tmp_path / "lraspp.onnx"), dynamo=False, opset_version=17)
+    cli("import", tmp_path / "lraspp.onnx", "-o", tmp_path / "lraspp.yaml")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate([(48, 64), (100, 70), (33, 41)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(images / f"{i}.jpg")
+    cli("run", tmp_path / "lraspp.yaml", "--weights", tmp_path / "lraspp.npz", "--input",
+        images / "0.jpg", "--output", tmp_path / "mask.png", "--backend", "numpy")
+    assert Image.open(tmp_path / "mask.png").size == (48, 64)
+    cli("segment", tmp_path / "lraspp.yaml", "--weights", tmp_path / "lraspp.npz", images, "-o",
+        tmp_path / "out", "--backend", "numpy", "--quiet")
+    assert Image.open(tmp_path / "out" / "1.jpg.png").size == (100, 70)

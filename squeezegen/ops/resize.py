@@ -114,10 +114,18 @@ def torch_resize(torch, attrs, args, params):
     if attrs["mode"] == "nearest":
         mode = "nearest" if attrs["coordinates"] == "asymmetric" else "nearest-exact"
         return F.interpolate(args[0], size=size, scale_factor=scale, mode=mode)
-    if attrs["coordinates"] == "asymmetric":
-        raise NotImplementedError("PyTorch has no bilinear resize with asymmetric coordinates")
-    return F.interpolate(args[0], size=size, scale_factor=scale, mode="bilinear",
-                         align_corners=attrs["coordinates"] == "align_corners")
+    if attrs["coordinates"] in ("half_pixel", "align_corners"):
+        return F.interpolate(args[0], size=size, scale_factor=scale, mode="bilinear",
+                             align_corners=attrs["coordinates"] == "align_corners")
+    # asymmetric and pytorch_half_pixel have no F.interpolate form: gather and blend
+    x = args[0]
+    (h0, h1, lh), (w0, w1, lw) = (
+        [torch.as_tensor(a, device=x.device) for a in sources(attrs, axis, n, m)]
+        for axis, n, m in ((0, x.shape[2], attrs["size"][0]), (1, x.shape[3], attrs["size"][1])))
+    lh, lw = lh[:, None].to(x.dtype), lw[None, :].to(x.dtype)
+    top = (1 - lw) * x[:, :, h0][..., w0] + lw * x[:, :, h0][..., w1]
+    bottom = (1 - lw) * x[:, :, h1][..., w0] + lw * x[:, :, h1][..., w1]
+    return (1 - lh) * top + lh * bottom
 
 
 def lower(ctx, node):
