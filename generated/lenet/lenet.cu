@@ -51,8 +51,8 @@ lenet_conv1_maxpool(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 1, HI = 28, WI = 28, CO = 20, HO = 12, WO = 12, KH = 5, KW = 5, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 128, BN = 24, BK = 16, TM = 4, TN = 3, SPLITK = 1, PKH = 2,
-        PKW = 2
+        SW = 1, PH = 0, PW = 0, BM = 128, BN = 24, BK = 16, TM = 4, TN = 3, SPLITK = 1,
+        SMEM_BYTES = 9728, PKH = 2, PKW = 2
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -74,6 +74,7 @@ lenet_conv1_maxpool(const float* __restrict__ input, float* __restrict__ arena,
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const int n0 = blockIdx.y * BN;
@@ -180,7 +181,8 @@ lenet_conv2_maxpool(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 20, HI = 12, WI = 12, CO = 50, HO = 4, WO = 4, KH = 5, KW = 5, SH = 1, SW = 1,
-        PH = 0, PW = 0, BM = 128, BN = 56, BK = 16, TM = 4, TN = 7, SPLITK = 7, PKH = 2, PKW = 2
+        PH = 0, PW = 0, BM = 128, BN = 56, BK = 16, TM = 4, TN = 7, SPLITK = 7,
+        SMEM_BYTES = 11776, PKH = 2, PKW = 2
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -202,6 +204,7 @@ lenet_conv2_maxpool(const float* __restrict__ input, float* __restrict__ arena,
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const int n0 = blockIdx.y * BN;

@@ -93,7 +93,8 @@ squeezeseg_conv1_relu(const float* __restrict__ input, float* __restrict__ arena
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 3, HI = 227, WI = 227, CO = 96, HO = 111, WO = 111, KH = 7, KW = 7, SH = 2,
-        SW = 2, PH = 0, PW = 0, BM = 32, BN = 96, BK = 16, TM = 1, TN = 12, SPLITK = 2
+        SW = 2, PH = 0, PW = 0, BM = 32, BN = 96, BK = 16, TM = 1, TN = 12, SPLITK = 2,
+        SMEM_BYTES = 8192
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -115,6 +116,7 @@ squeezeseg_conv1_relu(const float* __restrict__ input, float* __restrict__ arena
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -289,7 +291,8 @@ squeezeseg_fire2_squeeze_relu(const float* __restrict__ input, float* __restrict
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 96, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 1
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 1,
+        SMEM_BYTES = 3072
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -311,6 +314,7 @@ squeezeseg_fire2_squeeze_relu(const float* __restrict__ input, float* __restrict
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -408,7 +412,8 @@ squeezeseg_fire2_expand1x1_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -430,6 +435,7 @@ squeezeseg_fire2_expand1x1_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -527,7 +533,8 @@ squeezeseg_fire2_expand3x3_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1,
-        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -549,6 +556,7 @@ squeezeseg_fire2_expand3x3_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -677,7 +685,8 @@ squeezeseg_fire3_squeeze_relu(const float* __restrict__ input, float* __restrict
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 128, HI = 55, WI = 55, CO = 16, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 2
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 2,
+        SMEM_BYTES = 3072
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -699,6 +708,7 @@ squeezeseg_fire3_squeeze_relu(const float* __restrict__ input, float* __restrict
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -827,7 +837,8 @@ squeezeseg_fire3_expand1x1_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -849,6 +860,7 @@ squeezeseg_fire3_expand1x1_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -946,7 +958,8 @@ squeezeseg_fire3_expand3x3_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 16, HI = 55, WI = 55, CO = 64, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1,
-        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -968,6 +981,7 @@ squeezeseg_fire3_expand3x3_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -1096,7 +1110,8 @@ squeezeseg_fire4_squeeze_relu(const float* __restrict__ input, float* __restrict
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 128, HI = 55, WI = 55, CO = 32, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 2
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 2,
+        SMEM_BYTES = 4096
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -1118,6 +1133,7 @@ squeezeseg_fire4_squeeze_relu(const float* __restrict__ input, float* __restrict
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -1246,7 +1262,8 @@ squeezeseg_fire4_expand1x1_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -1268,6 +1285,7 @@ squeezeseg_fire4_expand1x1_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -1365,7 +1383,8 @@ squeezeseg_fire4_expand3x3_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 32, HI = 55, WI = 55, CO = 128, HO = 55, WO = 55, KH = 3, KW = 3, SH = 1,
-        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -1387,6 +1406,7 @@ squeezeseg_fire4_expand3x3_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -1561,7 +1581,8 @@ squeezeseg_fire5_squeeze_relu(const float* __restrict__ input, float* __restrict
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 256, HI = 27, WI = 27, CO = 32, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 4
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 4,
+        SMEM_BYTES = 4096
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -1583,6 +1604,7 @@ squeezeseg_fire5_squeeze_relu(const float* __restrict__ input, float* __restrict
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -1711,7 +1733,8 @@ squeezeseg_fire5_expand1x1_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -1733,6 +1756,7 @@ squeezeseg_fire5_expand1x1_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -1830,7 +1854,8 @@ squeezeseg_fire5_expand3x3_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 32, HI = 27, WI = 27, CO = 128, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1,
-        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -1852,6 +1877,7 @@ squeezeseg_fire5_expand3x3_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -1980,7 +2006,8 @@ squeezeseg_fire6_squeeze_relu(const float* __restrict__ input, float* __restrict
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 256, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 4
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 4,
+        SMEM_BYTES = 5120
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -2002,6 +2029,7 @@ squeezeseg_fire6_squeeze_relu(const float* __restrict__ input, float* __restrict
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -2130,7 +2158,8 @@ squeezeseg_fire6_expand1x1_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -2152,6 +2181,7 @@ squeezeseg_fire6_expand1x1_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -2249,7 +2279,8 @@ squeezeseg_fire6_expand3x3_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1,
-        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -2271,6 +2302,7 @@ squeezeseg_fire6_expand3x3_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -2399,7 +2431,8 @@ squeezeseg_fire7_squeeze_relu(const float* __restrict__ input, float* __restrict
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 384, HI = 27, WI = 27, CO = 48, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 6
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 6,
+        SMEM_BYTES = 5120
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -2421,6 +2454,7 @@ squeezeseg_fire7_squeeze_relu(const float* __restrict__ input, float* __restrict
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -2549,7 +2583,8 @@ squeezeseg_fire7_expand1x1_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -2571,6 +2606,7 @@ squeezeseg_fire7_expand1x1_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -2668,7 +2704,8 @@ squeezeseg_fire7_expand3x3_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 48, HI = 27, WI = 27, CO = 192, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1,
-        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -2690,6 +2727,7 @@ squeezeseg_fire7_expand3x3_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -2818,7 +2856,8 @@ squeezeseg_fire8_squeeze_relu(const float* __restrict__ input, float* __restrict
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 384, HI = 27, WI = 27, CO = 64, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -2840,6 +2879,7 @@ squeezeseg_fire8_squeeze_relu(const float* __restrict__ input, float* __restrict
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -2968,7 +3008,8 @@ squeezeseg_fire8_expand1x1_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -2990,6 +3031,7 @@ squeezeseg_fire8_expand1x1_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -3087,7 +3129,8 @@ squeezeseg_fire8_expand3x3_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 64, HI = 27, WI = 27, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 1,
-        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -3109,6 +3152,7 @@ squeezeseg_fire8_expand3x3_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -3283,7 +3327,8 @@ squeezeseg_fire9_squeeze_relu(const float* __restrict__ input, float* __restrict
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 512, HI = 13, WI = 13, CO = 64, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 8
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 8,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -3305,6 +3350,7 @@ squeezeseg_fire9_squeeze_relu(const float* __restrict__ input, float* __restrict
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -3433,7 +3479,8 @@ squeezeseg_fire9_expand1x1_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -3455,6 +3502,7 @@ squeezeseg_fire9_expand1x1_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -3552,7 +3600,8 @@ squeezeseg_fire9_expand3x3_relu(const float* __restrict__ input, float* __restri
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 64, HI = 13, WI = 13, CO = 256, HO = 13, WO = 13, KH = 3, KW = 3, SH = 1,
-        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 9
+        SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 9,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -3574,6 +3623,7 @@ squeezeseg_fire9_expand3x3_relu(const float* __restrict__ input, float* __restri
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -3702,7 +3752,8 @@ squeezeseg_conv10_relu(const float* __restrict__ input, float* __restrict__ aren
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 512, HI = 13, WI = 13, CO = 1000, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6,
+        SMEM_BYTES = 6144
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -3724,6 +3775,7 @@ squeezeseg_conv10_relu(const float* __restrict__ input, float* __restrict__ aren
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -3851,7 +3903,8 @@ squeezeseg_score(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 1000, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 15
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 15,
+        SMEM_BYTES = 3584
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -3873,6 +3926,7 @@ squeezeseg_score(const float* __restrict__ input, float* __restrict__ arena,
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -4000,7 +4054,8 @@ squeezeseg_score_pool8_add(const float* __restrict__ input, float* __restrict__ 
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 512, HI = 13, WI = 13, CO = 21, HO = 13, WO = 13, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 8
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 8,
+        SMEM_BYTES = 3584
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -4024,6 +4079,7 @@ squeezeseg_score_pool8_add(const float* __restrict__ input, float* __restrict__ 
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -4151,7 +4207,7 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 21, HI = 13, WI = 13, CO = 21, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2,
-        SW = 2, PH = 0, PW = 0, COB = 3, COBP = 4, CIB = 21, PX = 1
+        SW = 2, PH = 0, PW = 0, COB = 3, COBP = 4, CIB = 21, PX = 1, SMEM_BYTES = 1344
     };
     // Transposed convolution in gather form, one stride phase per block: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
@@ -4174,6 +4230,7 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
 
     static_assert(COBP >= COB, "a weight row holds the block's channels");
     __shared__ __align__(16) float ws[CIB][TH][TW][COBP];
+    static_assert(sizeof(ws) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int phase = blockIdx.x % (SH * SW), pixel_block = blockIdx.x / (SH * SW);
     const int ph_h = phase / SW, ph_w = phase % SW;
     const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
@@ -4287,7 +4344,8 @@ squeezeseg_score_pool4_add(const float* __restrict__ input, float* __restrict__ 
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 256, HI = 27, WI = 27, CO = 21, HO = 27, WO = 27, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 4
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 4,
+        SMEM_BYTES = 3584
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -4311,6 +4369,7 @@ squeezeseg_score_pool4_add(const float* __restrict__ input, float* __restrict__ 
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -4438,7 +4497,7 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 21, HI = 27, WI = 27, CO = 21, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2,
-        SW = 2, PH = 0, PW = 0, COB = 1, COBP = 4, CIB = 21, PX = 1
+        SW = 2, PH = 0, PW = 0, COB = 1, COBP = 4, CIB = 21, PX = 1, SMEM_BYTES = 1344
     };
     // Transposed convolution in gather form, one stride phase per block: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
@@ -4461,6 +4520,7 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
 
     static_assert(COBP >= COB, "a weight row holds the block's channels");
     __shared__ __align__(16) float ws[CIB][TH][TW][COBP];
+    static_assert(sizeof(ws) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int phase = blockIdx.x % (SH * SW), pixel_block = blockIdx.x / (SH * SW);
     const int ph_h = phase / SW, ph_w = phase % SW;
     const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;
@@ -4574,7 +4634,8 @@ squeezeseg_score_pool1_add(const float* __restrict__ input, float* __restrict__ 
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 96, HI = 55, WI = 55, CO = 21, HO = 55, WO = 55, KH = 1, KW = 1, SH = 1,
-        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1
+        SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1,
+        SMEM_BYTES = 3584
     };
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
@@ -4598,6 +4659,7 @@ squeezeseg_score_pool1_add(const float* __restrict__ input, float* __restrict__ 
 
     __shared__ float As[BK][BM];
     __shared__ float Bs[BK][BN];
+    static_assert(sizeof(As) + sizeof(Bs) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int tid = threadIdx.x;
     const int tm = tid % (BM / TM), tn = tid / (BM / TM);
     const long long m0 = (long long)blockIdx.x * BM;
@@ -4694,7 +4756,7 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
     // compile-time shapes: batch N, input CIxHIxWI, output COxHOxWO
     enum : int {
         N = 1, CI = 21, HI = 55, WI = 55, CO = 21, HO = 227, WO = 227, KH = 11, KW = 11, SH = 4,
-        SW = 4, PH = 0, PW = 0, COB = 7, COBP = 8, CIB = 21, PX = 1
+        SW = 4, PH = 0, PW = 0, COB = 7, COBP = 8, CIB = 21, PX = 1, SMEM_BYTES = 6048
     };
     // Transposed convolution in gather form, one stride phase per block: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
@@ -4717,6 +4779,7 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
 
     static_assert(COBP >= COB, "a weight row holds the block's channels");
     __shared__ __align__(16) float ws[CIB][TH][TW][COBP];
+    static_assert(sizeof(ws) == SMEM_BYTES, "shared memory as the scheduler sized it");
     const int phase = blockIdx.x % (SH * SW), pixel_block = blockIdx.x / (SH * SW);
     const int ph_h = phase / SW, ph_w = phase % SW;
     const int oh0 = ((ph_h - PH) % SH + SH) % SH, ow0 = ((ph_w - PW) % SW + SW) % SW;

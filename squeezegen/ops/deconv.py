@@ -5,7 +5,8 @@ from math import prod
 
 import numpy as np
 
-from ..codegen.tiles import ConvTile, DeconvMmaTile, deconv_row, gemm_tile_fields, phase_grid
+from ..codegen.tiles import (ConvTile, DeconvMmaTile, deconv_mma_shared_bytes, deconv_row,
+                             gemm_tile_fields, phase_grid, shared_bytes)
 from ..ir.graph import TensorType
 from .base import (Field, OpInfo, ShapeError, deconv_out_size, he_init, need_image,
                    with_bias)
@@ -63,12 +64,15 @@ def lower(ctx, node):
     extra = {"bias": node.attrs["bias"]}
     phase_pixels = ctx.batch * -(-node.type.spatial[0] // sh) * -(-node.type.spatial[1] // sw)
     if isinstance(tile, ConvTile):
-        consts.update(BM=tile.bm, BN=tile.bn, BK=tile.bk, TM=tile.tm, TN=tile.tn)
+        consts.update(BM=tile.bm, BN=tile.bn, BK=tile.bk, TM=tile.tm, TN=tile.tn,
+                      SMEM_BYTES=shared_bytes(tile))
         grid = (-(-phase_pixels // tile.bm) * sh * sw, -(-node.type.channels // tile.bn), 1)
         return ctx.kernel(node, "deconv_tc.cu.j2", grid, consts,
                           {"mma": tile.mma, **extra, "tile": gemm_tile_fields(tile)})
     if isinstance(tile, DeconvMmaTile):
-        consts.update(R=tile.r, C=tile.c, BN=tile.bn)
+        ci = ctx.graph[node.inputs[0]].type.channels
+        consts.update(R=tile.r, C=tile.c, BN=tile.bn, SMEM_BYTES=deconv_mma_shared_bytes(
+            tile, ci, (-(-kh // sh), -(-kw // sw))))
         rows, cols = phase_grid(node)
         tiles = -(-rows // tile.r) * -(-cols // tile.c)     # rectangles of a phase's pixels
         grid = (ctx.batch * tiles * sh * sw, -(-node.type.channels // tile.bn), 1)
@@ -76,7 +80,9 @@ def lower(ctx, node):
         return ctx.kernel(node, "deconv_mma.cu.j2", grid, consts,
                           {"mma": "fp16", **extra, "tile": tile_fields})
     taps = -(-kh // sh) * -(-kw // sw)
-    consts.update(COB=tile.cob, COBP=deconv_row(tile.cob, taps), CIB=tile.cib, PX=tile.px)
+    row = deconv_row(tile.cob, taps)
+    consts.update(COB=tile.cob, COBP=row, CIB=tile.cib, PX=tile.px,
+                  SMEM_BYTES=4 * tile.cib * taps * row)
     grid = (ctx.grid(-(-phase_pixels // tile.px))[0] * sh * sw, node.type.channels // tile.cob, 1)
     return ctx.kernel(node, "deconv.cu.j2", grid, consts,
                       {**extra, "tile": {"cob": tile.cob, "cib": tile.cib, "px": tile.px}})

@@ -7,7 +7,7 @@ from math import prod
 
 import numpy as np
 
-from ..codegen.tiles import GEMV_MAX_BATCH, ConvTile, gemm_tile_fields
+from ..codegen.tiles import GEMV_MAX_BATCH, ConvTile, gemm_tile_fields, shared_bytes
 from ..ir.graph import TensorType
 from .arrays import CHUNK_ELEMENTS, pad, windows
 from .base import Field, OpInfo, ShapeError, need_image, pool_window, with_bias
@@ -171,7 +171,8 @@ def lower_gemm(ctx, node):
         consts.update(CI=ctx.graph[node.inputs[0]].type.numel, HI=1, WI=1)
     tile: ConvTile = ctx.tile(node)
     consts.update(KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, BM=tile.bm, BN=tile.bn,
-                  BK=tile.bk, TM=tile.tm, TN=tile.tn, SPLITK=tile.splitk)
+                  BK=tile.bk, TM=tile.tm, TN=tile.tn, SPLITK=tile.splitk,
+                  SMEM_BYTES=shared_bytes(tile))
     if node.attrs.get("dilation", (1, 1)) != (1, 1):        # taps DH rows, DW columns apart
         consts.update(DH=node.attrs["dilation"][0], DW=node.attrs["dilation"][1])
     extra = {"pool": None}
