@@ -151,6 +151,39 @@ def test_cache_round_trip_and_bad_files(tmp_path, monkeypatch):
         assert at.cached_tiles(fused, 1, "GPU X") == {}, bad   # nor a tile we never offer
 
 
+def test_shipped_database_is_used_and_the_cache_wins(tmp_path, monkeypatch):
+    """The package's tuning database counts as cached, for its GPU and kernel digest only; the
+    user's cache overrides it; scripts/ship_tuning.py keeps a GPU's current entries."""
+    import importlib.util
+    monkeypatch.setenv("SQUEEZEGEN_CACHE", str(tmp_path / "cache"))
+    shipped = tmp_path / "shipped.json"
+    monkeypatch.setattr(at, "shipped_tuning_file", lambda: shipped)
+    fused = run_passes(parse_model(ODD))
+    sig = at.layer_signature(fused, fused["up"], 1)
+    first, second = candidate_tiles(fused, fused["up"], 1)[1:3]
+    stale = f"GPU X|kernels 000000000000|{sig}"
+    shipped.write_text(json.dumps({"format": 1, "entries": {
+        at._entry_key("GPU X", sig): {"tile": at.tile_to_json(first)},
+        stale: {"tile": at.tile_to_json(second)}}}))
+    assert at.cached_tiles(fused, 1, "GPU X") == {"up": first}
+    assert at.cached_tiles(fused, 1, "GPU Y") == {}
+    at.save_tuning({at._entry_key("GPU X", sig): {"tile": at.tile_to_json(second)}})
+    assert at.cached_tiles(fused, 1, "GPU X") == {"up": second}     # the user's timing wins
+    spec = importlib.util.spec_from_file_location("ship_tuning", "scripts/ship_tuning.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    monkeypatch.setattr(ship, "shipped_tuning_file", lambda: shipped)
+    assert ship.main(["--gpu", "GPU X"]) == 0
+    entries = json.loads(shipped.read_text())["entries"]
+    assert list(entries) == [at._entry_key("GPU X", sig)] and \
+        entries[at._entry_key("GPU X", sig)]["tile"] == at.tile_to_json(second)   # stale dropped
+
+
+def test_the_package_ships_a_readable_tuning_database():
+    assert at.load_tuning(at.shipped_tuning_file()) is not None
+    assert json.loads(at.shipped_tuning_file().read_text())["format"] == at.CACHE_FORMAT
+
+
 DECONVS = """\
 name: deconvs
 input: {shape: [21, 5, 4]}

@@ -7,10 +7,14 @@ heuristic build's (a tile that computes something else is never chosen). Per lay
 candidate wins.
 
 Choices are cached in `tuning.json` in the build cache, keyed by GPU name, a digest of the
-kernel code (every template, `codegen/schedule.py` and `codegen/kernels.py`) and the layer's
-signature (op, shapes, attributes, fused epilogue, batch, precision), so a layer is tuned once
-per GPU and kernel code, whatever model it appears in; a cached tile that is no longer a candidate is ignored. Without a GPU, or for a layer never
-tuned, builds use the heuristic of `codegen/schedule.py`.
+kernel code (every template, the ops' lowerings in `ops/`, `codegen/schedule.py`, `kernels.py`
+and `tiles.py`) and the layer's signature (op, shapes, attributes, fused epilogue, batch,
+precision), so a layer is tuned once per GPU and kernel code, whatever model it appears in; a
+cached tile that is no longer a candidate is ignored. The package ships a database of the same
+form (`squeezegen/data/tuning.json`, written by `scripts/ship_tuning.py` from a tuning run on the
+H200): its choices count as cached, so `compile(..., tune=True)` on a fresh H200 times only what
+it lacks. Without a GPU, or for a layer never tuned, builds use the heuristic of
+`codegen/schedule.py`.
 """
 from __future__ import annotations
 
@@ -77,8 +81,8 @@ def kernel_sources() -> list[Path]:
     """What decides the code a tile runs: every template, and the Python that schedules and
     lowers the kernels."""
     package = Path(__file__).resolve().parents[1]
-    return sorted((package / "templates").glob("*.j2")) + [
-        package / "codegen" / "schedule.py", package / "codegen" / "kernels.py"]
+    return (sorted((package / "templates").glob("*.j2")) + sorted((package / "ops").glob("*.py"))
+            + [package / "codegen" / name for name in ("schedule.py", "kernels.py", "tiles.py")])
 
 
 @lru_cache(maxsize=None)
@@ -92,6 +96,18 @@ def kernels_digest() -> str:
 
 def _entry_key(gpu: str, signature: str) -> str:
     return f"{gpu}|kernels {kernels_digest()}|{signature}"
+
+
+def shipped_tuning_file() -> Path:
+    """The tuning database shipped in the package: choices timed on the GPUs squeezegen is
+    tuned on (the H200), keyed like the cache, so used only on a GPU of that name and while the
+    kernels' digest is the one they were timed with (`scripts/ship_tuning.py` writes it)."""
+    return Path(__file__).resolve().parents[1] / "data" / "tuning.json"
+
+
+def known_tuning() -> dict:
+    """Every choice there is: the shipped database's, then the user's cache (which wins)."""
+    return {**load_tuning(shipped_tuning_file()), **load_tuning()}
 
 
 def load_tuning(path: Path | None = None) -> dict:
@@ -122,8 +138,9 @@ def save_tuning(new: dict, path: Path | None = None) -> None:
 
 def cached_tiles(fused: Graph, batch: int, gpu: str, entries: dict | None = None,
                  precision: str = "fp32", target: Target = H200) -> dict[str, Tile]:
-    """The cached choice of every tunable node of a fused graph that has one."""
-    entries = load_tuning() if entries is None else entries
+    """The known choice (shipped or cached) of every tunable node of a fused graph that has
+    one."""
+    entries = known_tuning() if entries is None else entries
     chosen = {}
     for node in fused.nodes:
         if tunable(node, batch):
