@@ -68,6 +68,7 @@ def test_asymmetric_and_pytorch_half_pixel_bilinear():
     ("mode: bilinear, scale: 2, size: [3, 3]", "give exactly one of size and scale"),
     ("mode: nearest, scale: 2, coordinates: align_corners", "nearest resizing takes coordinates"),
     ("mode: bilinear, scale: 0.01", "the output would be 0x0"),
+    ("mode: nearest, scale: 1.0e+9", "the output would be 7000000000x9000000000 (at most 1048576 a side)"),
     ("mode: bilinear, scale: [2, 2, 2]", "field 'scale': must be a positive number or a list [h, w] of two"),
 ])
 def test_bad_fields_are_named(fields, message):

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..ir.graph import TensorType
 from .activation import c_float
-from .base import Field, OpInfo, ShapeError, need_image
+from .base import MAX_DIM, Field, OpInfo, ShapeError, need_image
 
 MODES = ("nearest", "bilinear")
 COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
@@ -55,8 +55,9 @@ def from_yaml(values, ins, given):
 
 def shape(attrs, ins):
     c, _, _ = need_image(ins[0], "resize")
-    if min(attrs["size"]) < 1:
-        raise ShapeError(f"the output would be {attrs['size'][0]}x{attrs['size'][1]}",
+    if min(attrs["size"]) < 1 or max(attrs["size"]) > MAX_DIM:
+        raise ShapeError(f"the output would be {attrs['size'][0]}x{attrs['size'][1]}"
+                         + (f" (at most {MAX_DIM} a side)" if max(attrs["size"]) > MAX_DIM else ""),
                          field="scale" if "scale" in attrs else "size")
     return TensorType((c,) + tuple(attrs["size"]))
 
