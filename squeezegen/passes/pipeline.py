@@ -1,11 +1,11 @@
 """The passes, in the order they run. `squeezegen build --dump-ir` prints the IR after each.
 
-    fold_batchnorm conv/deconv/linear + batchnorm   -> the layer, with the BatchNorm in its weights
-    fuse_relu     conv/deconv/linear + relu         -> one kernel, relu in its epilogue
-    fuse_pool     conv + 2- or 4-pixel max pool     -> one kernel, the max taken before the store
-    fuse_add      conv/deconv/linear + add (skip)   -> one kernel, add in its epilogue
-    fuse_relu     again: an add's relu (`add relu: true`) now follows a fused kernel
-    fire_concat   concat operands written in place  -> no concat kernel, no copy
+    fold_batchnorm  conv/deconv/linear + batchnorm  -> the layer, the BatchNorm in its weights
+    fuse_relu       any kernel + an activation      -> one kernel, the activation in its store
+    fuse_pool       conv + 2- or 4-pixel max pool   -> one kernel, the max taken before the store
+    fuse_add        conv/deconv/linear + add (skip) -> one kernel, add in its epilogue
+    fuse_relu       again: an add's relu (`add relu: true`) now follows a fused kernel
+    fire_concat     concat operands written in place -> no concat kernel, no copy
 
 Memory planning (plan_memory.py) runs after these, for a chosen batch size.
 """
