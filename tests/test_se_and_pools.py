@@ -74,6 +74,18 @@ def test_bad_layers_are_named(layers, message):
     assert message in str(err.value), str(err.value)
 
 
+def test_globalavgpool_and_globalmaxpool_are_the_global_pools():
+    g = small_model((3, 7, 5), """
+        - {name: a, op: globalavgpool}
+        - {name: m, op: globalmaxpool, input: input}
+        - {name: s, op: add, inputs: [a, m]}""", "s")
+    assert (g["a"].op, g["m"].op) == ("avgpool", "maxpool") and g["a"].attrs["global"]
+    x = random_input(g, 2)
+    assert_close(ReferenceExecutor(g, {})(x), torch_run(torch_module(g, {}), x), 1e-6)
+    with pytest.raises(ModelError, match="unknown field 'kernel' for op globalmaxpool"):
+        small_model((3, 7, 5), "- {name: m, op: globalmaxpool, kernel: 3}", "m")
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
 def test_compiles_with_nvcc_werror(tmp_path):
     from test_codegen import nvcc

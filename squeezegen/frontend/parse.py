@@ -15,7 +15,7 @@ from ..errors import ModelError
 from ..ir.graph import Attrs, Graph, Node
 from ..ir.ops import OPS, ShapeError, infer
 from ..ir.verify import verify
-from .schema import COMMON_FIELDS, OP_FIELDS, TOP_LEVEL_FIELDS, identifier_problem
+from .schema import ALIASES, COMMON_FIELDS, OP_FIELDS, TOP_LEVEL_FIELDS, identifier_problem
 from .yaml_loader import MAX_DOCUMENT_BYTES, LocatedList, LocatedMap, load_yaml
 
 INPUT_NAME = "input"
@@ -181,6 +181,10 @@ def _lower_layer(name, op, line, v, inputs, low: _Lowering, field_lines):
     node where the layer says `relu: true` (the fusion pass joins them again)."""
     if op == "fire":
         return _lower_fire(name, line, v, inputs, low, field_lines)
+    if op in ALIASES:                   # globalavgpool: avgpool with global: true
+        op, preset = ALIASES[op]
+        v = {**{k: f.check(f.default) for k, f in OP_FIELDS[op].items()
+                if f.default is not None}, **v, **preset}
     at = dict(layer=name, line=line, field_lines=field_lines)
     if len(set(inputs)) != len(inputs):
         raise low.error("the same input is listed twice", line=field_lines.get("inputs", line),

@@ -53,9 +53,13 @@ FIRE_FIELDS = {"squeeze": Field("pos_int", required=True),
                "expand1x1": Field("pos_int", required=True),
                "expand3x3": Field("pos_int", required=True), "input": Field("ref")}
 
+# Other names of an op with some fields set: `globalavgpool` is `avgpool` with `global: true`.
+ALIASES: dict[str, tuple[str, dict]] = {"globalavgpool": ("avgpool", {"global": True}),
+                                        "globalmaxpool": ("maxpool", {"global": True})}
+
 OP_FIELDS: dict[str, dict[str, Field]] = {
     **{name: info.fields for name, info in OPS.items() if info.fields is not None},
-    "fire": FIRE_FIELDS}
+    "fire": FIRE_FIELDS, **{alias: {"input": Field("ref")} for alias in ALIASES}}
 COMMON_FIELDS = ("name", "op")
 TOP_LEVEL_FIELDS = {"name": True, "input": True, "layers": True, "output": True,
                     "description": False}
