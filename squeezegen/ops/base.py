@@ -235,7 +235,7 @@ class OpInfo:
     shape       (attrs, input types) -> output type; ShapeError when it does not apply
     reference   NumPy: (attrs, inputs, params) -> output, batch first, float32
     lower       (codegen.kernels.Lowering, node) -> Kernel, or None when no kernel is needed
-    torch       PyTorch: (torch.nn.functional, attrs, inputs, params) -> output (the peer)
+    torch       PyTorch: (the torch module, attrs, inputs, params) -> output (the peer)
     params      (attrs, input types) -> {name: shape} of its weights, in PyTorch's layout
     flops       (attrs, input types, output type) -> FLOPs per image
     epilogues   the epilogue steps its kernel can apply before the store: "activation" (any
