@@ -767,6 +767,26 @@ def test_activations_import_and_match_torch(opset, tmp_path):
     assert [n.op for n in fused.nodes].count("conv") == 7 and len(fused.nodes) == 9   # clip: in the pool
 
 
+class MeanMax(nn.Module):
+    """An SE gate from x.mean((2, 3), keepdim=True) and a head on x.amax((-2, -1)): ReduceMean
+    and ReduceMax over H and W are the global pools."""
+    def __init__(self):
+        super().__init__()
+        self.c, self.fc, self.lin = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.c(x)
+        y = y * torch.sigmoid(self.fc(y.mean((2, 3), keepdim=True)))
+        return self.lin(y.amax((-2, -1)))
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_reductions_over_the_pixels_are_global_pools(opset, tmp_path):
+    text, _, _ = check_import(seeded(MeanMax()), (3, 9, 7), tmp_path, opset=opset)
+    assert ops_of(text) == ["conv", "avgpool", "conv", "sigmoid", "mul", "maxpool", "linear"]
+    assert text.count("global: true") == 2, text
+
+
 def test_bias_add_of_a_constant_is_refused(tmp_path):
     message = refusal(export(Plus(), (3, 6, 6), tmp_path / "p.onnx"))
     assert "node '/Add' (Add)" in message and "constant" in message and "bias" in message

@@ -189,6 +189,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "GlobalMaxPool": self.map_global_pool, "Relu": self.map_relu,
                    "Clip": self.map_clip, "LeakyRelu": self.map_activation,
                    "Resize": self.map_resize, "Pad": self.map_pad,
+                   "ReduceMean": self.map_reduce, "ReduceMax": self.map_reduce,
                    "Sigmoid": self.map_activation, "HardSigmoid": self.map_activation,
                    "HardSwish": self.map_activation, "Tanh": self.map_activation,
                    "Add": self.map_add, "Mul": self.map_mul, "Concat": self.map_concat,

@@ -224,6 +224,23 @@ class OpMapping:
                            node)
         self.add_layer(layer, node.output[0])
 
+    def map_reduce(self, node):
+        """ReduceMean / ReduceMax over H and W (x.mean((2, 3), keepdim=...)): the global pools;
+        without keepdims the result is the pool's C x 1 x 1, flattened."""
+        a = self.attrs(node, ("axes", "keepdims", "noop_with_empty_axes"))
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = self.const(node, 1, "axes").reshape(-1).tolist()
+        x = self.image(node)
+        if axes is None or sorted(int(ax) % 4 for ax in axes) != [2, 3]:
+            raise self.fail(node, f"only a reduction over H and W (axes [2, 3]) is supported, "
+                                  f"got axes {axes}", "axes")
+        op = "avgpool" if node.op_type == "ReduceMean" else "maxpool"
+        sg = (x.sg[0], 1, 1)
+        f = {"global": True}
+        shape = sg if int(a.get("keepdims", 1)) else (x.sg[0],)
+        self.add_layer(_Layer(op, [x.layer], f, {}, sg, node), node.output[0], shape)
+
     def map_batchnorm(self, node):
         """Inference BatchNormalization (training_mode 0): a batchnorm layer whose weights are
         scale, B, mean and var; squeezegen folds it into a conv before it."""
