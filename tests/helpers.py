@@ -4,6 +4,7 @@ Import as `from helpers import ...` (pytest puts tests/ on sys.path: there is no
 """
 from __future__ import annotations
 
+import functools
 import textwrap
 
 import numpy as np
@@ -44,6 +45,23 @@ def assert_close(actual, expected, rtol_max: float = 1e-5, what: str = "") -> fl
             f"{e[where]:.7g}); relative to max|expected| {scale:.3e} that is {rel:.3e} > "
             f"{rtol_max:.1e}")
     return rel
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_reason() -> str | None:
+    """Why the cuda backend cannot run here, or None where it can (a broken runtime fails)."""
+    from squeezegen.runtime.network import GPUError, cuda
+    try:
+        cuda()
+    except GPUError as exc:
+        return str(exc)
+    return None
+
+
+def needs_gpu(test):
+    """Mark a test `gpu` and skip it, with the reason, where no GPU is."""
+    reason = gpu_reason()
+    return pytest.mark.gpu(pytest.mark.skipif(reason is not None, reason=f"no GPU: {reason}")(test))
 
 
 def yaml_model(text: str, file: str = "<test>"):

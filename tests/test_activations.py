@@ -14,7 +14,8 @@ from squeezegen.errors import ModelError
 from squeezegen.ir.ops import OPS
 from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
-from helpers import ACTIVATIONS, assert_close, random_input, random_weights, small_model, torch_module, torch_run
+from helpers import (ACTIVATIONS, assert_close, needs_gpu, random_input, random_weights,
+                     small_model, torch_module, torch_run)
 
 SPECS = ["relu", "relu6", "clip, min: -0.5, max: 1.5", "leaky_relu", "leaky_relu, negative_slope: -0.3",
          "sigmoid", "hardsigmoid", "hardswish", "silu", "tanh"]
@@ -101,17 +102,7 @@ def test_every_activation_compiles_with_nvcc_werror(tmp_path):
         nvcc("-c", str(tmp_path / precision / "t" / "t.cu"), "-o", str(tmp_path / f"{precision}.o"))
 
 
-def _gpu_reason():
-    from squeezegen.runtime.network import GPUError, cuda
-    try:
-        cuda()
-    except GPUError as exc:
-        return str(exc)
-    return None
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(_gpu_reason() is not None, reason=f"no GPU: {_gpu_reason()}")
+@needs_gpu
 @pytest.mark.parametrize("spec", SPECS)
 def test_activations_on_the_gpu_match_the_reference(spec):
     g = small_model((3, 9, 7), f"""

@@ -22,7 +22,7 @@ from squeezegen.frontend.onnx_import import import_onnx                    # noq
 from squeezegen.passes import run_passes                                   # noqa: E402
 from squeezegen.reference import ReferenceExecutor                         # noqa: E402
 from architectures import ARCHITECTURES, build_model                       # noqa: E402
-from helpers import assert_close                                           # noqa: E402
+from helpers import assert_close, needs_gpu                                # noqa: E402
 
 TOL = 1e-5           # observed at most 5.4e-7 (fcn_resnet50) on the reference against PyTorch
 
@@ -75,17 +75,7 @@ def test_every_architecture_compiles_with_nvcc_werror(tmp_path):
         list(pool.map(compile_one, sources))
 
 
-def _gpu_reason():
-    from squeezegen.runtime.network import GPUError, cuda
-    try:
-        cuda()
-    except GPUError as exc:
-        return str(exc)
-    return None
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(_gpu_reason() is not None, reason=f"no GPU: {_gpu_reason()}")
+@needs_gpu
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_on_the_gpu_against_the_reference(name, tmp_path):
     graph, weights, _, model, x = imported(name, 17, tmp_path)

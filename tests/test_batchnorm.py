@@ -18,7 +18,8 @@ from squeezegen.ir.printer import format_graph
 from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
 from squeezegen.weights import check_weights, init_weights
-from helpers import assert_close, random_input, random_weights, small_model, torch_module, torch_run
+from helpers import (assert_close, needs_gpu, random_input, random_weights, small_model,
+                     torch_module, torch_run)
 
 # conv (no bias) -> bn -> relu: folded; conv -> bn relu: folded with its ReLU; deconv -> bn and
 # linear -> bn (BatchNorm1d): folded; maxpool -> bn and add -> bn: standalone kernels
@@ -217,17 +218,7 @@ def test_onnx_batchnorm_imports_and_matches_pytorch(tmp_path):
     assert_close(ReferenceExecutor(g, w)(x.numpy()), want, 2e-6)
 
 
-def _gpu_reason():
-    from squeezegen.runtime.network import GPUError, cuda
-    try:
-        cuda()
-    except GPUError as exc:
-        return str(exc)
-    return None
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(_gpu_reason() is not None, reason=f"no GPU: {_gpu_reason()}")
+@needs_gpu
 @pytest.mark.parametrize("batch, precision, tol", [(1, "fp32", 1e-5), (3, "fp32", 1e-5),
                                                    (16, "fp32", 1e-5), (3, "fp16", 5e-3)])
 def test_batchnorm_model_on_the_gpu_matches_the_reference(batch, precision, tol):

@@ -13,7 +13,8 @@ from squeezegen.errors import ModelError
 from squeezegen.ir.printer import format_summary, summarize
 from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
-from helpers import assert_close, random_input, random_weights, small_model, torch_module, torch_run
+from helpers import (assert_close, needs_gpu, random_input, random_weights, small_model,
+                     torch_module, torch_run)
 
 FORMS = {
     "depthwise": "{name: c, op: conv, out: 6, kernel: 3, stride: 2, pad: 1, groups: 6}",
@@ -122,17 +123,7 @@ def test_onnx_mobilenet_block_imports(tmp_path):
     assert [n.op for n in run_passes(graph).nodes] == ["input", "conv", "conv", "conv"]
 
 
-def _gpu_reason():
-    from squeezegen.runtime.network import GPUError, cuda
-    try:
-        cuda()
-    except GPUError as exc:
-        return str(exc)
-    return None
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(_gpu_reason() is not None, reason=f"no GPU: {_gpu_reason()}")
+@needs_gpu
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("batch, precision, tol", [(3, "fp32", 1e-5), (16, "fp16", 5e-3)])
 def test_forms_on_the_gpu_match_the_reference(form, batch, precision, tol):

@@ -12,7 +12,7 @@ import squeezegen
 from squeezegen.build import build
 from squeezegen.errors import ModelError
 from squeezegen.reference import ReferenceExecutor
-from helpers import assert_close, random_input, small_model
+from helpers import assert_close, needs_gpu, random_input, small_model
 
 # (YAML fields, F.interpolate keyword arguments)
 CASES = [
@@ -119,17 +119,7 @@ def test_onnx_resize_imports_with_scales_and_folded_sizes(tmp_path):
         assert "mode: bilinear, size: [9, 13], coordinates: align_corners" in text
 
 
-def _gpu_reason():
-    from squeezegen.runtime.network import GPUError, cuda
-    try:
-        cuda()
-    except GPUError as exc:
-        return str(exc)
-    return None
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(_gpu_reason() is not None, reason=f"no GPU: {_gpu_reason()}")
+@needs_gpu
 @pytest.mark.parametrize("fields", [c[0] for c in CASES] + [
     "mode: bilinear, scale: 2, coordinates: asymmetric",
     "mode: bilinear, size: [1, 3], coordinates: pytorch_half_pixel"])

@@ -12,7 +12,8 @@ import squeezegen
 from squeezegen.build import build
 from squeezegen.errors import ModelError
 from squeezegen.reference import ReferenceExecutor
-from helpers import assert_close, random_input, random_weights, small_model, torch_module, torch_run
+from helpers import (assert_close, needs_gpu, random_input, random_weights, small_model,
+                     torch_module, torch_run)
 
 # torchvision's SqueezeExcitation (MobileNetV3): pool, 1x1 conv, ReLU, 1x1 conv, hardsigmoid,
 # scale; then a broadcast add and the pool variants
@@ -118,17 +119,7 @@ def test_onnx_squeeze_excitation_imports(tmp_path):
         assert "count_include_pad: false" in text
 
 
-def _gpu_reason():
-    from squeezegen.runtime.network import GPUError, cuda
-    try:
-        cuda()
-    except GPUError as exc:
-        return str(exc)
-    return None
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(_gpu_reason() is not None, reason=f"no GPU: {_gpu_reason()}")
+@needs_gpu
 @pytest.mark.parametrize("batch", [1, 3])
 def test_on_the_gpu(batch):
     g = model()
