@@ -180,8 +180,11 @@ def test_shipped_database_is_used_and_the_cache_wins(tmp_path, monkeypatch):
 
 
 def test_the_package_ships_a_readable_tuning_database():
-    assert at.load_tuning(at.shipped_tuning_file()) is not None
-    assert json.loads(at.shipped_tuning_file().read_text())["format"] == at.CACHE_FORMAT
+    data = json.loads(at.shipped_tuning_file().read_text())
+    assert data["format"] == at.CACHE_FORMAT and isinstance(data["entries"], dict)
+    for key, entry in data["entries"].items():          # keyed and shaped like the cache
+        gpu, digest, _ = key.split("|", 2)
+        assert gpu and digest.startswith("kernels ") and at.tile_from_json(entry["tile"])
 
 
 DECONVS = """\
