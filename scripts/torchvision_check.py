@@ -56,7 +56,7 @@ def rel(a, b) -> float:
 
 
 def check(name: str, opset: int, folder: Path, bench_batches: list[int], log,
-          tune: bool = False) -> dict:
+          tune: bool = False, per_layer: bool = False) -> dict:
     import torch
     import squeezegen
     from squeezegen.frontend.onnx_import import write_import
@@ -97,9 +97,11 @@ def check(name: str, opset: int, folder: Path, bench_batches: list[int], log,
     log(f"{name} opset {opset}: GPU vs reference {row['gpu_vs_reference']:.2e}, vs PyTorch "
         f"{row['gpu_vs_torch']:.2e} ({row['compile_s']} s to build and compile)")
     if bench_batches:
-        result = bench(graph, weights, bench_batches, ["eager"], per_layer=False, tune=tune,
+        result = bench(graph, weights, bench_batches, ["eager"], per_layer=per_layer, tune=tune,
                        iters=30)
         row["tuned"] = tune
+        if per_layer:                          # each kernel's time and share of the peaks
+            row["per_layer"] = result["per_layer"]
         row["bench"] = [{k: r[k] for k in ("batch", "variant", "ms", "img_s")}
                         for r in result["rows"]]
         for batch in bench_batches:
@@ -118,6 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--opsets", default="13,17")
     ap.add_argument("--bench", default="1,32", help="batches to time (at the first opset); '' none")
     ap.add_argument("--tune", action="store_true", help="bench with the autotuner's tiles")
+    ap.add_argument("--per-layer", action="store_true",
+                    help="also time each kernel at the bench batches (into the JSON)")
     ap.add_argument("--deadline", type=float, default=1e9, help="start no model after this many s")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
@@ -139,7 +143,7 @@ def main(argv=None) -> int:
                     continue
                 try:
                     rows.append(check(name, opset, Path(tmp), batches if opset == opsets[0]
-                                      else [], log, args.tune))
+                                      else [], log, args.tune, args.per_layer))
                 except Exception as exc:         # report and go on with the next model
                     log(f"{name} opset {opset}: FAILED {type(exc).__name__}: {exc}")
                     rows.append({"model": name, "opset": opset, "error": f"{type(exc).__name__}: "

@@ -95,7 +95,7 @@ def _time_kernel(net: Network, i: int, k: dict, lib, repeats: int) -> dict:
         graph.close()
     return {"kernel": k["name"], "layers": k["layers"], "ms": ms, "flops": k["flops"],
             "bytes": k["bytes"], "tflops": k["flops"] / ms / 1e9, "gb_s": k["bytes"] / ms / 1e6,
-            "mma": (k["tile"] or {}).get("mma")}
+            "mma": (k["tile"] or {}).get("mma"), "tile": k["tile"]}
 
 
 # Dense peaks of the GPUs we measure on (datasheet figures, without sparsity): fp32 on the SIMT
