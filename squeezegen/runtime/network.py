@@ -21,6 +21,7 @@ from .compile import compile_cubin
 from .cuda_graph import CudaGraph
 from .device import (GPUError, check_device, cuda, current, device_arch, device_target,
                      gpu_available)
+from .launch import DriverKernels
 
 __all__ = ["Network", "compile", "GPUError", "cuda", "gpu_available", "device_arch"]
 
@@ -51,7 +52,8 @@ class Network:
     call makes the GPU's context current in the calling thread, and calls of `net(x)` from several
     threads at once take turns (they share the network's own buffers)."""
 
-    def __init__(self, result: Build, weights: dict, use_graph: bool = True, device: int = 0):
+    def __init__(self, result: Build, weights: dict, use_graph: bool = True, device: int = 0,
+                 dependent_launch: bool = True):
         self.device = check_device(device)
         self.build = result
         self.graph = result.fused
@@ -60,6 +62,10 @@ class Network:
         self._allocations: list = []
         self._cuda_graph = None
         self._closed = False
+        self._driver_kernels = None             # DriverKernels, or PyCUDA's self._kernels
+        self._kernels: list = []
+        self._module = None
+        self.dependent_launch = False
         self._host_lock = threading.Lock()
         manifest = result.output.manifest
         with current(self.device) as drv:
@@ -67,11 +73,7 @@ class Network:
             try:
                 files = {k: v for k, v in result.output.files.items() if k.endswith((".cu", ".h"))}
                 cubin = compile_cubin(files, f"{self.graph.name}.cu", device_arch(self.device))
-                self._module = drv.module_from_buffer(cubin)
-                self._kernels = [(k["name"], self._module.get_function(k["symbol"]),
-                                  tuple(k["grid"]), tuple(k["block"])) for k in manifest["kernels"]]
-                for _, fn, _, _ in self._kernels:
-                    fn.prepare("P" * (3 + len(self.graph.outputs)))
+                self._load_kernels(drv, cubin, manifest["kernels"], dependent_launch)
                 self._weights = self._alloc(self._weights_array(weights), "weights")
                 self._arena = self._alloc_bytes(max(1, result.plan.arena_bytes), "the arena")
                 self._input = self._alloc_bytes(4 * self.batch * self.graph.input.type.numel, "input")
@@ -82,6 +84,35 @@ class Network:
             except BaseException:
                 self.close()
                 raise
+
+    def _load_kernels(self, drv, cubin: bytes, kernels: list[dict], dependent_launch: bool):
+        """The kernels, launched through the driver's cuLaunchKernelEx where it has it (then every
+        kernel but the first is a programmatic dependent launch on GPUs that have them, unless
+        `dependent_launch` is False), else through PyCUDA."""
+        lib = DriverKernels.available()
+        self._launches = [(k["name"], tuple(k["grid"]), tuple(k["block"])) for k in kernels]
+        if lib is not None:
+            self._driver_kernels = DriverKernels(lib, cubin, [k["symbol"] for k in kernels],
+                                                 self.device)
+            self.dependent_launch = (dependent_launch
+                                     and self._driver_kernels.dependent_launch_supported)
+            return
+        self.dependent_launch = False
+        self._module = drv.module_from_buffer(cubin)
+        self._kernels = [self._module.get_function(k["symbol"]) for k in kernels]
+        for fn in self._kernels:
+            fn.prepare("P" * (3 + len(self.graph.outputs)))
+
+    def set_dependent_launch(self, on: bool) -> None:
+        """Launch the kernels as programmatic dependent launches (where the GPU and driver have
+        them) or one after another (`bench` times both); the CUDA graph is captured again."""
+        self._check_open()
+        self.dependent_launch = bool(on and self._driver_kernels is not None
+                                     and self._driver_kernels.dependent_launch_supported)
+        if self._cuda_graph is not None:
+            with self.active():
+                self._cuda_graph.close()
+            self._cuda_graph = None
 
     def active(self):
         """This network's GPU context, current in the calling thread for a `with` block."""
@@ -121,12 +152,16 @@ class Network:
             if plan.counters_bytes and only is None:
                 self._drv.memset_d32_async(int(self._arena) + plan.counters_offset, 0,
                                            plan.counters_bytes // 4, stream)
-            for i, (name, fn, grid, block) in enumerate(self._kernels):
+            for i, (name, grid, block) in enumerate(self._launches):
                 if only is not None and i != only:
                     continue
                 try:
-                    fn.prepared_async_call(grid, block, stream, *args)
-                except self._drv.Error as exc:
+                    if self._driver_kernels is not None:
+                        self._driver_kernels.launch(i, grid, block, stream.handle, args,
+                                                    dependent=self.dependent_launch and i > 0)
+                    else:
+                        self._kernels[i].prepared_async_call(grid, block, stream, *args)
+                except (self._drv.Error, RuntimeError) as exc:
                     raise GPUError(f"launching kernel {name} failed: {exc}") from None
 
     def run(self, input_ptr, output_ptrs, stream=None) -> None:
@@ -237,6 +272,9 @@ class Network:
                 self.stream = None          # destroyed here, where its context is current
                 self._kernels = []          # and the module unloaded (its functions hold it)
                 self._module = None
+                if self._driver_kernels is not None:
+                    self._driver_kernels.close()
+                    self._driver_kernels = None
         except GPUError:
             pass
         self._allocations.clear()
