@@ -63,6 +63,7 @@ def random_model(seed: int, wide: bool = False) -> str:
     act_rng = random.Random(seed * 104729 + 2)   # which activation a `relu` layer becomes
     conv_rng = random.Random(seed * 15485863 + 3)  # groups, dilation, asymmetric pads
     more_rng = random.Random(seed * 32452843 + 4)  # SE blocks, resizes, pool variants
+    affine_rng = random.Random(seed * 49979687 + 5)  # per-channel scale and shift layers
     most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
     if wide:
@@ -87,6 +88,11 @@ def random_model(seed: int, wide: bool = False) -> str:
             relu = bn_rng.choice(["true", "false"])
             emit(f"{last}_bn", f"op: batchnorm, input: {last}, eps: {eps}, relu: {relu}",
                  shapes[last], [last])
+        elif kind in ("conv", "deconv", "maxpool", "add") and shapes[last] is not None \
+                and last != "input" and affine_rng.random() < 0.12:
+            relu = affine_rng.choice(["true", "false"])      # folded after a conv or deconv
+            emit(f"{last}_affine", f"op: affine, input: {last}, relu: {relu}", shapes[last],
+                 [last])
 
     def maybe_more():
         """Sometimes, after an image layer: a squeeze-and-excitation block (global pool, 1x1
@@ -136,6 +142,8 @@ def random_model(seed: int, wide: bool = False) -> str:
             emit(f"{last}_bias", f"op: add, inputs: [{last}, {last}_gm]", (c, h, w),
                  [last, f"{last}_gm"])
 
+    if affine_rng.random() < 0.15:                 # an input normalisation (its own kernel)
+        emit("norm", "op: affine, input: input", (c, h, w), ["input"])
     for i in range(rng.randint(2, 7)):
         name = f"l{i}"
         src = rng.choice(order[-3:])

@@ -22,7 +22,8 @@ def _agree_bitwise(net, x, runs: int = RUNS) -> np.ndarray:
     net.set_dependent_launch(False)
     serial = net(x)
     net.set_dependent_launch(True)
-    assert net.dependent_launch, "the H200/H100 has programmatic dependent launch"
+    if not net.dependent_launch:
+        pytest.skip("this GPU (or its driver) has no programmatic dependent launch (sm_90+)")
     for run in range(runs):
         got = net(x)
         assert np.array_equal(got, serial), f"run {run}: dependent launch differs from serial"

@@ -787,9 +787,11 @@ def test_reductions_over_the_pixels_are_global_pools(opset, tmp_path):
     assert text.count("global: true") == 2, text
 
 
-def test_bias_add_of_a_constant_is_refused(tmp_path):
-    message = refusal(export(Plus(), (3, 6, 6), tmp_path / "p.onnx"))
-    assert "node '/Add' (Add)" in message and "constant" in message and "bias" in message
+def test_add_of_a_constant_after_a_conv_is_an_affine_that_folds(tmp_path):
+    text, _, graph = check_import(seeded(Plus()), (3, 6, 6), tmp_path)
+    assert ops_of(text) == ["conv", "affine"], text
+    from squeezegen.passes import run_passes
+    assert [n.op for n in run_passes(graph).nodes] == ["input", "conv"]
 
 
 @pytest.mark.parametrize("forward,needle", [

@@ -5631,7 +5631,13 @@ cudaError_t squeezeseg_create(squeezeseg_net** out, const void* blob, size_t blo
     if (err == cudaSuccess)
         err = sg_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
                       "reading the GPU's compute capability");
-    net->dependent_launch = major >= 9;
+    // dependent launches need the GPU (9.0+) and kernels compiled for it: compiled for an older
+    // architecture (PTX JIT-compiled here included), their griddepcontrol.wait is compiled out
+    cudaFuncAttributes compiled = {};
+    if (err == cudaSuccess)
+        err = sg_cuda(cudaFuncGetAttributes(&compiled, (const void*)squeezeseg_conv1_relu),
+                      "reading the kernels' attributes");
+    net->dependent_launch = major >= 9 && compiled.ptxVersion >= 90 && compiled.binaryVersion >= 90;
     if (err != cudaSuccess) {
         squeezeseg_destroy(net);
         return err;

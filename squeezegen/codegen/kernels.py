@@ -211,7 +211,7 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
     lines = [f"{kernel.name}: {node.op}{attrs}, {ins} -> {node.type} (batch {kernel.consts['N']})",
              f"implements: {', '.join(layers)}"]
     folded = [f"{original[n].op} {n} (folded into the weights and bias: {node.param_prefix}.*)"
-              for n in node.fused if n in original and original[n].op == "batchnorm"]
+              for n in node.fused if n in original and original[n].op in ("batchnorm", "affine")]
     fused = [str(s) for s in node.epilogue]
     if "pool" in node.attrs:
         ph, pw = node.attrs["pool"]

@@ -1,7 +1,7 @@
 """The op registry: every fact about an IR op, in one entry per op.
 
 Each op family is one module of `squeezegen/ops/` (gemm: conv and linear; deconv; pool;
-eltwise: add and mul; concat; softmax; norm: batchnorm; activation: relu, relu6, clip,
+eltwise: add and mul; concat; softmax; norm: batchnorm, affine; activation: relu, relu6, clip,
 leaky_relu, sigmoid, hardsigmoid, hardswish, silu, tanh; resize) whose `OPS` list holds
 `OpInfo` entries: the op's fields
 in the model language, its output shape, its weights (PyTorch's layouts, and the layout the

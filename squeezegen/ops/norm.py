@@ -1,8 +1,10 @@
-"""Batch normalisation in its inference form (PyTorch's BatchNorm2d/1d in eval mode): per
-channel, y = (x - running_mean) / sqrt(running_var + eps) * weight + bias.
+"""Per-channel scale and shift: batch normalisation in its inference form (PyTorch's
+BatchNorm2d/1d in eval mode), y = (x - running_mean) / sqrt(running_var + eps) * weight + bias,
+and `affine`, y = x * weight + bias (what an imported network's Sub/Div/Mul/Add by a constant
+per channel or scalar becomes: an input normalisation, a layer scale).
 
-After a conv, deconv or linear layer the fold_batchnorm pass folds it into that layer's weights
-and bias (`fold`, below); elsewhere it runs as its own kernel, a per-channel scale and shift."""
+After a conv, deconv or linear layer the fold_batchnorm pass folds either into that layer's
+weights and bias (`folded_*`, below); elsewhere each runs as its own kernel."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +16,8 @@ PARAMS = ("weight", "bias", "running_mean", "running_var")
 
 def shape(attrs, ins):
     if len(ins[0].shape) not in (1, 3):
-        raise ShapeError("batchnorm needs a C,H,W or a K input", field="input")
+        raise ShapeError("a per-channel scale and shift (batchnorm, affine) needs a C,H,W or a "
+                         "K input", field="input")
     return ins[0]
 
 
@@ -62,6 +65,53 @@ def attrs_eps(node) -> str:
     return repr(float(node.attrs["eps"]))
 
 
+# ---------------------------------------------------------------- affine
+AFFINE_PARAMS = ("weight", "bias")
+
+
+def affine_params(attrs, ins):
+    return {name: (ins[0].channels,) for name in AFFINE_PARAMS}
+
+
+def affine(attrs, inputs, params):
+    x = inputs[0]
+    per_channel = (1, -1) + (1,) * (x.ndim - 2)
+    return (x * params["weight"].reshape(per_channel)
+            + params["bias"].reshape(per_channel)).astype(np.float32)
+
+
+def torch_affine(torch, attrs, args, params):
+    x = args[0]
+    per_channel = (1, -1) + (1,) * (x.dim() - 2)
+    return x * params["weight"].reshape(per_channel) + params["bias"].reshape(per_channel)
+
+
+def affine_init(attrs, name, shape, rng):
+    """`init-weights`: scales near 1, small shifts."""
+    centre = 1.0 if name == "weight" else 0.0
+    return (centre + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+
+
+def lower_affine(ctx, node):
+    """eltwise.cu.j2: one thread per element, x * weight[c] + bias[c]."""
+    return ctx.kernel(node, "eltwise.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
+                      ctx.consts(node), {"kind": "affine"})
+
+
+def affine_weight(weight, scale, *, axis: int) -> np.ndarray:
+    """The weight of a layer followed by an affine: each output channel (along `axis`) times
+    the affine's weight."""
+    per_channel = [1] * weight.ndim
+    per_channel[axis] = -1
+    return weight.astype(np.float64) * scale.astype(np.float64).reshape(per_channel)
+
+
+def affine_bias(scale, shift, bias=None) -> np.ndarray:
+    """The bias of a layer followed by an affine: bias * weight + the affine's bias."""
+    before = 0.0 if bias is None else bias.astype(np.float64)
+    return before * scale.astype(np.float64) + shift.astype(np.float64)
+
+
 # ---------------------------------------------------------------- folding (fold_batchnorm pass)
 def folded_weight(weight, gamma, var, *, axis: int, eps: float) -> np.ndarray:
     """The weight of a layer followed by a BatchNorm: each output channel (along `axis`)
@@ -84,4 +134,7 @@ OPS = [
                             "relu": Field("bool", default=False), "input": Field("ref")},
            shape, batchnorm, lower, torch_batchnorm, params=params,
            flops=lambda a, i, o: 2 * o.numel, epilogues=("activation", "add"), init=init),
+    OpInfo("affine", 1, {"relu": Field("bool", default=False), "input": Field("ref")},
+           shape, affine, lower_affine, torch_affine, params=affine_params,
+           flops=lambda a, i, o: 2 * o.numel, epilogues=("activation", "add"), init=affine_init),
 ]

@@ -228,9 +228,11 @@ def bench(model, weights, batches: list[int], compare: list[str], per_layer: boo
             rows = [{"variant": f"squeezegen {precision}", "ms": ms, "memory_bytes": memory}]
             if net.dependent_launch:          # what programmatic dependent launch gains
                 net.set_dependent_launch(False)
-                rows.append({"variant": f"squeezegen {precision}, serial launches",
-                             "ms": time_network(net, n_iters), "memory_bytes": memory})
-                net.set_dependent_launch(True)
+                try:
+                    rows.append({"variant": f"squeezegen {precision}, serial launches",
+                                 "ms": time_network(net, n_iters), "memory_bytes": memory})
+                finally:
+                    net.set_dependent_launch(True)
             if per_layer:
                 result["per_layer"][str(batch)] = time_kernels(net)
         if set(compare) - {"numpy"}:

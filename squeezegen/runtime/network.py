@@ -92,8 +92,11 @@ class Network:
         lib = DriverKernels.available()
         self._launches = [(k["name"], tuple(k["grid"]), tuple(k["block"])) for k in kernels]
         if lib is not None:
-            self._driver_kernels = DriverKernels(lib, cubin, [k["symbol"] for k in kernels],
-                                                 self.device)
+            try:
+                self._driver_kernels = DriverKernels(lib, cubin, [k["symbol"] for k in kernels],
+                                                     self.device)
+            except RuntimeError as exc:
+                raise GPUError(f"loading {self.graph.name}'s kernels failed: {exc}") from None
             self.dependent_launch = (dependent_launch
                                      and self._driver_kernels.dependent_launch_supported)
             return
@@ -107,12 +110,12 @@ class Network:
         """Launch the kernels as programmatic dependent launches (where the GPU and driver have
         them) or one after another (`bench` times both); the CUDA graph is captured again."""
         self._check_open()
-        self.dependent_launch = bool(on and self._driver_kernels is not None
-                                     and self._driver_kernels.dependent_launch_supported)
-        if self._cuda_graph is not None:
-            with self.active():
+        with self._host_lock, self.active():
+            self.dependent_launch = bool(on and self._driver_kernels is not None
+                                         and self._driver_kernels.dependent_launch_supported)
+            if self._cuda_graph is not None:
                 self._cuda_graph.close()
-            self._cuda_graph = None
+                self._cuda_graph = None
 
     def active(self):
         """This network's GPU context, current in the calling thread for a `with` block."""
@@ -158,7 +161,8 @@ class Network:
                 try:
                     if self._driver_kernels is not None:
                         self._driver_kernels.launch(i, grid, block, stream.handle, args,
-                                                    dependent=self.dependent_launch and i > 0)
+                                                    dependent=self.dependent_launch and i > 0
+                                                    and only is None)
                     else:
                         self._kernels[i].prepared_async_call(grid, block, stream, *args)
                 except (self._drv.Error, RuntimeError) as exc:

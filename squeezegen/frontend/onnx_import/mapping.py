@@ -416,10 +416,79 @@ class OpMapping:
         self.add_layer(_Layer("relu", [x.layer], {}, {}, x.sg, node), node.output[0], x.shape)
 
     def map_add(self, node):
-        self.map_binary(node, "add")
+        if not self.map_affine(node):
+            self.map_binary(node, "add")
 
     def map_mul(self, node):
-        self.map_binary(node, "mul")
+        if not self.map_affine(node):
+            self.map_binary(node, "mul")
+
+    def map_sub_div(self, node):
+        if not self.map_affine(node):
+            word = "subtracts" if node.op_type == "Sub" else "divides"
+            raise self.fail(node, f"{word} two layer outputs; squeezegen's {node.op_type} takes "
+                                  "a layer output and a constant (one number or one per channel)")
+
+    def map_affine(self, node) -> bool:
+        """Add, Sub, Mul or Div of a layer output and a constant that is one number or one per
+        channel ([C, 1, 1] or [1, C, 1, 1] for an image, [K] or [1, K] for a vector): an affine
+        layer, x * weight + bias per channel (an input normalisation, a layer scale; after a
+        conv, deconv or linear layer the fold pass folds it into that layer's weights). One
+        that reads an affine layer made here and read by nothing else merges into it, so that
+        (x - mean) / std is one layer. False when neither input is a constant."""
+        self.attrs(node, ())
+        if len(node.input) != 2:
+            raise self.fail(node, f"expected two inputs, got {len(node.input)}")
+        consts = [name in self.g.consts for name in node.input]
+        if consts.count(True) != 1:
+            return False
+        i = consts.index(False)
+        x = self.tensor(node, i)
+        v = self.per_channel(node, x, node.input[1 - i])
+        op = node.op_type
+        if op == "Div" and i == 1:
+            raise self.fail(node, "divides a constant by a layer output; squeezegen divides a "
+                                  "layer output by a constant")
+        if op == "Div" and not np.all(v != 0):
+            raise self.fail(node, "divides by a constant that is zero in some channel")
+        one, zero = np.ones_like(v), np.zeros_like(v)
+        weight, bias = {"Add": (one, v), "Mul": (v, zero), "Div": (1.0 / v, zero),
+                        "Sub": (one, -v) if i == 0 else (-one, v)}[op]
+        before = self.layers[x.layer] if x.layer != _INPUT else None
+        if (before is not None and before.op == "affine" and not before.relu
+                and self.only_reader(node.input[i]) is node):
+            before.weights = {"weight": (before.weights["weight"] * weight).astype(np.float32),
+                              "bias": (before.weights["bias"] * weight + bias).astype(np.float32)}
+            self.values[node.output[0]] = _Value(x.layer, x.shape, x.sg)
+            self.fuse_relu(x.layer, node.output[0])
+            return True
+        index = self.add_layer(_Layer("affine", [x.layer], {}, {
+            "weight": weight.astype(np.float32), "bias": bias.astype(np.float32)}, x.sg, node,
+            relu=False), node.output[0], x.shape)
+        self.fuse_relu(index, node.output[0])
+        return True
+
+    def per_channel(self, node, x: _Value, name: str) -> np.ndarray:
+        """The constant `name`, an operand of a binary op with `x`, as one value per channel of
+        `x`'s layer (float64); a ModelError that says which shapes squeezegen takes."""
+        c = self.g.consts[name]
+        if c.dtype.kind != "f":
+            raise self.fail(node, f"the constant '{name}' has dtype {c.dtype}; it must be "
+                                  "floating point")
+        channels = x.sg[0]
+        full = (1,) + tuple(x.shape)                            # ONNX's shape, batch first
+        aligned = (1,) * (len(full) - c.ndim) + tuple(c.shape) if c.ndim <= len(full) else None
+        per = aligned is not None and (c.size == 1 or (
+            aligned[1] == channels and c.size == channels and len(x.shape) == len(x.sg)))
+        if not per:
+            want = (f"[{channels}, 1, 1] or [1, {channels}, 1, 1]" if len(x.shape) == 3
+                    else f"[{channels}] or [1, {channels}]")
+            raise self.fail(node, f"the constant '{name}' has shape {list(c.shape)} against the "
+                                  f"tensor's [N, {', '.join(map(str, x.shape))}]; squeezegen "
+                                  f"takes one number or one per channel ({want})")
+        if not np.all(np.isfinite(c)):
+            raise self.fail(node, f"the constant '{name}' is not finite (inf or NaN)")
+        return np.broadcast_to(c.astype(np.float64).reshape(-1), (channels,)).copy()
 
     def map_binary(self, node, op: str):
         """Add or Mul of two layer outputs of one shape, or of a tensor and a per-channel

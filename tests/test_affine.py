@@ -1,0 +1,182 @@
+"""affine: a per-channel scale and shift, y = x * weight + bias. What an imported network's
+Add/Sub/Mul/Div by a constant (one number, or one per channel) becomes: an input normalisation
+(x - mean) / std, a layer scale. The reference against PyTorch, the fold into a conv, deconv or
+linear layer before it, the standalone kernel (nvcc, and the GPU), the ONNX import and what it
+refuses."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import squeezegen
+from squeezegen.build import build
+from squeezegen.errors import SqueezegenError
+from squeezegen.ir.ops import param_specs, source_specs
+from squeezegen.passes import run_passes
+from squeezegen.reference import ReferenceExecutor
+from helpers import (assert_close, needs_gpu, random_input, random_weights, small_model,
+                     torch_module, torch_run)
+
+# norm: at the input (its own kernel); after conv (relu), deconv, linear: folded; after a pool
+# and an add: their own kernels (the add's with a fused relu)
+LAYERS = """
+- {name: norm, op: affine}
+- {name: conv1, op: conv, out: 6, kernel: 3, pad: 1, bias: false}
+- {name: s1, op: affine, relu: true}
+- {name: up, op: deconv, out: 5, kernel: 4, stride: 2, pad: 1}
+- {name: s2, op: affine}
+- {name: pool, op: maxpool, kernel: 2, input: s1}
+- {name: sp, op: affine}
+- {name: conv2, op: conv, out: 6, kernel: 1, input: pool}
+- {name: sum, op: add, inputs: [conv2, sp]}
+- {name: ss, op: affine, relu: true}
+- {name: fc, op: linear, out: 5, input: ss}
+- {name: sf, op: affine}
+"""
+
+
+def model():
+    return small_model((3, 13, 11), LAYERS, "[s2, sf]", name="affnet")
+
+
+def test_reference_matches_pytorch_on_odd_shapes():
+    g = model()
+    w = random_weights(g, seed=4)
+    x = random_input(g, 3)
+    for got, want in zip(ReferenceExecutor(g, w)(x), torch_run(torch_module(g, w), x)):
+        assert_close(got, want, 2e-6)
+
+
+def test_fold_pass_folds_into_conv_deconv_linear_and_keeps_the_rest():
+    g = model()
+    fused = run_passes(g)
+    ops = {n.name: n.op for n in fused.nodes}
+    assert {"s1", "s2", "sf"}.isdisjoint(ops)                          # folded away
+    assert ops["norm"] == ops["sp"] == ops["ss"] == "affine"          # nothing to fold into
+    assert fused["conv1"].param_prefix == "conv1+s1" and fused["conv1"].attrs["bias"]
+    assert [str(s) for s in fused["conv1"].epilogue] == ["relu"]
+    assert {c.name for c in fused.constants} == {
+        f"{p}.{k}" for p in ("conv1+s1", "up+s2", "fc+sf") for k in ("weight", "bias")}
+    assert source_specs(fused) == param_specs(g)
+    w = random_weights(g, seed=5)
+    x = random_input(g, 3)
+    for a, b in zip(ReferenceExecutor(g, w)(x), ReferenceExecutor(fused, w)(x)):
+        assert_close(b, a, 2e-6)
+
+
+def test_folded_weights_are_the_scaled_ones():
+    g = small_model((2, 5, 4), """
+        - {name: c, op: conv, out: 3, kernel: 1}
+        - {name: a, op: affine}""", "a")
+    w = random_weights(g, seed=1)
+    r = ReferenceExecutor(run_passes(g), w).weights
+    np.testing.assert_allclose(r["c+a.weight"], w["c.weight"] * w["a.weight"][:, None, None, None],
+                               rtol=1e-6)
+    np.testing.assert_allclose(r["c+a.bias"], w["c.bias"] * w["a.weight"] + w["a.bias"],
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_generated_code_has_the_standalone_kernel_and_names_the_folded_ones():
+    g = model()
+    cu = build(g, 3, weights=random_weights(g)).output.files["affnet.cu"].decode()
+    assert "fused: affine s1 (folded into the weights and bias: conv1+s1.*); relu" in cu
+    assert "norm: affine, 3x13x11 -> 3x13x11 (batch 3)" in cu
+    assert "xv * __ldg(w + c) + __ldg(b + c)" in cu
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
+def test_affine_model_compiles_with_nvcc_werror(tmp_path):
+    from test_codegen import nvcc
+    g = model()
+    for batch, precision in ((1, "fp32"), (3, "fp16")):
+        build(g, batch, precision=precision, write=tmp_path / f"{batch}")
+        nvcc("-c", str(tmp_path / f"{batch}" / "affnet" / "affnet.cu"),
+             "-o", str(tmp_path / f"a{batch}.o"))
+
+
+@pytest.mark.parametrize("field, message", [
+    ("eps: 0.1", "unknown field 'eps' for op affine"),
+    ("relu: 3", "relu"),
+])
+def test_bad_affine_fields_are_named(field, message):
+    with pytest.raises(SqueezegenError) as info:
+        small_model((2, 5, 4), f"- {{name: a, op: affine, {field}}}", "a")
+    assert message in str(info.value) and "<test>:4: layer 'a'" in str(info.value)
+
+
+# ------------------------------------------------------------------ ONNX
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+from test_onnx_import import check_import, export, ops_of, refusal, seeded  # noqa: E402
+
+nn = torch.nn
+
+
+class Normalised(nn.Module):
+    """An input normalisation, a layer scale, scalar arithmetic: every form the importer maps."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(8, 1, 1) + 0.5)
+        self.fc = nn.Linear(8 * 5 * 4, 6)
+
+    def forward(self, x):
+        x = (x - self.mean) / self.std                   # Sub, Div: one affine
+        y = torch.relu(self.c(x) * self.gamma + 0.25)    # Mul, Add, Relu: folded into c
+        y = 2.0 - y                                      # Sub from a number: weight -1
+        y = nn.functional.max_pool2d(y, 2)
+        return self.fc(torch.flatten(y, 1)) / 3.0 + 1.0  # Div, Add of a vector: folded
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_onnx_constant_arithmetic_imports_as_affine_layers(opset, tmp_path):
+    text, weights, graph = check_import(seeded(Normalised()), (3, 11, 9), tmp_path, opset=opset)
+    assert ops_of(text) == ["affine", "conv", "affine", "affine", "maxpool", "linear", "affine"]
+    assert "relu: true" in [line for line in text.splitlines() if "op: affine" in line][1]
+    first = [n for n in graph.nodes if n.op == "affine"][0].param_prefix
+    np.testing.assert_allclose(weights[f"{first}.weight"], 1 / np.array([0.229, 0.224, 0.225]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(weights[f"{first}.bias"],
+                               -np.array([0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225],
+                               rtol=1e-6)
+    assert [n.op for n in run_passes(graph).nodes] == ["input", "affine", "conv", "affine",
+                                                       "maxpool", "linear"]
+
+
+class Arith(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.conv, self.fn = nn.Conv2d(3, 4, 3), fn
+
+    def forward(self, x):
+        return self.fn(self, self.conv(x))
+
+
+@pytest.mark.parametrize("fn, needle", [
+    (lambda m, y: torch.full((1, 4, 1, 1), 2.0) / y, "divides a constant by a layer output"),
+    (lambda m, y: y / torch.zeros(1, 4, 1, 1), "zero in some channel"),
+    (lambda m, y: y * torch.ones(5), "has shape [5] against the tensor's [N, 4, 4, 5]"),
+    (lambda m, y: y + torch.ones(1, 1, 4, 1), "one number or one per channel ([4, 1, 1]"),
+    (lambda m, y: y - torch.relu(y), "subtracts two layer outputs"),
+])
+def test_onnx_constant_arithmetic_that_is_not_per_channel_is_refused(fn, needle, tmp_path):
+    message = refusal(export(seeded(Arith(fn)), (3, 6, 7), tmp_path / "a.onnx"))
+    assert needle in message, message
+
+
+@needs_gpu
+@pytest.mark.parametrize("batch", [1, 3])
+def test_affine_model_on_the_gpu_matches_the_reference(batch):
+    g = model()
+    w = random_weights(g, seed=7)
+    x = random_input(g, batch)
+    want = ReferenceExecutor(g, w)(x)
+    with squeezegen.compile(g, w, batch=batch) as net:
+        got = net(x)
+    for a, b in zip(got, want):
+        assert_close(a, b, 1e-5)
