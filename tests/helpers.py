@@ -112,6 +112,10 @@ ACTIVATIONS = {
     "hardswish": lambda F, x, a: F.hardswish(x),
     "silu": lambda F, x, a: F.silu(x),
     "tanh": lambda F, x, a: F.tanh(x),
+    "elu": lambda F, x, a: F.elu(x, a["alpha"]),
+    "gelu": lambda F, x, a: F.gelu(x, approximate=a["approximate"]),
+    "softplus": lambda F, x, a: F.softplus(x),
+    "mish": lambda F, x, a: F.mish(x),
 }
 
 

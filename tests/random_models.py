@@ -24,7 +24,11 @@ def _activation(rng) -> str:
     if rng.random() < 0.5:
         return "relu"
     kind = rng.choice(["relu6", "clip", "leaky_relu", "sigmoid", "hardsigmoid", "hardswish",
-                       "silu", "tanh"])
+                       "silu", "tanh", "elu", "gelu", "softplus", "mish"])
+    if kind == "elu" and rng.random() < 0.5:
+        return f"elu, alpha: {rng.choice([0.5, 2.0])}"
+    if kind == "gelu" and rng.random() < 0.5:
+        return "gelu, approximate: tanh"
     if kind == "clip":
         low = rng.choice([-1.0, -0.5, 0.0])
         return f"clip, min: {low}, max: {rng.choice([0.5, 1.0, 6.0])}"

@@ -1,4 +1,5 @@
-"""Activations (relu, relu6, clip, leaky_relu, sigmoid, hardsigmoid, hardswish, silu, tanh):
+"""Activations (relu, relu6, clip, leaky_relu, sigmoid, hardsigmoid, hardswish, silu, tanh, elu,
+gelu, softplus, mish):
 the model language, the NumPy reference against PyTorch (large magnitudes and NaN included),
 fusion into the kernel before them, the standalone kernel, nvcc and (marker gpu) the H200."""
 from __future__ import annotations
@@ -18,7 +19,8 @@ from helpers import (ACTIVATIONS, assert_close, needs_gpu, random_input, random_
                      small_model, torch_module, torch_run)
 
 SPECS = ["relu", "relu6", "clip, min: -0.5, max: 1.5", "leaky_relu", "leaky_relu, negative_slope: -0.3",
-         "sigmoid", "hardsigmoid", "hardswish", "silu", "tanh"]
+         "sigmoid", "hardsigmoid", "hardswish", "silu", "tanh", "elu", "elu, alpha: 0.5", "gelu",
+         "gelu, approximate: tanh", "softplus", "mish"]
 
 
 def test_every_activation_of_the_registry_is_tested_here():
@@ -74,7 +76,8 @@ def test_fields_and_their_errors():
                            ("{name: b, op: clip, min: .nan, max: 1}", "field 'min': must be a number"),
                            ("{name: b, op: clip, min: -1e39, max: 1}", "field 'min': -1e.39 is beyond float32's range"),
                            ("{name: b, op: leaky_relu, negative_slope: 1.0e+39}", "beyond float32's range"),
-                           ("{name: b, op: sigmoid, alpha: 1}", "unknown field 'alpha' for op sigmoid")]:
+                           ("{name: b, op: sigmoid, alpha: 1}", "unknown field 'alpha' for op sigmoid"),
+                           ("{name: b, op: gelu, approximate: erf}", "field 'approximate': must be one of none, tanh")]:
         with pytest.raises(ModelError, match=message):
             small_model((2, 3, 3), f"- {layer}", "b")
 
@@ -115,3 +118,53 @@ def test_activations_on_the_gpu_match_the_reference(spec):
     want = ReferenceExecutor(g, w)(x)
     with squeezegen.compile(g, w, batch=3) as net:
         assert_close(net(x), want, 2e-6)
+
+
+# ------------------------------------------------------------------ ONNX
+class _Acts(__import__("torch").nn.Module if __import__("importlib").util.find_spec("torch")
+            else object):
+    """GELU (erf), Mish, ELU, Softplus as torch.nn modules export them; at opset 20 GELU's tanh
+    form too."""
+
+    def __init__(self, tanh_gelu=False):
+        import torch
+        nn = torch.nn
+        super().__init__()
+        self.c1, self.a1 = nn.Conv2d(3, 6, 3), nn.GELU()
+        self.c2, self.a2 = nn.Conv2d(6, 6, 3), nn.Mish()
+        self.a3, self.a4 = nn.ELU(0.5), nn.Softplus()
+        self.a5 = nn.GELU(approximate="tanh") if tanh_gelu else nn.Identity()
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x):
+        import torch
+        y = self.a5(self.a4(self.a3(self.a2(self.c2(self.a1(self.c1(x)))))))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+@pytest.mark.parametrize("opset", [13, 17, 20])
+def test_onnx_gelu_mish_elu_softplus_import_and_match_pytorch(opset, tmp_path):
+    pytest.importorskip("onnx")
+    from test_onnx_import import check_import, ops_of, seeded
+    text, _, _ = check_import(seeded(_Acts(tanh_gelu=opset >= 20)), (3, 11, 9), tmp_path,
+                              opset=opset)
+    assert ops_of(text) == ["conv", "gelu", "conv", "mish", "elu", "softplus"] + (
+        ["gelu"] if opset >= 20 else []) + ["avgpool", "linear"], text
+    assert "op: elu, alpha: 0.5}" in text
+    assert ("approximate: tanh" in text) == (opset >= 20)
+
+
+def test_onnx_erf_outside_gelu_is_refused(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from test_onnx_import import export, refusal
+
+    class Erf(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return torch.erf(self.c(x))
+    message = refusal(export(Erf(), (3, 6, 6), tmp_path / "e.onnx"))
+    assert "node '/Erf' (Erf): Erf is imported only inside GELU" in message, message

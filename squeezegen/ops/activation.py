@@ -5,6 +5,8 @@ Each entry's `activation(attrs, v)` is its C expression of the float `v`; the Nu
 and the PyTorch peer follow PyTorch's definitions (torch.nn.functional)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .base import Field, OpInfo, ShapeError
@@ -25,6 +27,34 @@ def clamp(v: str, low: str, high: str) -> str:
 
 def _hardsigmoid(x):
     return np.minimum(np.maximum(x + F32(3), F32(0)), F32(6)) / F32(6)
+
+
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _gelu(x, a):
+    """PyTorch's F.gelu in float64: x * Phi(x) exactly (erf), or its tanh approximation."""
+    x = x.astype(np.float64)
+    if a.get("approximate", "none") == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + _ERF(x / math.sqrt(2.0)))
+
+
+def _softplus(x):
+    """PyTorch's F.softplus (beta 1, threshold 20): x itself above 20."""
+    x64 = x.astype(np.float64)
+    return np.where(x64 > 20.0, x64, np.log1p(np.exp(np.minimum(x64, 20.0))))
+
+
+def _gelu_c(a, v: str) -> str:
+    if a.get("approximate", "none") == "tanh":      # sqrt(2 / pi) = 0.7978845608...
+        return (f"0.5f * {v} * (1.0f + tanhf(0.7978845608f * ({v} + 0.044715f * {v} * {v} "
+                f"* {v})))")
+    return f"0.5f * {v} * (1.0f + erff({v} * 0.70710678118654752f))"     # 1 / sqrt(2)
+
+
+def _softplus_c(v: str) -> str:
+    return f"({v} > 20.0f ? {v} : log1pf(expf({v})))"
 
 
 # name -> (fields beyond input/relu, NumPy function of (x, attrs), torch function of
@@ -59,6 +89,18 @@ TABLE = {
     "tanh": ({}, lambda x, a: np.tanh(x),
              lambda F, x, a: F.tanh(x),
              lambda a, v: f"tanhf({v})", 4),
+    "elu": ({"alpha": Field("float", default=1.0)},
+            lambda x, a: np.where(x > 0, x, F32(a["alpha"]) * np.expm1(x)),
+            lambda F, x, a: F.elu(x, a["alpha"]),
+            lambda a, v: f"{v} > 0.0f ? {v} : {c_float(a['alpha'])} * expm1f({v})", 4),
+    "gelu": ({"approximate": Field("choice", default="none", choices=("none", "tanh"))},
+             _gelu, lambda F, x, a: F.gelu(x, approximate=a["approximate"]), _gelu_c, 8),
+    "softplus": ({}, lambda x, a: _softplus(x),
+                 lambda F, x, a: F.softplus(x),
+                 lambda a, v: _softplus_c(v), 4),
+    "mish": ({}, lambda x, a: x.astype(np.float64) * np.tanh(_softplus(x)),
+             lambda F, x, a: F.mish(x),
+             lambda a, v: f"{v} * tanhf({_softplus_c(v)})", 8),
 }
 
 

@@ -16,7 +16,8 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "GlobalMaxPool", "Add", "Concat", "Gemm", "MatMul", "Softmax", "Flatten",
                  "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant",
                  "Mul", "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
-                 "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "Sub", "Div")
+                 "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "Sub", "Div",
+                 "Elu", "Gelu", "Softplus", "Mish", "Erf")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.

@@ -192,6 +192,9 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "ReduceMean": self.map_reduce, "ReduceMax": self.map_reduce,
                    "Sigmoid": self.map_activation, "HardSigmoid": self.map_activation,
                    "HardSwish": self.map_activation, "Tanh": self.map_activation,
+                   "Elu": self.map_activation, "Gelu": self.map_activation,
+                   "Softplus": self.map_activation, "Mish": self.map_activation,
+                   "Erf": self.map_pattern_only,
                    "Add": self.map_add, "Mul": self.map_mul, "Sub": self.map_sub_div,
                    "Div": self.map_sub_div, "Concat": self.map_concat,
                    "Gemm": self.map_gemm,
@@ -199,6 +202,9 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "Dropout": self.map_alias, "Identity": self.map_alias,
                    "Flatten": self.map_reshape, "Reshape": self.map_reshape,
                    "Squeeze": self.map_reshape, "Unsqueeze": self.map_reshape}
+        for node in self.g.nodes:      # Constant nodes first: patterns look ahead at them
+            if id(node) in live and node.op_type == "Constant":
+                self.try_fold(node)
         for node in self.g.nodes:
             if id(node) not in live or id(node) in self.absorbed:
                 continue

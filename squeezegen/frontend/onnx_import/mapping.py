@@ -286,14 +286,35 @@ class OpMapping:
         return mul
 
     def map_activation(self, node):
-        """Sigmoid, HardSigmoid (PyTorch's: alpha 1/6, beta 0.5), HardSwish, Tanh, LeakyRelu;
-        Sigmoid and HardSigmoid times their own input become silu and hardswish."""
+        """Sigmoid, HardSigmoid (PyTorch's: alpha 1/6, beta 0.5), HardSwish, Tanh, LeakyRelu,
+        Elu, Gelu, Softplus, Mish; Sigmoid and HardSigmoid times their own input become silu
+        and hardswish, x * Tanh(Softplus(x)) mish."""
         op_type = node.op_type
-        a = self.attrs(node, {"LeakyRelu": ("alpha",), "HardSigmoid": ("alpha", "beta")}.get(
-            op_type, ()))
+        a = self.attrs(node, {"LeakyRelu": ("alpha",), "HardSigmoid": ("alpha", "beta"),
+                              "Elu": ("alpha",), "Gelu": ("approximate",)}.get(op_type, ()))
         if op_type == "LeakyRelu":
             self.add_activation(node, "leaky_relu",
                                 {"negative_slope": float(str(np.float32(a.get("alpha", 0.01))))})
+            return
+        if op_type == "Elu":
+            self.add_activation(node, "elu", {"alpha": float(str(np.float32(a.get("alpha", 1.0))))})
+            return
+        if op_type == "Gelu":
+            approximate = a.get("approximate", "none")
+            if approximate not in ("none", "tanh"):
+                raise self.fail(node, f"approximate '{approximate}' is not supported (none or "
+                                      "tanh)", "approximate")
+            self.add_activation(node, "gelu", {"approximate": approximate})
+            return
+        if op_type in ("Softplus", "Mish"):
+            tanh = self.only_reader(node.output[0], "Tanh") if op_type == "Softplus" else None
+            mul = self.gated_by(tanh, node.input[0]) if tanh is not None else None
+            if mul is not None:                             # x * tanh(softplus(x))
+                self.attrs(tanh, ())
+                self.absorbed.update((id(tanh), id(mul)))
+                self.add_activation(node, "mish", {}, mul.output[0])
+                return
+            self.add_activation(node, op_type.lower(), {})
             return
         if op_type == "HardSigmoid":
             alpha, beta = a.get("alpha", 0.2), a.get("beta", 0.5)
@@ -424,10 +445,42 @@ class OpMapping:
             self.map_binary(node, "mul")
 
     def map_sub_div(self, node):
+        if node.op_type == "Div" and self.match_gelu(node):
+            return
         if not self.map_affine(node):
             word = "subtracts" if node.op_type == "Sub" else "divides"
             raise self.fail(node, f"{word} two layer outputs; squeezegen's {node.op_type} takes "
                                   "a layer output and a constant (one number or one per channel)")
+
+    def match_gelu(self, div) -> bool:
+        """x / sqrt(2) -> Erf -> + 1 -> x * that -> * 0.5: GELU as exporters before opset 20
+        write it (F.gelu); the nodes after the Div are absorbed into one gelu layer."""
+        def scalar(name, value):
+            c = self.g.consts.get(name)
+            return c is not None and c.size == 1 and abs(float(c.reshape(-1)[0]) - value) <= \
+                1e-6 * value
+
+        def other(node, name):
+            return node.input[1] if node.input[0] == name else node.input[0]
+        if len(div.input) != 2 or not scalar(div.input[1], math.sqrt(2.0)):
+            return False
+        x = div.input[0]
+        erf = self.only_reader(div.output[0], "Erf")
+        add = erf and self.only_reader(erf.output[0], "Add")
+        mul = add and self.only_reader(add.output[0], "Mul")
+        half = mul and self.only_reader(mul.output[0], "Mul")
+        if not (half and scalar(other(add, erf.output[0]), 1.0) and
+                other(mul, add.output[0]) == x and scalar(other(half, mul.output[0]), 0.5)):
+            return False
+        for n in (div, erf, add, mul, half):
+            self.attrs(n, ())
+        self.absorbed.update(id(n) for n in (erf, add, mul, half))
+        self.add_activation(div, "gelu", {"approximate": "none"}, half.output[0])
+        return True
+
+    def map_pattern_only(self, node):
+        raise self.fail(node, f"{node.op_type} is imported only inside GELU, x * 0.5 * (1 + "
+                              "erf(x / sqrt(2))), as F.gelu exports it")
 
     def map_affine(self, node) -> bool:
         """Add, Sub, Mul or Div of a layer output and a constant that is one number or one per

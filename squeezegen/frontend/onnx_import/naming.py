@@ -136,9 +136,11 @@ class YamlWriting:
                 if f["coordinates"] != ("half_pixel" if f["mode"] == "bilinear" else
                                         "asymmetric"):
                     items.append(f"coordinates: {f['coordinates']}")
-            for key in ("eps", "min", "max", "negative_slope"):
+            for key in ("eps", "min", "max", "negative_slope", "alpha"):
                 if key in f:
                     items.append(f"{key}: {_yaml_float(f[key])}")
+            if f.get("approximate", "none") != "none":
+                items.append(f"approximate: {f['approximate']}")
             if layer.relu:
                 items.append("relu: true")
             if "bias" in f and not f["bias"]:
