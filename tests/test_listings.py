@@ -13,8 +13,8 @@ import pytest
 from squeezegen.build import build
 from squeezegen.codegen.schedule import PRECISIONS
 
-LAUNCH = re.compile(r"// fixed launch: grid (\S+), \d+ threads per block\n"
-                    r"\s+\w+<<<dim3\((\d+), (\d+), (\d+)\)")
+LAUNCH = re.compile(r"// fixed launch: grid (\S+), \d+ threads per block;(?:(?!fixed launch).)*?"
+                    r"sg_config\.gridDim = dim3\((\d+), (\d+), (\d+)\)", re.S)
 
 
 def cli(*args):
