@@ -30,6 +30,12 @@
 
 #include "lenet.h"
 
+// Programmatic dependent launch (experimental, not yet measured): compile with
+// -DSG_DEPENDENT_LAUNCH=1 to launch kernels 2..n as dependent launches on sm_90 and later.
+#ifndef SG_DEPENDENT_LAUNCH
+#define SG_DEPENDENT_LAUNCH 0
+#endif
+
 // the buffers every kernel of this network receives
 struct sg_buffers {
     const float* input;
@@ -174,6 +180,10 @@ static cudaError_t sg_launch_conv1_maxpool(const sg_buffers& sg_b, cudaStream_t 
 {
     // fixed launch: grid 5x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        lenet_conv1_maxpool<<<dim3(5, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -182,7 +192,7 @@ static cudaError_t sg_launch_conv1_maxpool(const sg_buffers& sg_b, cudaStream_t 
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, lenet_conv1_maxpool, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -353,6 +363,10 @@ static cudaError_t sg_launch_conv2_maxpool(const sg_buffers& sg_b, cudaStream_t 
 {
     // fixed launch: grid 1x1x7, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        lenet_conv2_maxpool<<<dim3(1, 1, 7), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -361,7 +375,7 @@ static cudaError_t sg_launch_conv2_maxpool(const sg_buffers& sg_b, cudaStream_t 
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, lenet_conv2_maxpool, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -431,6 +445,10 @@ static cudaError_t sg_launch_ip1_relu(const sg_buffers& sg_b, cudaStream_t sg_st
 {
     // fixed launch: grid 63x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        lenet_ip1_relu<<<dim3(63, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -439,7 +457,7 @@ static cudaError_t sg_launch_ip1_relu(const sg_buffers& sg_b, cudaStream_t sg_st
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, lenet_ip1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -507,6 +525,10 @@ static cudaError_t sg_launch_ip2(const sg_buffers& sg_b, cudaStream_t sg_stream,
 {
     // fixed launch: grid 2x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        lenet_ip2<<<dim3(2, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -515,7 +537,7 @@ static cudaError_t sg_launch_ip2(const sg_buffers& sg_b, cudaStream_t sg_stream,
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, lenet_ip2, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -567,6 +589,10 @@ static cudaError_t sg_launch_prob(const sg_buffers& sg_b, cudaStream_t sg_stream
 {
     // fixed launch: grid 1x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        lenet_prob<<<dim3(1, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -575,7 +601,7 @@ static cudaError_t sg_launch_prob(const sg_buffers& sg_b, cudaStream_t sg_stream
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, lenet_prob, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -586,7 +612,7 @@ static cudaError_t sg_launch_prob(const sg_buffers& sg_b, cudaStream_t sg_stream
 struct lenet_net {
     float* arena;
     float* weights;
-    bool dependent_launch;      // the GPU has programmatic dependent launch (compute capability 9.0+)
+    bool dependent_launch;      // SG_DEPENDENT_LAUNCH, and the GPU and kernels are sm_90+
 };
 
 // What went wrong in this thread's last API call ("" after a success): lenet_last_error()
@@ -677,18 +703,21 @@ cudaError_t lenet_create(lenet_net** out, const void* blob, size_t blob_bytes)
         err = sg_cuda(cudaMemcpy(net->weights, bytes + SG_BLOB_HEADER_BYTES,
                                  (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float), cudaMemcpyHostToDevice),
                       "uploading the weights");
+    net->dependent_launch = false;
+#if SG_DEPENDENT_LAUNCH
+    // dependent launches need the GPU (9.0+) and kernels compiled for it: compiled for an older
+    // architecture (PTX JIT-compiled here included), their griddepcontrol.wait is compiled out
     int device = 0, major = 0;
+    cudaFuncAttributes compiled = {};
     if (err == cudaSuccess) err = sg_cuda(cudaGetDevice(&device), "cudaGetDevice");
     if (err == cudaSuccess)
         err = sg_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
                       "reading the GPU's compute capability");
-    // dependent launches need the GPU (9.0+) and kernels compiled for it: compiled for an older
-    // architecture (PTX JIT-compiled here included), their griddepcontrol.wait is compiled out
-    cudaFuncAttributes compiled = {};
     if (err == cudaSuccess)
         err = sg_cuda(cudaFuncGetAttributes(&compiled, (const void*)lenet_conv1_maxpool),
                       "reading the kernels' attributes");
     net->dependent_launch = major >= 9 && compiled.ptxVersion >= 90 && compiled.binaryVersion >= 90;
+#endif
     if (err != cudaSuccess) {
         lenet_destroy(net);
         return err;
@@ -728,7 +757,7 @@ cudaError_t lenet_forward(lenet_net* net, const float* input, float* output0, cu
     // a run cut short, or two runs of one net on two streams at once, would not)
     if ((err = cudaMemsetAsync((char*)net->arena + 215552, 0, 256, stream)) != cudaSuccess)
         return sg_cuda(err, "resetting the split-K counters");
-    // every kernel but the first is a programmatic dependent launch where the GPU has them: it
+    // with SG_DEPENDENT_LAUNCH, every kernel but the first is a programmatic dependent launch: it
     // waits for the one before it in its first instruction, and its launch overlaps that one
     if ((err = sg_launch_conv1_maxpool(buffers, stream, false)) != cudaSuccess) return sg_cuda(err, "launching conv1_maxpool");
     if ((err = sg_launch_conv2_maxpool(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching conv2_maxpool");

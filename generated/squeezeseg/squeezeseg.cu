@@ -72,6 +72,12 @@
 
 #include "squeezeseg.h"
 
+// Programmatic dependent launch (experimental, not yet measured): compile with
+// -DSG_DEPENDENT_LAUNCH=1 to launch kernels 2..n as dependent launches on sm_90 and later.
+#ifndef SG_DEPENDENT_LAUNCH
+#define SG_DEPENDENT_LAUNCH 0
+#endif
+
 // the buffers every kernel of this network receives
 struct sg_buffers {
     const float* input;
@@ -238,6 +244,10 @@ static cudaError_t sg_launch_conv1_relu(const sg_buffers& sg_b, cudaStream_t sg_
 {
     // fixed launch: grid 386x1x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_conv1_relu<<<dim3(386, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -246,7 +256,7 @@ static cudaError_t sg_launch_conv1_relu(const sg_buffers& sg_b, cudaStream_t sg_
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_conv1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -302,6 +312,10 @@ static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_strea
 {
     // fixed launch: grid 1135x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_pool1<<<dim3(1135, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -310,7 +324,7 @@ static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_strea
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_pool1, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -441,6 +455,10 @@ static cudaError_t sg_launch_fire2_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 95x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire2_squeeze_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -449,7 +467,7 @@ static cudaError_t sg_launch_fire2_squeeze_relu(const sg_buffers& sg_b, cudaStre
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire2_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -580,6 +598,10 @@ static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 95x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire2_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -588,7 +610,7 @@ static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire2_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -750,6 +772,10 @@ static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 95x1x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire2_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -758,7 +784,7 @@ static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire2_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -920,6 +946,10 @@ static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 95x1x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire3_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -928,7 +958,7 @@ static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStre
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire3_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -1059,6 +1089,10 @@ static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 95x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire3_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -1067,7 +1101,7 @@ static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire3_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -1229,6 +1263,10 @@ static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 95x1x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire3_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -1237,7 +1275,7 @@ static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire3_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -1399,6 +1437,10 @@ static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 95x1x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire4_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -1407,7 +1449,7 @@ static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStre
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire4_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -1538,6 +1580,10 @@ static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 95x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire4_expand1x1_relu<<<dim3(95, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -1546,7 +1592,7 @@ static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire4_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -1708,6 +1754,10 @@ static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 95x2x3, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire4_expand3x3_relu<<<dim3(95, 2, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -1716,7 +1766,7 @@ static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire4_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -1772,6 +1822,10 @@ static cudaError_t sg_launch_pool4(const sg_buffers& sg_b, cudaStream_t sg_strea
 {
     // fixed launch: grid 729x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_pool4<<<dim3(729, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -1780,7 +1834,7 @@ static cudaError_t sg_launch_pool4(const sg_buffers& sg_b, cudaStream_t sg_strea
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_pool4, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -1942,6 +1996,10 @@ static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 23x1x4, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire5_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -1950,7 +2008,7 @@ static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStre
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire5_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -2081,6 +2139,10 @@ static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire5_expand1x1_relu<<<dim3(23, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -2089,7 +2151,7 @@ static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire5_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -2251,6 +2313,10 @@ static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x2x4, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire5_expand3x3_relu<<<dim3(23, 2, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -2259,7 +2325,7 @@ static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire5_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -2421,6 +2487,10 @@ static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 23x1x4, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire6_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -2429,7 +2499,7 @@ static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStre
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire6_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -2560,6 +2630,10 @@ static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x3, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire6_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -2568,7 +2642,7 @@ static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire6_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -2730,6 +2804,10 @@ static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x3x6, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire6_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -2738,7 +2816,7 @@ static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire6_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -2900,6 +2978,10 @@ static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 23x1x6, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire7_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -2908,7 +2990,7 @@ static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStre
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire7_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -3039,6 +3121,10 @@ static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x3, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire7_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -3047,7 +3133,7 @@ static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire7_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -3209,6 +3295,10 @@ static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x3x6, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire7_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -3217,7 +3307,7 @@ static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire7_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -3379,6 +3469,10 @@ static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 23x1x6, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire8_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -3387,7 +3481,7 @@ static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStre
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire8_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -3518,6 +3612,10 @@ static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x4, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire8_expand1x1_relu<<<dim3(23, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -3526,7 +3624,7 @@ static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire8_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -3688,6 +3786,10 @@ static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x4x6, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire8_expand3x3_relu<<<dim3(23, 4, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -3696,7 +3798,7 @@ static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire8_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -3752,6 +3854,10 @@ static cudaError_t sg_launch_pool8(const sg_buffers& sg_b, cudaStream_t sg_strea
 {
     // fixed launch: grid 338x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_pool8<<<dim3(338, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -3760,7 +3866,7 @@ static cudaError_t sg_launch_pool8(const sg_buffers& sg_b, cudaStream_t sg_strea
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_pool8, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -3922,6 +4028,10 @@ static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 6x1x8, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire9_squeeze_relu<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -3930,7 +4040,7 @@ static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStre
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire9_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -4061,6 +4171,10 @@ static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 6x4, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire9_expand1x1_relu<<<dim3(6, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -4069,7 +4183,7 @@ static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire9_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -4231,6 +4345,10 @@ static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 6x4x9, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_fire9_expand3x3_relu<<<dim3(6, 4, 9), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -4239,7 +4357,7 @@ static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaSt
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_fire9_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -4401,6 +4519,10 @@ static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg
 {
     // fixed launch: grid 6x16x6, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_conv10_relu<<<dim3(6, 16, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -4409,7 +4531,7 @@ static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_conv10_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -4569,6 +4691,10 @@ static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_strea
 {
     // fixed launch: grid 6x1x15, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_score<<<dim3(6, 1, 15), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -4577,7 +4703,7 @@ static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_strea
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_score, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -4741,6 +4867,10 @@ static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_
 {
     // fixed launch: grid 6x1x8, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_score_pool8_add<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -4749,7 +4879,7 @@ static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_score_pool8_add, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -4895,6 +5025,10 @@ static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stre
 {
     // fixed launch: grid 4x7, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_conv11<<<dim3(4, 7, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -4903,7 +5037,7 @@ static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stre
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_conv11, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -5067,6 +5201,10 @@ static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_
 {
     // fixed launch: grid 23x1x4, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_score_pool4_add<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -5075,7 +5213,7 @@ static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_score_pool4_add, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -5221,6 +5359,10 @@ static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stre
 {
     // fixed launch: grid 16x21, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_conv12<<<dim3(16, 21, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -5229,7 +5371,7 @@ static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stre
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_conv12, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -5362,6 +5504,10 @@ static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_
 {
     // fixed launch: grid 95x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_score_pool1_add<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -5370,7 +5516,7 @@ static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_score_pool1_add, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -5516,6 +5662,10 @@ static cudaError_t sg_launch_conv13(const sg_buffers& sg_b, cudaStream_t sg_stre
 {
     // fixed launch: grid 208x3, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
+    if (!sg_dependent) {
+        squeezeseg_conv13<<<dim3(208, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute sg_attribute;
     sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     sg_attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -5524,7 +5674,7 @@ static cudaError_t sg_launch_conv13(const sg_buffers& sg_b, cudaStream_t sg_stre
     sg_config.blockDim = dim3(256);
     sg_config.stream = sg_stream;
     sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = sg_dependent ? 1 : 0;
+    sg_config.numAttrs = 1;
     return cudaLaunchKernelEx(&sg_config, squeezeseg_conv13, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
 }
 
@@ -5535,7 +5685,7 @@ static cudaError_t sg_launch_conv13(const sg_buffers& sg_b, cudaStream_t sg_stre
 struct squeezeseg_net {
     float* arena;
     float* weights;
-    bool dependent_launch;      // the GPU has programmatic dependent launch (compute capability 9.0+)
+    bool dependent_launch;      // SG_DEPENDENT_LAUNCH, and the GPU and kernels are sm_90+
 };
 
 // What went wrong in this thread's last API call ("" after a success): squeezeseg_last_error()
@@ -5626,18 +5776,21 @@ cudaError_t squeezeseg_create(squeezeseg_net** out, const void* blob, size_t blo
         err = sg_cuda(cudaMemcpy(net->weights, bytes + SG_BLOB_HEADER_BYTES,
                                  (size_t)SG_SQUEEZESEG_WEIGHT_FLOATS * sizeof(float), cudaMemcpyHostToDevice),
                       "uploading the weights");
+    net->dependent_launch = false;
+#if SG_DEPENDENT_LAUNCH
+    // dependent launches need the GPU (9.0+) and kernels compiled for it: compiled for an older
+    // architecture (PTX JIT-compiled here included), their griddepcontrol.wait is compiled out
     int device = 0, major = 0;
+    cudaFuncAttributes compiled = {};
     if (err == cudaSuccess) err = sg_cuda(cudaGetDevice(&device), "cudaGetDevice");
     if (err == cudaSuccess)
         err = sg_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
                       "reading the GPU's compute capability");
-    // dependent launches need the GPU (9.0+) and kernels compiled for it: compiled for an older
-    // architecture (PTX JIT-compiled here included), their griddepcontrol.wait is compiled out
-    cudaFuncAttributes compiled = {};
     if (err == cudaSuccess)
         err = sg_cuda(cudaFuncGetAttributes(&compiled, (const void*)squeezeseg_conv1_relu),
                       "reading the kernels' attributes");
     net->dependent_launch = major >= 9 && compiled.ptxVersion >= 90 && compiled.binaryVersion >= 90;
+#endif
     if (err != cudaSuccess) {
         squeezeseg_destroy(net);
         return err;
@@ -5677,7 +5830,7 @@ cudaError_t squeezeseg_forward(squeezeseg_net* net, const float* input, float* o
     // a run cut short, or two runs of one net on two streams at once, would not)
     if ((err = cudaMemsetAsync((char*)net->arena + 14217728, 0, 9216, stream)) != cudaSuccess)
         return sg_cuda(err, "resetting the split-K counters");
-    // every kernel but the first is a programmatic dependent launch where the GPU has them: it
+    // with SG_DEPENDENT_LAUNCH, every kernel but the first is a programmatic dependent launch: it
     // waits for the one before it in its first instruction, and its launch overlaps that one
     if ((err = sg_launch_conv1_relu(buffers, stream, false)) != cudaSuccess) return sg_cuda(err, "launching conv1_relu");
     if ((err = sg_launch_pool1(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching pool1");

@@ -53,7 +53,7 @@ class Network:
     threads at once take turns (they share the network's own buffers)."""
 
     def __init__(self, result: Build, weights: dict, use_graph: bool = True, device: int = 0,
-                 dependent_launch: bool = True):
+                 dependent_launch: bool = False):
         self.device = check_device(device)
         self.build = result
         self.graph = result.fused
@@ -86,30 +86,35 @@ class Network:
                 raise
 
     def _load_kernels(self, drv, cubin: bytes, kernels: list[dict], dependent_launch: bool):
-        """The kernels, launched through the driver's cuLaunchKernelEx where it has it (then every
-        kernel but the first is a programmatic dependent launch on GPUs that have them, unless
-        `dependent_launch` is False), else through PyCUDA."""
-        lib = DriverKernels.available()
+        """The kernels, launched through PyCUDA; with `dependent_launch` (experimental, not yet
+        measured on a GPU), through the driver's cuLaunchKernelEx instead, every kernel but the
+        first as a programmatic dependent launch on GPUs that have them (sm_90 and later)."""
         self._launches = [(k["name"], tuple(k["grid"]), tuple(k["block"])) for k in kernels]
+        lib = DriverKernels.available() if dependent_launch else None
+        if dependent_launch and lib is None:
+            raise GPUError("dependent launch needs a CUDA 12+ driver (cuLaunchKernelEx); this "
+                           "one has not got it")
         if lib is not None:
             try:
                 self._driver_kernels = DriverKernels(lib, cubin, [k["symbol"] for k in kernels],
                                                      self.device)
             except RuntimeError as exc:
                 raise GPUError(f"loading {self.graph.name}'s kernels failed: {exc}") from None
-            self.dependent_launch = (dependent_launch
-                                     and self._driver_kernels.dependent_launch_supported)
+            self.dependent_launch = self._driver_kernels.dependent_launch_supported
             return
-        self.dependent_launch = False
         self._module = drv.module_from_buffer(cubin)
         self._kernels = [self._module.get_function(k["symbol"]) for k in kernels]
         for fn in self._kernels:
             fn.prepare("P" * (3 + len(self.graph.outputs)))
 
     def set_dependent_launch(self, on: bool) -> None:
-        """Launch the kernels as programmatic dependent launches (where the GPU and driver have
-        them) or one after another (`bench` times both); the CUDA graph is captured again."""
+        """Launch the kernels as programmatic dependent launches (where the GPU has them) or one
+        after another (`bench --dependent-launch` times both); the CUDA graph is captured again.
+        Only for a network made with `dependent_launch=True`."""
         self._check_open()
+        if self._driver_kernels is None:
+            raise GPUError("this network launches through PyCUDA; make it with "
+                           "dependent_launch=True to switch")
         with self._host_lock, self.active():
             self.dependent_launch = bool(on and self._driver_kernels is not None
                                          and self._driver_kernels.dependent_launch_supported)
@@ -298,13 +303,15 @@ class Network:
 
 
 def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool = False,
-            precision: str = "fp32", device: int = 0) -> Network:
+            precision: str = "fp32", device: int = 0, dependent_launch: bool = False) -> Network:
     """Build (or take from the cache), compile and load a model onto GPU `device`. With `tune`,
     every tunable layer gets the tile the autotuner found fastest on this GPU (timing the
     candidates of layers not yet in the tuning cache first: seconds to a minute, once per GPU).
     `precision` "tf32" or "fp16" runs the conv and GEMM-sized linear GEMMs on tensor cores (fp32
     accumulation; see `codegen.schedule.uses_tensor_cores` for the exceptions). The network can
-    be called from any thread; networks on several GPUs can live in one process."""
+    be called from any thread; networks on several GPUs can live in one process.
+    `dependent_launch` (experimental): kernels 2..n as programmatic dependent launches on
+    Hopper (runtime/launch.py)."""
     check_device(device)
     file = None if isinstance(weights, dict) else str(weights)
     graph = load_model(model)
@@ -314,4 +321,5 @@ def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool =
         from .autotune import autotune
         tiles = autotune(graph, batch, checked, precision=precision, device=device)
     result = build(graph, batch, precision=precision, tiles=tiles, target=device_target(device))
-    return Network(result, checked, use_graph=use_graph, device=device)
+    return Network(result, checked, use_graph=use_graph, device=device,
+                   dependent_launch=dependent_launch)
