@@ -179,7 +179,8 @@ def torch_module(graph, weights: dict):
                 return F.max_pool2d(y, a["pool"]) if "pool" in a else y
             if node.op == "deconv":
                 return F.conv_transpose2d(x, self._p(node, "weight"), self._p(node, "bias"),
-                                          stride=a["stride"], padding=a["pad"])
+                                          stride=a["stride"], padding=a["pad"],
+                                          output_padding=a.get("output_padding", 0))
             if node.op == "maxpool":
                 return F.max_pool2d(x, a["kernel"], a["stride"], padding=a["pad"],
                                     ceil_mode=a["ceil_mode"])

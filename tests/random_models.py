@@ -68,6 +68,7 @@ def random_model(seed: int, wide: bool = False) -> str:
     conv_rng = random.Random(seed * 15485863 + 3)  # groups, dilation, asymmetric pads
     more_rng = random.Random(seed * 32452843 + 4)  # SE blocks, resizes, pool variants
     affine_rng = random.Random(seed * 49979687 + 5)  # per-channel scale and shift layers
+    deconv_rng = random.Random(seed * 67867967 + 6)  # deconv output_padding
     most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
     if wide:
@@ -199,11 +200,16 @@ def random_model(seed: int, wide: bool = False) -> str:
             out = rng.randint(1, 6)
             ho = deconv_out_size(sh, kh, _as_pair(s)[0], p[0])
             wo = deconv_out_size(sw, kw, _as_pair(s)[1], p[1])
+            extra = ""
+            if deconv_rng.random() < 0.25 and max(_as_pair(s)) > 1:   # U-Net style sizes
+                op = [deconv_rng.randint(0, d - 1) for d in _as_pair(s)]
+                ho, wo = ho + op[0], wo + op[1]
+                extra = f"output_padding: {op}, "
             if ho < 1 or wo < 1 or ho * wo > 4000:
                 continue
             bias = rng.choice(["true", "false"])
-            emit(name, f"op: deconv, input: {src}, out: {out}, kernel: {k}, stride: {s}, pad: {p}, "
-                       f"bias: {bias}", (out, ho, wo), [src])
+            emit(name, f"op: deconv, input: {src}, out: {out}, kernel: {k}, stride: {s}, "
+                       f"pad: {p}, {extra}bias: {bias}", (out, ho, wo), [src])
         elif kind == "add":
             # a conv on another tensor of the same shape, then the add (a skip connection)
             others = [o for o in order if shapes[o][1:] == (sh, sw)]

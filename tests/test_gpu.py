@@ -73,6 +73,7 @@ OP_CASES = {
     "conv_stride_gt_kernel": ("[4, 17, 9]", "  - {name: out, op: conv, out: 7, kernel: 2, stride: 3, relu: true}"),
     "conv_1x1_nobias": ("[9, 5, 7]", "  - {name: out, op: conv, out: 21, kernel: 1, bias: false}"),
     "deconv_s4_k11": ("[21, 5, 4]", "  - {name: out, op: deconv, out: 21, kernel: 11, stride: 4, bias: false}"),
+    "deconv_output_padding": ("[5, 7, 6]", "  - {name: out, op: deconv, out: 6, kernel: 3, stride: 2, pad: 1, output_padding: [1, 0]}"),
     "deconv_pad_nonsquare": ("[3, 6, 5]", "  - {name: out, op: deconv, out: 4, kernel: [3, 4], stride: [2, 3], pad: [1, 1]}"),
     "deconv_stride_gt_kernel": ("[2, 4, 3]", "  - {name: out, op: deconv, out: 3, kernel: 2, stride: 3}"),
     "maxpool_ceil_edge": ("[3, 8, 11]", "  - {name: out, op: maxpool, kernel: 3, stride: 2, pad: 1}"),

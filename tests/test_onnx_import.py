@@ -545,7 +545,7 @@ class One(nn.Module):
 
 
 @pytest.mark.parametrize("body,op,attribute", [
-    (nn.ConvTranspose2d(4, 4, 3, stride=2, output_padding=1), "ConvTranspose", "output_padding"),
+    (nn.ConvTranspose2d(4, 4, 3, dilation=2), "ConvTranspose", "dilations"),
     (nn.ConvTranspose2d(4, 4, 3, groups=2), "ConvTranspose", "group"),
     (nn.MaxPool2d(3, dilation=2), "MaxPool", "dilations"),
     (nn.Softmax(dim=2), "Softmax", "axis"),
@@ -785,6 +785,30 @@ def test_reductions_over_the_pixels_are_global_pools(opset, tmp_path):
     text, _, _ = check_import(seeded(MeanMax()), (3, 9, 7), tmp_path, opset=opset)
     assert ops_of(text) == ["conv", "avgpool", "conv", "sigmoid", "mul", "maxpool", "linear"]
     assert text.count("global: true") == 2, text
+
+
+class UNetUp(nn.Module):
+    """A decoder step as U-Nets write it: ConvTranspose2d(3, stride 2, padding 1,
+    output_padding 1) doubles the size exactly, then a concat with the skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(6, 3, 3, stride=2, padding=1, output_padding=1)
+        self.up2 = nn.ConvTranspose2d(6, 2, 2, stride=(2, 1), output_padding=(1, 0))
+
+    def forward(self, x):
+        y = torch.cat([x, self.up(torch.relu(self.down(x)))], 1)
+        return self.up2(y)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_conv_transpose_output_padding_imports_and_matches_torch(opset, tmp_path):
+    text, _, graph = check_import(seeded(UNetUp()), (3, 10, 8), tmp_path, opset=opset)
+    assert "{name: up, op: deconv, out: 3, kernel: 3, stride: 2, pad: 1, output_padding: 1}" \
+        in text, text
+    assert "output_padding: [1, 0]" in text
+    assert graph["up2"].type.shape == (2, 21, 9)
 
 
 def test_add_of_a_constant_after_a_conv_is_an_affine_that_folds(tmp_path):

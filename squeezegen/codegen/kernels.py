@@ -206,6 +206,8 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
             attrs += f" (top x left; bottom x right {'x'.join(map(str, node.attrs['pad_end']))})"
         if "dilation" in node.attrs:
             attrs += f" dilation {'x'.join(map(str, node.attrs['dilation']))}"
+        if "output_padding" in node.attrs:
+            attrs += f" output_padding {'x'.join(map(str, node.attrs['output_padding']))}"
         if "groups" in node.attrs:
             attrs += f" groups {node.attrs['groups']}"
     lines = [f"{kernel.name}: {node.op}{attrs}, {ins} -> {node.type} (batch {kernel.consts['N']})",

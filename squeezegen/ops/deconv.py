@@ -13,13 +13,31 @@ from .base import (Field, OpInfo, ShapeError, deconv_out_size, he_init, need_ima
 
 FIELDS = {"out": Field("pos_int", required=True), "kernel": Field("pos_pair", required=True),
           "stride": Field("pos_pair", default=1), "pad": Field("nonneg_pair", default=0),
+          "output_padding": Field("nonneg_pair", default=0),
           "bias": Field("bool", default=True), "input": Field("ref")}
+
+
+def extra_rows(attrs) -> tuple[int, int]:
+    """output_padding: rows and columns added at the bottom and right of the output (an IR
+    attribute only where it is not 0)."""
+    return attrs.get("output_padding", (0, 0))
+
+
+def deconv_from_yaml(values, ins, given):
+    attrs = {k: v for k, v in values.items() if k not in ("input", "output_padding")}
+    if values["output_padding"] != (0, 0):
+        attrs["output_padding"] = values["output_padding"]
+    return attrs
 
 
 def shape(attrs, ins):
     _, h, w = need_image(ins[0], "deconv")
     (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["pad"]
-    ho, wo = deconv_out_size(h, kh, sh, ph), deconv_out_size(w, kw, sw, pw)
+    (oph, opw) = extra_rows(attrs)
+    if oph >= sh or opw >= sw:
+        raise ShapeError(f"output_padding {oph}x{opw} must be smaller than the stride {sh}x{sw}",
+                         field="output_padding")
+    ho, wo = deconv_out_size(h, kh, sh, ph) + oph, deconv_out_size(w, kw, sw, pw) + opw
     if ho < 1 or wo < 1:
         raise ShapeError(f"pad {ph}x{pw} crops the whole {h}x{w} transposed-convolution output "
                          f"(output would be {ho}x{wo})", field="pad")
@@ -36,14 +54,16 @@ def deconv(attrs, inputs, params):
     w = params["weight"]                                    # (in, out, kh, kw)
     n, c, h, wd = x.shape
     (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["pad"]
+    (oph, opw) = extra_rows(attrs)
     out_ch = w.shape[1]
     cols = np.matmul(w.reshape(c, -1).T, x.reshape(n, c, h * wd))
     cols = cols.reshape(n, out_ch, kh, kw, h, wd)
-    full = np.zeros((n, out_ch, (h - 1) * sh + kh, (wd - 1) * sw + kw), np.float32)
+    # the full scatter, plus the output_padding rows and columns (which only the taps reach)
+    full = np.zeros((n, out_ch, (h - 1) * sh + kh + oph, (wd - 1) * sw + kw + opw), np.float32)
     for i in range(kh):
         for j in range(kw):
             full[:, :, i: i + (h - 1) * sh + 1: sh, j: j + (wd - 1) * sw + 1: sw] += cols[:, :, i, j]
-    ho, wo = (h - 1) * sh - 2 * ph + kh, (wd - 1) * sw - 2 * pw + kw
+    ho, wo = (h - 1) * sh - 2 * ph + kh + oph, (wd - 1) * sw - 2 * pw + kw + opw
     y = full[:, :, ph: ph + ho, pw: pw + wo]
     if "bias" in params:
         y = y + params["bias"].reshape(1, -1, 1, 1)
@@ -52,7 +72,7 @@ def deconv(attrs, inputs, params):
 
 def torch_deconv(torch, attrs, args, params):
     return torch.nn.functional.conv_transpose2d(args[0], params["weight"], params.get("bias"),
-                                                attrs["stride"], attrs["pad"])
+                                                attrs["stride"], attrs["pad"], extra_rows(attrs))
 
 
 def lower(ctx, node):
@@ -101,5 +121,5 @@ OPS = [
     OpInfo("deconv", 1, FIELDS, shape, deconv, lower, torch_deconv, params=params,
            flops=lambda a, i, o: 2 * i[0].numel * a["out"] * prod(a["kernel"]),
            epilogues=("activation", "add"), tile_kind=lambda node, batch: "deconv", init=init,
-           scale_axis=1),
+           scale_axis=1, from_yaml=deconv_from_yaml),
 ]

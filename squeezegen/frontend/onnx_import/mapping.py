@@ -172,10 +172,10 @@ class OpMapping:
         if int(a.get("group", 1)) != 1:
             raise self.fail(node, f"group {a['group']} is not supported: squeezegen's deconv has "
                                   "no groups (only group 1)", "group")
-        if any(int(p) != 0 for p in a.get("output_padding", [])):
-            raise self.fail(node, f"output_padding {list(a['output_padding'])} is not supported: "
-                                  "squeezegen's deconv has no output padding (only 0)",
-                            "output_padding")
+        extra = tuple(int(p) for p in a.get("output_padding", (0, 0)))
+        if len(extra) != 2:
+            raise self.fail(node, f"output_padding {list(extra)} should have 2 entries (rows, "
+                                  "columns)", "output_padding")
         kernel = (int(w.shape[2]), int(w.shape[3]))
         if "kernel_shape" in a and tuple(int(k) for k in a["kernel_shape"]) != kernel:
             raise self.fail(node, f"kernel_shape {list(a['kernel_shape'])} does not match the "
@@ -184,6 +184,8 @@ class OpMapping:
         self.check_in_channels(node, w, int(w.shape[0]), x)
         b = self.optional_bias(node, int(w.shape[1]))
         f = dict(out=int(w.shape[1]), kernel=kernel, stride=stride, pad=pad, bias=b is not None)
+        if extra != (0, 0):
+            f["output_padding"] = extra
         sg = self.shape_of(node, "deconv", f, [x.sg])
         if "output_shape" in a and tuple(int(d) for d in a["output_shape"][-2:]) != sg[1:]:
             raise self.fail(node, f"output_shape {list(a['output_shape'])} differs from the "

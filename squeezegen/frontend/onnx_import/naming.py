@@ -119,6 +119,8 @@ class YamlWriting:
                     items.append(f"pad: {_pair_text(f['pad'])}")
                 if "dilation" in f:
                     items.append(f"dilation: {_pair_text(f['dilation'])}")
+                if "output_padding" in f:
+                    items.append(f"output_padding: {_pair_text(f['output_padding'])}")
                 if "groups" in f:
                     items.append(f"groups: {f['groups']}")
                 if pool:
