@@ -162,7 +162,7 @@ class Arith(nn.Module):
     (lambda m, y: y / torch.zeros(1, 4, 1, 1), "zero in some channel"),
     (lambda m, y: y * torch.ones(5), "has shape [5] against the tensor's [N, 4, 4, 5]"),
     (lambda m, y: y + torch.ones(1, 1, 4, 1), "one number or one per channel ([4, 1, 1]"),
-    (lambda m, y: y - torch.relu(y), "subtracts two layer outputs"),
+    (lambda m, y: y / torch.relu(y), "divides two layer outputs"),
 ])
 def test_onnx_constant_arithmetic_that_is_not_per_channel_is_refused(fn, needle, tmp_path):
     message = refusal(export(seeded(Arith(fn)), (3, 6, 7), tmp_path / "a.onnx"))
@@ -180,3 +180,23 @@ def test_affine_model_on_the_gpu_matches_the_reference(batch):
         got = net(x)
     for a, b in zip(got, want):
         assert_close(a, b, 1e-5)
+
+
+class Difference(nn.Module):
+    """a - b of two layer outputs, and x - mean(x) over the pixels (broadcast per channel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.a(x) - self.b(x)
+        return torch.relu(y - y.mean((2, 3), keepdim=True))
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_onnx_sub_of_two_layer_outputs_is_an_add_of_the_negation(opset, tmp_path):
+    text, _, graph = check_import(seeded(Difference()), (3, 9, 7), tmp_path, opset=opset)
+    assert ops_of(text) == ["conv", "conv", "affine", "add", "avgpool", "affine", "add"], text
+    fused = run_passes(graph)            # b's negation folds into b's weights
+    assert [n.op for n in fused.nodes] == ["input", "conv", "conv", "avgpool", "affine", "add"]

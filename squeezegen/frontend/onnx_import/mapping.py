@@ -449,10 +449,13 @@ class OpMapping:
     def map_sub_div(self, node):
         if node.op_type == "Div" and self.match_gelu(node):
             return
-        if not self.map_affine(node):
-            word = "subtracts" if node.op_type == "Sub" else "divides"
-            raise self.fail(node, f"{word} two layer outputs; squeezegen's {node.op_type} takes "
-                                  "a layer output and a constant (one number or one per channel)")
+        if self.map_affine(node):
+            return
+        if node.op_type == "Sub":                       # a - b: add(a, affine(b) = -b)
+            self.map_binary(node, "add", negate_second=True)
+            return
+        raise self.fail(node, "divides two layer outputs; squeezegen's Div takes a layer output "
+                              "and a constant (one number or one per channel)")
 
     def match_gelu(self, div) -> bool:
         """x / sqrt(2) -> Erf -> + 1 -> x * that -> * 0.5: GELU as exporters before opset 20
@@ -545,9 +548,10 @@ class OpMapping:
             raise self.fail(node, f"the constant '{name}' is not finite (inf or NaN)")
         return np.broadcast_to(c.astype(np.float64).reshape(-1), (channels,)).copy()
 
-    def map_binary(self, node, op: str):
+    def map_binary(self, node, op: str, negate_second: bool = False):
         """Add or Mul of two layer outputs of one shape, or of a tensor and a per-channel
-        [N, C, 1, 1] one (a squeeze-and-excitation scale), broadcast over the pixels."""
+        [N, C, 1, 1] one (a squeeze-and-excitation scale), broadcast over the pixels.
+        `negate_second`: a Sub, a + (-1 * b), the -1 an affine layer on b."""
         self.attrs(node, ())
         word = {"add": "add", "mul": "multiply"}[op]
         if len(node.input) != 2:
@@ -560,6 +564,14 @@ class OpMapping:
                                       + (" (a bias belongs in a Conv/Gemm)" if op == "add" else
                                          ""))
         a, b = self.tensor(node, 0), self.tensor(node, 1)
+        if negate_second and a.layer != b.layer and node.input[0] != node.input[1]:
+            c = b.sg[0]
+            minus = np.full((c,), -1.0, np.float32)
+            index = self.add_layer(_Layer("affine", [b.layer], {}, {
+                "weight": minus, "bias": np.zeros_like(minus)}, b.sg, node, relu=False),
+                node.output[0] + ":negated", b.shape)
+            b = self.values[node.output[0] + ":negated"]
+            assert b.layer == index
         if node.input[0] == node.input[1] or a.layer == b.layer:
             raise self.fail(node, f"{word}s a tensor to itself; squeezegen's {op} needs two "
                                   "different layers")
