@@ -200,3 +200,61 @@ def test_onnx_sub_of_two_layer_outputs_is_an_add_of_the_negation(opset, tmp_path
     assert ops_of(text) == ["conv", "conv", "affine", "add", "avgpool", "affine", "add"], text
     fused = run_passes(graph)            # b's negation folds into b's weights
     assert [n.op for n in fused.nodes] == ["input", "conv", "conv", "avgpool", "affine", "add"]
+
+
+class AliasMerge(nn.Module):
+    """y * 2 read twice, once through a Flatten: the + 1 after the Flatten must not merge into
+    y's affine (the other reader needs y itself)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(80, 5)
+
+    def forward(self, x):
+        y = self.conv(x) * 2.0
+        return self.fc(torch.flatten(y, 1) + 1.0), torch.relu(y)
+
+
+class PooledVector(nn.Module):
+    """A per-feature constant on a global pool's flattened vector: one per channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 2)
+        self.register_buffer("m", torch.tensor([0.5, -1.0, 2.0, 0.25]))
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.conv(x).mean((2, 3), keepdim=True), 1) - self.m)
+
+
+@pytest.mark.parametrize("module, ops", [
+    (AliasMerge, ["conv", "affine", "affine", "linear", "relu"]),
+    (PooledVector, ["conv", "avgpool", "affine", "linear"]),
+])
+def test_onnx_affines_of_aliased_and_flattened_tensors(module, ops, tmp_path):
+    text, _, _ = check_import(seeded(module()), (3, 6, 7), tmp_path)
+    assert ops_of(text) == ops, text
+
+
+def test_onnx_per_channel_constant_on_a_reshaped_image_is_refused(tmp_path):
+    class Reshaped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):               # 4 x 2 x 2 read as 1 x 4 x 4: axis 1 is not C
+            return self.conv(x).reshape(1, 1, 4, 4) * torch.ones(4, 1, 1)
+    message = refusal(export(seeded(Reshaped()), (3, 4, 4), tmp_path / "r.onnx"))
+    assert "one number or one per channel" in message or "reshaped" in message, message
+
+
+def test_onnx_scale_beyond_float32_is_refused_at_the_node(tmp_path):
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x) / torch.full((1, 4, 1, 1), 1e-39, dtype=torch.float64).float()
+    message = refusal(export(seeded(Tiny()), (3, 6, 6), tmp_path / "t.onnx"))
+    assert "(Div): the constant's scale or shift is beyond float32's range" in message, message

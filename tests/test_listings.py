@@ -14,7 +14,7 @@ from squeezegen.build import build
 from squeezegen.codegen.schedule import PRECISIONS
 
 LAUNCH = re.compile(r"// fixed launch: grid (\S+), \d+ threads per block;(?:(?!fixed launch).)*?"
-                    r"sg_config\.gridDim = dim3\((\d+), (\d+), (\d+)\)", re.S)
+                    r"\w+<<<dim3\((\d+), (\d+), (\d+)\)", re.S)
 
 
 def cli(*args):

@@ -943,3 +943,15 @@ def test_corrupted_onnx_files_fail_cleanly(tmp_path):
             assert "\n" not in str(exc)
             errors += 1
     assert errors > 20
+
+
+def test_conv_transpose_with_negative_output_padding_is_refused_at_the_node(tmp_path):
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up", strides=[2, 2],
+                            output_padding=[-1, -1])
+    model = onnx_model([node], [fvalue("x", [1, 2, 5, 5])], [fvalue("y", [1, 3, 9, 9])],
+                       [init("w", np.ones((2, 3, 3, 3)))])
+    path = tmp_path / "neg.onnx"
+    path.write_bytes(model.SerializeToString())
+    message = refusal(path)
+    assert "node 'up' (ConvTranspose), attribute 'output_padding'" in message, message
+    assert "non-negative" in message

@@ -180,20 +180,24 @@ static cudaError_t sg_launch_conv1_maxpool(const sg_buffers& sg_b, cudaStream_t 
 {
     // fixed launch: grid 5x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        lenet_conv1_maxpool<<<dim3(5, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(5, 1, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, lenet_conv1_maxpool, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(5, 1, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, lenet_conv1_maxpool, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    lenet_conv1_maxpool<<<dim3(5, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -363,20 +367,24 @@ static cudaError_t sg_launch_conv2_maxpool(const sg_buffers& sg_b, cudaStream_t 
 {
     // fixed launch: grid 1x1x7, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        lenet_conv2_maxpool<<<dim3(1, 1, 7), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(1, 1, 7);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, lenet_conv2_maxpool, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(1, 1, 7);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, lenet_conv2_maxpool, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    lenet_conv2_maxpool<<<dim3(1, 1, 7), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -445,20 +453,24 @@ static cudaError_t sg_launch_ip1_relu(const sg_buffers& sg_b, cudaStream_t sg_st
 {
     // fixed launch: grid 63x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        lenet_ip1_relu<<<dim3(63, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(63, 1, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, lenet_ip1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(63, 1, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, lenet_ip1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    lenet_ip1_relu<<<dim3(63, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -525,20 +537,24 @@ static cudaError_t sg_launch_ip2(const sg_buffers& sg_b, cudaStream_t sg_stream,
 {
     // fixed launch: grid 2x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        lenet_ip2<<<dim3(2, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(2, 1, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, lenet_ip2, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(2, 1, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, lenet_ip2, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    lenet_ip2<<<dim3(2, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -589,20 +605,24 @@ static cudaError_t sg_launch_prob(const sg_buffers& sg_b, cudaStream_t sg_stream
 {
     // fixed launch: grid 1x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        lenet_prob<<<dim3(1, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(1, 1, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, lenet_prob, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(1, 1, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, lenet_prob, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    lenet_prob<<<dim3(1, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 

@@ -244,20 +244,24 @@ static cudaError_t sg_launch_conv1_relu(const sg_buffers& sg_b, cudaStream_t sg_
 {
     // fixed launch: grid 386x1x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_conv1_relu<<<dim3(386, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(386, 1, 2);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_conv1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(386, 1, 2);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_conv1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_conv1_relu<<<dim3(386, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -312,20 +316,24 @@ static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_strea
 {
     // fixed launch: grid 1135x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_pool1<<<dim3(1135, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(1135, 1, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_pool1, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(1135, 1, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_pool1, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_pool1<<<dim3(1135, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -455,20 +463,24 @@ static cudaError_t sg_launch_fire2_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 95x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire2_squeeze_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(95, 1, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire2_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(95, 1, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire2_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire2_squeeze_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -598,20 +610,24 @@ static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 95x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire2_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(95, 1, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire2_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(95, 1, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire2_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire2_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -772,20 +788,24 @@ static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 95x1x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire2_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(95, 1, 2);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire2_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(95, 1, 2);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire2_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire2_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -946,20 +966,24 @@ static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 95x1x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire3_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(95, 1, 2);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire3_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(95, 1, 2);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire3_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire3_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -1089,20 +1113,24 @@ static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 95x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire3_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(95, 1, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire3_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(95, 1, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire3_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire3_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -1263,20 +1291,24 @@ static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 95x1x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire3_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(95, 1, 2);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire3_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(95, 1, 2);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire3_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire3_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -1437,20 +1469,24 @@ static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 95x1x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire4_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(95, 1, 2);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire4_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(95, 1, 2);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire4_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire4_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -1580,20 +1616,24 @@ static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 95x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire4_expand1x1_relu<<<dim3(95, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(95, 2, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire4_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(95, 2, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire4_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire4_expand1x1_relu<<<dim3(95, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -1754,20 +1794,24 @@ static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 95x2x3, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire4_expand3x3_relu<<<dim3(95, 2, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(95, 2, 3);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire4_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(95, 2, 3);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire4_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire4_expand3x3_relu<<<dim3(95, 2, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -1822,20 +1866,24 @@ static cudaError_t sg_launch_pool4(const sg_buffers& sg_b, cudaStream_t sg_strea
 {
     // fixed launch: grid 729x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_pool4<<<dim3(729, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(729, 1, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_pool4, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(729, 1, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_pool4, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_pool4<<<dim3(729, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -1996,20 +2044,24 @@ static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 23x1x4, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire5_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 1, 4);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire5_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 1, 4);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire5_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire5_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -2139,20 +2191,24 @@ static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x2, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire5_expand1x1_relu<<<dim3(23, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 2, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire5_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 2, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire5_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire5_expand1x1_relu<<<dim3(23, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -2313,20 +2369,24 @@ static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x2x4, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire5_expand3x3_relu<<<dim3(23, 2, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 2, 4);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire5_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 2, 4);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire5_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire5_expand3x3_relu<<<dim3(23, 2, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -2487,20 +2547,24 @@ static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 23x1x4, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire6_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 1, 4);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire6_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 1, 4);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire6_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire6_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -2630,20 +2694,24 @@ static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x3, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire6_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 3, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire6_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 3, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire6_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire6_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -2804,20 +2872,24 @@ static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x3x6, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire6_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 3, 6);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire6_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 3, 6);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire6_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire6_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -2978,20 +3050,24 @@ static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 23x1x6, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire7_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 1, 6);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire7_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 1, 6);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire7_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire7_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -3121,20 +3197,24 @@ static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x3, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire7_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 3, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire7_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 3, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire7_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire7_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -3295,20 +3375,24 @@ static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x3x6, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire7_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 3, 6);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire7_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 3, 6);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire7_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire7_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -3469,20 +3553,24 @@ static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 23x1x6, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire8_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 1, 6);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire8_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 1, 6);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire8_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire8_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -3612,20 +3700,24 @@ static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x4, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire8_expand1x1_relu<<<dim3(23, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 4, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire8_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 4, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire8_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire8_expand1x1_relu<<<dim3(23, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -3786,20 +3878,24 @@ static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 23x4x6, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire8_expand3x3_relu<<<dim3(23, 4, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 4, 6);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire8_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 4, 6);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire8_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire8_expand3x3_relu<<<dim3(23, 4, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -3854,20 +3950,24 @@ static cudaError_t sg_launch_pool8(const sg_buffers& sg_b, cudaStream_t sg_strea
 {
     // fixed launch: grid 338x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_pool8<<<dim3(338, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(338, 1, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_pool8, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(338, 1, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_pool8, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_pool8<<<dim3(338, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -4028,20 +4128,24 @@ static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStre
 {
     // fixed launch: grid 6x1x8, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire9_squeeze_relu<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(6, 1, 8);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire9_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(6, 1, 8);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire9_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire9_squeeze_relu<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -4171,20 +4275,24 @@ static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 6x4, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire9_expand1x1_relu<<<dim3(6, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(6, 4, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire9_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(6, 4, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire9_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire9_expand1x1_relu<<<dim3(6, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -4345,20 +4453,24 @@ static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaSt
 {
     // fixed launch: grid 6x4x9, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_fire9_expand3x3_relu<<<dim3(6, 4, 9), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(6, 4, 9);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire9_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(6, 4, 9);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_fire9_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_fire9_expand3x3_relu<<<dim3(6, 4, 9), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -4519,20 +4631,24 @@ static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg
 {
     // fixed launch: grid 6x16x6, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_conv10_relu<<<dim3(6, 16, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(6, 16, 6);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_conv10_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(6, 16, 6);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_conv10_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_conv10_relu<<<dim3(6, 16, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -4691,20 +4807,24 @@ static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_strea
 {
     // fixed launch: grid 6x1x15, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_score<<<dim3(6, 1, 15), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(6, 1, 15);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_score, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(6, 1, 15);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_score, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_score<<<dim3(6, 1, 15), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -4867,20 +4987,24 @@ static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_
 {
     // fixed launch: grid 6x1x8, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_score_pool8_add<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(6, 1, 8);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_score_pool8_add, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(6, 1, 8);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_score_pool8_add, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_score_pool8_add<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -5025,20 +5149,24 @@ static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stre
 {
     // fixed launch: grid 4x7, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_conv11<<<dim3(4, 7, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(4, 7, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_conv11, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(4, 7, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_conv11, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_conv11<<<dim3(4, 7, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -5201,20 +5329,24 @@ static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_
 {
     // fixed launch: grid 23x1x4, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_score_pool4_add<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(23, 1, 4);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_score_pool4_add, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(23, 1, 4);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_score_pool4_add, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_score_pool4_add<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -5359,20 +5491,24 @@ static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stre
 {
     // fixed launch: grid 16x21, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_conv12<<<dim3(16, 21, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(16, 21, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_conv12, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(16, 21, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_conv12, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_conv12<<<dim3(16, 21, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -5504,20 +5640,24 @@ static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_
 {
     // fixed launch: grid 95x1, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_score_pool1_add<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(95, 1, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_score_pool1_add, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(95, 1, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_score_pool1_add, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_score_pool1_add<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 // -----------------------------------------------------------------------------------------------
@@ -5662,20 +5802,24 @@ static cudaError_t sg_launch_conv13(const sg_buffers& sg_b, cudaStream_t sg_stre
 {
     // fixed launch: grid 208x3, 256 threads per block; `sg_dependent`: as a
     // programmatic dependent launch (the kernel may start while the one before it finishes)
-    if (!sg_dependent) {
-        squeezeseg_conv13<<<dim3(208, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-        return cudaGetLastError();
+#if SG_DEPENDENT_LAUNCH
+    if (sg_dependent) {
+        cudaLaunchAttribute sg_attribute;
+        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t sg_config = {};
+        sg_config.gridDim = dim3(208, 3, 1);
+        sg_config.blockDim = dim3(256);
+        sg_config.stream = sg_stream;
+        sg_config.attrs = &sg_attribute;
+        sg_config.numAttrs = 1;
+        return cudaLaunchKernelEx(&sg_config, squeezeseg_conv13, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     }
-    cudaLaunchAttribute sg_attribute;
-    sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t sg_config = {};
-    sg_config.gridDim = dim3(208, 3, 1);
-    sg_config.blockDim = dim3(256);
-    sg_config.stream = sg_stream;
-    sg_config.attrs = &sg_attribute;
-    sg_config.numAttrs = 1;
-    return cudaLaunchKernelEx(&sg_config, squeezeseg_conv13, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+#else
+    (void)sg_dependent;
+#endif
+    squeezeseg_conv13<<<dim3(208, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
+    return cudaGetLastError();
 }
 
 

@@ -173,9 +173,9 @@ class OpMapping:
             raise self.fail(node, f"group {a['group']} is not supported: squeezegen's deconv has "
                                   "no groups (only group 1)", "group")
         extra = tuple(int(p) for p in a.get("output_padding", (0, 0)))
-        if len(extra) != 2:
-            raise self.fail(node, f"output_padding {list(extra)} should have 2 entries (rows, "
-                                  "columns)", "output_padding")
+        if len(extra) != 2 or min(extra) < 0:
+            raise self.fail(node, f"output_padding {list(extra)} should be 2 non-negative "
+                                  "entries (rows, columns)", "output_padding")
         kernel = (int(w.shape[2]), int(w.shape[3]))
         if "kernel_shape" in a and tuple(int(k) for k in a["kernel_shape"]) != kernel:
             raise self.fail(node, f"kernel_shape {list(a['kernel_shape'])} does not match the "
@@ -299,7 +299,10 @@ class OpMapping:
                                 {"negative_slope": float(str(np.float32(a.get("alpha", 0.01))))})
             return
         if op_type == "Elu":
-            self.add_activation(node, "elu", {"alpha": float(str(np.float32(a.get("alpha", 1.0))))})
+            alpha = float(str(np.float32(a.get("alpha", 1.0))))
+            if not math.isfinite(alpha):
+                raise self.fail(node, f"alpha {alpha} is not a finite float32", "alpha")
+            self.add_activation(node, "elu", {"alpha": alpha})
             return
         if op_type == "Gelu":
             approximate = a.get("approximate", "none")
@@ -512,11 +515,18 @@ class OpMapping:
         one, zero = np.ones_like(v), np.zeros_like(v)
         weight, bias = {"Add": (one, v), "Mul": (v, zero), "Div": (1.0 / v, zero),
                         "Sub": (one, -v) if i == 0 else (-one, v)}[op]
+        if not (np.all(np.isfinite(weight.astype(np.float32)))
+                and np.all(np.isfinite(bias.astype(np.float32)))):
+            raise self.fail(node, "the constant's scale or shift is beyond float32's range")
         before = self.layers[x.layer] if x.layer != _INPUT else None
         if (before is not None and before.op == "affine" and not before.relu
-                and self.only_reader(node.input[i]) is node):
-            before.weights = {"weight": (before.weights["weight"] * weight).astype(np.float32),
-                              "bias": (before.weights["bias"] * weight + bias).astype(np.float32)}
+                and self.sole_reader_of_layer(x.layer) is node):
+            merged = {"weight": (before.weights["weight"] * weight).astype(np.float32),
+                      "bias": (before.weights["bias"] * weight + bias).astype(np.float32)}
+            if not all(np.all(np.isfinite(v)) for v in merged.values()):
+                raise self.fail(node, "merged with the affine before it, the scale or shift is "
+                                      "beyond float32's range")
+            before.weights = merged
             self.values[node.output[0]] = _Value(x.layer, x.shape, x.sg)
             self.fuse_relu(x.layer, node.output[0])
             return True
@@ -525,6 +535,15 @@ class OpMapping:
             relu=False), node.output[0], x.shape)
         self.fuse_relu(index, node.output[0])
         return True
+
+    def sole_reader_of_layer(self, layer: int):
+        """The one node that reads layer `layer`'s output under any of its names (a Flatten or
+        an Identity gives it another), when it has only that reader and is no graph output."""
+        names = [n for n, v in self.values.items() if v.layer == layer]
+        if any(n in self.g.outputs for n in names):
+            return None
+        readers = [r for n in names for r in self.data_consumers(n)]
+        return readers[0] if len(readers) == 1 else None
 
     def per_channel(self, node, x: _Value, name: str) -> np.ndarray:
         """The constant `name`, an operand of a binary op with `x`, as one value per channel of
@@ -536,11 +555,15 @@ class OpMapping:
         channels = x.sg[0]
         full = (1,) + tuple(x.shape)                            # ONNX's shape, batch first
         aligned = (1,) * (len(full) - c.ndim) + tuple(c.shape) if c.ndim <= len(full) else None
+        # one per channel: the layer's channels are the tensor's axis 1 (not a reshaped view),
+        # or a flattened C x 1 x 1 (a global pool's vector)
+        channel_axis = x.shape == x.sg or (x.flattened and x.sg[1:] == (1, 1))
         per = aligned is not None and (c.size == 1 or (
-            aligned[1] == channels and c.size == channels and len(x.shape) == len(x.sg)))
+            channel_axis and aligned[1] == channels and c.size == channels))
         if not per:
-            want = (f"[{channels}, 1, 1] or [1, {channels}, 1, 1]" if len(x.shape) == 3
-                    else f"[{channels}] or [1, {channels}]")
+            c0 = x.shape[0]
+            want = (f"[{c0}, 1, 1] or [1, {c0}, 1, 1]" if len(x.shape) == 3
+                    else f"[{c0}] or [1, {c0}]")
             raise self.fail(node, f"the constant '{name}' has shape {list(c.shape)} against the "
                                   f"tensor's [N, {', '.join(map(str, x.shape))}]; squeezegen "
                                   f"takes one number or one per channel ({want})")
@@ -573,8 +596,9 @@ class OpMapping:
             b = self.values[node.output[0] + ":negated"]
             assert b.layer == index
         if node.input[0] == node.input[1] or a.layer == b.layer:
-            raise self.fail(node, f"{word}s a tensor to itself; squeezegen's {op} needs two "
-                                  "different layers")
+            raise self.fail(node, f"{'subtract' if negate_second else word}s a tensor "
+                                  f"{'from' if negate_second else 'to'} itself; squeezegen's "
+                                  f"{op} needs two different layers")
         big, small = (a, b) if len(a.shape) >= len(b.shape) and math.prod(a.shape) >= \
             math.prod(b.shape) else (b, a)
         per_channel = (len(big.shape) == 3 and small.shape == (big.shape[0], 1, 1)
