@@ -212,6 +212,8 @@ def torch_module(graph, weights: dict):
                 return F.batch_norm(x, self._p(node, "running_mean"), self._p(node, "running_var"),
                                     self._p(node, "weight"), self._p(node, "bias"),
                                     training=False, eps=a["eps"])
+            if node.op == "pixel_shuffle":
+                return F.pixel_shuffle(x, a["factor"])
             if node.op == "affine":         # per channel: x * weight + bias
                 shape = (1, -1) + (1,) * (x.dim() - 2)
                 return torch.addcmul(self._p(node, "bias").view(shape), x,

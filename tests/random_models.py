@@ -146,6 +146,13 @@ def random_model(seed: int, wide: bool = False) -> str:
             emit(f"{last}_gm", f"op: maxpool, input: {last}, global: true", (c, 1, 1), [last])
             emit(f"{last}_bias", f"op: add, inputs: [{last}, {last}_gm]", (c, h, w),
                  [last, f"{last}_gm"])
+        elif draw < 0.42 and h * w <= 400:        # a sub-pixel upsampling (pixel shuffle)
+            r = more_rng.choice([2, 3])
+            co = more_rng.randint(1, 3)
+            emit(f"{last}_sp", f"op: conv, input: {last}, out: {co * r * r}, kernel: 1",
+                 (co * r * r, h, w), [last])
+            emit(f"{last}_ps", f"op: pixel_shuffle, input: {last}_sp, factor: {r}",
+                 (co, h * r, w * r), [f"{last}_sp"])
 
     if affine_rng.random() < 0.15:                 # an input normalisation (its own kernel)
         emit("norm", "op: affine, input: input", (c, h, w), ["input"])

@@ -194,7 +194,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "HardSwish": self.map_activation, "Tanh": self.map_activation,
                    "Elu": self.map_activation, "Gelu": self.map_activation,
                    "Softplus": self.map_activation, "Mish": self.map_activation,
-                   "Erf": self.map_pattern_only,
+                   "Erf": self.map_pattern_only, "DepthToSpace": self.map_depth_to_space,
                    "Add": self.map_add, "Mul": self.map_mul, "Sub": self.map_sub_div,
                    "Div": self.map_sub_div, "Concat": self.map_concat,
                    "Gemm": self.map_gemm,

@@ -486,6 +486,20 @@ class OpMapping:
         self.add_activation(div, "gelu", {"approximate": "none"}, half.output[0])
         return True
 
+    def map_depth_to_space(self, node):
+        """DepthToSpace in CRD mode (what torch.nn.PixelShuffle exports): pixel_shuffle."""
+        a = self.attrs(node, ("blocksize", "mode"))
+        mode = a.get("mode", "DCR")
+        if mode != "CRD":
+            raise self.fail(node, f"mode {mode} is not supported: squeezegen's pixel_shuffle is "
+                                  "PyTorch's, DepthToSpace's CRD mode", "mode")
+        if "blocksize" not in a:
+            raise self.fail(node, "has no blocksize", "blocksize")
+        x = self.image(node)
+        f = {"factor": int(a["blocksize"])}
+        sg = self.shape_of(node, "pixel_shuffle", f, [x.sg])
+        self.add_layer(_Layer("pixel_shuffle", [x.layer], f, {}, sg, node), node.output[0])
+
     def map_pattern_only(self, node):
         raise self.fail(node, f"{node.op_type} is imported only inside GELU, x * 0.5 * (1 + "
                               "erf(x / sqrt(2))), as F.gelu exports it")

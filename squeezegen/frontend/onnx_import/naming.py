@@ -138,6 +138,8 @@ class YamlWriting:
                 if f["coordinates"] != ("half_pixel" if f["mode"] == "bilinear" else
                                         "asymmetric"):
                     items.append(f"coordinates: {f['coordinates']}")
+            if "factor" in f:
+                items.append(f"factor: {f['factor']}")
             for key in ("eps", "min", "max", "negative_slope", "alpha"):
                 if key in f:
                     items.append(f"{key}: {_yaml_float(f[key])}")
