@@ -231,9 +231,11 @@ def _cmd_build(args) -> int:
     plan = result.plan
     print(f"{result.graph.name}: batch {args.batch}, {len(result.output.kernels)} kernels "
           f"(passes: {', '.join(result.fused.passes)}, plan_memory)")
+    op_width = max([8] + [len(k.node.op) for k in result.output.kernels])
     for k in result.output.kernels:
         mma = k.extra.get("mma")
-        print(f"  {k.name:32s} {k.node.op:8s} -> {str(k.node.type):14s} grid {k.grid_text:12s}"
+        print(f"  {k.name:32s} {k.node.op:{op_width}s} -> {str(k.node.type):14s} "
+              f"grid {k.grid_text:12s}"
               f"{f' tensor cores ({mma})' if mma else ''}".rstrip())
     if args.precision != "fp32":
         on = sum(1 for k in result.output.kernels if k.extra.get("mma"))
