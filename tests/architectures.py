@@ -1,6 +1,7 @@
 """The networks users bring, in plain PyTorch, written from torchvision's published structure
 (torchvision itself cannot be imported in CI): ResNet-18/50, MobileNetV2, MobileNetV3-Large,
-EfficientNet-B0, SqueezeNet 1.1, VGG-11-BN, LR-ASPP, DeepLabV3 and FCN. Widths and depths are
+EfficientNet-B0, SqueezeNet 1.1, VGG-11-BN, LR-ASPP, DeepLabV3, FCN and ShuffleNetV2 (channel
+split and shuffle). Widths and depths are
 cut down so that the NumPy reference runs them in a second; the blocks, their order and their
 ops (BatchNorm, depthwise and dilated convs, SE blocks, hardswish/SiLU/ReLU6, bilinear resizes,
 global pools) are torchvision's. On the H200, scripts/torchvision_check.py runs the real ones.
@@ -321,6 +322,57 @@ class FCN(nn.Module):
                              align_corners=False)
 
 
+# ------------------------------------------------------------------------------ ShuffleNetV2
+def channel_shuffle(x, groups):
+    """torchvision's: view as (N, G, C / G, H, W), swap the group axes, flatten back."""
+    n, c, h, w = x.size()
+    x = torch.transpose(x.view(n, groups, c // groups, h, w), 1, 2).contiguous()
+    return x.view(n, -1, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """torchvision's ShuffleNetV2 InvertedResidual: stride 1 splits the channels in two (chunk)
+    and transforms one half; stride 2 transforms both copies; then concat and shuffle."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.stride = stride
+        half = cout // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(cbr(cin, cin, 3, stride, groups=cin, act=None),
+                                         cbr(cin, half, 1))
+        self.branch2 = nn.Sequential(cbr(cin if stride > 1 else half, half, 1),
+                                     cbr(half, half, 3, stride, groups=half, act=None),
+                                     cbr(half, half, 1))
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+class ShuffleNetV2(nn.Module):
+    def __init__(self, widths=(12, 24, 48, 96), repeats=(2, 2, 1), classes=10):
+        super().__init__()
+        self.conv1 = cbr(3, widths[0], 3, 2)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages, cin = [], widths[0]
+        for cout, n in zip(widths[1:], repeats):
+            stages += [ShuffleUnit(cin, cout, 2)] + [ShuffleUnit(cout, cout, 1)
+                                                      for _ in range(n - 1)]
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.conv5 = cbr(cin, 128, 1)
+        self.fc = nn.Linear(128, classes)
+
+    def forward(self, x):
+        x = self.conv5(self.stages(self.maxpool(self.conv1(x))))
+        return self.fc(x.mean([2, 3]))
+
+
 # name -> (constructor, input C x H x W)
 ARCHITECTURES = {
     "resnet18": (lambda: ResNet(), (3, 64, 64)),
@@ -333,6 +385,7 @@ ARCHITECTURES = {
     "lraspp_mobilenet_v3_large": (LRASPP, (3, 64, 48)),
     "deeplabv3_mobilenet_v3_large": (DeepLabV3, (3, 64, 48)),
     "fcn_resnet50": (FCN, (3, 64, 48)),
+    "shufflenet_v2_x1_0": (ShuffleNetV2, (3, 64, 64)),
 }
 
 

@@ -214,6 +214,12 @@ def torch_module(graph, weights: dict):
                                     training=False, eps=a["eps"])
             if node.op == "pixel_shuffle":
                 return F.pixel_shuffle(x, a["factor"])
+            if node.op == "slice":
+                return x[:, a["channels"][0]:a["channels"][1]]
+            if node.op == "channel_shuffle":       # torchvision's shufflenetv2.channel_shuffle
+                n, c = x.shape[:2]
+                y = x.view((n, a["groups"], c // a["groups"]) + tuple(x.shape[2:]))
+                return torch.transpose(y, 1, 2).contiguous().view(x.shape)
             if node.op == "affine":         # per channel: x * weight + bias
                 shape = (1, -1) + (1,) * (x.dim() - 2)
                 return torch.addcmul(self._p(node, "bias").view(shape), x,

@@ -153,6 +153,14 @@ def random_model(seed: int, wide: bool = False) -> str:
                  (co * r * r, h, w), [last])
             emit(f"{last}_ps", f"op: pixel_shuffle, input: {last}_sp, factor: {r}",
                  (co, h * r, w * r), [f"{last}_sp"])
+        elif draw < 0.48 and c >= 2:              # ShuffleNet: a channel split, then a shuffle
+            start = more_rng.randint(0, c - 2)
+            stop = more_rng.randint(start + 1, c)
+            emit(f"{last}_sl", f"op: slice, input: {last}, channels: [{start}, {stop}]",
+                 (stop - start, h, w), [last])
+            g = more_rng.choice([d for d in (2, 3, 4) if (stop - start) % d == 0] or [1])
+            emit(f"{last}_sh", f"op: channel_shuffle, input: {last}_sl, groups: {g}",
+                 (stop - start, h, w), [f"{last}_sl"])
 
     if affine_rng.random() < 0.15:                 # an input normalisation (its own kernel)
         emit("norm", "op: affine, input: input", (c, h, w), ["input"])

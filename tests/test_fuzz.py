@@ -34,15 +34,30 @@ def _rel(a, b):
     return float(np.abs(a.astype(np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
 
 
+def _without_layer(lines: list[str], i: int) -> list[str]:
+    """The model without layer line `i`, whose readers now read what it read (its `input`, or
+    the layer before it)."""
+    import re
+    name = re.match(r"  - \{name: (\w+)", lines[i]).group(1)
+    explicit = re.search(r"[{ ]input: (\w+)", lines[i])
+    before = [re.match(r"  - \{name: (\w+)", ln).group(1) for ln in lines[:i]
+              if ln.startswith("  - {name:")]
+    source = explicit.group(1) if explicit else (before[-1] if before else "input")
+    rest = lines[:i] + lines[i + 1:]
+    return [re.sub(rf"\b{name}\b", source, ln) if ln.startswith("  - {name:") else ln
+            for ln in rest]
+
+
 def shrink(text: str, fails) -> str:
-    """Remove layer lines one at a time (fixing the output list) while `fails(text)` holds."""
+    """Remove layer lines one at a time (their readers read what they read; the output list
+    fixed) while `fails(text)` holds."""
     lines = text.splitlines()
     changed = True
     while changed:
         changed = False
         layer_rows = [i for i, ln in enumerate(lines) if ln.startswith("  - {name:")]
         for i in reversed(layer_rows):
-            candidate = lines[:i] + lines[i + 1:]
+            candidate = _without_layer(lines, i)
             for fixed in _with_valid_outputs(candidate):
                 try:
                     parse_model(fixed)

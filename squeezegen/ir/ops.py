@@ -3,25 +3,25 @@
 Each op family is one module of `squeezegen/ops/` (gemm: conv and linear; deconv; pool; eltwise:
 add and mul; concat; softmax; norm: batchnorm, affine; activation: relu, relu6, clip,
 leaky_relu, sigmoid, hardsigmoid, hardswish, silu, tanh, elu, gelu, softplus, mish; resize;
-pixel_shuffle) whose `OPS` list holds `OpInfo` entries: the op's fields in the model language,
-its output shape, its weights (PyTorch's layouts, and the layout the kernels want them packed
-in), FLOPs, the epilogues its kernel takes, its NumPy reference, its lowering (template,
-compile-time constants, grid, tile kind) and its PyTorch peer. Everything else (parser, passes,
-printer, reference executor, scheduler, code generator, PyTorch peer, tuning-cache signature)
-looks an op up here instead of naming it.
+pixel_shuffle; channels: slice, channel_shuffle) whose `OPS` list holds `OpInfo` entries: the
+op's fields in the model language, its output shape, its weights (PyTorch's layouts, and the
+layout the kernels want them packed in), FLOPs, the epilogues its kernel takes, its NumPy
+reference, its lowering (template, compile-time constants, grid, tile kind) and its PyTorch
+peer. Everything else (parser, passes, printer, reference executor, scheduler, code generator,
+PyTorch peer, tuning-cache signature) looks an op up here instead of naming it.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..ops import (activation, concat, deconv, eltwise, gemm, norm, pixel_shuffle, pool, resize,
-                   softmax)
+from ..ops import (activation, channels, concat, deconv, eltwise, gemm, norm, pixel_shuffle, pool,
+                   resize, softmax)
 from ..ops.base import (OpInfo, ShapeError, conv_out_size, deconv_out_size,  # noqa: F401
                         pool_out_size, pool_window)
 from .graph import Graph, Node, TensorType
 
 FAMILIES = (gemm, deconv, pool, eltwise, concat, softmax, norm, activation, resize,
-            pixel_shuffle)
+            pixel_shuffle, channels)
 
 INPUT = OpInfo("input", 0, None, lambda a, i: TensorType(a["shape"]), reference=None,
                lower=None, torch=None)

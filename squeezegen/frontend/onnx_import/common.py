@@ -17,7 +17,7 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant",
                  "Mul", "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
                  "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "Sub", "Div",
-                 "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace")
+                 "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.

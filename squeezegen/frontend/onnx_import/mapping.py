@@ -8,6 +8,14 @@ import numpy as np
 from .common import _INPUT, _Layer, _Value
 
 
+def _clamped(start: int, end: int, size: int) -> tuple[int, int]:
+    """ONNX Slice's start and end on an axis of `size`: negatives count from the end, both
+    clamped to [0, size]."""
+    start += size if start < 0 else 0
+    end += size if end < 0 else 0
+    return max(0, min(start, size)), max(0, min(end, size))
+
+
 class OpMapping:
     """Mapping ONNX nodes onto squeezegen layers (one method per ONNX op), fire recognition."""
 
@@ -765,9 +773,12 @@ class OpMapping:
         self.values[node.output[0]] = self.tensor(node)
 
     def map_reshape(self, node):
-        """Flatten, Reshape, Squeeze, Unsqueeze: only flattening (or undoing one) is a no-op."""
+        """Flatten, Reshape, Squeeze, Unsqueeze: only flattening (or undoing one) is a no-op;
+        ShuffleNet's channel shuffle (Reshape to 5-D, Transpose, Reshape) is one layer."""
         x = self.tensor(node)
         full = (self.batch,) + x.shape
+        if node.op_type == "Reshape" and self.match_channel_shuffle(node, x, full):
+            return
         if node.op_type == "Flatten":
             a = self.attrs(node, ("axis",))
             axis = int(a.get("axis", 1))
@@ -785,6 +796,109 @@ class OpMapping:
                                   "a linear layer)")
         # the values keep their order: the layer stays; what reads it checks the new shape
         self.values[node.output[0]] = _Value(x.layer, tuple(target[1:]), x.sg)
+
+    def match_channel_shuffle(self, node, x: _Value, full: tuple[int, ...]) -> bool:
+        """x.view(N, G, C / G, H, W).transpose(1, 2): a channel_shuffle layer, whose output in
+        memory order is the transposed view's (so the Reshape back to N, C, H, W that follows
+        is a no-op, like a flattening); the Transpose is absorbed."""
+        if len(x.shape) != 3 or x.shape != x.sg:
+            return False
+        target = self.new_shape(node, full)
+        c, h, w = x.shape
+        if len(target) != 5 or target[0] != self.batch or target[3:] != (h, w) \
+                or target[1] * target[2] != c:
+            return False
+        transpose = self.only_reader(node.output[0], "Transpose")
+        if transpose is None or len(transpose.output) != 1:
+            return False
+        perm = [int(p) for p in self.attrs(transpose, ("perm",)).get("perm", [])]
+        if perm != [0, 2, 1, 3, 4]:
+            return False
+        self.absorbed.add(id(transpose))
+        f = {"groups": int(target[1])}
+        self.add_layer(_Layer("channel_shuffle", [x.layer], f, {}, x.sg, node),
+                       transpose.output[0], (target[2], target[1], h, w))
+        return True
+
+    def map_slice(self, node):
+        """Slice of a layer output's channels (axis 1) with step 1: a `slice` layer (all of them:
+        the same tensor). Slices of the batch, rows or columns are refused."""
+        x = self.tensor(node)
+        if self.opset < 10:
+            a = self.attrs(node, ("starts", "ends", "axes"))
+            starts, ends, axes, steps = a.get("starts"), a.get("ends"), a.get("axes"), None
+        else:
+            self.attrs(node, ())
+            parts = []
+            for i, what in ((1, "starts"), (2, "ends"), (3, "axes"), (4, "steps")):
+                name = node.input[i] if i < len(node.input) else ""
+                if name and name not in self.g.consts:
+                    raise self.fail(node, f"the {what} '{name}' must be a constant")
+                parts.append([int(v) for v in self.g.consts[name].reshape(-1)] if name else None)
+            starts, ends, axes, steps = parts
+        if starts is None or ends is None or len(starts) != len(ends):
+            raise self.fail(node, "needs starts and ends of one length")
+        rank = 1 + len(x.shape)
+        axes = list(range(len(starts))) if axes is None else [int(ax) for ax in axes]
+        if any(not -rank <= ax < rank for ax in axes) or len(axes) != len(starts):
+            raise self.fail(node, f"axes {axes} do not fit a rank-{rank} tensor")
+        if steps is not None and any(int(st) != 1 for st in steps):
+            raise self.fail(node, f"steps {list(steps)} are not supported (only 1)")
+        full = (self.batch,) + x.shape
+        channels = (0, full[1])
+        for ax, start, end in zip(axes, starts, ends):
+            ax %= rank
+            span = _clamped(int(start), int(end), full[ax])
+            if ax == 1:
+                channels = span
+            elif span != (0, full[ax]):
+                where = "batch" if ax == 0 else "rows or columns"
+                raise self.fail(node, f"slices the {where} (axis {ax}, {span[0]}..{span[1]} of "
+                                      f"{full[ax]}); squeezegen slices only channels")
+        self.add_slice(node, x, channels, node.output[0])
+
+    def map_split(self, node):
+        """Split of a layer output's channels (axis 1): one `slice` layer per part."""
+        a = self.attrs(node, ("axis", "split", "num_outputs"))
+        x = self.tensor(node)
+        rank = 1 + len(x.shape)
+        axis = int(a.get("axis", 0))
+        if not -rank <= axis < rank or axis % rank != 1:
+            raise self.fail(node, f"splits axis {axis}; squeezegen splits only channels (axis 1)",
+                            "axis")
+        c = x.shape[0]
+        sizes = a.get("split")
+        if len(node.input) > 1 and node.input[1]:
+            sizes = [int(v) for v in self.const(node, 1, "split sizes").reshape(-1)]
+        outs = [o for o in node.output]
+        if sizes is None:
+            parts = int(a.get("num_outputs", len(outs)))
+            step = -(-c // parts)
+            sizes = [min(step, c - i * step) for i in range(parts)]
+        sizes = [int(v) for v in sizes]
+        if len(sizes) != len(outs) or sum(sizes) != c or min(sizes) < 0:
+            raise self.fail(node, f"split sizes {sizes} do not divide the {c} channels into "
+                                  f"{len(outs)} parts")
+        start = 0
+        for out, size in zip(outs, sizes):
+            if out and size:
+                self.add_slice(node, x, (start, start + size), out)
+            start += size
+
+    def add_slice(self, node, x: _Value, channels: tuple[int, int], tensor: str) -> None:
+        start, stop = channels
+        if (start, stop) == (0, x.shape[0]):
+            self.values[tensor] = x                     # the whole tensor
+            return
+        if not start < stop:
+            raise self.fail(node, f"takes no channels ({start}..{stop})")
+        if x.shape != x.sg and not (x.flattened and x.sg[1:] == (1, 1)):
+            raise self.fail(node, f"slices a reshaped tensor [N, {', '.join(map(str, x.shape))}]"
+                                  f" (the layer is {'x'.join(map(str, x.sg))})")
+        f = {"channels": (start, stop)}
+        sg = (stop - start,) + x.sg[1:]
+        self.add_layer(_Layer("slice", [x.layer], f, {}, sg, node), tensor,
+                       (stop - start,) + x.shape[1:])
 
     def new_shape(self, node, full: tuple[int, ...]) -> tuple[int, ...]:
         """The output shape of a Reshape / Squeeze / Unsqueeze of a `full`-shaped tensor."""

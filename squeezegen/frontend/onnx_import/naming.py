@@ -140,6 +140,10 @@ class YamlWriting:
                     items.append(f"coordinates: {f['coordinates']}")
             if "factor" in f:
                 items.append(f"factor: {f['factor']}")
+            if layer.op == "slice":
+                items.append(f"channels: [{f['channels'][0]}, {f['channels'][1]}]")
+            if layer.op == "channel_shuffle":
+                items.append(f"groups: {f['groups']}")
             for key in ("eps", "min", "max", "negative_slope", "alpha"):
                 if key in f:
                     items.append(f"{key}: {_yaml_float(f[key])}")
