@@ -128,3 +128,52 @@ def test_on_the_gpu(fields):
     x = random_input(g, 3)
     with squeezegen.compile(g, {}, batch=3) as net:
         assert_close(net(x), ReferenceExecutor(g, {})(x), 1e-6)
+
+
+@pytest.mark.parametrize("op, opset, mode, scales, via_attribute", [
+    ("Upsample", 7, "nearest", [1.0, 1.0, 2.0, 3.0], True),
+    ("Upsample", 8, "linear", [1.0, 1.0, 2.0, 3.0], True),
+    ("Upsample", 9, "linear", [1.0, 1.0, 2.0, 2.0], False),
+    ("Upsample", 9, "nearest", [1.0, 1.0, 3.0, 2.0], False),
+    ("Resize", 10, "linear", [1.0, 1.0, 2.0, 3.0], False),
+    ("Resize", 10, "nearest", [1.0, 1.0, 2.0, 2.0], False),
+])
+def test_old_opset_upsample_imports_as_an_asymmetric_resize(op, opset, mode, scales,
+                                                            via_attribute, tmp_path):
+    """Upsample (opsets 7-9) and Resize-10 have Resize-11's asymmetric coordinates (nearest:
+    floor): checked against ONNX's own reference evaluator running that Resize-11."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+    from squeezegen.frontend.onnx_import import import_onnx
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3))
+                                .astype(np.float32), "w")
+    s = numpy_helper.from_array(np.array(scales, np.float32), "s")
+
+    def model(up, inits, version):
+        conv = helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1])
+        g = helper.make_graph([conv, up], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [w] + inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", version)])
+        m.ir_version = 7
+        return m
+    if via_attribute:
+        old = model(helper.make_node(op, ["c"], ["y"], name="up", mode=mode, scales=scales), [],
+                    opset)
+    else:
+        old = model(helper.make_node(op, ["c", "s"], ["y"], name="up", mode=mode), [s], opset)
+    roi = numpy_helper.from_array(np.array([], np.float32), "roi")
+    same = model(helper.make_node("Resize", ["c", "roi", "s"], ["y"], name="up", mode=mode,
+                                  coordinate_transformation_mode="asymmetric",
+                                  nearest_mode="floor"), [roi, s], 13)
+    x = np.random.default_rng(1).standard_normal((1, 3, 5, 4)).astype(np.float32)
+    want = ReferenceEvaluator(same).run(None, {"x": x})[0]
+    path = tmp_path / "up.onnx"
+    onnx.save(old, str(path))
+    text, weights = import_onnx(path)
+    assert "coordinates: asymmetric" in text or mode == "nearest", text
+    got = ReferenceExecutor(squeezegen.parse_model(text), weights)(x)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()

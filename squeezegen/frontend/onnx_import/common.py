@@ -17,13 +17,15 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant",
                  "Mul", "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
                  "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "Sub", "Div",
-                 "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split")
+                 "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
+                 "Upsample")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.
 UNSUPPORTED_HINTS = {
-    "Upsample": "the resize of ONNX opsets before 10; export with opset_version 11 or later, "
-                "which writes Resize",
+    "Transpose": "squeezegen imports a Transpose only inside ShuffleNet's channel shuffle "
+                 "(Reshape to [N, G, C/G, H, W], Transpose(0, 2, 1, 3, 4)); layouts other than "
+                 "N, C, H, W are not supported",
 }
 
 

@@ -345,11 +345,30 @@ class OpMapping:
             return
         self.add_activation(node, simple, {})
 
+    def map_upsample(self, node):
+        """Upsample (opsets 7 to 9) and Resize at opset 10: scales only, asymmetric coordinates
+        (nearest: floor, as PyTorch's "nearest"; linear: bilinear)."""
+        a = self.attrs(node, ("mode", "scales"))
+        onnx_mode = a.get("mode", "nearest")
+        if onnx_mode not in ("nearest", "linear", "bilinear"):
+            raise self.fail(node, f"mode {onnx_mode} is not supported (nearest and linear are)",
+                            "mode")
+        if "scales" in a:
+            scales = np.asarray(a["scales"], np.float64)
+        else:
+            scales = self.const(node, 1, "scales")
+        x = self.image(node)
+        mode = "nearest" if onnx_mode == "nearest" else "bilinear"
+        self.resize_layer(node, x, {"mode": mode, "coordinates": "asymmetric"}, scales, None)
+
     def map_resize(self, node):
         """Resize (opset 11+) with constant scales or sizes over H and W: nearest (floor with
         asymmetric coordinates, PyTorch's "nearest"; round_prefer_ceil with half_pixel, its
         "nearest-exact") or linear, in the half_pixel, pytorch_half_pixel, align_corners or
-        asymmetric coordinate modes."""
+        asymmetric coordinate modes. At opset 10, Upsample's form (`map_upsample`)."""
+        if self.opset < 11:
+            self.map_upsample(node)
+            return
         a = self.attrs(node, ("coordinate_transformation_mode", "cubic_coeff_a", "mode",
                               "nearest_mode", "exclude_outside", "extrapolation_value",
                               "antialias", "keep_aspect_ratio_policy"))
@@ -377,6 +396,12 @@ class OpMapping:
         x = self.image(node)
         f = {"mode": mode, "coordinates": coordinates}
         scales = self.const(node, 2, "scales") if len(node.input) > 2 and node.input[2] else None
+        sizes = self.const(node, 3, "sizes") if len(node.input) > 3 and node.input[3] else None
+        self.resize_layer(node, x, f, scales, sizes)
+
+    def resize_layer(self, node, x: _Value, f: dict, scales, sizes) -> None:
+        """A resize layer of `x` with mode and coordinates `f`, by constant `scales` (N, C, H, W
+        factors) or else `sizes`."""
         if scales is not None and scales.size:
             s = [float(v) for v in scales.reshape(-1)]
             if len(s) != 4 or s[:2] != [1.0, 1.0] or min(s) <= 0:
@@ -385,9 +410,9 @@ class OpMapping:
             f["scale"] = (s[2], s[3])
             f["size"] = (int(math.floor(x.sg[1] * s[2])), int(math.floor(x.sg[2] * s[3])))
         else:
-            if len(node.input) < 4 or not node.input[3]:
+            if sizes is None:
                 raise self.fail(node, "neither scales nor sizes is given")
-            sizes = [int(v) for v in self.const(node, 3, "sizes").reshape(-1)]
+            sizes = [int(v) for v in sizes.reshape(-1)]
             if len(sizes) != 4 or sizes[1] != x.sg[0] or sizes[0] not in (1, self.batch):
                 raise self.fail(node, f"sizes {sizes}: only H and W may change")
             f["size"] = (sizes[2], sizes[3])
