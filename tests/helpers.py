@@ -212,6 +212,8 @@ def torch_module(graph, weights: dict):
                 return F.batch_norm(x, self._p(node, "running_mean"), self._p(node, "running_var"),
                                     self._p(node, "weight"), self._p(node, "bias"),
                                     training=False, eps=a["eps"])
+            if node.op == "prelu":
+                return F.prelu(x, self._p(node, "weight"))
             if node.op == "pixel_shuffle":
                 return F.pixel_shuffle(x, a["factor"])
             if node.op == "slice":

@@ -24,7 +24,9 @@ def _activation(rng) -> str:
     if rng.random() < 0.5:
         return "relu"
     kind = rng.choice(["relu6", "clip", "leaky_relu", "sigmoid", "hardsigmoid", "hardswish",
-                       "silu", "tanh", "elu", "gelu", "softplus", "mish"])
+                       "silu", "tanh", "elu", "gelu", "softplus", "mish", "prelu"])
+    if kind == "prelu" and rng.random() < 0.5:
+        return "prelu, shared: true"
     if kind == "elu" and rng.random() < 0.5:
         return f"elu, alpha: {rng.choice([0.5, 2.0])}"
     if kind == "gelu" and rng.random() < 0.5:

@@ -168,3 +168,62 @@ def test_onnx_erf_outside_gelu_is_refused(tmp_path):
             return torch.erf(self.c(x))
     message = refusal(export(Erf(), (3, 6, 6), tmp_path / "e.onnx"))
     assert "node '/Erf' (Erf): Erf is imported only inside GELU" in message, message
+
+
+# ------------------------------------------------------------------ prelu
+PRELU = """
+- {name: c, op: conv, out: 5, kernel: 3, pad: 1}
+- {name: p, op: prelu}
+- {name: fc, op: linear, out: 4}
+- {name: q, op: prelu, shared: true, relu: true}"""
+
+
+def test_prelu_reference_matches_pytorch_and_its_weights_are_pytorchs():
+    g = small_model((3, 7, 5), PRELU, "q")
+    from squeezegen.ir.ops import param_specs
+    assert {k: v for k, v in param_specs(g).items() if k.startswith(("p.", "q."))} == \
+        {"p.weight": (5,), "q.weight": (1,)}
+    w = random_weights(g)
+    x = random_input(g, 3) * 3
+    assert_close(ReferenceExecutor(g, w)(x), torch_run(torch_module(g, w), x), 2e-6)
+    cu = build(g, 3, weights=w).output.files["t.cu"].decode()
+    assert "xv > 0.0f ? xv : __ldg(w + c) * xv" in cu and "__ldg(w + 0) * xv" in cu
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
+def test_prelu_compiles_with_nvcc_werror(tmp_path):
+    from test_codegen import nvcc
+    build(small_model((3, 7, 5), PRELU, "q"), 2, write=tmp_path)
+    nvcc("-c", str(tmp_path / "t" / "t.cu"), "-o", str(tmp_path / "p.o"))
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_onnx_prelu_imports_per_channel_and_shared(opset, tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from test_onnx_import import check_import, ops_of
+    nn = torch.nn
+
+    class P(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.p = nn.Conv2d(3, 6, 3), nn.PReLU(6)
+            self.fc, self.q = nn.Linear(6 * 5 * 4, 5), nn.PReLU()
+            with torch.no_grad():
+                self.p.weight.uniform_(-0.5, 0.5)
+
+        def forward(self, x):
+            return torch.relu(self.q(self.fc(torch.flatten(self.p(self.c(x)), 1))))
+    torch.manual_seed(0)
+    text, _, _ = check_import(P().eval(), (3, 7, 6), tmp_path, opset=opset)
+    assert ops_of(text) == ["conv", "prelu", "linear", "prelu"], text
+    assert "op: prelu, shared: true, relu: true}" in text
+
+
+@needs_gpu
+def test_prelu_on_the_gpu_matches_the_reference():
+    g = small_model((3, 9, 7), PRELU, "q")
+    w = random_weights(g)
+    x = random_input(g, 3) * 3
+    with squeezegen.compile(g, w, batch=3) as net:
+        assert_close(net(x), ReferenceExecutor(g, w)(x), 2e-6)

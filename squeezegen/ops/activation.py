@@ -1,5 +1,6 @@
 """Activations: element-wise functions of one tensor, as layers of their own and fused into the
-store of the kernel that produces their input (the fuse_relu pass, for every activation).
+store of the kernel that produces their input (the fuse_relu pass, for every activation); and
+`prelu`, whose negative slopes are weights (its own kernel, which takes activations after it).
 
 Each entry's `activation(attrs, v)` is its C expression of the float `v`; the NumPy reference
 and the PyTorch peer follow PyTorch's definitions (torch.nn.functional)."""
@@ -130,3 +131,45 @@ def _entry(name: str) -> OpInfo:
 
 
 OPS = [_entry(name) for name in TABLE]
+
+
+# ---------------------------------------------------------------- prelu: a slope per channel
+PRELU_FIELDS = {"shared": Field("bool", default=False), "relu": Field("bool", default=False),
+                "input": Field("ref")}
+
+
+def prelu_params(attrs, ins):
+    """`weight`: the negative slopes, one per channel ([C]), or one for all ([1], `shared`)."""
+    return {"weight": (1 if attrs["shared"] else ins[0].channels,)}
+
+
+def prelu_shape(attrs, ins):
+    if len(ins[0].shape) not in (1, 3):
+        raise ShapeError("prelu needs a C,H,W or a K input", field="input")
+    return ins[0]
+
+
+def prelu(attrs, inputs, params):
+    x = inputs[0]
+    slope = params["weight"].reshape((1, -1) + (1,) * (x.ndim - 2))
+    return np.where(x > 0, x, x * slope).astype(F32)
+
+
+def torch_prelu(torch, attrs, args, params):
+    return torch.nn.functional.prelu(args[0], params["weight"])
+
+
+def prelu_init(attrs, name, shape, rng):
+    """`init-weights`: PyTorch's 0.25, varied a little per channel."""
+    return (0.25 + 0.05 * rng.standard_normal(shape)).astype(F32)
+
+
+def lower_prelu(ctx, node):
+    """eltwise.cu.j2: one thread per element, x or its channel's slope times x."""
+    return ctx.kernel(node, "eltwise.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
+                      ctx.consts(node), {"kind": "prelu", "shared": node.attrs["shared"]})
+
+
+OPS.append(OpInfo("prelu", 1, PRELU_FIELDS, prelu_shape, prelu, lower_prelu, torch_prelu,
+                  params=prelu_params, flops=lambda a, i, o: 2 * o.numel,
+                  epilogues=("activation", "add"), init=prelu_init))

@@ -18,7 +18,7 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "Mul", "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
                  "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "Sub", "Div",
                  "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
-                 "Upsample")
+                 "Upsample", "PRelu")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.

@@ -196,7 +196,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "Elu": self.map_activation, "Gelu": self.map_activation,
                    "Softplus": self.map_activation, "Mish": self.map_activation,
                    "Erf": self.map_pattern_only, "DepthToSpace": self.map_depth_to_space,
-                   "Slice": self.map_slice, "Split": self.map_split,
+                   "Slice": self.map_slice, "Split": self.map_split, "PRelu": self.map_prelu,
                    "Add": self.map_add, "Mul": self.map_mul, "Sub": self.map_sub_div,
                    "Div": self.map_sub_div, "Concat": self.map_concat,
                    "Gemm": self.map_gemm,

@@ -519,6 +519,21 @@ class OpMapping:
         self.add_activation(div, "gelu", {"approximate": "none"}, half.output[0])
         return True
 
+    def map_prelu(self, node):
+        """PRelu with a constant slope, one per channel or one for all: a prelu layer."""
+        self.attrs(node, ())
+        if len(node.input) != 2 or node.input[1] not in self.g.consts:
+            raise self.fail(node, "needs a constant slope (input 1)")
+        x = self.tensor(node)
+        slope = self.g.consts[node.input[1]]
+        shared = slope.size == 1
+        v = self.per_channel(node, x, node.input[1])
+        weight = (v[:1] if shared else v).astype(np.float32)
+        index = self.add_layer(_Layer("prelu", [x.layer], {"shared": shared},
+                                      {"weight": weight}, x.sg, node, relu=False),
+                               node.output[0], x.shape)
+        self.fuse_relu(index, node.output[0])
+
     def map_depth_to_space(self, node):
         """DepthToSpace in CRD mode (what torch.nn.PixelShuffle exports): pixel_shuffle."""
         a = self.attrs(node, ("blocksize", "mode"))

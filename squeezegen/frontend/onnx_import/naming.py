@@ -144,6 +144,8 @@ class YamlWriting:
                 items.append(f"channels: [{f['channels'][0]}, {f['channels'][1]}]")
             if layer.op == "channel_shuffle":
                 items.append(f"groups: {f['groups']}")
+            if f.get("shared"):
+                items.append("shared: true")
             for key in ("eps", "min", "max", "negative_slope", "alpha"):
                 if key in f:
                     items.append(f"{key}: {_yaml_float(f[key])}")
