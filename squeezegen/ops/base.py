@@ -34,8 +34,11 @@ class Field:
     required: bool = False
     default: Any = None
     choices: tuple[str, ...] = ()     # the words a `choice` field takes
+    expects: str = ""                 # what it takes, where the kind's words would mislead
 
     def describe(self) -> str:
+        if self.expects:
+            return self.expects
         if self.kind == "choice":
             return "one of " + ", ".join(self.choices)
         return describe(self.kind)
@@ -47,7 +50,12 @@ class Field:
                 shown = f"'{value}'" if isinstance(value, str) else repr(value)
                 raise ValueError(f"must be {self.describe()}, got {shown}")
             return value
-        return check_value(self.kind, value)
+        try:
+            return check_value(self.kind, value)
+        except ValueError:
+            if not self.expects:
+                raise
+            raise ValueError(f"must be {self.expects}, got {value!r}") from None
 
 
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

@@ -17,7 +17,9 @@ def _channels_first(t: TensorType, op: str) -> tuple[int, ...]:
 
 
 # ---------------------------------------------------------------- slice
-SLICE_FIELDS = {"channels": Field("nonneg_pair", required=True), "input": Field("ref")}
+SLICE_FIELDS = {"channels": Field("nonneg_pair", required=True,
+                                  expects="a list [start, stop] of two non-negative integers"),
+                "input": Field("ref")}
 
 
 def slice_shape(attrs, ins):
