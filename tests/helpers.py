@@ -233,8 +233,13 @@ def torch_module(graph, weights: dict):
             for node in self.graph.nodes[1:]:
                 y = self._op(node, [env[i] for i in node.inputs])
                 for step in node.epilogue:
-                    y = (y + env[step.operand] if step.kind == "add" else
-                         ACTIVATIONS[step.kind](F, y, step.attrs))
+                    if step.kind == "add":
+                        y = y + env[step.operand]
+                    elif step.param_prefix:       # a batchnorm, affine or prelu, in the store
+                        y = self._op(node.replace(op=step.kind, attrs=step.attrs,
+                                                  param_prefix=step.param_prefix), [y])
+                    else:
+                        y = ACTIVATIONS[step.kind](F, y, step.attrs)
                 env[node.name] = y
             outs = tuple(env[o] for o in self.graph.outputs)
             return outs[0] if len(outs) == 1 else outs

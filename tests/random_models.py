@@ -87,9 +87,11 @@ def random_model(seed: int, wide: bool = False) -> str:
         used.update(src)
 
     def maybe_batchnorm(kind):
-        """A BatchNorm after a conv or deconv (folded) or a pool (its own kernel), sometimes."""
+        """A BatchNorm after a conv or deconv (folded, or in its store after its ReLU) or a
+        pool, an add, an activation (in their stores), sometimes."""
         last = order[-1]
-        if kind in ("conv", "deconv", "maxpool", "avgpool") and shapes[last] is not None \
+        if kind in ("conv", "deconv", "maxpool", "avgpool", "add", "relu") \
+                and shapes[last] is not None \
                 and last != "input" and bn_rng.random() < 0.3:
             eps = bn_rng.choice(["1.0e-5", "0.001", "0.1"])
             relu = bn_rng.choice(["true", "false"])

@@ -57,7 +57,9 @@ def test_fused_into_conv_deconv_linear_and_batchnorm(spec):
     fused = run_passes(g)
     name = spec.split(",")[0]
     kinds = {n.name: [s.kind for s in n.epilogue] for n in fused.nodes}
-    assert kinds == {"input": [], "c": [name], "up": [name], "p": [], "bn": [name], "fc": [name]}
+    # the BatchNorm after the pool runs in the pool's store, the activation after it
+    assert kinds == {"input": [], "c": [name], "up": [name], "p": ["batchnorm", name],
+                     "fc": [name]}
     w = random_weights(g)
     x = random_input(g, 3)
     want = torch_run(torch_module(g, w), x)
@@ -172,6 +174,7 @@ def test_onnx_erf_outside_gelu_is_refused(tmp_path):
 
 # ------------------------------------------------------------------ prelu
 PRELU = """
+- {name: p0, op: prelu, shared: true}
 - {name: c, op: conv, out: 5, kernel: 3, pad: 1}
 - {name: p, op: prelu}
 - {name: fc, op: linear, out: 4}
@@ -181,13 +184,23 @@ PRELU = """
 def test_prelu_reference_matches_pytorch_and_its_weights_are_pytorchs():
     g = small_model((3, 7, 5), PRELU, "q")
     from squeezegen.ir.ops import param_specs
-    assert {k: v for k, v in param_specs(g).items() if k.startswith(("p.", "q."))} == \
-        {"p.weight": (5,), "q.weight": (1,)}
+    assert {k: v for k, v in param_specs(g).items() if k.startswith(("p", "q"))} == \
+        {"p0.weight": (1,), "p.weight": (5,), "q.weight": (1,)}
     w = random_weights(g)
     x = random_input(g, 3) * 3
-    assert_close(ReferenceExecutor(g, w)(x), torch_run(torch_module(g, w), x), 2e-6)
+    want = torch_run(torch_module(g, w), x)
+    assert_close(ReferenceExecutor(g, w)(x), want, 2e-6)
+    # on the input: its own kernel; after the conv and the linear layer: in their stores
+    fused = run_passes(g)
+    assert [str(s) for s in fused["c"].epilogue] == ["prelu(p){shared=False}"]
+    assert [str(s) for s in fused["fc"].epilogue] == ["prelu(q){shared=True}", "relu"]
+    assert_close(ReferenceExecutor(fused, w)(x), want, 2e-6)
+    assert_close(torch_run(torch_module(fused, w), x), want, 2e-6)
     cu = build(g, 3, weights=w).output.files["t.cu"].decode()
-    assert "xv > 0.0f ? xv : __ldg(w + c) * xv" in cu and "__ldg(w + 0) * xv" in cu
+    assert "float v = xv > 0.0f ? xv : __ldg(w + 0) * xv;" in cu
+    assert "s0_w = weights + 320LL;  // p.weight [5] (prelu in the epilogue)" in cu
+    assert "v = v > 0.0f ? v : __ldg(s0_w + co) * v;  // fused prelu (its weights: s0_*)" in cu
+    assert "v = v > 0.0f ? v : __ldg(s0_w + 0) * v;" in cu
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")

@@ -20,7 +20,7 @@ from helpers import (assert_close, needs_gpu, random_input, random_weights, smal
                      torch_module, torch_run)
 
 # norm: at the input (its own kernel); after conv (relu), deconv, linear: folded; after a pool
-# and an add: their own kernels (the add's with a fused relu)
+# read twice: its own kernel; after the add (fused into conv2): in conv2's store, then the relu
 LAYERS = """
 - {name: norm, op: affine}
 - {name: conv1, op: conv, out: 6, kernel: 3, pad: 1, bias: false}
@@ -54,7 +54,9 @@ def test_fold_pass_folds_into_conv_deconv_linear_and_keeps_the_rest():
     fused = run_passes(g)
     ops = {n.name: n.op for n in fused.nodes}
     assert {"s1", "s2", "sf"}.isdisjoint(ops)                          # folded away
-    assert ops["norm"] == ops["sp"] == ops["ss"] == "affine"          # nothing to fold into
+    assert ops["norm"] == ops["sp"] == "affine"                        # nothing to fold into
+    assert "ss" not in ops and [str(s) for s in fused["conv2"].epilogue] == [
+        "add(sp)", "affine(ss)", "relu"]                                 # in conv2's store
     assert fused["conv1"].param_prefix == "conv1+s1" and fused["conv1"].attrs["bias"]
     assert [str(s) for s in fused["conv1"].epilogue] == ["relu"]
     assert {c.name for c in fused.constants} == {
@@ -63,6 +65,9 @@ def test_fold_pass_folds_into_conv_deconv_linear_and_keeps_the_rest():
     w = random_weights(g, seed=5)
     x = random_input(g, 3)
     for a, b in zip(ReferenceExecutor(g, w)(x), ReferenceExecutor(fused, w)(x)):
+        assert_close(b, a, 2e-6)
+    resolved = ReferenceExecutor(fused, w).weights          # with the folded constants
+    for a, b in zip(torch_run(torch_module(g, w), x), torch_run(torch_module(fused, resolved), x)):
         assert_close(b, a, 2e-6)
 
 
@@ -144,8 +149,10 @@ def test_onnx_constant_arithmetic_imports_as_affine_layers(opset, tmp_path):
     np.testing.assert_allclose(weights[f"{first}.bias"],
                                -np.array([0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225],
                                rtol=1e-6)
-    assert [n.op for n in run_passes(graph).nodes] == ["input", "affine", "conv", "affine",
-                                                       "maxpool", "linear"]
+    # 2 - y after the conv's ReLU runs in the conv's store
+    fused = run_passes(graph)
+    assert [n.op for n in fused.nodes] == ["input", "affine", "conv", "maxpool", "linear"]
+    assert [s.kind for s in fused.nodes[2].epilogue] == ["relu", "affine"]
 
 
 class Arith(nn.Module):
@@ -199,7 +206,9 @@ def test_onnx_sub_of_two_layer_outputs_is_an_add_of_the_negation(opset, tmp_path
     text, _, graph = check_import(seeded(Difference()), (3, 9, 7), tmp_path, opset=opset)
     assert ops_of(text) == ["conv", "conv", "affine", "add", "avgpool", "affine", "add"], text
     fused = run_passes(graph)            # b's negation folds into b's weights
-    assert [n.op for n in fused.nodes] == ["input", "conv", "conv", "avgpool", "affine", "add"]
+    # the mean's negation runs in the global pool's store
+    assert [n.op for n in fused.nodes] == ["input", "conv", "conv", "avgpool", "add"]
+    assert [s.kind for s in fused.nodes[3].epilogue] == ["affine"]
 
 
 class AliasMerge(nn.Module):

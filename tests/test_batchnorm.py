@@ -58,7 +58,10 @@ def test_fold_pass_folds_into_conv_deconv_linear_and_keeps_the_rest():
     fused = run_passes(g)
     ops = {n.name: n.op for n in fused.nodes}
     assert {"bn1", "bn2", "bn3", "bnf"}.isdisjoint(ops)              # folded away
-    assert ops["bnp"] == "batchnorm" and ops["bns"] == "batchnorm"   # no layer to fold into
+    assert ops["bnp"] == "batchnorm"           # the pool it reads has two readers: own kernel
+    # no layer to fold into: in the store of the conv the add after it is fused into
+    assert "bns" not in ops and [str(s) for s in fused["conv3"].epilogue] == [
+        "add(bnp)", "batchnorm(bns){eps=1e-05}", "relu"]
     assert fused["conv1"].param_prefix == "conv1+bn1" and fused["conv1"].attrs["bias"]
     assert "bn2" in fused["conv2"].fused and [str(s) for s in fused["conv2"].epilogue] == ["relu"]
     made = {c.name for c in fused.constants}
@@ -93,8 +96,6 @@ def test_folded_weights_are_the_scaled_ones():
         - {name: bn, op: batchnorm}
         - {name: other, op: relu, input: c}
         - {name: s, op: add, inputs: [bn, other]}""", "two readers"),
-    ("""- {name: c, op: conv, out: 3, kernel: 1, relu: true}
-        - {name: bn, op: batchnorm}""", "a ReLU between"),
 ])
 def test_not_folded_where_the_layer_has_other_readers(layers, reason):
     g = small_model((2, 5, 4), layers, layers.split("name: ")[-1].split(",")[0])
@@ -162,10 +163,16 @@ def test_generated_code_names_the_folded_weights_and_the_standalone_kernel():
     assert "conv1+bn1.weight, packed K-major [27][6]" in cu
     assert "fused: batchnorm bn1 (folded into the weights and bias: conv1+bn1.*); relu" in cu
     assert "bnp: batchnorm, 6x7x6 -> 6x7x6 (batch 3)" in cu
-    assert "constexpr float EPS = 0.001f;" in cu and "1.0f / sqrtf(__ldg(running_var + c) + EPS)" in cu
+    assert "__ldg(w + c) * (xv - __ldg(running_mean + c)) * (1.0f / sqrtf(__ldg(running_var + c)" \
+           " + 0.001f)) + __ldg(b + c)" in cu
+    # bns, after the add fused into conv3, runs in conv3's store with its own weights
+    assert "implements: conv3 (<test>:13), sum (<test>:14), bns (<test>:15)" in cu
+    assert "s1_running_var = weights + " in cu and "bns.running_var [6] (batchnorm in" in cu
+    assert "v = __ldg(s1_w + co) * (v - __ldg(s1_running_mean + co)) * (1.0f / sqrtf(" \
+           "__ldg(s1_running_var + co) + 1e-05f)) + __ldg(s1_b + co);" in cu
     kernels = [k["name"] for k in __import__("json").loads(out.files["manifest.json"])["kernels"]]
-    assert kernels == ["conv1_relu", "conv2_relu", "up", "pool", "bnp", "conv3_add", "bns_relu",
-                       "fc"], kernels
+    assert kernels == ["conv1_relu", "conv2_relu", "up", "pool", "bnp",
+                       "conv3_add_batchnorm_relu", "fc"], kernels
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")

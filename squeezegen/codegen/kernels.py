@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import BuildError
 from ..ir.graph import Graph, Node
-from ..ir.ops import OPS, node_flops, node_params
+from ..ir.ops import OPS, node_flops, node_params, step_params, weight_specs
 from ..passes.plan_memory import MemoryPlan
 from .tiles import BLOCK
 
@@ -145,9 +145,31 @@ class Lowering:
                         epilogue=steps, extra=extra or {})
         kernel.flops = node_flops(graph, node) * n
         read = sum(graph[i].type.numel for i in node.reads) * n
-        weights = sum(prod(s) for s in node_params(graph, node).values())
+        weights = sum(prod(s) for s in weight_specs(graph, node).values())
         kernel.bytes = 4 * (read + node.type.numel * n + weights)
         return kernel
+
+    def channel_kernel(self, node: Node, what: str) -> Kernel:
+        """eltwise.cu.j2 for an op with a `channel_step` (batchnorm, affine, prelu) that runs as
+        its own kernel: one thread per element, the same C expression its epilogue form has."""
+        read = _channel_reader(lambda short: param_var(short), "c")
+        expr = OPS[node.op].channel_step(node.attrs, "xv", read)
+        return self.kernel(node, "eltwise.cu.j2", self.grid(self.pixels(node) * node.type.channels),
+                           self.consts(node), {"kind": node.op, "expr": expr, "what": what})
+
+
+def param_var(short: str, step: int | None = None) -> str:
+    """The C variable of weight `short` in a kernel: w, b, running_mean, ...; those of epilogue
+    step i are prefixed s<i>_."""
+    var = {"weight": "w", "bias": "b"}.get(short, short)
+    return var if step is None else f"s{step}_{var}"
+
+
+def _channel_reader(var_of, channel: str):
+    """read(weight, per_channel=True) for a `channel_step`: the weight at `channel`, or at 0."""
+    def read(short: str, per_channel: bool = True) -> str:
+        return f"__ldg({var_of(short)} + {channel if per_channel else 0})"
+    return read
 
 
 def _param_refs(graph: Graph, node: Node, weight_offsets: dict, batch: int) -> list[TensorRef]:
@@ -155,25 +177,35 @@ def _param_refs(graph: Graph, node: Node, weight_offsets: dict, batch: int) -> l
     layout = OPS[node.op].packed(node.attrs, batch)
     for key, shape in node_params(graph, node).items():
         short = key[len(node.param_prefix) + 1:]
-        var = {"weight": "w", "bias": "b"}.get(short, short)
+        var = param_var(short)
         what = f"{key} [{', '.join(str(d) for d in shape)}]"
         if var == "w" and layout:
             what = f"{key}, packed K-major [{prod(shape[1:])}][{shape[0]}]"
         elif var == "w" and len(shape) == 2:
             what = f"{key} [{shape[0]}][{prod(shape[1:])}], PyTorch's [OUT][IN]"
         refs.append(TensorRef(var, f"weights + {weight_offsets[key]}LL", 0, what))
+    for i, step in enumerate(node.epilogue):
+        for key, shape in step_params(node, step).items():
+            var = param_var(key[len(step.param_prefix) + 1:], i)
+            what = f"{key} [{', '.join(str(d) for d in shape)}] ({step.kind} in the epilogue)"
+            refs.append(TensorRef(var, f"weights + {weight_offsets[key]}LL", 0, what))
     return refs
 
 
 def _epilogue(graph, plan, node) -> tuple[list[tuple], list[TensorRef]]:
+    """The store's steps: ("act", op, C expression of v), ("channel", op, C expression of v
+    with `{c}` where the element's channel goes), or ("add", TensorRef of the operand)."""
     steps, refs = [], []
     for i, step in enumerate(node.epilogue):
-        if step.kind != "add":
-            steps.append(("act", step.kind, OPS[step.kind].activation(step.attrs, "v")))
-        else:
+        if step.kind == "add":
             ref = tensor_ref(graph, plan, step.operand, f"skip{i}")
             steps.append(("add", ref))
             refs.append(ref)
+        elif step.param_prefix:
+            read = _channel_reader(lambda short, i=i: param_var(short, i), "{c}")
+            steps.append(("channel", step.kind, OPS[step.kind].channel_step(step.attrs, "v", read)))
+        else:
+            steps.append(("act", step.kind, OPS[step.kind].activation(step.attrs, "v")))
     return steps, refs
 
 
@@ -212,8 +244,10 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
             attrs += f" groups {node.attrs['groups']}"
     lines = [f"{kernel.name}: {node.op}{attrs}, {ins} -> {node.type} (batch {kernel.consts['N']})",
              f"implements: {', '.join(layers)}"]
+    in_store = {s.param_prefix for s in node.epilogue if s.param_prefix}
     folded = [f"{original[n].op} {n} (folded into the weights and bias: {node.param_prefix}.*)"
-              for n in node.fused if n in original and original[n].op in ("batchnorm", "affine")]
+              for n in node.fused if n in original and original[n].op in ("batchnorm", "affine")
+              and original[n].param_prefix not in in_store]
     fused = [str(s) for s in node.epilogue]
     if "pool" in node.attrs:
         ph, pw = node.attrs["pool"]
@@ -233,8 +267,6 @@ def describe(graph: Graph, original: Graph, kernel: Kernel) -> list[str]:
     lines.append(f"work: {kernel.flops / 1e6:,.2f} MFLOP, {kernel.bytes / 1e6:,.2f} MB moved; "
                  f"grid {kernel.grid_text}, block {kernel.block}")
     return lines
-
-
 
 
 def tile_text(tile: dict) -> str:

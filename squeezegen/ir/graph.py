@@ -72,16 +72,19 @@ class TensorType:
 
 @dataclass(frozen=True)
 class EpilogueStep:
-    """One step applied to a kernel's output before it is stored: an activation, or `add` of a
-    tensor."""
-    kind: str                      # "add", or an activation op: "relu", "hardswish", ...
+    """One step applied to a kernel's output before it is stored: an activation, `add` of a
+    tensor, or a per-channel step with weights of its own (a batchnorm, affine or prelu that
+    could not be folded into the weights before it)."""
+    kind: str                      # "add", or an op: "relu", "hardswish", "batchnorm", ...
     operand: str | None = None     # the tensor added (one of the node's inputs) for "add"
-    attrs: Attrs = Attrs()         # an activation's attributes (leaky_relu's negative_slope)
+    attrs: Attrs = Attrs()         # the op's attributes (leaky_relu's negative_slope, eps)
+    param_prefix: str | None = None  # a per-channel step's weights: `<param_prefix>.weight`, ...
 
     def __str__(self) -> str:
         if self.kind == "add":
             return f"add({self.operand})"
-        return self.kind + (f"{self.attrs}" if self.attrs else "")
+        weights = f"({self.param_prefix})" if self.param_prefix else ""
+        return self.kind + weights + (f"{self.attrs}" if self.attrs else "")
 
     def replace(self, **changes) -> "EpilogueStep":
         return dataclasses.replace(self, **changes)

@@ -12,6 +12,8 @@ PyTorch peer, tuning-cache signature) looks an op up here instead of naming it.
 """
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 
 from ..ops import (activation, channels, concat, deconv, eltwise, gemm, norm, pixel_shuffle, pool,
@@ -54,6 +56,23 @@ def node_params(graph: Graph, node: Node) -> dict[str, tuple[int, ...]]:
     return {f"{node.param_prefix}.{k}": v for k, v in params.items()}
 
 
+def step_params(node: Node, step) -> dict[str, tuple[int, ...]]:
+    """Weight tensors of a per-channel epilogue step of `node` (a batchnorm run in its store),
+    keyed by their weight-file name; {} for an activation or an add."""
+    if not step.param_prefix:
+        return {}
+    params = OPS[step.kind].params(step.attrs, [node.type])
+    return {f"{step.param_prefix}.{k}": v for k, v in params.items()}
+
+
+def weight_specs(graph: Graph, node: Node) -> dict[str, tuple[int, ...]]:
+    """Every weight tensor the kernel of `node` reads: its own, then its epilogue steps'."""
+    specs = node_params(graph, node) if node.param_prefix else {}
+    for step in node.epilogue:
+        specs.update(step_params(node, step))
+    return specs
+
+
 def node_flops(graph: Graph, node: Node) -> int:
     """FLOPs per image of the node, its epilogue included (one per output element a step)."""
     return OPS[node.op].flops(node.attrs, input_types(graph, node), node.type) + sum(
@@ -61,15 +80,15 @@ def node_flops(graph: Graph, node: Node) -> int:
 
 
 def node_param_count(graph: Graph, node: Node) -> int:
-    return OPS[node.op].param_count(node.attrs, input_types(graph, node))
+    return OPS[node.op].param_count(node.attrs, input_types(graph, node)) + sum(
+        prod(shape) for step in node.epilogue for shape in step_params(node, step).values())
 
 
 def param_specs(graph: Graph) -> dict[str, tuple[int, ...]]:
     """Every weight tensor the model needs, in graph order."""
     specs: dict[str, tuple[int, ...]] = {}
     for node in graph.nodes:
-        if node.param_prefix:
-            specs.update(node_params(graph, node))
+        specs.update(weight_specs(graph, node))
     return specs
 
 
@@ -108,16 +127,20 @@ def resolve_weights(graph: Graph, weights: dict) -> dict:
 
 
 def takes_step(op: str, kind: str) -> bool:
-    """Whether the kernel of `op` can apply the epilogue step `kind` ("add", or an activation
-    op's name) before its store."""
+    """Whether the kernel of `op` can apply the epilogue step `kind` ("add", an activation
+    op's name, or a per-channel op's: batchnorm, affine, prelu) before its store. Every kernel
+    that takes an activation stores each element knowing its channel, so it takes those too."""
     info = OPS[op]
     if kind == "add":
         return "add" in info.epilogues
-    return "activation" in info.epilogues and kind in OPS and OPS[kind].activation is not None
+    step = OPS.get(kind)
+    return "activation" in info.epilogues and step is not None and (
+        step.activation is not None or step.channel_step is not None)
 
 
-def apply_step(step, y, operand=None):
-    """The NumPy value of epilogue `step` applied to `y` (`operand`: the tensor an add adds)."""
+def apply_step(step, y, operand=None, params=None):
+    """The NumPy value of epilogue `step` applied to `y` (`operand`: the tensor an add adds;
+    `params`: a per-channel step's weights, by short name)."""
     if step.kind == "add":
         return y + operand
-    return OPS[step.kind].reference(step.attrs, [y], {})
+    return OPS[step.kind].reference(step.attrs, [y], params or {})

@@ -127,7 +127,7 @@ def _entry(name: str) -> OpInfo:
     return OpInfo(name, 1, yaml_fields, lambda a, i: i[0], reference, lower,
                   lambda torch, a, args, p: torch_fn(torch.nn.functional, args[0], a),
                   flops=lambda a, i, o: flops * o.numel, from_yaml=from_yaml,
-                  activation=c_expr)
+                  epilogues=("activation", "add"), activation=c_expr)
 
 
 OPS = [_entry(name) for name in TABLE]
@@ -164,12 +164,18 @@ def prelu_init(attrs, name, shape, rng):
     return (0.25 + 0.05 * rng.standard_normal(shape)).astype(F32)
 
 
+def prelu_channel_step(attrs, v, read):
+    """The C expression of PReLU of `v`: v, or the slope times v (a NaN stays NaN)."""
+    return f"{v} > 0.0f ? {v} : {read('weight', per_channel=not attrs['shared'])} * {v}"
+
+
 def lower_prelu(ctx, node):
     """eltwise.cu.j2: one thread per element, x or its channel's slope times x."""
-    return ctx.kernel(node, "eltwise.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
-                      ctx.consts(node), {"kind": "prelu", "shared": node.attrs["shared"]})
+    return ctx.channel_kernel(node, "PReLU: x, or x times " + (
+        "the" if node.attrs["shared"] else "its channel's") + " negative slope (a NaN stays NaN)")
 
 
 OPS.append(OpInfo("prelu", 1, PRELU_FIELDS, prelu_shape, prelu, lower_prelu, torch_prelu,
                   params=prelu_params, flops=lambda a, i, o: 2 * o.numel,
-                  epilogues=("activation", "add"), init=prelu_init))
+                  epilogues=("activation", "add"), init=prelu_init,
+                  channel_step=prelu_channel_step))

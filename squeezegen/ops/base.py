@@ -257,6 +257,11 @@ class OpInfo:
                 or None: activations are fused into the store of the kernel before them
     scale_axis  the axis of its weight that indexes output channels, where a per-channel scale
                 after it (a BatchNorm) can be folded into its weights; None: it cannot
+    channel_step (attrs, C variable, read) -> the C expression of the op applied to one element
+                of a channel, where read(weight name, per_channel=True) is the C expression of
+                that weight at the element's channel (at 0 when not per channel); or None. Such
+                an op (batchnorm, affine, prelu) runs in the store of the kernel before it when
+                it cannot be folded into that kernel's weights, and as its own kernel otherwise
     """
     name: str
     arity: int | None
@@ -274,6 +279,7 @@ class OpInfo:
     init: Callable = he_init
     scale_axis: int | None = None
     activation: Callable[[Attrs, str], str] | None = None
+    channel_step: Callable[[Attrs, str, Callable[..., str]], str] | None = None
 
     @property
     def takes_epilogue(self) -> bool:

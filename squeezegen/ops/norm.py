@@ -4,7 +4,10 @@ and `affine`, y = x * weight + bias (what an imported network's Sub/Div/Mul/Add 
 per channel or scalar becomes: an input normalisation, a layer scale).
 
 After a conv, deconv or linear layer the fold_batchnorm pass folds either into that layer's
-weights and bias (`folded_*`, below); elsewhere each runs as its own kernel."""
+weights and bias (`folded_*`, below); after any other kernel (a pool, an add, a conv with an
+activation) the fuse_channel_step pass applies it in that kernel's store (`channel_step`); only
+where neither applies (on the network's input, after a tensor read twice) it runs as its own
+kernel."""
 from __future__ import annotations
 
 import numpy as np
@@ -53,16 +56,22 @@ def init(attrs, name, shape, rng):
     return (centre + 0.1 * rng.standard_normal(shape)).astype(np.float32)
 
 
+def channel_step(attrs, v, read):
+    """The C expression of an inference BatchNorm of `v`, as PyTorch computes it:
+    weight * (x - mean) * invstd + bias, with invstd = 1 / sqrt(var + eps)."""
+    return (f"{read('weight')} * ({v} - {read('running_mean')}) * "
+            f"(1.0f / sqrtf({read('running_var')} + {c_float(attrs['eps'])})) + {read('bias')}")
+
+
 def lower(ctx, node):
     """eltwise.cu.j2: one thread per element, the channel's scale computed from its parameters
-    as PyTorch does."""
-    return ctx.kernel(node, "eltwise.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
-                      ctx.consts(node), {"kind": "batchnorm", "eps": f"{attrs_eps(node)}f"})
+    as PyTorch does (`channel_step`)."""
+    return ctx.channel_kernel(node, "inference BatchNorm, as PyTorch computes it")
 
 
-def attrs_eps(node) -> str:
-    """eps as a C float literal's digits (repr: the shortest text that reads back the same)."""
-    return repr(float(node.attrs["eps"]))
+def c_float(value: float) -> str:
+    """A C float literal of `value` (repr: the shortest text that reads back the same)."""
+    return f"{float(value)!r}f"
 
 
 # ---------------------------------------------------------------- affine
@@ -92,10 +101,14 @@ def affine_init(attrs, name, shape, rng):
     return (centre + 0.1 * rng.standard_normal(shape)).astype(np.float32)
 
 
+def affine_channel_step(attrs, v, read):
+    """The C expression of x * weight + bias for `v`."""
+    return f"{v} * {read('weight')} + {read('bias')}"
+
+
 def lower_affine(ctx, node):
     """eltwise.cu.j2: one thread per element, x * weight[c] + bias[c]."""
-    return ctx.kernel(node, "eltwise.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
-                      ctx.consts(node), {"kind": "affine"})
+    return ctx.channel_kernel(node, "per-channel scale and shift: x * weight + bias")
 
 
 def affine_weight(weight, scale, *, axis: int) -> np.ndarray:
@@ -133,8 +146,10 @@ OPS = [
     OpInfo("batchnorm", 1, {"eps": Field("pos_float", default=1e-5),
                             "relu": Field("bool", default=False), "input": Field("ref")},
            shape, batchnorm, lower, torch_batchnorm, params=params,
-           flops=lambda a, i, o: 2 * o.numel, epilogues=("activation", "add"), init=init),
+           flops=lambda a, i, o: 2 * o.numel, epilogues=("activation", "add"), init=init,
+           channel_step=channel_step),
     OpInfo("affine", 1, {"relu": Field("bool", default=False), "input": Field("ref")},
            shape, affine, lower_affine, torch_affine, params=affine_params,
-           flops=lambda a, i, o: 2 * o.numel, epilogues=("activation", "add"), init=affine_init),
+           flops=lambda a, i, o: 2 * o.numel, epilogues=("activation", "add"), init=affine_init,
+           channel_step=affine_channel_step),
 ]

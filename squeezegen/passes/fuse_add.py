@@ -33,7 +33,7 @@ def match(graph: Graph, node: Node) -> Rewrite | None:
         return None
     # the add's own epilogue (an activation fused into it) follows the add
     fused = producer.replace(epilogue=producer.epilogue + steps + node.epilogue,
-                             fused=producer.fused + (node.name,))
+                             fused=producer.fused + (node.name,) + node.fused)
     # the fused node takes the add's place; readers of the add read the fused node
     return Rewrite(at=node.name, new=fused, remove=(producer.name, node.name),
                    renamed_to=producer.name)

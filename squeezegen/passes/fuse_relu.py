@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..ir.graph import EpilogueStep, Graph, Node
 from ..ir.ops import OPS, takes_step
-from .rewrite import Rewrite, apply_rules, single_consumer
+from .rewrite import Rewrite, absorb, apply_rules, single_consumer
 
 NAME = "fuse_relu"
 
@@ -23,13 +23,17 @@ def match(graph: Graph, node: Node) -> Rewrite | None:
     producer = graph[node.inputs[0]]
     if not takes_step(producer.op, node.op) or producer.out_view is not None:
         return None
+    if not all(takes_step(producer.op, s.kind) for s in node.epilogue):
+        return None
     if single_consumer(graph, producer.name, graph.consumers()) != node.name:
         return None
     already = node.op == "relu" and producer.epilogue and producer.epilogue[-1].kind == "relu"
     steps = producer.epilogue if already else (      # relu(relu(x)) is relu(x)
         producer.epilogue + (EpilogueStep(node.op, attrs=node.attrs),))
-    fused = producer.replace(epilogue=steps, fused=producer.fused + (node.name,))
-    return Rewrite(at=producer.name, new=fused, remove=(node.name,), renamed_to=producer.name)
+    # the activation's own epilogue (a step fused into it by an earlier pass) comes after it
+    fused = producer.replace(epilogue=steps + node.epilogue,
+                             fused=producer.fused + (node.name,) + node.fused)
+    return absorb(producer, node, fused)
 
 
 def run(graph: Graph) -> Graph:

@@ -3,6 +3,8 @@
     fold_batchnorm  conv/deconv/linear + batchnorm  -> the layer, the BatchNorm in its weights
     fuse_relu       any kernel + an activation      -> one kernel, the activation in its store
     fuse_pool       conv + 2- or 4-pixel max pool   -> one kernel, the max taken before the store
+    fuse_channel_step any kernel + a batchnorm/affine/prelu not folded -> one kernel, per channel
+                    in its store
     fuse_add        conv/deconv/linear + add (skip) -> one kernel, add in its epilogue
     fuse_relu       again: an add's relu (`add relu: true`) now follows a fused kernel
     fire_concat     concat operands written in place -> no concat kernel, no copy
@@ -15,12 +17,13 @@ from typing import Callable
 
 from ..ir.graph import Graph
 from ..ir.verify import verify
-from . import fire_concat, fold_batchnorm, fuse_add, fuse_pool, fuse_relu
+from . import fire_concat, fold_batchnorm, fuse_add, fuse_channel_step, fuse_pool, fuse_relu
 
 PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
     (fold_batchnorm.NAME, fold_batchnorm.run),
     (fuse_relu.NAME, fuse_relu.run),
     (fuse_pool.NAME, fuse_pool.run),
+    (fuse_channel_step.NAME, fuse_channel_step.run),
     (fuse_add.NAME, fuse_add.run),
     (fuse_relu.NAME, fuse_relu.run),
     (fire_concat.NAME, fire_concat.run),

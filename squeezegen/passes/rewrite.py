@@ -26,6 +26,16 @@ class Rewrite:
 Rule = Callable[[Graph, Node], "Rewrite | None"]
 
 
+def absorb(producer: Node, node: Node, fused: Node) -> Rewrite:
+    """`node` absorbed into its producer (now `fused`): readers of `node` read the producer.
+    The fused node stays where the producer was, unless `node`'s epilogue adds a tensor (which
+    may be computed between the two): then it takes `node`'s place."""
+    if any(s.kind == "add" for s in node.epilogue):
+        return Rewrite(at=node.name, new=fused, remove=(producer.name, node.name),
+                       renamed_to=producer.name)
+    return Rewrite(at=producer.name, new=fused, remove=(node.name,), renamed_to=producer.name)
+
+
 def single_consumer(graph: Graph, name: str, consumers: dict) -> str | None:
     """The one node reading `name`, if exactly one does and `name` is not a graph output."""
     readers = consumers[name]

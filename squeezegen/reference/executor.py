@@ -55,9 +55,13 @@ class ReferenceExecutor:
         self.rounded = rounded or {}
 
     def _params(self, node) -> dict:
-        if not node.param_prefix:
+        return self._weights_of(node.param_prefix)
+
+    def _weights_of(self, prefix: str | None) -> dict:
+        """The weights `<prefix>.<name>`, by their short name."""
+        if not prefix:
             return {}
-        prefix = node.param_prefix + "."
+        prefix += "."
         return {k[len(prefix):]: v for k, v in self.weights.items() if k.startswith(prefix)
                 and "." not in k[len(prefix):]}
 
@@ -73,7 +77,7 @@ class ReferenceExecutor:
                 params = {k: rnd(v) if k == "weight" else v for k, v in params.items()}
             y = OPS[node.op].reference(node.attrs, args, params)
             for step in node.epilogue:
-                y = apply_step(step, y, env.get(step.operand))
+                y = apply_step(step, y, env.get(step.operand), self._weights_of(step.param_prefix))
             env[node.name] = y
         return env
 

@@ -91,5 +91,6 @@ class PlannedExecutor(ReferenceExecutor):
             return
         y = OPS[node.op].reference(node.attrs, args, self._params(node))
         for step in node.epilogue:
-            y = apply_step(step, y, view(step.operand) if step.operand else None)
+            y = apply_step(step, y, view(step.operand) if step.operand else None,
+                           self._weights_of(step.param_prefix))
         view(node.name)[...] = y

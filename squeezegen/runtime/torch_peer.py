@@ -15,20 +15,24 @@ def torch_module(graph, weights: dict):
     import torch
     import torch.nn as nn
 
+    def held(prefix: str):
+        """The weights `<prefix>.<name>` as fixed parameters, by their short name."""
+        prefix += "."
+        return nn.ParameterDict({
+            key[len(prefix):]: nn.Parameter(torch.from_numpy(value.copy()), requires_grad=False)
+            for key, value in weights.items()
+            if key.startswith(prefix) and "." not in key[len(prefix):]})
+
     class Peer(nn.Module):
         def __init__(self):
             super().__init__()
             self.params = nn.ModuleDict()
             for node in graph.nodes[1:]:
-                if not node.param_prefix:
-                    continue
-                prefix = node.param_prefix + "."
-                held = nn.ParameterDict({
-                    key[len(prefix):]: nn.Parameter(torch.from_numpy(value.copy()),
-                                                    requires_grad=False)
-                    for key, value in weights.items()
-                    if key.startswith(prefix) and "." not in key[len(prefix):]})
-                self.params[node.name] = held
+                if node.param_prefix:
+                    self.params[node.name] = held(node.param_prefix)
+                for i, step in enumerate(node.epilogue):
+                    if step.param_prefix:
+                        self.params[f"{node.name}__step{i}"] = held(step.param_prefix)
 
         def forward(self, x):
             env = {graph.input.name: x}
@@ -36,9 +40,11 @@ def torch_module(graph, weights: dict):
                 args = [env[i] for i in node.inputs]
                 params = dict(self.params[node.name]) if node.name in self.params else {}
                 y = OPS[node.op].torch(torch, node.attrs, args, params)
-                for step in node.epilogue:
+                for i, step in enumerate(node.epilogue):
+                    held_by_step = self.params[f"{node.name}__step{i}"] \
+                        if step.param_prefix else {}
                     y = (y + env[step.operand] if step.kind == "add" else
-                         OPS[step.kind].torch(torch, step.attrs, [y], {}))
+                         OPS[step.kind].torch(torch, step.attrs, [y], dict(held_by_step)))
                 env[node.name] = y
             outs = tuple(env[o] for o in graph.outputs)
             return outs[0] if len(outs) == 1 else outs
