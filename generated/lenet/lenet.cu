@@ -2,7 +2,7 @@
 //
 // model:    lenet (sha256 22b2370e838ddf4b946a64f7fcdd9053464f22535dde984bf70187ae1cfee13f)
 // options:  batch 1, precision fp32, target sm_90 (NVIDIA H200, 132 SMs)
-// passes:   fold_batchnorm, fuse_relu, fuse_pool, fuse_add, fuse_relu, fire_concat, plan_memory
+// passes:   fold_batchnorm, fuse_relu, fuse_pool, fuse_channel_step, fuse_add, fuse_relu, fire_concat, plan_memory
 // kernels:  5, in launch order below
 // input:    1x1x28x28; outputs: prob 1x10
 //

@@ -2,7 +2,7 @@
 //
 // model:    squeezeseg (sha256 99f3d760d9c33790cc0b8e8ce6bac999fb3f1f9469a15d34db4eb6b5c534be30)
 // options:  batch 1, precision fp32, target sm_90 (NVIDIA H200, 132 SMs)
-// passes:   fold_batchnorm, fuse_relu, fuse_pool, fuse_add, fuse_relu, fire_concat, plan_memory
+// passes:   fold_batchnorm, fuse_relu, fuse_pool, fuse_channel_step, fuse_add, fuse_relu, fire_concat, plan_memory
 // kernels:  36, in launch order below
 // input:    1x3x227x227; outputs: conv13 1x21x227x227
 //
