@@ -140,3 +140,18 @@ def test_on_the_gpu_matches_the_reference(batch, precision, tol):
         got = net(x)
     for a, b in zip(got, want):
         assert_close(a, b, tol)
+
+
+@pytest.mark.parametrize("between", ["- {name: a, op: relu}",
+                                     "- {name: a0, op: sigmoid}\n- {name: a, op: batchnorm}"])
+def test_x_plus_a_step_of_x_keeps_x(between):
+    """x + act(x): the add goes into act's kernel, which then reads x twice (as its input and as
+    the tensor it adds), so act must not be fused into x's kernel."""
+    g = small_model((3, 7, 6), "- {name: c, op: conv, out: 4, kernel: 3, pad: 1}\n" + between
+                    + "\n- {name: s, op: add, inputs: [a, c]}", "s")
+    w = random_weights(g, seed=2)
+    x = random_input(g, 3)
+    fused = run_passes(g)
+    assert not fused["c"].epilogue
+    assert_close(ReferenceExecutor(fused, w)(x), torch_run(torch_module(g, w), x), 2e-6)
+    build(g, 3, weights=w)

@@ -28,7 +28,8 @@ def match(graph: Graph, node: Node) -> Rewrite | None:
         return None
     if not all(takes_step(producer.op, s.kind) for s in node.epilogue):
         return None
-    if single_consumer(graph, producer.name, graph.consumers()) != node.name:
+    if single_consumer(graph, producer.name, graph.consumers()) != node.name \
+            or node.reads.count(producer.name) > 1:     # x + act(x): x is read twice
         return None
     step = EpilogueStep(node.op, attrs=node.attrs, param_prefix=node.param_prefix)
     fused = producer.replace(epilogue=producer.epilogue + (step,) + node.epilogue,

@@ -25,7 +25,8 @@ def match(graph: Graph, node: Node) -> Rewrite | None:
         return None
     if not all(takes_step(producer.op, s.kind) for s in node.epilogue):
         return None
-    if single_consumer(graph, producer.name, graph.consumers()) != node.name:
+    if single_consumer(graph, producer.name, graph.consumers()) != node.name \
+            or node.reads.count(producer.name) > 1:     # x + act(x): x is read twice
         return None
     already = node.op == "relu" and producer.epilogue and producer.epilogue[-1].kind == "relu"
     steps = producer.epilogue if already else (      # relu(relu(x)) is relu(x)
