@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -311,8 +312,13 @@ def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool =
     accumulation; see `codegen.schedule.uses_tensor_cores` for the exceptions). The network can
     be called from any thread; networks on several GPUs can live in one process.
     `dependent_launch` (experimental): kernels 2..n as programmatic dependent launches on
-    Hopper (runtime/launch.py)."""
+    Hopper (runtime/launch.py); measured slower than serial launches, and not bit for bit their
+    results on some models (README), so it warns."""
     check_device(device)
+    if dependent_launch:
+        warnings.warn("dependent_launch is experimental: on an H100 it was slower than serial "
+                      "launches and, on some models, not bit for bit their results",
+                      RuntimeWarning, stacklevel=2)
     file = None if isinstance(weights, dict) else str(weights)
     graph = load_model(model)
     checked = check_weights(graph, load_weights(weights), file)
