@@ -152,7 +152,7 @@ class Lowering:
     def channel_kernel(self, node: Node, what: str) -> Kernel:
         """eltwise.cu.j2 for an op with a `channel_step` (batchnorm, affine, prelu) that runs as
         its own kernel: one thread per element, the same C expression its epilogue form has."""
-        read = _channel_reader(lambda short: param_var(short), "c")
+        read = _channel_reader(param_var, "c")
         expr = OPS[node.op].channel_step(node.attrs, "xv", read)
         return self.kernel(node, "eltwise.cu.j2", self.grid(self.pixels(node) * node.type.channels),
                            self.consts(node), {"kind": node.op, "expr": expr, "what": what})
