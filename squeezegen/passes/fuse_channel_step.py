@@ -14,8 +14,8 @@ after it. Runs after fold_batchnorm (which folds into the weights where it can) 
 from __future__ import annotations
 
 from ..ir.graph import EpilogueStep, Graph, Node
-from ..ir.ops import OPS, takes_step
-from .rewrite import Rewrite, absorb, apply_rules, single_consumer
+from ..ir.ops import OPS
+from .rewrite import Rewrite, absorb, absorbable, apply_rules
 
 NAME = "fuse_channel_step"
 
@@ -24,12 +24,7 @@ def match(graph: Graph, node: Node) -> Rewrite | None:
     if OPS[node.op].channel_step is None:
         return None
     producer = graph[node.inputs[0]]
-    if producer.out_view is not None or not takes_step(producer.op, node.op):
-        return None
-    if not all(takes_step(producer.op, s.kind) for s in node.epilogue):
-        return None
-    if single_consumer(graph, producer.name, graph.consumers()) != node.name \
-            or node.reads.count(producer.name) > 1:     # x + act(x): x is read twice
+    if not absorbable(graph, producer, node, node.op):
         return None
     step = EpilogueStep(node.op, attrs=node.attrs, param_prefix=node.param_prefix)
     fused = producer.replace(epilogue=producer.epilogue + (step,) + node.epilogue,

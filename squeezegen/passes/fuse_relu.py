@@ -11,8 +11,8 @@ output. (The name is the pass's first job: the ReLU of `relu: true`.)
 from __future__ import annotations
 
 from ..ir.graph import EpilogueStep, Graph, Node
-from ..ir.ops import OPS, takes_step
-from .rewrite import Rewrite, absorb, apply_rules, single_consumer
+from ..ir.ops import OPS
+from .rewrite import Rewrite, absorb, absorbable, apply_rules
 
 NAME = "fuse_relu"
 
@@ -21,12 +21,7 @@ def match(graph: Graph, node: Node) -> Rewrite | None:
     if OPS[node.op].activation is None:
         return None
     producer = graph[node.inputs[0]]
-    if not takes_step(producer.op, node.op) or producer.out_view is not None:
-        return None
-    if not all(takes_step(producer.op, s.kind) for s in node.epilogue):
-        return None
-    if single_consumer(graph, producer.name, graph.consumers()) != node.name \
-            or node.reads.count(producer.name) > 1:     # x + act(x): x is read twice
+    if not absorbable(graph, producer, node, node.op):
         return None
     already = node.op == "relu" and producer.epilogue and producer.epilogue[-1].kind == "relu"
     steps = producer.epilogue if already else (      # relu(relu(x)) is relu(x)

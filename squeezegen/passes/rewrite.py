@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..ir.graph import Constant, Graph, Node
+from ..ir.ops import takes_step
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,16 @@ class Rewrite:
 
 
 Rule = Callable[[Graph, Node], "Rewrite | None"]
+
+
+def absorbable(graph: Graph, producer: Node, node: Node, kind: str) -> bool:
+    """Whether `node` (its op applied as epilogue step `kind`, then its own epilogue) can go
+    into the store of `producer`: the producer's kernel takes those steps, writes no concat
+    slice yet, and `node` is its only reader, reading it once (not `x + act(x)`)."""
+    return (producer.out_view is None
+            and all(takes_step(producer.op, k) for k in (kind, *(s.kind for s in node.epilogue)))
+            and single_consumer(graph, producer.name, graph.consumers()) == node.name
+            and node.reads.count(producer.name) == 1)
 
 
 def absorb(producer: Node, node: Node, fused: Node) -> Rewrite:
