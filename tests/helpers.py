@@ -64,6 +64,19 @@ def needs_gpu(test):
     return pytest.mark.gpu(pytest.mark.skipif(reason is not None, reason=f"no GPU: {reason}")(test))
 
 
+def assert_gpu_matches_reference(graph, weights, batch: int, precision: str = "fp32",
+                                 tol: float = 1e-5) -> None:
+    """The network compiled for the GPU at `batch` and `precision` against the NumPy reference
+    on a random input: every output within `tol` of its max magnitude."""
+    from squeezegen.reference import ReferenceExecutor
+    x = random_input(graph, batch)
+    want = ReferenceExecutor(graph, weights)(x)
+    with squeezegen.compile(graph, weights, batch=batch, precision=precision) as net:
+        got = net(x)
+    for a, b in zip(*((y if isinstance(y, tuple) else (y,)) for y in (got, want)), strict=True):
+        assert_close(a, b, tol)
+
+
 def yaml_model(text: str, file: str = "<test>"):
     """Parse a YAML model given as a (possibly indented) string."""
     return squeezegen.parse_model(textwrap.dedent(text).strip() + "\n", file)

@@ -10,14 +10,13 @@ import shutil
 import numpy as np
 import pytest
 
-import squeezegen
 from squeezegen.build import build
 from squeezegen.errors import SqueezegenError
 from squeezegen.ir.ops import param_specs, source_specs
 from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
-from helpers import (assert_close, needs_gpu, random_input, random_weights, small_model,
-                     torch_module, torch_run)
+from helpers import (assert_close, assert_gpu_matches_reference, needs_gpu, random_input,
+                     random_weights, small_model, torch_module, torch_run)
 
 # norm: at the input (its own kernel); after conv (relu), deconv, linear: folded; after a pool
 # read twice: its own kernel; after the add (fused into conv2): in conv2's store, then the relu
@@ -180,13 +179,7 @@ def test_onnx_constant_arithmetic_that_is_not_per_channel_is_refused(fn, needle,
 @pytest.mark.parametrize("batch", [1, 3])
 def test_affine_model_on_the_gpu_matches_the_reference(batch):
     g = model()
-    w = random_weights(g, seed=7)
-    x = random_input(g, batch)
-    want = ReferenceExecutor(g, w)(x)
-    with squeezegen.compile(g, w, batch=batch) as net:
-        got = net(x)
-    for a, b in zip(got, want):
-        assert_close(a, b, 1e-5)
+    assert_gpu_matches_reference(g, random_weights(g, seed=7), batch)
 
 
 class Difference(nn.Module):

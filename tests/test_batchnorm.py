@@ -18,8 +18,8 @@ from squeezegen.ir.printer import format_graph
 from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
 from squeezegen.weights import check_weights, init_weights
-from helpers import (assert_close, needs_gpu, random_input, random_weights, small_model,
-                     torch_module, torch_run)
+from helpers import (assert_close, assert_gpu_matches_reference, needs_gpu, random_input,
+                     random_weights, small_model, torch_module, torch_run)
 
 # conv (no bias) -> bn -> relu: folded; conv -> bn relu: folded with its ReLU; deconv -> bn and
 # linear -> bn (BatchNorm1d): folded; maxpool -> bn and add -> bn: standalone kernels
@@ -230,10 +230,4 @@ def test_onnx_batchnorm_imports_and_matches_pytorch(tmp_path):
                                                    (16, "fp32", 1e-5), (3, "fp16", 5e-3)])
 def test_batchnorm_model_on_the_gpu_matches_the_reference(batch, precision, tol):
     g = model()
-    w = random_weights(g, seed=7)
-    x = random_input(g, batch)
-    want = ReferenceExecutor(g, w)(x)
-    with squeezegen.compile(g, w, batch=batch, precision=precision) as net:
-        got = net(x)
-    for a, b in zip(got, want):
-        assert_close(a, b, tol)
+    assert_gpu_matches_reference(g, random_weights(g, seed=7), batch, precision, tol)

@@ -10,13 +10,12 @@ import shutil
 
 import pytest
 
-import squeezegen
 from squeezegen.build import build
 from squeezegen.ir.ops import param_specs, source_specs
 from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
-from helpers import (assert_close, needs_gpu, random_input, random_weights, small_model,
-                     torch_module, torch_run)
+from helpers import (assert_close, assert_gpu_matches_reference, needs_gpu, random_input,
+                     random_weights, small_model, torch_module, torch_run)
 
 # every kind of kernel that stores per channel, each followed by a step it cannot fold
 LAYERS = """
@@ -133,13 +132,7 @@ def test_compiles_with_nvcc_werror(tmp_path):
                                                    (3, "tf32", 5e-3), (2, "fp16", 5e-3)])
 def test_on_the_gpu_matches_the_reference(batch, precision, tol):
     g = model()
-    w = random_weights(g, seed=11)
-    x = random_input(g, batch)
-    want = ReferenceExecutor(g, w)(x)
-    with squeezegen.compile(g, w, batch=batch, precision=precision) as net:
-        got = net(x)
-    for a, b in zip(got, want):
-        assert_close(a, b, tol)
+    assert_gpu_matches_reference(g, random_weights(g, seed=11), batch, precision, tol)
 
 
 @pytest.mark.parametrize("between", ["- {name: a, op: relu}",
