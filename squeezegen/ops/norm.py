@@ -6,8 +6,8 @@ per channel or scalar becomes: an input normalisation, a layer scale).
 After a conv, deconv or linear layer the fold_batchnorm pass folds either into that layer's
 weights and bias (`folded_*`, below); after any other kernel (a pool, an add, a conv with an
 activation) the fuse_channel_step pass applies it in that kernel's store (`channel_step`); only
-where neither applies (on the network's input, after a concat, on a tensor read twice) it runs as its own
-kernel."""
+where neither applies (on the network's input, after a concat, on a tensor read twice) it runs as
+its own kernel."""
 from __future__ import annotations
 
 import numpy as np
