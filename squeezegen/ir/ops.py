@@ -56,6 +56,15 @@ def node_params(graph: Graph, node: Node) -> dict[str, tuple[int, ...]]:
     return {f"{node.param_prefix}.{k}": v for k, v in params.items()}
 
 
+def weights_under(weights: dict, prefix: str | None) -> dict:
+    """The weights `<prefix>.<name>` of one node or epilogue step, by their short name."""
+    if not prefix:
+        return {}
+    prefix += "."
+    return {k[len(prefix):]: v for k, v in weights.items()
+            if k.startswith(prefix) and "." not in k[len(prefix):]}
+
+
 def step_params(node: Node, step) -> dict[str, tuple[int, ...]]:
     """Weight tensors of a per-channel epilogue step of `node` (a batchnorm run in its store),
     keyed by their weight-file name; {} for an activation or an add."""

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import InputError
 from ..frontend import load_model
 from ..ir.graph import Graph
-from ..ir.ops import OPS, apply_step, resolve_weights
+from ..ir.ops import OPS, apply_step, resolve_weights, weights_under
 from ..weights import check_weights, load_weights
 
 
@@ -58,12 +58,7 @@ class ReferenceExecutor:
         return self._weights_of(node.param_prefix)
 
     def _weights_of(self, prefix: str | None) -> dict:
-        """The weights `<prefix>.<name>`, by their short name."""
-        if not prefix:
-            return {}
-        prefix += "."
-        return {k[len(prefix):]: v for k, v in self.weights.items() if k.startswith(prefix)
-                and "." not in k[len(prefix):]}
+        return weights_under(self.weights, prefix)
 
     def run_all(self, x) -> dict[str, np.ndarray]:
         """Every tensor of the graph, by node name."""

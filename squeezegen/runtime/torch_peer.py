@@ -8,7 +8,7 @@ dependency.
 """
 from __future__ import annotations
 
-from ..ir.ops import OPS
+from ..ir.ops import OPS, weights_under
 
 
 def torch_module(graph, weights: dict):
@@ -17,11 +17,9 @@ def torch_module(graph, weights: dict):
 
     def held(prefix: str):
         """The weights `<prefix>.<name>` as fixed parameters, by their short name."""
-        prefix += "."
         return nn.ParameterDict({
-            key[len(prefix):]: nn.Parameter(torch.from_numpy(value.copy()), requires_grad=False)
-            for key, value in weights.items()
-            if key.startswith(prefix) and "." not in key[len(prefix):]})
+            name: nn.Parameter(torch.from_numpy(value.copy()), requires_grad=False)
+            for name, value in weights_under(weights, prefix).items()})
 
     class Peer(nn.Module):
         def __init__(self):
