@@ -148,3 +148,18 @@ def test_x_plus_a_step_of_x_keeps_x(between):
     assert not fused["c"].epilogue
     assert_close(ReferenceExecutor(fused, w)(x), torch_run(torch_module(g, w), x), 2e-6)
     build(g, 3, weights=w)
+
+
+def test_the_benchmarks_torch_peer_runs_the_steps_with_their_weights():
+    """runtime/torch_peer.py (what `bench --compare torch` times) on the fused graph."""
+    torch = pytest.importorskip("torch")
+    from squeezegen.runtime.torch_peer import torch_module as peer
+    g = model()
+    w = random_weights(g, seed=3)
+    x = random_input(g, 2)
+    fused = run_passes(g)
+    reference = ReferenceExecutor(fused, w)
+    with torch.no_grad():
+        got = peer(fused, reference.weights)(torch.from_numpy(x))
+    for a, b in zip(got, reference(x), strict=True):
+        assert_close(a.numpy(), b, 2e-6)
