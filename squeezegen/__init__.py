@@ -19,13 +19,13 @@ from .weights import init_weights, load_weights, save_weights  # noqa: E402
 
 
 def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool = False,
-            precision: str = "fp32", device: int = 0, dependent_launch: bool = False):
+            precision: str = "fp32", device: int = 0):
     """Build, compile and load a model onto GPU `device`: `net(x)` runs it, from any thread
     (needs PyCUDA). With `tune`, the autotuner's tiles for this GPU (tuned and cached on first
-    use). `dependent_launch` (experimental): programmatic dependent launches on Hopper."""
+    use)."""
     from .runtime.network import compile as compile_network
     return compile_network(model, weights, batch=batch, use_graph=use_graph, tune=tune,
-                           precision=precision, device=device, dependent_launch=dependent_launch)
+                           precision=precision, device=device)
 
 
 def segment(model, weights, inputs, out_dir, **options):

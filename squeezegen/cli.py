@@ -274,7 +274,7 @@ def _cmd_bench(args) -> int:
         weights = init_weights(load_model(args.model), 0)
     result = bench(args.model, weights, args.batch, compare, args.per_layer, args.iters,
                    tune=not args.no_tune, log=lambda m: print(m, file=sys.stderr, flush=True),
-                   precision=args.precision, dependent_launch=args.dependent_launch)
+                   precision=args.precision)
     print(format_bench(result))
     if args.json:
         atomic_write(args.json, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()))
@@ -448,8 +448,6 @@ def make_parser() -> argparse.ArgumentParser:
                    help="use the heuristic's tiles, not the autotuner's")
     s.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (strict), or tensor-core GEMMs with tf32/fp16 inputs [fp32]")
-    s.add_argument("--dependent-launch", action="store_true",
-                   help="also time programmatic dependent launches (Hopper; experimental)")
     s.set_defaults(func=_cmd_bench)
 
     s = sub.add_parser("tune", help="time every candidate tile of every layer on the GPU and "

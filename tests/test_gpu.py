@@ -143,9 +143,15 @@ def test_table3_pixel_mean(capsys):
     assert abs(means["pytorch cuda"] - ref) <= 1e-6 * abs(ref)
 
 
-@pytest.mark.skipif(bool(os.environ.get("PYTEST_XDIST_WORKER")),
-                    reason="reads the whole GPU's free memory, which other xdist workers change "
-                           "at the same time: run it alone (pytest -m gpu tests/test_gpu.py -k frees)")
+# Tests that read (or take) the whole GPU's free memory: other xdist workers allocate at the same
+# time, so they run only in a serial session (pytest -m gpu tests/test_gpu.py -k "frees or leaks").
+alone_on_the_gpu = pytest.mark.skipif(
+    bool(os.environ.get("PYTEST_XDIST_WORKER")),
+    reason="reads the whole GPU's free memory, which other xdist workers change at the same "
+           "time: run it alone (pytest -m gpu tests/test_gpu.py -k 'frees or leaks')")
+
+
+@alone_on_the_gpu
 def test_network_survives_bad_calls_and_frees_memory():
     from squeezegen.runtime.network import cuda
     drv = cuda()
@@ -172,6 +178,7 @@ def test_network_survives_bad_calls_and_frees_memory():
     assert drv.mem_get_info()[0] >= free_before - (2 << 20)
 
 
+@alone_on_the_gpu
 def test_out_of_memory_is_reported_and_nothing_leaks():
     from squeezegen.runtime.network import GPUError, cuda
     drv = cuda()

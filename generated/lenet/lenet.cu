@@ -30,12 +30,6 @@
 
 #include "lenet.h"
 
-// Programmatic dependent launch (experimental, not yet measured): compile with
-// -DSG_DEPENDENT_LAUNCH=1 to launch kernels 2..n as dependent launches on sm_90 and later.
-#ifndef SG_DEPENDENT_LAUNCH
-#define SG_DEPENDENT_LAUNCH 0
-#endif
-
 // the buffers every kernel of this network receives
 struct sg_buffers {
     const float* input;
@@ -60,15 +54,6 @@ lenet_conv1_maxpool(const float* __restrict__ input, float* __restrict__ arena,
         SW = 1, PH = 0, PW = 0, BM = 128, BN = 24, BK = 16, TM = 4, TN = 3, SPLITK = 1,
         SMEM_BYTES = 9728, PKH = 2, PKW = 2
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -176,26 +161,9 @@ lenet_conv1_maxpool(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_conv1_maxpool(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_conv1_maxpool(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 5x1, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(5, 1, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, lenet_conv1_maxpool, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 5x1, 256 threads per block
     lenet_conv1_maxpool<<<dim3(5, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -216,15 +184,6 @@ lenet_conv2_maxpool(const float* __restrict__ input, float* __restrict__ arena,
         PH = 0, PW = 0, BM = 128, BN = 56, BK = 16, TM = 4, TN = 7, SPLITK = 7,
         SMEM_BYTES = 11776, PKH = 2, PKW = 2
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -363,26 +322,9 @@ lenet_conv2_maxpool(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_conv2_maxpool(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_conv2_maxpool(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x1x7, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(1, 1, 7);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, lenet_conv2_maxpool, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 1x1x7, 256 threads per block
     lenet_conv2_maxpool<<<dim3(1, 1, 7), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -400,15 +342,6 @@ lenet_ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
     enum : int {
         N = 1, CI = 50, HI = 4, WI = 4, CO = 500, HO = 1, WO = 1, IN = 800, WARPS = 8
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // a linear layer at a small batch (matrix-vector): a warp per output, its lanes reading
     // consecutive inputs (flattened C,H,W) and the weight row w[co][0..IN) (PyTorch's [OUT][IN]
     // layout, kept for this kernel), then summing the 32 partial sums with shuffles in a fixed
@@ -449,26 +382,9 @@ lenet_ip1_relu(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_ip1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_ip1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 63x1, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(63, 1, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, lenet_ip1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 63x1, 256 threads per block
     lenet_ip1_relu<<<dim3(63, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -485,15 +401,6 @@ lenet_ip2(const float* __restrict__ input, float* __restrict__ arena,
     enum : int {
         N = 1, CI = 500, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1, IN = 500, WARPS = 8
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // a linear layer at a small batch (matrix-vector): a warp per output, its lanes reading
     // consecutive inputs (flattened C,H,W) and the weight row w[co][0..IN) (PyTorch's [OUT][IN]
     // layout, kept for this kernel), then summing the 32 partial sums with shuffles in a fixed
@@ -533,26 +440,9 @@ lenet_ip2(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_ip2(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_ip2(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 2x1, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(2, 1, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, lenet_ip2, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 2x1, 256 threads per block
     lenet_ip2<<<dim3(2, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -569,15 +459,6 @@ lenet_prob(const float* __restrict__ input, float* __restrict__ arena,
     enum : int {
         N = 1, CI = 10, HI = 1, WI = 1, CO = 10, HO = 1, WO = 1
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 512LL;  // ip2: 10 (arena @ float 512, image stride 10)
     constexpr long long X_IMAGE = 10LL;
@@ -601,26 +482,9 @@ lenet_prob(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_prob(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_prob(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1x1, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(1, 1, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, lenet_prob, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 1x1, 256 threads per block
     lenet_prob<<<dim3(1, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -632,7 +496,6 @@ static cudaError_t sg_launch_prob(const sg_buffers& sg_b, cudaStream_t sg_stream
 struct lenet_net {
     float* arena;
     float* weights;
-    bool dependent_launch;      // SG_DEPENDENT_LAUNCH, and the GPU and kernels are sm_90+
 };
 
 // What went wrong in this thread's last API call ("" after a success): lenet_last_error()
@@ -723,21 +586,6 @@ cudaError_t lenet_create(lenet_net** out, const void* blob, size_t blob_bytes)
         err = sg_cuda(cudaMemcpy(net->weights, bytes + SG_BLOB_HEADER_BYTES,
                                  (size_t)SG_LENET_WEIGHT_FLOATS * sizeof(float), cudaMemcpyHostToDevice),
                       "uploading the weights");
-    net->dependent_launch = false;
-#if SG_DEPENDENT_LAUNCH
-    // dependent launches need the GPU (9.0+) and kernels compiled for it: compiled for an older
-    // architecture (PTX JIT-compiled here included), their griddepcontrol.wait is compiled out
-    int device = 0, major = 0;
-    cudaFuncAttributes compiled = {};
-    if (err == cudaSuccess) err = sg_cuda(cudaGetDevice(&device), "cudaGetDevice");
-    if (err == cudaSuccess)
-        err = sg_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
-                      "reading the GPU's compute capability");
-    if (err == cudaSuccess)
-        err = sg_cuda(cudaFuncGetAttributes(&compiled, (const void*)lenet_conv1_maxpool),
-                      "reading the kernels' attributes");
-    net->dependent_launch = major >= 9 && compiled.ptxVersion >= 90 && compiled.binaryVersion >= 90;
-#endif
     if (err != cudaSuccess) {
         lenet_destroy(net);
         return err;
@@ -777,13 +625,11 @@ cudaError_t lenet_forward(lenet_net* net, const float* input, float* output0, cu
     // a run cut short, or two runs of one net on two streams at once, would not)
     if ((err = cudaMemsetAsync((char*)net->arena + 215552, 0, 256, stream)) != cudaSuccess)
         return sg_cuda(err, "resetting the split-K counters");
-    // with SG_DEPENDENT_LAUNCH, every kernel but the first is a programmatic dependent launch: it
-    // waits for the one before it in its first instruction, and its launch overlaps that one
-    if ((err = sg_launch_conv1_maxpool(buffers, stream, false)) != cudaSuccess) return sg_cuda(err, "launching conv1_maxpool");
-    if ((err = sg_launch_conv2_maxpool(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching conv2_maxpool");
-    if ((err = sg_launch_ip1_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching ip1_relu");
-    if ((err = sg_launch_ip2(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching ip2");
-    if ((err = sg_launch_prob(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching prob");
+    if ((err = sg_launch_conv1_maxpool(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv1_maxpool");
+    if ((err = sg_launch_conv2_maxpool(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv2_maxpool");
+    if ((err = sg_launch_ip1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching ip1_relu");
+    if ((err = sg_launch_ip2(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching ip2");
+    if ((err = sg_launch_prob(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching prob");
     return cudaSuccess;
 }
 

@@ -72,12 +72,6 @@
 
 #include "squeezeseg.h"
 
-// Programmatic dependent launch (experimental, not yet measured): compile with
-// -DSG_DEPENDENT_LAUNCH=1 to launch kernels 2..n as dependent launches on sm_90 and later.
-#ifndef SG_DEPENDENT_LAUNCH
-#define SG_DEPENDENT_LAUNCH 0
-#endif
-
 // the buffers every kernel of this network receives
 struct sg_buffers {
     const float* input;
@@ -102,15 +96,6 @@ squeezeseg_conv1_relu(const float* __restrict__ input, float* __restrict__ arena
         SW = 2, PH = 0, PW = 0, BM = 32, BN = 96, BK = 16, TM = 1, TN = 12, SPLITK = 2,
         SMEM_BYTES = 8192
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -240,26 +225,9 @@ squeezeseg_conv1_relu(const float* __restrict__ input, float* __restrict__ arena
     }
 }
 
-static cudaError_t sg_launch_conv1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_conv1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 386x1x2, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(386, 1, 2);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_conv1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 386x1x2, 256 threads per block
     squeezeseg_conv1_relu<<<dim3(386, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -277,15 +245,6 @@ squeezeseg_pool1(const float* __restrict__ input, float* __restrict__ arena,
         N = 1, CI = 96, HI = 111, WI = 111, CO = 96, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2,
         SW = 2, PH = 0, PW = 0
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 2371584LL;  // conv1: 96x111x111 (arena @ float 2,371,584, image stride 1182816)
     constexpr long long X_IMAGE = 1182816LL;
@@ -312,26 +271,9 @@ squeezeseg_pool1(const float* __restrict__ input, float* __restrict__ arena,
         y[n * Y_IMAGE + c * (HO * WO) + pix] = v;
 }
 
-static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_pool1(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 1135x1, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(1135, 1, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_pool1, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 1135x1, 256 threads per block
     squeezeseg_pool1<<<dim3(1135, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -352,15 +294,6 @@ squeezeseg_fire2_squeeze_relu(const float* __restrict__ input, float* __restrict
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 1,
         SMEM_BYTES = 3072
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -459,26 +392,9 @@ squeezeseg_fire2_squeeze_relu(const float* __restrict__ input, float* __restrict
     }
 }
 
-static cudaError_t sg_launch_fire2_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire2_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(95, 1, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire2_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 95x1, 256 threads per block
     squeezeseg_fire2_squeeze_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -499,15 +415,6 @@ squeezeseg_fire2_expand1x1_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -606,26 +513,9 @@ squeezeseg_fire2_expand1x1_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire2_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(95, 1, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire2_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 95x1, 256 threads per block
     squeezeseg_fire2_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -646,15 +536,6 @@ squeezeseg_fire2_expand3x3_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -784,26 +665,9 @@ squeezeseg_fire2_expand3x3_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire2_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1x2, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(95, 1, 2);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire2_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 95x1x2, 256 threads per block
     squeezeseg_fire2_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -824,15 +688,6 @@ squeezeseg_fire3_squeeze_relu(const float* __restrict__ input, float* __restrict
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 16, BK = 16, TM = 1, TN = 2, SPLITK = 2,
         SMEM_BYTES = 3072
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -962,26 +817,9 @@ squeezeseg_fire3_squeeze_relu(const float* __restrict__ input, float* __restrict
     }
 }
 
-static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire3_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1x2, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(95, 1, 2);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire3_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 95x1x2, 256 threads per block
     squeezeseg_fire3_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1002,15 +840,6 @@ squeezeseg_fire3_expand1x1_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1109,26 +938,9 @@ squeezeseg_fire3_expand1x1_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire3_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(95, 1, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire3_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 95x1, 256 threads per block
     squeezeseg_fire3_expand1x1_relu<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1149,15 +961,6 @@ squeezeseg_fire3_expand3x3_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 2,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1287,26 +1090,9 @@ squeezeseg_fire3_expand3x3_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire3_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1x2, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(95, 1, 2);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire3_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 95x1x2, 256 threads per block
     squeezeseg_fire3_expand3x3_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1327,15 +1113,6 @@ squeezeseg_fire4_squeeze_relu(const float* __restrict__ input, float* __restrict
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 2,
         SMEM_BYTES = 4096
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1465,26 +1242,9 @@ squeezeseg_fire4_squeeze_relu(const float* __restrict__ input, float* __restrict
     }
 }
 
-static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire4_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1x2, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(95, 1, 2);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire4_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 95x1x2, 256 threads per block
     squeezeseg_fire4_squeeze_relu<<<dim3(95, 1, 2), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1505,15 +1265,6 @@ squeezeseg_fire4_expand1x1_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1612,26 +1363,9 @@ squeezeseg_fire4_expand1x1_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire4_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x2, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(95, 2, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire4_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 95x2, 256 threads per block
     squeezeseg_fire4_expand1x1_relu<<<dim3(95, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1652,15 +1386,6 @@ squeezeseg_fire4_expand3x3_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 3,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -1790,26 +1515,9 @@ squeezeseg_fire4_expand3x3_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire4_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x2x3, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(95, 2, 3);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire4_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 95x2x3, 256 threads per block
     squeezeseg_fire4_expand3x3_relu<<<dim3(95, 2, 3), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1827,15 +1535,6 @@ squeezeseg_pool4(const float* __restrict__ input, float* __restrict__ arena,
         N = 1, CI = 256, HI = 55, WI = 55, CO = 256, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2,
         SW = 2, PH = 0, PW = 0
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 1167360LL;  // fire4: 256x55x55 (arena @ float 1,167,360, image stride 774400)
     constexpr long long X_IMAGE = 774400LL;
@@ -1862,26 +1561,9 @@ squeezeseg_pool4(const float* __restrict__ input, float* __restrict__ arena,
         y[n * Y_IMAGE + c * (HO * WO) + pix] = v;
 }
 
-static cudaError_t sg_launch_pool4(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_pool4(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 729x1, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(729, 1, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_pool4, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 729x1, 256 threads per block
     squeezeseg_pool4<<<dim3(729, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -1902,15 +1584,6 @@ squeezeseg_fire5_squeeze_relu(const float* __restrict__ input, float* __restrict
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 32, BK = 16, TM = 1, TN = 4, SPLITK = 4,
         SMEM_BYTES = 4096
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2040,26 +1713,9 @@ squeezeseg_fire5_squeeze_relu(const float* __restrict__ input, float* __restrict
     }
 }
 
-static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire5_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1x4, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 1, 4);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire5_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x1x4, 256 threads per block
     squeezeseg_fire5_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2080,15 +1736,6 @@ squeezeseg_fire5_expand1x1_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2187,26 +1834,9 @@ squeezeseg_fire5_expand1x1_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire5_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x2, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 2, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire5_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x2, 256 threads per block
     squeezeseg_fire5_expand1x1_relu<<<dim3(23, 2, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2227,15 +1857,6 @@ squeezeseg_fire5_expand3x3_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 4,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2365,26 +1986,9 @@ squeezeseg_fire5_expand3x3_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire5_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x2x4, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 2, 4);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire5_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x2x4, 256 threads per block
     squeezeseg_fire5_expand3x3_relu<<<dim3(23, 2, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2405,15 +2009,6 @@ squeezeseg_fire6_squeeze_relu(const float* __restrict__ input, float* __restrict
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 4,
         SMEM_BYTES = 5120
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2543,26 +2138,9 @@ squeezeseg_fire6_squeeze_relu(const float* __restrict__ input, float* __restrict
     }
 }
 
-static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire6_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1x4, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 1, 4);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire6_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x1x4, 256 threads per block
     squeezeseg_fire6_squeeze_relu<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2583,15 +2161,6 @@ squeezeseg_fire6_expand1x1_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2690,26 +2259,9 @@ squeezeseg_fire6_expand1x1_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire6_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x3, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 3, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire6_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x3, 256 threads per block
     squeezeseg_fire6_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2730,15 +2282,6 @@ squeezeseg_fire6_expand3x3_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -2868,26 +2411,9 @@ squeezeseg_fire6_expand3x3_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire6_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x3x6, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 3, 6);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire6_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x3x6, 256 threads per block
     squeezeseg_fire6_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -2908,15 +2434,6 @@ squeezeseg_fire7_squeeze_relu(const float* __restrict__ input, float* __restrict
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 48, BK = 16, TM = 1, TN = 6, SPLITK = 6,
         SMEM_BYTES = 5120
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3046,26 +2563,9 @@ squeezeseg_fire7_squeeze_relu(const float* __restrict__ input, float* __restrict
     }
 }
 
-static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire7_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1x6, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 1, 6);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire7_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x1x6, 256 threads per block
     squeezeseg_fire7_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3086,15 +2586,6 @@ squeezeseg_fire7_expand1x1_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3193,26 +2684,9 @@ squeezeseg_fire7_expand1x1_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire7_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x3, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 3, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire7_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x3, 256 threads per block
     squeezeseg_fire7_expand1x1_relu<<<dim3(23, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3233,15 +2707,6 @@ squeezeseg_fire7_expand3x3_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3371,26 +2836,9 @@ squeezeseg_fire7_expand3x3_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire7_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x3x6, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 3, 6);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire7_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x3x6, 256 threads per block
     squeezeseg_fire7_expand3x3_relu<<<dim3(23, 3, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3411,15 +2859,6 @@ squeezeseg_fire8_squeeze_relu(const float* __restrict__ input, float* __restrict
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3549,26 +2988,9 @@ squeezeseg_fire8_squeeze_relu(const float* __restrict__ input, float* __restrict
     }
 }
 
-static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire8_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1x6, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 1, 6);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire8_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x1x6, 256 threads per block
     squeezeseg_fire8_squeeze_relu<<<dim3(23, 1, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3589,15 +3011,6 @@ squeezeseg_fire8_expand1x1_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3696,26 +3109,9 @@ squeezeseg_fire8_expand1x1_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire8_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x4, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 4, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire8_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x4, 256 threads per block
     squeezeseg_fire8_expand1x1_relu<<<dim3(23, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3736,15 +3132,6 @@ squeezeseg_fire8_expand3x3_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -3874,26 +3261,9 @@ squeezeseg_fire8_expand3x3_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire8_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x4x6, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 4, 6);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire8_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x4x6, 256 threads per block
     squeezeseg_fire8_expand3x3_relu<<<dim3(23, 4, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3911,15 +3281,6 @@ squeezeseg_pool8(const float* __restrict__ input, float* __restrict__ arena,
         N = 1, CI = 512, HI = 27, WI = 27, CO = 512, HO = 13, WO = 13, KH = 3, KW = 3, SH = 2,
         SW = 2, PH = 0, PW = 0
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // where each tensor lives (element n,c,h,w at ptr[n * IMAGE + c * H * W + h * W + w])
     const float* __restrict__ x = arena + 1130496LL;  // fire8: 512x27x27 (arena @ float 1,130,496, image stride 373248)
     constexpr long long X_IMAGE = 373248LL;
@@ -3946,26 +3307,9 @@ squeezeseg_pool8(const float* __restrict__ input, float* __restrict__ arena,
         y[n * Y_IMAGE + c * (HO * WO) + pix] = v;
 }
 
-static cudaError_t sg_launch_pool8(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_pool8(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 338x1, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(338, 1, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_pool8, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 338x1, 256 threads per block
     squeezeseg_pool8<<<dim3(338, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -3986,15 +3330,6 @@ squeezeseg_fire9_squeeze_relu(const float* __restrict__ input, float* __restrict
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 8,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -4124,26 +3459,9 @@ squeezeseg_fire9_squeeze_relu(const float* __restrict__ input, float* __restrict
     }
 }
 
-static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire9_squeeze_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x1x8, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(6, 1, 8);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire9_squeeze_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 6x1x8, 256 threads per block
     squeezeseg_fire9_squeeze_relu<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -4164,15 +3482,6 @@ squeezeseg_fire9_expand1x1_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 1,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -4271,26 +3580,9 @@ squeezeseg_fire9_expand1x1_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire9_expand1x1_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x4, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(6, 4, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire9_expand1x1_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 6x4, 256 threads per block
     squeezeseg_fire9_expand1x1_relu<<<dim3(6, 4, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -4311,15 +3603,6 @@ squeezeseg_fire9_expand3x3_relu(const float* __restrict__ input, float* __restri
         SW = 1, PH = 1, PW = 1, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 9,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -4449,26 +3732,9 @@ squeezeseg_fire9_expand3x3_relu(const float* __restrict__ input, float* __restri
     }
 }
 
-static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_fire9_expand3x3_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x4x9, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(6, 4, 9);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_fire9_expand3x3_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 6x4x9, 256 threads per block
     squeezeseg_fire9_expand3x3_relu<<<dim3(6, 4, 9), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -4489,15 +3755,6 @@ squeezeseg_conv10_relu(const float* __restrict__ input, float* __restrict__ aren
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 64, BK = 16, TM = 1, TN = 8, SPLITK = 6,
         SMEM_BYTES = 6144
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -4627,26 +3884,9 @@ squeezeseg_conv10_relu(const float* __restrict__ input, float* __restrict__ aren
     }
 }
 
-static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_conv10_relu(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x16x6, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(6, 16, 6);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_conv10_relu, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 6x16x6, 256 threads per block
     squeezeseg_conv10_relu<<<dim3(6, 16, 6), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -4666,15 +3906,6 @@ squeezeseg_score(const float* __restrict__ input, float* __restrict__ arena,
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 15,
         SMEM_BYTES = 3584
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -4803,26 +4034,9 @@ squeezeseg_score(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_score(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x1x15, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(6, 1, 15);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_score, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 6x1x15, 256 threads per block
     squeezeseg_score<<<dim3(6, 1, 15), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -4843,15 +4057,6 @@ squeezeseg_score_pool8_add(const float* __restrict__ input, float* __restrict__ 
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 8,
         SMEM_BYTES = 3584
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -4983,26 +4188,9 @@ squeezeseg_score_pool8_add(const float* __restrict__ input, float* __restrict__ 
     }
 }
 
-static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_score_pool8_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 6x1x8, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(6, 1, 8);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_score_pool8_add, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 6x1x8, 256 threads per block
     squeezeseg_score_pool8_add<<<dim3(6, 1, 8), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -5021,15 +4209,6 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
         N = 1, CI = 21, HI = 13, WI = 13, CO = 21, HO = 27, WO = 27, KH = 3, KW = 3, SH = 2,
         SW = 2, PH = 0, PW = 0, COB = 3, COBP = 4, CIB = 21, PX = 1, SMEM_BYTES = 1344
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // Transposed convolution in gather form, one stride phase per block: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
@@ -5145,26 +4324,9 @@ squeezeseg_conv11(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_conv11(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 4x7, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(4, 7, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_conv11, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 4x7, 256 threads per block
     squeezeseg_conv11<<<dim3(4, 7, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -5185,15 +4347,6 @@ squeezeseg_score_pool4_add(const float* __restrict__ input, float* __restrict__ 
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 4,
         SMEM_BYTES = 3584
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -5325,26 +4478,9 @@ squeezeseg_score_pool4_add(const float* __restrict__ input, float* __restrict__ 
     }
 }
 
-static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_score_pool4_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 23x1x4, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(23, 1, 4);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_score_pool4_add, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 23x1x4, 256 threads per block
     squeezeseg_score_pool4_add<<<dim3(23, 1, 4), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -5363,15 +4499,6 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
         N = 1, CI = 21, HI = 27, WI = 27, CO = 21, HO = 55, WO = 55, KH = 3, KW = 3, SH = 2,
         SW = 2, PH = 0, PW = 0, COB = 1, COBP = 4, CIB = 21, PX = 1, SMEM_BYTES = 1344
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // Transposed convolution in gather form, one stride phase per block: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
@@ -5487,26 +4614,9 @@ squeezeseg_conv12(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_conv12(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 16x21, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(16, 21, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_conv12, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 16x21, 256 threads per block
     squeezeseg_conv12<<<dim3(16, 21, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -5527,15 +4637,6 @@ squeezeseg_score_pool1_add(const float* __restrict__ input, float* __restrict__ 
         SW = 1, PH = 0, PW = 0, BM = 32, BN = 24, BK = 16, TM = 1, TN = 3, SPLITK = 1,
         SMEM_BYTES = 3584
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // implicit GEMM: C[M x CO] = A[M x K] * B[K x CO], M = N*HO*WO output pixels, K = CI*KH*KW;
     // A is gathered from the input on the fly (im2col in registers), B is the weight packed
     // K-major (w[k * CO + co], transposed from PyTorch's OIHW when the blob is written).
@@ -5636,26 +4737,9 @@ squeezeseg_score_pool1_add(const float* __restrict__ input, float* __restrict__ 
     }
 }
 
-static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_score_pool1_add(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 95x1, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(95, 1, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_score_pool1_add, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 95x1, 256 threads per block
     squeezeseg_score_pool1_add<<<dim3(95, 1, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -5674,15 +4758,6 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
         N = 1, CI = 21, HI = 55, WI = 55, CO = 21, HO = 227, WO = 227, KH = 11, KW = 11, SH = 4,
         SW = 4, PH = 0, PW = 0, COB = 7, COBP = 8, CIB = 21, PX = 1, SMEM_BYTES = 6048
     };
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // programmatic dependent launch: this kernel may have started while the one before it was
-    // finishing. Wait until that one has completed and its writes are visible (every kernel
-    // before it has, too), before reading or overwriting anything; then let the next kernel
-    // start launching, so that its launch overlaps this kernel's work. Without a dependent
-    // launch both are no-ops.
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
     // Transposed convolution in gather form, one stride phase per block: the outputs with
     // (oh + PH) % SH == ph_h and (ow + PW) % SW == ph_w all use the same taps kh = ph_h + t*SH,
     // kw = ph_w + u*SW (nothing is spent on the zeros a scatter form would insert). The block
@@ -5798,26 +4873,9 @@ squeezeseg_conv13(const float* __restrict__ input, float* __restrict__ arena,
     }
 }
 
-static cudaError_t sg_launch_conv13(const sg_buffers& sg_b, cudaStream_t sg_stream, bool sg_dependent)
+static cudaError_t sg_launch_conv13(const sg_buffers& sg_b, cudaStream_t sg_stream)
 {
-    // fixed launch: grid 208x3, 256 threads per block; `sg_dependent`: as a
-    // programmatic dependent launch (the kernel may start while the one before it finishes)
-#if SG_DEPENDENT_LAUNCH
-    if (sg_dependent) {
-        cudaLaunchAttribute sg_attribute;
-        sg_attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        sg_attribute.val.programmaticStreamSerializationAllowed = 1;
-        cudaLaunchConfig_t sg_config = {};
-        sg_config.gridDim = dim3(208, 3, 1);
-        sg_config.blockDim = dim3(256);
-        sg_config.stream = sg_stream;
-        sg_config.attrs = &sg_attribute;
-        sg_config.numAttrs = 1;
-        return cudaLaunchKernelEx(&sg_config, squeezeseg_conv13, sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
-    }
-#else
-    (void)sg_dependent;
-#endif
+    // fixed launch: grid 208x3, 256 threads per block
     squeezeseg_conv13<<<dim3(208, 3, 1), 256, 0, sg_stream>>>(sg_b.input, sg_b.arena, sg_b.weights, sg_b.out0);
     return cudaGetLastError();
 }
@@ -5829,7 +4887,6 @@ static cudaError_t sg_launch_conv13(const sg_buffers& sg_b, cudaStream_t sg_stre
 struct squeezeseg_net {
     float* arena;
     float* weights;
-    bool dependent_launch;      // SG_DEPENDENT_LAUNCH, and the GPU and kernels are sm_90+
 };
 
 // What went wrong in this thread's last API call ("" after a success): squeezeseg_last_error()
@@ -5920,21 +4977,6 @@ cudaError_t squeezeseg_create(squeezeseg_net** out, const void* blob, size_t blo
         err = sg_cuda(cudaMemcpy(net->weights, bytes + SG_BLOB_HEADER_BYTES,
                                  (size_t)SG_SQUEEZESEG_WEIGHT_FLOATS * sizeof(float), cudaMemcpyHostToDevice),
                       "uploading the weights");
-    net->dependent_launch = false;
-#if SG_DEPENDENT_LAUNCH
-    // dependent launches need the GPU (9.0+) and kernels compiled for it: compiled for an older
-    // architecture (PTX JIT-compiled here included), their griddepcontrol.wait is compiled out
-    int device = 0, major = 0;
-    cudaFuncAttributes compiled = {};
-    if (err == cudaSuccess) err = sg_cuda(cudaGetDevice(&device), "cudaGetDevice");
-    if (err == cudaSuccess)
-        err = sg_cuda(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
-                      "reading the GPU's compute capability");
-    if (err == cudaSuccess)
-        err = sg_cuda(cudaFuncGetAttributes(&compiled, (const void*)squeezeseg_conv1_relu),
-                      "reading the kernels' attributes");
-    net->dependent_launch = major >= 9 && compiled.ptxVersion >= 90 && compiled.binaryVersion >= 90;
-#endif
     if (err != cudaSuccess) {
         squeezeseg_destroy(net);
         return err;
@@ -5974,44 +5016,42 @@ cudaError_t squeezeseg_forward(squeezeseg_net* net, const float* input, float* o
     // a run cut short, or two runs of one net on two streams at once, would not)
     if ((err = cudaMemsetAsync((char*)net->arena + 14217728, 0, 9216, stream)) != cudaSuccess)
         return sg_cuda(err, "resetting the split-K counters");
-    // with SG_DEPENDENT_LAUNCH, every kernel but the first is a programmatic dependent launch: it
-    // waits for the one before it in its first instruction, and its launch overlaps that one
-    if ((err = sg_launch_conv1_relu(buffers, stream, false)) != cudaSuccess) return sg_cuda(err, "launching conv1_relu");
-    if ((err = sg_launch_pool1(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching pool1");
-    if ((err = sg_launch_fire2_squeeze_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire2_squeeze_relu");
-    if ((err = sg_launch_fire2_expand1x1_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire2_expand1x1_relu");
-    if ((err = sg_launch_fire2_expand3x3_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire2_expand3x3_relu");
-    if ((err = sg_launch_fire3_squeeze_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire3_squeeze_relu");
-    if ((err = sg_launch_fire3_expand1x1_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire3_expand1x1_relu");
-    if ((err = sg_launch_fire3_expand3x3_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire3_expand3x3_relu");
-    if ((err = sg_launch_fire4_squeeze_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire4_squeeze_relu");
-    if ((err = sg_launch_fire4_expand1x1_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire4_expand1x1_relu");
-    if ((err = sg_launch_fire4_expand3x3_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire4_expand3x3_relu");
-    if ((err = sg_launch_pool4(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching pool4");
-    if ((err = sg_launch_fire5_squeeze_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire5_squeeze_relu");
-    if ((err = sg_launch_fire5_expand1x1_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire5_expand1x1_relu");
-    if ((err = sg_launch_fire5_expand3x3_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire5_expand3x3_relu");
-    if ((err = sg_launch_fire6_squeeze_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire6_squeeze_relu");
-    if ((err = sg_launch_fire6_expand1x1_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire6_expand1x1_relu");
-    if ((err = sg_launch_fire6_expand3x3_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire6_expand3x3_relu");
-    if ((err = sg_launch_fire7_squeeze_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire7_squeeze_relu");
-    if ((err = sg_launch_fire7_expand1x1_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire7_expand1x1_relu");
-    if ((err = sg_launch_fire7_expand3x3_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire7_expand3x3_relu");
-    if ((err = sg_launch_fire8_squeeze_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire8_squeeze_relu");
-    if ((err = sg_launch_fire8_expand1x1_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire8_expand1x1_relu");
-    if ((err = sg_launch_fire8_expand3x3_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire8_expand3x3_relu");
-    if ((err = sg_launch_pool8(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching pool8");
-    if ((err = sg_launch_fire9_squeeze_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire9_squeeze_relu");
-    if ((err = sg_launch_fire9_expand1x1_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire9_expand1x1_relu");
-    if ((err = sg_launch_fire9_expand3x3_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching fire9_expand3x3_relu");
-    if ((err = sg_launch_conv10_relu(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching conv10_relu");
-    if ((err = sg_launch_score(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching score");
-    if ((err = sg_launch_score_pool8_add(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching score_pool8_add");
-    if ((err = sg_launch_conv11(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching conv11");
-    if ((err = sg_launch_score_pool4_add(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching score_pool4_add");
-    if ((err = sg_launch_conv12(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching conv12");
-    if ((err = sg_launch_score_pool1_add(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching score_pool1_add");
-    if ((err = sg_launch_conv13(buffers, stream, net->dependent_launch)) != cudaSuccess) return sg_cuda(err, "launching conv13");
+    if ((err = sg_launch_conv1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv1_relu");
+    if ((err = sg_launch_pool1(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching pool1");
+    if ((err = sg_launch_fire2_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire2_squeeze_relu");
+    if ((err = sg_launch_fire2_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire2_expand1x1_relu");
+    if ((err = sg_launch_fire2_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire2_expand3x3_relu");
+    if ((err = sg_launch_fire3_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire3_squeeze_relu");
+    if ((err = sg_launch_fire3_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire3_expand1x1_relu");
+    if ((err = sg_launch_fire3_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire3_expand3x3_relu");
+    if ((err = sg_launch_fire4_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire4_squeeze_relu");
+    if ((err = sg_launch_fire4_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire4_expand1x1_relu");
+    if ((err = sg_launch_fire4_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire4_expand3x3_relu");
+    if ((err = sg_launch_pool4(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching pool4");
+    if ((err = sg_launch_fire5_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire5_squeeze_relu");
+    if ((err = sg_launch_fire5_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire5_expand1x1_relu");
+    if ((err = sg_launch_fire5_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire5_expand3x3_relu");
+    if ((err = sg_launch_fire6_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire6_squeeze_relu");
+    if ((err = sg_launch_fire6_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire6_expand1x1_relu");
+    if ((err = sg_launch_fire6_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire6_expand3x3_relu");
+    if ((err = sg_launch_fire7_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire7_squeeze_relu");
+    if ((err = sg_launch_fire7_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire7_expand1x1_relu");
+    if ((err = sg_launch_fire7_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire7_expand3x3_relu");
+    if ((err = sg_launch_fire8_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire8_squeeze_relu");
+    if ((err = sg_launch_fire8_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire8_expand1x1_relu");
+    if ((err = sg_launch_fire8_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire8_expand3x3_relu");
+    if ((err = sg_launch_pool8(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching pool8");
+    if ((err = sg_launch_fire9_squeeze_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire9_squeeze_relu");
+    if ((err = sg_launch_fire9_expand1x1_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire9_expand1x1_relu");
+    if ((err = sg_launch_fire9_expand3x3_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching fire9_expand3x3_relu");
+    if ((err = sg_launch_conv10_relu(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv10_relu");
+    if ((err = sg_launch_score(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching score");
+    if ((err = sg_launch_score_pool8_add(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching score_pool8_add");
+    if ((err = sg_launch_conv11(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv11");
+    if ((err = sg_launch_score_pool4_add(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching score_pool4_add");
+    if ((err = sg_launch_conv12(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv12");
+    if ((err = sg_launch_score_pool1_add(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching score_pool1_add");
+    if ((err = sg_launch_conv13(buffers, stream)) != cudaSuccess) return sg_cuda(err, "launching conv13");
     return cudaSuccess;
 }
 

@@ -200,12 +200,9 @@ def time_numpy(graph, weights, batch: int) -> float:
 
 
 def bench(model, weights, batches: list[int], compare: list[str], per_layer: bool,
-          iters: int = 50, tune: bool = True, log=None, precision: str = "fp32",
-          dependent_launch: bool = False) -> dict:
+          iters: int = 50, tune: bool = True, log=None, precision: str = "fp32") -> dict:
     """Time the network at each batch (with the autotuner's tiles unless `tune` is off) and
-    what `compare` names beside it; `log` hears what is being done. `dependent_launch` also
-    times the same build with programmatic dependent launches (experimental). Without a GPU,
-    only `compare=["numpy"]` runs: the CPU column alone."""
+    what `compare` names beside it; `log` hears what is being done. Without a GPU, only `compare=["numpy"]` runs: the CPU column alone."""
     if compare == ["numpy"] and not gpu_available():
         return _bench_numpy_only(model, weights, batches, precision, log)
     if not gpu_available():
@@ -228,11 +225,6 @@ def bench(model, weights, batches: list[int], compare: list[str], per_layer: boo
             ms = time_network(net, n_iters)
             memory = net.build.plan.arena_bytes + 4 * sum(v.size for v in net.weights.values())
             rows = [{"variant": f"squeezegen {precision}", "ms": ms, "memory_bytes": memory}]
-            if dependent_launch:              # what programmatic dependent launch gains
-                with Network(net.build, net.weights, dependent_launch=True) as dep:
-                    rows.append({"variant": f"squeezegen {precision}, dependent launches",
-                                 "ms": time_network(dep, n_iters), "memory_bytes": memory,
-                                 "dependent_launch": dep.dependent_launch})
             if per_layer:
                 result["per_layer"][str(batch)] = time_kernels(net)
         if set(compare) - {"numpy"}:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import threading
-import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -22,7 +21,6 @@ from .compile import compile_cubin
 from .cuda_graph import CudaGraph
 from .device import (GPUError, check_device, cuda, current, device_arch, device_target,
                      gpu_available)
-from .launch import DriverKernels
 
 __all__ = ["Network", "compile", "GPUError", "cuda", "gpu_available", "device_arch"]
 
@@ -53,8 +51,7 @@ class Network:
     call makes the GPU's context current in the calling thread, and calls of `net(x)` from several
     threads at once take turns (they share the network's own buffers)."""
 
-    def __init__(self, result: Build, weights: dict, use_graph: bool = True, device: int = 0,
-                 dependent_launch: bool = False):
+    def __init__(self, result: Build, weights: dict, use_graph: bool = True, device: int = 0):
         self.device = check_device(device)
         self.build = result
         self.graph = result.fused
@@ -63,10 +60,8 @@ class Network:
         self._allocations: list = []
         self._cuda_graph = None
         self._closed = False
-        self._driver_kernels = None             # DriverKernels, or PyCUDA's self._kernels
         self._kernels: list = []
         self._module = None
-        self.dependent_launch = False
         self._host_lock = threading.Lock()
         manifest = result.output.manifest
         with current(self.device) as drv:
@@ -74,7 +69,7 @@ class Network:
             try:
                 files = {k: v for k, v in result.output.files.items() if k.endswith((".cu", ".h"))}
                 cubin = compile_cubin(files, f"{self.graph.name}.cu", device_arch(self.device))
-                self._load_kernels(drv, cubin, manifest["kernels"], dependent_launch)
+                self._load_kernels(drv, cubin, manifest["kernels"])
                 self._weights = self._alloc(self._weights_array(weights), "weights")
                 self._arena = self._alloc_bytes(max(1, result.plan.arena_bytes), "the arena")
                 self._input = self._alloc_bytes(4 * self.batch * self.graph.input.type.numel, "input")
@@ -86,42 +81,13 @@ class Network:
                 self.close()
                 raise
 
-    def _load_kernels(self, drv, cubin: bytes, kernels: list[dict], dependent_launch: bool):
-        """The kernels, launched through PyCUDA; with `dependent_launch` (experimental, not yet
-        measured on a GPU), through the driver's cuLaunchKernelEx instead, every kernel but the
-        first as a programmatic dependent launch on GPUs that have them (sm_90 and later)."""
+    def _load_kernels(self, drv, cubin: bytes, kernels: list[dict]):
+        """The kernels, launched through PyCUDA in manifest order."""
         self._launches = [(k["name"], tuple(k["grid"]), tuple(k["block"])) for k in kernels]
-        lib = DriverKernels.available() if dependent_launch else None
-        if dependent_launch and lib is None:
-            raise GPUError("dependent launch needs a CUDA 12+ driver (cuLaunchKernelEx); this "
-                           "one has not got it")
-        if lib is not None:
-            try:
-                self._driver_kernels = DriverKernels(lib, cubin, [k["symbol"] for k in kernels],
-                                                     self.device)
-            except RuntimeError as exc:
-                raise GPUError(f"loading {self.graph.name}'s kernels failed: {exc}") from None
-            self.dependent_launch = self._driver_kernels.dependent_launch_supported
-            return
         self._module = drv.module_from_buffer(cubin)
         self._kernels = [self._module.get_function(k["symbol"]) for k in kernels]
         for fn in self._kernels:
             fn.prepare("P" * (3 + len(self.graph.outputs)))
-
-    def set_dependent_launch(self, on: bool) -> None:
-        """Launch the kernels as programmatic dependent launches (where the GPU has them) or one
-        after another (`bench --dependent-launch` times both); the CUDA graph is captured again.
-        Only for a network made with `dependent_launch=True`."""
-        self._check_open()
-        if self._driver_kernels is None:
-            raise GPUError("this network launches through PyCUDA; make it with "
-                           "dependent_launch=True to switch")
-        with self._host_lock, self.active():
-            self.dependent_launch = bool(on and self._driver_kernels is not None
-                                         and self._driver_kernels.dependent_launch_supported)
-            if self._cuda_graph is not None:
-                self._cuda_graph.close()
-                self._cuda_graph = None
 
     def active(self):
         """This network's GPU context, current in the calling thread for a `with` block."""
@@ -165,12 +131,7 @@ class Network:
                 if only is not None and i != only:
                     continue
                 try:
-                    if self._driver_kernels is not None:
-                        self._driver_kernels.launch(i, grid, block, stream.handle, args,
-                                                    dependent=self.dependent_launch and i > 0
-                                                    and only is None)
-                    else:
-                        self._kernels[i].prepared_async_call(grid, block, stream, *args)
+                    self._kernels[i].prepared_async_call(grid, block, stream, *args)
                 except (self._drv.Error, RuntimeError) as exc:
                     raise GPUError(f"launching kernel {name} failed: {exc}") from None
 
@@ -282,9 +243,6 @@ class Network:
                 self.stream = None          # destroyed here, where its context is current
                 self._kernels = []          # and the module unloaded (its functions hold it)
                 self._module = None
-                if self._driver_kernels is not None:
-                    self._driver_kernels.close()
-                    self._driver_kernels = None
         except GPUError:
             pass
         self._allocations.clear()
@@ -304,21 +262,14 @@ class Network:
 
 
 def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool = False,
-            precision: str = "fp32", device: int = 0, dependent_launch: bool = False) -> Network:
+            precision: str = "fp32", device: int = 0) -> Network:
     """Build (or take from the cache), compile and load a model onto GPU `device`. With `tune`,
     every tunable layer gets the tile the autotuner found fastest on this GPU (timing the
     candidates of layers not yet in the tuning cache first: seconds to a minute, once per GPU).
     `precision` "tf32" or "fp16" runs the conv and GEMM-sized linear GEMMs on tensor cores (fp32
     accumulation; see `codegen.schedule.uses_tensor_cores` for the exceptions). The network can
-    be called from any thread; networks on several GPUs can live in one process.
-    `dependent_launch` (experimental): kernels 2..n as programmatic dependent launches on
-    Hopper (runtime/launch.py); measured slower than serial launches, and not bit for bit their
-    results on some models (README), so it warns."""
+    be called from any thread; networks on several GPUs can live in one process."""
     check_device(device)
-    if dependent_launch:
-        warnings.warn("dependent_launch is experimental: on an H100 it was slower than serial "
-                      "launches and, on some models, not bit for bit their results",
-                      RuntimeWarning, stacklevel=2)
     file = None if isinstance(weights, dict) else str(weights)
     graph = load_model(model)
     checked = check_weights(graph, load_weights(weights), file)
@@ -327,5 +278,4 @@ def compile(model, weights, batch: int = 1, use_graph: bool = True, tune: bool =
         from .autotune import autotune
         tiles = autotune(graph, batch, checked, precision=precision, device=device)
     result = build(graph, batch, precision=precision, tiles=tiles, target=device_target(device))
-    return Network(result, checked, use_graph=use_graph, device=device,
-                   dependent_launch=dependent_launch)
+    return Network(result, checked, use_graph=use_graph, device=device)
