@@ -13,7 +13,7 @@ import pytest
 from squeezegen.build import build
 from squeezegen.codegen.schedule import PRECISIONS
 
-LAUNCH = re.compile(r"// fixed launch: grid (\S+), \d+ threads per block;(?:(?!fixed launch).)*?"
+LAUNCH = re.compile(r"// fixed launch: grid (\S+), \d+ threads per block\n(?:(?!fixed launch).)*?"
                     r"\w+<<<dim3\((\d+), (\d+), (\d+)\)", re.S)
 
 
