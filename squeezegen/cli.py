@@ -21,7 +21,7 @@ from . import __version__
 from .codegen.schedule import PRECISIONS
 from .errors import InputError, SqueezegenError
 from .frontend import load_model
-from .fsutil import atomic_write
+from .fsutil import atomic_write, npy_overclaim
 from .ir.printer import format_summary, summarize
 from .reference.executor import check_input
 
@@ -51,6 +51,10 @@ def _load_input(path: str, graph, args) -> np.ndarray:
     try:
         with open(path, "rb") as f:
             magic = f.read(6)
+            f.seek(0)
+            forged = npy_overclaim(f, os.fstat(f.fileno()).st_size)
+        if forged:
+            raise InputError(forged, file=path)
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError("input file not found", file=path) from None
@@ -94,6 +98,16 @@ def _check_output(path: str, graph) -> None:
         raise InputError(f"cannot write a '{suffix or path}' output: give .npy (one output), .npz "
                          "(arrays keyed by layer name) or .png (the argmax classes in the VOC "
                          "palette, with the arrays beside it)", file=path)
+    if suffix == ".png":
+        from .images import MAX_PNG_CLASSES
+        shape = graph[graph.outputs[0]].type.shape
+        if len(shape) != 3:
+            raise InputError(f"a .png output holds the argmax classes of a (classes, H, W) "
+                             f"output; '{labels[0]}' has shape {list(shape)}: give .npy or .npz",
+                             file=path)
+        if shape[0] > MAX_PNG_CLASSES:
+            raise InputError(f"a palette PNG holds at most {MAX_PNG_CLASSES} classes; "
+                             f"'{labels[0]}' has {shape[0]}: give .npy or .npz", file=path)
 
 
 def _write_outputs(path: str, graph, outputs: tuple) -> list[str]:
@@ -487,6 +501,13 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         print(f"squeezegen: error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        if debug:
+            raise
+        print("squeezegen: error: out of host memory: this run's arrays (the model's tensors "
+              "at this batch, its weights or its input) do not fit in the RAM available",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("squeezegen: interrupted", file=sys.stderr)

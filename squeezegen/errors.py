@@ -7,6 +7,12 @@ which is what the CLI prints (without a traceback) before exiting non-zero.
 from __future__ import annotations
 
 
+def printable(text) -> str:
+    """`text` for one line of a terminal: a control character (a line break, a tab) or an
+    undecodable byte of a file name is shown as its escape, `\\n`, `\\udcff`."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
 class SqueezegenError(Exception):
     """A user-facing error: bad model, bad weights, bad input, bad option, failed build."""
 
@@ -22,7 +28,7 @@ class SqueezegenError(Exception):
     def where(self) -> str:
         place = ""
         if self.file:
-            place = str(self.file) + (f":{self.line}" if self.line else "")
+            place = printable(self.file) + (f":{self.line}" if self.line else "")
         elif self.line:
             place = f"line {self.line}"
         parts = []

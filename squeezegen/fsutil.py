@@ -56,3 +56,29 @@ def private_dir(path, what: str, error: type[SqueezegenError] = BuildError) -> P
                     f"private (chmod 700) or set SQUEEZEGEN_CACHE to another folder",
                     file=str(path))
     return path
+
+
+def npy_overclaim(f, available: int) -> str | None:
+    """What is wrong with the .npy array at the position of binary file `f` when its header
+    declares more data than the `available` bytes there hold (a truncated or forged file, which
+    numpy would first try to allocate in full), else None; `f` is left where it was."""
+    import numpy as np
+    start = f.tell()
+    try:
+        version = np.lib.format.read_magic(f)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(f)
+        header = f.tell() - start
+    except Exception:              # not an .npy header numpy can read: np.load says why
+        return None
+    finally:
+        f.seek(start)
+    count = 1
+    for n in shape:
+        count *= int(n)
+    declared = count * dtype.itemsize
+    if declared > available - header:
+        return (f"truncated or corrupt: its header declares a {list(shape)} {dtype} array "
+                f"({declared:,} bytes), the file holds {max(0, available - header):,}")
+    return None

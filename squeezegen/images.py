@@ -18,6 +18,7 @@ from .errors import InputError
 from .fsutil import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MAX_PNG_CLASSES = 256          # an 8-bit palette
 
 
 def is_image(path) -> bool:
@@ -58,7 +59,7 @@ def load_image(path, shape: tuple, mean: list[float], std: list[float]) -> np.nd
         pixels, _ = read_pixels(path, c, (h, w))
     except FileNotFoundError:
         raise InputError("input image not found", file=str(path)) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, _pil().DecompressionBombError) as exc:
         raise InputError(f"cannot read the image: {exc}", file=str(path)) from None
     pixels = pixels.reshape(h, w, c).transpose(2, 0, 1)
     return ((pixels - mean_a) / std_a)[None].astype(np.float32)
@@ -151,6 +152,9 @@ def save_segmentation(path, y: np.ndarray) -> None:
     if y.ndim != 4:
         raise InputError(f"a segmentation PNG needs an N,C,H,W output, got shape {y.shape}",
                          file=str(path))
+    if y.shape[1] > MAX_PNG_CLASSES:
+        raise InputError(f"a palette PNG holds at most {MAX_PNG_CLASSES} classes, the output has "
+                         f"{y.shape[1]}", file=str(path))
     save_classes(path, np.concatenate(list(np.argmax(y, axis=1)), axis=1).astype(np.uint8))
 
 

@@ -12,9 +12,9 @@ from math import prod
 import numpy as np
 
 from .errors import WeightsError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, npy_overclaim
 from .ir.graph import Graph
-from .ir.ops import OPS, node_params, param_specs, source_specs
+from .ir.ops import OPS, node_params, param_specs, source_specs, weights_under
 
 
 MAX_INIT_FLOATS = 1 << 30
@@ -34,6 +34,13 @@ def load_weights(path) -> dict[str, np.ndarray]:
                                    "np.savez writes)", file=file)
             f.seek(0)
             with np.load(f, allow_pickle=False) as archive:
+                names = set(archive.zip.namelist())
+                for key in archive.files:
+                    name = f"{key}.npy" if f"{key}.npy" in names else key
+                    with archive.zip.open(name) as member:
+                        forged = npy_overclaim(member, archive.zip.getinfo(name).file_size)
+                    if forged:
+                        raise WeightsError(f"'{key}' is {forged}", file=file)
                 return {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise WeightsError("weights file not found", file=file) from None
@@ -101,7 +108,20 @@ def check_weights(graph: Graph, weights: dict, file: str | None = None) -> dict[
             raise WeightsError(f"'{key}' holds {int(bad.sum())} non-finite value(s) (NaN/Inf), "
                                f"first at index {where}", file=file, layer=layer)
         out[key] = value
+    _check_values(graph, out, file)
     return out
+
+
+def _check_values(graph: Graph, weights: dict, file: str) -> None:
+    """Each node's and epilogue step's own check of its weights' values (OpInfo.check_params)."""
+    owners = [(n.op, n.attrs, n.param_prefix) for n in graph.nodes if n.param_prefix]
+    owners += [(s.kind, s.attrs, s.param_prefix) for n in graph.nodes for s in n.epilogue
+               if s.param_prefix]
+    for op, attrs, prefix in owners:
+        params = weights_under(weights, prefix)
+        problem = OPS[op].check_params(attrs, params) if params else None
+        if problem:
+            raise WeightsError(problem, file=file, layer=prefix)
 
 
 WRAPPER_PREFIXES = ("module.", "model.")      # nn.DataParallel / DDP, Lightning and co.

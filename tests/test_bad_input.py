@@ -645,3 +645,113 @@ def test_bench_compare_names_and_a_bad_one():
     check_error(cli("bench", ROOT / "models/squeezeseg.yaml", "--compare", "torch,cudnn"),
                 "--compare takes torch", "'torch,cudnn'")
     check_error(cli("bench", ROOT / "models/squeezeseg.yaml", "--compare", ","), "--compare takes")
+
+
+# ------------------------------------------------------------------ forged sizes, values, outputs
+def _forged_npy(shape) -> bytes:
+    """An .npy header declaring `shape` float32, followed by 16 bytes of data."""
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
+                                                "shape": tuple(shape)})
+    return buf.getvalue() + bytes(16)
+
+
+def test_weights_member_whose_header_claims_terabytes_is_refused_unread(setup):
+    """numpy would try to allocate what the header declares: refused from the header instead."""
+    import zipfile
+    setup.save(setup.weights)
+    with zipfile.ZipFile(setup.wfile, "a") as z:
+        z.writestr("big.npy", _forged_npy((100000, 100000, 100)))
+    check_error(setup.run(wfile=setup.wfile), "'big'", "truncated or corrupt",
+                "4,000,000,000,000 bytes", file=setup.wfile)
+
+
+def test_input_whose_header_claims_more_than_the_file_holds(setup):
+    bad = setup.dir / "forged.npy"
+    bad.write_bytes(_forged_npy((10**8, 2, 6, 5)))
+    setup.save(setup.weights)
+    r = cli("run", setup.model, "--weights", setup.wfile, "--input", bad, "--output", setup.out,
+            "--backend", "numpy", cwd=setup.dir)
+    check_error(r, "truncated or corrupt", "[100000000, 2, 6, 5]", file=bad)
+
+
+def test_batchnorm_with_a_negative_variance_is_refused(tmp_path):
+    """It would make every output NaN (sqrt of a negative): refused naming layer and tensor."""
+    model = tmp_path / "bn.yaml"
+    model.write_text("name: bn\ninput: {shape: [3, 4, 4]}\nlayers:\n"
+                     "  - {name: p, op: maxpool, kernel: 2}\n  - {name: n, op: batchnorm}\n"
+                     "output: n\n")
+    graph = squeezegen.load_model(model)
+    weights = random_weights(graph)
+    weights["n.running_var"] = np.array([1.0, -0.5, 2.0], np.float32)
+    with pytest.raises(WeightsError, match=r"layer 'n': running_var .* channel 1: -0.5"):
+        check_weights(graph, weights)
+    np.savez(tmp_path / "w.npz", **weights)
+    np.save(tmp_path / "x.npy", random_input(graph, 1))
+    r = cli("run", model, "--weights", tmp_path / "w.npz", "--input", tmp_path / "x.npy",
+            "--output", tmp_path / "y.npy", "--backend", "numpy", cwd=tmp_path)
+    check_error(r, "layer 'n'", "running_var", file=tmp_path / "w.npz")
+    weights["n.running_var"] = np.array([1.0, -1e-6, 2.0], np.float32)   # within eps: PyTorch's
+    check_weights(graph, weights)
+
+
+def test_png_output_of_a_model_without_class_scores_is_refused_before_running(setup):
+    out = setup.dir / "seg.png"
+    setup.save(setup.weights)
+    r = cli("run", setup.model, "--weights", setup.wfile, "--input", setup.xfile, "--output", out,
+            "--backend", "numpy", cwd=setup.dir)
+    check_error(r, "(classes, H, W)", "'fc'", "[4]", file=out)
+    assert not out.exists() and not out.with_suffix(".npy").exists()
+
+
+def test_png_output_of_more_than_256_classes_is_refused(tmp_path):
+    """An 8-bit palette cannot hold class 298 (it used to be written as 42)."""
+    model = tmp_path / "many.yaml"
+    model.write_text("name: many\ninput: {shape: [3, 4, 4]}\nlayers:\n"
+                     "  - {name: c, op: conv, out: 300, kernel: 1}\noutput: c\n")
+    graph = squeezegen.load_model(model)
+    np.savez(tmp_path / "w.npz", **random_weights(graph))
+    np.save(tmp_path / "x.npy", random_input(graph, 1))
+    out = tmp_path / "seg.png"
+    r = cli("run", model, "--weights", tmp_path / "w.npz", "--input", tmp_path / "x.npy",
+            "--output", out, "--backend", "numpy", cwd=tmp_path)
+    check_error(r, "at most 256 classes", "300", file=out)
+    assert not out.exists()
+
+
+def test_image_claiming_ten_billion_pixels_is_a_clean_error(tmp_path):
+    """Pillow's decompression-bomb guard is a user error, not an internal one."""
+    import struct
+    import zlib
+    ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data    # noqa: E731
+                                + struct.pack(">I", zlib.crc32(kind + data)))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    model = ROOT / "models" / "lenet.yaml"
+    graph = squeezegen.load_model(model)
+    np.savez(tmp_path / "w.npz", **random_weights(graph))
+    r = cli("run", model, "--weights", tmp_path / "w.npz", "--input", bomb,
+            "--output", tmp_path / "y.npy", "--backend", "numpy", cwd=tmp_path)
+    check_error(r, "cannot read the image", "decompression bomb", file=bomb)
+
+
+def test_out_of_host_memory_is_one_line(monkeypatch, capsys):
+    from squeezegen import cli as cli_module
+
+    def exhausted(args):
+        raise MemoryError
+    monkeypatch.setattr(cli_module, "_cmd_summary", exhausted)
+    monkeypatch.delenv("SQUEEZEGEN_DEBUG", raising=False)
+    assert cli_module.main(["summary", str(ROOT / "models" / "lenet.yaml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("squeezegen: error: out of host memory"), err
+
+
+def test_a_file_name_with_a_line_break_stays_on_one_line(tmp_path):
+    bad = tmp_path / "bad\nname.yaml"
+    bad.write_text("name: t\nbogus: 1\n")
+    r = cli("summary", bad, cwd=tmp_path)
+    check_error(r, "bad\\nname.yaml:2", "bogus")

@@ -955,3 +955,43 @@ def test_conv_transpose_with_negative_output_padding_is_refused_at_the_node(tmp_
     message = refusal(path)
     assert "node 'up' (ConvTranspose), attribute 'output_padding'" in message, message
     assert "non-negative" in message
+
+
+def _resize_scales(values):
+    rois, scales = init("roi", np.zeros(0)), init("scales", values)
+    return ([helper.make_node("Resize", ["x", "roi", "scales"], ["y"], name="n", mode="nearest")],
+            [rois, scales])
+
+
+@pytest.mark.parametrize("case", ["weight-nan", "weight-beyond-float32", "maxpool-kernel-0",
+                                  "leaky-slope-nan", "resize-scale-nan", "resize-scale-inf",
+                                  "depth-to-space-0", "batchnorm-negative-variance"])
+def test_hostile_values_are_refused_at_their_node(case, tmp_path):
+    """A value of the ONNX model that squeezegen cannot take is the model's fault: the error
+    names the node and its op, never 'a squeezegen bug', never an internal error."""
+    k = np.ones((2, 3, 3, 3), np.float32)
+    channels = [init(name, np.ones(3) if name != "v" else -np.ones(3))
+                for name in ("s", "b", "m", "v")]
+    nodes, inits, op = {
+        "weight-nan": ([helper.make_node("Conv", ["x", "k"], ["y"], name="n")],
+                       [init("k", np.where(k > 0, np.nan, 0))], "Conv"),
+        "weight-beyond-float32": (
+            [helper.make_node("Conv", ["x", "k"], ["y"], name="n")],
+            [numpy_helper.from_array(np.full((2, 3, 3, 3), 1e300), "k")], "Conv"),
+        "maxpool-kernel-0": ([helper.make_node("MaxPool", ["x"], ["y"], name="n",
+                                               kernel_shape=[0, 0])], [], "MaxPool"),
+        "leaky-slope-nan": ([helper.make_node("LeakyRelu", ["x"], ["y"], name="n",
+                                              alpha=float("nan"))], [], "LeakyRelu"),
+        "resize-scale-nan": (*_resize_scales([1, 1, np.nan, 2]), "Resize"),
+        "resize-scale-inf": (*_resize_scales([1, 1, np.inf, 2]), "Resize"),
+        "depth-to-space-0": ([helper.make_node("DepthToSpace", ["x"], ["y"], name="n",
+                                               blocksize=0, mode="CRD")], [], "DepthToSpace"),
+        "batchnorm-negative-variance": (
+            [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="n")],
+            channels, "BatchNormalization"),
+    }[case]
+    message = refusal(_saved(tmp_path, nodes, [1, 3, 6, 6], inits, opset=13))
+    assert f"node 'n' ({op})" in message, message
+    assert "bug" not in message and "\n" not in message, message
+    if case == "batchnorm-negative-variance":
+        assert "running_var" in message, message

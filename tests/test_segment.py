@@ -429,9 +429,28 @@ def test_a_name_the_file_system_refuses_fails_alone_and_resume_goes_on(data, tmp
     assert is_done(tmp_path, "L" * 300 + ".jpg") is False          # ENAMETOOLONG: not done
     (tmp_path / "out").mkdir()
     squeezegen.segmentation.write_failed(tmp_path / "out", [("bad\nname\udcff.jpg", "why\rnot")])
-    lines = (tmp_path / "out" / "failed.txt").read_text().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("/")              # absolute: a valid input list
-    assert lines[0].endswith("/bad\\nname\\udcff.jpg\twhy\\rnot")
+    lines = (tmp_path / "out" / "failed.txt").read_bytes().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(b"/")             # absolute: a valid input list
+    # only what the line format cannot hold is escaped; the name's undecodable byte is kept
+    assert lines[0].endswith(b"/bad\\nname\xff.jpg\twhy\\rnot"), lines
+
+
+def test_names_with_backslashes_and_undecodable_bytes_segment_and_read_back(data, tmp_path):
+    """Legal POSIX file names: a backslash is a character of the name (not a separator), and
+    failed.txt lists an unreadable one so that it reads back as an input list."""
+    import os
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a\\b.png")
+    (folder / os.fsdecode(b"bad\xff.png")).write_bytes(b"not an image")
+    summary = segment(data["model"], data["weights"], [folder], tmp_path / "out",
+                      backend="numpy", progress=False)
+    assert (summary.written, summary.failed) == (1, 1)
+    assert (tmp_path / "out" / "a\\b.png.png").exists()
+    again = segment(data["model"], data["weights"], [tmp_path / "out" / "failed.txt"],
+                    tmp_path / "retry", backend="numpy", progress=False)
+    assert again.failed == 1 and "cannot read the image" in again.failures[0][1], again.failures
+    assert "not found" not in again.failures[0][1]
 
 
 def test_an_unusable_out_dir_is_one_line_before_any_work(data, tmp_path):

@@ -262,6 +262,8 @@ class OpInfo:
                 that weight at the element's channel (at 0 when not per channel); or None. Such
                 an op (batchnorm, affine, prelu) runs in the store of the kernel before it when
                 it cannot be folded into that kernel's weights, and as its own kernel otherwise
+    check_params (attrs, {weight name: float32 array}) -> what is wrong with values that have
+                the right shape and are finite (a negative variance), or None
     """
     name: str
     arity: int | None
@@ -280,6 +282,7 @@ class OpInfo:
     scale_axis: int | None = None
     activation: Callable[[Attrs, str], str] | None = None
     channel_step: Callable[[Attrs, str, Callable[..., str]], str] | None = None
+    check_params: Callable[[Attrs, dict], str | None] = field(default=lambda attrs, params: None)
 
     @property
     def takes_epilogue(self) -> bool:

@@ -41,6 +41,17 @@ def batchnorm(attrs, inputs, params):
     return (x * scale.reshape(per_channel) + shift.reshape(per_channel)).astype(np.float32)
 
 
+def check_params(attrs, params) -> str | None:
+    """A variance the normalisation can divide by: running_var + eps > 0 everywhere."""
+    var = params["running_var"]
+    bad = ~(var.astype(np.float64) + attrs["eps"] > 0)
+    if bad.any():
+        first = int(np.argmax(bad))
+        return (f"running_var has {int(bad.sum())} value(s) at or below -eps (a variance is "
+                f"never negative), first at channel {first}: {float(var[first])!r}")
+    return None
+
+
 def torch_batchnorm(torch, attrs, args, params):
     return torch.nn.functional.batch_norm(args[0], params["running_mean"], params["running_var"],
                                           params["weight"], params["bias"], training=False,
@@ -147,7 +158,7 @@ OPS = [
                             "relu": Field("bool", default=False), "input": Field("ref")},
            shape, batchnorm, lower, torch_batchnorm, params=params,
            flops=lambda a, i, o: 2 * o.numel, epilogues=("activation", "add"), init=init,
-           channel_step=channel_step),
+           channel_step=channel_step, check_params=check_params),
     OpInfo("affine", 1, {"relu": Field("bool", default=False), "input": Field("ref")},
            shape, affine, lower_affine, torch_affine, params=affine_params,
            flops=lambda a, i, o: 2 * o.numel, epilogues=("activation", "add"), init=affine_init,

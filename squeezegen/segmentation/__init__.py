@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..fsutil import atomic_write
-from ..images import check_image_model, check_normalisation
+from ..images import MAX_PNG_CLASSES, check_image_model, check_normalisation
 from .backends import backend_specs, choose_backend
 from .inputs import Item, collect
 from .pipeline import Pipeline, Settings
@@ -38,15 +38,18 @@ def check_segmentation_model(graph) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise InputError(f"segment needs a model whose output is (classes, height, width); "
                          f"'{graph.name}' gives {tuple(shape)}", file=graph.source)
-    if shape[0] > 256:
-        raise InputError(f"a palette PNG holds at most 256 classes, '{graph.name}' has "
+    if shape[0] > MAX_PNG_CLASSES:
+        raise InputError(f"a palette PNG holds at most {MAX_PNG_CLASSES} classes, '{graph.name}' has "
                          f"{shape[0]}", file=graph.source)
     return tuple(shape)
 
 
 def _one_line(text: str) -> str:
-    """A path or reason on one line of failed.txt (a name holding a line break keeps it as \\n)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    """A path or reason on one line of failed.txt: only a line break, carriage return or tab
+    (which the list format cannot hold) is written escaped, as \\n, \\r or \\t; every other
+    character, a file name's undecodable bytes included, is written as it is, so the path reads
+    back as an input list."""
+    return "".join(repr(c)[1:-1] if c in "\n\r\t" else c for c in str(text))
 
 
 def write_failed(out_dir, failures: list[tuple[str, str]]) -> None:

@@ -32,10 +32,10 @@ def output_path(out_dir, name: str, suffix: str = ".png") -> Path:
 
 
 def _stays_inside(name: str) -> bool:
-    """A relative name with no '..' part and no empty one: OUT_DIR/name is inside OUT_DIR."""
-    parts = name.split("/")
-    return bool(name) and not name.startswith("/") and "\\" not in name and all(
-        p not in ("", ".", "..") for p in parts)
+    """A relative name with no '..' part and no empty one: OUT_DIR/name is inside OUT_DIR. A
+    backslash is a separator only where the OS says so (Windows); elsewhere a name's character."""
+    parts = name.replace("\\", "/").split("/") if "\\" in (os.sep, os.altsep) else name.split("/")
+    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
 
 
 def collect(inputs: list[str], out_dir=None) -> list[Item]:
@@ -94,13 +94,13 @@ def _glob(pattern: str, skip: str | None) -> list[Item]:
 def _read_list(path: Path) -> list[Item]:
     """One path a line (text after a tab is ignored, so failed.txt can be given back); relative
     paths are relative to the list's folder; blank lines and '#' comments are skipped."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+    try:      # file names are bytes: undecodable ones come back as os.fsdecode gives them
+        lines = path.read_bytes().decode("utf-8", "surrogateescape").split("\n")
+    except OSError as exc:
         raise InputError(f"cannot read the list of images: {exc}", file=str(path)) from None
     paths = []
     for line in lines:
-        entry = line.split("\t", 1)[0].strip()
+        entry = line.split("\t", 1)[0].strip()    # (a trailing \r too: lists from Windows)
         if entry and not entry.startswith("#"):
             p = Path(entry)
             paths.append(str(p if p.is_absolute() else path.parent / p))

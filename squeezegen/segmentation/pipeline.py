@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import printable
 from ..images import fit_box, read_pixels, save_classes
 from .worker_pool import WorkerPool, fill_slot, reason
 from .inputs import Item, output_path
@@ -142,9 +143,9 @@ class Pipeline:
             self.summary.failed += 1
             self.summary.failures.append((item.path, why))
         if self.progress is not None:
-            self.progress.write(f"squeezegen: skipped {item.path}: {why}")
+            self.progress.write(f"squeezegen: skipped {printable(item.path)}: {printable(why)}")
         else:
-            self.log(f"squeezegen: skipped {item.path}: {why}")
+            self.log(f"squeezegen: skipped {printable(item.path)}: {printable(why)}")
 
     # ------------------------------------------------------------------ stages
     def _feed(self) -> None:

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from ..errors import InputError, SqueezegenError
+from ..errors import InputError, SqueezegenError, printable
 from ..images import array_pixels, check_normalisation, fit_box, read_pixels, save_classes
 from .inputs import output_path
 from .outputs import PNG_LEVEL, write_outputs
@@ -304,7 +304,7 @@ def run_ray(address: str, graph, weights: dict, items, out_dir, settings, *, pre
                     if error:
                         summary.failed += 1
                         summary.failures.append((str(path), str(error)))
-                        bar.write(f"squeezegen: skipped {path}: {error}")
+                        bar.write(f"squeezegen: skipped {printable(path)}: {printable(error)}")
                         continue
                     summary.written += 1
                     summary.encode_s += float(enc_s)

@@ -101,6 +101,10 @@ def import_onnx(path) -> tuple[str, dict[str, np.ndarray]]:
         graph = parse_model(text, f"{file} (imported)")
         check_weights(graph, weights, f"{file} (imported weights)")
     except SqueezegenError as exc:
+        node = importer.layer_node(exc.layer)
+        if node is not None:        # a value of the ONNX model that squeezegen cannot take
+            what = f"squeezegen's field '{exc.field}': " if exc.field else ""
+            raise importer.fail(node, f"{what}{exc.message}") from None
         raise ModelError(f"the imported model does not check (a squeezegen bug, please report "
                          f"it): {exc}", file=file) from None
     return text, weights

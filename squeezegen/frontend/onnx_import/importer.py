@@ -97,7 +97,13 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         if ndim is not None and w.ndim != ndim:
             raise self.fail(node, f"the {what} '{node.input[index]}' has shape {list(w.shape)}, "
                                   f"expected {ndim} dimensions")
-        return np.ascontiguousarray(w, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            w = np.ascontiguousarray(w, dtype=np.float32)
+        bad = int(np.count_nonzero(~np.isfinite(w)))
+        if bad:
+            raise self.fail(node, f"the {what} '{node.input[index]}' holds {bad} value(s) that are "
+                                  "not finite in float32 (NaN, Inf, or beyond 3.4e38)")
+        return w
 
     def tensor(self, node, index: int = 0) -> _Value:
         name = node.input[index] if index < len(node.input) else ""
@@ -123,6 +129,9 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
     def shape_of(self, node, op, attrs, ins) -> tuple[int, ...]:
         try:
             return infer(op, Attrs(attrs), [TensorType(tuple(t)) for t in ins]).shape
+        except ArithmeticError as exc:          # a zero factor or kernel: no shape at all
+            raise self.fail(node, f"squeezegen's {op} cannot take the attributes "
+                                  f"{attrs} ({type(exc).__name__}: {exc})") from None
         except ShapeError as exc:
             raise self.fail(node, f"squeezegen's {op} cannot take this: {exc}",
                             {"kernel": "kernel_shape", "pad": "pads"}.get(exc.field)) from None
@@ -221,8 +230,19 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                 raise self.unsupported(node)
             if not node.output or not node.output[0]:
                 raise self.fail(node, "has no output")
-            mapper(node)
+            try:
+                mapper(node)
+            except (ArithmeticError, ValueError, TypeError) as exc:   # a value no check foresaw
+                raise self.fail(node, f"cannot be imported: its attributes or constants give "
+                                      f"{type(exc).__name__}: {exc}") from None
         return self.finish()
+
+    def layer_node(self, layer_name: str | None):
+        """The ONNX node the layer `layer_name` of the written YAML was made from, or None."""
+        for layer in self.layers:
+            if layer_name and (layer.name == layer_name or layer_name in layer.generated(layer.name)):
+                return layer.node
+        return None
 
     def live_nodes(self) -> set[int]:
         producer = {}
@@ -301,7 +321,8 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         for i in keep:
             layer = self.layers[i]
             for key, w in layer.weights.items():
-                weights[f"{layer.name}.{key}"] = np.ascontiguousarray(w, dtype=np.float32)
+                with np.errstate(over="ignore", invalid="ignore"):    # checked after import
+                    weights[f"{layer.name}.{key}"] = np.ascontiguousarray(w, dtype=np.float32)
         return self.render(keep, outputs), weights
 
     def check_declared(self, o, v: _Value) -> None:

@@ -404,6 +404,8 @@ class OpMapping:
         factors) or else `sizes`."""
         if scales is not None and scales.size:
             s = [float(v) for v in scales.reshape(-1)]
+            if not all(math.isfinite(v) for v in s):
+                raise self.fail(node, f"scales {s} are not finite numbers")
             if len(s) != 4 or s[:2] != [1.0, 1.0] or min(s) <= 0:
                 raise self.fail(node, f"scales {s}: only H and W may be scaled, by positive "
                                       "factors")
@@ -577,14 +579,17 @@ class OpMapping:
         one, zero = np.ones_like(v), np.zeros_like(v)
         weight, bias = {"Add": (one, v), "Mul": (v, zero), "Div": (1.0 / v, zero),
                         "Sub": (one, -v) if i == 0 else (-one, v)}[op]
-        if not (np.all(np.isfinite(weight.astype(np.float32)))
-                and np.all(np.isfinite(bias.astype(np.float32)))):
+        with np.errstate(over="ignore", invalid="ignore"):      # out of range: refused below
+            in_range = (np.all(np.isfinite(weight.astype(np.float32)))
+                        and np.all(np.isfinite(bias.astype(np.float32))))
+        if not in_range:
             raise self.fail(node, "the constant's scale or shift is beyond float32's range")
         before = self.layers[x.layer] if x.layer != _INPUT else None
         if (before is not None and before.op == "affine" and not before.relu
                 and self.sole_reader_of_layer(x.layer) is node):
-            merged = {"weight": (before.weights["weight"] * weight).astype(np.float32),
-                      "bias": (before.weights["bias"] * weight + bias).astype(np.float32)}
+            with np.errstate(over="ignore", invalid="ignore"):
+                merged = {"weight": (before.weights["weight"] * weight).astype(np.float32),
+                          "bias": (before.weights["bias"] * weight + bias).astype(np.float32)}
             if not all(np.all(np.isfinite(v)) for v in merged.values()):
                 raise self.fail(node, "merged with the affine before it, the scale or shift is "
                                       "beyond float32's range")
