@@ -995,3 +995,21 @@ def test_hostile_values_are_refused_at_their_node(case, tmp_path):
     assert "bug" not in message and "\n" not in message, message
     if case == "batchnorm-negative-variance":
         assert "running_var" in message, message
+
+
+class Gelus(nn.Module):
+    """F.gelu both ways: before opset 20 the exporter writes them out of Erf / Tanh, Mul and Add
+    nodes (and x * x for the cube of the tanh form), which the importer matches back."""
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 4, 1)
+
+    def forward(self, x):
+        return F.gelu(self.b(F.gelu(self.a(x), approximate="tanh")))
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_gelu_in_both_forms_imports_as_one_layer_and_matches_torch(opset, tmp_path):
+    text, _, _ = check_import(seeded(Gelus()), (3, 9, 7), tmp_path, opset=opset)
+    assert ops_of(text) == ["conv", "gelu", "conv", "gelu"], text
+    assert "approximate: tanh" in text and text.count("approximate") == 1, text

@@ -481,6 +481,8 @@ class OpMapping:
             self.map_binary(node, "add")
 
     def map_mul(self, node):
+        if self.match_gelu_tanh(node):
+            return
         if not self.map_affine(node):
             self.map_binary(node, "mul")
 
@@ -519,6 +521,44 @@ class OpMapping:
             self.attrs(n, ())
         self.absorbed.update(id(n) for n in (erf, add, mul, half))
         self.add_activation(div, "gelu", {"approximate": "none"}, half.output[0])
+        return True
+
+    def match_gelu_tanh(self, square) -> bool:
+        """x * x -> * x -> * 0.044715 -> x + that -> * sqrt(2 / pi) -> Tanh -> + 1 -> x * that
+        -> * 0.5: GELU's tanh approximation as exporters before opset 20 write it
+        (F.gelu(approximate="tanh")); the nodes after x * x are absorbed into one gelu layer."""
+        def scalar(name, value):
+            c = self.g.consts.get(name)
+            return c is not None and c.size == 1 and abs(float(c.reshape(-1)[0]) - value) <= \
+                1e-6 * value
+
+        def other(node, name):
+            return node.input[1] if node.input[0] == name else node.input[0]
+
+        def step(node, op_type, second):
+            """The only reader of node's output, of op_type, whose other input passes `second`."""
+            nxt = node and self.only_reader(node.output[0], op_type)
+            if nxt is None or len(nxt.input) != (1 if op_type == "Tanh" else 2):
+                return None
+            return nxt if op_type == "Tanh" or second(other(nxt, node.output[0])) else None
+        if len(square.input) != 2 or square.input[0] != square.input[1]:
+            return False
+        x = square.input[0]
+        cube = step(square, "Mul", lambda n: n == x)
+        scaled = step(cube, "Mul", lambda n: scalar(n, 0.044715))
+        inner = step(scaled, "Add", lambda n: n == x)
+        k = step(inner, "Mul", lambda n: scalar(n, math.sqrt(2.0 / math.pi)))
+        tanh = step(k, "Tanh", None)
+        plus1 = step(tanh, "Add", lambda n: scalar(n, 1.0))
+        gated = step(plus1, "Mul", lambda n: n == x)
+        half = step(gated, "Mul", lambda n: scalar(n, 0.5))
+        if half is None:
+            return False
+        chain = (square, cube, scaled, inner, k, tanh, plus1, gated, half)
+        for n in chain:
+            self.attrs(n, ())
+        self.absorbed.update(id(n) for n in chain[1:])
+        self.add_activation(square, "gelu", {"approximate": "tanh"}, half.output[0])
         return True
 
     def map_prelu(self, node):
@@ -643,13 +683,13 @@ class OpMapping:
         [N, C, 1, 1] one (a squeeze-and-excitation scale), broadcast over the pixels.
         `negate_second`: a Sub, a + (-1 * b), the -1 an affine layer on b."""
         self.attrs(node, ())
-        word = {"add": "add", "mul": "multiply"}[op]
+        verb = {"add": "adds", "mul": "multiplies"}[op]
         if len(node.input) != 2:
             raise self.fail(node, f"expected two inputs, got {len(node.input)}")
         for i, name in enumerate(node.input):
             if name in self.g.consts:
                 c = self.g.consts[name]
-                raise self.fail(node, f"{word}s the constant '{name}' (shape {list(c.shape)}): "
+                raise self.fail(node, f"{verb} the constant '{name}' (shape {list(c.shape)}): "
                                       f"squeezegen's {op} combines two layer outputs"
                                       + (" (a bias belongs in a Conv/Gemm)" if op == "add" else
                                          ""))
@@ -663,9 +703,9 @@ class OpMapping:
             b = self.values[node.output[0] + ":negated"]
             assert b.layer == index
         if node.input[0] == node.input[1] or a.layer == b.layer:
-            raise self.fail(node, f"{'subtract' if negate_second else word}s a tensor "
-                                  f"{'from' if negate_second else 'to'} itself; squeezegen's "
-                                  f"{op} needs two different layers")
+            itself = ("subtracts a tensor from itself" if negate_second else
+                      {"add": "adds a tensor to itself", "mul": "multiplies a tensor by itself"}[op])
+            raise self.fail(node, f"{itself}; squeezegen's {op} needs two different layers")
         big, small = (a, b) if len(a.shape) >= len(b.shape) and math.prod(a.shape) >= \
             math.prod(b.shape) else (b, a)
         per_channel = (len(big.shape) == 3 and small.shape == (big.shape[0], 1, 1)
