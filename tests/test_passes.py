@@ -21,8 +21,11 @@ def model(layers: str, shape="[3, 9, 7]", output="out") -> str:
 
 
 def random_weights(graph, seed=0):
+    """Normal weights (x0.5), BatchNorm variances positive (a negative one is refused)."""
     rng = np.random.default_rng(seed)
-    return {k: rng.standard_normal(s).astype(np.float32) * 0.5 for k, s in param_specs(graph).items()}
+    return {k: (rng.uniform(0.3, 3.0, s) if k.endswith(".running_var") else
+                rng.standard_normal(s) * 0.5).astype(np.float32)
+            for k, s in param_specs(graph).items()}
 
 
 def rel_err(a, b):

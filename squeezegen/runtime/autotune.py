@@ -167,7 +167,7 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
     compile the rounds in parallel, run each once against the heuristic's round (round 0) and
     time its kernels, then keep each layer's fastest tile."""
     from .device import device_name, device_target
-    from ..weights import check_weights
+    from ..weights import check_weights, init_weights
     graph = load_model(model)
     fused = run_passes(graph)
     gpu, target = device_name(device), device_target(device)
@@ -178,7 +178,7 @@ def autotune(model, batch: int, weights: dict | None = None, force: bool = False
     todo = {name: c for name, c in todo.items() if len(c) > 1}
     if not todo:
         return known
-    weights = check_weights(graph, _random_weights(graph) if weights is None else weights, None)
+    weights = check_weights(graph, init_weights(graph, 0) if weights is None else weights, None)
     builds = compile_rounds(candidate_rounds(graph, batch, todo, known, precision, log, target),
                             log, device)
     if 0 not in builds:                  # no heuristic baseline to check against: keep it
@@ -273,10 +273,3 @@ def _time_rounds(builds: dict[int, Build], todo: dict[str, list[Tile]], weights:
 def _say(log, message: str) -> None:
     if log:
         log(message)
-
-
-def _random_weights(graph: Graph) -> dict:
-    from ..ir.printer import param_specs
-    rng = np.random.default_rng(0)
-    return {k: (rng.standard_normal(s) * 0.1).astype(np.float32)
-            for k, s in param_specs(graph).items()}
