@@ -235,6 +235,8 @@ def torch_module(graph, weights: dict):
                 n, c = x.shape[:2]
                 y = x.view((n, a["groups"], c // a["groups"]) + tuple(x.shape[2:]))
                 return torch.transpose(y, 1, 2).contiguous().view(x.shape)
+            if node.op == "flatten":
+                return torch.flatten(x, 1)
             if node.op == "affine":         # per channel: x * weight + bias
                 shape = (1, -1) + (1,) * (x.dim() - 2)
                 return torch.addcmul(self._p(node, "bias").view(shape), x,

@@ -71,6 +71,7 @@ def random_model(seed: int, wide: bool = False) -> str:
     more_rng = random.Random(seed * 32452843 + 4)  # SE blocks, resizes, pool variants
     affine_rng = random.Random(seed * 49979687 + 5)  # per-channel scale and shift layers
     deconv_rng = random.Random(seed * 67867967 + 6)  # deconv output_padding
+    flat_rng = random.Random(seed * 86028121 + 7)    # a flattened image output
     most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
     if wide:
@@ -261,6 +262,9 @@ def random_model(seed: int, wide: bool = False) -> str:
         last = "prob"
     if rng.random() < 0.2 and last != "input":
         emit("gap", f"op: avgpool, input: {order[1]}, global: true", None, [order[1]])
+    if shapes[last] is not None and last != "input" and flat_rng.random() < 0.15:
+        c_, h_, w_ = shapes[last]                   # an image output, flattened
+        emit("flat", f"op: flatten, input: {last}", (c_ * h_ * w_,), [last])
     dangling = [n for n in order[1:] if n not in used]
     if not dangling:
         dangling = [order[-1]]

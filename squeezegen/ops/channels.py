@@ -1,7 +1,9 @@
 """Channel rearrangements, each output channel a copy of one input channel: `slice` (channels
 [start, stop) of a tensor: torch.chunk, torch.split and x[:, a:b], ONNX Slice and Split on the
 channel axis) and `channel_shuffle` (ShuffleNet's: the channels in G groups, read group-major and
-written group-minor, as x.view(N, G, C / G, H, W).transpose(1, 2).reshape(N, C, H, W))."""
+written group-minor, as x.view(N, G, C / G, H, W).transpose(1, 2).reshape(N, C, H, W)); and
+`flatten` (torch.flatten(x, 1): C,H,W to C*H*W, the values in the same order), for a network
+whose output is flattened (a linear layer flattens its input itself)."""
 from __future__ import annotations
 
 import numpy as np
@@ -83,6 +85,22 @@ def lower_shuffle(ctx, node):
                        "what": "the channels of G groups, interleaved"})
 
 
+# ---------------------------------------------------------------- flatten
+def flatten_shape(attrs, ins):
+    return TensorType((ins[0].numel,))
+
+
+def flatten_reference(attrs, inputs, params):
+    return np.ascontiguousarray(inputs[0].reshape(len(inputs[0]), -1), dtype=np.float32)
+
+
+def lower_flatten(ctx, node):
+    """eltwise.cu.j2: a copy, element r of an image to element r (the same memory order)."""
+    return ctx.kernel(node, "eltwise.cu.j2", ctx.grid(ctx.batch * node.type.numel),
+                      ctx.consts(node), {"kind": "flatten", "expr": "xv",
+                                         "what": "flatten: a copy, C,H,W read as C*H*W"})
+
+
 def _elements(ctx, node) -> int:
     return ctx.pixels(node) * node.type.channels if len(node.type.shape) == 3 else \
         ctx.batch * node.type.channels
@@ -93,4 +111,6 @@ OPS = [
            epilogues=("activation", "add")),
     OpInfo("channel_shuffle", 1, SHUFFLE_FIELDS, shuffle_shape, shuffle_reference,
            lower_shuffle, torch_shuffle, epilogues=("activation", "add")),
+    OpInfo("flatten", 1, {"input": Field("ref")}, flatten_shape, flatten_reference,
+           lower_flatten, lambda torch, attrs, args, params: torch.flatten(args[0], 1)),
 ]

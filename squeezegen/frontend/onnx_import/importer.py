@@ -314,6 +314,8 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                 raise self.error(f"outputs '{same[0]}' and '{o.name}' are the same layer's "
                                  "output; squeezegen lists each layer once under output")
             self.check_declared(o, v)
+            if len(v.shape) == 1 and v.sg != v.shape:     # flattened: a flatten layer, so that
+                v = self.flatten_output(o.name, v)         # the output has ONNX's shape
             outputs.append((o.name, v))
         keep = self.reachable([v.layer for _, v in outputs])
         self.name_layers(keep)
@@ -324,6 +326,13 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                 with np.errstate(over="ignore", invalid="ignore"):    # checked after import
                     weights[f"{layer.name}.{key}"] = np.ascontiguousarray(w, dtype=np.float32)
         return self.render(keep, outputs), weights
+
+    def flatten_output(self, name: str, v: _Value) -> _Value:
+        """A flatten layer after the layer computing graph output `name` (C,H,W, which ONNX
+        sees flattened to [C*H*W]), named after the node that flattened it."""
+        node = next(n for n in self.model.graph.node if name in n.output)
+        self.add_layer(_Layer("flatten", [v.layer], {}, {}, v.shape, node), name + ":flattened")
+        return self.values[name + ":flattened"]
 
     def check_declared(self, o, v: _Value) -> None:
         tt = o.type.tensor_type
