@@ -74,6 +74,8 @@ def npy_overclaim(f, available: int) -> str | None:
         return None
     finally:
         f.seek(start)
+    if dtype.hasobject:            # a pickle, of any size: np.load refuses it and says why
+        return None
     count = 1
     for n in shape:
         count *= int(n)

@@ -755,3 +755,28 @@ def test_a_file_name_with_a_line_break_stays_on_one_line(tmp_path):
     bad.write_text("name: t\nbogus: 1\n")
     r = cli("summary", bad, cwd=tmp_path)
     check_error(r, "bad\\nname.yaml:2", "bogus")
+
+
+def test_large_object_arrays_are_refused_as_objects_not_as_truncated(setup):
+    """A pickle is smaller than its header's 8 bytes an element: still 'holds Python objects'."""
+    bad = setup.dir / "objects.npy"
+    np.save(bad, np.full(1000, None, object), allow_pickle=True)
+    setup.save(setup.weights)
+    r = cli("run", setup.model, "--weights", setup.wfile, "--input", bad, "--output", setup.out,
+            "--backend", "numpy", cwd=setup.dir)
+    check_error(r, "Python objects", file=bad)
+    weights = dict(setup.weights, **{"fc.weight": np.full((4, 7), None, object)})
+    np.savez(setup.wfile, **weights)
+    check_error(setup.run(wfile=setup.wfile), "Python objects", file=setup.wfile)
+
+
+def test_a_variance_of_minus_eps_in_float32_is_refused(tmp_path):
+    """running_var + eps is 0 in float32, as the kernel adds them: 1/sqrt of it is Inf there and
+    NaN in PyTorch, so it is refused like a negative one."""
+    graph = squeezegen.parse_model("name: bn\ninput: {shape: [2, 3, 3]}\nlayers:\n"
+                                   "  - {name: p, op: maxpool, kernel: 1}\n"
+                                   "  - {name: n, op: batchnorm, eps: 1.0e-5}\noutput: n\n")
+    weights = random_weights(graph)
+    weights["n.running_var"] = np.array([1.0, np.float32(-1e-5)], np.float32)
+    with pytest.raises(WeightsError, match="running_var"):
+        check_weights(graph, weights)

@@ -1016,3 +1016,20 @@ def test_gelu_in_both_forms_imports_as_one_layer_and_matches_torch(opset, tmp_pa
     text, _, _ = check_import(seeded(Gelus()), (3, 9, 7), tmp_path, opset=opset)
     assert ops_of(text) == ["conv", "gelu", "conv", "gelu"], text
     assert "approximate: tanh" in text and text.count("approximate") == 1, text
+
+
+class FlatAndNot(nn.Module):
+    def __init__(self, flipped):
+        super().__init__()
+        self.c, self.flipped = nn.Conv2d(3, 4, 3), flipped
+
+    def forward(self, x):
+        y = self.c(x)
+        return (torch.flatten(y, 1), y) if self.flipped else (y, torch.flatten(y, 1))
+
+
+@pytest.mark.parametrize("flipped", [False, True])
+def test_an_output_and_its_flattening_are_two_outputs_in_either_order(flipped, tmp_path):
+    module = seeded(FlatAndNot(flipped))
+    text, _, graph = check_import(module, (3, 6, 5), tmp_path)
+    assert ops_of(text) == ["conv", "flatten"] and len(graph.outputs) == 2, text

@@ -42,9 +42,11 @@ def batchnorm(attrs, inputs, params):
 
 
 def check_params(attrs, params) -> str | None:
-    """A variance the normalisation can divide by: running_var + eps > 0 everywhere."""
+    """A variance the normalisation can divide by: running_var + eps > 0 everywhere, in float32
+    as the kernels add them (PyTorch's NaN, a kernel's Inf and the reference's huge scale would
+    disagree on anything else)."""
     var = params["running_var"]
-    bad = ~(var.astype(np.float64) + attrs["eps"] > 0)
+    bad = ~(var.astype(np.float32) + np.float32(attrs["eps"]) > 0)
     if bad.any():
         first = int(np.argmax(bad))
         return (f"running_var has {int(bad.sum())} value(s) at or below -eps (a variance is "

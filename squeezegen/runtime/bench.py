@@ -202,7 +202,8 @@ def time_numpy(graph, weights, batch: int) -> float:
 def bench(model, weights, batches: list[int], compare: list[str], per_layer: bool,
           iters: int = 50, tune: bool = True, log=None, precision: str = "fp32") -> dict:
     """Time the network at each batch (with the autotuner's tiles unless `tune` is off) and
-    what `compare` names beside it; `log` hears what is being done. Without a GPU, only `compare=["numpy"]` runs: the CPU column alone."""
+    what `compare` names beside it; `log` hears what is being done. Without a GPU, only
+    `compare=["numpy"]` runs: the CPU column alone."""
     if compare == ["numpy"] and not gpu_available():
         return _bench_numpy_only(model, weights, batches, precision, log)
     if not gpu_available():

@@ -39,8 +39,8 @@ def check_segmentation_model(graph) -> tuple[int, int, int]:
         raise InputError(f"segment needs a model whose output is (classes, height, width); "
                          f"'{graph.name}' gives {tuple(shape)}", file=graph.source)
     if shape[0] > MAX_PNG_CLASSES:
-        raise InputError(f"a palette PNG holds at most {MAX_PNG_CLASSES} classes, '{graph.name}' has "
-                         f"{shape[0]}", file=graph.source)
+        raise InputError(f"a palette PNG holds at most {MAX_PNG_CLASSES} classes, "
+                         f"'{graph.name}' has {shape[0]}", file=graph.source)
     return tuple(shape)
 
 

@@ -240,7 +240,8 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
     def layer_node(self, layer_name: str | None):
         """The ONNX node the layer `layer_name` of the written YAML was made from, or None."""
         for layer in self.layers:
-            if layer_name and (layer.name == layer_name or layer_name in layer.generated(layer.name)):
+            if layer_name and (layer.name == layer_name
+                               or layer_name in layer.generated(layer.name)):
                 return layer.node
         return None
 
@@ -309,13 +310,13 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
             v = self.values[o.name]
             if v.layer == _INPUT:
                 raise self.error(f"output '{o.name}' is the network input itself")
+            self.check_declared(o, v)
+            if len(v.shape) == 1 and v.sg != v.shape:     # flattened: a flatten layer, so that
+                v = self.flatten_output(o.name, v)         # the output has ONNX's shape
             same = [n for n, w in outputs if w.layer == v.layer]
             if same:
                 raise self.error(f"outputs '{same[0]}' and '{o.name}' are the same layer's "
                                  "output; squeezegen lists each layer once under output")
-            self.check_declared(o, v)
-            if len(v.shape) == 1 and v.sg != v.shape:     # flattened: a flatten layer, so that
-                v = self.flatten_output(o.name, v)         # the output has ONNX's shape
             outputs.append((o.name, v))
         keep = self.reachable([v.layer for _, v in outputs])
         self.name_layers(keep)

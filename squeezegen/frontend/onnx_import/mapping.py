@@ -703,8 +703,8 @@ class OpMapping:
             b = self.values[node.output[0] + ":negated"]
             assert b.layer == index
         if node.input[0] == node.input[1] or a.layer == b.layer:
-            itself = ("subtracts a tensor from itself" if negate_second else
-                      {"add": "adds a tensor to itself", "mul": "multiplies a tensor by itself"}[op])
+            itself = "subtracts a tensor from itself" if negate_second else {
+                "add": "adds a tensor to itself", "mul": "multiplies a tensor by itself"}[op]
             raise self.fail(node, f"{itself}; squeezegen's {op} needs two different layers")
         big, small = (a, b) if len(a.shape) >= len(b.shape) and math.prod(a.shape) >= \
             math.prod(b.shape) else (b, a)
