@@ -827,7 +827,6 @@ def test_add_of_a_constant_after_a_conv_is_an_affine_that_folds(tmp_path):
     (lambda m, x: m.conv(x).reshape(x.shape[0], 4, -1).softmax(1), "reshaped to [N, 4, 16]"),
     (lambda m, x: m.conv(x.reshape(x.shape[0], 3, 4, 9)), "reshaped to [N, 3, 4, 9]"),
     (lambda m, x: m.conv(x).reshape(4, -1), "does not keep the batch dimension"),
-    (lambda m, x: torch.flatten(m.conv(x), 1).softmax(1), "flattened"),
 ])
 def test_inexpressible_graphs_are_refused(forward, needle, tmp_path):
     class M(Plus):
@@ -1033,3 +1032,45 @@ def test_an_output_and_its_flattening_are_two_outputs_in_either_order(flipped, t
     module = seeded(FlatAndNot(flipped))
     text, _, graph = check_import(module, (3, 6, 5), tmp_path)
     assert ops_of(text) == ["conv", "flatten"] and len(graph.outputs) == 2, text
+
+
+class OnFeatures(nn.Module):
+    """Ops on the features of a flattened C,H,W image (H*W > 1): a softmax over all of them, a
+    constant per feature, BatchNorm1d; and BatchNorm1d on a global pool's vector (C x 1 x 1)."""
+    def __init__(self, kind):
+        super().__init__()
+        self.kind, self.conv = kind, nn.Conv2d(3, 4, 3)
+        self.w = nn.Parameter(torch.randn(4 * 4 * 3))
+        self.bn, self.bn_gap = nn.BatchNorm1d(48), nn.BatchNorm1d(4)
+        self.fc = nn.Linear(48, 5)
+
+    def forward(self, x):
+        y = self.conv(x)
+        f = torch.flatten(y, 1)
+        if self.kind == "softmax":
+            return f.softmax(1)
+        if self.kind == "per-feature":
+            return f * self.w + 1.0
+        if self.kind == "batchnorm1d":
+            return self.fc(self.bn(f)), self.fc(f)
+        return self.bn_gap(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("kind,ops", [
+    ("softmax", ["conv", "flatten", "softmax"]),
+    ("per-feature", ["conv", "flatten", "affine"]),
+    ("batchnorm1d", ["conv", "flatten", "batchnorm", "linear", "linear"]),
+    ("gap-batchnorm1d", ["conv", "avgpool", "batchnorm", "flatten"]),
+])
+def test_ops_on_the_features_of_a_flattened_image_get_a_flatten_layer(kind, ops, opset,
+                                                                       tmp_path):
+    module = seeded(OnFeatures(kind))
+    with torch.no_grad():
+        for bn in (module.bn, module.bn_gap):
+            bn.running_var.uniform_(0.5, 1.5)
+            bn.running_mean.normal_()
+    text, _, _ = check_import(module, (3, 6, 5), tmp_path, opset=opset,
+                              do_constant_folding=False)
+    assert ops_of(text) == ops, text
+    assert text.count("op: flatten") == 1, text       # one flatten, shared by its readers

@@ -115,6 +115,14 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                                   "here")
         raise self.fail(node, f"input {index} ('{name}') is not computed by any supported node")
 
+    def features(self, node, index: int = 0) -> _Value:
+        """Input `index` as an op on features sees it: a flattened C,H,W image (H*W > 1) gets a
+        flatten layer, once, which every later reader of that tensor shares."""
+        v = self.tensor(node, index)
+        if v.flattened and v.sg[1:] != (1, 1):
+            v = self.flatten_layer(node.input[index], v)
+        return v
+
     def image(self, node, index: int = 0) -> _Value:
         v = self.tensor(node, index)
         if len(v.shape) != 3:
@@ -312,7 +320,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                 raise self.error(f"output '{o.name}' is the network input itself")
             self.check_declared(o, v)
             if len(v.shape) == 1 and v.sg != v.shape:     # flattened: a flatten layer, so that
-                v = self.flatten_output(o.name, v)         # the output has ONNX's shape
+                v = self.flatten_layer(o.name, v)          # the output has ONNX's shape
             same = [n for n, w in outputs if w.layer == v.layer]
             if same:
                 raise self.error(f"outputs '{same[0]}' and '{o.name}' are the same layer's "
@@ -328,12 +336,13 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                     weights[f"{layer.name}.{key}"] = np.ascontiguousarray(w, dtype=np.float32)
         return self.render(keep, outputs), weights
 
-    def flatten_output(self, name: str, v: _Value) -> _Value:
-        """A flatten layer after the layer computing graph output `name` (C,H,W, which ONNX
-        sees flattened to [C*H*W]), named after the node that flattened it."""
+    def flatten_layer(self, name: str, v: _Value) -> _Value:
+        """A flatten layer for tensor `name`, which ONNX sees flattened to [C*H*W] while its
+        layer computes C,H,W (a graph output, or what an op on features reads), named after
+        the node that flattened it; `name` stands for its output from now on."""
         node = next(n for n in self.model.graph.node if name in n.output)
-        self.add_layer(_Layer("flatten", [v.layer], {}, {}, v.shape, node), name + ":flattened")
-        return self.values[name + ":flattened"]
+        self.add_layer(_Layer("flatten", [v.layer], {}, {}, v.shape, node), name)
+        return self.values[name]
 
     def check_declared(self, o, v: _Value) -> None:
         tt = o.type.tensor_type

@@ -261,9 +261,7 @@ class OpMapping:
                                   "(model.eval())", "training_mode")
         if not a.get("spatial", 1):
             raise self.fail(node, "spatial=0 (per-pixel statistics) is not supported", "spatial")
-        x = self.tensor(node)
-        if x.flattened:
-            raise self.fail(node, "a BatchNormalization of a flattened image is not supported")
+        x = self.features(node)
         c = x.sg[0]
         names = ("scale", "bias (B)", "mean", "var")
         weights = {}
@@ -609,6 +607,8 @@ class OpMapping:
             return False
         i = consts.index(False)
         x = self.tensor(node, i)
+        if self.g.consts[node.input[1 - i]].size > 1:     # one per feature of a flattened image
+            x = self.features(node, i)
         v = self.per_channel(node, x, node.input[1 - i])
         op = node.op_type
         if op == "Div" and i == 1:
@@ -716,8 +716,9 @@ class OpMapping:
                                   f"squeezegen's {op} needs two tensors of one shape, or a "
                                   "[N, C, 1, 1] one with a [N, C, H, W] one")
         if a.sg != b.sg and not per_channel:
-            raise self.fail(node, f"{word}s a flattened tensor to one of another layout "
-                                  f"({'x'.join(map(str, a.sg))} and {'x'.join(map(str, b.sg))})")
+            raise self.fail(node, f"{verb} a flattened tensor and one of another "
+                                  f"layout ({'x'.join(map(str, a.sg))} and "
+                                  f"{'x'.join(map(str, b.sg))})")
         index = self.add_layer(_Layer(op, [a.layer, b.layer], {}, {}, big.sg, node, relu=False),
                                node.output[0], big.shape)
         self.fuse_relu(index, node.output[0])
@@ -826,10 +827,8 @@ class OpMapping:
         axis += rank if axis < 0 else 0
         reduced = {axis} if self.opset >= 13 else set(range(axis, rank))
         full = (-1,) + x.shape                    # the batch: never a dimension of size 1 here
-        if x.flattened and x.sg[1:] != (1, 1):
-            raise self.fail(node, f"softmax over a flattened {'x'.join(map(str, x.sg))} image is "
-                                  "not supported: squeezegen's softmax is over channels, per "
-                                  "pixel", "axis")
+        if x.flattened:
+            x = self.features(node)               # over all C*H*W features: a flatten first
         if x.shape != x.sg and not x.flattened:
             raise self.fail(node, f"softmax over a tensor reshaped to [N, "
                                   f"{', '.join(map(str, x.shape))}] from a "
