@@ -966,6 +966,7 @@ def _resize_scales(values):
 
 
 @pytest.mark.parametrize("case", ["weight-nan", "weight-beyond-float32", "maxpool-kernel-0",
+                                  "avgpool-kernel-negative",
                                   "leaky-slope-nan", "resize-scale-nan", "resize-scale-inf",
                                   "depth-to-space-0", "batchnorm-negative-variance"])
 def test_hostile_values_are_refused_at_their_node(case, tmp_path):
@@ -982,6 +983,8 @@ def test_hostile_values_are_refused_at_their_node(case, tmp_path):
             [numpy_helper.from_array(np.full((2, 3, 3, 3), 1e300), "k")], "Conv"),
         "maxpool-kernel-0": ([helper.make_node("MaxPool", ["x"], ["y"], name="n",
                                                kernel_shape=[0, 0])], [], "MaxPool"),
+        "avgpool-kernel-negative": ([helper.make_node("AveragePool", ["x"], ["y"], name="n",
+                                                      kernel_shape=[-2, 2])], [], "AveragePool"),
         "leaky-slope-nan": ([helper.make_node("LeakyRelu", ["x"], ["y"], name="n",
                                               alpha=float("nan"))], [], "LeakyRelu"),
         "resize-scale-nan": (*_resize_scales([1, 1, np.nan, 2]), "Resize"),

@@ -214,6 +214,8 @@ class OpMapping:
         if "kernel_shape" not in a or len(a["kernel_shape"]) != 2:
             raise self.fail(node, "needs a 2-D kernel_shape", "kernel_shape")
         kernel = (int(a["kernel_shape"][0]), int(a["kernel_shape"][1]))
+        if min(kernel) < 1:
+            raise self.fail(node, f"kernel_shape {list(kernel)} is not positive", "kernel_shape")
         stride, pad = self.window(node, a, kernel, "avgpool" if avg else "maxpool")
         op = "avgpool" if avg else "maxpool"
         f = dict(kernel=kernel, stride=stride, pad=pad, ceil_mode=bool(int(a.get("ceil_mode", 0))))
