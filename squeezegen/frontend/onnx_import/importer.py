@@ -317,7 +317,8 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                 raise self.error(f"output '{o.name}' is not computed by any node")
             v = self.values[o.name]
             if v.layer == _INPUT:
-                raise self.error(f"output '{o.name}' is the network input itself")
+                raise self.error(f"output '{o.name}' is the network input itself (or a reshape of "
+                                 "it): there is no layer to compute it")
             self.check_declared(o, v)
             if len(v.shape) == 1 and v.sg != v.shape:     # flattened: a flatten layer, so that
                 v = self.flatten_layer(o.name, v)          # the output has ONNX's shape
