@@ -497,25 +497,30 @@ class OpMapping:
         raise self.fail(node, "divides two layer outputs; squeezegen's Div takes a layer output "
                               "and a constant (one number or one per channel)")
 
+    def is_scalar(self, name: str, value: float) -> bool:
+        """Tensor `name` is a constant holding one number, `value` (to 1e-6 of it)."""
+        c = self.g.consts.get(name)
+        return c is not None and c.size == 1 and abs(float(c.reshape(-1)[0]) - value) <= \
+            1e-6 * value
+
+    @staticmethod
+    def other_input(node, name: str) -> str:
+        """The input of a two-input node that is not `name`."""
+        return node.input[1] if node.input[0] == name else node.input[0]
+
     def match_gelu(self, div) -> bool:
         """x / sqrt(2) -> Erf -> + 1 -> x * that -> * 0.5: GELU as exporters before opset 20
         write it (F.gelu); the nodes after the Div are absorbed into one gelu layer."""
-        def scalar(name, value):
-            c = self.g.consts.get(name)
-            return c is not None and c.size == 1 and abs(float(c.reshape(-1)[0]) - value) <= \
-                1e-6 * value
-
-        def other(node, name):
-            return node.input[1] if node.input[0] == name else node.input[0]
-        if len(div.input) != 2 or not scalar(div.input[1], math.sqrt(2.0)):
+        if len(div.input) != 2 or not self.is_scalar(div.input[1], math.sqrt(2.0)):
             return False
         x = div.input[0]
         erf = self.only_reader(div.output[0], "Erf")
         add = erf and self.only_reader(erf.output[0], "Add")
         mul = add and self.only_reader(add.output[0], "Mul")
         half = mul and self.only_reader(mul.output[0], "Mul")
-        if not (half and scalar(other(add, erf.output[0]), 1.0) and
-                other(mul, add.output[0]) == x and scalar(other(half, mul.output[0]), 0.5)):
+        if not (half and self.is_scalar(self.other_input(add, erf.output[0]), 1.0)
+                and self.other_input(mul, add.output[0]) == x
+                and self.is_scalar(self.other_input(half, mul.output[0]), 0.5)):
             return False
         for n in (div, erf, add, mul, half):
             self.attrs(n, ())
@@ -527,31 +532,25 @@ class OpMapping:
         """x * x -> * x -> * 0.044715 -> x + that -> * sqrt(2 / pi) -> Tanh -> + 1 -> x * that
         -> * 0.5: GELU's tanh approximation as exporters before opset 20 write it
         (F.gelu(approximate="tanh")); the nodes after x * x are absorbed into one gelu layer."""
-        def scalar(name, value):
-            c = self.g.consts.get(name)
-            return c is not None and c.size == 1 and abs(float(c.reshape(-1)[0]) - value) <= \
-                1e-6 * value
-
-        def other(node, name):
-            return node.input[1] if node.input[0] == name else node.input[0]
-
         def step(node, op_type, second):
             """The only reader of node's output, of op_type, whose other input passes `second`."""
             nxt = node and self.only_reader(node.output[0], op_type)
             if nxt is None or len(nxt.input) != (1 if op_type == "Tanh" else 2):
                 return None
-            return nxt if op_type == "Tanh" or second(other(nxt, node.output[0])) else None
+            if op_type == "Tanh" or second(self.other_input(nxt, node.output[0])):
+                return nxt
+            return None
         if len(square.input) != 2 or square.input[0] != square.input[1]:
             return False
         x = square.input[0]
         cube = step(square, "Mul", lambda n: n == x)
-        scaled = step(cube, "Mul", lambda n: scalar(n, 0.044715))
+        scaled = step(cube, "Mul", lambda n: self.is_scalar(n, 0.044715))
         inner = step(scaled, "Add", lambda n: n == x)
-        k = step(inner, "Mul", lambda n: scalar(n, math.sqrt(2.0 / math.pi)))
+        k = step(inner, "Mul", lambda n: self.is_scalar(n, math.sqrt(2.0 / math.pi)))
         tanh = step(k, "Tanh", None)
-        plus1 = step(tanh, "Add", lambda n: scalar(n, 1.0))
+        plus1 = step(tanh, "Add", lambda n: self.is_scalar(n, 1.0))
         gated = step(plus1, "Mul", lambda n: n == x)
-        half = step(gated, "Mul", lambda n: scalar(n, 0.5))
+        half = step(gated, "Mul", lambda n: self.is_scalar(n, 0.5))
         if half is None:
             return False
         chain = (square, cube, scaled, inner, k, tanh, plus1, gated, half)
