@@ -77,6 +77,17 @@ def assert_gpu_matches_reference(graph, weights, batch: int, precision: str = "f
         assert_close(a, b, tol)
 
 
+def assert_compiles_with_nvcc(graph, folder, builds=((1, "fp32"), (3, "fp16"))) -> None:
+    """Each (batch, precision) build of `graph`, written under `folder`, compiles with
+    nvcc -Werror (test_codegen's flags)."""
+    from squeezegen.build import build
+    from test_codegen import nvcc
+    for batch, precision in builds:
+        out = folder / f"{batch}{precision}"
+        build(graph, batch, precision=precision, write=out)
+        nvcc("-c", str(out / graph.name / f"{graph.name}.cu"), "-o", str(out / "net.o"))
+
+
 def yaml_model(text: str, file: str = "<test>"):
     """Parse a YAML model given as a (possibly indented) string."""
     return squeezegen.parse_model(textwrap.dedent(text).strip() + "\n", file)

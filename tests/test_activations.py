@@ -15,8 +15,8 @@ from squeezegen.errors import ModelError
 from squeezegen.ir.ops import OPS
 from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
-from helpers import (ACTIVATIONS, assert_close, needs_gpu, random_input, random_weights,
-                     small_model, torch_module, torch_run)
+from helpers import (ACTIVATIONS, assert_close, assert_compiles_with_nvcc, needs_gpu,
+                     random_input, random_weights, small_model, torch_module, torch_run)
 
 SPECS = ["relu", "relu6", "clip, min: -0.5, max: 1.5", "leaky_relu", "leaky_relu, negative_slope: -0.3",
          "sigmoid", "hardsigmoid", "hardswish", "silu", "tanh", "elu", "elu, alpha: 0.5", "gelu",
@@ -203,9 +203,7 @@ def test_prelu_reference_matches_pytorch_and_its_weights_are_pytorchs():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
 def test_prelu_compiles_with_nvcc_werror(tmp_path):
-    from test_codegen import nvcc
-    build(small_model((3, 7, 5), PRELU, "q"), 2, write=tmp_path)
-    nvcc("-c", str(tmp_path / "t" / "t.cu"), "-o", str(tmp_path / "p.o"))
+    assert_compiles_with_nvcc(small_model((3, 7, 5), PRELU, "q"), tmp_path, [(2, "fp32")])
 
 
 @pytest.mark.parametrize("opset", [13, 17])

@@ -15,8 +15,9 @@ from squeezegen.errors import SqueezegenError
 from squeezegen.ir.ops import param_specs, source_specs
 from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
-from helpers import (assert_close, assert_gpu_matches_reference, needs_gpu, random_input,
-                     random_weights, small_model, torch_module, torch_run)
+from helpers import (assert_close, assert_compiles_with_nvcc, assert_gpu_matches_reference,
+                     needs_gpu, random_input, random_weights, small_model, torch_module,
+                     torch_run)
 
 # norm: at the input (its own kernel); after conv (relu), deconv, linear: folded; after a pool
 # read twice: its own kernel; after the add (fused into conv2): in conv2's store, then the relu
@@ -92,12 +93,7 @@ def test_generated_code_has_the_standalone_kernel_and_names_the_folded_ones():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
 def test_affine_model_compiles_with_nvcc_werror(tmp_path):
-    from test_codegen import nvcc
-    g = model()
-    for batch, precision in ((1, "fp32"), (3, "fp16")):
-        build(g, batch, precision=precision, write=tmp_path / f"{batch}")
-        nvcc("-c", str(tmp_path / f"{batch}" / "affnet" / "affnet.cu"),
-             "-o", str(tmp_path / f"a{batch}.o"))
+    assert_compiles_with_nvcc(model(), tmp_path)
 
 
 @pytest.mark.parametrize("field, message", [

@@ -18,8 +18,9 @@ from squeezegen.ir.printer import format_graph
 from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
 from squeezegen.weights import check_weights, init_weights
-from helpers import (assert_close, assert_gpu_matches_reference, needs_gpu, random_input,
-                     random_weights, small_model, torch_module, torch_run)
+from helpers import (assert_close, assert_compiles_with_nvcc, assert_gpu_matches_reference,
+                     needs_gpu, random_input, random_weights, small_model, torch_module,
+                     torch_run)
 
 # conv (no bias) -> bn -> relu: folded; conv -> bn relu: folded with its ReLU; deconv -> bn and
 # linear -> bn (BatchNorm1d): folded; maxpool -> bn and add -> bn: standalone kernels
@@ -177,12 +178,7 @@ def test_generated_code_names_the_folded_weights_and_the_standalone_kernel():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
 def test_batchnorm_model_compiles_with_nvcc_werror(tmp_path):
-    from test_codegen import nvcc
-    g = model()
-    for batch, precision in ((1, "fp32"), (3, "fp16")):
-        build(g, batch, precision=precision, write=tmp_path / f"{batch}")
-        nvcc("-c", str(tmp_path / f"{batch}" / "bnnet" / "bnnet.cu"),
-             "-o", str(tmp_path / f"bn{batch}.o"))
+    assert_compiles_with_nvcc(model(), tmp_path)
 
 
 def test_onnx_batchnorm_imports_and_matches_pytorch(tmp_path):

@@ -14,8 +14,9 @@ from squeezegen.build import build
 from squeezegen.ir.ops import param_specs, source_specs
 from squeezegen.passes import run_passes
 from squeezegen.reference import ReferenceExecutor
-from helpers import (assert_close, assert_gpu_matches_reference, needs_gpu, random_input,
-                     random_weights, small_model, torch_module, torch_run)
+from helpers import (assert_close, assert_compiles_with_nvcc, assert_gpu_matches_reference,
+                     needs_gpu, random_input, random_weights, small_model, torch_module,
+                     torch_run)
 
 # every kind of kernel that stores per channel, each followed by a step it cannot fold
 LAYERS = """
@@ -119,12 +120,7 @@ def test_generated_code_reads_the_steps_weights_at_the_channel():
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
 def test_compiles_with_nvcc_werror(tmp_path):
-    from test_codegen import nvcc
-    g = model()
-    for batch, precision in ((1, "fp32"), (3, "fp16")):
-        build(g, batch, precision=precision, write=tmp_path / f"{batch}")
-        nvcc("-c", str(tmp_path / f"{batch}" / "steps" / "steps.cu"),
-             "-o", str(tmp_path / f"s{batch}.o"))
+    assert_compiles_with_nvcc(model(), tmp_path)
 
 
 @needs_gpu
