@@ -46,6 +46,36 @@ def test_segmentation_png_holds_the_argmax(tmp_path):
     assert (classes[:, :3] == 15).all() and classes[1, 5] == 20 and classes[0, 3] == 0
 
 
+@pytest.mark.parametrize("level", [0, 1, 3, 6, 9])
+@pytest.mark.parametrize("isal", [True, False], ids=["isal", "zlib"])
+def test_classes_png_reads_back_at_every_level_with_either_deflate(level, isal, monkeypatch):
+    """The masks' PNGs (ISA-L for levels 1-3 when installed, zlib otherwise): the exact classes
+    back through Pillow, in the VOC palette, for a noisy odd-sized mask."""
+    import io
+    from squeezegen import images
+    if isal and images._isal_zlib is None:
+        pytest.skip("the isal package is not installed on this platform")
+    if not isal:
+        monkeypatch.setattr(images, "_isal_zlib", None)
+    classes = np.random.default_rng(level).integers(0, 256, (37, 53), dtype=np.uint8)
+    classes[:10] = 7                                                 # runs as well as noise
+    im = Image.open(io.BytesIO(images.classes_png(classes, level)))
+    assert im.mode == "P" and im.size == (53, 37)
+    np.testing.assert_array_equal(np.asarray(im), classes)
+    assert im.getpalette()[:3 * 21] == voc_palette(21).ravel().tolist()
+
+
+def test_deflate_uses_isal_for_the_fast_levels_when_it_is_installed():
+    import zlib
+    from squeezegen import images
+    if images._isal_zlib is None:
+        pytest.skip("the isal package is not installed on this platform")
+    data = bytes(range(256)) * 64
+    assert images.deflate(data, 1) == images._isal_zlib.compress(data, 1)
+    assert images.deflate(data, 6) == zlib.compress(data, 6)
+    assert zlib.decompress(images.deflate(data, 1)) == data
+
+
 def test_run_cli_writes_png_and_npy_on_numpy(tmp_path):
     g = load_model("models/squeezeseg.yaml")
     w = random_weights(g, 4)
