@@ -112,3 +112,51 @@ def test_gpu_masks_equal_the_argmax_of_bilinear(gpu, tmp_path, model, batch):
                                                  mode="bilinear", align_corners=False)
             differ = (up[0].argmax(0).numpy() != got[n]).mean()
             assert differ <= 1e-4, f"image {n}: {differ:.2%} differ from PyTorch"
+
+
+@pytest.mark.gpu
+def test_gpu_masks_into_page_locked_shared_memory(gpu, tmp_path):
+    """segment's route: the masks copied into a slot of a shared, page-locked file (`out`),
+    the input read from one; the same masks as into a new array, views into the slot, and a
+    slot too small for the batch left alone (a new array instead). The input is not scanned
+    for NaN with check_values=False (NaN in, no warning)."""
+    import warnings
+    from squeezegen.runtime.device import PinnedHost
+    (tmp_path / "m.yaml").write_text(MODEL)
+    graph = squeezegen.load_model(tmp_path / "m.yaml")
+    rng = np.random.default_rng(4)
+    sizes = [size for size, _ in CASES[:3]]
+    boxes = [box for _, box in CASES[:3]]
+    total = sum(h * w for h, w in sizes)
+    import os
+    import tempfile
+    shm = tempfile.mkdtemp(dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else tmp_path)
+    x = np.memmap(f"{shm}/x.f32", np.float32, "w+", shape=(4,) + graph.input.type.shape)
+    x[:] = rng.normal(size=x.shape)
+    slots = np.memmap(f"{shm}/masks.u8", np.uint8, "w+", shape=(2, total + 5))
+    with squeezegen.compile(graph, random_weights(graph, 3), batch=4) as net:
+        pins = [PinnedHost(x, net.device), PinnedHost(slots, net.device)]
+        try:
+            make = masks.ClassMasks(net)
+            want = make(x[:3], sizes, boxes)
+            got = make(x[:3], sizes, boxes, out=slots[1])
+            small = make(x[:3], sizes, boxes, out=slots[0, :total - 1])
+            x[3] = np.nan
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                make(x, sizes + [(2, 2)], boxes + [None], check_values=False)
+            with pytest.warns(RuntimeWarning, match="non-finite"):
+                make(x, sizes + [(2, 2)], boxes + [None])
+        finally:
+            for pin in pins:
+                pin.close()
+            import shutil
+            shutil.rmtree(shm)
+    offset = 0
+    for w, g, s in zip(want, got, small):
+        np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(s, w)
+        assert np.shares_memory(g, slots[1]) and not np.shares_memory(s, slots)
+        np.testing.assert_array_equal(slots[1, offset:offset + w.size], w.ravel())
+        offset += w.size
+    assert not slots[0].any()                         # the small slot was not written

@@ -472,16 +472,21 @@ def test_ray_without_ray_installed_is_one_line(data, tmp_path):
                                    "'squeezegen[ray]'")
 
 
-@pytest.mark.parametrize("processes", [False, True])
+@pytest.mark.parametrize("processes", [False, True, "tiny slots"])
 def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch, processes):
     """The cuda backend's contract, without a GPU: squeezegen.compile(..., device=i) once per
-    network, each made and called in its own thread; here compile returns the reference."""
-    from squeezegen.segmentation import backends
-    made = []
+    network, each made and called in its own thread; here compile returns the reference, and
+    the masks are made in NumPy. With worker processes the masks reach the workers through
+    the shared slots (page-locked once, unlocked at the end), or pickled when a batch's masks
+    do not fit a slot ("tiny slots"): every PNG holds its own image's mask either way."""
+    from squeezegen.runtime import device
+    from squeezegen.segmentation import backends, pipeline
+    from squeezegen.segmentation.worker_pool import fill_slot
+    made, pinned = [], []
 
     class FakeNet:
         def __init__(self, graph, weights, batch, precision, device):
-            self.run, self.batch = ReferenceExecutor(graph, weights), batch
+            self.run, self.batch, self.device = ReferenceExecutor(graph, weights), batch, device
             made.append((device, batch, precision, threading.get_ident()))
             self.closed = False
 
@@ -500,34 +505,67 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
         def __init__(self, net):
             self.net = net
 
-        def __call__(self, x, sizes, boxes):
-            return [argmax_classes(bilinear(y, size, box, (32, 48))).astype(np.uint8)
-                    for y, size, box in zip(self.net(x), sizes, boxes, strict=True)]
+        def __call__(self, x, sizes, boxes, out=None, check_values=True):
+            masks = [argmax_classes(bilinear(y, size, box, (32, 48))).astype(np.uint8)
+                     for y, size, box in zip(self.net(x), sizes, boxes, strict=True)]
+            total = sum(m.size for m in masks)
+            if out is None or total > len(out):
+                return masks
+            offsets = np.cumsum([0] + [m.size for m in masks])
+            out[:total] = np.concatenate([m.ravel() for m in masks])
+            return [out[o:o + m.size].reshape(m.shape) for o, m in zip(offsets, masks)]
 
         def close(self):
             pass
 
+    class FakePin:                    # runtime.device.PinnedHost, recording what it locked
+        def __init__(self, array, device):
+            self.array, self.closed = array, False
+            pinned.append(self)
+
+        def close(self):
+            self.closed = True
+
     from squeezegen.runtime import masks
     monkeypatch.setattr(squeezegen, "compile", fake_compile)
     monkeypatch.setattr(masks, "ClassMasks", FakeMasks)
+    monkeypatch.setattr(device, "PinnedHost", FakePin)
     monkeypatch.setattr(backends, "gpu_count", lambda: 3)
+    if processes == "tiny slots":
+        monkeypatch.setattr(pipeline, "MASK_PIXELS_PER_IMAGE", 1)
     specs = backends.backend_specs("cuda", data["graph"], data["w"], 4, "fp16", gpus="0,2",
                                    per_gpu=2)
     assert [s.label for s in specs] == ["cuda:0#0", "cuda:0#1", "cuda:2#0", "cuda:2#1"]
     items = collect([data["images"] / "png", data["images"] / "jpeg"], tmp_path)
     mean, std = np.full((3, 1, 1), 128, np.float32), np.ones((3, 1, 1), np.float32)
     items += collect([data["images"] / "broken"], tmp_path)
-    settings = Settings((3, 32, 48), mean, std, batch=4, workers=2, processes=processes)
+    settings = Settings((3, 32, 48), mean, std, batch=4, workers=2,
+                        processes=bool(processes))
     s = Pipeline(items, specs, tmp_path, settings, "cuda").run()
     items = items[:-3]
     assert (s.written, s.failed) == (24, 3) and sum(s.per_network) == 24
     assert sorted(d for d, *_ in made) == [0, 0, 2, 2]
     assert {(b, p) for _, b, p, _ in made} == {(4, "fp16")}
     assert len({t for *_, t in made}) == 4 and threading.get_ident() not in {t for *_, t in made}
-    for item in items:                # the masks the networks made, written as they came
+    if processes:                     # the shared batches and mask slots, locked once
+        assert [p.array.dtype for p in pinned] == [np.float32, np.uint8]
+        assert all(p.closed for p in pinned)
+    else:
+        assert pinned == []
+    run = ReferenceExecutor(data["graph"], data["w"])
+    for item in items:                # each image's own mask, wherever it travelled
+        pixels, size = resample_input(item.path)
+        x = np.zeros((1, 3, 32, 48), np.float32)
+        fill_slot(x[0], pixels, (0, 0, 32, 48), mean, std)
+        want = argmax_classes(bilinear(run(x)[0], size, (0, 0, 32, 48), (32, 48)))
         with Image.open(tmp_path / f"{item.name}.png") as im:
-            got = np.asarray(im)
-        assert got.shape == Image.open(item.path).size[::-1]
+            np.testing.assert_array_equal(np.asarray(im), want)
+
+
+def resample_input(path):
+    """An image as segment's decoders read it for the (3, 32, 48) test model."""
+    from squeezegen.images import read_pixels
+    return read_pixels(path, 3, (32, 48), "stretch", draft=True)
 
 
 def test_segment_bench_runs_on_the_cpu(data, tmp_path):

@@ -17,10 +17,10 @@ from ..ir.ops import OPS, apply_step, resolve_weights, weights_under
 from ..weights import check_weights, load_weights
 
 
-def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
+def check_input(graph: Graph, x, what: str = "input", check_values: bool = True) -> np.ndarray:
     """x as a batch for `graph`: float32 of shape (N, *input shape), N >= 1; InputError otherwise.
-    Non-finite values only warn (a RuntimeWarning): they are legal floats, and propagate as they
-    would anywhere."""
+    Non-finite values only warn (a RuntimeWarning; not looked for with check_values=False): they
+    are legal floats, and propagate as they would anywhere."""
     expected = graph.input.type.shape
     if not isinstance(x, np.ndarray):
         raise InputError(f"{what} must be a NumPy array, got {type(x).__name__}")
@@ -32,8 +32,8 @@ def check_input(graph: Graph, x, what: str = "input") -> np.ndarray:
         empty = " (no images: N must be at least 1)" if x.ndim and x.shape[0] < 1 else ""
         raise InputError(f"{what} has shape {tuple(x.shape)}, expected {want} for model "
                          f"'{graph.name}'{empty}")
-    bad = ~np.isfinite(x)
-    if bad.any():
+    bad = ~np.isfinite(x) if check_values else None
+    if bad is not None and bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         warnings.warn(f"{what} holds {int(bad.sum())} non-finite value(s) (NaN/Inf), first at "
                       f"index {first}; they propagate through the network",

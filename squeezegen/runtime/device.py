@@ -145,6 +145,30 @@ def gpu_available() -> bool:
         return False
 
 
+class PinnedHost:
+    """A NumPy array's host memory page-locked for CUDA (cuMemHostRegister, portable to every
+    GPU's context in this process): copies to and from it run at the link's full speed and do
+    not stall the calling thread, where pageable memory is staged by the driver at a fraction
+    of it. For buffers reused for a whole run (segment's shared batches); `close()` makes the
+    memory pageable again and must come before the array's memory goes away."""
+
+    def __init__(self, array, device: int = 0):
+        self.device = check_device(device)
+        with current(self.device) as drv:
+            try:
+                self._registered = drv.register_host_memory(
+                    array, drv.mem_host_register_flags.PORTABLE)
+            except drv.Error as exc:
+                raise GPUError(f"cannot page-lock {array.nbytes:,} bytes of host memory: "
+                               f"{exc}") from None
+
+    def close(self) -> None:
+        registered, self._registered = self._registered, None
+        if registered is not None:
+            with current(self.device):
+                registered.base.unregister()
+
+
 def _pop_main_thread_contexts() -> None:
     try:
         import pycuda.driver as drv

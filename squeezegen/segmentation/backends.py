@@ -44,13 +44,20 @@ class CudaBackend:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.net(x)
 
-    def classes(self, x: np.ndarray, sizes: list, boxes: list) -> list:
+    def classes(self, x: np.ndarray, sizes: list, boxes: list, out: np.ndarray | None = None
+                ) -> list:
         """A (height, width) uint8 mask per image of `sizes`, each image having covered its
-        box (top, left, height, width) of the input."""
+        box (top, left, height, width) of the input; in `out` where it has room (as
+        `ClassMasks`). x holds decoded images, which cannot be NaN: not scanned for them."""
         if self._masks is None:
             from ..runtime.masks import ClassMasks
             self._masks = ClassMasks(self.net)
-        return self._masks(x, sizes, boxes)
+        return self._masks(x, sizes, boxes, out=out, check_values=False)
+
+    def pin(self, array: np.ndarray):
+        """`array`'s memory page-locked (a `PinnedHost`, to close when done with it)."""
+        from ..runtime.device import PinnedHost
+        return PinnedHost(array, self.net.device)
 
     def close(self) -> None:
         if self._masks is not None:

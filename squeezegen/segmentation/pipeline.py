@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import printable
+from ..errors import GPUError, printable
 from ..images import fit_box, read_pixels, save_classes
 from .worker_pool import WorkerPool, fill_slot, reason
 from .inputs import Item, output_path
@@ -34,6 +34,9 @@ from .outputs import PNG_LEVEL, is_done, write_outputs
 from .summary import SegmentSummary
 
 _END = object()
+# The shared slots for the masks the GPU makes (worker processes): room for a batch of images
+# this size on average; a batch of larger ones goes to the workers pickled instead.
+MASK_PIXELS_PER_IMAGE = 1024 * 768
 # How long a thread may hold the interpreter lock while another waits for it (Python's default
 # is 5 ms). The network thread gives the lock up at every call into the GPU driver, and waited
 # up to that long each time to get it back from busy decoder and encoder threads.
@@ -102,6 +105,7 @@ class Pipeline:
         # On a GPU the networks make the masks (unless the scores are wanted too)
         self.gpu_masks = backend == "cuda" and not settings.scores
         self._first_ready: float | None = None
+        self._pins: list | None = None          # the page-locked shared memory (`_pin`)
 
     # ------------------------------------------------------------------ plumbing
     def stop(self) -> None:
@@ -263,6 +267,7 @@ class Pipeline:
     def _network(self, index: int) -> None:
         backend = self.specs[index].make()
         try:
+            self._pin(backend)
             with self.lock:
                 if self._first_ready is None:
                     self._first_ready = time.perf_counter()
@@ -270,11 +275,14 @@ class Pipeline:
             while (b := self._get(self.q_batches)) is not _END:
                 n = b.claimed
                 jobs = b.jobs[:n]
+                if masks:
+                    sizes = [j.size if j else (1, 1) for j in jobs]   # (1, 1): unreadable
+                    slot = self._mask_slot(sum(h * w for h, w in sizes))
                 start = time.perf_counter()
                 if masks:                                    # the classes, made on the GPU
                     whole = (0, 0) + tuple(self.s.shape[1:])     # for unreadable slots
-                    y = backend.classes(b.x[:n], [j.size if j else (1, 1) for j in jobs],
-                                        [j.box if j else whole for j in jobs])
+                    y = backend.classes(b.x[:n], sizes, [j.box if j else whole for j in jobs],
+                                        out=None if slot is None else self._pool.masks[slot])
                 else:
                     y = backend(b.x[:n])
                     y = y[0] if isinstance(y, tuple) else y
@@ -285,10 +293,11 @@ class Pipeline:
                 with self.lock:
                     self.summary.network_s += took
                     self.summary.per_network[index] += sum(j is not None for j in jobs)
-                done = [(job, out) for job, out in zip(jobs, y, strict=True) if job is not None]
                 if self.s.processes and masks:
-                    self._encode_in_workers(done)
+                    self._encode_in_workers(jobs, y, slot)
                 else:
+                    done = [(job, out) for job, out in zip(jobs, y, strict=True)
+                            if job is not None]
                     for job, out in done:
                         self._put(self.q_scores, (job, out, masks))
         finally:
@@ -302,20 +311,75 @@ class Pipeline:
                 if self.s.processes and self.gpu_masks:
                     self.q_encoded.put(_END)
 
-    def _encode_in_workers(self, done: list) -> None:
+    def _pin(self, backend) -> None:
+        """(Worker processes, on a GPU.) Page-lock the shared batches and mask slots, once for
+        every GPU, so that the copies to and from them run at full speed; where the driver
+        refuses, say so and go on with pageable copies."""
+        if not self.s.processes or not hasattr(backend, "pin"):
+            return
+        with self.lock:
+            if self._pins is not None:
+                return
+            self._pins = []
+            try:
+                for array in (self._pool.batches, self._pool.masks):
+                    if array is not None:
+                        self._pins.append(backend.pin(array))
+            except GPUError as exc:
+                self.log(f"squeezegen: {exc}; the copies to and from the GPU will be slower")
+
+    def _unpin(self) -> None:
+        for pin in self._pins or []:
+            try:
+                pin.close()
+            except GPUError:             # the GPU is gone: the memory is freed with the pool
+                pass
+        self._pins = None
+
+    def _mask_slot(self, total: int) -> int | None:
+        """(Worker processes.) A free shared slot for `total` bytes of masks (waiting for one),
+        or None: the masks go pickled (threads, or a batch too large for a slot)."""
+        if not self.s.processes or self._pool.masks is None or total > self._pool.masks.shape[1]:
+            return None
+        return self._get(self.q_mask_free)
+
+    def _release_slot(self, slot: int | None, chunks: int = 1) -> None:
+        """`chunks` encode tasks that read masks from `slot` are done; the last frees it."""
+        if slot is None:
+            return
+        with self.lock:
+            self._slot_chunks[slot] -= chunks
+            free = self._slot_chunks[slot] == 0
+        if free:
+            self.q_mask_free.put(slot)
+
+    def _encode_in_workers(self, jobs: list, masks: list, slot: int | None) -> None:
         """(Worker processes.) The masks' PNGs written by the workers, a few images a task; at
-        most 2 tasks a worker in flight (memory stays flat if the disk is slow)."""
-        for first in range(0, len(done), self._chunk):
-            chunk = done[first:first + self._chunk]
-            while not self._encode_slots.acquire(timeout=0.1):
-                if self.stop_event.is_set():
-                    raise _Stop
-            future = self._pool.encode(self.out_dir, [(j.item.name, m) for j, m in chunk],
-                                       PNG_LEVEL)
+        most 2 tasks a worker in flight (memory stays flat if the disk is slow). Masks in a
+        shared slot go as where they lie in it; the slot is free again when its tasks are done."""
+        done, offset = [], 0
+        for job, mask in zip(jobs, masks, strict=True):
+            h, w = mask.shape
+            if job is not None:
+                done.append((job, mask if slot is None else (slot, offset, h, w)))
+            offset += h * w
+        chunks = [done[first:first + self._chunk] for first in range(0, len(done), self._chunk)]
+        if slot is not None:
             with self.lock:
-                self._encodes += 1
-            future.add_done_callback(lambda f, jobs=[j for j, _ in chunk]:
-                                     self.q_encoded.put((jobs, f)))
+                self._slot_chunks[slot] = len(chunks) + 1      # + 1: until all are submitted
+        try:
+            for chunk in chunks:
+                while not self._encode_slots.acquire(timeout=0.1):
+                    if self.stop_event.is_set():
+                        raise _Stop
+                future = self._pool.encode(self.out_dir, [(j.item.name, m) for j, m in chunk],
+                                           PNG_LEVEL)
+                with self.lock:
+                    self._encodes += 1
+                future.add_done_callback(lambda f, jobs=[j for j, _ in chunk]:
+                                         self.q_encoded.put((jobs, f, slot)))
+        finally:
+            self._release_slot(slot)
 
     def _finish(self) -> None:
         """(Worker processes.) Count what the workers wrote, and what they could not."""
@@ -328,8 +392,9 @@ class Pipeline:
             if task is _END:
                 ended = True
                 continue
-            jobs, future = task
+            jobs, future, slot = task
             self._encode_slots.release()
+            self._release_slot(slot)
             finished += 1
             for job, result in zip(jobs, future.result(), strict=True):
                 if result[0] == "error":
@@ -370,13 +435,19 @@ class Pipeline:
         """Decoding in worker processes, into shared batches: enough batches for every worker
         to have a chunk, plus those the networks hold and queue."""
         self._chunk = max(1, min(8, -(-self.s.batch // 2)))
-        count = (-(-self.n_decoders * self._chunk // self.s.batch) + 1
-                 + 3 * len(self.specs))
+        in_flight = -(-self.n_decoders * self._chunk // self.s.batch)
+        count = in_flight + 1 + 3 * len(self.specs)
+        mask_slots = in_flight + 1 + len(self.specs) if self.gpu_masks else 0
         self._pool = WorkerPool(count, self.s.batch, self.s.shape, self.s.resize, self.s.mean,
-                                self.s.std, self.n_decoders)
+                                self.s.std, self.n_decoders, mask_slots,
+                                self.s.batch * MASK_PIXELS_PER_IMAGE)
         self.q_free = queue.Queue()
         for i in range(count):
             self.q_free.put(i)
+        self.q_mask_free = queue.Queue()
+        for i in range(mask_slots):
+            self.q_mask_free.put(i)
+        self._slot_chunks = [0] * mask_slots
         self.q_decoded = queue.Queue()
         self.q_encoded = queue.Queue()
         self._encode_slots = threading.Semaphore(2 * self.n_decoders)
@@ -388,6 +459,7 @@ class Pipeline:
         try:
             return self._run(stages)
         finally:
+            self._unpin()
             self._pool.close()
 
     def _run(self, stages: list) -> SegmentSummary:

@@ -5,8 +5,10 @@ H200's 16 cores, 16 decode threads took 27 ms of thread time per image for 2.8 m
 starved the thread that feeds the GPU. Processes do not share the lock. The input batches live
 in one file in shared memory (/dev/shm where there is one), mapped by the parent and by every
 worker: a worker decodes a chunk of a batch's images into their slots and returns only each
-image's size (or why it could not be read), never the pixels. The masks the GPU made go to the
-workers pickled (a few hundred kB an image) and come back as "written" or why not.
+image's size (or why it could not be read), never the pixels. The masks the GPU made go the
+same way: the GPU copies a batch's masks into a slot of a second shared file, and a worker is
+told where each image's mask lies in it (a batch whose masks do not fit a slot goes pickled).
+Both files are page-locked for the GPU's copies (`PinnedHost`) where the driver allows it.
 """
 from __future__ import annotations
 
@@ -46,10 +48,21 @@ def reason(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _init(path: str, shape: tuple, settings: tuple) -> None:
+def _init(path: str, shape: tuple, settings: tuple, masks_path: str | None = None,
+          masks_shape: tuple | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)        # the parent decides when to stop
     _WORKER["batches"] = np.memmap(path, np.float32, "r+", shape=shape)
     _WORKER["settings"] = settings
+    if masks_path is not None:
+        _WORKER["masks"] = np.memmap(masks_path, np.uint8, "r", shape=masks_shape)
+
+
+def _mask(where) -> np.ndarray:
+    """A mask given as an array, or as (slot, offset, height, width) in the shared masks."""
+    if isinstance(where, np.ndarray):
+        return where
+    slot, offset, h, w = where
+    return _WORKER["masks"][slot, offset:offset + h * w].reshape(h, w)
 
 
 def decode_chunk(index: int, first: int, paths: list) -> list:
@@ -87,13 +100,13 @@ def context():
 
 
 def encode_chunk(out_dir: str, masks: list, level: int) -> list:
-    """Write each (name, mask) as OUT_DIR/<name>.png; per image ("ok", seconds) or ("error",
-    why)."""
+    """Write each (name, mask) as OUT_DIR/<name>.png, the mask an array or where it lies in
+    the shared masks (`_mask`); per image ("ok", seconds) or ("error", why)."""
     out = []
     for name, mask in masks:
         start = time.perf_counter()
         try:
-            save_classes(output_path(out_dir, name), mask, compress_level=level)
+            save_classes(output_path(out_dir, name), _mask(mask), compress_level=level)
         except Exception as exc:                        # disk full, permissions: this image
             out.append(("error", f"cannot write the output: {reason(exc)}"))
             continue
@@ -102,20 +115,28 @@ def encode_chunk(out_dir: str, masks: list, level: int) -> list:
 
 
 class WorkerPool:
-    """`count` input batches of (batch, C, H, W) float32 in shared memory, and `workers`
-    processes that decode into them and write the PNGs of masks."""
+    """`count` input batches of (batch, C, H, W) float32 in shared memory, `mask_slots` slots
+    of `mask_bytes` bytes for masks, and `workers` processes that decode into the batches and
+    write the PNGs of masks."""
 
     def __init__(self, count: int, batch: int, shape: tuple, resize: str, mean: np.ndarray,
-                 std: np.ndarray, workers: int):
+                 std: np.ndarray, workers: int, mask_slots: int = 0, mask_bytes: int = 0):
         self.shape = (count, batch) + tuple(shape)
         shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) \
             else None
         self._dir = tempfile.TemporaryDirectory(prefix="squeezegen-segment-", dir=shm)
         path = str(Path(self._dir.name) / "batches.f32")
         self.batches = np.memmap(path, np.float32, "w+", shape=self.shape)
+        self.masks = None
+        masks_path = masks_shape = None
+        if mask_slots and mask_bytes:
+            masks_path = str(Path(self._dir.name) / "masks.u8")
+            masks_shape = (mask_slots, mask_bytes)
+            self.masks = np.memmap(masks_path, np.uint8, "w+", shape=masks_shape)
         settings = (shape[0], tuple(shape[1:]), resize, mean, std)
-        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=context(),
-                                            initializer=_init, initargs=(path, self.shape, settings))
+        self.executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context(), initializer=_init,
+            initargs=(path, self.shape, settings, masks_path, masks_shape))
 
     def decode(self, index: int, first: int, paths: list):
         return self.executor.submit(decode_chunk, index, first, paths)
@@ -126,4 +147,5 @@ class WorkerPool:
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
         del self.batches
+        self.masks = None
         self._dir.cleanup()
