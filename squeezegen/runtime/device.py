@@ -150,23 +150,39 @@ class PinnedHost:
     GPU's context in this process): copies to and from it run at the link's full speed and do
     not stall the calling thread, where pageable memory is staged by the driver at a fraction
     of it. For buffers reused for a whole run (segment's shared batches); `close()` makes the
-    memory pageable again and must come before the array's memory goes away."""
+    memory pageable again and must come before the array's memory goes away. (Through the
+    driver's C API: PyCUDA's register_host_memory fails with NumPy 2.)"""
 
     def __init__(self, array, device: int = 0):
         self.device = check_device(device)
-        with current(self.device) as drv:
-            try:
-                self._registered = drv.register_host_memory(
-                    array, drv.mem_host_register_flags.PORTABLE)
-            except drv.Error as exc:
-                raise GPUError(f"cannot page-lock {array.nbytes:,} bytes of host memory: "
-                               f"{exc}") from None
+        if not array.flags.c_contiguous or array.nbytes == 0:
+            raise GPUError("only a contiguous, non-empty array can be page-locked")
+        self._array = array                     # kept alive while registered
+        self._address = ctypes.c_void_p(array.ctypes.data)
+        lib = _libcuda()
+        with current(self.device):
+            code = lib.cuMemHostRegister_v2(self._address, ctypes.c_size_t(array.nbytes),
+                                            ctypes.c_uint(_HOST_REGISTER_PORTABLE))
+        if code != 0:
+            self._array = None
+            raise GPUError(f"cannot page-lock {array.nbytes:,} bytes of host memory: CUDA "
+                           f"driver error {code}")
 
     def close(self) -> None:
-        registered, self._registered = self._registered, None
-        if registered is not None:
+        array, self._array = self._array, None
+        if array is not None:
             with current(self.device):
-                registered.base.unregister()
+                _libcuda().cuMemHostUnregister(self._address)
+
+
+_HOST_REGISTER_PORTABLE = 1            # CU_MEMHOSTREGISTER_PORTABLE
+
+
+def _libcuda():
+    try:
+        return ctypes.CDLL("libcuda.so.1")
+    except OSError as exc:
+        raise GPUError(f"cannot load the CUDA driver: {exc}") from None
 
 
 def _pop_main_thread_contexts() -> None:
