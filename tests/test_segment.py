@@ -650,3 +650,36 @@ def test_decoding_in_worker_processes_gives_the_same_pngs(data, first_run, tmp_p
     with pytest.raises(squeezegen.SqueezegenError, match="decoders must be"):
         segment(data["model"], data["weights"], [data["images"]], tmp_path / "q",
                 backend="numpy", decoders="fork")
+
+
+def test_shared_batches_go_where_there_is_room_or_fail_in_one_line(tmp_path, monkeypatch):
+    """segment's shared files are reserved in full when made: a full /dev/shm (a container's
+    64 MB) means the next folder, never a SIGBUS at the first write past what tmpfs had; no
+    folder with room is one error naming each and why."""
+    import errno
+    import os
+    from squeezegen.errors import InputError
+    from squeezegen.segmentation import worker_pool
+    full, roomy = tmp_path / "full", tmp_path / "roomy"
+    full.mkdir()
+    roomy.mkdir()
+    reserve = os.posix_fallocate
+
+    def fallocate(fd, offset, length):
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(full)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        reserve(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", fallocate)
+    monkeypatch.setattr(worker_pool, "shared_folders", lambda: [str(full), str(roomy)])
+    folder = worker_pool.shared_files({"a.f32": 4096, "b.u8": 10_000})
+    try:
+        assert Path(folder.name).parent == roomy and list(full.iterdir()) == []
+        assert (Path(folder.name) / "b.u8").stat().st_size == 10_000
+    finally:
+        folder.cleanup()
+    monkeypatch.setattr(worker_pool, "shared_folders", lambda: [str(full)])
+    with pytest.raises(InputError, match=r"no room for segment's shared batches \(14,096 "
+                                         r"bytes\): .*full: No space left on device"):
+        worker_pool.shared_files({"a.f32": 4096, "b.u8": 10_000})
+    assert list(full.iterdir()) == []

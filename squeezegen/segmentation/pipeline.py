@@ -35,8 +35,10 @@ from .summary import SegmentSummary
 
 _END = object()
 # The shared slots for the masks the GPU makes (worker processes): room for a batch of images
-# this size on average; a batch of larger ones goes to the workers pickled instead.
+# this size on average, at most MAX_MASK_SLOT bytes a slot; a batch of larger ones goes to the
+# workers pickled instead.
 MASK_PIXELS_PER_IMAGE = 1024 * 768
+MAX_MASK_SLOT = 64 << 20
 # How long a thread may hold the interpreter lock while another waits for it (Python's default
 # is 5 ms). The network thread gives the lock up at every call into the GPU driver, and waited
 # up to that long each time to get it back from busy decoder and encoder threads.
@@ -440,7 +442,7 @@ class Pipeline:
         mask_slots = in_flight + 1 + len(self.specs) if self.gpu_masks else 0
         self._pool = WorkerPool(count, self.s.batch, self.s.shape, self.s.resize, self.s.mean,
                                 self.s.std, self.n_decoders, mask_slots,
-                                self.s.batch * MASK_PIXELS_PER_IMAGE)
+                                min(MAX_MASK_SLOT, self.s.batch * MASK_PIXELS_PER_IMAGE))
         self.q_free = queue.Queue()
         for i in range(count):
             self.q_free.put(i)

@@ -9,6 +9,9 @@ image's size (or why it could not be read), never the pixels. The masks the GPU 
 same way: the GPU copies a batch's masks into a slot of a second shared file, and a worker is
 told where each image's mask lies in it (a batch whose masks do not fit a slot goes pickled).
 Both files are page-locked for the GPU's copies (`PinnedHost`) where the driver allows it.
+They are created at full size with their space reserved, in /dev/shm where it has room (a
+container's is often 64 MB) and in the temp folder otherwise: a file that outgrew a full tmpfs
+would kill the process (SIGBUS) at the first write past its end.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..images import fit_box, read_pixels, save_classes
 from .inputs import output_path
 
@@ -114,6 +118,41 @@ def encode_chunk(out_dir: str, masks: list, level: int) -> list:
     return out
 
 
+def shared_folders() -> list:
+    """Where the shared files may go, best first: /dev/shm (memory), then the temp folder."""
+    shm = "/dev/shm"
+    return ([shm] if os.path.isdir(shm) and os.access(shm, os.W_OK) else []) + [None]
+
+
+def shared_files(sizes: dict):
+    """A temporary folder holding a file of each {name: bytes}, every byte reserved
+    (posix_fallocate; zero-filled). Tries each of `shared_folders` in turn; InputError when
+    none has room."""
+    why = []
+    for folder in shared_folders():
+        tmp = tempfile.TemporaryDirectory(prefix="squeezegen-segment-", dir=folder)
+        try:
+            for name, nbytes in sizes.items():
+                _reserve(Path(tmp.name) / name, nbytes)
+            return tmp
+        except OSError as exc:
+            tmp.cleanup()
+            why.append(f"{folder or tempfile.gettempdir()}: {exc.strerror or exc}")
+    raise InputError(f"no room for segment's shared batches ({sum(sizes.values()):,} bytes): "
+                     + "; ".join(why) + " (a smaller --batch or --workers needs less)")
+
+
+def _reserve(path: Path, nbytes: int) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, max(1, nbytes))
+        else:                                          # macOS: no reservation, just the size
+            os.ftruncate(fd, max(1, nbytes))
+    finally:
+        os.close(fd)
+
+
 class WorkerPool:
     """`count` input batches of (batch, C, H, W) float32 in shared memory, `mask_slots` slots
     of `mask_bytes` bytes for masks, and `workers` processes that decode into the batches and
@@ -122,17 +161,18 @@ class WorkerPool:
     def __init__(self, count: int, batch: int, shape: tuple, resize: str, mean: np.ndarray,
                  std: np.ndarray, workers: int, mask_slots: int = 0, mask_bytes: int = 0):
         self.shape = (count, batch) + tuple(shape)
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) \
-            else None
-        self._dir = tempfile.TemporaryDirectory(prefix="squeezegen-segment-", dir=shm)
+        masks_shape = (mask_slots, mask_bytes) if mask_slots and mask_bytes else None
+        files = {"batches.f32": 4 * int(np.prod(self.shape))}
+        if masks_shape:
+            files["masks.u8"] = mask_slots * mask_bytes
+        self._dir = shared_files(files)
         path = str(Path(self._dir.name) / "batches.f32")
-        self.batches = np.memmap(path, np.float32, "w+", shape=self.shape)
+        self.batches = np.memmap(path, np.float32, "r+", shape=self.shape)
         self.masks = None
-        masks_path = masks_shape = None
-        if mask_slots and mask_bytes:
+        masks_path = None
+        if masks_shape:
             masks_path = str(Path(self._dir.name) / "masks.u8")
-            masks_shape = (mask_slots, mask_bytes)
-            self.masks = np.memmap(masks_path, np.uint8, "w+", shape=masks_shape)
+            self.masks = np.memmap(masks_path, np.uint8, "r+", shape=masks_shape)
         settings = (shape[0], tuple(shape[1:]), resize, mean, std)
         self.executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=context(), initializer=_init,
