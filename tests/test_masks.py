@@ -160,3 +160,15 @@ def test_gpu_masks_into_page_locked_shared_memory(gpu, tmp_path):
         np.testing.assert_array_equal(slots[1, offset:offset + w.size], w.ravel())
         offset += w.size
     assert not slots[0].any()                         # the small slot was not written
+
+
+def test_samplings_are_remembered_per_axis_and_read_only():
+    """segment asks for a batch's samplings on the network's thread: an axis seen before (a
+    height or width shared by many photos) is not computed again, and nobody can change it."""
+    rows, cols = sampling((7, 10, 16), (37, 61), (0, 0, 21, 34), (21, 34))
+    again_rows, other_cols = sampling((7, 10, 16), (37, 99), (0, 0, 21, 34), (21, 34))
+    assert again_rows[0] is rows[0] and other_cols[0] is not cols[0]
+    with pytest.raises(ValueError, match="read-only"):
+        rows[0][0, 0] = 3
+    with pytest.raises(ValueError, match="read-only"):
+        cols[1][0] = 0.5

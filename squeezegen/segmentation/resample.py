@@ -10,6 +10,8 @@ most of the image is boundaries (a noisy output, few classes), resizing everythi
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -83,11 +85,22 @@ def bilinear(scores: np.ndarray, size: tuple, box: tuple, input_hw: tuple) -> np
 
 def sampling(shape: tuple, size: tuple, box: tuple, input_hw: tuple):
     """For scores of `shape` (K, h, w): the rows and then the columns `bilinear` samples, as
-    (index pairs (n, 2) int32 into the whole score plane, weights of the second (n,) float32)."""
-    (ys, xs), (y0, y1, fy), (x0, x1, fx) = _grid(shape, size, box, input_hw)
-    rows = np.stack([y0, y1], axis=1) + ys.start
-    cols = np.stack([x0, x1], axis=1) + xs.start
-    return (rows.astype(np.int32), fy), (cols.astype(np.int32), fx)
+    (index pairs (n, 2) int32 into the whole score plane, weights of the second (n,) float32),
+    read-only. Each axis is remembered: photos share a few heights and widths, and segment's
+    network thread asks for 32 images' samplings a batch."""
+    _, h, w = shape
+    sy, sx = h / input_hw[0], w / input_hw[1]
+    return (_axis_sampling(int(size[0]), box[0] * sy, box[2] * sy, h),
+            _axis_sampling(int(size[1]), box[1] * sx, box[3] * sx, w))
+
+
+@functools.lru_cache(maxsize=1024)
+def _axis_sampling(n_dst: int, start: float, length: float, limit: int):
+    """`_axis` as (index pairs (n_dst, 2) int32 into the whole axis, weights of the second)."""
+    a, _, i0, i1, f = _axis(n_dst, start, length, limit)
+    pairs = (np.stack([i0, i1], axis=1) + a).astype(np.int32)
+    pairs.flags.writeable = f.flags.writeable = False
+    return pairs, f
 
 
 def _dense_classes(scores: np.ndarray, size: tuple, box: tuple, input_hw: tuple) -> np.ndarray:
