@@ -187,6 +187,23 @@ def test_the_package_ships_a_readable_tuning_database():
         assert gpu and digest.startswith("kernels ") and at.tile_from_json(entry["tile"])
 
 
+def test_the_shipped_database_tunes_squeezeseg_on_an_h100_without_timing_anything():
+    """The package's choices for the H100 (timed there, scripts/ship_tuning.py) cover every
+    layer of squeezeseg that has a choice, fp32 at batch 1/32/128 and fp16 at 1/32, at the
+    current kernels' digest: `compile(..., tune=True)` on a fresh H100 times nothing. A change
+    to the kernels makes them stale: tune again on an H100 and ship, or say so here and in the
+    README."""
+    fused = run_passes(load_model("models/squeezeseg.yaml"))
+    h100 = Target("NVIDIA H100 80GB HBM3", "sm_90", 132)
+    shipped = at.load_tuning(at.shipped_tuning_file())
+    for precision, batches in (("fp32", (1, 32, 128)), ("fp16", (1, 32))):
+        for batch in batches:
+            choices = {n.name for n in fused.nodes if tunable(n, batch)
+                       and len(candidate_tiles(fused, n, batch, precision, h100)) > 1}
+            known = at.cached_tiles(fused, batch, h100.name, shipped, precision, h100)
+            assert choices and choices <= set(known), (precision, batch, choices - set(known))
+
+
 DECONVS = """\
 name: deconvs
 input: {shape: [21, 5, 4]}
