@@ -10,7 +10,7 @@ from ..images import save_classes
 from .inputs import output_path
 from .resample import argmax_classes, classes_at, resize_scores
 
-PNG_LEVEL = 1              # deflate level of the PNGs: masks compress well, and level 1 is fast (ISA-L)
+PNG_LEVEL = 1              # deflate level of the PNGs: masks compress well, level 1 is fast
 
 
 def is_done(out_dir, name: str, with_scores: bool = False) -> bool:

@@ -345,12 +345,12 @@ class Pipeline:
             return None
         return self._get(self.q_mask_free)
 
-    def _release_slot(self, slot: int | None, chunks: int = 1) -> None:
-        """`chunks` encode tasks that read masks from `slot` are done; the last frees it."""
+    def _release_slot(self, slot: int | None) -> None:
+        """One encode task that read masks from `slot` is done; the last one frees it."""
         if slot is None:
             return
         with self.lock:
-            self._slot_chunks[slot] -= chunks
+            self._slot_chunks[slot] -= 1
             free = self._slot_chunks[slot] == 0
         if free:
             self.q_mask_free.put(slot)
