@@ -172,7 +172,10 @@ class PinnedHost:
         array, self._array = self._array, None
         if array is not None:
             with current(self.device):
-                _libcuda().cuMemHostUnregister(self._address)
+                code = _libcuda().cuMemHostUnregister(self._address)
+            if code != 0:
+                raise GPUError(f"cannot unlock {array.nbytes:,} bytes of host memory: CUDA "
+                               f"driver error {code}")
 
 
 _HOST_REGISTER_PORTABLE = 1            # CU_MEMHOSTREGISTER_PORTABLE

@@ -198,8 +198,16 @@ class Network:
                 self.forward_async()
                 yield self
                 self.stream.synchronize()
-            except drv.Error as exc:
-                raise GPUError(f"running {self.graph.name} failed: {exc}") from None
+            except BaseException as exc:
+                # the queued copies may still read or write the caller's (page-locked) host
+                # memory: wait for them before the caller frees or unlocks it
+                try:
+                    self.stream.synchronize()
+                except drv.Error:
+                    pass
+                if isinstance(exc, drv.Error):
+                    raise GPUError(f"running {self.graph.name} failed: {exc}") from None
+                raise
 
     @property
     def outputs(self) -> list:

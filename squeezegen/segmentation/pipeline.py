@@ -108,6 +108,7 @@ class Pipeline:
         self.gpu_masks = backend == "cuda" and not settings.scores
         self._first_ready: float | None = None
         self._pins: list | None = None          # the page-locked shared memory (`_pin`)
+        self._pin_lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
     def stop(self) -> None:
@@ -277,6 +278,7 @@ class Pipeline:
             while (b := self._get(self.q_batches)) is not _END:
                 n = b.claimed
                 jobs = b.jobs[:n]
+                slot = None
                 if masks:
                     sizes = [j.size if j else (1, 1) for j in jobs]   # (1, 1): unreadable
                     slot = self._mask_slot(sum(h * w for h, w in sizes))
@@ -288,6 +290,9 @@ class Pipeline:
                 else:
                     y = backend(b.x[:n])
                     y = y[0] if isinstance(y, tuple) else y
+                if slot is not None and not np.may_share_memory(y[0], self._pool.masks[slot]):
+                    self.q_mask_free.put(slot)     # a backend that ignored `out`: pickled
+                    slot = None
                 took = time.perf_counter() - start
                 b.x = None                                   # the input is no longer needed
                 if b.index is not None:
@@ -314,12 +319,13 @@ class Pipeline:
                     self.q_encoded.put(_END)
 
     def _pin(self, backend) -> None:
-        """(Worker processes, on a GPU.) Page-lock the shared batches and mask slots, once for
-        every GPU, so that the copies to and from them run at full speed; where the driver
-        refuses, say so and go on with pageable copies."""
-        if not self.s.processes or not hasattr(backend, "pin"):
+        """(Worker processes, on a GPU.) Page-lock the shared batches and mask slots (when they
+        are in memory, not a disk file), once for every GPU, so that the copies to and from
+        them run at full speed; where the driver refuses, say so and go on with pageable
+        copies."""
+        if not self.s.processes or not hasattr(backend, "pin") or not self._pool.in_memory:
             return
-        with self.lock:
+        with self._pin_lock:
             if self._pins is not None:
                 return
             self._pins = []
@@ -331,12 +337,13 @@ class Pipeline:
                 self.log(f"squeezegen: {exc}; the copies to and from the GPU will be slower")
 
     def _unpin(self) -> None:
-        for pin in self._pins or []:
-            try:
-                pin.close()
-            except GPUError:             # the GPU is gone: the memory is freed with the pool
-                pass
-        self._pins = None
+        with self._pin_lock:
+            for pin in self._pins or []:
+                try:
+                    pin.close()
+                except GPUError as exc:      # the memory is unmapped with the pool all the same
+                    self.log(f"squeezegen: {exc}")
+            self._pins = []                  # (not None: a late network does not pin again)
 
     def _mask_slot(self, total: int) -> int | None:
         """(Worker processes.) A free shared slot for `total` bytes of masks (waiting for one),

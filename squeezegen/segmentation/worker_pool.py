@@ -130,13 +130,15 @@ def shared_files(sizes: dict):
     none has room."""
     why = []
     for folder in shared_folders():
-        tmp = tempfile.TemporaryDirectory(prefix="squeezegen-segment-", dir=folder)
+        tmp = None
         try:
+            tmp = tempfile.TemporaryDirectory(prefix="squeezegen-segment-", dir=folder)
             for name, nbytes in sizes.items():
                 _reserve(Path(tmp.name) / name, nbytes)
             return tmp
         except OSError as exc:
-            tmp.cleanup()
+            if tmp is not None:
+                tmp.cleanup()
             why.append(f"{folder or tempfile.gettempdir()}: {exc.strerror or exc}")
     raise InputError(f"no room for segment's shared batches ({sum(sizes.values()):,} bytes): "
                      + "; ".join(why) + " (a smaller --batch or --workers needs less)")
@@ -166,6 +168,9 @@ class WorkerPool:
         if masks_shape:
             files["masks.u8"] = mask_slots * mask_bytes
         self._dir = shared_files(files)
+        # page-locking is for memory (tmpfs): the GPU writing into a disk file's pages by DMA
+        # is what kernels warn about or refuse
+        self.in_memory = Path(self._dir.name).parent == Path("/dev/shm")
         path = str(Path(self._dir.name) / "batches.f32")
         self.batches = np.memmap(path, np.float32, "r+", shape=self.shape)
         self.masks = None
