@@ -231,7 +231,7 @@ def torch_module(graph, weights: dict):
                 return F.linear(torch.flatten(x, 1), self._p(node, "weight"),
                                 self._p(node, "bias"))
             if node.op == "softmax":
-                return F.softmax(x, dim=1)
+                return (F.log_softmax if a.get("log") else F.softmax)(x, dim=1)
             if node.op == "batchnorm":
                 return F.batch_norm(x, self._p(node, "running_mean"), self._p(node, "running_var"),
                                     self._p(node, "weight"), self._p(node, "bias"),

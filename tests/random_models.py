@@ -72,6 +72,7 @@ def random_model(seed: int, wide: bool = False) -> str:
     affine_rng = random.Random(seed * 49979687 + 5)  # per-channel scale and shift layers
     deconv_rng = random.Random(seed * 67867967 + 6)  # deconv output_padding
     flat_rng = random.Random(seed * 86028121 + 7)    # a flattened image output
+    log_rng = random.Random(seed * 7919 + 3)         # a softmax in its log form
     most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
     if wide:
@@ -258,7 +259,8 @@ def random_model(seed: int, wide: bool = False) -> str:
                      f"relu: {rng.choice(['true', 'false'])}", None, [last])
         last = "head"
     elif rng.random() < 0.2:
-        emit("prob", f"op: softmax, input: {last}", shapes[last], [last])
+        log = ", log: true" if log_rng.random() < 0.5 else ""
+        emit("prob", f"op: softmax, input: {last}{log}", shapes[last], [last])
         last = "prob"
     if rng.random() < 0.2 and last != "input":
         emit("gap", f"op: avgpool, input: {order[1]}, global: true", None, [order[1]])

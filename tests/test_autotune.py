@@ -187,6 +187,34 @@ def test_the_package_ships_a_readable_tuning_database():
         assert gpu and digest.startswith("kernels ") and at.tile_from_json(entry["tile"])
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_digest_covers_every_template_a_tuned_kernel_runs(precision):
+    """A tuned choice is keyed by the code it ran (`kernel_sources`): every template of a
+    tunable node's kernel and the shared ones are in it; the kernels no tile runs (softmax,
+    pools, copies, the host code) are not, so changing them keeps the choices."""
+    import sys
+    sys.path.insert(0, "tests")
+    from random_models import random_model
+    names = {p.name for p in at.kernel_sources()}
+    assert {"_macros.cu.j2", "_mma.cu.j2", "gemm.py", "deconv.py", "activation.py"} <= names
+    assert not {"softmax.cu.j2", "network.cu.j2", "pool.cu.j2", "softmax.py"} & names
+    graphs = [load_model("models/squeezeseg.yaml"), load_model("models/lenet.yaml")]
+    graphs += [parse_model(random_model(seed)) for seed in range(12)]
+    seen = set()
+    for g in graphs:                  # every candidate tile of every tunable layer, built
+        fused = run_passes(g)
+        todo = {n.name: candidate_tiles(fused, n, 3, precision) for n in fused.nodes
+                if tunable(n, 3)}
+        for result in at.candidate_rounds(g, 3, todo, precision=precision).values():
+            for k in result.output.kernels:
+                if k.node.name in todo:
+                    assert k.template in names, (g.name, k.name, k.template)
+                    seen.add(k.template)
+    assert {"conv_gemm.cu.j2", "conv_gemm_wide.cu.j2", "deconv.cu.j2"} <= seen
+    if precision == "fp16":
+        assert {"conv_gemm_tc.cu.j2", "deconv_mma.cu.j2"} <= seen
+
+
 def test_the_shipped_database_tunes_squeezeseg_on_an_h100_without_timing_anything():
     """The package's choices for the H100 (timed there, scripts/ship_tuning.py) cover every
     layer of squeezeseg that has a choice, fp32 at batch 1/32/128 and fp16 at 1/32, at the

@@ -85,6 +85,10 @@ OP_CASES = {
     "fire": ("[5, 9, 6]", "  - {name: out, op: fire, squeeze: 3, expand1x1: 4, expand3x3: 5}"),
     "linear_softmax": ("[3, 5, 4]", "  - {name: fc, op: linear, out: 7}\n  - {name: out, op: softmax}"),
     "softmax_image": ("[5, 3, 4]", "  - {name: out, op: softmax}"),
+    "log_softmax_image": ("[5, 3, 4]", "  - {name: c, op: conv, out: 9, kernel: 1}\n"
+                          "  - {name: out, op: softmax, log: true}"),
+    "linear_log_softmax": ("[3, 5, 4]", "  - {name: fc, op: linear, out: 7}\n"
+                           "  - {name: out, op: softmax, log: true}"),
     "add3_relu": ("[3, 6, 5]", "  - {name: a, op: conv, out: 3, kernel: 1}\n  - {name: b, op: maxpool, input: input, kernel: 1}\n"
                                "  - {name: out, op: add, inputs: [a, b, input], relu: true}"),
     "concat_copy": ("[2, 5, 5]", "  - {name: p, op: maxpool, kernel: 3, stride: 1, pad: 1}\n"

@@ -340,9 +340,31 @@ class GlobalPools(nn.Module):
         return self.fc(cat.squeeze(3).squeeze(2))
 
 
+class MnistExample(nn.Module):
+    """The network of PyTorch's MNIST example (examples/mnist/main.py), as users bring it: two
+    convs, a max pool, dropouts, flatten, two linears and a log_softmax (LogSoftmax)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = self.dropout1(F.max_pool2d(x, 2))
+        x = self.dropout2(F.relu(self.fc1(torch.flatten(x, 1))))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
 SMALL = {"odd_windows": (OddWindows, (3, 13, 11)), "branches": (Branches, (4, 17, 13)),
          "not_a_fire": (NotAFire, (4, 7, 6)), "matmul_head": (MatMulHead, (2, 6, 7)),
-         "vector": (VectorNet, (20,)), "global_pools": (GlobalPools, (3, 11, 9))}
+         "vector": (VectorNet, (20,)), "global_pools": (GlobalPools, (3, 11, 9)),
+         "mnist_example": (MnistExample, (1, 28, 28))}
 
 
 @pytest.mark.parametrize("opset", [11, 13, 17])
@@ -353,6 +375,12 @@ def test_small_models_match_torch(name, opset, tmp_path):
     if name == "matmul_head":
         kw = dict(dynamic_axes={"x": {0: "batch"}})      # keeps Shape/Gather/Concat to fold
     check_import(seeded(cls(), seed=opset), shape, tmp_path, opset=opset, name=name, **kw)
+
+
+def test_log_softmax_imports_as_softmax_log(tmp_path):
+    text, _, _ = check_import(seeded(MnistExample()), (1, 28, 28), tmp_path, name="mnist")
+    assert ops_of(text) == ["conv", "conv", "maxpool", "linear", "linear", "softmax"]
+    assert "op: softmax, log: true}" in layer_lines(text)[-1]
 
 
 def test_small_model_layers_are_mapped_as_documented(tmp_path):

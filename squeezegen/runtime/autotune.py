@@ -77,11 +77,22 @@ def tuning_file() -> Path:
     return private_dir(cache_dir(), "tuning cache") / "tuning.json"
 
 
+# Kernels no tile runs: ops that are never tuned nor fused into a tuned kernel's store, and the
+# host code (timings are of each kernel alone). Changing them leaves every tuned choice valid.
+UNTUNED_TEMPLATES = ("softmax", "pool", "concat", "resize", "pixel_shuffle", "channels",
+                     "segment_masks", "network")
+UNTUNED_OPS = ("softmax", "concat", "resize", "pixel_shuffle", "channels")
+
+
 def kernel_sources() -> list[Path]:
-    """What decides the code a tile runs: every template, and the Python that schedules and
-    lowers the kernels."""
+    """What decides the code a tile runs: the templates of tuned kernels and of what they
+    include, and the Python that schedules and lowers them and their fused steps (every op
+    module but `UNTUNED_OPS`)."""
     package = Path(__file__).resolve().parents[1]
-    return (sorted((package / "templates").glob("*.j2")) + sorted((package / "ops").glob("*.py"))
+    templates = [p for p in sorted((package / "templates").glob("*.j2"))
+                 if p.name.split(".")[0] not in UNTUNED_TEMPLATES]
+    ops = [p for p in sorted((package / "ops").glob("*.py")) if p.stem not in UNTUNED_OPS]
+    return (templates + ops
             + [package / "codegen" / name for name in ("schedule.py", "kernels.py", "tiles.py")])
 
 

@@ -3,7 +3,8 @@
 The graph is read with the `onnx` package (an optional extra, imported only here) and each node
 is mapped onto the model language: Conv -> conv, ConvTranspose -> deconv, MaxPool/AveragePool ->
 maxpool/avgpool, GlobalAveragePool -> avgpool global, GlobalMaxPool -> maxpool over the whole
-image, Add -> add, Concat -> concat, Gemm and MatMul(+Add) -> linear, Softmax -> softmax, Relu ->
+image, Add -> add, Concat -> concat, Gemm and MatMul(+Add) -> linear, Softmax -> softmax
+(LogSoftmax -> softmax `log: true`), Relu ->
 `relu: true` on the layer before it (or a relu layer). Flatten, flattening Reshape/Squeeze,
 Dropout and Identity are no-ops (squeezegen's linear flattens in C,H,W order itself). A squeeze
 conv + ReLU feeding exactly a 1x1 and a 3x3 (pad 1) conv + ReLU that are concatenated becomes one

@@ -13,7 +13,8 @@ from ...errors import SqueezegenError
 
 # What `import_onnx` maps (for error messages and the docs).
 SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",
-                 "GlobalMaxPool", "Add", "Concat", "Gemm", "MatMul", "Softmax", "Flatten",
+                 "GlobalMaxPool", "Add", "Concat", "Gemm", "MatMul", "Softmax", "LogSoftmax",
+                 "Flatten",
                  "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant",
                  "Mul", "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
                  "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "Sub", "Div",

@@ -218,6 +218,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "Div": self.map_sub_div, "Concat": self.map_concat,
                    "Gemm": self.map_gemm,
                    "MatMul": self.map_matmul, "Softmax": self.map_softmax,
+                   "LogSoftmax": self.map_softmax,
                    "Dropout": self.map_alias, "Identity": self.map_alias,
                    "Flatten": self.map_reshape, "Reshape": self.map_reshape,
                    "Squeeze": self.map_reshape, "Unsqueeze": self.map_reshape}

@@ -821,6 +821,7 @@ class OpMapping:
         self.linear(node, x, w, b, tensor)
 
     def map_softmax(self, node):
+        """Softmax, and LogSoftmax as softmax `log: true`, over the channels."""
         a = self.attrs(node, ("axis",))
         x = self.tensor(node)
         rank = len(x.shape) + 1
@@ -839,7 +840,9 @@ class OpMapping:
             raise self.fail(node, f"softmax over axis {a.get('axis', 'default')} of an input "
                                   f"of rank {rank} (opset {self.opset}) is not supported: "
                                   "squeezegen's softmax is over axis 1 (channels)", "axis")
-        self.add_layer(_Layer("softmax", [x.layer], {}, {}, x.sg, node), node.output[0], x.shape)
+        fields = {"log": True} if node.op_type == "LogSoftmax" else {}
+        self.add_layer(_Layer("softmax", [x.layer], fields, {}, x.sg, node), node.output[0],
+                       x.shape)
 
     def map_alias(self, node):
         """Identity and Dropout (inference): the output is the input."""

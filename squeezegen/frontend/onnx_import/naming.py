@@ -146,6 +146,8 @@ class YamlWriting:
                 items.append(f"groups: {f['groups']}")
             if f.get("shared"):
                 items.append("shared: true")
+            if f.get("log"):
+                items.append("log: true")
             for key in ("eps", "min", "max", "negative_slope", "alpha"):
                 if key in f:
                     items.append(f"{key}: {_yaml_float(f[key])}")
