@@ -230,6 +230,10 @@ def torch_module(graph, weights: dict):
             if node.op == "linear":
                 return F.linear(torch.flatten(x, 1), self._p(node, "weight"),
                                 self._p(node, "bias"))
+            if node.op == "groupnorm":
+                return F.group_norm(x, a["groups"], self._p(node, "weight") if a["affine"]
+                                    else None, self._p(node, "bias") if a["affine"] else None,
+                                    a["eps"])
             if node.op == "softmax":
                 return (F.log_softmax if a.get("log") else F.softmax)(x, dim=1)
             if node.op == "batchnorm":

@@ -73,6 +73,7 @@ def random_model(seed: int, wide: bool = False) -> str:
     deconv_rng = random.Random(seed * 67867967 + 6)  # deconv output_padding
     flat_rng = random.Random(seed * 86028121 + 7)    # a flattened image output
     log_rng = random.Random(seed * 7919 + 3)         # a softmax in its log form
+    gn_rng = random.Random(seed * 104729 + 9)        # group, instance and layer norms
     most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
     if wide:
@@ -104,6 +105,13 @@ def random_model(seed: int, wide: bool = False) -> str:
             relu = affine_rng.choice(["true", "false"])      # folded after a conv or deconv
             emit(f"{last}_affine", f"op: affine, input: {last}, relu: {relu}", shapes[last],
                  [last])
+        elif kind in ("conv", "deconv", "add") and shapes[last] is not None \
+                and len(shapes[last]) == 3 and last != "input" and gn_rng.random() < 0.1:
+            c_ = shapes[last][0]                 # instance norm, group norm or layer norm
+            groups = gn_rng.choice([d for d in range(1, c_ + 1) if c_ % d == 0])
+            extra = gn_rng.choice(["", ", affine: false", ", eps: 0.001"])
+            emit(f"{last}_gn", f"op: groupnorm, input: {last}, groups: {groups}{extra}",
+                 shapes[last], [last])
 
     def maybe_more():
         """Sometimes, after an image layer: a squeeze-and-excitation block (global pool, 1x1

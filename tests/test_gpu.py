@@ -89,6 +89,10 @@ OP_CASES = {
                           "  - {name: out, op: softmax, log: true}"),
     "linear_log_softmax": ("[3, 5, 4]", "  - {name: fc, op: linear, out: 7}\n"
                            "  - {name: out, op: softmax, log: true}"),
+    "groupnorm_relu": ("[6, 9, 7]", "  - {name: c, op: conv, out: 6, kernel: 3, pad: 1}\n"
+                       "  - {name: gn, op: groupnorm, groups: 3}\n  - {name: out, op: relu}"),
+    "instancenorm_odd": ("[5, 1, 13]", "  - {name: out, op: groupnorm, groups: 5, affine: false}"),
+    "layernorm_big": ("[4, 40, 33]", "  - {name: out, op: groupnorm, groups: 1, eps: 0.001}"),
     "add3_relu": ("[3, 6, 5]", "  - {name: a, op: conv, out: 3, kernel: 1}\n  - {name: b, op: maxpool, input: input, kernel: 1}\n"
                                "  - {name: out, op: add, inputs: [a, b, input], relu: true}"),
     "concat_copy": ("[2, 5, 5]", "  - {name: p, op: maxpool, kernel: 3, stride: 1, pad: 1}\n"

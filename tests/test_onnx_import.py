@@ -361,10 +361,23 @@ class MnistExample(nn.Module):
         return F.log_softmax(self.fc2(x), dim=1)
 
 
+class InstanceNorms(nn.Module):
+    """InstanceNorm2d without and with its affine scale and shift (InstanceNormalization)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3)
+        self.plain = nn.InstanceNorm2d(5)
+        self.scaled = nn.InstanceNorm2d(5, affine=True, eps=1e-3)
+
+    def forward(self, x):
+        return self.scaled(F.relu(self.plain(self.conv(x))))
+
+
 SMALL = {"odd_windows": (OddWindows, (3, 13, 11)), "branches": (Branches, (4, 17, 13)),
          "not_a_fire": (NotAFire, (4, 7, 6)), "matmul_head": (MatMulHead, (2, 6, 7)),
          "vector": (VectorNet, (20,)), "global_pools": (GlobalPools, (3, 11, 9)),
-         "mnist_example": (MnistExample, (1, 28, 28))}
+         "mnist_example": (MnistExample, (1, 28, 28)), "instance_norms": (InstanceNorms, (3, 9, 8))}
 
 
 @pytest.mark.parametrize("opset", [11, 13, 17])
@@ -381,6 +394,14 @@ def test_log_softmax_imports_as_softmax_log(tmp_path):
     text, _, _ = check_import(seeded(MnistExample()), (1, 28, 28), tmp_path, name="mnist")
     assert ops_of(text) == ["conv", "conv", "maxpool", "linear", "linear", "softmax"]
     assert "op: softmax, log: true}" in layer_lines(text)[-1]
+
+
+def test_instance_norm_imports_as_groupnorm_with_a_group_per_channel(tmp_path):
+    text, weights, _ = check_import(seeded(InstanceNorms()), (3, 9, 8), tmp_path, name="inorm")
+    assert ops_of(text) == ["conv", "groupnorm", "relu", "groupnorm"]
+    norms = [line for line in layer_lines(text) if "groupnorm" in line]
+    assert "groups: 5" in norms[0] and "groups: 5, eps: 0.001" in norms[1]
+    assert sum(k.endswith(".weight") for k in weights) == 3      # conv and both norms
 
 
 def test_small_model_layers_are_mapped_as_documented(tmp_path):

@@ -19,7 +19,7 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "Mul", "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
                  "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "Sub", "Div",
                  "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
-                 "Upsample", "PRelu")
+                 "Upsample", "PRelu", "InstanceNormalization")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.

@@ -201,6 +201,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         self.read_input()
         mappers = {"Conv": self.map_conv, "ConvTranspose": self.map_conv_transpose,
                    "BatchNormalization": self.map_batchnorm,
+                   "InstanceNormalization": self.map_instancenorm,
                    "MaxPool": self.map_pool, "AveragePool": self.map_pool,
                    "GlobalAveragePool": self.map_global_pool,
                    "GlobalMaxPool": self.map_global_pool, "Relu": self.map_relu,

@@ -281,6 +281,28 @@ class OpMapping:
                                       relu=False), node.output[0], x.shape)
         self.fuse_relu(index, node.output[0])
 
+    def map_instancenorm(self, node):
+        """InstanceNormalization (PyTorch's InstanceNorm2d, without running statistics): a
+        groupnorm layer with a group per channel, whose weights are scale and B."""
+        a = self.attrs(node, ("epsilon",))
+        x = self.tensor(node)
+        if len(x.sg) != 3 or x.shape != x.sg:
+            raise self.fail(node, "InstanceNormalization of a tensor that is not an N, C, H, W "
+                                  "image is not supported")
+        c = x.sg[0]
+        weights = {}
+        for i, (key, what) in enumerate((("weight", "scale"), ("bias", "bias (B)")), start=1):
+            w = self.weight(node, i, what)
+            if w.shape != (c,):
+                raise self.fail(node, f"the {what} '{node.input[i]}' has shape {list(w.shape)}, "
+                                      f"expected [{c}] (one per channel)")
+            weights[key] = w
+        eps = float(str(np.float32(a.get("epsilon", 1e-5))))    # ONNX stores a float32: 1e-05
+        if not eps > 0:
+            raise self.fail(node, f"epsilon {eps} is not positive", "epsilon")
+        self.add_layer(_Layer("groupnorm", [x.layer], {"groups": c, "eps": eps}, weights, x.sg,
+                              node), node.output[0], x.shape)
+
     def add_activation(self, node, op: str, fields: dict, tensor: str | None = None):
         x = self.tensor(node)
         self.add_layer(_Layer(op, [x.layer], fields, {}, x.sg, node), tensor or node.output[0],

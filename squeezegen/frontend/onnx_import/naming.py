@@ -142,8 +142,10 @@ class YamlWriting:
                 items.append(f"factor: {f['factor']}")
             if layer.op == "slice":
                 items.append(f"channels: [{f['channels'][0]}, {f['channels'][1]}]")
-            if layer.op == "channel_shuffle":
+            if layer.op in ("channel_shuffle", "groupnorm"):
                 items.append(f"groups: {f['groups']}")
+            if f.get("affine") is False:
+                items.append("affine: false")
             if f.get("shared"):
                 items.append("shared: true")
             if f.get("log"):
