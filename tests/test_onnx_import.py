@@ -374,10 +374,25 @@ class InstanceNorms(nn.Module):
         return self.scaled(F.relu(self.plain(self.conv(x))))
 
 
+class GroupNorms(nn.Module):
+    """GroupNorm of 4 groups and of one (a LayerNorm over C,H,W with per-channel affine), as
+    PyTorch exports them: Reshape, InstanceNormalization, Reshape back, Mul, Add."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.four = nn.GroupNorm(4, 8)
+        self.one = nn.GroupNorm(1, 8, eps=1e-3)
+
+    def forward(self, x):
+        return self.one(F.relu(self.four(self.conv(x))))
+
+
 SMALL = {"odd_windows": (OddWindows, (3, 13, 11)), "branches": (Branches, (4, 17, 13)),
          "not_a_fire": (NotAFire, (4, 7, 6)), "matmul_head": (MatMulHead, (2, 6, 7)),
          "vector": (VectorNet, (20,)), "global_pools": (GlobalPools, (3, 11, 9)),
-         "mnist_example": (MnistExample, (1, 28, 28)), "instance_norms": (InstanceNorms, (3, 9, 8))}
+         "mnist_example": (MnistExample, (1, 28, 28)), "instance_norms": (InstanceNorms, (3, 9, 8)),
+         "group_norms": (GroupNorms, (3, 10, 7))}
 
 
 @pytest.mark.parametrize("opset", [11, 13, 17])
@@ -402,6 +417,16 @@ def test_instance_norm_imports_as_groupnorm_with_a_group_per_channel(tmp_path):
     norms = [line for line in layer_lines(text) if "groupnorm" in line]
     assert "groups: 5" in norms[0] and "groups: 5, eps: 0.001" in norms[1]
     assert sum(k.endswith(".weight") for k in weights) == 3      # conv and both norms
+
+
+def test_group_norm_imports_as_groupnorm_and_runs_as_one_kernel_each(tmp_path):
+    from squeezegen.build import build
+    text, _, graph = check_import(seeded(GroupNorms()), (3, 10, 7), tmp_path, name="gnorm")
+    norms = [line for line in layer_lines(text) if "groupnorm" in line]
+    assert "groups: 4" in norms[0] and "groups: 1, eps: 0.001" in norms[1]
+    kernels = [k.name for k in build(graph, 2).output.kernels]
+    assert kernels == ["conv", "four_instancenormalization_affine_relu",   # scale, shift and
+                       "one_instancenormalization_affine"], kernels           # relu in the store
 
 
 def test_small_model_layers_are_mapped_as_documented(tmp_path):

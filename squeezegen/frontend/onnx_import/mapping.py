@@ -283,25 +283,34 @@ class OpMapping:
 
     def map_instancenorm(self, node):
         """InstanceNormalization (PyTorch's InstanceNorm2d, without running statistics): a
-        groupnorm layer with a group per channel, whose weights are scale and B."""
+        groupnorm layer with a group per channel, whose weights are scale and B. PyTorch exports
+        GroupNorm(G, C) as one on the image reshaped to [N, G, C/G*H*W] (each group a row),
+        then reshaped back, times weight, plus bias: a groupnorm of G groups, its per-group scale
+        and B repeated over each group's channels (the Mul and Add merge into it)."""
         a = self.attrs(node, ("epsilon",))
         x = self.tensor(node)
-        if len(x.sg) != 3 or x.shape != x.sg:
-            raise self.fail(node, "InstanceNormalization of a tensor that is not an N, C, H, W "
-                                  "image is not supported")
+        image = len(x.sg) == 3 and x.shape == x.sg
+        grouped = (len(x.sg) == 3 and len(x.shape) == 2 and x.sg[0] % x.shape[0] == 0
+                   and x.shape[0] * x.shape[1] == math.prod(x.sg))
+        if not image and not grouped:
+            raise self.fail(node, f"InstanceNormalization of a [N, {', '.join(map(str, x.shape))}]"
+                                  " tensor is not supported: only of an N, C, H, W image, or of "
+                                  "one reshaped to [N, G, C/G*H*W] (GroupNorm)")
         c = x.sg[0]
+        groups = c if image else x.shape[0]
         weights = {}
         for i, (key, what) in enumerate((("weight", "scale"), ("bias", "bias (B)")), start=1):
             w = self.weight(node, i, what)
-            if w.shape != (c,):
+            if w.shape != (groups,):
                 raise self.fail(node, f"the {what} '{node.input[i]}' has shape {list(w.shape)}, "
-                                      f"expected [{c}] (one per channel)")
-            weights[key] = w
+                                      f"expected [{groups}] (one per "
+                                      f"{'channel' if image else 'group'})")
+            weights[key] = np.repeat(w, c // groups).astype(np.float32)
         eps = float(str(np.float32(a.get("epsilon", 1e-5))))    # ONNX stores a float32: 1e-05
         if not eps > 0:
             raise self.fail(node, f"epsilon {eps} is not positive", "epsilon")
-        self.add_layer(_Layer("groupnorm", [x.layer], {"groups": c, "eps": eps}, weights, x.sg,
-                              node), node.output[0], x.shape)
+        self.add_layer(_Layer("groupnorm", [x.layer], {"groups": groups, "eps": eps}, weights,
+                              x.sg, node), node.output[0], x.shape)
 
     def add_activation(self, node, op: str, fields: dict, tensor: str | None = None):
         x = self.tensor(node)
@@ -648,8 +657,8 @@ class OpMapping:
         if not in_range:
             raise self.fail(node, "the constant's scale or shift is beyond float32's range")
         before = self.layers[x.layer] if x.layer != _INPUT else None
-        if (before is not None and before.op == "affine" and not before.relu
-                and self.sole_reader_of_layer(x.layer) is node):
+        if (before is not None and before.op in ("affine", "groupnorm") and not before.relu
+                and "weight" in before.weights and self.sole_reader_of_layer(x.layer) is node):
             with np.errstate(over="ignore", invalid="ignore"):
                 merged = {"weight": (before.weights["weight"] * weight).astype(np.float32),
                           "bias": (before.weights["bias"] * weight + bias).astype(np.float32)}
