@@ -362,7 +362,8 @@ class MnistExample(nn.Module):
 
 
 class InstanceNorms(nn.Module):
-    """InstanceNorm2d without and with its affine scale and shift (InstanceNormalization)."""
+    """InstanceNorm2d without and with its affine scale and shift (InstanceNormalization), then
+    a constant scale and shift."""
 
     def __init__(self):
         super().__init__()
@@ -370,8 +371,8 @@ class InstanceNorms(nn.Module):
         self.plain = nn.InstanceNorm2d(5)
         self.scaled = nn.InstanceNorm2d(5, affine=True, eps=1e-3)
 
-    def forward(self, x):
-        return self.scaled(F.relu(self.plain(self.conv(x))))
+    def forward(self, x):                 # the constant scale and shift merge into the norm
+        return self.scaled(F.relu(self.plain(self.conv(x)))) * 0.5 + 1.0
 
 
 class GroupNorms(nn.Module):
