@@ -150,6 +150,19 @@ def test_onnx_constant_arithmetic_imports_as_affine_layers(opset, tmp_path):
     assert [s.kind for s in fused.nodes[2].epilogue] == ["relu", "affine"]
 
 
+class Chain(nn.Module):
+    def forward(self, x):
+        return ((x - 0.5) * 2.0 + 1.0) / 4.0                 # four constant ops: one affine
+
+
+def test_a_chain_of_constant_arithmetic_is_one_affine_layer(tmp_path):
+    text, weights, _ = check_import(Chain(), (3, 5, 4), tmp_path, name="chain")
+    assert ops_of(text) == ["affine"], text
+    w = {k.split(".")[-1]: v for k, v in weights.items()}
+    np.testing.assert_allclose(w["weight"], np.full(3, 0.5), rtol=1e-6)
+    np.testing.assert_allclose(w["bias"], np.full(3, 0.0), atol=1e-7)
+
+
 class Arith(nn.Module):
     def __init__(self, fn):
         super().__init__()

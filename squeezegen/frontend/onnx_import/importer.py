@@ -34,6 +34,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         self.layers: list[_Layer] = []
         self.values: dict[str, _Value] = {}
         self.absorbed: set[int] = set()          # ids of nodes already folded into a layer
+        self.merged: set[int] = set()            # ids of constant ops merged into the layer read
         self.zero_pads: dict[str, tuple] = {}    # Pad outputs a Conv reads: (t, l, b, r) to add
         self.opset = 13
         for imp in model.opset_import:

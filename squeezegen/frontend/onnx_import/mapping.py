@@ -666,6 +666,7 @@ class OpMapping:
                 raise self.fail(node, "merged with the affine before it, the scale or shift is "
                                       "beyond float32's range")
             before.weights = merged
+            self.merged.add(id(node))
             self.values[node.output[0]] = _Value(x.layer, x.shape, x.sg)
             self.fuse_relu(x.layer, node.output[0])
             return True
@@ -677,11 +678,13 @@ class OpMapping:
 
     def sole_reader_of_layer(self, layer: int):
         """The one node that reads layer `layer`'s output under any of its names (a Flatten or
-        an Identity gives it another), when it has only that reader and is no graph output."""
+        an Identity gives it another), when it has only that reader and is no graph output. A
+        constant op already merged into the layer is part of it, not a reader (so a chain
+        x * a + b, then * c, is one layer)."""
         names = [n for n, v in self.values.items() if v.layer == layer]
         if any(n in self.g.outputs for n in names):
             return None
-        readers = [r for n in names for r in self.data_consumers(n)]
+        readers = [r for n in names for r in self.data_consumers(n) if id(r) not in self.merged]
         return readers[0] if len(readers) == 1 else None
 
     def per_channel(self, node, x: _Value, name: str) -> np.ndarray:
