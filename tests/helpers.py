@@ -230,6 +230,8 @@ def torch_module(graph, weights: dict):
             if node.op == "linear":
                 return F.linear(torch.flatten(x, 1), self._p(node, "weight"),
                                 self._p(node, "bias"))
+            if node.op == "reduce_channels":
+                return x.amax(1, keepdim=True) if a["mode"] == "max" else x.mean(1, keepdim=True)
             if node.op == "groupnorm":
                 return F.group_norm(x, a["groups"], self._p(node, "weight") if a["affine"]
                                     else None, self._p(node, "bias") if a["affine"] else None,

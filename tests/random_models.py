@@ -74,6 +74,7 @@ def random_model(seed: int, wide: bool = False) -> str:
     flat_rng = random.Random(seed * 86028121 + 7)    # a flattened image output
     log_rng = random.Random(seed * 7919 + 3)         # a softmax in its log form
     gn_rng = random.Random(seed * 104729 + 9)        # group, instance and layer norms
+    attention_rng = random.Random(seed * 130363 + 11)  # channel reductions, pixel broadcasts
     most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
     if wide:
@@ -121,6 +122,15 @@ def random_model(seed: int, wide: bool = False) -> str:
         if shapes[last] is None or len(shapes[last]) != 3:
             return
         c, h, w = shapes[last]
+        if attention_rng.random() < 0.04:        # CBAM's spatial attention: channel mean and
+            mode = attention_rng.choice(["mean", "max"])      # max, a 1-channel gate, a mul
+            emit(f"{last}_cr", f"op: reduce_channels, input: {last}, mode: {mode}", (1, h, w),
+                 [last])
+            emit(f"{last}_sg", f"op: sigmoid, input: {last}_cr", (1, h, w), [f"{last}_cr"])
+            op = attention_rng.choice(["mul", "add"])
+            emit(f"{last}_sa", f"op: {op}, inputs: [{last}_sg, {last}]", (c, h, w),
+                 [last, f"{last}_sg"])
+            return
         draw = more_rng.random()
         if draw < 0.12:
             gate = more_rng.choice(["sigmoid", "hardsigmoid"])

@@ -93,6 +93,9 @@ OP_CASES = {
                        "  - {name: gn, op: groupnorm, groups: 3}\n  - {name: out, op: relu}"),
     "instancenorm_odd": ("[5, 1, 13]", "  - {name: out, op: groupnorm, groups: 5, affine: false}"),
     "layernorm_big": ("[4, 40, 33]", "  - {name: out, op: groupnorm, groups: 1, eps: 0.001}"),
+    "spatial_attention": ("[7, 6, 5]", "  - {name: m, op: reduce_channels, mode: mean}\n"
+                          "  - {name: s, op: sigmoid}\n  - {name: out, op: mul, inputs: [input, s]}"),
+    "reduce_channels_max": ("[9, 4, 11]", "  - {name: out, op: reduce_channels, mode: max}"),
     "add3_relu": ("[3, 6, 5]", "  - {name: a, op: conv, out: 3, kernel: 1}\n  - {name: b, op: maxpool, input: input, kernel: 1}\n"
                                "  - {name: out, op: add, inputs: [a, b, input], relu: true}"),
     "concat_copy": ("[2, 5, 5]", "  - {name: p, op: maxpool, kernel: 3, stride: 1, pad: 1}\n"

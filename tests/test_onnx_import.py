@@ -389,11 +389,28 @@ class GroupNorms(nn.Module):
         return self.one(F.relu(self.four(self.conv(x))))
 
 
+class SpatialAttention(nn.Module):
+    """CBAM's spatial attention: the channel mean and max, a 7x7 conv, a sigmoid gate that
+    multiplies every channel (ReduceMean/ReduceMax over axis 1, a [N, 1, H, W] broadcast)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        pooled = torch.cat([y.mean(1, keepdim=True), y.amax(1, keepdim=True)], 1)
+        return y * torch.sigmoid(self.spatial(pooled))
+
+
 SMALL = {"odd_windows": (OddWindows, (3, 13, 11)), "branches": (Branches, (4, 17, 13)),
          "not_a_fire": (NotAFire, (4, 7, 6)), "matmul_head": (MatMulHead, (2, 6, 7)),
          "vector": (VectorNet, (20,)), "global_pools": (GlobalPools, (3, 11, 9)),
-         "mnist_example": (MnistExample, (1, 28, 28)), "instance_norms": (InstanceNorms, (3, 9, 8)),
-         "group_norms": (GroupNorms, (3, 10, 7))}
+         "mnist_example": (MnistExample, (1, 28, 28)),
+         "instance_norms": (InstanceNorms, (3, 9, 8)),
+         "group_norms": (GroupNorms, (3, 10, 7)),
+         "spatial_attention": (SpatialAttention, (3, 9, 8))}
 
 
 @pytest.mark.parametrize("opset", [11, 13, 17])
@@ -428,6 +445,14 @@ def test_group_norm_imports_as_groupnorm_and_runs_as_one_kernel_each(tmp_path):
     kernels = [k.name for k in build(graph, 2).output.kernels]
     assert kernels == ["conv", "four_instancenormalization_affine_relu",   # scale, shift and
                        "one_instancenormalization_affine"], kernels           # relu in the store
+
+
+def test_spatial_attention_imports_as_channel_reductions_and_a_broadcast_mul(tmp_path):
+    text, _, _ = check_import(seeded(SpatialAttention()), (3, 9, 8), tmp_path, name="cbam")
+    assert ops_of(text) == ["conv", "reduce_channels", "reduce_channels", "concat", "conv",
+                            "sigmoid", "mul"]
+    assert [line.count("mode: mean") + 2 * line.count("mode: max")
+            for line in layer_lines(text)[1:3]] == [1, 2]
 
 
 def test_small_model_layers_are_mapped_as_documented(tmp_path):

@@ -1,5 +1,6 @@
 """`add` and `mul` of tensors of one shape, where an operand may also be a per-channel C x 1 x 1
-tensor broadcast over the pixels (a squeeze-and-excitation block's scale). The fuse_add pass
+tensor broadcast over the pixels (a squeeze-and-excitation block's scale) or a 1 x H x W one
+broadcast over the channels (a spatial attention map, as in CBAM). The fuse_add pass
 moves a skip add of same-shaped tensors into the epilogue of the kernel that produces one of
 its operands where it can (activations are in activation.py)."""
 from __future__ import annotations
@@ -10,9 +11,16 @@ from ..ir.graph import TensorType
 from .base import Field, OpInfo, ShapeError
 
 
-def broadcast(t: TensorType, out: TensorType) -> bool:
-    """Whether operand `t` is the per-channel (C, 1, 1) form of a C, H, W output `out`."""
-    return len(out.shape) == 3 and t.shape != out.shape and t.shape == (out.channels, 1, 1)
+def broadcast(t: TensorType, out: TensorType) -> str | None:
+    """How operand `t` spreads over a C, H, W output `out`: "channel" (a C x 1 x 1 one, a value
+    per channel), "pixel" (a 1 x H x W one, a value per pixel), or None (the same shape)."""
+    if len(out.shape) != 3 or t.shape == out.shape:
+        return None
+    if t.shape == (out.channels, 1, 1):
+        return "channel"
+    if t.shape == (1,) + tuple(out.shape[1:]):
+        return "pixel"
+    return None
 
 
 def elementwise_shape(op):
@@ -20,8 +28,8 @@ def elementwise_shape(op):
         out = max(ins, key=lambda t: t.numel)
         if any(t.shape != out.shape and not broadcast(t, out) for t in ins):
             raise ShapeError(f"{op} needs inputs of one shape (or C x 1 x 1 ones, broadcast over "
-                             "the pixels), got " + " and ".join(str(t) for t in ins),
-                             field="inputs")
+                             "the pixels, or 1 x H x W ones, broadcast over the channels), got "
+                             + " and ".join(str(t) for t in ins), field="inputs")
         return out
     return shape
 
@@ -45,9 +53,11 @@ def torch_add(torch, attrs, args, params):
 
 
 def lower(ctx, node):
-    """eltwise.cu.j2: one thread per element; a broadcast operand is read at its channel."""
+    """eltwise.cu.j2: one thread per element; a broadcast operand is read at its channel (C x 1
+    x 1) or at its pixel (1 x H x W)."""
+    index = {"channel": "c", "pixel": "pix", None: "r"}
     reads = [f"__ldg({ref.var} + n * {ref.var.upper()}_IMAGE + "
-             f"{'c' if broadcast(ctx.graph[name].type, node.type) else 'r'})"
+             f"{index[broadcast(ctx.graph[name].type, node.type)]})"
              for ref, name in zip(ctx.inputs(node), node.inputs)]
     symbol = " + " if node.op == "add" else " * "
     return ctx.kernel(node, "eltwise.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),

@@ -80,8 +80,9 @@ def tuning_file() -> Path:
 # Kernels no tile runs: ops that are never tuned nor fused into a tuned kernel's store, and the
 # host code (timings are of each kernel alone). Changing them leaves every tuned choice valid.
 UNTUNED_TEMPLATES = ("softmax", "pool", "concat", "resize", "pixel_shuffle", "channels",
-                     "segment_masks", "network", "groupnorm")
-UNTUNED_OPS = ("softmax", "concat", "resize", "pixel_shuffle", "channels", "groupnorm")
+                     "segment_masks", "network", "groupnorm", "reduce_channels", "eltwise")
+UNTUNED_OPS = ("softmax", "concat", "resize", "pixel_shuffle", "channels", "groupnorm",
+               "reduce", "eltwise")
 
 
 def kernel_sources() -> list[Path]:

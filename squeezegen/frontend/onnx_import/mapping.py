@@ -238,15 +238,26 @@ class OpMapping:
 
     def map_reduce(self, node):
         """ReduceMean / ReduceMax over H and W (x.mean((2, 3), keepdim=...)): the global pools;
-        without keepdims the result is the pool's C x 1 x 1, flattened."""
+        without keepdims the result is the pool's C x 1 x 1, flattened. Over the channels, with
+        keepdims (x.mean(1, keepdim=True), CBAM's spatial attention): reduce_channels."""
         a = self.attrs(node, ("axes", "keepdims", "noop_with_empty_axes"))
         axes = a.get("axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
             axes = self.const(node, 1, "axes").reshape(-1).tolist()
         x = self.image(node)
+        if axes is not None and [int(ax) % 4 for ax in axes] == [1]:
+            if not int(a.get("keepdims", 1)):
+                raise self.fail(node, "a reduction over the channels without keepdims (an "
+                                      "N, H, W result) is not supported; keepdim=True is",
+                                "keepdims")
+            mode = "mean" if node.op_type == "ReduceMean" else "max"
+            sg = (1,) + tuple(x.sg[1:])
+            self.add_layer(_Layer("reduce_channels", [x.layer], {"mode": mode}, {}, sg, node),
+                           node.output[0], sg)
+            return
         if axes is None or sorted(int(ax) % 4 for ax in axes) != [2, 3]:
-            raise self.fail(node, f"only a reduction over H and W (axes [2, 3]) is supported, "
-                                  f"got axes {axes}", "axes")
+            raise self.fail(node, f"only a reduction over H and W (axes [2, 3]) or over the "
+                                  f"channels (axes [1]) is supported, got axes {axes}", "axes")
         op = "avgpool" if node.op_type == "ReduceMean" else "maxpool"
         sg = (x.sg[0], 1, 1)
         f = {"global": True}
@@ -715,7 +726,8 @@ class OpMapping:
 
     def map_binary(self, node, op: str, negate_second: bool = False):
         """Add or Mul of two layer outputs of one shape, or of a tensor and a per-channel
-        [N, C, 1, 1] one (a squeeze-and-excitation scale), broadcast over the pixels.
+        [N, C, 1, 1] one (a squeeze-and-excitation scale), broadcast over the pixels, or a
+        per-pixel [N, 1, H, W] one (a spatial attention map), broadcast over the channels.
         `negate_second`: a Sub, a + (-1 * b), the -1 an affine layer on b."""
         self.attrs(node, ())
         verb = {"add": "adds", "mul": "multiplies"}[op]
@@ -743,13 +755,13 @@ class OpMapping:
             raise self.fail(node, f"{itself}; squeezegen's {op} needs two different layers")
         big, small = (a, b) if len(a.shape) >= len(b.shape) and math.prod(a.shape) >= \
             math.prod(b.shape) else (b, a)
-        per_channel = (len(big.shape) == 3 and small.shape == (big.shape[0], 1, 1)
-                       and small.sg == small.shape and big.sg == big.shape)
+        per_channel = (len(big.shape) == 3 and small.sg == small.shape and big.sg == big.shape
+                       and small.shape in ((big.shape[0], 1, 1), (1,) + big.shape[1:]))
         if a.shape != b.shape and not per_channel:
             raise self.fail(node, f"broadcasting {op} of shapes [N, {', '.join(map(str, a.shape))}]"
                                   f" and [N, {', '.join(map(str, b.shape))}] is not supported: "
                                   f"squeezegen's {op} needs two tensors of one shape, or a "
-                                  "[N, C, 1, 1] one with a [N, C, H, W] one")
+                                  "[N, C, 1, 1] or [N, 1, H, W] one with a [N, C, H, W] one")
         if a.sg != b.sg and not per_channel:
             raise self.fail(node, f"{verb} a flattened tensor and one of another "
                                   f"layout ({'x'.join(map(str, a.sg))} and "

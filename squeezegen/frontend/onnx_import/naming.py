@@ -127,6 +127,8 @@ class YamlWriting:
                     items.append(f"ceil_mode: {'true' if f['ceil_mode'] else 'false'}")
                 if f.get("count_include_pad") is False:
                     items.append("count_include_pad: false")
+            if layer.op == "reduce_channels":
+                items.append(f"mode: {f['mode']}")
             if layer.op == "resize":
                 items.append(f"mode: {f['mode']}")
                 if "scale" in f:
