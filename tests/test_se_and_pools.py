@@ -59,13 +59,13 @@ def test_kernels_read_the_broadcast_operand_at_its_channel():
 @pytest.mark.parametrize("layers, message", [
     ("- {name: a, op: conv, out: 4, kernel: 1}\n- {name: b, op: conv, out: 3, kernel: 1, input: input}\n"
      "- {name: g, op: avgpool, global: true}\n- {name: m, op: mul, inputs: [a, g]}",
-     "mul needs inputs of one shape (or C x 1 x 1 ones, broadcast over the pixels), got 4x5x5 and 3x1x1"),
+     "mul needs inputs of one shape (or C x 1 x 1 ones, broadcast over the pixels, or 1 x H x W ones, broadcast over the channels), got 4x5x5 and 3x1x1"),
     ("- {name: a, op: conv, out: 3, kernel: 1}\n- {name: b, op: conv, out: 3, kernel: 1, input: input}\n"
      "- {name: c, op: conv, out: 3, kernel: 1, input: input}\n- {name: m, op: mul, inputs: [a, b, c]}",
      "mul takes 2 inputs, got 3"),
     ("- {name: g, op: avgpool, global: true, count_include_pad: false}", "'count_include_pad' cannot be given with global: true"),
     ("- {name: g, op: avgpool, global: true}\n- {name: l, op: linear, out: 3, input: input}\n"
-     "- {name: m, op: add, inputs: [l, g]}", "add needs inputs of one shape (or C x 1 x 1 ones, broadcast over the pixels), got 3 and 3x1x1"),
+     "- {name: m, op: add, inputs: [l, g]}", "add needs inputs of one shape (or C x 1 x 1 ones, broadcast over the pixels, or 1 x H x W ones, broadcast over the channels), got 3 and 3x1x1"),
     ("- {name: g, op: avgpool, global: true}\n- {name: l, op: linear, out: 3, input: input}\n"
      "- {name: m, op: mul, inputs: [g, l]}", "mul needs inputs of one shape"),
 ])

@@ -8,7 +8,9 @@ from .base import Field, OpInfo
 
 
 def softmax(attrs, inputs, params):
-    x = inputs[0]
+    # NumPy's sum order follows the memory layout: one layout, one result bit for bit (the
+    # planned executor hands over strided views of its arena)
+    x = np.ascontiguousarray(inputs[0])
     shifted = x - x.max(axis=1, keepdims=True)
     e = np.exp(shifted)
     total = e.sum(axis=1, keepdims=True)

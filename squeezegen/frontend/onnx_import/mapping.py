@@ -297,7 +297,8 @@ class OpMapping:
         groupnorm layer with a group per channel, whose weights are scale and B. PyTorch exports
         GroupNorm(G, C) as one on the image reshaped to [N, G, C/G*H*W] (each group a row),
         then reshaped back, times weight, plus bias: a groupnorm of G groups, its per-group scale
-        and B repeated over each group's channels (the Mul and Add merge into it)."""
+        and B repeated over each group's channels; the Mul and Add become an affine layer that
+        runs in the groupnorm kernel's store."""
         a = self.attrs(node, ("epsilon",))
         x = self.tensor(node)
         image = len(x.sg) == 3 and x.shape == x.sg
