@@ -101,6 +101,16 @@ def small_model(input_shape, layers: str, output: str, name: str = "t"):
     return squeezegen.parse_model(text, "<test>")
 
 
+def assert_layer_refused(input_shape, layer: str, message: str) -> None:
+    """The model of one layer (its YAML `{name: ..., ...}`) on `input_shape` is refused in one
+    line that names the layer and matches `message`."""
+    import pytest
+    name = layer.split("name: ")[1].split(",")[0].rstrip("}").strip()
+    with pytest.raises(squeezegen.SqueezegenError, match=message) as err:
+        small_model(input_shape, "- " + layer, name)
+    assert "\n" not in str(err.value) and f"layer '{name}'" in str(err.value)
+
+
 def random_weights(graph, seed: int = 0, bias_scale: float = 0.5) -> dict[str, np.ndarray]:
     """float32 weights for every tensor the graph needs: He-scaled normal weights and biases that
     are all non-zero (uniform magnitude in [0.1, 1] * bias_scale, random sign)."""
