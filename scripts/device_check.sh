@@ -4,7 +4,7 @@
 # run there as: source .device/env.sh && COMMIT=$(short hash) bash scripts/device_check.sh 560
 # It writes at most 5 files under $OUT (a call brings back 8): the GPU suite (pytest -m gpu,
 # with -n 8 when pytest-xdist is importable), the two tests that must run alone, and as many
-# `gpu_fuzz` models as the time left allows, each log headed with the GPU and $COMMIT (the
+# `gpu_fuzz` models (of indices FUZZ_START..999) as the time left allows, each log headed with the GPU and $COMMIT (the
 # machine's own git metadata can lag behind the files it was sent).
 set -o pipefail
 BUDGET=${1:-560}
@@ -24,7 +24,7 @@ python3 -c "import xdist" 2>/dev/null && XDIST="-n 8"
 FUZZ=$(( $(left) - 20 ))
 if [ "$FUZZ" -gt 60 ]; then
   echo "$HEAD_LINE; gpu_fuzz for ${FUZZ} s (cut by the budget: count the ok lines)" > "$OUT/gpu-fuzz.log"
-  timeout "$FUZZ" python3 scripts/gpu_fuzz.py --models 1000 --start "${FUZZ_START:-0}" --jobs 16 \
+  timeout "$FUZZ" python3 scripts/gpu_fuzz.py --models $(( 1000 - ${FUZZ_START:-0} )) --start "${FUZZ_START:-0}" --jobs 16 \
     2>&1 | tee -a "$OUT/gpu-fuzz.log" | tail -3
   echo "fuzz: $(grep -c ': ok' "$OUT/gpu-fuzz.log") models ok, $(grep -c ': FAIL\|: error' "$OUT/gpu-fuzz.log") failed" | tee -a "$OUT/gpu.txt"
 fi
