@@ -13,11 +13,12 @@ On the lent H200 (carry .device and .device-ray, see ../shared/device-ray/README
    the GPU (CUDA events, as `squeezegen bench`), net(x) from host memory (adds the copies), and
    as `segment` runs it (input in, masks made on the GPU at the sample's sizes, masks out;
    from and to page-locked memory as segment's shared batches are, and from pageable memory).
-3. Runs `squeezegen segment` (the CLI, in a subprocess) on the folder; with --threads, again
-   decoding in threads rather than processes; with --ray, again through `--ray auto`.
-4. Times one image's stages on one thread (decode+resize; the PNG of the mask the GPU made, or
-   on numpy the scores back at the original size + PNG) on a sample, to say which stage limits
-   the pipeline.
+3. Runs `squeezegen segment` (the CLI, in a subprocess) on the folder; with --cpu-resize,
+   again resizing on the CPU workers instead of the GPU; with --threads, again decoding in
+   threads rather than processes; with --ray, again through `--ray auto`.
+4. Times one image's stages on one thread (decode+resize, decode alone for the GPU to resize;
+   the PNG of the mask the GPU made, or on numpy the scores back at the original size + PNG)
+   on a sample, to say which stage limits the pipeline.
 It writes a JSON with img/s of each, the ratio end-to-end / network, the GPU busy fraction and
 where the time goes. `--backend numpy` (with a small model and a few images) smoke-tests it on
 a CPU.
@@ -81,10 +82,11 @@ def make_images(folder: Path, n: int, workers: int) -> float:
 
 
 def time_network(model, weights, batch: int, precision: str, backend: str, iters: int,
-                 sizes: list) -> dict:
+                 sizes: list, decoded: list | None = None) -> dict:
     """The network alone: img/s with the data on the GPU (graph replay, CUDA events), from
     host memory (net(x): copies in and out included), and as `segment` runs it on a GPU
-    (input in, forward, masks at the original `sizes` made on the GPU, masks out)."""
+    (input in, forward, masks at the original `sizes` made on the GPU, masks out), the input
+    copied in or (`decoded`: the sample's decoded pixels) made on the GPU from them."""
     graph = squeezegen.load_model(model)
     x = np.random.default_rng(0).uniform(-1, 1, (batch,) + graph.input.type.shape)
     x = x.astype(np.float32)
@@ -119,14 +121,48 @@ def time_network(model, weights, batch: int, precision: str, backend: str, iters
         try:
             masks_ms = _ms_per_call(lambda: masks(x_locked, sizes, out=out, check_values=False),
                                     iters)
+            resize_ms = _time_gpu_resize(net, masks, decoded, batch, sizes, out, iters) \
+                if decoded else None
         finally:
             for pin in pins:
                 pin.close()
-    return {"ms_per_batch": ms, "img_s": batch / ms * 1e3, "host_ms_per_batch": host_ms,
+    gpu_resize = {} if resize_ms is None else {
+        "gpu_resize_masks_ms_per_batch": resize_ms,
+        "gpu_resize_masks_img_s": batch / resize_ms * 1e3}
+    return {**gpu_resize, "ms_per_batch": ms, "img_s": batch / ms * 1e3, "host_ms_per_batch": host_ms,
             "host_img_s": batch / host_ms * 1e3, "transfer_ms_per_batch": host_ms - ms,
             "masks_pageable_ms_per_batch": pageable_ms,
             "masks_pageable_img_s": batch / pageable_ms * 1e3,
             "masks_ms_per_batch": masks_ms, "masks_img_s": batch / masks_ms * 1e3}
+
+
+def _time_gpu_resize(net, masks, decoded: list, batch: int, sizes: list, out, iters: int):
+    """ms per batch as segment runs it with the GPU resizing: each image's decoded pixels in
+    a page-locked byte slot, the input made on the GPU, the masks out."""
+    from squeezegen.images import check_normalisation
+    from squeezegen.runtime.device import PinnedHost
+    from squeezegen.runtime.image_inputs import ImageInputs
+    from squeezegen.segmentation.slots import fits, slot_bytes
+    shape = tuple(net.graph.input.type.shape)
+    mean, std = check_normalisation(shape[0], [128.0], [1.0])
+    slots = _page_aligned((batch, slot_bytes(shape)), np.uint8)
+    images, sizes = [], []
+    for i in range(batch):
+        pixels, size = decoded[i % len(decoded)]
+        sizes.append(size)
+        if pixels is None or not fits(pixels.shape[:2], shape):
+            images.append(None)                          # as a worker: the CPU's input
+            continue
+        slots[i, :pixels.size] = pixels.reshape(-1)
+        images.append(pixels.shape[:2] + ((0, 0) + shape[1:],))
+    inputs = ImageInputs(net, mean, std)
+    pin = PinnedHost(slots, net.device)
+    try:
+        return _ms_per_call(lambda: masks(None, sizes, out=out,
+                                          make_input=inputs.queue(slots, images)), iters)
+    finally:
+        pin.close()
+        inputs.close()
 
 
 def _ms_per_call(call, iters: int) -> float:
@@ -148,9 +184,13 @@ def _page_aligned(shape: tuple, dtype) -> np.ndarray:
 def stage_costs(model, weights, images: list[Path], batch: int, precision: str, backend: str,
                 resize: str = "stretch") -> dict:
     """One thread's milliseconds per image on a sample: decode + resize (with the JPEG draft),
-    and the scores back at the original size + the PNG, from the network's own scores for the
-    sample (a noisy output has more class boundaries to interpolate than a smooth one)."""
-    from squeezegen.images import check_normalisation, fit_box, read_pixels, save_classes
+    decode alone as the workers do when the GPU resizes (`read_decoded`: the images too large
+    for a slot still resized on the CPU), and the scores back at the original size + the PNG,
+    from the network's own scores for the sample (a noisy output has more class boundaries to
+    interpolate than a smooth one)."""
+    from squeezegen.images import (check_normalisation, fit_box, read_decoded, read_pixels,
+                                   save_classes)
+    from squeezegen.segmentation.slots import SLOT_PIXELS
     from squeezegen.segmentation.inputs import output_path
     from squeezegen.segmentation.outputs import PNG_LEVEL, write_outputs
     graph = squeezegen.load_model(model)
@@ -162,6 +202,12 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
         pixels, size = read_pixels(p, c, (h, w), resize, draft=True)
         decoded.append((pixels, size))
     decode_ms = (time.perf_counter() - start) * 1e3 / len(images)
+    raw = []
+    start = time.perf_counter()
+    for p in images:
+        pixels, size, is_decoded = read_decoded(p, c, (h, w), resize, SLOT_PIXELS * h * w)
+        raw.append((pixels if is_decoded else None, size))
+    decode_only_ms = (time.perf_counter() - start) * 1e3 / len(images)
     boxes = [fit_box(size, (h, w), resize) for _, size in decoded]
     x = np.zeros((len(images), c, h, w), np.float32)
     for i, ((pixels, _), (top, left, bh, bw)) in enumerate(zip(decoded, boxes)):
@@ -184,12 +230,13 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
             for i, mask in enumerate(classes):
                 save_classes(output_path(tmp, f"{i}.jpg"), mask, compress_level=PNG_LEVEL)
         encode_ms = (time.perf_counter() - start) * 1e3 / len(images)
-    return {"decode_ms": decode_ms, "encode_ms": encode_ms, "sample": len(images),
-            "sizes": sizes}
+    return {"decode_ms": decode_ms, "decode_for_gpu_resize_ms": decode_only_ms,
+            "decoded_fit_slots": sum(p is not None for p, _ in raw) / len(raw),
+            "encode_ms": encode_ms, "sample": len(images), "sizes": sizes, "decoded": raw}
 
 
 def run_segment(model, weights, folder: Path, out: Path, args, ray: bool,
-                decoders: str = "auto") -> dict:
+                decoders: str = "auto", resize_on: str = "auto") -> dict:
     if out.exists():
         shutil.rmtree(out)
     summary = out.parent / (out.name + ".summary.json")
@@ -205,7 +252,7 @@ def run_segment(model, weights, folder: Path, out: Path, args, ray: bool,
     if ray:
         cmd += ["--ray", "auto"]
     else:
-        cmd += ["--decoders", decoders]
+        cmd += ["--decoders", decoders, "--resize-on", resize_on]
     print("$ " + " ".join(cmd), flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -220,11 +267,17 @@ def run_segment(model, weights, folder: Path, out: Path, args, ray: bool,
     return result
 
 
-def limit(net: dict, costs: dict, workers: int, gpus: int) -> str:
-    """Which stage bounds the end-to-end rate (each stage's capacity in img/s)."""
-    capacity = {"decode": workers * 1e3 / max(1e-9, costs["decode_ms"]),
+def limit(net: dict, costs: dict, workers: int, gpus: int, gpu_resize: bool = False) -> str:
+    """Which stage bounds the end-to-end rate (each stage's capacity in img/s; decode and
+    encode share the CPUs, so together they bound it too)."""
+    decode = costs["decode_for_gpu_resize_ms" if gpu_resize else "decode_ms"]
+    network = net.get("gpu_resize_masks_img_s" if gpu_resize else "masks_img_s",
+                      net.get("masks_img_s", net["host_img_s"]))
+    capacity = {"decode": workers * 1e3 / max(1e-9, decode),
                 "encode": workers * 1e3 / max(1e-9, costs["encode_ms"]),
-                "network with copies": net.get("masks_img_s", net["host_img_s"]) * gpus}
+                "decode and encode on the same CPUs":
+                    workers * 1e3 / max(1e-9, decode + costs["encode_ms"]),
+                "network with copies": network * gpus}
     slowest = min(capacity, key=capacity.get)
     return (f"{slowest} (capacities with {workers} threads each: "
             + ", ".join(f"{k} {v:,.0f} img/s" for k, v in capacity.items()) + ")")
@@ -247,6 +300,8 @@ def main() -> int:
     p.add_argument("--ray", action="store_true", help="also run through --ray auto")
     p.add_argument("--threads", action="store_true",
                    help="also run with --decoders threads (the default: processes on a GPU)")
+    p.add_argument("--cpu-resize", action="store_true",
+                   help="also run with --resize-on cpu (the default: the GPU resizes)")
     p.add_argument("--keep", action="store_true", help="keep the output PNGs")
     p.add_argument("--out", required=True, help="the JSON to write")
     args = p.parse_args()
@@ -266,14 +321,18 @@ def main() -> int:
     costs = stage_costs(args.model, str(weights), sample, args.batch, args.precision,
                         args.backend)
     net = time_network(args.model, str(weights), args.batch, args.precision, args.backend,
-                       args.iters, costs.pop("sizes"))
+                       args.iters, costs.pop("sizes"), costs.pop("decoded"))
     print(f"network alone: {net['img_s']:,.0f} img/s ({net['ms_per_batch']:.3f} ms/batch); "
           f"from host memory: {net['host_img_s']:,.0f} img/s" +
           (f"; with the masks made on the GPU: {net['masks_img_s']:,.0f} img/s from "
            f"page-locked memory ({net['masks_pageable_img_s']:,.0f} from pageable)"
-           if "masks_img_s" in net else ""), flush=True)
-    print(f"one thread: decode {costs['decode_ms']:.2f} ms/img, encode "
-          f"{costs['encode_ms']:.2f} ms/img", flush=True)
+           if "masks_img_s" in net else "") +
+          (f"; the input made on the GPU from decoded images: "
+           f"{net['gpu_resize_masks_img_s']:,.0f} img/s" if "gpu_resize_masks_img_s" in net
+           else ""), flush=True)
+    print(f"one thread: decode + resize {costs['decode_ms']:.2f} ms/img, decode alone "
+          f"{costs['decode_for_gpu_resize_ms']:.2f} ms/img ({costs['decoded_fit_slots']:.0%} "
+          f"fit a slot), encode {costs['encode_ms']:.2f} ms/img", flush=True)
 
     result = {"images": args.images, "batch": args.batch, "precision": args.precision,
               "model": args.model, "backend": args.backend, "workers": workers,
@@ -281,19 +340,25 @@ def main() -> int:
     if args.backend == "cuda":
         from squeezegen.runtime.bench import environment
         result["environment"] = environment()
-    runs = {"segment": (False, "auto")}
+    runs = {"segment": (False, "auto", "auto")}
+    if args.cpu_resize:
+        runs["segment_cpu_resize"] = (False, "auto", "cpu")
     if args.threads:
-        runs["segment_threads"] = (False, "threads")
+        runs["segment_threads"] = (False, "threads", "auto")
     if args.ray:
-        runs["segment_ray"] = (True, "auto")
-    for name, (ray, decoders) in runs.items():
+        runs["segment_ray"] = (True, "auto", "auto")
+    for name, (ray, decoders, resize_on) in runs.items():
         e2e = run_segment(args.model, weights, images, folder / f"out_{name}", args, ray,
-                          decoders)
+                          decoders, resize_on)
+        gpu_resize = (args.backend == "cuda" and not ray and decoders == "auto"
+                      and resize_on == "auto" and (os.cpu_count() or 1) >= 4)
         n_nets = max(1, len({w.split("#")[0] for w in e2e["networks"]}))   # GPUs, not networks
         result[name] = {
             "img_s": e2e["images_per_s"], "summary": e2e,
             "ratio_to_network": e2e["images_per_s"] / (net["img_s"] * n_nets),
-            "gpu_busy": e2e["network_busy"], "limited_by": limit(net, costs, workers, n_nets),
+            "gpu_resize": gpu_resize,
+            "gpu_busy": e2e["network_busy"],
+            "limited_by": limit(net, costs, workers, n_nets, gpu_resize),
             "thread_seconds": {k: e2e[k] for k in ("decode_s", "network_s", "encode_s")}}
         print(f"{name}: {e2e['images_per_s']:,.0f} img/s = "
               f"{result[name]['ratio_to_network']:.0%} of the network alone on {n_nets} "

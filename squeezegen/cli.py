@@ -176,7 +176,7 @@ def _cmd_segment(args) -> int:
                       mean=args.mean, std=args.std, scores=args.scores,
                       overwrite=args.overwrite, backend=args.backend, workers=args.workers,
                       per_gpu=args.per_gpu, progress=not args.quiet, ray=args.ray,
-                      decoders=args.decoders)
+                      decoders=args.decoders, resize_on=args.resize_on)
     print(summary.text())
     if args.json:
         atomic_write(args.json, lambda f: f.write((json.dumps(summary.as_dict(), indent=1)
@@ -424,6 +424,10 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--decoders", choices=["auto", "processes", "threads"], default="auto",
                    help="decode in worker processes or threads [auto: processes with a GPU and "
                         "4 CPUs or more]")
+    s.add_argument("--resize-on", choices=["auto", "gpu", "cpu"], default="auto",
+                   help="where the decoded images are resized and normalised: the GPU (Pillow's "
+                        "bilinear arithmetic; the CPUs only decode) or the CPU workers [auto: "
+                        "the GPU where the decoders are processes and no --scores]")
     s.add_argument("--per-gpu", type=_positive_int, default=1, metavar="N",
                    help="networks per GPU, each on its own stream and thread (2 overlaps one's "
                         "copies with the other's kernels) [1]")

@@ -100,6 +100,27 @@ def read_pixels(source, channels: int, target: tuple[int, int], resize: str = "s
         return _pixels(image_mod, im, channels, h, w), size
 
 
+def read_decoded(source, channels: int, target: tuple[int, int], resize: str,
+                 limit: int) -> tuple[np.ndarray, tuple[int, int], bool]:
+    """`read_pixels` (in draft mode) up to the resize, for the GPU to resize: (pixels, the
+    image's original (height, width), whether they are decoded). An 8-bit image whose decoded
+    pixels (converted to the model's channels) number at most `limit` comes as those pixels,
+    h x w x channels uint8; any other as `read_pixels` gives it (resized into its box, float32)."""
+    image_mod = _pil()
+    with image_mod.open(source) as im:
+        size = (im.height, im.width)
+        _, _, h, w = fit_box(size, target, resize)
+        if im.mode in _WIDE_MODES:
+            return _pixels(image_mod, im, channels, h, w), size, False
+        if im.format == "JPEG":
+            im.draft("L" if channels == 1 else "RGB", (w, h))
+        im = im.convert("L" if channels == 1 else "RGB")
+        if im.width * im.height > limit:
+            return np.asarray(im.resize((w, h), image_mod.BILINEAR), np.float32
+                              ).reshape(h, w, channels), size, False
+        return np.asarray(im).reshape(im.height, im.width, channels), size, True
+
+
 def array_pixels(array: np.ndarray, channels: int, target: tuple[int, int],
                  resize: str = "stretch") -> tuple[np.ndarray, tuple[int, int]]:
     """`read_pixels` for an image already decoded into an H x W (x C) array (uint8, uint16 or
@@ -119,9 +140,12 @@ def array_pixels(array: np.ndarray, channels: int, target: tuple[int, int],
     return _pixels(image_mod, im, channels, h, w), size
 
 
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")       # 16-bit and 32-bit: not 8-bit pixels
+
+
 def _pixels(image_mod, im, channels: int, h: int, w: int) -> np.ndarray:
     """H x W x channels float32 in 0..255; 16-bit and float images are scaled, not clipped."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if im.mode in _WIDE_MODES:
         scale = 257.0 if im.mode.startswith("I;16") else 1.0
         grey = np.asarray(im.resize((w, h), image_mod.BILINEAR), np.float32)
         if im.mode in ("I", "F") and grey.max() > 255:
@@ -129,7 +153,7 @@ def _pixels(image_mod, im, channels: int, h: int, w: int) -> np.ndarray:
         grey = grey / scale
         return np.repeat(grey[..., None], channels, axis=2)
     im = im.convert("L" if channels == 1 else "RGB").resize((w, h), image_mod.BILINEAR)
-    return np.asarray(im, np.float32)
+    return np.asarray(im, np.float32).reshape(h, w, channels)     # "L" comes as h x w
 
 
 def voc_palette(n: int = 256) -> np.ndarray:

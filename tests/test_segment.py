@@ -241,6 +241,31 @@ def test_letterbox_and_scores(data, tmp_path):
     assert (again.written, again.skipped) == (1, 4)
 
 
+@pytest.mark.parametrize("decoders", ["threads", "processes"])
+def test_a_grey_model_segments_every_kind_of_image(data, tmp_path, decoders):
+    """A model of one input channel: grey, RGB, RGBA and 16-bit images all become its grey
+    input (each decoder once gave Pillow's h x w grey pixels where h x w x 1 was expected, and
+    every image failed). Each mask is the reference's on `load_image`'s input."""
+    (tmp_path / "grey.yaml").write_text(MODEL.replace("[3, 32, 48]", "[1, 32, 48]")
+                                        .replace("tinyseg", "greyseg"))
+    graph = squeezegen.load_model(tmp_path / "grey.yaml")
+    weights = random_weights(graph, 5)
+    names = ["grey/0.png", "grey/1.jpg", "png/02.png", "rgba/1.png", "sixteen/2.png",
+             "big.jpg"]
+    s = segment(tmp_path / "grey.yaml", weights, [data["images"] / n for n in names],
+                tmp_path / "out", batch=4, backend="numpy", mean=[100.0], std=[60.0],
+                progress=False, decoders=decoders, workers=2)
+    assert (s.written, s.failed) == (len(names), 0), s.failures
+    run = ReferenceExecutor(graph, weights)
+    for n in names[:-1]:                            # (big.jpg: decoded in draft mode)
+        x = load_image(data["images"] / n, (1, 32, 48), [100.0], [60.0])
+        with Image.open(data["images"] / n) as im:
+            size = (im.height, im.width)
+        want = argmax_classes(bilinear(run(x)[0], size, (0, 0, 32, 48), (32, 48)))
+        got = np.asarray(Image.open(tmp_path / "out" / f"{Path(n).name}.png"))
+        np.testing.assert_array_equal(got, want, err_msg=n)
+
+
 def test_fast_argmax_equals_the_full_resize(monkeypatch):
     rng = np.random.default_rng(0)
     coarse = torch.from_numpy(rng.standard_normal((1, 6, 5, 7)).astype(np.float32))
@@ -473,15 +498,18 @@ def test_ray_without_ray_installed_is_one_line(data, tmp_path):
                                    "'squeezegen[ray]'")
 
 
-@pytest.mark.parametrize("processes", [False, True, "tiny slots", "ignores out"])
+@pytest.mark.parametrize("processes", [False, True, "tiny slots", "ignores out", "gpu resize"])
 def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch, processes):
     """The cuda backend's contract, without a GPU: squeezegen.compile(..., device=i) once per
     network, each made and called in its own thread; here compile returns the reference, and
     the masks are made in NumPy. With worker processes the masks reach the workers through
     the shared slots (page-locked once, unlocked at the end), or pickled when a batch's masks
     do not fit a slot ("tiny slots") or the backend did not put them there ("ignores out"):
-    every PNG holds its own image's mask either way."""
-    from squeezegen.runtime import device
+    every PNG holds its own image's mask either way. "gpu resize": the workers leave the
+    decoded pixels in byte slots and the network makes the input from them (`ImageInputs`,
+    here its NumPy oracle `inputs_on_cpu`), with the CPU's resize for those that do not fit
+    (PNGs larger than a slot here) and 16-bit ones."""
+    from squeezegen.runtime import device, image_inputs
     from squeezegen.segmentation import backends, pipeline
     from squeezegen.segmentation.worker_pool import fill_slot
     made, pinned = [], []
@@ -507,7 +535,9 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
         def __init__(self, net):
             self.net = net
 
-        def __call__(self, x, sizes, boxes, out=None, check_values=True):
+        def __call__(self, x, sizes, boxes, out=None, check_values=True, make_input=None):
+            if make_input is not None:
+                x = make_input.x
             masks = [argmax_classes(bilinear(y, size, box, (32, 48))).astype(np.uint8)
                      for y, size, box in zip(self.net(x), sizes, boxes, strict=True)]
             total = sum(m.size for m in masks)
@@ -528,7 +558,22 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
         def close(self):
             self.closed = True
 
+    queued = []
+
+    class FakeInputs:                 # runtime.image_inputs.ImageInputs, made in NumPy
+        def __init__(self, net, mean, std):
+            self.mean, self.std = mean, std
+
+        def queue(self, slots, images):
+            queued.append(sum(i is not None for i in images))
+            return type("Made", (), {"x": image_inputs.inputs_on_cpu(
+                slots, images, (3, 32, 48), self.mean, self.std)})
+
+        def close(self):
+            pass
+
     from squeezegen.runtime import masks
+    monkeypatch.setattr(image_inputs, "ImageInputs", FakeInputs)
     monkeypatch.setattr(squeezegen, "compile", fake_compile)
     monkeypatch.setattr(masks, "ClassMasks", FakeMasks)
     monkeypatch.setattr(device, "PinnedHost", FakePin)
@@ -542,15 +587,17 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
     mean, std = np.full((3, 1, 1), 128, np.float32), np.ones((3, 1, 1), np.float32)
     items += collect([data["images"] / "broken"], tmp_path)
     settings = Settings((3, 32, 48), mean, std, batch=4, workers=2,
-                        processes=bool(processes))
+                        processes=bool(processes), gpu_resize=processes == "gpu resize")
     s = Pipeline(items, specs, tmp_path, settings, "cuda").run()
+    assert (sum(queued) > 0) == (processes == "gpu resize")
     items = items[:-3]
     assert (s.written, s.failed) == (24, 3) and sum(s.per_network) == 24
     assert sorted(d for d, *_ in made) == [0, 0, 2, 2]
     assert {(b, p) for _, b, p, _ in made} == {(4, "fp16")}
     assert len({t for *_, t in made}) == 4 and threading.get_ident() not in {t for *_, t in made}
     if processes and os.access("/dev/shm", os.W_OK):   # shared memory, locked once
-        assert [p.array.dtype for p in pinned] == [np.float32, np.uint8]
+        batches = np.uint8 if processes == "gpu resize" else np.float32
+        assert [p.array.dtype for p in pinned] == [batches, np.uint8]
         assert all(p.closed for p in pinned)
     else:
         assert pinned == []
@@ -581,9 +628,11 @@ def test_segment_bench_runs_on_the_cpu(data, tmp_path):
     result = json.loads(out.read_text())
     assert result["segment"]["summary"]["written"] == 3
     assert result["network"]["img_s"] > 0 and result["segment"]["ratio_to_network"] > 0
-    assert {"decode_ms", "encode_ms"} <= set(result["per_image_ms_one_thread"])
+    assert {"decode_ms", "decode_for_gpu_resize_ms", "encode_ms"} <= \
+        set(result["per_image_ms_one_thread"])
     stage = result["segment"]["limited_by"].split(" (")[0]
-    assert stage in {"decode", "encode", "network with copies"}
+    assert stage in {"decode", "encode", "decode and encode on the same CPUs",
+                     "network with copies"}
 
 
 def test_segmenter_is_a_plain_callable_for_bytes_and_arrays(data, first_run):

@@ -15,6 +15,7 @@ import numpy as np
 from ..codegen.emit import environment
 from ..errors import InputError
 from ..segmentation.resample import sampling
+from .buffers import GrowingBuffers
 from .compile import compile_cubin
 from .device import device_arch
 
@@ -68,18 +69,7 @@ class ClassMasks:
             self._module = drv.module_from_buffer(cubin)
             self._kernel = self._module.get_function("segment_masks")
             self._kernel.prepare("PPPPP")
-        self._buffers: dict = {}
-
-    def _buffer(self, what: str, nbytes: int):
-        """A device buffer of at least nbytes, kept and grown as batches need."""
-        have = self._buffers.get(what)
-        if have is None or have[1] < nbytes:
-            if have is not None:                      # the network frees the rest at close
-                self.net._allocations.remove(have[0])
-                have[0].free()
-            size = max(nbytes, 2 * have[1] if have else nbytes, 256)
-            self._buffers[what] = (self.net._alloc_bytes(size, f"the masks' {what}"), size)
-        return self._buffers[what][0]
+        self._buffers = GrowingBuffers(net, "the masks'")
 
     def sampling(self, size: tuple, box: tuple | None = None):
         """What the kernel needs to know of one image of `size` (height, width) that covered
@@ -90,13 +80,14 @@ class ClassMasks:
 
     def __call__(self, x: np.ndarray, sizes: list | None = None, boxes: list | None = None,
                  samplings: list | None = None, out: np.ndarray | None = None,
-                 check_values: bool = True) -> list:
+                 check_values: bool = True, make_input=None) -> list:
         """x: float32 (n, *input shape) -> a (height, width) uint8 mask per image. Give each
         image's `sizes` (height, width) and `boxes` (top, left, height, width; default: all of
         the input), or their `samplings`. The masks come back one after the other, image i's
         h x w at the sum of the earlier images' h x w, in a new array or, where it has room, in
         `out` (uint8, 1-D; page-locked memory copies fastest). `check_values`: as in
-        `Network.forward`."""
+        `Network.forward`. `make_input` (what `ImageInputs.queue` returns) makes the input on
+        the GPU instead of copying x (then None) in."""
         if samplings is None:
             if sizes is None:
                 raise InputError("ClassMasks needs the images' sizes (or their samplings)")
@@ -105,7 +96,7 @@ class ClassMasks:
                 raise InputError(f"{len(sizes)} sizes and {len(boxes)} boxes")
             samplings = [self.sampling(size, box) for size, box in zip(sizes, boxes)]
         n = len(samplings)
-        if len(x) != n:
+        if make_input is None and len(x) != n:
             raise InputError(f"{len(x)} images and {n} sizes")
         if n == 0:
             return []
@@ -118,11 +109,12 @@ class ClassMasks:
         host = out[:total] if out is not None and total <= len(out) else \
             np.empty(max(1, total), np.uint8)
         drv = self._drv
-        with self.net.forward(x, check_values) as net:
-            d_meta = self._buffer("meta", meta.nbytes)
-            d_idx = self._buffer("indices", idx.nbytes)
-            d_frac = self._buffer("weights", frac.nbytes)
-            d_masks = self._buffer("masks", host.nbytes)
+        with (self.net.forward(x, check_values) if make_input is None
+              else self.net.forward_from(make_input)) as net:
+            d_meta = self._buffers.get("meta", meta.nbytes)
+            d_idx = self._buffers.get("indices", idx.nbytes)
+            d_frac = self._buffers.get("weights", frac.nbytes)
+            d_masks = self._buffers.get("masks", host.nbytes)
             for dst, src in ((d_meta, meta), (d_idx, idx), (d_frac, frac)):
                 drv.memcpy_htod_async(dst, src, net.stream)
             if largest:
@@ -140,8 +132,5 @@ class ClassMasks:
         if module is None:
             return
         with self.net.active():
-            for mem, _ in self._buffers.values():
-                self.net._allocations.remove(mem)
-                mem.free()
-            self._buffers.clear()
+            self._buffers.free()
             del module

@@ -191,10 +191,20 @@ class Network:
         if x.shape[0] > self.batch:
             raise InputError(f"input batch {x.shape[0]} is larger than this network's batch "
                              f"{self.batch} (compile with batch={x.shape[0]})")
+        with self.forward_from(lambda drv, stream, d_input:
+                               drv.memcpy_htod_async(d_input, x, stream)) as net:
+            yield net
+
+    @contextmanager
+    def forward_from(self, queue_input):
+        """`forward`, the input made on the GPU instead of copied from an array:
+        queue_input(driver, stream, input device buffer) queues the work that writes it (the
+        full batch, NCHW float32) on the network's stream."""
+        self._check_open()
         drv = self._drv
         with self._host_lock, self.active():
             try:
-                drv.memcpy_htod_async(self._input, x, self.stream)
+                queue_input(drv, self.stream, self._input)
                 self.forward_async()
                 yield self
                 self.stream.synchronize()

@@ -91,18 +91,34 @@ def _decode_in_processes(decoders: str, kind: str) -> bool:
     return decoders == "processes"
 
 
+def _resize_on_gpu(resize_on: str, kind: str, processes: bool, scores: bool, ray) -> bool:
+    """Whether the GPU resizes and normalises the decoded images (`runtime.image_inputs`):
+    where the workers are processes feeding a GPU that makes the masks (not with --scores or
+    on Ray Data), unless resize_on is "cpu"."""
+    if resize_on not in ("auto", "gpu", "cpu"):
+        raise InputError(f"resize_on must be auto, gpu or cpu, got '{resize_on}'")
+    possible = ray is None and kind == "cuda" and processes and not scores
+    if resize_on == "gpu" and not possible:
+        raise InputError("resizing on the GPU needs the cuda backend, decoding in worker "
+                         "processes, no --scores and no --ray")
+    return possible and resize_on != "cpu"
+
+
 def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str = "fp32",
             gpus="all", resize: str = "stretch", mean=(128.0,), std=(1.0,),
             scores: bool = False, overwrite: bool = False, backend: str = "auto",
             workers: int | None = None, per_gpu: int = 1, progress: bool = True,
-            ray: str | None = None, decoders: str = "auto", log=None) -> SegmentSummary:
+            ray: str | None = None, decoders: str = "auto", resize_on: str = "auto",
+            log=None) -> SegmentSummary:
     """Segment every image of `inputs` (paths of images, folders, globs or .txt lists) into
     `out_dir`; returns the summary. `backend` is cuda, numpy or auto; `gpus` is all, a count or
     a list of ids; `workers` the decoders and the encode threads (each; default: the CPU count);
     `decoders` "processes", "threads" or "auto" (processes with a GPU and 4 CPUs or more);
     `per_gpu` networks share each GPU (to overlap one's copies with another's kernels); `ray`
-    ("auto" or a cluster address) runs the job on Ray Data instead (`squeezegen.ray`).
-    Images that cannot be read are skipped and listed in out_dir/failed.txt."""
+    ("auto" or a cluster address) runs the job on Ray Data instead (`squeezegen.ray`);
+    `resize_on` "gpu", "cpu" or "auto" (the GPU where the workers are processes feeding a GPU
+    that makes the masks): the GPU resizes the decoded images with Pillow's arithmetic, so the
+    CPUs only decode. Images that cannot be read are skipped and listed in out_dir/failed.txt."""
     from ..frontend import load_model
     from ..weights import check_weights, load_weights
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
@@ -125,13 +141,16 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
     settings = Settings(shape=(c, h, w), mean=mean_a, std=std_a, batch=batch, resize=resize,
                         scores=scores, overwrite=overwrite, workers=workers or os.cpu_count() or 4)
     if ray is not None:
+        _resize_on_gpu(resize_on, "ray", False, scores, ray)
         from .ray_data import run_ray
         summary = run_ray(ray, graph, checked, items, out_dir, settings, precision=precision,
                           backend=backend, progress=progress, log=log, per_gpu=per_gpu)
     else:
         kind = choose_backend(backend, log)
         specs = backend_specs(kind, graph, checked, batch, precision, gpus, per_gpu)
-        settings = replace(settings, processes=_decode_in_processes(decoders, kind))
+        processes = _decode_in_processes(decoders, kind)
+        settings = replace(settings, processes=processes,
+                           gpu_resize=_resize_on_gpu(resize_on, kind, processes, scores, ray))
         bar = Progress(len(items), enabled=progress)
         pipeline = Pipeline(items, specs, out_dir, settings, kind, bar if progress else None, log)
         try:

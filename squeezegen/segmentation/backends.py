@@ -40,19 +40,30 @@ class CudaBackend:
                                       device=device)
         self.batch = batch
         self._masks = None
+        self._inputs = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.net(x)
 
-    def classes(self, x: np.ndarray, sizes: list, boxes: list, out: np.ndarray | None = None
-                ) -> list:
+    def classes(self, x: np.ndarray, sizes: list, boxes: list, out: np.ndarray | None = None,
+                decoded: list | None = None, normalisation: tuple | None = None) -> list:
         """A (height, width) uint8 mask per image of `sizes`, each image having covered its
         box (top, left, height, width) of the input; in `out` where it has room (as
-        `ClassMasks`). x holds decoded images, which cannot be NaN: not scanned for them."""
+        `ClassMasks`). x holds decoded images, which cannot be NaN: not scanned for them.
+        With `decoded` (per image None, or the (height, width, box) of the decoded pixels that
+        its slot of x holds instead of its input), the GPU makes the input from x's slots
+        (`ImageInputs`, normalised with normalisation = (mean, std))."""
         if self._masks is None:
             from ..runtime.masks import ClassMasks
             self._masks = ClassMasks(self.net)
-        return self._masks(x, sizes, boxes, out=out, check_values=False)
+        if decoded is None:
+            return self._masks(x, sizes, boxes, out=out, check_values=False)
+        if self._inputs is None:
+            from ..runtime.image_inputs import ImageInputs
+            self._inputs = ImageInputs(self.net, *normalisation)
+        slots = x.reshape(len(x), -1).view(np.uint8)
+        return self._masks(None, sizes, boxes, out=out,
+                           make_input=self._inputs.queue(slots, decoded))
 
     def pin(self, array: np.ndarray):
         """`array`'s memory page-locked (a `PinnedHost`, to close when done with it)."""
@@ -60,8 +71,9 @@ class CudaBackend:
         return PinnedHost(array, self.net.device)
 
     def close(self) -> None:
-        if self._masks is not None:
-            self._masks.close()
+        for helper in (self._masks, self._inputs):
+            if helper is not None:
+                helper.close()
         self.net.close()
 
 

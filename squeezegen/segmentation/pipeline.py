@@ -60,6 +60,7 @@ class Settings:
     overwrite: bool = False
     workers: int = 4
     processes: bool = False         # decode in worker processes (many cores) rather than threads
+    gpu_resize: bool = False        # (worker processes, GPU masks) resize and normalise on the GPU
 
 
 @dataclass
@@ -67,6 +68,8 @@ class _Job:
     item: Item
     size: tuple                     # the image's original (height, width)
     box: tuple                      # where it went in the model's input: top, left, height, width
+    decoded: tuple | None = None    # (gpu_resize) the decoded pixels' (height, width) in its slot,
+                                    # or None: the slot holds the input the CPU made
 
 
 class _Batch:
@@ -256,8 +259,8 @@ class Pipeline:
                 if result[0] == "error":
                     self._fail(item, result[1])
                     continue
-                _, size, box, seconds = result
-                b.jobs[slot] = _Job(item, tuple(size), tuple(box))
+                _, size, box, seconds, decoded = result
+                b.jobs[slot] = _Job(item, tuple(size), tuple(box), decoded)
                 with self.lock:
                     self.summary.decode_s += seconds
             b.pending -= 1
@@ -285,8 +288,14 @@ class Pipeline:
                 start = time.perf_counter()
                 if masks:                                    # the classes, made on the GPU
                     whole = (0, 0) + tuple(self.s.shape[1:])     # for unreadable slots
-                    y = backend.classes(b.x[:n], sizes, [j.box if j else whole for j in jobs],
-                                        out=None if slot is None else self._pool.masks[slot])
+                    boxes = [j.box if j else whole for j in jobs]
+                    decoded = None
+                    if self.s.gpu_resize:                    # slot i: decoded pixels or None
+                        decoded = [j.decoded + (j.box,) if j and j.decoded else None
+                                   for j in jobs]
+                    y = backend.classes(b.x[:n], sizes, boxes,
+                                        out=None if slot is None else self._pool.masks[slot],
+                                        decoded=decoded, normalisation=(self.s.mean, self.s.std))
                 else:
                     y = backend(b.x[:n])
                     y = y[0] if isinstance(y, tuple) else y
@@ -449,7 +458,8 @@ class Pipeline:
         mask_slots = in_flight + 1 + len(self.specs) if self.gpu_masks else 0
         self._pool = WorkerPool(count, self.s.batch, self.s.shape, self.s.resize, self.s.mean,
                                 self.s.std, self.n_decoders, mask_slots,
-                                min(MAX_MASK_SLOT, self.s.batch * MASK_PIXELS_PER_IMAGE))
+                                min(MAX_MASK_SLOT, self.s.batch * MASK_PIXELS_PER_IMAGE),
+                                self.s.gpu_resize)
         self.q_free = queue.Queue()
         for i in range(count):
             self.q_free.put(i)

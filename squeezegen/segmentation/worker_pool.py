@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..images import fit_box, read_pixels, save_classes
+from ..images import fit_box, read_decoded, read_pixels, save_classes
 from .inputs import output_path
+from .slots import SLOT_PIXELS, input_view, slot_bytes
 
 _WORKER: dict = {}                   # in each worker: the mapped batches and the settings
 
@@ -55,7 +56,8 @@ def reason(exc: BaseException) -> str:
 def _init(path: str, shape: tuple, settings: tuple, masks_path: str | None = None,
           masks_shape: tuple | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)        # the parent decides when to stop
-    _WORKER["batches"] = np.memmap(path, np.float32, "r+", shape=shape)
+    dtype = np.uint8 if len(shape) == 3 else np.float32   # byte slots (gpu_resize) or inputs
+    _WORKER["batches"] = np.memmap(path, dtype, "r+", shape=shape)
     _WORKER["settings"] = settings
     if masks_path is not None:
         _WORKER["masks"] = np.memmap(masks_path, np.uint8, "r", shape=masks_shape)
@@ -69,23 +71,44 @@ def _mask(where) -> np.ndarray:
     return _WORKER["masks"][slot, offset:offset + h * w].reshape(h, w)
 
 
+def _input_slot(batch: np.ndarray, slot: int, channels: int, hw: tuple) -> np.ndarray:
+    """Slot `slot` of a batch as a float32 (C, H, W) input: the batch's own layout, or the
+    first bytes of a byte slot (gpu_resize)."""
+    if batch.dtype == np.float32:
+        return batch[slot]
+    return input_view(batch[slot], (channels,) + tuple(hw))
+
+
 def decode_chunk(index: int, first: int, paths: list) -> list:
     """Decode `paths` into batch `index`, slots first, first + 1, ...; per image
-    ("ok", size, box, seconds) or ("error", why)."""
-    channels, hw, resize, mean, std = _WORKER["settings"]
+    ("ok", size, box, seconds, decoded) or ("error", why). With `gpu_resize`, an 8-bit image
+    whose decoded pixels fit its slot goes there as they are, for the GPU to resize and
+    normalise (`runtime.image_inputs`), and `decoded` is their (height, width); otherwise it
+    is None and the slot holds the normalised input."""
+    channels, hw, resize, mean, std, gpu_resize = _WORKER["settings"]
     x = _WORKER["batches"][index]
+    limit = SLOT_PIXELS * hw[0] * hw[1] if gpu_resize else 0   # decoded pixels a slot holds
     out = []
     for slot, path in enumerate(paths, start=first):
         start = time.perf_counter()
+        decoded = None
         try:
-            pixels, size = read_pixels(path, channels, hw, resize, draft=True)
+            box = None
+            if limit:
+                pixels, size, is_decoded = read_decoded(path, channels, hw, resize, limit)
+                if is_decoded:
+                    decoded = pixels.shape[:2]
+                    x[slot, :pixels.size] = pixels.reshape(-1)
+            else:
+                pixels, size = read_pixels(path, channels, hw, resize, draft=True)
             box = fit_box(size, hw, resize)
-            fill_slot(x[slot], pixels, box, mean, std)
+            if decoded is None:
+                fill_slot(_input_slot(x, slot, channels, hw), pixels, box, mean, std)
         except Exception as exc:                        # unreadable, truncated, not an image
-            x[slot] = 0.0
+            _input_slot(x, slot, channels, hw)[...] = 0.0
             out.append(("error", f"cannot read the image: {reason(exc)}"))
             continue
-        out.append(("ok", size, box, time.perf_counter() - start))
+        out.append(("ok", size, box, time.perf_counter() - start, decoded))
     return out
 
 
@@ -156,29 +179,33 @@ def _reserve(path: Path, nbytes: int) -> None:
 
 
 class WorkerPool:
-    """`count` input batches of (batch, C, H, W) float32 in shared memory, `mask_slots` slots
-    of `mask_bytes` bytes for masks, and `workers` processes that decode into the batches and
-    write the PNGs of masks."""
+    """`count` input batches of (batch, C, H, W) float32 in shared memory (gpu_resize: of
+    (batch, `image_inputs.slot_bytes`) uint8, for decoded pixels or an input), `mask_slots`
+    slots of `mask_bytes` bytes for masks, and `workers` processes that decode into the
+    batches and write the PNGs of masks."""
 
     def __init__(self, count: int, batch: int, shape: tuple, resize: str, mean: np.ndarray,
-                 std: np.ndarray, workers: int, mask_slots: int = 0, mask_bytes: int = 0):
-        self.shape = (count, batch) + tuple(shape)
+                 std: np.ndarray, workers: int, mask_slots: int = 0, mask_bytes: int = 0,
+                 gpu_resize: bool = False):
+        # the batches: float32 inputs, or (gpu_resize) byte slots that hold decoded pixels
+        self.shape = (count, batch) + (tuple(shape) if not gpu_resize else (slot_bytes(shape),))
+        dtype = np.uint8 if gpu_resize else np.float32
         masks_shape = (mask_slots, mask_bytes) if mask_slots and mask_bytes else None
-        files = {"batches.f32": 4 * int(np.prod(self.shape))}
+        files = {"batches": np.dtype(dtype).itemsize * int(np.prod(self.shape))}
         if masks_shape:
             files["masks.u8"] = mask_slots * mask_bytes
         self._dir = shared_files(files)
         # page-locking is for memory (tmpfs): the GPU writing into a disk file's pages by DMA
         # is what kernels warn about or refuse
         self.in_memory = Path(self._dir.name).parent == Path("/dev/shm")
-        path = str(Path(self._dir.name) / "batches.f32")
-        self.batches = np.memmap(path, np.float32, "r+", shape=self.shape)
+        path = str(Path(self._dir.name) / "batches")
+        self.batches = np.memmap(path, dtype, "r+", shape=self.shape)
         self.masks = None
         masks_path = None
         if masks_shape:
             masks_path = str(Path(self._dir.name) / "masks.u8")
             self.masks = np.memmap(masks_path, np.uint8, "r+", shape=masks_shape)
-        settings = (shape[0], tuple(shape[1:]), resize, mean, std)
+        settings = (shape[0], tuple(shape[1:]), resize, mean, std, gpu_resize)
         self.executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=context(), initializer=_init,
             initargs=(path, self.shape, settings, masks_path, masks_shape))

@@ -1,0 +1,152 @@
+"""A network's input batch made on its GPU from decoded 8-bit images: resized into each image's
+box with Pillow's bilinear filter to the bit (`segmentation.bilinear8`,
+templates/image_inputs.cu.j2) and normalised, so that the CPU only decodes.
+
+The batch arrives in byte slots (`segmentation.slots`), one an image: a slot holds either the
+image's decoded pixels (src_h x src_w x C uint8, when they fit) or, in its first bytes, a
+float32 input the CPU made (`ready`: 16-bit images, larger ones, unreadable ones as zeros).
+Only the bytes an image uses are copied to the GPU.
+
+    inputs = ImageInputs(net, mean, std)
+    with net.forward_from(inputs.queue(slots, images)) as net: ...
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..codegen.emit import environment
+from ..errors import InputError
+from ..ops.activation import c_float
+from ..segmentation.bilinear8 import axis_table, resize, vertical_first
+from ..segmentation.slots import fits, input_view, slot_bytes
+from .buffers import GrowingBuffers
+from .compile import compile_cubin
+from .device import device_arch
+
+THREADS = 256                 # per block; the template's __launch_bounds__
+SOURCE = "image_inputs.cu"
+KIND_READY, KIND_DECODED = 0, 1
+META = 10
+
+
+def render(network: str, shape: tuple, mean, std) -> str:
+    channels, height, width = (int(v) for v in shape)
+    return environment().get_template("image_inputs.cu.j2").render(
+        network=network, channels=channels, height=height, width=width,
+        slot_bytes=slot_bytes(shape), mean=[c_float(v) for v in np.ravel(mean)],
+        std=[c_float(v) for v in np.ravel(std)])
+
+
+def tables(images: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's tables for one batch. images: per slot None (ready) or (source height,
+    source width, box (top, left, height, width)). Returns meta (int32, slots x 10), taps (int32,
+    3 an output row or column: first source pixel, count, first weight) and weights (int32);
+    an axis table that several images share is there once."""
+    meta = np.zeros((max(1, len(images)), META), np.int32)
+    taps, weights, where = [], [], {}
+    n_taps = n_weights = 0
+
+    def axis(n_in: int, n_out: int) -> int:
+        nonlocal n_taps, n_weights
+        if (n_in, n_out) not in where:
+            first, count, fixed = axis_table(n_in, n_out)
+            offsets = n_weights + fixed.shape[1] * np.arange(n_out, dtype=np.int32)
+            taps.append(np.stack([first, count, offsets], axis=1))
+            weights.append(fixed.ravel())
+            where[(n_in, n_out)] = n_taps
+            n_taps += n_out
+            n_weights += fixed.size
+        return where[(n_in, n_out)]
+
+    for i, image in enumerate(images):
+        if image is None:
+            meta[i, 0] = KIND_READY
+            continue
+        src_h, src_w, (top, left, bh, bw) = image
+        meta[i] = (KIND_DECODED, src_h, src_w, top, left, bh, bw, axis(src_h, bh),
+                   axis(src_w, bw), vertical_first((src_h, src_w), (bh, bw)))
+    cat = (lambda parts: np.ascontiguousarray(np.concatenate(parts), np.int32) if parts
+           else np.zeros(3, np.int32))
+    return meta, cat(taps), cat(weights)
+
+
+def inputs_on_cpu(slots: np.ndarray, images: list, shape: tuple, mean: np.ndarray,
+                  std: np.ndarray) -> np.ndarray:
+    """What the kernel makes, in NumPy (the oracle of its tests): (n, *shape) float32 from
+    the same slots and images as `ImageInputs.queue`."""
+    c = shape[0]
+    x = np.zeros((len(images),) + tuple(shape), np.float32)
+    for i, image in enumerate(images):
+        if image is None:
+            x[i] = input_view(slots[i], shape)
+            continue
+        src_h, src_w, (top, left, bh, bw) = image
+        pixels = slots[i, :src_h * src_w * c].reshape(src_h, src_w, c)
+        resized = resize(pixels, bh, bw).transpose(2, 0, 1).astype(np.float32)
+        x[i, :, top:top + bh, left:left + bw] = (resized - mean) / std
+    return x
+
+
+class ImageInputs:
+    """Makes `net`'s input from slots of decoded images (see the module); normalised with
+    `mean` and `std` ((C, 1, 1) float32, as `images.check_normalisation` gives)."""
+
+    def __init__(self, net, mean: np.ndarray, std: np.ndarray):
+        self.net = net
+        self.shape = tuple(net.graph.input.type.shape)
+        if len(self.shape) != 3 or self.shape[0] not in (1, 3):
+            raise InputError(f"image inputs need a (1 or 3, height, width) input; "
+                             f"'{net.graph.name}' takes {self.shape}")
+        self.slot_bytes = slot_bytes(self.shape)
+        self._ready_bytes = 4 * int(np.prod(self.shape))
+        source = render(net.graph.name, self.shape, mean, std)
+        cubin = compile_cubin({SOURCE: source.encode()}, SOURCE, device_arch(net.device))
+        with net.active() as drv:
+            self._module = drv.module_from_buffer(cubin)
+            self._kernel = self._module.get_function("image_inputs")
+            self._kernel.prepare("PPPPP")
+        self._buffers = GrowingBuffers(net, "the image inputs'")
+
+    def queue(self, slots: np.ndarray, images: list):
+        """What `net.forward_from` takes: queue the copy of `slots` (uint8, images x slot
+        bytes; page-locked memory copies fastest) and the kernel that makes the input from
+        them. images: per slot None (ready) or (source height, source width, box)."""
+        n = len(images)
+        if not 1 <= n <= self.net.batch:
+            raise InputError(f"{n} images for a network of batch {self.net.batch}")
+        if slots.dtype != np.uint8 or slots.shape != (n, self.slot_bytes) \
+                or not slots.flags.c_contiguous:
+            raise InputError(f"the slots must be a contiguous uint8 array of shape "
+                             f"({n}, {self.slot_bytes}), got {slots.dtype} {slots.shape}")
+        for image in images:
+            if image is not None and not fits(image[:2], self.shape):
+                raise InputError(f"decoded pixels of {image[0]} x {image[1]} do not fit a slot")
+        meta, taps, weights = tables(images)
+
+        used = [self._ready_bytes if image is None else image[0] * image[1] * self.shape[0]
+                for image in images]
+
+        def queue_input(drv, stream, d_input) -> None:
+            d_slots = self._buffers.get("slots", slots.nbytes)
+            d_meta = self._buffers.get("meta", meta.nbytes)
+            d_taps = self._buffers.get("taps", taps.nbytes)
+            d_weights = self._buffers.get("weights", weights.nbytes)
+            for i, nbytes in enumerate(used):                # the bytes each image uses
+                drv.memcpy_htod_async(int(d_slots) + i * self.slot_bytes, slots[i, :nbytes],
+                                      stream)
+            for dst, src in ((d_meta, meta), (d_taps, taps), (d_weights, weights)):
+                drv.memcpy_htod_async(dst, src, stream)
+            plane = self.shape[1] * self.shape[2]
+            self._kernel.prepared_async_call(((plane + THREADS - 1) // THREADS, n),
+                                             (THREADS, 1, 1), stream, int(d_slots), int(d_meta),
+                                             int(d_taps), int(d_weights), int(d_input))
+        return queue_input
+
+    def close(self) -> None:
+        """Unload the kernel and free the buffers, in this thread, before the network's close."""
+        module, self._module, self._kernel = self._module, None, None
+        if module is None:
+            return
+        with self.net.active():
+            self._buffers.free()
+            del module
