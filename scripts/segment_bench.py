@@ -129,7 +129,8 @@ def time_network(model, weights, batch: int, precision: str, backend: str, iters
     gpu_resize = {} if resize_ms is None else {
         "gpu_resize_masks_ms_per_batch": resize_ms,
         "gpu_resize_masks_img_s": batch / resize_ms * 1e3}
-    return {**gpu_resize, "ms_per_batch": ms, "img_s": batch / ms * 1e3, "host_ms_per_batch": host_ms,
+    return {**gpu_resize, "ms_per_batch": ms, "img_s": batch / ms * 1e3,
+            "host_ms_per_batch": host_ms,
             "host_img_s": batch / host_ms * 1e3, "transfer_ms_per_batch": host_ms - ms,
             "masks_pageable_ms_per_batch": pageable_ms,
             "masks_pageable_img_s": batch / pageable_ms * 1e3,
@@ -188,8 +189,8 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
     for a slot still resized on the CPU), and the scores back at the original size + the PNG,
     from the network's own scores for the sample (a noisy output has more class boundaries to
     interpolate than a smooth one)."""
-    from squeezegen.images import (check_normalisation, fit_box, read_decoded, read_pixels,
-                                   save_classes)
+    from squeezegen.images import (check_normalisation, classes_png, fit_box, read_decoded,
+                                   read_pixels, save_classes)
     from squeezegen.segmentation.slots import SLOT_PIXELS
     from squeezegen.segmentation.inputs import output_path
     from squeezegen.segmentation.outputs import PNG_LEVEL, write_outputs
@@ -227,10 +228,19 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
                            for m in masks(x[i:i + batch], sizes[i:i + batch],
                                           boxes[i:i + batch])]
             start = time.perf_counter()
+            for mask in classes:                         # the PNG's bytes alone
+                classes_png(mask, PNG_LEVEL)
+            png_ms = (time.perf_counter() - start) * 1e3 / len(images)
+            start = time.perf_counter()
             for i, mask in enumerate(classes):
                 save_classes(output_path(tmp, f"{i}.jpg"), mask, compress_level=PNG_LEVEL)
         encode_ms = (time.perf_counter() - start) * 1e3 / len(images)
-    return {"decode_ms": decode_ms, "decode_for_gpu_resize_ms": decode_only_ms,
+    if backend != "numpy":
+        extra = {"png_bytes_ms": png_ms,
+                 "mask_pixels_mean": float(np.mean([m.size for m in classes]))}
+    else:
+        extra = {}
+    return {**extra, "decode_ms": decode_ms, "decode_for_gpu_resize_ms": decode_only_ms,
             "decoded_fit_slots": sum(p is not None for p, _ in raw) / len(raw),
             "encode_ms": encode_ms, "sample": len(images), "sizes": sizes, "decoded": raw}
 
@@ -332,7 +342,9 @@ def main() -> int:
            else ""), flush=True)
     print(f"one thread: decode + resize {costs['decode_ms']:.2f} ms/img, decode alone "
           f"{costs['decode_for_gpu_resize_ms']:.2f} ms/img ({costs['decoded_fit_slots']:.0%} "
-          f"fit a slot), encode {costs['encode_ms']:.2f} ms/img", flush=True)
+          f"fit a slot), encode {costs['encode_ms']:.2f} ms/img" +
+          (f" (the PNG's bytes {costs['png_bytes_ms']:.2f} ms, the rest writing the file)"
+           if "png_bytes_ms" in costs else ""), flush=True)
 
     result = {"images": args.images, "batch": args.batch, "precision": args.precision,
               "model": args.model, "backend": args.backend, "workers": workers,
