@@ -535,6 +535,9 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
         def __init__(self, net):
             self.net = net
 
+        def sampling(self, size, box):
+            return size, box
+
         def __call__(self, x, sizes, boxes, out=None, check_values=True, make_input=None):
             if make_input is not None:
                 x = make_input.x
@@ -572,7 +575,31 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
         def close(self):
             pass
 
-    from squeezegen.runtime import masks
+    in_flight = []
+
+    class FakeOverlap:                # runtime.overlap.OverlappedMasks: made at once, in NumPy
+        def __init__(self, net, masks, inputs=None):
+            self.masks, self.inputs, self.flying = masks, inputs, 0
+
+        def submit(self, samplings, out=None, x=None, slots=None, images=None):
+            self.flying += 1
+            in_flight.append(self.flying)
+            assert self.flying <= 2
+            if slots is not None:
+                x = self.inputs.queue(slots, images)
+            sizes, boxes = zip(*samplings)
+            return self.masks(None if slots is not None else x, sizes, boxes, out=out,
+                              make_input=x if slots is not None else None)
+
+        def result(self, ticket):
+            self.flying -= 1
+            return ticket
+
+        def close(self):
+            pass
+
+    from squeezegen.runtime import masks, overlap
+    monkeypatch.setattr(overlap, "OverlappedMasks", FakeOverlap)
     monkeypatch.setattr(image_inputs, "ImageInputs", FakeInputs)
     monkeypatch.setattr(squeezegen, "compile", fake_compile)
     monkeypatch.setattr(masks, "ClassMasks", FakeMasks)
@@ -590,6 +617,7 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
                         processes=bool(processes), gpu_resize=processes == "gpu resize")
     s = Pipeline(items, specs, tmp_path, settings, "cuda").run()
     assert (sum(queued) > 0) == (processes == "gpu resize")
+    assert max(in_flight) == 2            # each network submits a batch before collecting one
     items = items[:-3]
     assert (s.written, s.failed) == (24, 3) and sum(s.per_network) == 24
     assert sorted(d for d, *_ in made) == [0, 0, 2, 2]

@@ -107,10 +107,9 @@ class ImageInputs:
             self._kernel.prepare("PPPPP")
         self._buffers = GrowingBuffers(net, "the image inputs'")
 
-    def queue(self, slots: np.ndarray, images: list):
-        """What `net.forward_from` takes: queue the copy of `slots` (uint8, images x slot
-        bytes; page-locked memory copies fastest) and the kernel that makes the input from
-        them. images: per slot None (ready) or (source height, source width, box)."""
+    def prepare(self, slots: np.ndarray, images: list) -> tuple:
+        """The tables of a batch (`tables`) and the bytes each slot uses; InputError for what
+        the kernel cannot read."""
         n = len(images)
         if not 1 <= n <= self.net.batch:
             raise InputError(f"{n} images for a network of batch {self.net.batch}")
@@ -121,25 +120,40 @@ class ImageInputs:
         for image in images:
             if image is not None and not fits(image[:2], self.shape):
                 raise InputError(f"decoded pixels of {image[0]} x {image[1]} do not fit a slot")
-        meta, taps, weights = tables(images)
-
         used = [self._ready_bytes if image is None else image[0] * image[1] * self.shape[0]
                 for image in images]
+        return tables(images) + (used,)
+
+    def copy_in(self, drv, stream, buffers: GrowingBuffers, slots: np.ndarray, prepared):
+        """Queue the copies of the used bytes of `slots` and the tables on `stream`, into
+        `buffers`; returns the device buffers (slots, meta, taps, weights)."""
+        meta, taps, weights, used = prepared
+        d_slots = buffers.get("slots", slots.nbytes)
+        d_tables = [buffers.get(what, a.nbytes) for what, a in
+                    (("meta", meta), ("taps", taps), ("weights", weights))]
+        for i, nbytes in enumerate(used):                # the bytes each image uses
+            drv.memcpy_htod_async(int(d_slots) + i * self.slot_bytes, slots[i, :nbytes], stream)
+        for dst, src in zip(d_tables, (meta, taps, weights)):
+            drv.memcpy_htod_async(dst, src, stream)
+        return (d_slots, *d_tables)
+
+    def launch(self, stream, device_buffers, n: int, d_input) -> None:
+        """Queue the kernel on `stream`: n images' input into d_input from what `copy_in`
+        put on the device."""
+        plane = self.shape[1] * self.shape[2]
+        self._kernel.prepared_async_call(((plane + THREADS - 1) // THREADS, n), (THREADS, 1, 1),
+                                         stream, *(int(d) for d in device_buffers),
+                                         int(d_input))
+
+    def queue(self, slots: np.ndarray, images: list):
+        """What `net.forward_from` takes: queue the copy of `slots` (uint8, images x slot
+        bytes; page-locked memory copies fastest) and the kernel that makes the input from
+        them. images: per slot None (ready) or (source height, source width, box)."""
+        prepared = self.prepare(slots, images)
 
         def queue_input(drv, stream, d_input) -> None:
-            d_slots = self._buffers.get("slots", slots.nbytes)
-            d_meta = self._buffers.get("meta", meta.nbytes)
-            d_taps = self._buffers.get("taps", taps.nbytes)
-            d_weights = self._buffers.get("weights", weights.nbytes)
-            for i, nbytes in enumerate(used):                # the bytes each image uses
-                drv.memcpy_htod_async(int(d_slots) + i * self.slot_bytes, slots[i, :nbytes],
-                                      stream)
-            for dst, src in ((d_meta, meta), (d_taps, taps), (d_weights, weights)):
-                drv.memcpy_htod_async(dst, src, stream)
-            plane = self.shape[1] * self.shape[2]
-            self._kernel.prepared_async_call(((plane + THREADS - 1) // THREADS, n),
-                                             (THREADS, 1, 1), stream, int(d_slots), int(d_meta),
-                                             int(d_taps), int(d_weights), int(d_input))
+            self.launch(stream, self.copy_in(drv, stream, self._buffers, slots, prepared),
+                        len(images), d_input)
         return queue_input
 
     def close(self) -> None:

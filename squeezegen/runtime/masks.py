@@ -50,6 +50,11 @@ def tables(samplings: list):
             offset)
 
 
+def views(host: np.ndarray, meta: np.ndarray) -> list:
+    """Each image's (height, width) mask in `host`, the masks one after the other."""
+    return [host[o:o + h * w].reshape(h, w) for o, h, w, _, _ in meta.tolist()]
+
+
 class ClassMasks:
     """The argmax class masks of `net`'s one output, (classes, h, w) scores per image, at each
     image's original size. Call it from any thread; it holds the network while it runs."""
@@ -117,13 +122,18 @@ class ClassMasks:
             d_masks = self._buffers.get("masks", host.nbytes)
             for dst, src in ((d_meta, meta), (d_idx, idx), (d_frac, frac)):
                 drv.memcpy_htod_async(dst, src, net.stream)
-            if largest:
-                grid = ((largest + THREADS - 1) // THREADS, n)
-                self._kernel.prepared_async_call(grid, (THREADS, 1, 1), net.stream,
-                                                 int(net.outputs[0]), int(d_meta), int(d_idx),
-                                                 int(d_frac), int(d_masks))
+            self.launch(net.stream, d_meta, d_idx, d_frac, d_masks, n, largest)
             drv.memcpy_dtoh_async(host, d_masks, net.stream)
-        return [host[o:o + h * w].reshape(h, w) for o, h, w, _, _ in meta.tolist()]
+        return views(host, meta)
+
+    def launch(self, stream, d_meta, d_idx, d_frac, d_masks, n: int, largest: int) -> None:
+        """Queue the kernel on `stream`: the masks of n images from the network's scores, with
+        `tables` on the device; `largest`: the most pixels of one mask."""
+        if largest:
+            grid = ((largest + THREADS - 1) // THREADS, n)
+            self._kernel.prepared_async_call(grid, (THREADS, 1, 1), stream,
+                                             int(self.net.outputs[0]), int(d_meta), int(d_idx),
+                                             int(d_frac), int(d_masks))
 
     def close(self) -> None:
         """Unload the kernel and free the buffers, in this thread (with the GPU's context

@@ -216,8 +216,17 @@ class Network:
                 except drv.Error:
                     pass
                 if isinstance(exc, drv.Error):
-                    raise GPUError(f"running {self.graph.name} failed: {exc}") from None
+                    raise self.failure(exc) from None
                 raise
+
+    def failure(self, exc) -> GPUError:
+        """The GPUError to raise for a CUDA error while running this network."""
+        return GPUError(f"running {self.graph.name} failed: {exc}")
+
+    @property
+    def input_shape(self) -> tuple:
+        """One image's input shape (C, H, W)."""
+        return tuple(self.graph.input.type.shape)
 
     @property
     def outputs(self) -> list:

@@ -41,6 +41,7 @@ class CudaBackend:
         self.batch = batch
         self._masks = None
         self._inputs = None
+        self._overlap = None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.net(x)
@@ -65,13 +66,37 @@ class CudaBackend:
         return self._masks(None, sizes, boxes, out=out,
                            make_input=self._inputs.queue(slots, decoded))
 
+    def submit(self, x: np.ndarray, sizes: list, boxes: list, out: np.ndarray | None = None,
+               decoded: list | None = None, normalisation: tuple | None = None):
+        """`classes`, queued with two batches in flight (`runtime.overlap`): returns a ticket
+        for `collect`. Submit batch k + 1 before collecting batch k, so that its copies
+        overlap batch k's kernels; x (and `out`) stay untouched until collected."""
+        if self._overlap is None:
+            from ..runtime.masks import ClassMasks
+            from ..runtime.overlap import OverlappedMasks
+            self._masks = self._masks or ClassMasks(self.net)
+            self._overlap = OverlappedMasks(self.net, self._masks)
+        if decoded is not None and self._overlap.inputs is None:
+            from ..runtime.image_inputs import ImageInputs
+            self._inputs = self._inputs or ImageInputs(self.net, *normalisation)
+            self._overlap.inputs = self._inputs
+        samplings = [self._masks.sampling(size, box) for size, box in zip(sizes, boxes)]
+        if decoded is None:
+            return self._overlap.submit(samplings, out, x=x)
+        return self._overlap.submit(samplings, out, slots=x.reshape(len(x), -1).view(np.uint8),
+                                    images=decoded)
+
+    def collect(self, ticket) -> list:
+        """The masks of a `submit`ted batch (waiting for them)."""
+        return self._overlap.result(ticket)
+
     def pin(self, array: np.ndarray):
         """`array`'s memory page-locked (a `PinnedHost`, to close when done with it)."""
         from ..runtime.device import PinnedHost
         return PinnedHost(array, self.net.device)
 
     def close(self) -> None:
-        for helper in (self._masks, self._inputs):
+        for helper in (self._overlap, self._masks, self._inputs):
             if helper is not None:
                 helper.close()
         self.net.close()

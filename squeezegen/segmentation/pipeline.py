@@ -278,6 +278,8 @@ class Pipeline:
                 if self._first_ready is None:
                     self._first_ready = time.perf_counter()
             masks = self.gpu_masks
+            overlap = masks and hasattr(backend, "submit")
+            pending = None          # (overlap) the batch in flight, collected after the next
             while (b := self._get(self.q_batches)) is not _END:
                 n = b.claimed
                 jobs = b.jobs[:n]
@@ -293,29 +295,23 @@ class Pipeline:
                     if self.s.gpu_resize:                    # slot i: decoded pixels or None
                         decoded = [j.decoded + (j.box,) if j and j.decoded else None
                                    for j in jobs]
-                    y = backend.classes(b.x[:n], sizes, boxes,
-                                        out=None if slot is None else self._pool.masks[slot],
-                                        decoded=decoded, normalisation=(self.s.mean, self.s.std))
+                    args = (b.x[:n], sizes, boxes)
+                    options = dict(out=None if slot is None else self._pool.masks[slot],
+                                   decoded=decoded, normalisation=(self.s.mean, self.s.std))
+                    if overlap:              # queue this batch, then collect the one before
+                        ticket = backend.submit(*args, **options)
+                        took = time.perf_counter() - start
+                        if pending is not None:
+                            self._collect_batch(index, backend, *pending)
+                        pending = (b, jobs, slot, ticket, took)
+                        continue
+                    y = backend.classes(*args, **options)
                 else:
                     y = backend(b.x[:n])
                     y = y[0] if isinstance(y, tuple) else y
-                if slot is not None and not np.may_share_memory(y[0], self._pool.masks[slot]):
-                    self.q_mask_free.put(slot)     # a backend that ignored `out`: pickled
-                    slot = None
-                took = time.perf_counter() - start
-                b.x = None                                   # the input is no longer needed
-                if b.index is not None:
-                    self.q_free.put(b.index)
-                with self.lock:
-                    self.summary.network_s += took
-                    self.summary.per_network[index] += sum(j is not None for j in jobs)
-                if self.s.processes and masks:
-                    self._encode_in_workers(jobs, y, slot)
-                else:
-                    done = [(job, out) for job, out in zip(jobs, y, strict=True)
-                            if job is not None]
-                    for job, out in done:
-                        self._put(self.q_scores, (job, out, masks))
+                self._batch_done(index, b, jobs, slot, y, time.perf_counter() - start)
+            if pending is not None:
+                self._collect_batch(index, backend, *pending)
         finally:
             backend.close()
             with self.lock:
@@ -326,6 +322,33 @@ class Pipeline:
                     self._put(self.q_scores, _END)
                 if self.s.processes and self.gpu_masks:
                     self.q_encoded.put(_END)
+
+    def _collect_batch(self, index: int, backend, b: _Batch, jobs: list, slot, ticket,
+                       took: float) -> None:
+        start = time.perf_counter()
+        y = backend.collect(ticket)
+        self._batch_done(index, b, jobs, slot, y, took + time.perf_counter() - start)
+
+    def _batch_done(self, index: int, b: _Batch, jobs: list, slot, y: list,
+                    took: float) -> None:
+        """A batch's results (masks, or scores) are on the host: free its input, count it,
+        and send the results to the encoders."""
+        masks = self.gpu_masks
+        if slot is not None and not np.may_share_memory(y[0], self._pool.masks[slot]):
+            self.q_mask_free.put(slot)             # a backend that ignored `out`: pickled
+            slot = None
+        b.x = None                                       # the input is no longer needed
+        if b.index is not None:
+            self.q_free.put(b.index)
+        with self.lock:
+            self.summary.network_s += took
+            self.summary.per_network[index] += sum(j is not None for j in jobs)
+        if self.s.processes and masks:
+            self._encode_in_workers(jobs, y, slot)
+        else:
+            for job, out in zip(jobs, y, strict=True):
+                if job is not None:
+                    self._put(self.q_scores, (job, out, masks))
 
     def _pin(self, backend) -> None:
         """(Worker processes, on a GPU.) Page-lock the shared batches and mask slots (when they
@@ -451,11 +474,12 @@ class Pipeline:
 
     def _run_with_processes(self) -> SegmentSummary:
         """Decoding in worker processes, into shared batches: enough batches for every worker
-        to have a chunk, plus those the networks hold and queue."""
+        to have a chunk, plus those the networks hold (two each: one in flight while the next
+        is queued) and queue."""
         self._chunk = max(1, min(8, -(-self.s.batch // 2)))
         in_flight = -(-self.n_decoders * self._chunk // self.s.batch)
-        count = in_flight + 1 + 3 * len(self.specs)
-        mask_slots = in_flight + 1 + len(self.specs) if self.gpu_masks else 0
+        count = in_flight + 1 + 4 * len(self.specs)      # a network holds two (overlap)
+        mask_slots = in_flight + 1 + 2 * len(self.specs) if self.gpu_masks else 0
         self._pool = WorkerPool(count, self.s.batch, self.s.shape, self.s.resize, self.s.mean,
                                 self.s.std, self.n_decoders, mask_slots,
                                 min(MAX_MASK_SLOT, self.s.batch * MASK_PIXELS_PER_IMAGE),
