@@ -27,7 +27,7 @@ def axis_table(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     Read-only (cached)."""
     if n_in < 1 or n_out < 1:
         raise ValueError(f"cannot resize {n_in} pixels to {n_out}")
-    scale = n_in / n_out
+    scale = float(np.float32(n_in)) / n_out      # Pillow's box edge is a C float
     filterscale = max(scale, 1.0)
     support = 1.0 * filterscale                                  # the triangle's support
     center = (np.arange(n_out, dtype=np.float64) + 0.5) * scale
@@ -51,23 +51,26 @@ def axis_table(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 @functools.lru_cache(maxsize=1)
-def _pillow_major() -> int:
+def _pillow_version() -> tuple[int, int]:
     try:
         import PIL
-        return int(PIL.__version__.split(".")[0])
+        return tuple(int(v) for v in PIL.__version__.split(".")[:2])
     except (ImportError, ValueError):
-        return 13
+        return (13, 0)
 
 
 def vertical_first(src_hw: tuple[int, int], out_hw: tuple[int, int]) -> bool:
     """Whether Pillow resizes an image of src_hw (height, width) to out_hw vertical pass
     first. Pillow 13 does when the height shrinks by more than twice what the width shrinks
-    (Resample.c); older ones only for images over 100 times as tall as wide that shrink in
-    height (Image.resize)."""
+    (Resample.c); Pillow 12.2 only for images over 100 times as tall as wide that shrink in
+    height (Image.resize); older ones never."""
     (src_h, src_w), (h, w) = src_hw, out_hw
-    if _pillow_major() >= 13:
+    version = _pillow_version()
+    if version >= (13, 0):
         return src_h - h > 0 and src_h - h > 2 * (src_w - w)
-    return src_h > 100 * src_w and h < src_h
+    if version >= (12, 2):
+        return src_h > 100 * src_w and h < src_h
+    return False
 
 
 def _clip8(total: np.ndarray) -> np.ndarray:
