@@ -207,6 +207,9 @@ def test_queue_refuses_what_the_kernel_cannot_read():
         inputs.queue(ok.view(np.float32), [None])
     with pytest.raises(squeezegen.SqueezegenError, match="do not fit a slot"):
         inputs.queue(ok, [(85, 68, (0, 0, 21, 34))])
+    for box in [(0, 0, 0, 34), (0, 1, 21, 34), (-1, 0, 21, 34), (20, 0, 2, 34)]:
+        with pytest.raises(squeezegen.SqueezegenError, match="is not inside the 21 x 34"):
+            inputs.queue(ok, [(10, 10, box)])
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +271,17 @@ def _photos(folder, count: int, seed: int = 0) -> None:
     Image.fromarray(pic[..., 0]).save(folder / "grey.jpg")
     Image.fromarray(pic[..., 1].astype(np.uint16) * 257).save(folder / "deep.png")
     (folder / "cut.jpg").write_bytes((folder / "000.jpg").read_bytes()[:300])
+
+
+def test_where_the_resize_runs():
+    from squeezegen.segmentation import _resize_on_gpu
+    assert _resize_on_gpu("auto", "cuda", True, False, None)
+    assert not _resize_on_gpu("cpu", "cuda", True, False, None)
+    for kind, processes, scores, ray in [("numpy", True, False, None), ("cuda", False, False, None),
+                                         ("cuda", True, True, None), ("ray", False, False, "auto")]:
+        assert not _resize_on_gpu("auto", kind, processes, scores, ray)
+        with pytest.raises(squeezegen.SqueezegenError, match="resizing on the GPU needs"):
+            _resize_on_gpu("gpu", kind, processes, scores, ray)
 
 
 def test_resize_on_gpu_needs_a_gpu_pipeline(tmp_path):

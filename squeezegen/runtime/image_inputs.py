@@ -117,9 +117,16 @@ class ImageInputs:
                 or not slots.flags.c_contiguous:
             raise InputError(f"the slots must be a contiguous uint8 array of shape "
                              f"({n}, {self.slot_bytes}), got {slots.dtype} {slots.shape}")
+        _, height, width = self.shape
         for image in images:
-            if image is not None and not fits(image[:2], self.shape):
+            if image is None:
+                continue
+            if not fits(image[:2], self.shape):
                 raise InputError(f"decoded pixels of {image[0]} x {image[1]} do not fit a slot")
+            top, left, bh, bw = image[2]
+            if not (bh >= 1 and bw >= 1 and 0 <= top <= height - bh and 0 <= left <= width - bw):
+                raise InputError(f"box {tuple(image[2])} (top, left, height, width) is not inside "
+                                 f"the {height} x {width} input")
         used = [self._ready_bytes if image is None else image[0] * image[1] * self.shape[0]
                 for image in images]
         return tables(images) + (used,)

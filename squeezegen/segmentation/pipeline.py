@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import GPUError, printable
+from ..errors import GPUError, InputError, printable
 from ..images import fit_box, read_pixels, save_classes
 from .worker_pool import WorkerPool, fill_slot, reason
 from .inputs import Item, output_path
@@ -109,6 +109,9 @@ class Pipeline:
         self._fatal: BaseException | None = None
         # On a GPU the networks make the masks (unless the scores are wanted too)
         self.gpu_masks = backend == "cuda" and not settings.scores
+        if settings.gpu_resize and not (self.gpu_masks and settings.processes):
+            raise InputError("resizing on the GPU needs the cuda backend, decoding in worker "
+                             "processes and no scores")
         self._first_ready: float | None = None
         self._pins: list | None = None          # the page-locked shared memory (`_pin`)
         self._pin_lock = threading.Lock()
