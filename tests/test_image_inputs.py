@@ -175,6 +175,109 @@ def test_the_kernel_compiles_and_its_tables_reproduce_the_resize(tmp_path):
     assert order == [0, 0, 1, 0, 0, 0, 0, 1, 0] or bilinear8._pillow_version() < (13, 0)
 
 
+# The kernel's own source run on the host: CUDA's few names it uses stubbed, and every load
+# checked against the bytes it may read (the slot's used bytes, the tables).
+_HOST_PRELUDE = r"""
+struct Dim3 { int x, y, z; };
+static Dim3 blockIdx, threadIdx, blockDim;
+#define __global__
+#define __device__
+#define __constant__ static
+#define __forceinline__ inline
+#define __restrict__
+#define __launch_bounds__(n)
+static const char* lo[4]; static const char* hi[4]; static int stray;
+template <class T> static T __ldg(const T* p) {
+    const char* c = (const char*)p;
+    bool inside = false;
+    for (int i = 0; i < 4; ++i) inside |= c >= lo[i] && c + sizeof(T) <= hi[i];
+    if (!inside) { ++stray; return T(); }       // counted, not read (no crash)
+    return *p;
+}
+static float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
+static float __fdiv_rn(float a, float b) { volatile float r = a / b; return r; }
+"""
+_HOST_RUN = r"""
+extern "C" int run(const unsigned char* slots, const long long* used, int n, const int* meta,
+                   long long n_meta, const int* taps, long long n_taps, const int* weights,
+                   long long n_weights, float* input) {
+    stray = 0;
+    lo[1] = (const char*)meta; hi[1] = (const char*)(meta + n_meta);
+    lo[2] = (const char*)taps; hi[2] = (const char*)(taps + n_taps);
+    lo[3] = (const char*)weights; hi[3] = (const char*)(weights + n_weights);
+    blockDim.x = 256;
+    for (int image = 0; image < n; ++image) {
+        lo[0] = (const char*)slots + SLOT_BYTES * image; hi[0] = lo[0] + used[image];
+        for (int b = 0; b < (PLANE + 255) / 256; ++b)
+            for (int t = 0; t < 256; ++t) {
+                blockIdx.x = b; blockIdx.y = image; threadIdx.x = t;
+                image_inputs(slots, meta, taps, weights, input);
+            }
+    }
+    return stray;
+}
+"""
+
+
+@pytest.mark.parametrize("shape", [(3, 21, 34), (1, 9, 5)])
+def test_the_kernel_itself_on_the_cpu(tmp_path, shape):
+    """templates/image_inputs.cu.j2 compiled as host C++ (g++): its input equals
+    `inputs_on_cpu` bit for bit, and it reads nothing outside a slot's used bytes and the
+    tables: random decoded sizes up to a slot's limit, random letterbox boxes, ready slots,
+    both pass orders, batch n of a network of n + 1 (the last image untouched)."""
+    import ctypes
+    import shutil
+    import subprocess
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    c, height, width = shape
+    rng = np.random.default_rng(sum(shape))
+    mean, std = check_normalisation(c, list(rng.uniform(0, 200, c)), list(rng.uniform(0.1, 70, c)))
+    source = image_inputs.render("host", shape, mean, std).replace('extern "C" __global__',
+                                                                    "__global__")
+    (tmp_path / "k.cpp").write_text(_HOST_PRELUDE + source + _HOST_RUN)
+    subprocess.run([compiler, "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-o",
+                    str(tmp_path / "k.so"), str(tmp_path / "k.cpp")], check=True)
+    kernel = ctypes.CDLL(str(tmp_path / "k.so")).run
+    limit = slot_bytes(shape)
+    orders = set()
+    for trial in range(12):
+        n = int(rng.integers(1, 5))
+        images = []
+        for _ in range(n):
+            if rng.random() < 0.2:
+                images.append(None)
+                continue
+            while True:
+                h, w = int(rng.integers(1, 8 * height + 2)), int(rng.integers(1, 8 * width + 2))
+                if h * w * c <= limit:
+                    break
+            top, left = int(rng.integers(0, height)), int(rng.integers(0, width))
+            box = (top, left, int(rng.integers(1, height - top + 1)),
+                   int(rng.integers(1, width - left + 1))) if rng.random() < 0.5 \
+                else (0, 0, height, width)
+            images.append((h, w, box))
+            orders.add(bilinear8.vertical_first((h, w), box[2:]))
+        slots = rng.integers(0, 256, (n, limit), dtype=np.uint8)
+        for i, image in enumerate(images):
+            if image is None:
+                input_view(slots[i], shape)[...] = rng.normal(size=shape)
+        meta, taps, weights = image_inputs.tables(images)
+        used = np.array([4 * c * height * width if im is None else im[0] * im[1] * c
+                         for im in images], np.int64)
+        got = np.full((n + 1,) + shape, np.nan, np.float32)
+        pointer = (lambda a: a.ctypes.data_as(ctypes.c_void_p))
+        stray = kernel(pointer(slots), pointer(used), n, pointer(meta),
+                       ctypes.c_longlong(meta.size), pointer(taps), ctypes.c_longlong(taps.size),
+                       pointer(weights), ctypes.c_longlong(weights.size), pointer(got))
+        assert stray == 0, f"{stray} loads outside the slots' used bytes and the tables"
+        np.testing.assert_array_equal(got[:n], image_inputs.inputs_on_cpu(slots, images, shape,
+                                                                           mean, std))
+        assert np.isnan(got[n]).all()
+    assert orders == {False, True} or bilinear8._pillow_version() < (13, 0)
+
+
 def test_read_decoded_falls_back_to_the_cpus_resize(tmp_path):
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "a.png")
@@ -231,12 +334,12 @@ def test_gpu_inputs_equal_inputs_on_cpu(gpu, tmp_path, channels):
                                     [60.0, 1.0, 0.3][:channels])
     rng = np.random.default_rng(8)
     images = [IMAGES[0], None, IMAGES[7]]                      # batch 3 of a batch-4 network
-    slots = _slots(rng, images, shape)
-    want = image_inputs.inputs_on_cpu(slots, images, shape, mean, std)
     with squeezegen.compile(graph, random_weights(graph, 2), batch=4) as net:
         inputs = image_inputs.ImageInputs(net, mean, std)
         try:
-            for _ in range(2):                                  # the buffers are reused
+            for _ in range(2):                  # the buffers are reused: new pixels each time
+                slots = _slots(rng, images, shape)
+                want = image_inputs.inputs_on_cpu(slots, images, shape, mean, std)
                 with net.forward_from(inputs.queue(slots, images)):
                     pass
                 got = net.tensor(graph.input.name)[:3]
