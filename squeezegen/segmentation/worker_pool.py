@@ -93,7 +93,6 @@ def decode_chunk(index: int, first: int, paths: list) -> list:
         start = time.perf_counter()
         decoded = None
         try:
-            box = None
             if limit:
                 pixels, size, is_decoded = read_decoded(path, channels, hw, resize, limit)
                 if is_decoded:
@@ -180,7 +179,7 @@ def _reserve(path: Path, nbytes: int) -> None:
 
 class WorkerPool:
     """`count` input batches of (batch, C, H, W) float32 in shared memory (gpu_resize: of
-    (batch, `image_inputs.slot_bytes`) uint8, for decoded pixels or an input), `mask_slots`
+    (batch, `slots.slot_bytes`) uint8, for decoded pixels or an input), `mask_slots`
     slots of `mask_bytes` bytes for masks, and `workers` processes that decode into the
     batches and write the PNGs of masks."""
 
