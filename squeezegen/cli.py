@@ -429,8 +429,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "bilinear arithmetic; the CPUs only decode) or the CPU workers [auto: "
                         "the GPU where the decoders are processes and no --scores]")
     s.add_argument("--per-gpu", type=_positive_int, default=1, metavar="N",
-                   help="networks per GPU, each on its own stream and thread (2 overlaps one's "
-                        "copies with the other's kernels) [1]")
+                   help="networks per GPU, each on its own streams and thread (each already "
+                        "overlaps its copies with its kernels) [1]")
     s.add_argument("--ray", metavar="ADDRESS",
                    help="run on Ray Data: auto (the running cluster, else a local one) or a "
                         "cluster address (needs: pip install 'squeezegen[ray]')")

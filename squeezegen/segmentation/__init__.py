@@ -114,7 +114,7 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
     `out_dir`; returns the summary. `backend` is cuda, numpy or auto; `gpus` is all, a count or
     a list of ids; `workers` the decoders and the encode threads (each; default: the CPU count);
     `decoders` "processes", "threads" or "auto" (processes with a GPU and 4 CPUs or more);
-    `per_gpu` networks share each GPU (to overlap one's copies with another's kernels); `ray`
+    `per_gpu` networks share each GPU (each already overlaps its copies with its kernels); `ray`
     ("auto" or a cluster address) runs the job on Ray Data instead (`squeezegen.ray`);
     `resize_on` "gpu", "cpu" or "auto" (the GPU where the workers are processes feeding a GPU
     that makes the masks): the GPU resizes the decoded images with Pillow's arithmetic, so the
