@@ -418,5 +418,6 @@ def test_gpu_resize_writes_the_masks_the_cpus_resize_does(gpu, tmp_path, resize)
                                mean=[100.0, 110.5, 120.0], std=[60.0, 1.0, 0.3],
                                decoders="processes", workers=2, progress=False)
         assert (s.written, s.failed) == (42, 1), s.failures
+        assert s.resized_on == where and f"resized on the {where.upper()}" in s.text()
         outs[where] = {p.name: p.read_bytes() for p in (tmp_path / where).rglob("*.png")}
     assert len(outs["gpu"]) == 42 and outs["gpu"] == outs["cpu"]

@@ -97,7 +97,8 @@ class Pipeline:
         self.lock = threading.Lock()
         self.summary = SegmentSummary(out_dir=self.out_dir, backend=backend,
                                       networks=[s.label for s in specs], images=len(items),
-                                      per_network=[0] * len(specs))
+                                      per_network=[0] * len(specs),
+                                      resized_on="gpu" if settings.gpu_resize else "cpu")
         workers = max(1, settings.workers)
         self.n_decoders = self.n_encoders = workers
         self.q_items: queue.Queue = queue.Queue(maxsize=2 * workers)

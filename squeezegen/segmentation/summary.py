@@ -17,7 +17,8 @@ class SegmentSummary:
     wall_s: float = 0.0                   # from the first image to the last output
     per_network: list[int] = field(default_factory=list)   # images each network ran
     network_s: float = 0.0                # seconds the networks spent running, summed
-    decode_s: float = 0.0                 # thread-seconds decoding and resizing images
+    decode_s: float = 0.0                 # thread-seconds decoding (and resizing) images
+    resized_on: str = "cpu"               # where the decoded images were resized: cpu, gpu
     encode_s: float = 0.0                 # thread-seconds resizing scores and writing PNGs
     interrupted: bool = False
 
@@ -50,7 +51,8 @@ class SegmentSummary:
         parts.append(f"the {self.backend} network{'s' if len(self.networks) > 1 else ''} "
                      f"({split}) ran {self.network_busy:.0%} of the time")
         parts.append(f"decode {self.decode_s:.1f} s, network {self.network_s:.1f} s, "
-                     f"encode {self.encode_s:.1f} s of thread time")
+                     f"encode {self.encode_s:.1f} s of thread time (images resized on the "
+                     f"{self.resized_on.upper()})")
         text = "; ".join(parts) + "."
         if self.interrupted:
             text += " Run the same command again to resume."
