@@ -1,9 +1,12 @@
 """Two batches in flight on one network (runtime/overlap.py): segment's GPU side with the
-copies overlapping the kernels. On a GPU: batches submitted one ahead of their collection give
-the masks that `ClassMasks` gives one batch at a time, bit for bit, from float32 inputs and from
-decoded images (`ImageInputs`), batches of different sizes and images, into `out` and not; a
-third batch before the first is collected is refused; the sets' buffers are reused. (The
-pipeline's use of it is tested without a GPU in test_segment.py, with a NumPy stand-in.)"""
+copies overlapping the kernels. On a GPU, from page-locked memory (where copies run
+asynchronously, so batch k + 1's copies really are queued while batch k runs): batches
+submitted one ahead of their collection give the masks that `ClassMasks` gives one batch at a
+time, bit for bit, from float32 inputs and from decoded images (`ImageInputs`), batches of
+different sizes and images, into `out` and through the staging buffer; a third batch before
+the first is collected is refused; once grown, the sets' buffers are reused (no new device
+allocations). (The pipeline's use of it is tested without a GPU in test_segment.py, with a
+NumPy stand-in.)"""
 from __future__ import annotations
 
 import numpy as np
@@ -38,6 +41,17 @@ def gpu():
         pytest.skip(f"no GPU: {exc}")
 
 
+def _locked(array: np.ndarray, pins: list, device: int) -> np.ndarray:
+    """A page-locked copy of array (its own mmap'd pages), its pin added to pins."""
+    import mmap
+    from squeezegen.runtime.device import PinnedHost
+    copy = np.frombuffer(mmap.mmap(-1, max(1, array.nbytes)), array.dtype,
+                         array.size).reshape(array.shape)
+    copy[...] = array
+    pins.append(PinnedHost(copy, device))
+    return copy
+
+
 def _batch(rng, n: int, decoded: bool):
     """n images: sizes, boxes, and either a float32 input or byte slots of decoded pixels."""
     sizes = [tuple(int(v) for v in rng.integers(1, 90, 2)) for _ in range(n)]
@@ -66,6 +80,7 @@ def test_overlapped_batches_give_the_masks_of_one_at_a_time(gpu, tmp_path, decod
     mean, std = check_normalisation(3, [100.0, 110.5, 120.0], [60.0, 1.0, 0.3])
     rng = np.random.default_rng(9)
     batches = [_batch(rng, n, decoded) for n in (4, 3, 4, 1, 4, 2)]
+    pins = []
     with squeezegen.compile(graph, random_weights(graph, 4), batch=4) as net:
         masks = ClassMasks(net)
         inputs = ImageInputs(net, mean, std)
@@ -78,28 +93,36 @@ def test_overlapped_batches_give_the_masks_of_one_at_a_time(gpu, tmp_path, decod
                 else:
                     want.append(masks(None, sizes, boxes,
                                       make_input=inputs.queue(data, images)))
-            got, tickets = [], []
-            outs = [np.zeros(4 * 90 * 90, np.uint8) for _ in batches]
-            for k, (sizes, boxes, data, images) in enumerate(batches):
-                samplings = [masks.sampling(s, b) for s, b in zip(sizes, boxes)]
-                out = outs[k] if k % 3 else None                  # into `out`, and not
-                if images is None:
-                    tickets.append(overlap.submit(samplings, out, x=data))
-                else:
-                    tickets.append(overlap.submit(samplings, out, slots=data, images=images))
-                if k == 1:
-                    with pytest.raises(squeezegen.SqueezegenError, match="two batches"):
-                        overlap.submit(samplings, x=np.zeros((1,) + SHAPE, np.float32))
-                if k >= 1:                                         # collect one behind
-                    got.append(overlap.result(tickets[k - 1]))
-            got.append(overlap.result(tickets[-1]))
+            locked = [_locked(data, pins, net.device) for _, _, data, _ in batches]
+            outs = [_locked(np.zeros(4 * 90 * 90, np.uint8), pins, net.device)
+                    for _ in batches]
+            for rounds in range(2):               # the second round: the buffers are grown
+                allocations = len(net._allocations)
+                got, tickets = [], []
+                for k, (sizes, boxes, _, images) in enumerate(batches):
+                    samplings = [masks.sampling(s, b) for s, b in zip(sizes, boxes)]
+                    out = outs[k] if k % 3 else None          # into `out`, and staged
+                    if images is None:
+                        tickets.append(overlap.submit(samplings, out, x=locked[k]))
+                    else:
+                        tickets.append(overlap.submit(samplings, out, slots=locked[k],
+                                                      images=images))
+                    if k == 1:
+                        with pytest.raises(squeezegen.SqueezegenError, match="two batches"):
+                            overlap.submit(samplings, x=np.zeros((1,) + SHAPE, np.float32))
+                    if k >= 1:                                     # collect one behind
+                        got.append(overlap.result(tickets[k - 1]))
+                got.append(overlap.result(tickets[-1]))
+                for k, (g, w) in enumerate(zip(got, want, strict=True)):
+                    for i, (a, b) in enumerate(zip(g, w, strict=True)):
+                        np.testing.assert_array_equal(a, b, err_msg=f"round {rounds} batch {k} "
+                                                                    f"image {i}")
+                        assert np.shares_memory(a, outs[k]) == bool(k % 3)
+                if rounds:
+                    assert len(net._allocations) == allocations
         finally:
             overlap.close()
             inputs.close()
             masks.close()
-    for k, (g, w) in enumerate(zip(got, want)):
-        assert len(g) == len(w)
-        for i, (a, b) in enumerate(zip(g, w)):
-            np.testing.assert_array_equal(a, b, err_msg=f"batch {k} image {i}")
-            if k % 3:
-                assert np.shares_memory(a, outs[k])
+            for pin in pins:
+                pin.close()

@@ -15,6 +15,7 @@ class GrowingBuffers:
         have = self._buffers.get(what)
         if have is None or have[1] < nbytes:
             if have is not None:                      # the network frees the rest at close
+                del self._buffers[what]               # (gone even if the new one fails)
                 self.net._allocations.remove(have[0])
                 have[0].free()
             size = max(nbytes, 2 * have[1] if have else nbytes, 256)

@@ -15,6 +15,9 @@ Each of the two in-flight batches has its own device buffers (a set, by the batc
     copy-out stream: wait `done`; the masks -> host                                    (event out)
 The network's own input and output buffers are used in stream order, one batch after another.
 The caller keeps a batch's host memory (its input, `out`) untouched until `result` returns.
+Copies overlap kernels only to and from page-locked memory (a copy out to pageable memory
+returns when it is done): give page-locked input and `out` (`device.PinnedHost`); where `out`
+is missing or too small, the masks land in a page-locked staging buffer of the set first.
 """
 from __future__ import annotations
 
@@ -27,11 +30,40 @@ from .buffers import GrowingBuffers
 from .masks import tables as mask_tables, views
 
 
+_BLOCKING_SYNC = 0x1          # CU_EVENT_BLOCKING_SYNC
+_DISABLE_TIMING = 0x2         # CU_EVENT_DISABLE_TIMING
+
+
 @dataclass
 class Ticket:
     set: int                    # which set of buffers and events (the batch's parity)
     host: np.ndarray            # where the masks land
     meta: np.ndarray            # the mask tables' per-image rows (for the views)
+    staged: bool                # host is the set's staging buffer: copied out by `result`
+    keep: tuple                 # the caller's input, alive while the copy in may read it
+
+
+class _Staging:
+    """A page-locked host buffer, grown as needed (mmap'd pages, `PinnedHost`)."""
+
+    def __init__(self, device: int):
+        self.device, self.array, self._pin = device, None, None
+
+    def get(self, nbytes: int) -> np.ndarray:
+        if self.array is None or len(self.array) < nbytes:
+            import mmap
+            from .device import PinnedHost
+            self.close()
+            size = max(nbytes, 2 * len(self.array) if self.array is not None else 0, 1 << 16)
+            array = np.frombuffer(mmap.mmap(-1, size), np.uint8)
+            self._pin = PinnedHost(array, self.device)
+            self.array = array
+        return self.array[:nbytes]
+
+    def close(self) -> None:
+        pin, self._pin, self.array = self._pin, None, None
+        if pin is not None:
+            pin.close()
 
 
 class OverlappedMasks:
@@ -43,10 +75,12 @@ class OverlappedMasks:
         with net.active() as drv:
             self._drv = drv
             self._copy_in, self._copy_out = drv.Stream(), drv.Stream()
-            self._in = [drv.Event(), drv.Event()]
-            self._done = [drv.Event(), drv.Event()]
-            self._out = [drv.Event(), drv.Event()]
+            self._in = [drv.Event(_DISABLE_TIMING) for _ in (0, 1)]
+            self._done = [drv.Event(_DISABLE_TIMING) for _ in (0, 1)]
+            # result() sleeps on these rather than spin a core the decoders need
+            self._out = [drv.Event(_DISABLE_TIMING | _BLOCKING_SYNC) for _ in (0, 1)]
         self._sets = [GrowingBuffers(net, f"the overlapped batches' (set {i})") for i in (0, 1)]
+        self._staging = [_Staging(net.device), _Staging(net.device)]
         self._pending = [False, False]
         self._count = 0
 
@@ -61,8 +95,13 @@ class OverlappedMasks:
         if self._pending[q]:
             raise InputError("two batches are in flight already: take the older one's result "
                              "before submitting another")
-        if (x is None) == (slots is None) or (slots is not None and self.inputs is None):
+        if (x is None) == (slots is None) or (slots is not None and
+                                              (self.inputs is None or images is None)):
             raise InputError("give x, or slots and images (with the image inputs)")
+        if out is not None and (out.dtype != np.uint8 or out.ndim != 1
+                                or not out.flags.c_contiguous):
+            raise InputError(f"the masks' `out` must be a contiguous 1-D uint8 array, got "
+                             f"{out.dtype} of shape {out.shape}")
         if x is not None and (x.dtype != np.float32 or x.shape[1:] != self.net.input_shape
                               or not x.flags.c_contiguous or not 1 <= len(x) <= self.net.batch):
             raise InputError(f"x must be contiguous float32 of shape (1 to {self.net.batch}, "
@@ -73,12 +112,12 @@ class OverlappedMasks:
         prepared = self.inputs.prepare(slots, images) if slots is not None else None
         meta, idx, frac, total = mask_tables(samplings)
         largest = int((meta[:, 1] * meta[:, 2]).max())
-        host = out[:total] if out is not None and total <= len(out) else \
-            np.empty(max(1, total), np.uint8)
+        staged = out is None or total > len(out)
         drv, net, buffers = self._drv, self.net, self._sets[q]
         with net._host_lock, net.active():
             try:
                 self._out[q].synchronize()    # the set's last batch is out: its buffers are free
+                host = self._staging[q].get(max(1, total)) if staged else out[:total]
                 if prepared is not None:
                     d_inputs = self.inputs.copy_in(drv, self._copy_in, buffers, slots, prepared)
                 else:
@@ -103,14 +142,14 @@ class OverlappedMasks:
                 drv.memcpy_dtoh_async(host, d_masks, self._copy_out)
                 self._out[q].record(self._copy_out)
             except drv.Error as exc:
-                self._wait_all()
+                self._synchronize()
                 raise net.failure(exc) from None
             except BaseException:
-                self._wait_all()
+                self._synchronize()
                 raise
         self._pending[q] = True
         self._count += 1
-        return Ticket(q, host, meta)
+        return Ticket(q, host, meta, staged, (x, slots))
 
     def result(self, ticket: Ticket) -> list:
         """The masks of a submitted batch (waiting for them), each image's (height, width)."""
@@ -121,9 +160,10 @@ class OverlappedMasks:
                 raise self.net.failure(exc) from None
             finally:
                 self._pending[ticket.set] = False
-        return views(ticket.host, ticket.meta)
+        host = ticket.host.copy() if ticket.staged else ticket.host
+        return views(host, ticket.meta)
 
-    def _wait_all(self) -> None:
+    def _synchronize(self) -> None:
         """After a failure: wait for whatever was queued (it may still use the caller's host
         memory)."""
         for stream in (self._copy_in, self.net.stream, self._copy_out):
@@ -131,11 +171,19 @@ class OverlappedMasks:
                 stream.synchronize()
             except self._drv.Error:
                 pass
-        self._pending = [False, False]
 
     def close(self) -> None:
-        """Wait for the queued work and free the buffers, in this thread."""
+        """Wait for the queued work, free the buffers and unlock the staging memory, and
+        release the streams and events, in this thread (PyCUDA cannot clean them up from
+        another); before the network's close."""
+        if self._copy_in is None:
+            return
         with self.net.active():
-            self._wait_all()
+            self._synchronize()
             for buffers in self._sets:
                 buffers.free()
+            for staging in self._staging:
+                staging.close()
+            self._copy_in = self._copy_out = None
+            self._in = self._done = self._out = None
+        self._pending = [False, False]

@@ -96,10 +96,18 @@ class CudaBackend:
         return PinnedHost(array, self.net.device)
 
     def close(self) -> None:
+        """Close the helpers, then the network, each even if one before it failed (the first
+        failure is raised at the end)."""
+        failure = None
         for helper in (self._overlap, self._masks, self._inputs):
             if helper is not None:
-                helper.close()
+                try:
+                    helper.close()
+                except Exception as exc:
+                    failure = failure or exc
         self.net.close()
+        if failure is not None:
+            raise failure
 
 
 @dataclass(frozen=True)
