@@ -13,9 +13,9 @@ On the lent H200 (carry .device and .device-ray, see ../shared/device-ray/README
    the GPU (CUDA events, as `squeezegen bench`), net(x) from host memory (adds the copies), and
    as `segment` runs it (input in, masks made on the GPU at the sample's sizes, masks out;
    from and to page-locked memory as segment's shared batches are, and from pageable memory).
-3. Runs `squeezegen segment` (the CLI, in a subprocess) on the folder; with --cpu-resize,
-   again resizing on the CPU workers instead of the GPU; with --threads, again decoding in
-   threads rather than processes; with --ray, again through `--ray auto`.
+3. Runs `squeezegen segment` (the CLI, in a subprocess) on the folder, with --resize-on and
+   --overlap as given; with --defaults, again with segment's defaults; with --threads, again
+   decoding in threads rather than processes; with --ray, again through `--ray auto`.
 4. Times one image's stages on one thread (decode+resize, decode alone for the GPU to resize;
    the PNG of the mask the GPU made, or on numpy the scores back at the original size + PNG)
    on a sample, to say which stage limits the pipeline.
@@ -246,7 +246,7 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
 
 
 def run_segment(model, weights, folder: Path, out: Path, args, ray: bool,
-                decoders: str = "auto", resize_on: str = "auto") -> dict:
+                decoders: str = "auto", resize_on: str = "cpu", overlap: bool = False) -> dict:
     if out.exists():
         shutil.rmtree(out)
     summary = out.parent / (out.name + ".summary.json")
@@ -263,6 +263,8 @@ def run_segment(model, weights, folder: Path, out: Path, args, ray: bool,
         cmd += ["--ray", "auto"]
     else:
         cmd += ["--decoders", decoders, "--resize-on", resize_on]
+        if overlap:
+            cmd += ["--overlap"]
     print("$ " + " ".join(cmd), flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -310,8 +312,11 @@ def main() -> int:
     p.add_argument("--ray", action="store_true", help="also run through --ray auto")
     p.add_argument("--threads", action="store_true",
                    help="also run with --decoders threads (the default: processes on a GPU)")
-    p.add_argument("--cpu-resize", action="store_true",
-                   help="also run with --resize-on cpu (the default: the GPU resizes)")
+    p.add_argument("--resize-on", default="cpu", choices=["cpu", "gpu", "auto"],
+                   help="segment's --resize-on [cpu]")
+    p.add_argument("--overlap", action="store_true", help="segment's --overlap")
+    p.add_argument("--defaults", action="store_true",
+                   help="also run with segment's defaults (to compare with --resize-on/--overlap)")
     p.add_argument("--keep", action="store_true", help="keep the output PNGs")
     p.add_argument("--out", required=True, help="the JSON to write")
     args = p.parse_args()
@@ -352,23 +357,22 @@ def main() -> int:
     if args.backend == "cuda":
         from squeezegen.runtime.bench import environment
         result["environment"] = environment()
-    runs = {"segment": (False, "auto", "auto")}
-    if args.cpu_resize:
-        runs["segment_cpu_resize"] = (False, "auto", "cpu")
+    runs = {"segment": (False, "auto", args.resize_on, args.overlap)}
+    if args.defaults:
+        runs["segment_defaults"] = (False, "auto", "cpu", False)
     if args.threads:
-        runs["segment_threads"] = (False, "threads", "auto")
+        runs["segment_threads"] = (False, "threads", "cpu", False)
     if args.ray:
-        runs["segment_ray"] = (True, "auto", "auto")
-    for name, (ray, decoders, resize_on) in runs.items():
+        runs["segment_ray"] = (True, "auto", "cpu", False)
+    for name, (ray, decoders, resize_on, overlap) in runs.items():
         e2e = run_segment(args.model, weights, images, folder / f"out_{name}", args, ray,
-                          decoders, resize_on)
-        gpu_resize = (args.backend == "cuda" and not ray and decoders == "auto"
-                      and resize_on == "auto" and (os.cpu_count() or 1) >= 4)
+                          decoders, resize_on, overlap)
+        gpu_resize = e2e.get("resized_on") == "gpu"
         n_nets = max(1, len({w.split("#")[0] for w in e2e["networks"]}))   # GPUs, not networks
         result[name] = {
             "img_s": e2e["images_per_s"], "summary": e2e,
             "ratio_to_network": e2e["images_per_s"] / (net["img_s"] * n_nets),
-            "gpu_resize": gpu_resize,
+            "gpu_resize": gpu_resize, "overlap": overlap,
             "gpu_busy": e2e["network_busy"],
             "limited_by": limit(net, costs, workers, n_nets, gpu_resize),
             "thread_seconds": {k: e2e[k] for k in ("decode_s", "network_s", "encode_s")}}

@@ -176,7 +176,8 @@ def _cmd_segment(args) -> int:
                       mean=args.mean, std=args.std, scores=args.scores,
                       overwrite=args.overwrite, backend=args.backend, workers=args.workers,
                       per_gpu=args.per_gpu, progress=not args.quiet, ray=args.ray,
-                      decoders=args.decoders, resize_on=args.resize_on)
+                      decoders=args.decoders, resize_on=args.resize_on,
+                      overlap=args.overlap)
     print(summary.text())
     if args.json:
         atomic_write(args.json, lambda f: f.write((json.dumps(summary.as_dict(), indent=1)
@@ -424,13 +425,17 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--decoders", choices=["auto", "processes", "threads"], default="auto",
                    help="decode in worker processes or threads [auto: processes with a GPU and "
                         "4 CPUs or more]")
-    s.add_argument("--resize-on", choices=["auto", "gpu", "cpu"], default="auto",
-                   help="where the decoded images are resized and normalised: the GPU (Pillow's "
-                        "bilinear arithmetic; the CPUs only decode) or the CPU workers [auto: "
-                        "the GPU where the decoders are processes and no --scores]")
+    s.add_argument("--resize-on", choices=["cpu", "gpu", "auto"], default="cpu",
+                   help="where the decoded images are resized and normalised: the CPU workers, "
+                        "or the GPU (Pillow's arithmetic, the same pixels; the CPUs only decode; "
+                        "new, not yet run on a GPU); auto: the GPU where the decoders are "
+                        "processes and no --scores [cpu]")
+    s.add_argument("--overlap", action="store_true",
+                   help="keep two batches in flight per GPU network, the copies overlapping the "
+                        "kernels (new, not yet run on a GPU)")
     s.add_argument("--per-gpu", type=_positive_int, default=1, metavar="N",
-                   help="networks per GPU, each on its own streams and thread (each already "
-                        "overlaps its copies with its kernels) [1]")
+                   help="networks per GPU, each on its own stream and thread (2 overlaps one's "
+                        "copies with the other's kernels) [1]")
     s.add_argument("--ray", metavar="ADDRESS",
                    help="run on Ray Data: auto (the running cluster, else a local one) or a "
                         "cluster address (needs: pip install 'squeezegen[ray]')")

@@ -165,7 +165,7 @@ def test_the_kernel_compiles_and_its_tables_reproduce_the_resize(tmp_path):
     slots = _slots(np.random.default_rng(3), images, SHAPE)
     meta, taps, weights = image_inputs.tables(images)
     assert meta.dtype == taps.dtype == weights.dtype == np.int32
-    assert len(taps) == 337 + 21 + 34      # a row of taps per output of each distinct (from, to) axis
+    assert len(taps) == 337 + 21 + 34      # taps per output of each distinct (from, to) axis
     want = image_inputs.inputs_on_cpu(slots, images, SHAPE, mean, std)
     np.testing.assert_array_equal(_emulate(slots, meta, taps, weights, SHAPE, mean, std), want)
     for i, (h, w, (top, left, bh, bw)) in enumerate(IMAGES):       # padding: the mean, 0
@@ -394,6 +394,10 @@ def test_resize_on_gpu_needs_a_gpu_pipeline(tmp_path):
     with pytest.raises(squeezegen.SqueezegenError, match="resizing on the GPU needs the cuda"):
         squeezegen.segment(tmp_path / "m.yaml", random_weights(graph, 1), tmp_path / "in",
                            tmp_path / "out", backend="numpy", resize_on="gpu", progress=False)
+    with pytest.raises(squeezegen.SqueezegenError, match="overlap is for the masks made on"):
+        squeezegen.segment(tmp_path / "m.yaml", random_weights(graph, 1), tmp_path / "in",
+                           tmp_path / "out", backend="numpy", scores=True, overlap=True,
+                           progress=False)
     with pytest.raises(squeezegen.SqueezegenError, match="resize_on must be auto, gpu or cpu"):
         squeezegen.segment(tmp_path / "m.yaml", random_weights(graph, 1), tmp_path / "in",
                            tmp_path / "out", backend="numpy", resize_on="tpu", progress=False)
@@ -402,8 +406,9 @@ def test_resize_on_gpu_needs_a_gpu_pipeline(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.parametrize("resize", ["stretch", "letterbox"])
 def test_gpu_resize_writes_the_masks_the_cpus_resize_does(gpu, tmp_path, resize):
-    """`segment` end to end on the GPU, the decoded images resized on the GPU and on the CPU
-    workers: the same PNGs, byte for byte, and the same failures."""
+    """`segment` end to end on the GPU, the decoded images resized on the GPU (two batches in
+    flight) and on the CPU workers (one at a time): the same PNGs, byte for byte, and the same
+    failures."""
     import os
     if (os.cpu_count() or 1) < 2:
         pytest.skip("worker processes need 2 CPUs")
@@ -415,6 +420,7 @@ def test_gpu_resize_writes_the_masks_the_cpus_resize_does(gpu, tmp_path, resize)
     for where in ("gpu", "cpu"):
         s = squeezegen.segment(tmp_path / "m.yaml", weights, tmp_path / "in",
                                tmp_path / where, batch=8, resize=resize, resize_on=where,
+                               overlap=where == "gpu",
                                mean=[100.0, 110.5, 120.0], std=[60.0, 1.0, 0.3],
                                decoders="processes", workers=2, progress=False)
         assert (s.written, s.failed) == (42, 1), s.failures

@@ -505,10 +505,11 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
     the masks are made in NumPy. With worker processes the masks reach the workers through
     the shared slots (page-locked once, unlocked at the end), or pickled when a batch's masks
     do not fit a slot ("tiny slots") or the backend did not put them there ("ignores out"):
-    every PNG holds its own image's mask either way. "gpu resize": the workers leave the
-    decoded pixels in byte slots and the network makes the input from them (`ImageInputs`,
-    here its NumPy oracle `inputs_on_cpu`), with the CPU's resize for those that do not fit
-    (PNGs larger than a slot here) and 16-bit ones."""
+    every PNG holds its own image's mask either way. With worker processes the networks also
+    keep two batches in flight (`overlap`; here a NumPy stand-in). "gpu resize": the workers
+    leave the decoded pixels in byte slots and the network makes the input from them
+    (`ImageInputs`, here its NumPy oracle `inputs_on_cpu`), with the CPU's resize for those
+    that do not fit (PNGs larger than a slot here) and 16-bit ones."""
     from squeezegen.runtime import device, image_inputs
     from squeezegen.segmentation import backends, pipeline
     from squeezegen.segmentation.worker_pool import fill_slot
@@ -614,10 +615,12 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
     mean, std = np.full((3, 1, 1), 128, np.float32), np.ones((3, 1, 1), np.float32)
     items += collect([data["images"] / "broken"], tmp_path)
     settings = Settings((3, 32, 48), mean, std, batch=4, workers=2,
-                        processes=bool(processes), gpu_resize=processes == "gpu resize")
+                        processes=bool(processes), gpu_resize=processes == "gpu resize",
+                        overlap=bool(processes))
     s = Pipeline(items, specs, tmp_path, settings, "cuda").run()
     assert (sum(queued) > 0) == (processes == "gpu resize")
-    assert max(in_flight) == 2            # each network submits a batch before collecting one
+    # with overlap, each network submits a batch before collecting the one before
+    assert max(in_flight, default=0) == (2 if processes else 0)
     items = items[:-3]
     assert (s.written, s.failed) == (24, 3) and sum(s.per_network) == 24
     assert sorted(d for d, *_ in made) == [0, 0, 2, 2]

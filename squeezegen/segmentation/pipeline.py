@@ -61,6 +61,7 @@ class Settings:
     workers: int = 4
     processes: bool = False         # decode in worker processes (many cores) rather than threads
     gpu_resize: bool = False        # (worker processes, GPU masks) resize and normalise on the GPU
+    overlap: bool = False           # (GPU masks) two batches in flight per network
 
 
 @dataclass
@@ -282,7 +283,7 @@ class Pipeline:
                 if self._first_ready is None:
                     self._first_ready = time.perf_counter()
             masks = self.gpu_masks
-            overlap = masks and hasattr(backend, "submit")
+            overlap = masks and self.s.overlap and hasattr(backend, "submit")
             pending = None          # (overlap) the batch in flight, collected after the next
             while (b := self._get(self.q_batches)) is not _END:
                 n = b.claimed
