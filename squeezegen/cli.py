@@ -429,7 +429,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="where the decoded images are resized and normalised: the CPU workers, "
                         "or the GPU (Pillow's arithmetic, the same pixels; the CPUs only decode; "
                         "new, not yet run on a GPU); auto: the GPU where the decoders are "
-                        "processes and no --scores [cpu]")
+                        "processes feeding the cuda backend, without --scores or --ray [cpu]")
     s.add_argument("--overlap", action="store_true",
                    help="keep two batches in flight per GPU network, the copies overlapping the "
                         "kernels (new, not yet run on a GPU)")
