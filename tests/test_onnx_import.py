@@ -404,13 +404,32 @@ class SpatialAttention(nn.Module):
         return y * torch.sigmoid(self.spatial(pooled))
 
 
+class UnkeptReductions(nn.Module):
+    """Channel reductions without keepdim: an N x H x W mean unsqueezed back into a gate, and
+    an N x H x W max flattened into a second output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y * torch.sigmoid(y.mean(1).unsqueeze(1)), torch.flatten(y.amax(1), 1)
+
+
+class UnkeptBroadcast(nn.Module):
+    def forward(self, x):
+        return x + x.mean(1)          # [N, C, H, W] + [N, H, W]: NumPy's rules, not a pixel map
+
+
 SMALL = {"odd_windows": (OddWindows, (3, 13, 11)), "branches": (Branches, (4, 17, 13)),
          "not_a_fire": (NotAFire, (4, 7, 6)), "matmul_head": (MatMulHead, (2, 6, 7)),
          "vector": (VectorNet, (20,)), "global_pools": (GlobalPools, (3, 11, 9)),
          "mnist_example": (MnistExample, (1, 28, 28)),
          "instance_norms": (InstanceNorms, (3, 9, 8)),
          "group_norms": (GroupNorms, (3, 10, 7)),
-         "spatial_attention": (SpatialAttention, (3, 9, 8))}
+         "spatial_attention": (SpatialAttention, (3, 9, 8)),
+         "unkept_reductions": (UnkeptReductions, (3, 7, 10))}
 
 
 @pytest.mark.parametrize("opset", [11, 13, 17])
@@ -453,6 +472,16 @@ def test_spatial_attention_imports_as_channel_reductions_and_a_broadcast_mul(tmp
                             "sigmoid", "mul"]
     assert [line.count("mode: mean") + 2 * line.count("mode: max")
             for line in layer_lines(text)[1:3]] == [1, 2]
+
+
+def test_channel_reductions_without_keepdim_import_for_an_unsqueeze_or_a_flatten(tmp_path):
+    text, _, _ = check_import(seeded(UnkeptReductions()), (3, 7, 10), tmp_path, name="unkept")
+    assert ops_of(text) == ["conv", "reduce_channels", "sigmoid", "mul", "reduce_channels",
+                            "flatten"]
+    onnx_path = tmp_path / "broadcast.onnx"
+    torch.onnx.export(UnkeptBroadcast().eval(), torch.randn(1, 3, 7, 10), str(onnx_path),
+                      dynamo=False, opset_version=17)
+    assert "broadcasting add of shapes [N, 3, 7, 10] and [N, 7, 10]" in refusal(onnx_path)
 
 
 def test_small_model_layers_are_mapped_as_documented(tmp_path):

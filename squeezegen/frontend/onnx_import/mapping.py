@@ -238,22 +238,22 @@ class OpMapping:
 
     def map_reduce(self, node):
         """ReduceMean / ReduceMax over H and W (x.mean((2, 3), keepdim=...)): the global pools;
-        without keepdims the result is the pool's C x 1 x 1, flattened. Over the channels, with
-        keepdims (x.mean(1, keepdim=True), CBAM's spatial attention): reduce_channels."""
+        without keepdims the result is the pool's C x 1 x 1, flattened. Over the channels
+        (x.mean(1, keepdim=True), CBAM's spatial attention): reduce_channels; without keepdims
+        its H x W, for an Unsqueeze back or a Flatten."""
         a = self.attrs(node, ("axes", "keepdims", "noop_with_empty_axes"))
         axes = a.get("axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
             axes = self.const(node, 1, "axes").reshape(-1).tolist()
         x = self.image(node)
         if axes is not None and [int(ax) % 4 for ax in axes] == [1]:
-            if not int(a.get("keepdims", 1)):
-                raise self.fail(node, "a reduction over the channels without keepdims (an "
-                                      "N, H, W result) is not supported; keepdim=True is",
-                                "keepdims")
             mode = "mean" if node.op_type == "ReduceMean" else "max"
             sg = (1,) + tuple(x.sg[1:])
+            # without keepdims the result is N x H x W: the same values in the same order, for
+            # an Unsqueeze back to N x 1 x H x W or a Flatten (what reads it checks the shape)
+            shape = sg if int(a.get("keepdims", 1)) else sg[1:]
             self.add_layer(_Layer("reduce_channels", [x.layer], {"mode": mode}, {}, sg, node),
-                           node.output[0], sg)
+                           node.output[0], shape)
             return
         if axes is None or sorted(int(ax) % 4 for ax in axes) != [2, 3]:
             raise self.fail(node, f"only a reduction over H and W (axes [2, 3]) or over the "
