@@ -2,13 +2,15 @@
 runtime/image_inputs.py, templates/image_inputs.cu.j2): `segment --resize-on gpu`.
 
 On the CPU: bilinear8's tables resize 8-bit images as Pillow's `resize(BILINEAR)` does, to the
-bit (Pillow 13 runs its vertical pass first for some sizes: then it equals the vertical-first
-composition of the same 1-D passes); the kernel compiles with nvcc -Werror for grey and RGB
+bit, in the pass order of the installed Pillow (13: vertical first when the height shrinks by
+more than twice what the width does); the kernel compiles with nvcc -Werror for grey and RGB
 models; the tables it reads, walked in NumPy as the kernel walks them, give bilinear8's resize
-and `inputs_on_cpu`; `read_decoded` hands the workers 8-bit pixels and falls back to the CPU's
-resize for 16-bit images and images too large for a slot. On a GPU: the kernel's input equals
-`inputs_on_cpu` bit for bit (odd sizes, growing and shrinking, letterbox boxes, a ready slot,
-batch 3 of 4), and `segment` writes the same masks whether the GPU or the CPU resizes.
+and `inputs_on_cpu`; the kernel's own source, compiled as host C++, gives `inputs_on_cpu` bit
+for bit and reads nothing outside a slot's used bytes and the tables; `read_decoded` hands
+the workers 8-bit pixels and falls back to the CPU's resize for 16-bit images and images too
+large for a slot. On a GPU: the kernel's input equals `inputs_on_cpu` bit for bit (odd sizes,
+growing and shrinking, letterbox boxes, a ready slot, batch 3 of 4), and `segment` writes the
+same masks whether the GPU (two batches in flight) or the CPU resizes.
 """
 from __future__ import annotations
 
