@@ -22,7 +22,8 @@ try:                                   # ISA-L's deflate, for the masks' PNGs (`
 except ImportError:                    # a platform without its wheels: zlib does it, slower
     _isal_zlib = None
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                  ".pbm")
 MAX_PNG_CLASSES = 256          # an 8-bit palette
 
 

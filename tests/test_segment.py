@@ -1,6 +1,6 @@
 """`squeezegen segment` on the NumPy backend: a small segmentation model (3x32x48 in, 5 classes
 out) and a few dozen generated images of many sizes and formats (JPEG, PNG, grey, RGBA, palette,
-16-bit, a truncated file, a text file named .jpg, an empty file). Every PNG is checked against
+an animated GIF, PPM, 16-bit, a truncated file, a text file named .jpg, an empty file). Every PNG is checked against
 the reference run directly on the image, its scores resized back with PyTorch's bilinear
 interpolation; then resume, failed.txt, --overwrite, letterbox, --scores, Ctrl-C and bad inputs.
 """
@@ -96,6 +96,9 @@ def data(tmp_path_factory):
         deep = (_picture(rng, h, w)[..., 0].astype(np.uint16) * 257)
         save(f"sixteen/{i}.png", Image.fromarray(deep))
     save("palette/0.png", Image.fromarray(_picture(rng, 40, 60)).convert("P"))
+    frames = [Image.fromarray(_picture(rng, 30, 45)).convert("P") for _ in range(3)]
+    save("palette/anim.gif", frames[0], save_all=True, append_images=frames[1:])  # 1st frame
+    save("pnm/0.ppm", Image.fromarray(_picture(rng, 26, 35)))
     save("big.jpg", Image.fromarray(_picture(rng, 300, 420)), quality=90)  # JPEG draft decoding
     full = io.BytesIO()
     Image.fromarray(_picture(rng, 64, 64)).save(full, format="JPEG")
@@ -176,11 +179,23 @@ def test_every_readable_image_matches_the_reference(data, first_run):
             assert im.mode == "P"
             assert im.getpalette()[:6] == [0, 0, 0, 128, 0, 0]
             got = np.asarray(im)
-        want, _ = _reference(data, data["images"] / name)
+        want, scores = _reference(data, data["images"] / name)
         assert got.shape == want.shape, name
-        wrong = int((got != want).sum())
-        assert wrong == 0, f"{name}: {wrong} of {got.size} pixels differ"
+        _same_classes_but_near_ties(got, want, scores, name)
     assert not _tmp_files(out)
+
+
+def _same_classes_but_near_ties(got, want, scores, name):
+    """got's classes are PyTorch's argmax of its scores, except where PyTorch's two best
+    scores lie within float32 rounding of each other (segment's bilinear sums in another
+    order): there got's class scores within 1e-5 (relative to the largest score) of the best."""
+    differ = got != want
+    if differ.any():
+        mine = np.take_along_axis(scores, got[None].astype(np.intp), 0)[0]
+        gap = float((scores.max(0) - mine)[differ].max())
+        assert gap <= 1e-5 * float(np.abs(scores).max()), \
+            f"{name}: {int(differ.sum())} of {got.size} pixels differ, by up to {gap:.3g}"
+        assert differ.mean() <= 1e-4, f"{name}: {int(differ.sum())} pixels differ"
 
 
 def test_failures_are_one_line_each_and_listed(data, first_run):
