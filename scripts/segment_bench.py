@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 import squeezegen  # noqa: E402
 from squeezegen.fsutil import write_text  # noqa: E402
+from squeezegen.runtime.device import page_aligned  # noqa: E402
 
 
 def _make_image(args) -> None:
@@ -114,9 +115,9 @@ def time_network(model, weights, batch: int, precision: str, backend: str, iters
         sizes = [sizes[i % len(sizes)] for i in range(batch)]
         pageable_ms = _ms_per_call(lambda: masks(x, sizes), iters)
         # as segment runs it: the input and the masks in page-locked memory, no NaN scan
-        x_locked = _page_aligned(x.shape, np.float32)
+        x_locked = page_aligned(x.shape, np.float32)
         x_locked[:] = x
-        out = _page_aligned((sum(h * w for h, w in sizes),), np.uint8)
+        out = page_aligned((sum(h * w for h, w in sizes),), np.uint8)
         pins = [PinnedHost(x_locked, net.device), PinnedHost(out, net.device)]
         try:
             masks_ms = _ms_per_call(lambda: masks(x_locked, sizes, out=out, check_values=False),
@@ -146,7 +147,7 @@ def _time_gpu_resize(net, masks, decoded: list, batch: int, sizes: list, out, it
     from squeezegen.segmentation.slots import fits, slot_bytes
     shape = tuple(net.graph.input.type.shape)
     mean, std = check_normalisation(shape[0], [128.0], [1.0])
-    slots = _page_aligned((batch, slot_bytes(shape)), np.uint8)
+    slots = page_aligned((batch, slot_bytes(shape)), np.uint8)
     images, sizes = [], []
     for i in range(batch):
         pixels, size = decoded[i % len(decoded)]
@@ -173,13 +174,6 @@ def _ms_per_call(call, iters: int) -> float:
     for _ in range(iters):
         call()
     return (time.perf_counter() - start) * 1e3 / iters
-
-
-def _page_aligned(shape: tuple, dtype) -> np.ndarray:
-    """A zeroed array on pages of its own (anonymous memory), as the page-locking wants."""
-    import mmap
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    return np.frombuffer(mmap.mmap(-1, max(1, nbytes)), dtype, int(np.prod(shape))).reshape(shape)
 
 
 def stage_costs(model, weights, images: list[Path], batch: int, precision: str, backend: str,

@@ -58,6 +58,19 @@ def gpu_reason() -> str | None:
     return None
 
 
+# A small segmentation model of odd sizes (3x21x34 in, 7 classes at 10x16 out): the masks' and
+# image inputs' tests.
+ODDSEG = """\
+name: oddseg
+input: {shape: [3, 21, 34]}
+layers:
+  - {name: c1, op: conv, out: 6, kernel: 3, pad: 1, relu: true}
+  - {name: p1, op: maxpool, kernel: 3, stride: 2}
+  - {name: score, op: conv, out: 7, kernel: 1}
+output: score
+"""
+
+
 def needs_gpu(test):
     """Mark a test `gpu` and skip it, with the reason, where no GPU is."""
     reason = gpu_reason()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import squeezegen
-from helpers import random_weights
+from helpers import ODDSEG, needs_gpu, random_weights
 from squeezegen.images import check_normalisation, fit_box, read_decoded, read_pixels
 from squeezegen.runtime import image_inputs
 from squeezegen.runtime.compile import compile_cubin
@@ -27,15 +27,6 @@ from squeezegen.segmentation.slots import input_view, slot_bytes
 
 Image = pytest.importorskip("PIL.Image")
 
-MODEL = """\
-name: oddseg
-input: {shape: [3, 21, 34]}
-layers:
-  - {name: c1, op: conv, out: 6, kernel: 3, pad: 1, relu: true}
-  - {name: p1, op: maxpool, kernel: 3, stride: 2}
-  - {name: score, op: conv, out: 7, kernel: 1}
-output: score
-"""
 SHAPE = (3, 21, 34)
 # (decoded height, width, box): shrinking, growing, one axis each way, letterboxed, one pixel,
 # the box's own size (no pass at all), 8x the input's pixels (the most a slot holds), the height
@@ -317,19 +308,10 @@ def test_queue_refuses_what_the_kernel_cannot_read():
             inputs.queue(ok, [(10, 10, box)])
 
 
-@pytest.fixture(scope="module")
-def gpu():
-    from squeezegen.runtime.network import GPUError, cuda
-    try:
-        cuda()
-    except GPUError as exc:
-        pytest.skip(f"no GPU: {exc}")
-
-
-@pytest.mark.gpu
+@needs_gpu
 @pytest.mark.parametrize("channels", [3, 1])
-def test_gpu_inputs_equal_inputs_on_cpu(gpu, tmp_path, channels):
-    (tmp_path / "m.yaml").write_text(MODEL.replace("[3, 21, 34]", f"[{channels}, 21, 34]"))
+def test_gpu_inputs_equal_inputs_on_cpu(tmp_path, channels):
+    (tmp_path / "m.yaml").write_text(ODDSEG.replace("[3, 21, 34]", f"[{channels}, 21, 34]"))
     graph = squeezegen.load_model(tmp_path / "m.yaml")
     shape = (channels, 21, 34)
     mean, std = check_normalisation(channels, [100.0, 110.5, 120.0][:channels] or [1.0],
@@ -390,7 +372,7 @@ def test_where_the_resize_runs():
 
 
 def test_resize_on_gpu_needs_a_gpu_pipeline(tmp_path):
-    (tmp_path / "m.yaml").write_text(MODEL)
+    (tmp_path / "m.yaml").write_text(ODDSEG)
     graph = squeezegen.load_model(tmp_path / "m.yaml")
     _photos(tmp_path / "in", 1)
     with pytest.raises(squeezegen.SqueezegenError, match="resizing on the GPU needs the cuda"):
@@ -405,16 +387,16 @@ def test_resize_on_gpu_needs_a_gpu_pipeline(tmp_path):
                            tmp_path / "out", backend="numpy", resize_on="tpu", progress=False)
 
 
-@pytest.mark.gpu
+@needs_gpu
 @pytest.mark.parametrize("resize", ["stretch", "letterbox"])
-def test_gpu_resize_writes_the_masks_the_cpus_resize_does(gpu, tmp_path, resize):
+def test_gpu_resize_writes_the_masks_the_cpus_resize_does(tmp_path, resize):
     """`segment` end to end on the GPU, the decoded images resized on the GPU (two batches in
     flight) and on the CPU workers (one at a time): the same PNGs, byte for byte, and the same
     failures."""
     import os
     if (os.cpu_count() or 1) < 2:
         pytest.skip("worker processes need 2 CPUs")
-    (tmp_path / "m.yaml").write_text(MODEL)
+    (tmp_path / "m.yaml").write_text(ODDSEG)
     graph = squeezegen.load_model(tmp_path / "m.yaml")
     weights = random_weights(graph, 6)
     _photos(tmp_path / "in", 40)

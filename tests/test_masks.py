@@ -13,20 +13,11 @@ import numpy as np
 import pytest
 
 import squeezegen
-from helpers import random_weights
+from helpers import ODDSEG, needs_gpu, random_weights
 from squeezegen.runtime import masks
 from squeezegen.runtime.compile import compile_cubin
 from squeezegen.segmentation.resample import argmax_classes, bilinear, sampling
 
-MODEL = """\
-name: oddseg
-input: {shape: [3, 21, 34]}
-layers:
-  - {name: c1, op: conv, out: 6, kernel: 3, pad: 1, relu: true}
-  - {name: p1, op: maxpool, kernel: 3, stride: 2}
-  - {name: score, op: conv, out: 7, kernel: 1}
-output: score
-"""
 # (size, box): stretched, letterboxed (top/left padding), shrunk below the score size, one pixel
 CASES = [((37, 61), (0, 0, 21, 34)), ((5, 3), (0, 0, 21, 34)), ((100, 41), (0, 7, 21, 17)),
          ((19, 90), (6, 0, 8, 34)), ((1, 1), (0, 0, 21, 34)), ((64, 48), (3, 5, 11, 20))]
@@ -55,7 +46,7 @@ def test_the_kernel_compiles_and_its_tables_reproduce_bilinear(tmp_path):
     compile_cubin({masks.SOURCE: src.encode()}, masks.SOURCE, "sm_90", cache=tmp_path)
     rng = np.random.default_rng(5)
     scores = rng.normal(size=(len(CASES), 7, 10, 16)).astype(np.float32)
-    sizes, boxes = [c[0] for c in CASES], [c[1] for c in CASES]
+    sizes = [c[0] for c in CASES]
     meta, idx, frac, total = masks.tables([sampling((7, 10, 16), size, box, (21, 34))
                                            for size, box in CASES])
     assert total == sum(h * w for h, w in sizes) and meta[-1, 0] + 64 * 48 == total
@@ -74,20 +65,11 @@ def test_more_classes_than_a_mask_holds_is_refused():
         masks.render("big", (300, 4, 4))
 
 
-@pytest.fixture(scope="module")
-def gpu():
-    from squeezegen.runtime.network import GPUError, cuda
-    try:
-        cuda()
-    except GPUError as exc:
-        pytest.skip(f"no GPU: {exc}")
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("model,batch", [(MODEL, 4), ("models/squeezeseg.yaml", 3)])
-def test_gpu_masks_equal_the_argmax_of_bilinear(gpu, tmp_path, model, batch):
+@needs_gpu
+@pytest.mark.parametrize("model,batch", [(ODDSEG, 4), ("models/squeezeseg.yaml", 3)])
+def test_gpu_masks_equal_the_argmax_of_bilinear(tmp_path, model, batch):
     torch = pytest.importorskip("torch")
-    if model == MODEL:
+    if model == ODDSEG:
         (tmp_path / "m.yaml").write_text(model)
         model = tmp_path / "m.yaml"
     graph = squeezegen.load_model(model)
@@ -114,15 +96,15 @@ def test_gpu_masks_equal_the_argmax_of_bilinear(gpu, tmp_path, model, batch):
             assert differ <= 1e-4, f"image {n}: {differ:.2%} differ from PyTorch"
 
 
-@pytest.mark.gpu
-def test_gpu_masks_into_page_locked_shared_memory(gpu, tmp_path):
+@needs_gpu
+def test_gpu_masks_into_page_locked_shared_memory(tmp_path):
     """segment's route: the masks copied into a slot of a shared, page-locked file (`out`),
     the input read from one; the same masks as into a new array, views into the slot, and a
     slot too small for the batch left alone (a new array instead). The input is not scanned
     for NaN with check_values=False (NaN in, no warning)."""
     import warnings
     from squeezegen.runtime.device import PinnedHost
-    (tmp_path / "m.yaml").write_text(MODEL)
+    (tmp_path / "m.yaml").write_text(ODDSEG)
     graph = squeezegen.load_model(tmp_path / "m.yaml")
     rng = np.random.default_rng(4)
     sizes = [size for size, _ in CASES[:3]]

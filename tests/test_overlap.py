@@ -13,40 +13,20 @@ import numpy as np
 import pytest
 
 import squeezegen
-from helpers import random_weights
+from helpers import ODDSEG, needs_gpu, random_weights
 from squeezegen.images import check_normalisation
 from squeezegen.runtime.image_inputs import ImageInputs
 from squeezegen.runtime.masks import ClassMasks
 from squeezegen.runtime.overlap import OverlappedMasks
 from squeezegen.segmentation.slots import slot_bytes
 
-MODEL = """\
-name: oddseg
-input: {shape: [3, 21, 34]}
-layers:
-  - {name: c1, op: conv, out: 6, kernel: 3, pad: 1, relu: true}
-  - {name: p1, op: maxpool, kernel: 3, stride: 2}
-  - {name: score, op: conv, out: 7, kernel: 1}
-output: score
-"""
 SHAPE = (3, 21, 34)
-
-
-@pytest.fixture(scope="module")
-def gpu():
-    from squeezegen.runtime.network import GPUError, cuda
-    try:
-        cuda()
-    except GPUError as exc:
-        pytest.skip(f"no GPU: {exc}")
 
 
 def _locked(array: np.ndarray, pins: list, device: int) -> np.ndarray:
     """A page-locked copy of array (its own mmap'd pages), its pin added to pins."""
-    import mmap
-    from squeezegen.runtime.device import PinnedHost
-    copy = np.frombuffer(mmap.mmap(-1, max(1, array.nbytes)), array.dtype,
-                         array.size).reshape(array.shape)
+    from squeezegen.runtime.device import PinnedHost, page_aligned
+    copy = page_aligned(array.shape, array.dtype)
     copy[...] = array
     pins.append(PinnedHost(copy, device))
     return copy
@@ -72,10 +52,10 @@ def _batch(rng, n: int, decoded: bool):
     return sizes, boxes, slots, images
 
 
-@pytest.mark.gpu
+@needs_gpu
 @pytest.mark.parametrize("decoded", [False, True])
-def test_overlapped_batches_give_the_masks_of_one_at_a_time(gpu, tmp_path, decoded):
-    (tmp_path / "m.yaml").write_text(MODEL)
+def test_overlapped_batches_give_the_masks_of_one_at_a_time(tmp_path, decoded):
+    (tmp_path / "m.yaml").write_text(ODDSEG)
     graph = squeezegen.load_model(tmp_path / "m.yaml")
     mean, std = check_normalisation(3, [100.0, 110.5, 120.0], [60.0, 1.0, 0.3])
     rng = np.random.default_rng(9)

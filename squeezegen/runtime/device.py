@@ -145,6 +145,15 @@ def gpu_available() -> bool:
         return False
 
 
+def page_aligned(shape: tuple, dtype):
+    """A zeroed NumPy array on pages of its own (anonymous memory), as `PinnedHost` wants."""
+    import mmap
+    import numpy as np
+    count = int(np.prod(shape))
+    nbytes = count * np.dtype(dtype).itemsize
+    return np.frombuffer(mmap.mmap(-1, max(1, nbytes)), dtype, count).reshape(shape)
+
+
 class PinnedHost:
     """A NumPy array's host memory page-locked for CUDA (cuMemHostRegister, portable to every
     GPU's context in this process): copies to and from it run at the link's full speed and do

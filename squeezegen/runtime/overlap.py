@@ -51,11 +51,10 @@ class _Staging:
 
     def get(self, nbytes: int) -> np.ndarray:
         if self.array is None or len(self.array) < nbytes:
-            import mmap
-            from .device import PinnedHost
-            self.close()
+            from .device import PinnedHost, page_aligned
             size = max(nbytes, 2 * len(self.array) if self.array is not None else 0, 1 << 16)
-            array = np.frombuffer(mmap.mmap(-1, size), np.uint8)
+            self.close()
+            array = page_aligned((size,), np.uint8)
             self._pin = PinnedHost(array, self.device)
             self.array = array
         return self.array[:nbytes]
