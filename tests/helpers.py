@@ -227,9 +227,11 @@ def torch_module(graph, weights: dict):
             if node.op == "deconv":
                 return F.conv_transpose2d(x, self._p(node, "weight"), self._p(node, "bias"),
                                           stride=a["stride"], padding=a["pad"],
-                                          output_padding=a.get("output_padding", 0))
+                                          output_padding=a.get("output_padding", 0),
+                                          groups=a.get("groups", 1))
             if node.op == "maxpool":
                 return F.max_pool2d(x, a["kernel"], a["stride"], padding=a["pad"],
+                                    dilation=a.get("dilation", (1, 1)),
                                     ceil_mode=a["ceil_mode"])
             if node.op == "avgpool":
                 if a.get("global"):
@@ -269,6 +271,8 @@ def torch_module(graph, weights: dict):
                 return F.prelu(x, self._p(node, "weight"))
             if node.op == "pixel_shuffle":
                 return F.pixel_shuffle(x, a["factor"])
+            if node.op == "pixel_unshuffle":
+                return F.pixel_unshuffle(x, a["factor"])
             if node.op == "slice":
                 return x[:, a["channels"][0]:a["channels"][1]]
             if node.op == "channel_shuffle":       # torchvision's shufflenetv2.channel_shuffle

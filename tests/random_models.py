@@ -75,6 +75,8 @@ def random_model(seed: int, wide: bool = False) -> str:
     log_rng = random.Random(seed * 7919 + 3)         # a softmax in its log form
     gn_rng = random.Random(seed * 104729 + 9)        # group, instance and layer norms
     attention_rng = random.Random(seed * 130363 + 11)  # channel reductions, pixel broadcasts
+    window_rng = random.Random(seed * 179424673 + 13)  # grouped deconvs, dilated max pools,
+                                                       # pixel unshuffles
     most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
     if wide:
@@ -130,6 +132,11 @@ def random_model(seed: int, wide: bool = False) -> str:
             op = attention_rng.choice(["mul", "add"])
             emit(f"{last}_sa", f"op: {op}, inputs: [{last}_sg, {last}]", (c, h, w),
                  [last, f"{last}_sg"])
+            return
+        r = window_rng.choice([2, 3])
+        if window_rng.random() < 0.05 and h % r == 0 and w % r == 0 and c * r * r <= 2 * most:
+            emit(f"{last}_un", f"op: pixel_unshuffle, input: {last}, factor: {r}",
+                 (c * r * r, h // r, w // r), [last])
             return
         draw = more_rng.random()
         if draw < 0.12:
@@ -226,12 +233,20 @@ def random_model(seed: int, wide: bool = False) -> str:
                 kh, kw = rng.choice([(2, 2), (2, 2), (2, 1), (1, 2)])
                 s, p = [kh, kw], [0, 0]
             ceil = rng.choice([True, False])
+            dil = ""
+            if kind == "maxpool" and window_rng.random() < 0.2:     # taps d apart
+                d = (window_rng.randint(1, 3), window_rng.randint(1, 3))
+                if pool_out_size(sh, (kh - 1) * d[0] + 1, s[0], p[0], ceil) >= 1 and \
+                        pool_out_size(sw, (kw - 1) * d[1] + 1, s[1], p[1], ceil) >= 1:
+                    dil = f"dilation: {list(d)}, "
+                    kh, kw = (kh - 1) * d[0] + 1, (kw - 1) * d[1] + 1     # its reach
             ho = pool_out_size(sh, kh, s[0], p[0], ceil)
             wo = pool_out_size(sw, kw, s[1], p[1], ceil)
             if ho < 1 or wo < 1:
                 continue
-            emit(name, f"op: {kind}, input: {src}, kernel: [{kh}, {kw}], stride: {s}, pad: {p}, "
-                       f"ceil_mode: {str(ceil).lower()}", (sc, ho, wo), [src])
+            kernel = [(kh - 1) // d[0] + 1, (kw - 1) // d[1] + 1] if dil else [kh, kw]
+            emit(name, f"op: {kind}, input: {src}, kernel: {kernel}, stride: {s}, pad: {p}, "
+                       f"{dil}ceil_mode: {str(ceil).lower()}", (sc, ho, wo), [src])
         elif kind == "deconv":
             k, s = _pair(rng, 1, 5), _pair(rng, 1, 4)
             kh, kw = _as_pair(k)
@@ -247,6 +262,11 @@ def random_model(seed: int, wide: bool = False) -> str:
             if ho < 1 or wo < 1 or ho * wo > 4000:
                 continue
             bias = rng.choice(["true", "false"])
+            groups = [g for g in range(2, sc + 1) if sc % g == 0]
+            if groups and window_rng.random() < 0.3:        # grouped or depthwise
+                g = window_rng.choice(groups)
+                out = g * window_rng.randint(1, 2)
+                extra += f"groups: {g}, "
             emit(name, f"op: deconv, input: {src}, out: {out}, kernel: {k}, stride: {s}, "
                        f"pad: {p}, {extra}bias: {bias}", (out, ho, wo), [src])
         elif kind == "add":

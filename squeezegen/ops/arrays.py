@@ -20,15 +20,15 @@ def pad(x: np.ndarray, top, left, bottom, right, value=0.0) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
 
 
-def reduce_windows(xp, kernel, stride, out_hw, ufunc, dtype):
-    """ufunc-reduce every pooling window: one strided slice per tap for small windows (fast),
-    a window view for large ones (few Python steps)."""
-    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
-    if kh * kw > 64:
+def reduce_windows(xp, kernel, stride, out_hw, ufunc, dtype, dilation=(1, 1)):
+    """ufunc-reduce every pooling window (its taps `dilation` apart): one strided slice per tap
+    for small or dilated windows (fast), a window view for large ones (few Python steps)."""
+    (kh, kw), (sh, sw), (ho, wo), (dh, dw) = kernel, stride, out_hw, dilation
+    if kh * kw > 64 and (dh, dw) == (1, 1):
         return ufunc.reduce(windows(xp, kernel, stride, out_hw).astype(dtype), axis=(4, 5))
     out = None
-    for i in range(kh):
-        for j in range(kw):
+    for i in range(0, kh * dh, dh):
+        for j in range(0, kw * dw, dw):
             tap = xp[:, :, i: i + (ho - 1) * sh + 1: sh, j: j + (wo - 1) * sw + 1: sw]
             if out is None:
                 out = tap.astype(dtype, copy=True)

@@ -1,4 +1,5 @@
-"""Transposed convolution (PyTorch's ConvTranspose2d), decomposed into stride phases."""
+"""Transposed convolution (PyTorch's ConvTranspose2d), decomposed into stride phases; grouped
+(and depthwise) ones gather per output element (deconv_direct)."""
 from __future__ import annotations
 
 from math import prod
@@ -13,7 +14,7 @@ from .base import (Field, OpInfo, ShapeError, deconv_out_size, he_init, need_ima
 
 FIELDS = {"out": Field("pos_int", required=True), "kernel": Field("pos_pair", required=True),
           "stride": Field("pos_pair", default=1), "pad": Field("nonneg_pair", default=0),
-          "output_padding": Field("nonneg_pair", default=0),
+          "output_padding": Field("nonneg_pair", default=0), "groups": Field("pos_int", default=1),
           "bias": Field("bool", default=True), "input": Field("ref")}
 
 
@@ -23,15 +24,26 @@ def extra_rows(attrs) -> tuple[int, int]:
     return attrs.get("output_padding", (0, 0))
 
 
+def groups(attrs) -> int:
+    """Channel groups (an IR attribute only where it is not 1): group g's C / G input channels
+    make its out / G output channels."""
+    return attrs.get("groups", 1)
+
+
 def deconv_from_yaml(values, ins, given):
-    attrs = {k: v for k, v in values.items() if k not in ("input", "output_padding")}
+    attrs = {k: v for k, v in values.items() if k not in ("input", "output_padding", "groups")}
     if values["output_padding"] != (0, 0):
         attrs["output_padding"] = values["output_padding"]
+    if values["groups"] != 1:
+        attrs["groups"] = values["groups"]
     return attrs
 
 
 def shape(attrs, ins):
-    _, h, w = need_image(ins[0], "deconv")
+    c, h, w = need_image(ins[0], "deconv")
+    if c % groups(attrs) or attrs["out"] % groups(attrs):
+        raise ShapeError(f"groups {groups(attrs)} must divide the {c} input and {attrs['out']} "
+                         "output channels", field="groups")
     (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["pad"]
     (oph, opw) = extra_rows(attrs)
     if oph >= sh or opw >= sw:
@@ -45,11 +57,22 @@ def shape(attrs, ins):
 
 
 def params(attrs, ins):
-    return with_bias({"weight": (ins[0].channels, attrs["out"]) + tuple(attrs["kernel"])}, attrs)
+    return with_bias({"weight": (ins[0].channels, attrs["out"] // groups(attrs))
+                      + tuple(attrs["kernel"])}, attrs)
 
 
 def deconv(attrs, inputs, params):
-    """matmul + col2im."""
+    """matmul + col2im, per group."""
+    g = groups(attrs)
+    if g > 1:
+        x, w = inputs[0], params["weight"]              # (in, out / G, kh, kw)
+        cg = x.shape[1] // g
+        parts = [deconv(dict(attrs, groups=1), [x[:, i * cg:(i + 1) * cg]],
+                        {"weight": w[i * cg:(i + 1) * cg]}) for i in range(g)]
+        y = np.concatenate(parts, axis=1)
+        if "bias" in params:
+            y = y + params["bias"].reshape(1, -1, 1, 1)
+        return np.ascontiguousarray(y, dtype=np.float32)
     x = inputs[0]
     w = params["weight"]                                    # (in, out, kh, kw)
     n, c, h, wd = x.shape
@@ -72,12 +95,25 @@ def deconv(attrs, inputs, params):
 
 def torch_deconv(torch, attrs, args, params):
     return torch.nn.functional.conv_transpose2d(args[0], params["weight"], params.get("bias"),
-                                                attrs["stride"], attrs["pad"], extra_rows(attrs))
+                                                attrs["stride"], attrs["pad"], extra_rows(attrs),
+                                                groups(attrs))
+
+
+def lower_direct(ctx, node):
+    """deconv_direct.cu.j2, for grouped and depthwise transposed convolutions: one thread per
+    output element, gathering the taps that reach it from its group's input channels."""
+    (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
+    consts = dict(ctx.consts(node), KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw,
+                  G=groups(node.attrs))
+    return ctx.kernel(node, "deconv_direct.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
+                      consts, {"bias": node.attrs["bias"]})
 
 
 def lower(ctx, node):
     """deconv_tc (a GEMM tile on tensor cores), deconv_mma (fp16 rectangles of a stride phase)
-    or deconv (fp32), by the scheduled tile."""
+    or deconv (fp32), by the scheduled tile; a grouped one runs deconv_direct."""
+    if groups(node.attrs) > 1:
+        return lower_direct(ctx, node)
     (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
     consts = dict(ctx.consts(node), KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw)
     tile = ctx.tile(node)
@@ -110,16 +146,21 @@ def lower(ctx, node):
 
 def init(attrs, name, shape, rng):
     """He's init with the fan-in of a transposed convolution: each output sums
-    in_ch * kh * kw / (sh * sw) products."""
+    in_ch / groups * kh * kw / (sh * sw) products."""
     if name != "weight":
         return he_init(attrs, name, shape, rng)
     (sh, sw) = attrs["stride"]
-    return he_init(attrs, name, shape, rng, max(1.0, shape[0] * shape[2] * shape[3] / (sh * sw)))
+    return he_init(attrs, name, shape, rng,
+                   max(1.0, shape[0] // groups(attrs) * shape[2] * shape[3] / (sh * sw)))
+
+
+def deconv_tiles(node, batch):
+    return None if groups(node.attrs) > 1 else "deconv"
 
 
 OPS = [
     OpInfo("deconv", 1, FIELDS, shape, deconv, lower, torch_deconv, params=params,
-           flops=lambda a, i, o: 2 * i[0].numel * a["out"] * prod(a["kernel"]),
-           epilogues=("activation", "add"), tile_kind=lambda node, batch: "deconv", init=init,
+           flops=lambda a, i, o: 2 * i[0].numel * a["out"] // groups(a) * prod(a["kernel"]),
+           epilogues=("activation", "add"), tile_kind=deconv_tiles, init=init,
            scale_axis=1, from_yaml=deconv_from_yaml),
 ]

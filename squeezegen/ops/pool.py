@@ -1,4 +1,5 @@
-"""Max and average pooling (PyTorch's MaxPool2d / AvgPool2d, ceil_mode, count_include_pad)."""
+"""Max and average pooling (PyTorch's MaxPool2d / AvgPool2d, ceil_mode, count_include_pad, and
+MaxPool2d's dilation)."""
 from __future__ import annotations
 
 from math import prod
@@ -6,22 +7,41 @@ from math import prod
 import numpy as np
 
 from .arrays import pad, reduce_windows
-from .base import Field, OpInfo, ShapeError, pool_out_size, window_shape
+from .base import Field, OpInfo, ShapeError, need_image, pool_out_size
 from ..ir.graph import TensorType
 
 FIELDS = {"kernel": Field("pos_pair", required=True), "stride": Field("pos_pair"),
           "pad": Field("nonneg_pair", default=0), "ceil_mode": Field("bool", default=True),
           "input": Field("ref")}
-MAX_FIELDS = dict(FIELDS, kernel=Field("pos_pair"), **{"global": Field("bool", default=False)})
-AVG_FIELDS = dict(MAX_FIELDS, count_include_pad=Field("bool", default=True))
+GLOBAL_FIELDS = dict(FIELDS, kernel=Field("pos_pair"), **{"global": Field("bool", default=False)})
+MAX_FIELDS = dict(GLOBAL_FIELDS, dilation=Field("pos_pair", default=1))
+AVG_FIELDS = dict(GLOBAL_FIELDS, count_include_pad=Field("bool", default=True))
+
+
+def dilation(attrs) -> tuple[int, int]:
+    """A max pool's taps are dilation rows and columns apart (an IR attribute only where it is
+    not 1)."""
+    return attrs.get("dilation", (1, 1))
+
+
+def reach(attrs) -> tuple[int, int]:
+    """The rows and columns a window spans: (k - 1) * dilation + 1."""
+    return tuple((k - 1) * d + 1 for k, d in zip(attrs["kernel"], dilation(attrs)))
 
 
 def shape(attrs, ins):
     for k, p, axis in zip(attrs["kernel"], attrs["pad"], ("height", "width")):
-        if p * 2 > k:      # PyTorch's rule: a window may not lie entirely in the padding
+        if p * 2 > k:      # PyTorch's rule (of the kernel, not its dilated reach)
             raise ShapeError(f"pad {p} is more than half the kernel {k} ({axis})", field="pad")
-    ho, wo, c = window_shape(attrs, ins[0], "pooling",
-                             lambda n, k, s, p: pool_out_size(n, k, s, p, attrs["ceil_mode"]))
+    c, h, w = need_image(ins[0], "pooling")
+    (sh, sw), (ph, pw) = attrs["stride"], attrs["pad"]
+    ho, wo = (pool_out_size(n, k, s, p, attrs["ceil_mode"])
+              for n, k, s, p in zip((h, w), reach(attrs), (sh, sw), (ph, pw)))
+    if ho < 1 or wo < 1:
+        (kh, kw), (dh, dw) = attrs["kernel"], dilation(attrs)
+        dilated = f" dilated by {dh}x{dw}" if (dh, dw) != (1, 1) else ""
+        raise ShapeError(f"kernel {kh}x{kw}{dilated} does not fit the {h}x{w} input with pad "
+                         f"{ph}x{pw} (output would be {ho}x{wo})", field="kernel")
     return TensorType((c, ho, wo))
 
 
@@ -34,7 +54,7 @@ def from_yaml(values: dict, ins: list[TensorType], given) -> dict:
                              field="count_include_pad")
         if len(ins[0].shape) != 3:
             raise ShapeError("global pooling needs a C,H,W input", field="global")
-        for key in ("kernel", "stride", "pad", "ceil_mode"):
+        for key in ("kernel", "stride", "pad", "ceil_mode", "dilation"):
             if key in given:
                 raise ShapeError(f"'{key}' cannot be given with global: true", field=key)
         return dict(kernel=ins[0].spatial, stride=ins[0].spatial, pad=(0, 0), ceil_mode=False,
@@ -45,12 +65,15 @@ def from_yaml(values: dict, ins: list[TensorType], given) -> dict:
                  pad=values["pad"], ceil_mode=values["ceil_mode"])
     if values.get("count_include_pad") is False:
         attrs["count_include_pad"] = False
+    if values.get("dilation", (1, 1)) != (1, 1):
+        attrs["dilation"] = values["dilation"]
     return attrs
 
 
 def geometry(attrs, x):
+    """kernel (its dilated reach), stride, pad, output size and the far-side padding."""
     _, _, h, wd = x.shape
-    (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["pad"]
+    (kh, kw), (sh, sw), (ph, pw) = reach(attrs), attrs["stride"], attrs["pad"]
     ho = pool_out_size(h, kh, sh, ph, attrs["ceil_mode"])
     wo = pool_out_size(wd, kw, sw, pw, attrs["ceil_mode"])
     # padding on the far side so that every (ceil-mode) window lies inside the array
@@ -61,9 +84,10 @@ def geometry(attrs, x):
 
 def maxpool(attrs, inputs, params):
     x = inputs[0]
-    k, s, (ph, pw), out_hw, (bottom, right) = geometry(attrs, x)
+    _, s, (ph, pw), out_hw, (bottom, right) = geometry(attrs, x)
     xp = pad(x, ph, pw, bottom, right, value=-np.inf)
-    return reduce_windows(xp, k, s, out_hw, np.maximum, np.float32)
+    return reduce_windows(xp, attrs["kernel"], s, out_hw, np.maximum, np.float32,
+                          dilation(attrs))
 
 
 def avgpool(attrs, inputs, params):
@@ -90,6 +114,8 @@ def lower(ctx, node):
     """pool.cu.j2: one thread per output element."""
     (kh, kw), (sh, sw), (ph, pw) = node.attrs["kernel"], node.attrs["stride"], node.attrs["pad"]
     consts = dict(ctx.consts(node), KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw)
+    if dilation(node.attrs) != (1, 1):                # taps DH rows, DW columns apart
+        consts.update(DH=dilation(node.attrs)[0], DW=dilation(node.attrs)[1])
     extra = {"kind": node.op}
     if node.op == "avgpool":
         extra["count_include_pad"] = node.attrs.get("count_include_pad", True)
@@ -99,7 +125,7 @@ def lower(ctx, node):
 
 def torch_max(torch, attrs, args, params):
     return torch.nn.functional.max_pool2d(args[0], attrs["kernel"], attrs["stride"], attrs["pad"],
-                                          ceil_mode=attrs["ceil_mode"])
+                                          dilation(attrs), ceil_mode=attrs["ceil_mode"])
 
 
 def torch_avg(torch, attrs, args, params):

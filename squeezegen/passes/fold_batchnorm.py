@@ -32,6 +32,9 @@ def foldable(graph: Graph, bn: Node) -> Node | None:
     if OPS[layer.op].scale_axis is None or layer.epilogue or layer.out_view is not None \
             or "pool" in layer.attrs:
         return None
+    if layer.attrs.get("groups", 1) > 1 and OPS[layer.op].scale_axis != 0:
+        return None      # a grouped deconv's weight axis 1 holds a group's outputs, not all
+
     if single_consumer(graph, layer.name, graph.consumers()) != bn.name:
         return None
     return layer

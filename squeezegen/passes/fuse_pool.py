@@ -22,7 +22,7 @@ WINDOWS = (2, 4)
 
 def fusable(graph: Graph, pool: Node) -> Node | None:
     """The conv the max pool `pool` can be fused into, if any."""
-    if pool.op != "maxpool":
+    if pool.op != "maxpool" or "dilation" in pool.attrs:
         return None
     conv = graph[pool.inputs[0]]
     if conv.op != "conv" or "pool" in conv.attrs or conv.out_view is not None:

@@ -22,13 +22,14 @@ class OpMapping:
     def window(self, node, a, kernel, op_word, conv: bool = False):
         """Stride and pads of a conv/pool from ONNX attributes; refuses what cannot map. Pads are
         (top, left) for a pool, (top, left, bottom, right) for a conv (`conv`: dilations are
-        the caller's, and pads may differ between the two sides of an axis)."""
+        the caller's, and pads may differ between the two sides of an axis; a max pool's
+        dilations are the caller's too)."""
         auto = a.get("auto_pad", "NOTSET")
         if auto not in ("NOTSET", "VALID"):
             raise self.fail(node, f"auto_pad {auto} is not supported; re-export with explicit "
                                   "pads (auto_pad NOTSET)", "auto_pad")
         dil = a.get("dilations", [1, 1])
-        if not conv and any(int(d) != 1 for d in dil):
+        if not conv and op_word != "maxpool" and any(int(d) != 1 for d in dil):
             raise self.fail(node, f"dilations {list(dil)} are not supported: squeezegen's "
                                   f"{op_word} has no dilation (only 1)", "dilations")
         strides = a.get("strides", [1, 1])
@@ -177,9 +178,10 @@ class OpMapping:
                               "output_shape", "pads", "strides"))
         x = self.image(node)
         w = self.weight(node, 1, "weight", 4)
-        if int(a.get("group", 1)) != 1:
-            raise self.fail(node, f"group {a['group']} is not supported: squeezegen's deconv has "
-                                  "no groups (only group 1)", "group")
+        groups = int(a.get("group", 1))
+        if groups < 1 or x.sg[0] % groups or int(w.shape[0]) % groups:
+            raise self.fail(node, f"group {a.get('group')} does not divide the {x.sg[0]} input "
+                                  "channels", "group")
         extra = tuple(int(p) for p in a.get("output_padding", (0, 0)))
         if len(extra) != 2 or min(extra) < 0:
             raise self.fail(node, f"output_padding {list(extra)} should be 2 non-negative "
@@ -190,10 +192,13 @@ class OpMapping:
                                   f"weight's shape {list(w.shape)}", "kernel_shape")
         stride, pad = self.window(node, a, kernel, "deconv")
         self.check_in_channels(node, w, int(w.shape[0]), x)
-        b = self.optional_bias(node, int(w.shape[1]))
-        f = dict(out=int(w.shape[1]), kernel=kernel, stride=stride, pad=pad, bias=b is not None)
+        out = int(w.shape[1]) * groups              # the weight is [C, out / group, kh, kw]
+        b = self.optional_bias(node, out)
+        f = dict(out=out, kernel=kernel, stride=stride, pad=pad, bias=b is not None)
         if extra != (0, 0):
             f["output_padding"] = extra
+        if groups != 1:
+            f["groups"] = groups
         sg = self.shape_of(node, "deconv", f, [x.sg])
         if "output_shape" in a and tuple(int(d) for d in a["output_shape"][-2:]) != sg[1:]:
             raise self.fail(node, f"output_shape {list(a['output_shape'])} differs from the "
@@ -221,6 +226,12 @@ class OpMapping:
         f = dict(kernel=kernel, stride=stride, pad=pad, ceil_mode=bool(int(a.get("ceil_mode", 0))))
         if avg and int(a.get("count_include_pad", 0)) == 0 and (any(pad) or f["ceil_mode"]):
             f["count_include_pad"] = False         # ONNX's default; it matters only here
+        dilation = tuple(int(d) for d in a.get("dilations", [1, 1]))
+        if len(dilation) != 2 or min(dilation) < 1:
+            raise self.fail(node, f"dilations {list(dilation)}: expected two positive values",
+                            "dilations")
+        if dilation != (1, 1):
+            f["dilation"] = dilation
         sg = self.shape_of(node, op, f, [x.sg])
         self.add_layer(_Layer(op, [x.layer], f, {}, sg, node), node.output[0])
 
@@ -909,10 +920,12 @@ class OpMapping:
 
     def map_reshape(self, node):
         """Flatten, Reshape, Squeeze, Unsqueeze: only flattening (or undoing one) is a no-op;
-        ShuffleNet's channel shuffle (Reshape to 5-D, Transpose, Reshape) is one layer."""
+        ShuffleNet's channel shuffle (Reshape to 5-D, Transpose, Reshape) and PyTorch's pixel
+        unshuffle (Reshape to 6-D, Transpose, Reshape) are one layer each."""
         x = self.tensor(node)
         full = (self.batch,) + x.shape
-        if node.op_type == "Reshape" and self.match_channel_shuffle(node, x, full):
+        if node.op_type == "Reshape" and (self.match_channel_shuffle(node, x, full)
+                                          or self.match_pixel_unshuffle(node, x, full)):
             return
         if node.op_type == "Flatten":
             a = self.attrs(node, ("axis",))
@@ -953,6 +966,32 @@ class OpMapping:
         f = {"groups": int(target[1])}
         self.add_layer(_Layer("channel_shuffle", [x.layer], f, {}, x.sg, node),
                        transpose.output[0], (target[2], target[1], h, w))
+        return True
+
+    def match_pixel_unshuffle(self, node, x: _Value, full: tuple[int, ...]) -> bool:
+        """x.view(N, C, H / r, r, W / r, r).permute(0, 1, 3, 5, 2, 4), what
+        F.pixel_unshuffle exports: a pixel_unshuffle layer, whose output in memory order is the
+        permuted view's (so the Reshape to N, C * r * r, H / r, W / r that follows is a no-op);
+        the Transpose is absorbed."""
+        if len(x.shape) != 3 or x.shape != x.sg:
+            return False
+        target = self.new_shape(node, full)
+        c, h, w = x.shape
+        if len(target) != 6 or target[0] != self.batch or target[1] != c:
+            return False
+        r = target[3]
+        if target[5] != r or r < 1 or target[2] * r != h or target[4] * r != w:
+            return False
+        transpose = self.only_reader(node.output[0], "Transpose")
+        if transpose is None or len(transpose.output) != 1:
+            return False
+        perm = [int(p) for p in self.attrs(transpose, ("perm",)).get("perm", [])]
+        if perm != [0, 1, 3, 5, 2, 4]:
+            return False
+        self.absorbed.add(id(transpose))
+        sg = self.shape_of(node, "pixel_unshuffle", {"factor": r}, [x.sg])
+        self.add_layer(_Layer("pixel_unshuffle", [x.layer], {"factor": r}, {}, sg, node),
+                       transpose.output[0], (c, r, r, h // r, w // r))
         return True
 
     def map_slice(self, node):
