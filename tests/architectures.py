@@ -373,6 +373,66 @@ class ShuffleNetV2(nn.Module):
         return self.fc(x.mean([2, 3]))
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision's: a LayerNorm over the channels of each pixel, through channels-last."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class CNBlock(nn.Module):
+    """torchvision's ConvNeXt block: depthwise 7x7, then channels-last LayerNorm, Linear, GELU,
+    Linear, the permute back, a layer scale per channel and the residual add (stochastic depth
+    is the identity in eval)."""
+
+    def __init__(self, dim, layer_scale=1e-6):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim),
+            Permute((0, 2, 3, 1)), nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * dim),
+            nn.GELU(), nn.Linear(4 * dim, dim), Permute((0, 3, 1, 2)))
+        self.layer_scale = nn.Parameter(torch.ones(dim, 1, 1) * layer_scale)
+
+    def forward(self, x):
+        result = self.layer_scale * self.block(x)
+        result += x
+        return result
+
+
+class Permute(nn.Module):
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
+class ConvNeXt(nn.Module):
+    """torchvision's ConvNeXt (tiny: widths 96..768, depths 3, 3, 9, 3), cut down: a 4x4/4 stem
+    with a LayerNorm2d, stages of CNBlocks with LayerNorm2d + 2x2/2 conv downsampling between
+    them, global average pool, LayerNorm2d, flatten, linear. The layer scale starts at 0.5, not
+    torchvision's 1e-6, so that the blocks matter in the comparison."""
+
+    def __init__(self, widths=(12, 24, 48, 96), depths=(1, 1, 2, 1), classes=10):
+        super().__init__()
+        layers = [nn.Conv2d(3, widths[0], 4, stride=4), LayerNorm2d(widths[0], eps=1e-6)]
+        for i, (width, depth) in enumerate(zip(widths, depths)):
+            layers += [CNBlock(width, 0.5) for _ in range(depth)]
+            if i + 1 < len(widths):
+                layers += [LayerNorm2d(width, eps=1e-6),
+                           nn.Conv2d(width, widths[i + 1], 2, stride=2)]
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(LayerNorm2d(widths[-1], eps=1e-6), nn.Flatten(1),
+                                        nn.Linear(widths[-1], classes))
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)))
+
+
 # name -> (constructor, input C x H x W)
 ARCHITECTURES = {
     "resnet18": (lambda: ResNet(), (3, 64, 64)),
@@ -386,6 +446,7 @@ ARCHITECTURES = {
     "deeplabv3_mobilenet_v3_large": (DeepLabV3, (3, 64, 48)),
     "fcn_resnet50": (FCN, (3, 64, 48)),
     "shufflenet_v2_x1_0": (ShuffleNetV2, (3, 64, 64)),
+    "convnext_tiny": (ConvNeXt, (3, 64, 64)),
 }
 
 
@@ -396,6 +457,9 @@ def build_model(name: str, seed: int = 0) -> nn.Module:
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
             if isinstance(m, nn.BatchNorm2d):
                 m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
                 m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)

@@ -261,6 +261,11 @@ def torch_module(graph, weights: dict):
                 return F.group_norm(x, a["groups"], self._p(node, "weight") if a["affine"]
                                     else None, self._p(node, "bias") if a["affine"] else None,
                                     a["eps"])
+            if node.op == "layernorm":              # torchvision's LayerNorm2d
+                y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],),
+                                 self._p(node, "weight") if a["affine"] else None,
+                                 self._p(node, "bias") if a["affine"] else None, a["eps"])
+                return y.permute(0, 3, 1, 2)
             if node.op == "softmax":
                 return (F.log_softmax if a.get("log") else F.softmax)(x, dim=1)
             if node.op == "batchnorm":

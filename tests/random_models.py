@@ -113,6 +113,10 @@ def random_model(seed: int, wide: bool = False) -> str:
             c_ = shapes[last][0]                 # instance norm, group norm or layer norm
             groups = gn_rng.choice([d for d in range(1, c_ + 1) if c_ % d == 0])
             extra = gn_rng.choice(["", ", affine: false", ", eps: 0.001"])
+            if window_rng.random() < 0.3:                 # ConvNeXt's, over the channels
+                emit(f"{last}_ln", f"op: layernorm, input: {last}{extra.replace('0.001', '1.0e-6')}",
+                     shapes[last], [last])
+                return
             emit(f"{last}_gn", f"op: groupnorm, input: {last}, groups: {groups}{extra}",
                  shapes[last], [last])
 

@@ -54,7 +54,7 @@ def test_imports_readably_and_matches_pytorch(name, opset, tmp_path):
     layers = [line for line in text.splitlines() if line.startswith("  - {")]
     assert all(re.match(r"  - \{name: [A-Za-z_][A-Za-z0-9_]*, op: \w+", ln) for ln in layers)
     norms = sum(" op: batchnorm" in ln for ln in layers)
-    assert (norms > 0) == (opset == 17 and name != "squeezenet1_1"), norms
+    assert (norms > 0) == (opset == 17 and name not in ("squeezenet1_1", "convnext_tiny")), norms
     fused = run_passes(graph)
     assert not any(n.op == "batchnorm" for n in fused.nodes if n.inputs
                    and fused[n.inputs[0]].op in ("conv", "linear")), "every foldable one folds"

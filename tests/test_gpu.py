@@ -93,6 +93,9 @@ OP_CASES = {
                        "  - {name: gn, op: groupnorm, groups: 3}\n  - {name: out, op: relu}"),
     "instancenorm_odd": ("[5, 1, 13]", "  - {name: out, op: groupnorm, groups: 5, affine: false}"),
     "layernorm_big": ("[4, 40, 33]", "  - {name: out, op: groupnorm, groups: 1, eps: 0.001}"),
+    "layernorm_channels_gelu": ("[3, 7, 5]", "  - {name: c, op: conv, out: 96, kernel: 2, stride: 2}\n"
+                                "  - {name: ln, op: layernorm, eps: 1.0e-6}\n  - {name: out, op: gelu}"),
+    "layernorm_channels_plain": ("[5, 1, 13]", "  - {name: out, op: layernorm, affine: false}"),
     "spatial_attention": ("[7, 6, 5]", "  - {name: m, op: reduce_channels, mode: mean}\n"
                           "  - {name: s, op: sigmoid}\n  - {name: out, op: mul, inputs: [input, s]}"),
     "reduce_channels_max": ("[9, 4, 11]", "  - {name: out, op: reduce_channels, mode: max}"),

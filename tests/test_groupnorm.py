@@ -1,13 +1,15 @@
 """groupnorm (PyTorch's GroupNorm; InstanceNorm2d with a group per channel; a LayerNorm over
-C,H,W with one group): the NumPy reference against PyTorch on odd shapes, groups that do not
-divide the channels refused in one line naming the field, the kernel's code compiling with nvcc
-and a ReLU after it fused into its store. The GPU runs it in test_gpu.py (`OP_CASES`)."""
+C,H,W with one group) and layernorm (each pixel over its channels: ConvNeXt's LayerNorm2d): the
+NumPy reference against PyTorch on odd shapes, groups that do not divide the channels refused in
+one line naming the field, the kernels' code compiling with nvcc and a ReLU after them fused
+into their store. The GPU runs them in test_gpu.py (`OP_CASES`)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import squeezegen
+from squeezegen.errors import ModelError
 from helpers import (assert_close, assert_compiles_with_nvcc, assert_layer_refused,
                      random_weights, small_model)
 from test_codegen import needs_nvcc
@@ -72,5 +74,52 @@ def test_both_forms_compile_with_nvcc(tmp_path):
         - {name: a, op: groupnorm, groups: 3}
         - {name: r, op: relu}
         - {name: b, op: groupnorm, input: c, groups: 6, affine: false}
+        - {name: s, op: add, inputs: [r, b]}""", "s")
+    assert_compiles_with_nvcc(g, tmp_path, [(3, "fp32"), (1, "fp16")])
+
+
+@pytest.mark.parametrize("affine, eps", [(True, 1e-6), (False, 1e-5), (True, 0.1)])
+@pytest.mark.parametrize("hw", [(9, 7), (1, 1), (1, 13)])
+def test_layernorm_matches_torchs_layernorm2d(affine, eps, hw):
+    g = small_model((3,) + hw, f"""
+        - {{name: c, op: conv, out: 7, kernel: 1}}
+        - {{name: ln, op: layernorm, affine: {str(affine).lower()}, eps: {eps}}}""", "ln")
+    w = random_weights(g, 2)
+    x = np.random.default_rng(4).normal(2.0, 3.0, (3, 3) + hw).astype(np.float32)
+    got = squeezegen.reference(g, w)(x)
+    def t(a):
+        return torch.from_numpy(a).double()
+    c = F.conv2d(t(x), t(w["c.weight"]), t(w["c.bias"])).permute(0, 2, 3, 1)
+    want = F.layer_norm(c, (7,), t(w["ln.weight"]) if affine else None,
+                        t(w["ln.bias"]) if affine else None, eps).permute(0, 3, 1, 2).numpy()
+    assert ("ln.weight" in w) == affine
+    assert_close(got, want, 1e-5, what="layernorm")
+
+
+def test_layernorm_needs_an_image():
+    g = "- {name: f, op: linear, out: 4}\n- {name: n, op: layernorm}"
+    with pytest.raises(ModelError, match="layer 'n'.*layernorm needs a C,H,W input"):
+        small_model((4, 5, 6), g, "n")
+
+
+def test_layernorm_takes_its_relu_and_skip_add_in_its_store():
+    from squeezegen.build import build
+    g = small_model((4, 5, 6), """
+        - {name: n, op: layernorm}
+        - {name: r, op: relu}
+        - {name: s, op: add, inputs: [r, input]}""", "s")
+    result = build(g, 3)
+    assert [k.name for k in result.output.kernels] == ["n_relu_add"]
+    source = result.output.files["t.cu"].decode()
+    assert "one thread: one pixel, normalised over its CI channels" in source
+
+
+@needs_nvcc
+def test_layernorm_compiles_with_nvcc(tmp_path):
+    g = small_model((6, 9, 7), """
+        - {name: c, op: conv, out: 96, kernel: 2, stride: 2}
+        - {name: a, op: layernorm, eps: 1.0e-6}
+        - {name: r, op: gelu}
+        - {name: b, op: layernorm, input: c, affine: false}
         - {name: s, op: add, inputs: [r, b]}""", "s")
     assert_compiles_with_nvcc(g, tmp_path, [(3, "fp32"), (1, "fp16")])

@@ -80,8 +80,8 @@ def tuning_file() -> Path:
 # Kernels no tile runs: ops that are never tuned nor fused into a tuned kernel's store, and the
 # host code (timings are of each kernel alone). Changing them leaves every tuned choice valid.
 UNTUNED_TEMPLATES = ("softmax", "pool", "concat", "resize", "pixel_shuffle", "channels",
-                     "segment_masks", "image_inputs", "network", "groupnorm", "reduce_channels",
-                     "eltwise")
+                     "segment_masks", "image_inputs", "network", "groupnorm", "layernorm",
+                     "reduce_channels", "eltwise")
 UNTUNED_OPS = ("softmax", "concat", "resize", "pixel_shuffle", "channels", "groupnorm",
                "reduce", "eltwise")
 

@@ -19,15 +19,17 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "Mul", "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
                  "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "Sub", "Div",
                  "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
-                 "Upsample", "PRelu", "InstanceNormalization")
+                 "Upsample", "PRelu", "InstanceNormalization", "Transpose",
+                 "LayerNormalization", "Pow", "Sqrt")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.
-UNSUPPORTED_HINTS = {
-    "Transpose": "squeezegen imports a Transpose only inside ShuffleNet's channel shuffle "
-                 "(Reshape to [N, G, C/G, H, W], Transpose(0, 2, 1, 3, 4)); layouts other than "
-                 "N, C, H, W are not supported",
-}
+UNSUPPORTED_HINTS: dict[str, str] = {}
+
+# What a channels-last tensor (x.permute(0, 2, 3, 1)) may flow through before the permute back.
+CHANNELS_LAST_OPS = ("LayerNormalization (over the last axis), MatMul with a constant weight "
+                     "(+ Add of a bias), element-wise activations, Add/Mul/Sub/Div of a "
+                     "constant per channel, Add/Mul of two channels-last tensors")
 
 
 # Evaluated at import time when all their inputs are constants (shape arithmetic, weight prep).
@@ -62,10 +64,14 @@ class _Value:
     """An ONNX tensor as squeezegen sees it: which layer computes it, and its shapes (no batch).
 
     `shape` is the ONNX shape; `sg` the squeezegen shape of the layer. They differ after a
-    Flatten: ONNX has [C*H*W], the layer still [C, H, W] (same values, same order)."""
+    Flatten: ONNX has [C*H*W], the layer still [C, H, W] (same values, same order), and in a
+    channels-last stretch (`channels_last`: after x.permute(0, 2, 3, 1), until the permute
+    back): ONNX has [H, W, C], the layer C, H, W, and ops over the last axis are over its
+    channels."""
     layer: int
     shape: tuple[int, ...]
     sg: tuple[int, ...]
+    channels_last: bool = False
 
     @property
     def flattened(self) -> bool:

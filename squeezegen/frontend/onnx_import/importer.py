@@ -10,6 +10,7 @@ from ...ir.graph import Attrs, TensorType
 from ...ir.ops import ShapeError, infer
 from ..schema import MAX_DIM
 from .common import (
+    CHANNELS_LAST_OPS,
     _FLOAT_TYPES,
     _FOLDABLE,
     _INPUT,
@@ -106,10 +107,17 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                                   "not finite in float32 (NaN, Inf, or beyond 3.4e38)")
         return w
 
-    def tensor(self, node, index: int = 0) -> _Value:
+    def tensor(self, node, index: int = 0, channels_last: bool = False) -> _Value:
+        """The value of input `index`; a channels-last one only where the caller takes it."""
         name = node.input[index] if index < len(node.input) else ""
         if name in self.values:
-            return self.values[name]
+            v = self.values[name]
+            if v.channels_last and not channels_last:
+                raise self.fail(node, f"reads the channels-last tensor '{name}' (a "
+                                      "permute(0, 2, 3, 1) of an image); squeezegen follows one "
+                                      f"only through {CHANNELS_LAST_OPS}, up to the "
+                                      "permute(0, 3, 1, 2) back")
+            return v
         if name in self.g.consts:
             raise self.fail(node, f"input {index} ('{name}') is a constant; squeezegen's layers "
                                   "only take the outputs of other layers (or the network input) "
@@ -160,10 +168,16 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
             return None
         return readers[0]
 
-    def add_layer(self, layer: _Layer, tensor: str, shape=None) -> int:
+    def add_layer(self, layer: _Layer, tensor: str, shape=None,
+                  channels_last: bool = False) -> int:
+        """Layer `layer` computes ONNX tensor `tensor` (of ONNX shape `shape`, else the
+        layer's; `channels_last`: the layer's C, H, W seen as H, W, C)."""
         self.layers.append(layer)
         index = len(self.layers) - 1
-        self.values[tensor] = _Value(index, tuple(shape or layer.sg), layer.sg)
+        sg = layer.sg
+        if channels_last:
+            shape = (sg[1], sg[2], sg[0])
+        self.values[tensor] = _Value(index, tuple(shape or sg), sg, channels_last)
         return index
 
     def fuse_relu(self, index: int, tensor: str) -> None:
@@ -215,6 +229,8 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "Elu": self.map_activation, "Gelu": self.map_activation,
                    "Softplus": self.map_activation, "Mish": self.map_activation,
                    "Erf": self.map_pattern_only, "DepthToSpace": self.map_depth_to_space,
+                   "Pow": self.map_pattern_only, "Sqrt": self.map_pattern_only,
+                   "Transpose": self.map_transpose, "LayerNormalization": self.map_layernorm,
                    "Slice": self.map_slice, "Split": self.map_split, "PRelu": self.map_prelu,
                    "Add": self.map_add, "Mul": self.map_mul, "Sub": self.map_sub_div,
                    "Div": self.map_sub_div, "Concat": self.map_concat,
@@ -322,6 +338,10 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
             if v.layer == _INPUT:
                 raise self.error(f"output '{o.name}' is the network input itself (or a reshape of "
                                  "it): there is no layer to compute it")
+            if v.channels_last:
+                raise self.error(f"output '{o.name}' is channels-last (N, H, W, C); squeezegen's "
+                                 "outputs are N, C, H, W: end the network with "
+                                 "permute(0, 3, 1, 2)")
             self.check_declared(o, v)
             if len(v.shape) == 1 and v.sg != v.shape:     # flattened: a flatten layer, so that
                 v = self.flatten_layer(o.name, v)          # the output has ONNX's shape

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .common import _INPUT, _Layer, _Value
+from .common import _INPUT, CHANNELS_LAST_OPS, _Layer, _Value
 
 
 def _clamped(start: int, end: int, size: int) -> tuple[int, int]:
@@ -256,6 +256,9 @@ class OpMapping:
         axes = a.get("axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
             axes = self.const(node, 1, "axes").reshape(-1).tolist()
+        x = self.tensor(node, channels_last=True)
+        if x.channels_last and node.op_type == "ReduceMean" and self.match_layernorm(node, x):
+            return
         x = self.image(node)
         if axes is not None and [int(ax) % 4 for ax in axes] == [1]:
             mode = "mean" if node.op_type == "ReduceMean" else "max"
@@ -336,9 +339,9 @@ class OpMapping:
                               x.sg, node), node.output[0], x.shape)
 
     def add_activation(self, node, op: str, fields: dict, tensor: str | None = None):
-        x = self.tensor(node)
+        x = self.tensor(node, channels_last=True)
         self.add_layer(_Layer(op, [x.layer], fields, {}, x.sg, node), tensor or node.output[0],
-                       x.shape)
+                       x.shape, x.channels_last)
 
     def gated_by(self, node, x_name: str):
         """The Mul that multiplies `x_name` by this node's output (x * sigmoid(x) is SiLU,
@@ -527,8 +530,9 @@ class OpMapping:
     def map_relu(self, node, checked: bool = False):
         if not checked:
             self.attrs(node, ())
-        x = self.tensor(node)
-        self.add_layer(_Layer("relu", [x.layer], {}, {}, x.sg, node), node.output[0], x.shape)
+        x = self.tensor(node, channels_last=True)
+        self.add_layer(_Layer("relu", [x.layer], {}, {}, x.sg, node), node.output[0], x.shape,
+                       x.channels_last)
 
     def map_add(self, node):
         if not self.map_affine(node):
@@ -644,8 +648,121 @@ class OpMapping:
         self.add_layer(_Layer("pixel_shuffle", [x.layer], f, {}, sg, node), node.output[0])
 
     def map_pattern_only(self, node):
+        if node.op_type in ("Pow", "Sqrt"):
+            raise self.fail(node, f"{node.op_type} is imported only inside a LayerNorm over the "
+                                  "channels of a channels-last tensor, (x - mean) / sqrt(var + "
+                                  "eps), as F.layer_norm exports it before opset 17")
         raise self.fail(node, f"{node.op_type} is imported only inside GELU, x * 0.5 * (1 + "
                               "erf(x / sqrt(2))), as F.gelu exports it")
+
+    def map_transpose(self, node):
+        """x.permute(0, 2, 3, 1) of an image starts a channels-last stretch (the same layer,
+        seen as N, H, W, C: ConvNeXt's LayerNorm and Linear layers over the channels) and
+        x.permute(0, 3, 1, 2) ends it; other permutations are refused."""
+        a = self.attrs(node, ("perm",))
+        perm = [int(p) for p in a.get("perm", [])]
+        x = self.tensor(node, channels_last=True)
+        if perm == [0, 3, 1, 2] and x.channels_last:
+            self.values[node.output[0]] = _Value(x.layer, x.sg, x.sg)
+            return
+        if perm == [0, 2, 3, 1] and not x.channels_last and len(x.shape) == 3 \
+                and x.shape == x.sg:
+            c, h, w = x.sg
+            self.values[node.output[0]] = _Value(x.layer, (h, w, c), x.sg, True)
+            return
+        raise self.fail(node, f"perm {perm or 'reversed'} of a tensor [N, "
+                              f"{', '.join(map(str, x.shape))}] is not supported: squeezegen "
+                              "takes a permute(0, 2, 3, 1) of an N, C, H, W image to channels-"
+                              f"last, through {CHANNELS_LAST_OPS}, and the permute(0, 3, 1, 2) "
+                              "back (and the Transposes inside ShuffleNet's channel shuffle and "
+                              "PixelUnshuffle)", "perm")
+
+    def map_layernorm(self, node):
+        """LayerNormalization over the last axis of a channels-last image (ConvNeXt's
+        LayerNorm2d at opset 17): a layernorm layer, scale and B its weights."""
+        a = self.attrs(node, ("axis", "epsilon", "stash_type"))
+        x = self.tensor(node, channels_last=True)
+        axis = int(a.get("axis", -1))
+        rank = len(x.shape) + 1
+        if not x.channels_last or axis % rank != rank - 1:
+            raise self.fail(node, f"a LayerNorm over axis {axis} of a tensor [N, "
+                                  f"{', '.join(map(str, x.shape))}] is not supported: squeezegen's "
+                                  "layernorm is over the channels of a channels-last image (the "
+                                  "last axis after permute(0, 2, 3, 1), as ConvNeXt's "
+                                  "LayerNorm2d); over C, H, W use GroupNorm(1, C)", "axis")
+        c = x.sg[0]
+        weights = {"weight": self.ln_vector(node, 1, "scale", c, 1.0),
+                   "bias": self.ln_vector(node, 2, "B", c, 0.0)}
+        if len(node.output) > 1 and any(o and (self.data_consumers(o) or o in self.g.outputs)
+                                        for o in node.output[1:]):
+            raise self.fail(node, "its Mean or InvStdDev output is used")
+        eps = self.ln_eps(node, float(a.get("epsilon", 1e-5)))
+        index = self.add_layer(_Layer("layernorm", [x.layer], {"eps": eps}, weights, x.sg, node),
+                               node.output[0], channels_last=True)
+        self.fuse_relu(index, node.output[0])
+
+    def ln_vector(self, node, index: int, what: str, c: int, default: float) -> np.ndarray:
+        if index >= len(node.input) or not node.input[index]:
+            return np.full((c,), default, np.float32)
+        w = self.weight(node, index, what)
+        if w.size != c or (w.ndim and w.shape[-1] != c):
+            raise self.fail(node, f"the {what} '{node.input[index]}' has shape {list(w.shape)}, "
+                                  f"expected [{c}] (one per channel)")
+        if not np.all(np.isfinite(w)):
+            raise self.fail(node, f"the {what} '{node.input[index]}' is not finite")
+        return np.ascontiguousarray(w.reshape(c), dtype=np.float32)
+
+    def ln_eps(self, node, eps: float) -> float:
+        eps = float(str(np.float32(eps)))                # ONNX stores a float32: 1e-06
+        if not eps > 0 or not math.isfinite(eps):
+            raise self.fail(node, f"epsilon {eps} must be a positive number", "epsilon")
+        return eps
+
+    def match_layernorm(self, mean, x: _Value) -> bool:
+        """F.layer_norm over the last axis before opset 17: mean = ReduceMean(x, -1);
+        d = x - mean; var = ReduceMean(d ** 2, -1); d / sqrt(var + eps), then * scale and
+        + B (constants), on a channels-last image: one layernorm layer, the chain absorbed."""
+        xname = mean.input[0]
+
+        def reader(tensor, op_type):
+            n = self.only_reader(tensor, op_type)
+            return n if n is not None and len(n.output) == 1 else None
+
+        def last_axis(n):
+            a = self.attrs(n, ("axes", "keepdims", "noop_with_empty_axes"))
+            axes = a.get("axes")
+            if axes is None and len(n.input) > 1 and n.input[1] in self.g.consts:
+                axes = self.g.consts[n.input[1]].reshape(-1).tolist()
+            return axes is not None and [int(v) % 4 for v in axes] == [3] \
+                and int(a.get("keepdims", 1)) == 1
+        sub = reader(mean.output[0], "Sub")
+        if not last_axis(mean) or sub is None or list(sub.input) != [xname, mean.output[0]]:
+            return False
+        readers = self.data_consumers(sub.output[0])
+        if sub.output[0] in self.g.outputs or len(readers) != 2 \
+                or sorted(n.op_type for n in readers) != ["Div", "Pow"]:
+            return False
+        power, div = sorted(readers, key=lambda n: n.op_type, reverse=True)
+        var = reader(power.output[0], "ReduceMean")
+        plus = var and reader(var.output[0], "Add")
+        root = plus and reader(plus.output[0], "Sqrt")
+        if not (root and self.is_scalar(power.input[1], 2.0) and last_axis(var)
+                and list(div.input) == [sub.output[0], root.output[0]]):
+            return False
+        eps_name = self.other_input(plus, var.output[0])
+        eps = self.g.consts.get(eps_name)
+        if eps is None or eps.size != 1:
+            return False
+        for n in (sub, power, plus, root, div):
+            self.attrs(n, ())
+        self.absorbed.update(id(n) for n in (sub, power, var, plus, root, div))
+        c = x.sg[0]
+        weights = {"weight": np.ones((c,), np.float32), "bias": np.zeros((c,), np.float32)}
+        index = self.add_layer(_Layer("layernorm", [x.layer],
+                                      {"eps": self.ln_eps(mean, float(eps.reshape(-1)[0]))},
+                                      weights, x.sg, mean), div.output[0], channels_last=True)
+        self.fuse_relu(index, div.output[0])
+        return True
 
     def map_affine(self, node) -> bool:
         """Add, Sub, Mul or Div of a layer output and a constant that is one number or one per
@@ -661,9 +778,9 @@ class OpMapping:
         if consts.count(True) != 1:
             return False
         i = consts.index(False)
-        x = self.tensor(node, i)
-        if self.g.consts[node.input[1 - i]].size > 1:     # one per feature of a flattened image
-            x = self.features(node, i)
+        x = self.tensor(node, i, channels_last=True)
+        if self.g.consts[node.input[1 - i]].size > 1 and not x.channels_last:
+            x = self.features(node, i)                     # one per feature of a flattened image
         v = self.per_channel(node, x, node.input[1 - i])
         op = node.op_type
         if op == "Div" and i == 1:
@@ -680,7 +797,8 @@ class OpMapping:
         if not in_range:
             raise self.fail(node, "the constant's scale or shift is beyond float32's range")
         before = self.layers[x.layer] if x.layer != _INPUT else None
-        if (before is not None and before.op in ("affine", "groupnorm") and not before.relu
+        if (before is not None and before.op in ("affine", "groupnorm", "layernorm")
+                and not before.relu
                 and "weight" in before.weights and self.sole_reader_of_layer(x.layer) is node):
             with np.errstate(over="ignore", invalid="ignore"):
                 merged = {"weight": (before.weights["weight"] * weight).astype(np.float32),
@@ -690,12 +808,12 @@ class OpMapping:
                                       "beyond float32's range")
             before.weights = merged
             self.merged.add(id(node))
-            self.values[node.output[0]] = _Value(x.layer, x.shape, x.sg)
+            self.values[node.output[0]] = _Value(x.layer, x.shape, x.sg, x.channels_last)
             self.fuse_relu(x.layer, node.output[0])
             return True
         index = self.add_layer(_Layer("affine", [x.layer], {}, {
             "weight": weight.astype(np.float32), "bias": bias.astype(np.float32)}, x.sg, node,
-            relu=False), node.output[0], x.shape)
+            relu=False), node.output[0], x.shape, x.channels_last)
         self.fuse_relu(index, node.output[0])
         return True
 
@@ -725,10 +843,15 @@ class OpMapping:
         channel_axis = x.shape == x.sg or (x.flattened and x.sg[1:] == (1, 1))
         per = aligned is not None and (c.size == 1 or (
             channel_axis and aligned[1] == channels and c.size == channels))
+        if x.channels_last:            # channels-last: the channels are the last axis
+            per = aligned is not None and (c.size == 1 or (aligned[-1] == channels
+                                                           and c.size == channels))
         if not per:
             c0 = x.shape[0]
             want = (f"[{c0}, 1, 1] or [1, {c0}, 1, 1]" if len(x.shape) == 3
                     else f"[{c0}] or [1, {c0}]")
+            if x.channels_last:
+                want = f"[{channels}] for the last axis of a channels-last tensor"
             raise self.fail(node, f"the constant '{name}' has shape {list(c.shape)} against the "
                                   f"tensor's [N, {', '.join(map(str, x.shape))}]; squeezegen "
                                   f"takes one number or one per channel ({want})")
@@ -752,13 +875,16 @@ class OpMapping:
                                       f"squeezegen's {op} combines two layer outputs"
                                       + (" (a bias belongs in a Conv/Gemm)" if op == "add" else
                                          ""))
-        a, b = self.tensor(node, 0), self.tensor(node, 1)
+        a, b = (self.tensor(node, i, channels_last=True) for i in (0, 1))
+        if a.channels_last != b.channels_last:
+            raise self.fail(node, f"{verb} a channels-last tensor (a permute(0, 2, 3, 1) of an "
+                                  "image) and an N, C, H, W one; permute one of them first")
         if negate_second and a.layer != b.layer and node.input[0] != node.input[1]:
             c = b.sg[0]
             minus = np.full((c,), -1.0, np.float32)
             index = self.add_layer(_Layer("affine", [b.layer], {}, {
                 "weight": minus, "bias": np.zeros_like(minus)}, b.sg, node, relu=False),
-                node.output[0] + ":negated", b.shape)
+                node.output[0] + ":negated", b.shape, b.channels_last)
             b = self.values[node.output[0] + ":negated"]
             assert b.layer == index
         if node.input[0] == node.input[1] or a.layer == b.layer:
@@ -779,7 +905,7 @@ class OpMapping:
                                   f"layout ({'x'.join(map(str, a.sg))} and "
                                   f"{'x'.join(map(str, b.sg))})")
         index = self.add_layer(_Layer(op, [a.layer, b.layer], {}, {}, big.sg, node, relu=False),
-                               node.output[0], big.shape)
+                               node.output[0], big.shape, a.channels_last)
         self.fuse_relu(index, node.output[0])
 
     def map_concat(self, node):
@@ -864,8 +990,13 @@ class OpMapping:
         self.linear(node, x, w, b, node.output[0])
 
     def map_matmul(self, node):
+        """MatMul by a constant [in, out] weight (+ an Add of a bias): a linear layer of a
+        flattened input; of a channels-last image (nn.Linear over its channels, as in
+        ConvNeXt's blocks) a 1x1 conv, still channels-last."""
         self.attrs(node, ())
-        x = self.vector(node, 0)
+        x = self.tensor(node, 0, channels_last=True)
+        if not x.channels_last:
+            x = self.vector(node, 0)
         w = np.ascontiguousarray(self.weight(node, 1, "weight", 2).T)
         tensor, b = node.output[0], None
         add = self.only_reader(tensor, "Add")
@@ -876,7 +1007,21 @@ class OpMapping:
                 self.attrs(add, ())
                 self.absorbed.add(id(add))
                 tensor = add.output[0]
-        self.linear(node, x, w, b, tensor)
+        if not x.channels_last:
+            self.linear(node, x, w, b, tensor)
+            return
+        if w.shape[1] != x.sg[0]:
+            raise self.fail(node, f"the weight has {w.shape[1]} input features, the "
+                                  f"channels-last input {x.sg[0]} channels")
+        f = dict(out=int(w.shape[0]), kernel=(1, 1), stride=(1, 1), pad=(0, 0),
+                 bias=b is not None)
+        weights = {"weight": np.ascontiguousarray(w.reshape(w.shape + (1, 1)))}
+        if b is not None:
+            weights["bias"] = b
+        sg = self.shape_of(node, "conv", f, [x.sg])
+        index = self.add_layer(_Layer("conv", [x.layer], f, weights, sg, node), tensor,
+                               channels_last=True)
+        self.fuse_relu(index, tensor)
 
     def map_softmax(self, node):
         """Softmax, and LogSoftmax as softmax `log: true`, over the channels."""
@@ -916,7 +1061,7 @@ class OpMapping:
                 raise self.fail(node, "the dropout mask output is used")
         else:
             self.attrs(node, ())
-        self.values[node.output[0]] = self.tensor(node)
+        self.values[node.output[0]] = self.tensor(node, channels_last=True)
 
     def map_reshape(self, node):
         """Flatten, Reshape, Squeeze, Unsqueeze: only flattening (or undoing one) is a no-op;

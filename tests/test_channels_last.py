@@ -1,0 +1,95 @@
+"""ConvNeXt's channels-last stretches through the ONNX importer: x.permute(0, 2, 3, 1), then
+LayerNorm over the channels (LayerNormalization at opset 17, the ReduceMean/Sub/Pow/Sqrt/Div
+chain before), Linear layers over the channels (MatMul + Add: 1x1 convs), GELU and per-channel
+scales, and the permute back, imported as layernorm, conv, gelu and affine layers; a ConvNeXt
+block and a small ConvNeXt against PyTorch at opsets 13 and 17; what stays refused, in one line
+naming the node."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from squeezegen.passes import run_passes
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+from test_onnx_import import check_import, ops_of, refusal, seeded  # noqa: E402
+from architectures import ConvNeXt, CNBlock  # noqa: E402
+
+nn = torch.nn
+
+
+class TimmBlock(nn.Module):
+    """The original ConvNeXt block: the layer scale (gamma) applied while channels-last."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.dwconv = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+        self.pwconv1 = nn.Linear(c, 4 * c)
+        self.pwconv2 = nn.Linear(4 * c, c)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, c))
+
+    def forward(self, x):
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(nn.functional.gelu(self.pwconv1(self.norm(y))))
+        return x + (self.gamma * y).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("block", ["torchvision", "timm"])
+def test_a_convnext_block_imports_and_matches_pytorch(block, opset, tmp_path):
+    module = CNBlock(8, layer_scale=0.7) if block == "torchvision" else TimmBlock(8)
+    text, weights, graph = check_import(seeded(module), (8, 9, 6), tmp_path, opset=opset)
+    ops = ops_of(text)
+    assert ops[:4] == ["conv", "layernorm", "conv", "gelu"], text
+    assert ops.count("layernorm") == 1 and ops[-1] == "add", text
+    layers = [n.op for n in run_passes(graph).nodes]
+    assert layers == ["input", "conv", "layernorm", "conv", "conv"], layers   # gelu, scale, add fused
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_a_small_convnext_imports_and_matches_pytorch(opset, tmp_path):
+    text, _, graph = check_import(seeded(ConvNeXt(widths=(8, 16), depths=(1, 2), classes=5)),
+                                  (3, 32, 24), tmp_path, opset=opset,
+                                  do_constant_folding=opset == 17)
+    assert ops_of(text).count("layernorm") == 6, text
+    assert "eps: 1.0e-06" in text
+
+
+def test_a_layernorm_over_other_axes_or_not_channels_last_is_refused(tmp_path):
+    class OverImage(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 1)
+            self.ln = nn.LayerNorm([4, 5, 6])
+
+        def forward(self, x):
+            return self.ln(self.c(x))
+    from test_onnx_import import export
+    path = export(seeded(OverImage()), (3, 5, 6), tmp_path / "ln.onnx", 17)
+    message = refusal(path)
+    assert "(LayerNormalization), attribute 'axis': a LayerNorm over axis -3" in message, message
+    assert "GroupNorm(1, C)" in message
+
+
+@pytest.mark.parametrize("body, expect", [
+    (lambda x: torch.softmax(x.permute(0, 2, 3, 1), -1).permute(0, 3, 1, 2),
+     "(Softmax): reads the channels-last tensor"),
+    (lambda x: x.permute(0, 2, 3, 1), "is channels-last (N, H, W, C)"),
+    (lambda x: x.permute(0, 3, 2, 1), "attribute 'perm': perm [0, 3, 2, 1]"),
+    (lambda x: (x + x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
+     "(Add): adds a channels-last tensor (a permute(0, 2, 3, 1) of an image) and an N, C, H, W"),
+])
+def test_what_channels_last_cannot_do_is_refused_in_one_line(body, expect, tmp_path):
+    class Body(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            return body(self.c(x))
+    from test_onnx_import import export
+    path = export(seeded(Body()), (3, 4, 4), tmp_path / "cl.onnx", 17)
+    message = refusal(path)
+    assert expect in message and "\n" not in message, message
