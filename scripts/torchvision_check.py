@@ -6,7 +6,8 @@ against PyTorch eager fp32 (the same function, `bench --compare eager`) at batch
         resnet18 mobilenet_v2 lraspp_mobilenet_v3_large
 
 Runs where torchvision is installed (the H200 machine); nothing is downloaded (weights=None).
-BatchNorm statistics are redrawn, so that folding them is tested on more than the identity.
+BatchNorm statistics are redrawn, so that folding them is tested on more than the identity, and
+ConvNeXt's layer scales set to 0.1 (from 1e-6), so that its blocks count in the comparison.
 """
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ def torchvision_model(name: str):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+        for key, p in model.named_parameters():     # ConvNeXt's 1e-6 would hide its blocks
+            if key.endswith("layer_scale"):
+                p.fill_(0.1)
     return model.eval()
 
 
