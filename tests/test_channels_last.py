@@ -93,3 +93,29 @@ def test_what_channels_last_cannot_do_is_refused_in_one_line(body, expect, tmp_p
     path = export(seeded(Body()), (3, 4, 4), tmp_path / "cl.onnx", 17)
     message = refusal(path)
     assert expect in message and "\n" not in message, message
+
+
+class ManualNorm(nn.Module):
+    """A LayerNorm over the channels written out by hand; `reuse` also reads the root."""
+
+    def __init__(self, reuse=False, eps=1e-5):
+        super().__init__()
+        self.c = nn.Conv2d(3, 5, 1)
+        self.reuse, self.eps = reuse, eps
+
+    def forward(self, x):
+        y = self.c(x).permute(0, 2, 3, 1)
+        d = y - y.mean(-1, keepdim=True)
+        root = torch.sqrt(d.pow(2).mean(-1, keepdim=True) + self.eps)
+        out = d / root
+        return (out * root if self.reuse else out).permute(0, 3, 1, 2)
+
+
+def test_a_hand_written_layernorm_imports_as_one_and_a_reused_step_is_refused(tmp_path):
+    text, _, _ = check_import(seeded(ManualNorm()), (3, 4, 6), tmp_path, opset=13)
+    assert ops_of(text) == ["conv", "layernorm"], text
+    from test_onnx_import import export
+    path = export(seeded(ManualNorm(reuse=True)), (3, 4, 6), tmp_path / "reuse.onnx", 13)
+    assert "is imported only as the start of a LayerNorm over its last axis" in refusal(path)
+    path = export(seeded(ManualNorm(eps=0.0)), (3, 4, 6), tmp_path / "eps.onnx", 13)
+    assert "(Add): adds 0.0 to a LayerNorm's variance" in refusal(path)

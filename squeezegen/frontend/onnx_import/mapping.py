@@ -178,8 +178,9 @@ class OpMapping:
                               "output_shape", "pads", "strides"))
         x = self.image(node)
         w = self.weight(node, 1, "weight", 4)
+        self.check_in_channels(node, w, int(w.shape[0]), x)
         groups = int(a.get("group", 1))
-        if groups < 1 or x.sg[0] % groups or int(w.shape[0]) % groups:
+        if groups < 1 or x.sg[0] % groups:
             raise self.fail(node, f"group {a.get('group')} does not divide the {x.sg[0]} input "
                                   "channels", "group")
         extra = tuple(int(p) for p in a.get("output_padding", (0, 0)))
@@ -191,7 +192,6 @@ class OpMapping:
             raise self.fail(node, f"kernel_shape {list(a['kernel_shape'])} does not match the "
                                   f"weight's shape {list(w.shape)}", "kernel_shape")
         stride, pad = self.window(node, a, kernel, "deconv")
-        self.check_in_channels(node, w, int(w.shape[0]), x)
         out = int(w.shape[1]) * groups              # the weight is [C, out / group, kh, kw]
         b = self.optional_bias(node, out)
         f = dict(out=out, kernel=kernel, stride=stride, pad=pad, bias=b is not None)
@@ -257,8 +257,13 @@ class OpMapping:
         if axes is None and len(node.input) > 1 and node.input[1]:
             axes = self.const(node, 1, "axes").reshape(-1).tolist()
         x = self.tensor(node, channels_last=True)
-        if x.channels_last and node.op_type == "ReduceMean" and self.match_layernorm(node, x):
-            return
+        if x.channels_last:
+            if node.op_type == "ReduceMean" and self.match_layernorm(node, x):
+                return
+            raise self.fail(node, f"a {node.op_type} of a channels-last tensor is imported only "
+                                  "as the start of a LayerNorm over its last axis, (x - mean) / "
+                                  "sqrt(mean((x - mean) ** 2) + eps), whose intermediate "
+                                  "results nothing else reads")
         x = self.image(node)
         if axes is not None and [int(ax) % 4 for ax in axes] == [1]:
             mode = "mean" if node.op_type == "ReduceMean" else "max"
@@ -713,9 +718,14 @@ class OpMapping:
         return np.ascontiguousarray(w.reshape(c), dtype=np.float32)
 
     def ln_eps(self, node, eps: float) -> float:
+        """A LayerNorm's epsilon: the attribute of a LayerNormalization, or the constant that
+        the Add `node` of the opset-13 chain adds to the variance."""
         eps = float(str(np.float32(eps)))                # ONNX stores a float32: 1e-06
         if not eps > 0 or not math.isfinite(eps):
-            raise self.fail(node, f"epsilon {eps} must be a positive number", "epsilon")
+            if node.op_type == "LayerNormalization":
+                raise self.fail(node, f"epsilon {eps} must be a positive number", "epsilon")
+            raise self.fail(node, f"adds {eps} to a LayerNorm's variance; the epsilon must be "
+                                  "a positive number")
         return eps
 
     def match_layernorm(self, mean, x: _Value) -> bool:
@@ -747,7 +757,8 @@ class OpMapping:
         plus = var and reader(var.output[0], "Add")
         root = plus and reader(plus.output[0], "Sqrt")
         if not (root and self.is_scalar(power.input[1], 2.0) and last_axis(var)
-                and list(div.input) == [sub.output[0], root.output[0]]):
+                and list(div.input) == [sub.output[0], root.output[0]]
+                and self.only_reader(root.output[0], "Div") is div):
             return False
         eps_name = self.other_input(plus, var.output[0])
         eps = self.g.consts.get(eps_name)
@@ -759,7 +770,7 @@ class OpMapping:
         c = x.sg[0]
         weights = {"weight": np.ones((c,), np.float32), "bias": np.zeros((c,), np.float32)}
         index = self.add_layer(_Layer("layernorm", [x.layer],
-                                      {"eps": self.ln_eps(mean, float(eps.reshape(-1)[0]))},
+                                      {"eps": self.ln_eps(plus, float(eps.reshape(-1)[0]))},
                                       weights, x.sg, mean), div.output[0], channels_last=True)
         self.fuse_relu(index, div.output[0])
         return True
