@@ -81,7 +81,7 @@ def tuning_file() -> Path:
 # host code (timings are of each kernel alone). Changing them leaves every tuned choice valid.
 UNTUNED_TEMPLATES = ("softmax", "pool", "concat", "resize", "pixel_shuffle", "channels",
                      "segment_masks", "image_inputs", "network", "groupnorm", "layernorm",
-                     "reduce_channels", "eltwise")
+                     "reduce_channels", "eltwise", "conv_direct", "deconv_direct")
 UNTUNED_OPS = ("softmax", "concat", "resize", "pixel_shuffle", "channels", "groupnorm",
                "reduce", "eltwise")
 
