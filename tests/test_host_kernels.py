@@ -1,0 +1,90 @@
+"""The generated kernels whose threads are independent, run on the host (`host_kernels`: g++,
+every thread of every block in order, loads bounds-checked, outputs starting as NaN) against
+the NumPy reference on odd shapes: the CPU suite's check of their indexing, for the kernels
+that have had no GPU run since they changed (grouped deconvs, dilated max pools, pixel
+(un)shuffle, layernorm, channel reductions, per-pixel broadcasts, log softmax) and for a few
+that have, as a control."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import assert_close, random_input, random_weights, small_model
+from host_kernels import COMPILER, NotEmulable, host_source, run_on_host
+from squeezegen.reference import ReferenceExecutor
+
+pytestmark = pytest.mark.skipif(COMPILER is None, reason="no C++ compiler (g++) on this machine")
+
+CASES = {
+    "deconv_depthwise_up": ((6, 7, 5), """
+        - {name: a, op: deconv, out: 6, kernel: 4, stride: 2, pad: 1, groups: 6}
+        - {name: r, op: relu}"""),
+    "deconv_grouped_odd": ((6, 5, 4), """
+        - {name: a, op: deconv, out: 9, kernel: [2, 3], stride: [5, 4], pad: [1, 0], output_padding: [3, 2], groups: 3}
+        - {name: r, op: batchnorm, relu: true}"""),
+    "deconv_fcn_up8": ((4, 3, 2), """
+        - {name: r, op: deconv, out: 4, kernel: 16, stride: 8, pad: 4, groups: 4, bias: false}"""),
+    "maxpool_dilated_ceil": ((3, 11, 8), """
+        - {name: a, op: maxpool, kernel: [2, 3], stride: [3, 2], pad: [1, 1], dilation: [3, 2]}
+        - {name: r, op: maxpool, kernel: 3, stride: 1, pad: 1, dilation: 2, ceil_mode: false}"""),
+    "pixel_unshuffle_and_back": ((4, 6, 9), """
+        - {name: u, op: pixel_unshuffle, factor: 3}
+        - {name: c, op: conv, out: 18, kernel: 1, groups: 2}
+        - {name: r, op: pixel_shuffle, factor: 3}"""),
+    "layernorm_gelu_add": ((6, 3, 7), """
+        - {name: c, op: conv, out: 9, kernel: 1, groups: 3}
+        - {name: n, op: layernorm, eps: 1.0e-6}
+        - {name: g, op: gelu}
+        - {name: c2, op: conv, input: input, out: 9, kernel: 3, pad: 2, dilation: 2, groups: 3}
+        - {name: r, op: add, inputs: [g, c2]}"""),
+    "spatial_attention": ((6, 5, 9), """
+        - {name: m, op: reduce_channels, mode: max}
+        - {name: s, op: sigmoid}
+        - {name: r, op: mul, inputs: [input, s]}"""),
+    "log_softmax": ((5, 4, 3), """
+        - {name: r, op: softmax, log: true}"""),
+    "conv_grouped_dilated_control": ((6, 9, 8), """
+        - {name: r, op: conv, out: 9, kernel: [3, 2], stride: [2, 1], dilation: [2, 3], pad: [2, 1, 1, 0], groups: 3}"""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_kernels_on_the_host_match_the_reference(case, tmp_path):
+    shape, layers = CASES[case]
+    g = small_model(shape, layers, "r")
+    w = random_weights(g, seed=11)
+    x = random_input(g, 3)
+    want = ReferenceExecutor(g, w)(x)
+    try:
+        (got,), stray, _ = run_on_host(g, w, x, tmp_path)
+    except NotEmulable as exc:
+        pytest.fail(f"{case} is meant to run on the host: {exc}")
+    assert stray == 0, f"{stray} loads outside the network's buffers"
+    assert not np.isnan(got).any(), "an output element no thread wrote"
+    assert_close(got, want, 1e-5, what=case)
+
+
+def test_a_kernel_with_shared_memory_is_refused():
+    g = small_model((4, 5, 6), "- {name: r, op: groupnorm, groups: 2}", "r")
+    from squeezegen.build import build
+    cu = build(g, 2).output.files["t.cu"]
+    with pytest.raises(NotEmulable, match="shared memory"):
+        host_source(cu.decode() if isinstance(cu, bytes) else cu)
+
+
+def test_a_wrong_index_would_be_caught(tmp_path):
+    """The harness can fail: the same depthwise deconv with its tap rows off by one."""
+    shape, layers = CASES["deconv_depthwise_up"]
+    g = small_model(shape, layers, "r")
+    w = random_weights(g, seed=11)
+    x = random_input(g, 3)
+    import host_kernels
+    real = host_kernels.host_source
+    host_kernels.host_source = lambda cu: real(cu.replace("const int i0 = (oh + PH) % SH",
+                                                          "const int i0 = (oh + PH + 1) % SH"))
+    try:
+        (got,), _, _ = run_on_host(g, w, x, tmp_path)
+    finally:
+        host_kernels.host_source = real
+    want = ReferenceExecutor(g, w)(x)
+    assert not np.allclose(got, want, atol=1e-3)
