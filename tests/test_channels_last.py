@@ -6,7 +6,6 @@ block and a small ConvNeXt against PyTorch at opsets 13 and 17; what stays refus
 naming the node."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from squeezegen.passes import run_passes
