@@ -276,6 +276,12 @@ def torch_module(graph, weights: dict):
                 return F.prelu(x, self._p(node, "weight"))
             if node.op == "pixel_shuffle":
                 return F.pixel_shuffle(x, a["factor"])
+            if node.op == "pad":
+                top, left = a["pad"]
+                bottom, right = a.get("pad_end", a["pad"])
+                if a["mode"] == "constant":
+                    return F.pad(x, (left, right, top, bottom), value=a["value"])
+                return F.pad(x, (left, right, top, bottom), mode=a["mode"])
             if node.op == "pixel_unshuffle":
                 return F.pixel_unshuffle(x, a["factor"])
             if node.op == "slice":

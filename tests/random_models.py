@@ -137,6 +137,14 @@ def random_model(seed: int, wide: bool = False) -> str:
             emit(f"{last}_sa", f"op: {op}, inputs: [{last}_sg, {last}]", (c, h, w),
                  [last, f"{last}_sg"])
             return
+        if window_rng.random() < 0.05:                  # constant, reflection, edge padding
+            mode = window_rng.choice(["constant", "reflect", "replicate"])
+            sides = [window_rng.randint(0, min(3, (h if i % 2 == 0 else w) - 1))
+                     for i in range(4)]
+            value = f", value: {window_rng.choice([0.0, -1.0, 2.5])}" if mode == "constant" else ""
+            emit(f"{last}_pad", f"op: pad, input: {last}, pad: {sides}, mode: {mode}{value}",
+                 (c, h + sides[0] + sides[2], w + sides[1] + sides[3]), [last])
+            return
         r = window_rng.choice([2, 3])
         if window_rng.random() < 0.05 and h % r == 0 and w % r == 0 and c * r * r <= 2 * most:
             emit(f"{last}_un", f"op: pixel_unshuffle, input: {last}, factor: {r}",

@@ -848,12 +848,24 @@ def test_a_zero_pad_before_a_conv_becomes_its_padding(opset, fold, tmp_path):
     assert ops_of(text) == ["conv"] and "pad: [1, 1, 0, 0]" in text, text
 
 
-def test_a_pad_not_read_by_a_conv_is_refused(tmp_path):
+def test_a_pad_not_read_by_a_conv_is_a_pad_layer_and_cropping_or_wrapping_is_refused(tmp_path):
     class PadThenPool(nn.Module):
         def forward(self, x):
             return F.max_pool2d(F.pad(x, (1, 0, 1, 0)), 2)
-    message = refusal(export(PadThenPool(), (3, 8, 8), tmp_path / "m.onnx"))
-    assert "(Pad)" in message and "read by one Conv" in message, message
+    text, _, _ = check_import(PadThenPool(), (3, 8, 8), tmp_path)
+    assert ops_of(text) == ["pad", "maxpool"] and "pad: [1, 1, 0, 0]" in text, text
+    from onnx import helper
+    for attrs, message in ((dict(mode="wrap"), "attribute 'mode': mode wrap padding is not "
+                                               "supported (constant, reflect and edge are)"),
+                           (dict(pads=[0, 0, -1, 0, 0, 0, 0, 0]), "negative pads (cropping)"),
+                           (dict(pads=[0, 1, 0, 0, 0, 0, 0, 0]), "only H and W may be padded")):
+        attrs = {"pads": [0, 0, 1, 1, 0, 0, 1, 1], **attrs}
+        pad = helper.make_node("Pad", ["x"], ["y"], name="pad", **attrs)
+        model = onnx_model([pad], [fvalue("x", [1, 2, 4, 4])], [fvalue("y", None)], [],
+                           opset=10)
+        path = tmp_path / "pad.onnx"
+        path.write_bytes(model.SerializeToString())
+        assert message in refusal(path), refusal(path)
 
 
 def test_batchnorm_right_after_a_conv_is_folded_by_the_exporter(tmp_path):

@@ -3,7 +3,7 @@
 Each op family is one module of `squeezegen/ops/` (gemm: conv and linear; deconv; pool; eltwise:
 add and mul; concat; softmax; norm: batchnorm, affine; groupnorm; activation: relu, relu6, clip,
 leaky_relu, sigmoid, hardsigmoid, hardswish, silu, tanh, elu, gelu, softplus, mish; resize;
-pixel_shuffle: pixel_shuffle, pixel_unshuffle; channels: slice, channel_shuffle, flatten; reduce: reduce_channels) whose `OPS`
+pixel_shuffle: pixel_shuffle, pixel_unshuffle; pad; channels: slice, channel_shuffle, flatten; reduce: reduce_channels) whose `OPS`
 list holds `OpInfo` entries: the op's fields in the model language, its output shape, its
 weights (PyTorch's layouts, and the
 layout the kernels want them packed in), FLOPs, the epilogues its kernel takes, its NumPy
@@ -17,14 +17,14 @@ from math import prod
 
 import numpy as np
 
-from ..ops import (activation, channels, concat, deconv, eltwise, gemm, groupnorm, norm,
+from ..ops import (activation, channels, concat, deconv, eltwise, gemm, groupnorm, norm, pad,
                    pixel_shuffle, pool, reduce, resize, softmax)
 from ..ops.base import (OpInfo, ShapeError, conv_out_size, deconv_out_size,  # noqa: F401
                         pool_out_size, pool_window)
 from .graph import Graph, Node, TensorType
 
 FAMILIES = (gemm, deconv, pool, eltwise, concat, softmax, norm, groupnorm, activation, resize,
-            pixel_shuffle, channels, reduce)
+            pixel_shuffle, channels, reduce, pad)
 
 INPUT = OpInfo("input", 0, None, lambda a, i: TensorType(a["shape"]), reference=None,
                lower=None, torch=None)

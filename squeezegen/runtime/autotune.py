@@ -81,9 +81,9 @@ def tuning_file() -> Path:
 # host code (timings are of each kernel alone). Changing them leaves every tuned choice valid.
 UNTUNED_TEMPLATES = ("softmax", "pool", "concat", "resize", "pixel_shuffle", "channels",
                      "segment_masks", "image_inputs", "network", "groupnorm", "layernorm",
-                     "reduce_channels", "eltwise", "conv_direct", "deconv_direct")
+                     "reduce_channels", "eltwise", "conv_direct", "deconv_direct", "pad")
 UNTUNED_OPS = ("softmax", "concat", "resize", "pixel_shuffle", "channels", "groupnorm",
-               "reduce", "eltwise")
+               "reduce", "eltwise", "pad")
 
 
 def kernel_sources() -> list[Path]:

@@ -486,26 +486,51 @@ class OpMapping:
         self.fuse_relu(index, node.output[0])
 
     def map_pad(self, node):
-        """A Pad of zeros over H and W whose one reader is a Conv: folded into the conv's pads."""
+        """Pad over H and W: of zeros, with one Conv reading it, folded into the conv's pads;
+        otherwise a pad layer (constant, reflect, or edge as `replicate`: nn.ZeroPad2d,
+        nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d)."""
         a = self.attrs(node, ("mode", "pads", "value"))
-        if a.get("mode", "constant") != "constant":
-            raise self.fail(node, f"mode {a['mode']} padding is not supported (only zeros)", "mode")
+        mode = a.get("mode", "constant")
+        modes = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}
+        if mode not in modes:
+            raise self.fail(node, f"mode {mode} padding is not supported (constant, reflect and "
+                                  "edge are)", "mode")
         pads = a.get("pads")
         if pads is None:
             pads = self.const(node, 1, "pads").reshape(-1)
-        value = a.get("value", 0.0)
+        pads = [int(p) for p in pads]
+        value = float(a.get("value", 0.0))
         if len(node.input) > 2 and node.input[2]:
             value = float(self.const(node, 2, "constant value").reshape(-1)[0])
-        pads = [int(p) for p in pads]
         x = self.image(node)
-        reader = self.only_reader(node.output[0], "Conv")
-        if value != 0 or len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0 \
-                or reader is None:
-            raise self.fail(node, "an explicit padding layer (nn.ZeroPad2d or F.pad) is supported "
-                                  "only as zeros over H and W read by one Conv, which takes it as "
-                                  f"its padding (pads {pads}, value {value:g})")
-        self.zero_pads[node.output[0]] = (pads[2], pads[3], pads[6], pads[7])
-        self.values[node.output[0]] = x
+        if len(node.input) > 3 and node.input[3]:             # opset 18: the axes padded
+            axes = [int(v) % 4 for v in self.const(node, 3, "axes").reshape(-1)]
+            if len(pads) != 2 * len(axes) or len(set(axes)) != len(axes):
+                raise self.fail(node, f"pads {pads} do not match axes {axes}")
+            full = [0] * 8
+            for i, ax in enumerate(axes):
+                full[ax], full[4 + ax] = pads[i], pads[len(axes) + i]
+            pads = full
+        if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)):
+            raise self.fail(node, f"pads {pads}: only H and W may be padded (N, C, H, W begins, "
+                                  "then ends)", "pads")
+        if min(pads) < 0:
+            raise self.fail(node, f"pads {pads}: negative pads (cropping) are not supported",
+                            "pads")
+        if not math.isfinite(value):
+            raise self.fail(node, f"the constant value {value} is not finite")
+        top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
+        if mode == "constant" and value == 0 and self.only_reader(node.output[0], "Conv"):
+            self.zero_pads[node.output[0]] = (top, left, bottom, right)
+            self.values[node.output[0]] = x
+            return
+        f = {"pad": (top, left), "mode": modes[mode]}
+        if (bottom, right) != (top, left):
+            f["pad_end"] = (bottom, right)
+        if mode == "constant":
+            f["value"] = float(str(np.float32(value)))
+        sg = self.shape_of(node, "pad", f, [x.sg])
+        self.add_layer(_Layer("pad", [x.layer], f, {}, sg, node), node.output[0])
 
     def map_clip(self, node):
         """Clip with constant bounds: relu6 for [0, 6], relu for [0, inf), else clip."""

@@ -127,6 +127,15 @@ class YamlWriting:
                     items.append(f"ceil_mode: {'true' if f['ceil_mode'] else 'false'}")
                 if f.get("count_include_pad") is False:
                     items.append("count_include_pad: false")
+            if layer.op == "pad":
+                if "pad_end" in f:
+                    items.append(f"pad: [{', '.join(map(str, f['pad'] + f['pad_end']))}]")
+                else:
+                    items.append(f"pad: {_pair_text(f['pad'])}")
+                if f["mode"] != "constant":
+                    items.append(f"mode: {f['mode']}")
+                elif f["value"] != 0:
+                    items.append(f"value: {_yaml_float(f['value'])}")
             if layer.op == "reduce_channels":
                 items.append(f"mode: {f['mode']}")
             if layer.op == "resize":

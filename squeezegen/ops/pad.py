@@ -1,0 +1,82 @@
+"""`pad`: an image padded on each side with a constant, its reflection (the edge pixel not
+repeated) or its edge pixels repeated: PyTorch's nn.ConstantPad2d / ZeroPad2d,
+nn.ReflectionPad2d and nn.ReplicationPad2d (F.pad's "constant", "reflect" and "replicate"
+modes; ONNX Pad's constant, reflect and edge). A convolution's own zero padding is its `pad`
+field; this op is for the other modes (the style-transfer and CycleGAN generators pad by
+reflection before each convolution) and for padding anything else."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import TensorType
+from .base import MAX_DIM, Field, OpInfo, ShapeError, need_image
+from .norm import c_float
+
+MODES = ("constant", "reflect", "replicate")
+FIELDS = {"pad": Field("pad", required=True), "mode": Field("choice", default="constant",
+                                                             choices=MODES),
+          "value": Field("float", default=0.0), "input": Field("ref")}
+
+
+def sides(attrs) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right)."""
+    top, left = attrs["pad"]
+    bottom, right = attrs.get("pad_end", attrs["pad"])
+    return top, left, bottom, right
+
+
+def from_yaml(values, ins, given):
+    top, left, bottom, right = values["pad"]
+    attrs = {"pad": (top, left), "mode": values["mode"]}
+    if (bottom, right) != (top, left):
+        attrs["pad_end"] = (bottom, right)
+    if values["mode"] == "constant":
+        attrs["value"] = values["value"]
+    elif "value" in given:
+        raise ShapeError(f"'value' is for mode constant, not {values['mode']}", field="value")
+    return attrs
+
+
+def shape(attrs, ins):
+    c, h, w = need_image(ins[0], "pad")
+    top, left, bottom, right = sides(attrs)
+    if attrs["mode"] == "reflect" and (max(top, bottom) >= h or max(left, right) >= w):
+        raise ShapeError(f"reflect padding {top}, {left}, {bottom}, {right} (top, left, bottom, "
+                         f"right) must be smaller than the {h}x{w} input on each axis, as in "
+                         "PyTorch", field="pad")
+    ho, wo = h + top + bottom, w + left + right
+    if ho > MAX_DIM or wo > MAX_DIM:
+        raise ShapeError(f"the padded image ({ho}x{wo}) is beyond {MAX_DIM} a side", field="pad")
+    return TensorType((c, ho, wo))
+
+
+def pad(attrs, inputs, params):
+    top, left, bottom, right = sides(attrs)
+    widths = ((0, 0), (0, 0), (top, bottom), (left, right))
+    if attrs["mode"] == "constant":
+        return np.pad(inputs[0], widths, constant_values=np.float32(attrs["value"]))
+    return np.pad(inputs[0], widths, mode="reflect" if attrs["mode"] == "reflect" else "edge")
+
+
+def torch_pad(torch, attrs, args, params):
+    top, left, bottom, right = sides(attrs)
+    if attrs["mode"] == "constant":
+        return torch.nn.functional.pad(args[0], (left, right, top, bottom), value=attrs["value"])
+    return torch.nn.functional.pad(args[0], (left, right, top, bottom), mode=attrs["mode"])
+
+
+def lower(ctx, node):
+    """pad.cu.j2: one thread per output element, reading the input element it copies."""
+    top, left, bottom, right = sides(node.attrs)
+    consts = dict(ctx.consts(node), PT=top, PL=left)
+    extra = {"mode": node.attrs["mode"]}
+    if node.attrs["mode"] == "constant":
+        extra["value"] = c_float(node.attrs["value"])
+    return ctx.kernel(node, "pad.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
+                      consts, extra)
+
+
+OPS = [
+    OpInfo("pad", 1, FIELDS, shape, pad, lower, torch_pad, epilogues=("activation", "add"),
+           from_yaml=from_yaml),
+]
