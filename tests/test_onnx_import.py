@@ -1223,3 +1223,16 @@ def test_ops_on_the_features_of_a_flattened_image_get_a_flatten_layer(kind, ops,
                               do_constant_folding=False)
     assert ops_of(text) == ops, text
     assert text.count("op: flatten") == 1, text       # one flatten, shared by its readers
+
+
+def test_a_final_argmax_is_refused_saying_what_to_export_instead(tmp_path):
+    class Classes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.score = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            return self.score(x).argmax(1)
+    message = refusal(export(Classes(), (3, 5, 6), tmp_path / "argmax.onnx"))
+    assert "(ArgMax): op ArgMax is not supported: export the network without its final " \
+           "argmax" in message and "\n" not in message, message

@@ -24,7 +24,12 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.
-UNSUPPORTED_HINTS: dict[str, str] = {}
+UNSUPPORTED_HINTS: dict[str, str] = {
+    "ArgMax": "export the network without its final argmax (a segmentation net's scores, "
+              "N x classes x H x W): `squeezegen run` and `squeezegen segment` take the argmax "
+              "of the scores themselves, and `squeezegen.compile` returns the scores",
+    "ArgMin": "squeezegen's networks end in float tensors; export the scores instead",
+}
 
 # What a channels-last tensor (x.permute(0, 2, 3, 1)) may flow through before the permute back.
 CHANNELS_LAST_OPS = ("LayerNormalization (over the last axis), MatMul with a constant weight "
