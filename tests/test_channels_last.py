@@ -12,7 +12,7 @@ from squeezegen.passes import run_passes
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
-from test_onnx_import import check_import, ops_of, refusal, seeded  # noqa: E402
+from test_onnx_import import check_import, export, ops_of, refusal, seeded  # noqa: E402
 from architectures import ConvNeXt, CNBlock  # noqa: E402
 
 nn = torch.nn
@@ -73,8 +73,13 @@ def test_a_layernorm_over_other_axes_or_not_channels_last_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("body, expect", [
-    (lambda x: torch.softmax(x.permute(0, 2, 3, 1), -1).permute(0, 3, 1, 2),
-     "(Softmax): reads the channels-last tensor"),
+    (lambda x: torch.softmax(x.permute(0, 2, 3, 1), 1).permute(0, 3, 1, 2),
+     "(Softmax), attribute 'axis': a softmax over axis 1 of a channels-last tensor"),
+    (lambda x: torch.cat([x.permute(0, 2, 3, 1), x.permute(0, 2, 3, 1)], 1).permute(0, 3, 1, 2),
+     "(Concat), attribute 'axis': concatenates channels-last tensors along axis 1"),
+    (lambda x: x.permute(0, 2, 3, 1).amax(2, keepdim=True).permute(0, 3, 1, 2),
+     "(ReduceMax), attribute 'axes': a ReduceMax of a channels-last tensor is imported only "
+     "over its last axis (the channels) with keepdims, or over H and W, got axes [2]"),
     (lambda x: x.permute(0, 2, 3, 1), "is channels-last (N, H, W, C)"),
     (lambda x: x.permute(0, 3, 2, 1), "attribute 'perm': perm [0, 3, 2, 1]"),
     (lambda x: (x + x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
@@ -110,11 +115,51 @@ class ManualNorm(nn.Module):
         return (out * root if self.reuse else out).permute(0, 3, 1, 2)
 
 
+class ChannelGate(nn.Module):
+    """A channel mean and max of a channels-last tensor, as a gate (CBAM's spatial attention
+    written channels-last), broadcast over the channels; a mean over the pixels broadcast
+    over them."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 5, 1)
+
+        self.fc = nn.Linear(2, 5)
+
+    def forward(self, x):
+        y = self.c(x).permute(0, 2, 3, 1)
+        gate = torch.sigmoid(y.mean(-1, keepdim=True)) + y.amax(-1, keepdim=True)
+        y = y * self.fc(torch.cat([gate, gate * 2], -1))
+        return (y * gate + y.mean((1, 2), keepdim=True)).permute(0, 3, 1, 2)
+
+
 def test_a_hand_written_layernorm_imports_as_one_and_a_reused_step_is_refused(tmp_path):
     text, _, _ = check_import(seeded(ManualNorm()), (3, 4, 6), tmp_path, opset=13)
     assert ops_of(text) == ["conv", "layernorm"], text
     from test_onnx_import import export
     path = export(seeded(ManualNorm(reuse=True)), (3, 4, 6), tmp_path / "reuse.onnx", 13)
-    assert "is imported only as the start of a LayerNorm over its last axis" in refusal(path)
+    assert "(Pow): Pow is imported only inside a LayerNorm" in refusal(path), refusal(path)
+
+
+def test_channel_means_and_maxima_of_channels_last_tensors(tmp_path):
+    text, _, _ = check_import(seeded(ChannelGate()), (3, 4, 6), tmp_path, opset=17)
+    assert ops_of(text).count("reduce_channels") == 2 and "avgpool" in ops_of(text), text
     path = export(seeded(ManualNorm(eps=0.0)), (3, 4, 6), tmp_path / "eps.onnx", 13)
     assert "(Add): adds 0.0 to a LayerNorm's variance" in refusal(path)
+
+
+def test_softmax_and_concat_over_the_channels_of_channels_last_tensors(tmp_path):
+    class Mixer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 1)
+            self.b = nn.Conv2d(3, 2, 3, padding=1)
+            self.fc = nn.Linear(6, 5)
+
+        def forward(self, x):
+            y = torch.cat([self.a(x).permute(0, 2, 3, 1), self.b(x).permute(0, 2, 3, 1)], -1)
+            return torch.log_softmax(self.fc(y), -1).permute(0, 3, 1, 2)
+    for opset in (13, 17):
+        text, _, _ = check_import(seeded(Mixer()), (3, 5, 4), tmp_path, opset=opset)
+        assert ops_of(text) == ["conv", "conv", "concat", "conv", "softmax"], text
+        assert "log: true" in text

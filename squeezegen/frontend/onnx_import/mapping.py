@@ -260,10 +260,22 @@ class OpMapping:
         if x.channels_last:
             if node.op_type == "ReduceMean" and self.match_layernorm(node, x):
                 return
-            raise self.fail(node, f"a {node.op_type} of a channels-last tensor is imported only "
-                                  "as the start of a LayerNorm over its last axis, (x - mean) / "
-                                  "sqrt(mean((x - mean) ** 2) + eps), whose intermediate "
-                                  "results nothing else reads")
+            keep = int(a.get("keepdims", 1))
+            if axes is not None and sorted(int(ax) % 4 for ax in axes) == [1, 2]:
+                op = "avgpool" if node.op_type == "ReduceMean" else "maxpool"
+                sg = (x.sg[0], 1, 1)                 # over the pixels: a global pool
+                self.add_layer(_Layer(op, [x.layer], {"global": True}, {}, sg, node),
+                               node.output[0], None if keep else (x.sg[0],), channels_last=bool(keep))
+                return
+            if axes is None or [int(ax) % 4 for ax in axes] != [3] or not keep:
+                raise self.fail(node, f"a {node.op_type} of a channels-last tensor is imported "
+                                      "only over its last axis (the channels) with keepdims, "
+                                      f"or over H and W, got axes {axes}", "axes")
+            mode = "mean" if node.op_type == "ReduceMean" else "max"
+            self.add_layer(_Layer("reduce_channels", [x.layer], {"mode": mode}, {},
+                                  (1,) + tuple(x.sg[1:]), node), node.output[0],
+                           channels_last=True)
+            return
         x = self.image(node)
         if axes is not None and [int(ax) % 4 for ax in axes] == [1]:
             mode = "mean" if node.op_type == "ReduceMean" else "max"
@@ -931,6 +943,8 @@ class OpMapping:
             math.prod(b.shape) else (b, a)
         per_channel = (len(big.shape) == 3 and small.sg == small.shape and big.sg == big.shape
                        and small.shape in ((big.shape[0], 1, 1), (1,) + big.shape[1:]))
+        if a.channels_last:              # H, W, C: per pixel [H, W, 1], per channel [1, 1, C]
+            per_channel = small.shape in (big.shape[:2] + (1,), (1, 1) + big.shape[2:])
         if a.shape != b.shape and not per_channel:
             raise self.fail(node, f"broadcasting {op} of shapes [N, {', '.join(map(str, a.shape))}]"
                                   f" and [N, {', '.join(map(str, b.shape))}] is not supported: "
@@ -948,9 +962,22 @@ class OpMapping:
         a = self.attrs(node, ("axis",))
         if "axis" not in a:
             raise self.fail(node, "has no axis", "axis")
-        ins = [self.tensor(node, i) for i in range(len(node.input))]
+        ins = [self.tensor(node, i, channels_last=True) for i in range(len(node.input))]
         rank = len(ins[0].shape) + 1
         axis = int(a["axis"]) + (rank if int(a["axis"]) < 0 else 0)
+        if any(v.channels_last for v in ins):            # channels-last: the last axis
+            if not all(v.channels_last for v in ins) or axis != 3:
+                raise self.fail(node, "concatenates channels-last tensors along axis "
+                                      f"{a['axis']}, or with N, C, H, W ones; squeezegen "
+                                      "concatenates channels-last tensors only along the last "
+                                      "axis (their channels)", "axis")
+            if len({v.layer for v in ins}) != len(ins):
+                raise self.fail(node, "lists the same tensor twice; squeezegen's concat needs "
+                                      "different layers")
+            sg = self.shape_of(node, "concat", {}, [v.sg for v in ins])
+            self.add_layer(_Layer("concat", [v.layer for v in ins], {}, {}, sg, node),
+                           node.output[0], channels_last=True)
+            return
         if axis != 1:
             raise self.fail(node, f"concatenation along axis {a['axis']} is not supported: "
                                   "squeezegen concatenates channels (axis 1)", "axis")
@@ -1062,10 +1089,19 @@ class OpMapping:
     def map_softmax(self, node):
         """Softmax, and LogSoftmax as softmax `log: true`, over the channels."""
         a = self.attrs(node, ("axis",))
-        x = self.tensor(node)
+        x = self.tensor(node, channels_last=True)
         rank = len(x.shape) + 1
         axis = int(a.get("axis", -1 if self.opset >= 13 else 1))
         axis += rank if axis < 0 else 0
+        if x.channels_last:                  # over the last axis: the channels (opset 13+)
+            if axis != 3 or self.opset < 13:
+                raise self.fail(node, f"a softmax over axis {a.get('axis', 'default')} of a "
+                                      "channels-last tensor is not supported (only over the "
+                                      "last axis, its channels, at opset 13 or later)", "axis")
+            fields = {"log": True} if node.op_type == "LogSoftmax" else {}
+            self.add_layer(_Layer("softmax", [x.layer], fields, {}, x.sg, node), node.output[0],
+                           channels_last=True)
+            return
         reduced = {axis} if self.opset >= 13 else set(range(axis, rank))
         full = (-1,) + x.shape                    # the batch: never a dimension of size 1 here
         if x.flattened:
