@@ -163,3 +163,18 @@ def test_softmax_and_concat_over_the_channels_of_channels_last_tensors(tmp_path)
         text, _, _ = check_import(seeded(Mixer()), (3, 5, 4), tmp_path, opset=opset)
         assert ops_of(text) == ["conv", "conv", "concat", "conv", "softmax"], text
         assert "log: true" in text
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_a_relu_after_a_layernorm_is_its_own_layer_which_the_passes_fuse(opset, tmp_path):
+    class NormRelu(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 1)
+            self.ln = nn.LayerNorm(4)
+
+        def forward(self, x):
+            return torch.relu(self.ln(self.c(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+    text, _, graph = check_import(seeded(NormRelu()), (3, 4, 5), tmp_path, opset=opset)
+    assert ops_of(text) == ["conv", "layernorm", "relu"], text
+    assert [str(s) for s in run_passes(graph)[graph.nodes[2].name].epilogue] == ["relu"]

@@ -181,7 +181,11 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         return index
 
     def fuse_relu(self, index: int, tensor: str) -> None:
-        """Give layer `index` (whose output is `tensor`) `relu: true` if a Relu alone reads it."""
+        """Give layer `index` (whose output is `tensor`) `relu: true` if a Relu alone reads it
+        and its op has a relu field (a Relu after any other becomes a relu layer, which the
+        passes fuse into its kernel all the same)."""
+        if self.layers[index].relu is None:
+            return
         relu = self.only_reader(tensor, "Relu")
         if relu is None or len(relu.output) != 1:
             return

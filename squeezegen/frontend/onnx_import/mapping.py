@@ -739,9 +739,8 @@ class OpMapping:
                                         for o in node.output[1:]):
             raise self.fail(node, "its Mean or InvStdDev output is used")
         eps = self.ln_eps(node, float(a.get("epsilon", 1e-5)))
-        index = self.add_layer(_Layer("layernorm", [x.layer], {"eps": eps}, weights, x.sg, node),
-                               node.output[0], channels_last=True)
-        self.fuse_relu(index, node.output[0])
+        self.add_layer(_Layer("layernorm", [x.layer], {"eps": eps}, weights, x.sg, node),
+                       node.output[0], channels_last=True)
 
     def ln_vector(self, node, index: int, what: str, c: int, default: float) -> np.ndarray:
         if index >= len(node.input) or not node.input[index]:
@@ -806,10 +805,9 @@ class OpMapping:
         self.absorbed.update(id(n) for n in (sub, power, var, plus, root, div))
         c = x.sg[0]
         weights = {"weight": np.ones((c,), np.float32), "bias": np.zeros((c,), np.float32)}
-        index = self.add_layer(_Layer("layernorm", [x.layer],
-                                      {"eps": self.ln_eps(plus, float(eps.reshape(-1)[0]))},
-                                      weights, x.sg, mean), div.output[0], channels_last=True)
-        self.fuse_relu(index, div.output[0])
+        self.add_layer(_Layer("layernorm", [x.layer],
+                              {"eps": self.ln_eps(plus, float(eps.reshape(-1)[0]))},
+                              weights, x.sg, mean), div.output[0], channels_last=True)
         return True
 
     def map_affine(self, node) -> bool:
