@@ -1,8 +1,9 @@
-"""Hash the CUDA code of every candidate round the autotuner builds for a model, so that two
-commits can be compared: equal hashes mean every candidate tile of every tunable layer runs
-byte-identical code at both, and the tuning choices timed at one hold at the other (what
+"""Hash the CUDA code (.cu and .h) of every candidate round the autotuner builds for a model, so
+that two commits can be compared: equal hashes mean every candidate tile of every tunable layer
+runs byte-identical code at both, and the tuning choices timed at one hold at the other (what
 `scripts/ship_tuning.py --rekey` needs before it moves shipped choices to a new kernels'
-digest).
+digest, together with an unchanged `runtime/compile.py`, which holds nvcc's flags). It covers
+the model, GPU and batches given; re-key only a database whose entries are those.
 
     python3 scripts/candidate_code.py --out new.json            # here, and in a worktree of
     python3 scripts/candidate_code.py --compare old.json new.json   # the older commit
@@ -39,9 +40,11 @@ def candidate_hashes(model: Path, gpu: str, sms: int) -> dict:
                                                        for k, v in sorted(todo.items())}
             rounds = at.candidate_rounds(graph, batch, todo, precision=precision, target=target)
             for r, built in sorted(rounds.items()):
-                text = built.output.files[f"{fused.name}.cu"]
-                text = text if isinstance(text, bytes) else text.encode()
-                out[f"{precision} b{batch} round {r}"] = hashlib.sha256(text).hexdigest()
+                digest = hashlib.sha256()
+                for suffix in (".cu", ".h"):             # the kernels and the host API
+                    text = built.output.files[f"{fused.name}{suffix}"]
+                    digest.update(text if isinstance(text, bytes) else text.encode())
+                out[f"{precision} b{batch} round {r}"] = digest.hexdigest()
     return out
 
 

@@ -65,7 +65,7 @@ def rekey(gpu: str, old: str) -> int:
         print(f"no choices for {gpu} at kernels {old} in {out}", file=sys.stderr)
         return 1
     kept = {k: v for k, v in entries.items() if not k.startswith(prefix)}
-    merged = dict(sorted({**kept, **moved}.items()))
+    merged = dict(sorted({**moved, **kept}.items()))     # a choice timed at the current digest wins
     text = json.dumps({"format": CACHE_FORMAT, "entries": merged}, indent=1) + "\n"
     atomic_write(out, lambda f: f.write(text.encode()))
     print(f"wrote {out}: {len(moved)} choices for {gpu} moved from kernels {old} to "

@@ -5,12 +5,15 @@ shared memory, no block synchronisation); a build with another kernel is refused
 
 The arena and the outputs start as NaN, so an element no thread writes shows; every `__ldg` is
 checked against the buffers the network owns (input, arena, weights, outputs), and a load
-outside them counts as stray. The CPU suite uses this to check the indexing of kernels that
+outside them counts as stray; the arena and the outputs sit between guard margins whose
+contents are checked afterwards, so a store out of bounds (up to the margin) shows too (plain
+loads, like a fused add's, read NaN there). The CPU suite uses this to check the indexing of kernels that
 have not run on a GPU since they changed, against the NumPy reference on odd shapes.
 """
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import re
 import shutil
 import subprocess
@@ -35,8 +38,8 @@ typedef int cudaError_t;
 typedef void* cudaStream_t;
 static const int cudaSuccess = 0;
 static long long sg_stray = 0;
-static const char* sg_lo[8];
-static const char* sg_hi[8];
+static const char* sg_lo[64];
+static const char* sg_hi[64];
 static int sg_ranges = 0;
 template <class T> static inline T __ldg(const T* p) {
     const char* c = (const char*)p;
@@ -120,22 +123,26 @@ def run_on_host(graph, weights, x: np.ndarray, folder: Path, **build_options):
     name = result.fused.name
     cu = files[f"{name}.cu"]
     cu = cu.decode() if isinstance(cu, bytes) else cu
-    (folder / "k.cpp").write_text(host_source(cu))
+    source = host_source(cu)
+    stem = "k_" + hashlib.sha256(source.encode()).hexdigest()[:16]   # a new library per source:
+    (folder / f"{stem}.cpp").write_text(source)                      # dlopen caches by path
     subprocess.run([COMPILER, "-O1", "-w", "-std=c++17", "-shared", "-fPIC", "-o",
-                    str(folder / "k.so"), str(folder / "k.cpp")], check=True)
-    library = ctypes.CDLL(str(folder / "k.so"))
+                    str(folder / f"{stem}.so"), str(folder / f"{stem}.cpp")], check=True)
+    library = ctypes.CDLL(str(folder / f"{stem}.so"))
     header = files[f"{name}.h"]
     header = header.decode() if isinstance(header, bytes) else header
     arena_bytes = int(re.search(r"_ARENA_BYTES (\d+)LL", header).group(1))
     blob = np.frombuffer(files[f"{name}.weights.bin"], np.uint8)
     weights_f = np.ascontiguousarray(blob[256:]).view(np.float32)
     x = np.ascontiguousarray(x, np.float32)
-    arena = np.full(max(1, arena_bytes // 4), np.nan, np.float32)
-    outs = [np.full((x.shape[0],) + tuple(result.fused[o].type.shape), np.nan, np.float32)
-            for o in result.fused.outputs]
+    arena, arena_block = _guarded(max(1, arena_bytes // 4))
+    outs, out_blocks = zip(*(_guarded(x.shape[0] * result.fused[o].type.numel)
+                             for o in result.fused.outputs))
+    outs = [o.reshape((x.shape[0],) + tuple(result.fused[name].type.shape))
+            for o, name in zip(outs, result.fused.outputs)]
     fields = re.search(r"struct sg_buffers \{(.*?)\};", cu, re.S).group(1)
     n_fields = len(re.findall(r"float\* \w+;", fields))
-    assert n_fields == 3 + len(outs), fields
+    assert n_fields == 3 + len(outs) <= 64, fields
 
     class Buffers(ctypes.Structure):
         _fields_ = [(f"p{i}", ctypes.c_void_p) for i in range(n_fields)]
@@ -145,4 +152,20 @@ def run_on_host(graph, weights, x: np.ndarray, folder: Path, **build_options):
     hi = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data + a.nbytes for a in arrays])
     library.sg_run.restype = ctypes.c_longlong
     stray = library.sg_run(ctypes.byref(buffers), lo, hi, len(arrays))
+    for block in (arena_block,) + out_blocks:
+        margins = np.concatenate([block[:GUARD], block[-GUARD:]])
+        assert (margins.view(np.uint32) == _SENTINEL).all(), "a store outside its buffer"
     return outs, int(stray), result
+
+
+GUARD = 4096                          # floats of margin on each side of a written buffer
+_SENTINEL = np.uint32(0x7FC0DEAD)     # a NaN no kernel computes
+
+
+def _guarded(size: int):
+    """(a NaN-filled float32 array of `size`, the block it sits in between two margins of
+    sentinels)."""
+    block = np.full(size + 2 * GUARD, np.nan, np.float32)
+    block.view(np.uint32)[:GUARD] = _SENTINEL
+    block.view(np.uint32)[-GUARD:] = _SENTINEL
+    return block[GUARD:GUARD + size], block

@@ -41,6 +41,9 @@ CASES = {
         - {name: m, op: reduce_channels, mode: max}
         - {name: s, op: sigmoid}
         - {name: r, op: mul, inputs: [input, s]}"""),
+    "channel_mean_gate": ((6, 5, 9), """
+        - {name: m, op: reduce_channels, mode: mean}
+        - {name: r, op: add, inputs: [m, input]}"""),
     "log_softmax": ((5, 4, 3), """
         - {name: r, op: softmax, log: true}"""),
     "conv_grouped_dilated_control": ((6, 9, 8), """
@@ -88,3 +91,19 @@ def test_a_wrong_index_would_be_caught(tmp_path):
         host_kernels.host_source = real
     want = ReferenceExecutor(g, w)(x)
     assert not np.allclose(got, want, atol=1e-3)
+
+
+def test_a_store_out_of_bounds_would_be_caught(tmp_path):
+    """The harness can fail on stores too: a pad kernel without its bounds check writes past
+    its output, into the guard margin."""
+    g = small_model((3, 1, 1), "- {name: r, op: pad, pad: 20, value: 2.0}", "r")
+    x = random_input(g, 3)
+    import host_kernels
+    real = host_kernels.host_source
+    host_kernels.host_source = lambda cu: real(cu.replace(
+        "if (p >= (long long)N * CO * HO * WO) return;", ""))
+    try:
+        with pytest.raises(AssertionError, match="a store outside its buffer"):
+            run_on_host(g, {}, x, tmp_path)
+    finally:
+        host_kernels.host_source = real

@@ -516,7 +516,10 @@ class OpMapping:
             value = float(self.const(node, 2, "constant value").reshape(-1)[0])
         x = self.image(node)
         if len(node.input) > 3 and node.input[3]:             # opset 18: the axes padded
-            axes = [int(v) % 4 for v in self.const(node, 3, "axes").reshape(-1)]
+            given = [int(v) for v in self.const(node, 3, "axes").reshape(-1)]
+            if any(not -4 <= v < 4 for v in given):
+                raise self.fail(node, f"axes {given} do not fit a rank-4 tensor")
+            axes = [v % 4 for v in given]
             if len(pads) != 2 * len(axes) or len(set(axes)) != len(axes):
                 raise self.fail(node, f"pads {pads} do not match axes {axes}")
             full = [0] * 8
@@ -529,8 +532,9 @@ class OpMapping:
         if min(pads) < 0:
             raise self.fail(node, f"pads {pads}: negative pads (cropping) are not supported",
                             "pads")
-        if not math.isfinite(value):
-            raise self.fail(node, f"the constant value {value} is not finite")
+        with np.errstate(over="ignore"):
+            if not math.isfinite(float(np.float32(value))):
+                raise self.fail(node, f"the constant value {value:g} is not a finite float32")
         top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
         if mode == "constant" and value == 0 and self.only_reader(node.output[0], "Conv"):
             self.zero_pads[node.output[0]] = (top, left, bottom, right)
