@@ -320,6 +320,9 @@ def _cmd_import(args) -> int:
     print(f"wrote {yaml_out}: model '{graph.name}', input {list(graph.input.type.shape)}, "
           f"{len(graph.layer_ops)} layers" + (f" ({fires} fire modules)" if fires else ""))
     print(f"wrote {weights_out}: {len(weights)} tensors, {count:,} parameters")
+    for line in yaml_out.read_text().splitlines():      # layouts squeezegen changed
+        if line.startswith("# ONNX ") and "channels-last" in line:
+            print("note: " + line[2:])
     print(f"next: squeezegen build {yaml_out} --weights {weights_out}")
     return 0
 

@@ -6,6 +6,7 @@ block and a small ConvNeXt against PyTorch at opsets 13 and 17; what stays refus
 naming the node."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from squeezegen.passes import run_passes
@@ -80,7 +81,6 @@ def test_a_layernorm_over_other_axes_or_not_channels_last_is_refused(tmp_path):
     (lambda x: x.permute(0, 2, 3, 1).amax(2, keepdim=True).permute(0, 3, 1, 2),
      "(ReduceMax), attribute 'axes': a ReduceMax of a channels-last tensor is imported only "
      "over its last axis (the channels) with keepdims, or over H and W, got axes [2]"),
-    (lambda x: x.permute(0, 2, 3, 1), "is channels-last (N, H, W, C)"),
     (lambda x: x.permute(0, 3, 2, 1), "attribute 'perm': perm [0, 3, 2, 1]"),
     (lambda x: (x + x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2),
      "(Add): adds a channels-last tensor (a permute(0, 2, 3, 1) of an image) and an N, C, H, W"),
@@ -178,3 +178,43 @@ def test_a_relu_after_a_layernorm_is_its_own_layer_which_the_passes_fuse(opset, 
     text, _, graph = check_import(seeded(NormRelu()), (3, 4, 5), tmp_path, opset=opset)
     assert ops_of(text) == ["conv", "layernorm", "relu"], text
     assert [str(s) for s in run_passes(graph)[graph.nodes[2].name].epilogue] == ["relu"]
+
+
+class KerasLike(nn.Module):
+    """A network written for N, H, W, C tensors, as Keras/TensorFlow exports are: the input
+    scaled while channels-last, permuted to N, C, H, W for the convolutions, and the scores
+    permuted back."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 5, 1)
+        self.scale = nn.Parameter(torch.tensor([1 / 58.4, 1 / 57.1, 1 / 57.4]))
+
+    def forward(self, x):
+        x = (x * self.scale).permute(0, 3, 1, 2)
+        return torch.softmax(self.c2(torch.relu(self.c1(x))).permute(0, 2, 3, 1), -1)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_an_nhwc_network_imports_taking_and_giving_nchw_with_a_note(opset, tmp_path):
+    import subprocess
+    import sys
+    import squeezegen
+    from squeezegen.reference import ReferenceExecutor
+    path = export(seeded(KerasLike()), (9, 7, 3), tmp_path / "keras.onnx", opset)
+    proc = subprocess.run([sys.executable, "-m", "squeezegen", "import", str(path), "-o",
+                           str(tmp_path / "k.yaml")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: ONNX input 'x' is channels-last, [N, 9, 7, 3]; this network takes it as N, " \
+           "C, H, W ([N, 3, 9, 7]: x.transpose(0, 3, 1, 2))." in proc.stdout, proc.stdout
+    assert "note: ONNX output" in proc.stdout and "gives it as N, C, H, W" in proc.stdout
+    graph = squeezegen.load_model(tmp_path / "k.yaml")
+    assert graph.input.type.shape == (3, 9, 7)
+    weights = squeezegen.load_weights(tmp_path / "k.npz")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 9, 7, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = seeded(KerasLike())(torch.from_numpy(x)).numpy()
+    got = ReferenceExecutor(graph, weights)(x.transpose(0, 3, 1, 2).copy())
+    from helpers import assert_close
+    assert_close(got.transpose(0, 2, 3, 1), want, 1e-5)

@@ -42,6 +42,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
             if imp.domain in ("", "ai.onnx"):
                 self.opset = int(imp.version)
         self.batch = 1
+        self.input_channels_last = False         # an N, H, W, C input, taken as N, C, H, W
 
     # ------------------------------------------------------------------ errors
     def error(self, message: str) -> ModelError:
@@ -328,8 +329,37 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         self.input_name = inp.name
         self.input_shape = tuple(shape)
         self.values[inp.name] = _Value(_INPUT, self.input_shape, self.input_shape)
+        if len(shape) == 3 and self.permuted_to_nchw(inp.name):
+            # an N, H, W, C input (Keras/TensorFlow exports, or x.permute(0, 3, 1, 2) first):
+            # squeezegen's network takes it as N, C, H, W, the Transposes to it no-ops
+            h, w, c = shape
+            self.input_shape = (c, h, w)
+            self.input_channels_last = True
+            self.values[inp.name] = _Value(_INPUT, (h, w, c), self.input_shape, True)
 
     # ------------------------------------------------------------------ output
+    # element-wise ops an N, H, W, C input may pass through before its Transpose to N, C, H, W
+    _LAYOUT_FREE = ("Mul", "Add", "Sub", "Div", "Relu", "Clip", "Sigmoid", "Tanh", "Identity",
+                    "Dropout")
+
+    def permuted_to_nchw(self, name: str) -> bool:
+        """Whether tensor `name` reaches a Transpose(0, 3, 1, 2) through element-wise ops only:
+        an N, H, W, C input (Keras/TensorFlow exports, or x.permute(0, 3, 1, 2) first)."""
+        todo, seen = [name], set()
+        while todo:
+            tensor = todo.pop()
+            for n in self.data_consumers(tensor):
+                if id(n) in seen:
+                    continue
+                seen.add(id(n))
+                if n.op_type == "Transpose":
+                    perm = [int(p) for p in self.attrs(n, ("perm",)).get("perm", [])]
+                    if perm == [0, 3, 1, 2]:
+                        return True
+                elif n.op_type in self._LAYOUT_FREE:
+                    todo.extend(o for o in n.output if o)
+        return False
+
     def finish(self) -> tuple[str, dict[str, np.ndarray]]:
         outputs = []
         for o in self.model.graph.output:
@@ -342,10 +372,6 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
             if v.layer == _INPUT:
                 raise self.error(f"output '{o.name}' is the network input itself (or a reshape of "
                                  "it): there is no layer to compute it")
-            if v.channels_last:
-                raise self.error(f"output '{o.name}' is channels-last (N, H, W, C); squeezegen's "
-                                 "outputs are N, C, H, W: end the network with "
-                                 "permute(0, 3, 1, 2)")
             self.check_declared(o, v)
             if len(v.shape) == 1 and v.sg != v.shape:     # flattened: a flatten layer, so that
                 v = self.flatten_layer(o.name, v)          # the output has ONNX's shape

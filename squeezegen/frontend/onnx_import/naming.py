@@ -80,8 +80,18 @@ class YamlWriting:
                  + ").",
                  "# Weights: the .npz written with it, keyed <layer>.weight / <layer>.bias "
                  "(<fire>.squeeze.weight, ...)."]
+        if self.input_channels_last:
+            h, w, c = self.input_shape[1], self.input_shape[2], self.input_shape[0]
+            lines.append(f"# ONNX input '{_comment_safe(self.input_name)}' is channels-last, "
+                         f"[N, {h}, {w}, {c}]; this network takes it as N, C, H, W "
+                         f"([N, {c}, {h}, {w}]: x.transpose(0, 3, 1, 2)).")
         for oname, v in outputs:
-            if v.shape != v.sg:
+            if v.channels_last:
+                lines.append(f"# ONNX output '{_comment_safe(oname)}' is channels-last, [N, "
+                             f"{', '.join(map(str, v.shape))}]; this network gives it as N, C, "
+                             f"H, W (layer '{name_of(v.layer)}', "
+                             f"{'x'.join(map(str, v.sg))}).")
+            elif v.shape != v.sg:
                 lines.append(f"# ONNX output '{_comment_safe(oname)}' is [N, "
                              f"{', '.join(map(str, v.shape))}]: layer '{name_of(v.layer)}' "
                              f"({'x'.join(map(str, v.sg))}), flattened.")
