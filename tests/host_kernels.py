@@ -1,14 +1,18 @@
 """Run a build's generated kernels on the host, without a GPU: the CUDA text of each kernel and
-its launch, compiled as C++ with g++ behind a small shim for CUDA's built-ins, every thread of
-every block run in order. Only kernels whose threads are independent can run this way (no
-shared memory, no block synchronisation); a build with another kernel is refused.
+its launch, compiled as C++ with g++ behind a small shim for CUDA's built-ins. Every block runs
+in order; a block's threads run as fibers (ucontext), round-robin, each until it reaches a
+barrier (`__syncthreads`, a warp shuffle) or ends, so shared memory, block reductions, warp
+shuffles and split-K's last-block sums work as on the GPU. Tensor-core kernels (WMMA, mma.sync,
+fp16) cannot run this way; a build with one is refused.
 
 The arena and the outputs start as NaN, so an element no thread writes shows; every `__ldg` is
-checked against the buffers the network owns (input, arena, weights, outputs), and a load
-outside them counts as stray; the arena and the outputs sit between guard margins whose
-contents are checked afterwards, so a store out of bounds (up to the margin) shows too (plain
-loads, like a fused add's, read NaN there). The CPU suite uses this to check the indexing of kernels that
-have not run on a GPU since they changed, against the NumPy reference on odd shapes.
+checked against the buffers the network owns (input, arena, weights, outputs, split-K scratch
+included), and a load outside them counts as stray; the arena and the outputs sit between guard
+margins whose contents are checked afterwards, so a store out of bounds (up to the margin)
+shows too (plain loads, like a fused add's, read NaN there). The CPU suite uses this to check
+the indexing of kernels on odd shapes against the NumPy reference, including kernels that have
+not run on a GPU since they changed. Running threads in turn hides races between them: this
+checks indexing and barriers' placement in sequence, not concurrency.
 """
 from __future__ import annotations
 
@@ -28,12 +32,20 @@ COMPILER = shutil.which("g++") or shutil.which("c++")
 _SHIM = r"""
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <cstdlib>
+#include <ucontext.h>
 struct sg_dim { unsigned x, y, z; };
 static sg_dim blockIdx, threadIdx, blockDim, gridDim;
 #define __global__
 #define __launch_bounds__(...)
 #define __device__
 #define __forceinline__ inline
+#define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) float2 { float x, y; };
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 typedef int cudaError_t;
 typedef void* cudaStream_t;
 static const int cudaSuccess = 0;
@@ -46,8 +58,11 @@ template <class T> static inline T __ldg(const T* p) {
     for (int i = 0; i < sg_ranges; ++i)
         if (c >= sg_lo[i] && c + sizeof(T) <= sg_hi[i]) return *p;
     ++sg_stray;
-    return (T)NAN;
+    T out;
+    memset((void*)&out, 0xff, sizeof(T));           // NaN for floats
+    return out;
 }
+template <class T> static inline T __ldcg(const T* p) { return __ldg(p); }
 static inline int min(int a, int b) { return a < b ? a : b; }
 static inline int max(int a, int b) { return a > b ? a : b; }
 static inline long long min(long long a, long long b) { return a < b ? a : b; }
@@ -59,6 +74,57 @@ static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
 #define __logf(x) logf(x)
 static inline float __fdividef(float a, float b) { return a / b; }
 static inline float __saturatef(float x) { return fminf(fmaxf(x, 0.0f), 1.0f); }
+static inline void __threadfence() {}
+static inline unsigned atomicAdd(unsigned* p, unsigned v) { unsigned old = *p; *p += v; return old; }
+
+// ---- a block's threads as fibers: each runs until a barrier (it yields) or its end
+static ucontext_t sg_main;
+static ucontext_t* sg_fiber = nullptr;
+static char* sg_stacks = nullptr;
+static int* sg_done = nullptr;
+static unsigned sg_capacity = 0, sg_current = 0;
+static const size_t SG_STACK = 1 << 17;
+static void (*sg_body)() = nullptr;
+static void sg_yield() { swapcontext(&sg_fiber[sg_current], &sg_main); }
+static void __syncthreads() { sg_yield(); }
+static float sg_exchange[1024];
+static float __shfl_down_sync(unsigned, float v, unsigned delta) {
+    // every live thread of the block stores, then reads its partner: two barriers
+    sg_exchange[threadIdx.x] = v;
+    sg_yield();
+    const unsigned lane = threadIdx.x % 32;
+    const float r = lane + delta < 32 ? sg_exchange[threadIdx.x + delta] : v;
+    sg_yield();
+    return r;
+}
+static void sg_trampoline() { sg_body(); sg_done[sg_current] = 1; }
+static void sg_run_block(unsigned threads) {
+    if (threads > sg_capacity) {
+        free(sg_fiber); free(sg_stacks); free(sg_done);
+        sg_fiber = (ucontext_t*)calloc(threads, sizeof(ucontext_t));
+        sg_stacks = (char*)malloc(threads * SG_STACK);
+        sg_done = (int*)calloc(threads, sizeof(int));
+        sg_capacity = threads;
+    }
+    for (unsigned t = 0; t < threads; ++t) {
+        getcontext(&sg_fiber[t]);
+        sg_fiber[t].uc_stack.ss_sp = sg_stacks + t * SG_STACK;
+        sg_fiber[t].uc_stack.ss_size = SG_STACK;
+        sg_fiber[t].uc_link = &sg_main;
+        makecontext(&sg_fiber[t], sg_trampoline, 0);
+        sg_done[t] = 0;
+    }
+    for (bool live = true; live;) {                 // a round: every live thread once
+        live = false;
+        for (unsigned t = 0; t < threads; ++t) {
+            if (sg_done[t]) continue;
+            sg_current = t;
+            threadIdx = {t, 0u, 0u};
+            swapcontext(&sg_main, &sg_fiber[t]);
+            live = live || !sg_done[t];
+        }
+    }
+}
 """
 
 _KERNEL = re.compile(r'(extern "C" __global__.*?\n\}\n)', re.S)
@@ -72,8 +138,8 @@ class NotEmulable(Exception):
 def host_source(cu: str) -> str:
     """C++ for the host: the shim, the buffers' struct, each kernel, and each launch as loops
     over blocks and threads, then `sg_run(buffers, ranges...)` calling them in order."""
-    if "__shared__" in cu or "__syncthreads" in cu or "mma." in cu:
-        raise NotEmulable("a kernel uses shared memory, block synchronisation or tensor cores")
+    if "mma" in cu or "__half" in cu or "wmma" in cu:
+        raise NotEmulable("a kernel uses tensor cores or fp16")
     struct = re.search(r"struct sg_buffers \{.*?\};", cu, re.S).group(0)
     body = [_SHIM, struct]
     launches = {}
@@ -88,14 +154,17 @@ def host_source(cu: str) -> str:
         if smem != "0":
             raise NotEmulable(f"{name}: {smem} bytes of dynamic shared memory")
         body.append(f"""
+static const sg_buffers* {name}_b;
+static void {name}_thread() {{ const sg_buffers& sg_b = *{name}_b; {fn}({args}); }}
 static void {name}(const sg_buffers& sg_b) {{
     gridDim = {{{gx}u, {gy}u, {gz}u}};
     blockDim = {{{block}u, 1u, 1u}};
+    {name}_b = &sg_b;
+    sg_body = {name}_thread;
     for (unsigned z = 0; z < {gz}u; ++z) for (unsigned y = 0; y < {gy}u; ++y)
-        for (unsigned x = 0; x < {gx}u; ++x) for (unsigned t = 0; t < {block}u; ++t) {{
+        for (unsigned x = 0; x < {gx}u; ++x) {{
             blockIdx = {{x, y, z}};
-            threadIdx = {{t, 0u, 0u}};
-            {fn}({args});
+            sg_run_block({block}u);
         }}
 }}""")
         launches[name] = True
@@ -118,7 +187,11 @@ def run_on_host(graph, weights, x: np.ndarray, folder: Path, **build_options):
     """(outputs, stray loads, the Build) of `graph` run on the host at batch len(x)."""
     if COMPILER is None:
         raise NotEmulable("no C++ compiler")
-    result = build(graph, x.shape[0], weights=weights, **build_options)
+    return run_build(build(graph, x.shape[0], weights=weights, **build_options), x, folder)
+
+
+def run_build(result, x: np.ndarray, folder: Path):
+    """(outputs, stray loads, the Build) of the Build `result` run on the host on `x`."""
     files = result.output.files
     name = result.fused.name
     cu = files[f"{name}.cu"]
@@ -136,6 +209,9 @@ def run_on_host(graph, weights, x: np.ndarray, folder: Path, **build_options):
     weights_f = np.ascontiguousarray(blob[256:]).view(np.float32)
     x = np.ascontiguousarray(x, np.float32)
     arena, arena_block = _guarded(max(1, arena_bytes // 4))
+    for offset, size in re.findall(r"cudaMemsetAsync\(\(char\*\)net->arena \+ (\d+), 0, "
+                                   r"(\d+), stream\)", cu):      # split-K's tile counters
+        arena.view(np.uint8)[int(offset):int(offset) + int(size)] = 0
     outs, out_blocks = zip(*(_guarded(x.shape[0] * result.fused[o].type.numel)
                              for o in result.fused.outputs))
     outs = [o.reshape((x.shape[0],) + tuple(result.fused[name].type.shape))

@@ -67,11 +67,11 @@ def test_kernels_on_the_host_match_the_reference(case, tmp_path):
     assert_close(got, want, 1e-5, what=case)
 
 
-def test_a_kernel_with_shared_memory_is_refused():
-    g = small_model((4, 5, 6), "- {name: r, op: groupnorm, groups: 2}", "r")
+def test_a_tensor_core_kernel_is_refused():
+    g = small_model((4, 5, 6), "- {name: r, op: conv, out: 8, kernel: 3}", "r")
     from squeezegen.build import build
-    cu = build(g, 2).output.files["t.cu"]
-    with pytest.raises(NotEmulable, match="shared memory"):
+    cu = build(g, 16, precision="fp16").output.files["t.cu"]
+    with pytest.raises(NotEmulable, match="tensor cores"):
         host_source(cu.decode() if isinstance(cu, bytes) else cu)
 
 
@@ -107,3 +107,67 @@ def test_a_store_out_of_bounds_would_be_caught(tmp_path):
             run_on_host(g, {}, x, tmp_path)
     finally:
         host_kernels.host_source = real
+
+
+def test_groupnorm_with_its_block_reduction_on_the_host(tmp_path):
+    """groupnorm's shared-memory tree reduction (fibers meet at each __syncthreads)."""
+    g = small_model((6, 9, 7), """
+        - {name: n, op: groupnorm, groups: 3}
+        - {name: s, op: silu}
+        - {name: r, op: groupnorm, groups: 6, affine: false, eps: 0.01}""", "r")
+    w = random_weights(g, seed=3)
+    x = random_input(g, 3)
+    (got,), stray, _ = run_on_host(g, w, x, tmp_path)
+    assert stray == 0
+    assert_close(got, ReferenceExecutor(g, w)(x), 1e-5)
+
+
+@pytest.mark.parametrize("model", ["odd", "deconvs"])
+def test_every_fp32_candidate_tile_on_the_host(model, tmp_path):
+    """Every fp32 tile the autotuner may pick (narrow and wide GEMMs, split-K with its last
+    block's sum, fused max pools, the transposed convolution's phases, the matrix-vector
+    kernel), on odd shapes at batch 3, as test_autotune's GPU test does on the GPU."""
+    from squeezegen import parse_model
+    from squeezegen.build import build
+    from squeezegen.codegen.schedule import candidate_tiles, tunable
+    from squeezegen.passes import run_passes
+    from host_kernels import run_build
+    from test_autotune import DECONVS, ODD
+    g = parse_model(ODD if model == "odd" else DECONVS)
+    w, x = random_weights(g, 4), random_input(g, 3)
+    want = ReferenceExecutor(g, w)(x)
+    fused = run_passes(g)
+    todo = {n.name: candidate_tiles(fused, n, 3) for n in fused.nodes if tunable(n, 3)}
+    rounds = [{name: c[r] for name, c in todo.items() if r < len(c)}
+              for r in range(max(len(c) for c in todo.values()))]
+
+    def check(tiles):
+        result = build(g, 3, weights=w, tiles=tiles)
+        got, stray, _ = run_build(result, x, tmp_path)
+        assert stray == 0, tiles
+        for name, a, b in zip(g.outputs, got, want):
+            err = np.abs(a - b).max() / np.abs(b).max()
+            assert err <= 1e-5, (name, tiles, err)
+        return {k.template for k in result.output.kernels}
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:              # g++ and the fibers, two rounds at once
+        kinds = set().union(*pool.map(check, rounds))
+    expected = {"conv_gemm.cu.j2", "conv_gemm_wide.cu.j2", "linear_gemv.cu.j2"} \
+        if model == "odd" else {"deconv.cu.j2"}
+    assert expected <= kinds, kinds
+
+
+def test_a_missing_barrier_would_be_caught(tmp_path):
+    """Threads run in turn up to each barrier: groupnorm without the barrier between writing
+    its partial sums and adding them up reads sums not written yet."""
+    g = small_model((6, 9, 7), "- {name: r, op: groupnorm, groups: 2}", "r")
+    w, x = random_weights(g, seed=3), random_input(g, 2)
+    import host_kernels
+    real = host_kernels.host_source
+    host_kernels.host_source = lambda cu: real(cu.replace(
+        "partial[tid] = sum;\n    __syncthreads();", "partial[tid] = sum;", 1))
+    try:
+        (got,), _, _ = run_on_host(g, w, x, tmp_path)
+    finally:
+        host_kernels.host_source = real
+    assert not np.allclose(got, ReferenceExecutor(g, w)(x), atol=1e-3)
