@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import assert_close, random_input, random_weights, small_model
+import host_kernels
 from host_kernels import COMPILER, NotEmulable, host_source, run_on_host
 from squeezegen.reference import ReferenceExecutor
 
@@ -51,6 +52,18 @@ CASES = {
 }
 
 
+def run_mutated(monkeypatch, old: str, new: str, *args):
+    """run_on_host with `old` replaced by `new` in the generated CUDA (which must contain it):
+    a broken kernel, to show the harness fails it."""
+    real = host_kernels.host_source
+
+    def mutated(cu):
+        assert old in cu, old
+        return real(cu.replace(old, new, 1))
+    monkeypatch.setattr(host_kernels, "host_source", mutated)
+    return run_on_host(*args)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_kernels_on_the_host_match_the_reference(case, tmp_path):
     shape, layers = CASES[case]
@@ -75,38 +88,26 @@ def test_a_tensor_core_kernel_is_refused():
         host_source(cu.decode() if isinstance(cu, bytes) else cu)
 
 
-def test_a_wrong_index_would_be_caught(tmp_path):
+def test_a_wrong_index_would_be_caught(tmp_path, monkeypatch):
     """The harness can fail: the same depthwise deconv with its tap rows off by one."""
     shape, layers = CASES["deconv_depthwise_up"]
     g = small_model(shape, layers, "r")
     w = random_weights(g, seed=11)
     x = random_input(g, 3)
-    import host_kernels
-    real = host_kernels.host_source
-    host_kernels.host_source = lambda cu: real(cu.replace("const int i0 = (oh + PH) % SH",
-                                                          "const int i0 = (oh + PH + 1) % SH"))
-    try:
-        (got,), _, _ = run_on_host(g, w, x, tmp_path)
-    finally:
-        host_kernels.host_source = real
+    (got,), _, _ = run_mutated(monkeypatch, "const int i0 = (oh + PH) % SH",
+                               "const int i0 = (oh + PH + 1) % SH", g, w, x, tmp_path)
     want = ReferenceExecutor(g, w)(x)
     assert not np.allclose(got, want, atol=1e-3)
 
 
-def test_a_store_out_of_bounds_would_be_caught(tmp_path):
+def test_a_store_out_of_bounds_would_be_caught(tmp_path, monkeypatch):
     """The harness can fail on stores too: a pad kernel without its bounds check writes past
     its output, into the guard margin."""
     g = small_model((3, 1, 1), "- {name: r, op: pad, pad: 20, value: 2.0}", "r")
     x = random_input(g, 3)
-    import host_kernels
-    real = host_kernels.host_source
-    host_kernels.host_source = lambda cu: real(cu.replace(
-        "if (p >= (long long)N * CO * HO * WO) return;", ""))
-    try:
-        with pytest.raises(AssertionError, match="a store outside its buffer"):
-            run_on_host(g, {}, x, tmp_path)
-    finally:
-        host_kernels.host_source = real
+    with pytest.raises(AssertionError, match="a store outside its buffer"):
+        run_mutated(monkeypatch, "if (p >= (long long)N * CO * HO * WO) return;", "",
+                    g, {}, x, tmp_path)
 
 
 def test_groupnorm_with_its_block_reduction_on_the_host(tmp_path):
@@ -157,17 +158,11 @@ def test_every_fp32_candidate_tile_on_the_host(model, tmp_path):
     assert expected <= kinds, kinds
 
 
-def test_a_missing_barrier_would_be_caught(tmp_path):
+def test_a_missing_barrier_would_be_caught(tmp_path, monkeypatch):
     """Threads run in turn up to each barrier: groupnorm without the barrier between writing
     its partial sums and adding them up reads sums not written yet."""
     g = small_model((6, 9, 7), "- {name: r, op: groupnorm, groups: 2}", "r")
     w, x = random_weights(g, seed=3), random_input(g, 2)
-    import host_kernels
-    real = host_kernels.host_source
-    host_kernels.host_source = lambda cu: real(cu.replace(
-        "partial[tid] = sum;\n    __syncthreads();", "partial[tid] = sum;", 1))
-    try:
-        (got,), _, _ = run_on_host(g, w, x, tmp_path)
-    finally:
-        host_kernels.host_source = real
+    (got,), _, _ = run_mutated(monkeypatch, "partial[tid] = sum;\n    __syncthreads();",
+                               "partial[tid] = sum;", g, w, x, tmp_path)
     assert not np.allclose(got, ReferenceExecutor(g, w)(x), atol=1e-3)
