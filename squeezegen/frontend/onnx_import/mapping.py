@@ -730,6 +730,8 @@ class OpMapping:
         x = self.tensor(node, channels_last=True)
         axis = int(a.get("axis", -1))
         rank = len(x.shape) + 1
+        if not -rank <= axis < rank:
+            raise self.fail(node, f"axis {axis} does not fit a rank-{rank} tensor", "axis")
         if not x.channels_last or axis % rank != rank - 1:
             raise self.fail(node, f"a LayerNorm over axis {axis} of a tensor [N, "
                                   f"{', '.join(map(str, x.shape))}] is not supported: squeezegen's "
