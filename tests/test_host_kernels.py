@@ -166,3 +166,18 @@ def test_a_missing_barrier_would_be_caught(tmp_path, monkeypatch):
     (got,), _, _ = run_mutated(monkeypatch, "partial[tid] = sum;\n    __syncthreads();",
                                "partial[tid] = sum;", g, w, x, tmp_path)
     assert not np.allclose(got, ReferenceExecutor(g, w)(x), atol=1e-3)
+
+
+def test_random_models_on_the_host():
+    """gpu_fuzz's first 30 models (three of them wide: split-K and wide tiles), as
+    scripts/host_fuzz.py runs them: generated CUDA on the host against the reference."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from host_fuzz import check
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        rows = list(pool.map(check, range(30)))
+    bad = [(r["index"], r["error"], r["stray"]) for r in rows if not r["ok"]]
+    assert not bad, bad
+    assert sum(r["wide"] for r in rows) == 3
