@@ -59,6 +59,14 @@ def _conv_extras(rng, cin, out, size, kernel, stride, pad, out_size):
     return f"{text}pad: {pads}, ", ho, wo
 
 
+def _every_window_has_a_tap(n, k, s, p, d, ceil) -> bool:
+    """A dilated pool fits an axis of size n, and each of its windows has a tap inside the
+    input (else its max is -inf, as in PyTorch: valid, but NaN downstream in a fuzz model)."""
+    out = pool_out_size(n, (k - 1) * d + 1, s, p, ceil)
+    return out >= 1 and all(any(0 <= o * s - p + t * d < n for t in range(k))
+                            for o in range(out))
+
+
 def random_model(seed: int, wide: bool = False) -> str:
     """YAML text of a random valid model (image ops first, maybe a linear head). `wide` models
     have up to 160 channels and 40 pixels a side, so that the wide GEMM tile and split-K are
@@ -248,8 +256,8 @@ def random_model(seed: int, wide: bool = False) -> str:
             dil = ""
             if kind == "maxpool" and window_rng.random() < 0.2:     # taps d apart
                 d = (window_rng.randint(1, 3), window_rng.randint(1, 3))
-                if pool_out_size(sh, (kh - 1) * d[0] + 1, s[0], p[0], ceil) >= 1 and \
-                        pool_out_size(sw, (kw - 1) * d[1] + 1, s[1], p[1], ceil) >= 1:
+                if _every_window_has_a_tap(sh, kh, s[0], p[0], d[0], ceil) and \
+                        _every_window_has_a_tap(sw, kw, s[1], p[1], d[1], ceil):
                     dil = f"dilation: {list(d)}, "
                     kh, kw = (kh - 1) * d[0] + 1, (kw - 1) * d[1] + 1     # its reach
             ho = pool_out_size(sh, kh, s[0], p[0], ceil)
