@@ -1,9 +1,13 @@
 """Run a build's generated kernels on the host, without a GPU: the CUDA text of each kernel and
 its launch, compiled as C++ with g++ behind a small shim for CUDA's built-ins. Every block runs
-in order; a block's threads run as fibers (ucontext), round-robin, each until it reaches a
-barrier (`__syncthreads`, a warp shuffle) or ends, so shared memory, block reductions, warp
-shuffles and split-K's last-block sums work as on the GPU. Tensor-core kernels (WMMA, mma.sync,
-fp16) cannot run this way; a build with one is refused.
+in order; a block's threads run as fibers (ucontext) in rounds, each until it reaches a barrier
+(`__syncthreads`; a warp shuffle counts as two block-wide ones) or ends, in an order shuffled
+afresh each round, so shared memory, block reductions, warp shuffles and split-K's last-block
+sums work as on the GPU, and a missing barrier shows. Shared memory is poisoned at the start of
+every block (NaN; flags false), as on a GPU it would hold garbage. Tensor-core kernels (WMMA,
+mma.sync, fp16) cannot run this way; a build with one is refused. Limits: a shuffle reached by
+some warps of a block but not others, or a `__syncthreads` some threads skip, is not modelled
+(no template does either).
 
 The arena and the outputs start as NaN, so an element no thread writes shows; every `__ldg` is
 checked against the buffers the network owns (input, arena, weights, outputs, split-K scratch
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
+import os
 import re
 import shutil
 import subprocess
@@ -28,6 +34,7 @@ import numpy as np
 from squeezegen.build import build
 
 COMPILER = shutil.which("g++") or shutil.which("c++")
+_CALLS = itertools.count()
 
 _SHIM = r"""
 #include <cmath>
@@ -35,13 +42,13 @@ _SHIM = r"""
 #include <cstring>
 #include <cstdlib>
 #include <ucontext.h>
+#include <sys/mman.h>
 struct sg_dim { unsigned x, y, z; };
 static sg_dim blockIdx, threadIdx, blockDim, gridDim;
 #define __global__
 #define __launch_bounds__(...)
 #define __device__
 #define __forceinline__ inline
-#define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 struct alignas(16) float4 { float x, y, z, w; };
 struct alignas(8) float2 { float x, y; };
@@ -83,13 +90,37 @@ static ucontext_t* sg_fiber = nullptr;
 static char* sg_stacks = nullptr;
 static int* sg_done = nullptr;
 static unsigned sg_capacity = 0, sg_current = 0;
-static const size_t SG_STACK = 1 << 17;
+static const size_t SG_STACK = 1 << 17, SG_PAGE = 4096;
 static void (*sg_body)() = nullptr;
 static void sg_yield() { swapcontext(&sg_fiber[sg_current], &sg_main); }
 static void __syncthreads() { sg_yield(); }
+
+// shared memory: each `__shared__` declaration registers its static storage the first time a
+// thread passes it, and every block starts with all of it poisoned (0xff bytes: NaN for
+// floats; a flag false), so a read of shared memory the block did not write shows, as on a
+// GPU it would be garbage
+static void* sg_shared_at[64];
+static size_t sg_shared_bytes[64];
+static int sg_shared_poison[64];
+static int sg_shared_count = 0;
+static void sg_shared(void* p, size_t bytes, int poison) {
+    for (int i = 0; i < sg_shared_count; ++i) if (sg_shared_at[i] == p) return;
+    if (sg_shared_count == 64) abort();
+    sg_shared_at[sg_shared_count] = p;
+    sg_shared_poison[sg_shared_count] = poison;
+    sg_shared_bytes[sg_shared_count++] = bytes;
+    memset(p, poison, bytes);
+}
+static void sg_poison_shared() {
+    for (int i = 0; i < sg_shared_count; ++i)
+        memset(sg_shared_at[i], sg_shared_poison[i], sg_shared_bytes[i]);
+}
+
+// a warp shuffle: every live thread of the block stores, then reads its partner (two
+// block-wide barriers: every template's shuffles are reached by all live threads alike);
+// an ended thread's slot reads NaN
 static float sg_exchange[1024];
 static float __shfl_down_sync(unsigned, float v, unsigned delta) {
-    // every live thread of the block stores, then reads its partner: two barriers
     sg_exchange[threadIdx.x] = v;
     sg_yield();
     const unsigned lane = threadIdx.x % 32;
@@ -97,36 +128,60 @@ static float __shfl_down_sync(unsigned, float v, unsigned delta) {
     sg_yield();
     return r;
 }
-static void sg_trampoline() { sg_body(); sg_done[sg_current] = 1; }
+static void sg_trampoline() {
+    sg_body();
+    sg_done[sg_current] = 1;
+    sg_exchange[sg_current] = NAN;
+}
 static void sg_run_block(unsigned threads) {
-    if (threads > sg_capacity) {
-        free(sg_fiber); free(sg_stacks); free(sg_done);
+    if (threads > sg_capacity) {             // stacks with a guard page below each
+        free(sg_fiber); free(sg_done);
+        if (sg_stacks) munmap(sg_stacks, sg_capacity * (SG_STACK + SG_PAGE));
         sg_fiber = (ucontext_t*)calloc(threads, sizeof(ucontext_t));
-        sg_stacks = (char*)malloc(threads * SG_STACK);
+        sg_stacks = (char*)mmap(nullptr, threads * (SG_STACK + SG_PAGE), PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        for (unsigned t = 0; t < threads; ++t)
+            mprotect(sg_stacks + t * (SG_STACK + SG_PAGE), SG_PAGE, PROT_NONE);
         sg_done = (int*)calloc(threads, sizeof(int));
         sg_capacity = threads;
     }
+    sg_poison_shared();
+    for (unsigned t = 0; t < 1024; ++t) sg_exchange[t] = NAN;
     for (unsigned t = 0; t < threads; ++t) {
         getcontext(&sg_fiber[t]);
-        sg_fiber[t].uc_stack.ss_sp = sg_stacks + t * SG_STACK;
+        sg_fiber[t].uc_stack.ss_sp = sg_stacks + t * (SG_STACK + SG_PAGE) + SG_PAGE;
         sg_fiber[t].uc_stack.ss_size = SG_STACK;
         sg_fiber[t].uc_link = &sg_main;
         makecontext(&sg_fiber[t], sg_trampoline, 0);
         sg_done[t] = 0;
     }
-    for (bool live = true; live;) {                 // a round: every live thread once
-        live = false;
-        for (unsigned t = 0; t < threads; ++t) {
+    // rounds: every live thread once, until the next barrier or its end, in an order shuffled
+    // afresh each round (a fixed seed), so that no thread sees another's stores between two
+    // barriers in a way that only the order made right
+    static unsigned order[1024];
+    static unsigned long long seed = 0x9E3779B97F4A7C15ull;
+    for (unsigned round = 0; ; ++round) {
+        for (unsigned i = 0; i < threads; ++i) order[i] = i;
+        for (unsigned i = threads - 1; i > 0; --i) {            // Fisher-Yates, xorshift
+            seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
+            const unsigned j = (unsigned)(seed % (i + 1));
+            const unsigned tmp = order[i]; order[i] = order[j]; order[j] = tmp;
+        }
+        bool live = false;
+        for (unsigned i = 0; i < threads; ++i) {
+            const unsigned t = order[i];
             if (sg_done[t]) continue;
             sg_current = t;
             threadIdx = {t, 0u, 0u};
             swapcontext(&sg_main, &sg_fiber[t]);
             live = live || !sg_done[t];
         }
+        if (!live) break;
     }
 }
 """
 
+_SHARED = re.compile(r"__shared__ ([^;=]*?)(\w+)((?:\[[^\]]*\])*);")
 _KERNEL = re.compile(r'(extern "C" __global__.*?\n\}\n)', re.S)
 _LAUNCH = re.compile(r"(\w+)<<<dim3\((\d+), (\d+), (\d+)\), (\d+), (\w+), sg_stream>>>\((.*?)\);")
 
@@ -140,6 +195,9 @@ def host_source(cu: str) -> str:
     over blocks and threads, then `sg_run(buffers, ranges...)` calling them in order."""
     if "mma" in cu or "__half" in cu or "wmma" in cu:
         raise NotEmulable("a kernel uses tensor cores or fp16")
+    cu = _SHARED.sub(lambda m: f"static {m.group(1)}{m.group(2)}{m.group(3)}; "
+                              f"sg_shared(&{m.group(2)}, sizeof({m.group(2)}), "
+                              f"{'0' if 'bool' in m.group(1) else '0xff'});", cu)
     struct = re.search(r"struct sg_buffers \{.*?\};", cu, re.S).group(0)
     body = [_SHIM, struct]
     launches = {}
@@ -197,8 +255,9 @@ def run_build(result, x: np.ndarray, folder: Path):
     cu = files[f"{name}.cu"]
     cu = cu.decode() if isinstance(cu, bytes) else cu
     source = host_source(cu)
-    stem = "k_" + hashlib.sha256(source.encode()).hexdigest()[:16]   # a new library per source:
-    (folder / f"{stem}.cpp").write_text(source)                      # dlopen caches by path
+    stem = (f"k_{hashlib.sha256(source.encode()).hexdigest()[:16]}_{os.getpid()}_"
+            f"{next(_CALLS)}")          # a library of its own per call: dlopen caches by path
+    (folder / f"{stem}.cpp").write_text(source)
     subprocess.run([COMPILER, "-O1", "-w", "-std=c++17", "-shared", "-fPIC", "-o",
                     str(folder / f"{stem}.so"), str(folder / f"{stem}.cpp")], check=True)
     library = ctypes.CDLL(str(folder / f"{stem}.so"))

@@ -218,3 +218,16 @@ def test_an_nhwc_network_imports_taking_and_giving_nchw_with_a_note(opset, tmp_p
     got = ReferenceExecutor(graph, weights)(x.transpose(0, 3, 1, 2).copy())
     from helpers import assert_close
     assert_close(got.transpose(0, 2, 3, 1), want, 1e-5)
+
+
+def test_a_relu_after_a_channels_last_linear_goes_into_its_conv(tmp_path):
+    class LinearRelu(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 1)
+            self.fc = nn.Linear(4, 6)
+
+        def forward(self, x):
+            return torch.relu(self.fc(self.c(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+    text, _, _ = check_import(seeded(LinearRelu()), (3, 4, 5), tmp_path, opset=17)
+    assert ops_of(text) == ["conv", "conv"] and "relu: true" in text, text

@@ -181,3 +181,32 @@ def test_random_models_on_the_host():
     bad = [(r["index"], r["error"], r["stray"]) for r in rows if not r["ok"]]
     assert not bad, bad
     assert sum(r["wide"] for r in rows) == 3
+
+
+def test_a_missing_barrier_in_split_k_would_be_caught(tmp_path, monkeypatch):
+    """Split-K's last block reads `last_to_arrive` after a barrier; without it, a thread run
+    before thread 0 in its round reads the value thread 0 has not written yet (threads run in
+    a shuffled order each round)."""
+    from squeezegen import parse_model
+    from squeezegen.build import build
+    from squeezegen.codegen.schedule import candidate_tiles, tunable
+    from squeezegen.passes import run_passes
+    from host_kernels import run_build
+    from test_autotune import ODD
+    g = parse_model(ODD)
+    w, x = random_weights(g, 4), random_input(g, 3)
+    fused = run_passes(g)
+    split = {n.name: t for n in fused.nodes if tunable(n, 3)
+             for t in candidate_tiles(fused, n, 3) if getattr(t, "splitk", 1) > 1}
+    assert split
+    result = build(g, 3, weights=w, tiles=split)
+    real = host_kernels.host_source
+    old = "last_to_arrive = atomicAdd(counters + tile, 1u) == SPLITK - 1;\n    __syncthreads();"
+
+    def mutated(cu):
+        assert old in cu
+        return real(cu.replace(old, old.split("\n")[0]))
+    monkeypatch.setattr(host_kernels, "host_source", mutated)
+    got, _, _ = run_build(result, x, tmp_path)
+    want = ReferenceExecutor(g, w)(x)
+    assert not all(np.allclose(a, b, atol=1e-3, equal_nan=False) for a, b in zip(got, want))

@@ -969,6 +969,9 @@ class OpMapping:
         ins = [self.tensor(node, i, channels_last=True) for i in range(len(node.input))]
         rank = len(ins[0].shape) + 1
         axis = int(a["axis"]) + (rank if int(a["axis"]) < 0 else 0)
+        if len(ins) == 1 and ins[0].channels_last:
+            self.values[node.output[0]] = ins[0]
+            return
         if any(v.channels_last for v in ins):            # channels-last: the last axis
             if not all(v.channels_last for v in ins) or axis != 3:
                 raise self.fail(node, "concatenates channels-last tensors along axis "
@@ -1086,8 +1089,8 @@ class OpMapping:
         if b is not None:
             weights["bias"] = b
         sg = self.shape_of(node, "conv", f, [x.sg])
-        index = self.add_layer(_Layer("conv", [x.layer], f, weights, sg, node), tensor,
-                               channels_last=True)
+        index = self.add_layer(_Layer("conv", [x.layer], f, weights, sg, node, relu=False),
+                               tensor, channels_last=True)
         self.fuse_relu(index, tensor)
 
     def map_softmax(self, node):
