@@ -20,6 +20,7 @@ checks indexing and barriers' placement in sequence, not concurrency.
 """
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import hashlib
 import itertools
@@ -133,6 +134,11 @@ static void sg_trampoline() {
     sg_done[sg_current] = 1;
     sg_exchange[sg_current] = NAN;
 }
+static void sg_release() {                   // the stacks' mappings go back after each run
+    if (sg_stacks) munmap(sg_stacks, sg_capacity * (SG_STACK + SG_PAGE));
+    free(sg_fiber); free(sg_done);
+    sg_stacks = nullptr; sg_fiber = nullptr; sg_done = nullptr; sg_capacity = 0;
+}
 static void sg_run_block(unsigned threads) {
     if (threads > sg_capacity) {             // stacks with a guard page below each
         free(sg_fiber); free(sg_done);
@@ -235,6 +241,7 @@ extern "C" long long sg_run(const sg_buffers* b, const char** lo, const char** h
     sg_ranges = n;
     sg_stray = 0;
 {calls}
+    sg_release();
     return sg_stray;
 }}
 """)
@@ -287,6 +294,7 @@ def run_build(result, x: np.ndarray, folder: Path):
     hi = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data + a.nbytes for a in arrays])
     library.sg_run.restype = ctypes.c_longlong
     stray = library.sg_run(ctypes.byref(buffers), lo, hi, len(arrays))
+    _ctypes.dlclose(library._handle)            # its mappings too: a fuzz run loads thousands
     for block in (arena_block,) + out_blocks:
         margins = np.concatenate([block[:GUARD], block[-GUARD:]])
         assert (margins.view(np.uint32) == _SENTINEL).all(), "a store outside its buffer"
