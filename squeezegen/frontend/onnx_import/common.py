@@ -34,8 +34,8 @@ UNSUPPORTED_HINTS: dict[str, str] = {
 # What a channels-last tensor (x.permute(0, 2, 3, 1)) may flow through before the permute back.
 CHANNELS_LAST_OPS = ("LayerNormalization (over the last axis), MatMul with a constant weight "
                      "(+ Add of a bias), element-wise activations, Add/Mul/Sub/Div of a "
-                     "constant per channel, Add/Mul of two channels-last tensors, Softmax and "
-                     "Concat over the last axis")
+                     "constant per channel, Add/Mul of two channels-last tensors, Softmax, "
+                     "Concat, ReduceMean and ReduceMax over the last axis")
 
 
 # Evaluated at import time when all their inputs are constants (shape arithmetic, weight prep).

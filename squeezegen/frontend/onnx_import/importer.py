@@ -114,8 +114,9 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         if name in self.values:
             v = self.values[name]
             if v.channels_last and not channels_last:
-                raise self.fail(node, f"reads the channels-last tensor '{name}' (a "
-                                      "permute(0, 2, 3, 1) of an image); squeezegen follows one "
+                raise self.fail(node, f"reads the channels-last tensor '{name}' (N, H, W, C: "
+                                      "a permute(0, 2, 3, 1) of an image, or an N, H, W, C "
+                                      "input); squeezegen follows one "
                                       f"only through {CHANNELS_LAST_OPS}, up to the "
                                       "permute(0, 3, 1, 2) back")
             return v
