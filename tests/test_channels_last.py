@@ -57,20 +57,45 @@ def test_a_small_convnext_imports_and_matches_pytorch(opset, tmp_path):
     assert "eps: 1.0e-06" in text
 
 
-def test_a_layernorm_over_other_axes_or_not_channels_last_is_refused(tmp_path):
-    class OverImage(nn.Module):
+class OverImage(nn.Module):
+    """nn.LayerNorm([C, H, W]), with its affine per channel (trained so) or per element."""
+
+    def __init__(self, per_element=False):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 1)
+        self.ln = nn.LayerNorm([4, 5, 6])
+        seeded(self)
+        with torch.no_grad():
+            shape = (4, 5, 6) if per_element else (4, 1, 1)
+            self.ln.weight.copy_(torch.linspace(0.5, 2, 4 * 5 * 6 if per_element else 4)
+                                 .reshape(shape).expand(4, 5, 6))
+            self.ln.bias.copy_(torch.linspace(-1, 1, 4).reshape(4, 1, 1).expand(4, 5, 6))
+
+    def forward(self, x):
+        return self.ln(self.c(x))
+
+
+def test_a_layernorm_over_the_image_is_a_groupnorm_of_one_group(tmp_path):
+    text, _, _ = check_import(OverImage(), (3, 5, 6), tmp_path, opset=17)
+    assert ops_of(text) == ["conv", "groupnorm"] and "groups: 1" in text, text
+    path = export(OverImage(per_element=True).eval(), (3, 5, 6), tmp_path / "ln.onnx", 17)
+    message = refusal(path)
+    assert "(LayerNormalization): the scale" in message and "varies over H and W" in message, \
+        message
+
+
+def test_a_layernorm_over_other_axes_is_refused(tmp_path):
+    class OverRows(nn.Module):
         def __init__(self):
             super().__init__()
             self.c = nn.Conv2d(3, 4, 1)
-            self.ln = nn.LayerNorm([4, 5, 6])
+            self.ln = nn.LayerNorm(6)
 
         def forward(self, x):
             return self.ln(self.c(x))
-    from test_onnx_import import export
-    path = export(seeded(OverImage()), (3, 5, 6), tmp_path / "ln.onnx", 17)
+    path = export(seeded(OverRows()), (3, 5, 6), tmp_path / "ln.onnx", 17)
     message = refusal(path)
-    assert "(LayerNormalization), attribute 'axis': a LayerNorm over axis -3" in message, message
-    assert "GroupNorm(1, C)" in message
+    assert "(LayerNormalization), attribute 'axis': a LayerNorm over axis -1" in message, message
 
 
 @pytest.mark.parametrize("body, expect", [

@@ -732,12 +732,16 @@ class OpMapping:
         rank = len(x.shape) + 1
         if not -rank <= axis < rank:
             raise self.fail(node, f"axis {axis} does not fit a rank-{rank} tensor", "axis")
+        if not x.channels_last and axis % rank == 1 and len(x.shape) == 3 and x.shape == x.sg:
+            self.layernorm_over_image(node, x, a)
+            return
         if not x.channels_last or axis % rank != rank - 1:
             raise self.fail(node, f"a LayerNorm over axis {axis} of a tensor [N, "
                                   f"{', '.join(map(str, x.shape))}] is not supported: squeezegen's "
                                   "layernorm is over the channels of a channels-last image (the "
                                   "last axis after permute(0, 2, 3, 1), as ConvNeXt's "
-                                  "LayerNorm2d); over C, H, W use GroupNorm(1, C)", "axis")
+                                  "LayerNorm2d), and a LayerNorm over C, H, W is a groupnorm of "
+                                  "one group", "axis")
         c = x.sg[0]
         weights = {"weight": self.ln_vector(node, 1, "scale", c, 1.0),
                    "bias": self.ln_vector(node, 2, "B", c, 0.0)}
@@ -747,6 +751,36 @@ class OpMapping:
         eps = self.ln_eps(node, float(a.get("epsilon", 1e-5)))
         self.add_layer(_Layer("layernorm", [x.layer], {"eps": eps}, weights, x.sg, node),
                        node.output[0], channels_last=True)
+
+    def layernorm_over_image(self, node, x: _Value, a: dict) -> None:
+        """nn.LayerNorm([C, H, W]) (LayerNormalization over axis 1 of an image): a groupnorm of
+        one group, where its scale and B are one value per channel (as initialised, or trained
+        per channel); a scale or B that varies over H and W is refused."""
+        c, h, w = x.sg
+        weights = {}
+        for index, what, key, default in ((1, "scale", "weight", 1.0), (2, "B", "bias", 0.0)):
+            if index >= len(node.input) or not node.input[index]:
+                weights[key] = np.full((c,), default, np.float32)
+                continue
+            v = self.weight(node, index, what).astype(np.float32)
+            try:
+                full = np.broadcast_to(v, (c, h, w))
+            except ValueError:
+                raise self.fail(node, f"the {what} '{node.input[index]}' has shape "
+                                      f"{list(v.shape)}, expected [{c}, {h}, {w}]") from None
+            if not np.all(full == full[:, :1, :1]):
+                raise self.fail(node, f"the {what} '{node.input[index]}' varies over H and W: a "
+                                      "LayerNorm over C, H, W is imported as a groupnorm of one "
+                                      "group, whose scale and shift are one per channel")
+            if not np.all(np.isfinite(full)):
+                raise self.fail(node, f"the {what} '{node.input[index]}' is not finite")
+            weights[key] = np.ascontiguousarray(full[:, 0, 0])
+        if len(node.output) > 1 and any(o and (self.data_consumers(o) or o in self.g.outputs)
+                                        for o in node.output[1:]):
+            raise self.fail(node, "its Mean or InvStdDev output is used")
+        eps = self.ln_eps(node, float(a.get("epsilon", 1e-5)))
+        self.add_layer(_Layer("groupnorm", [x.layer], {"groups": 1, "eps": eps}, weights, x.sg,
+                              node), node.output[0])
 
     def ln_vector(self, node, index: int, what: str, c: int, default: float) -> np.ndarray:
         if index >= len(node.input) or not node.input[index]:
