@@ -190,14 +190,18 @@ def need_image(t: TensorType, what: str) -> tuple[int, int, int]:
     return t.shape
 
 
-def window_shape(attrs: Attrs, inp: TensorType, what: str, size_fn) -> tuple[int, int, int]:
-    """(Ho, Wo, C) of a sliding-window op; ShapeError when the kernel does not fit."""
+def window_shape(attrs: Attrs, inp: TensorType, what: str, size_fn,
+                 dilation=(1, 1)) -> tuple[int, int, int]:
+    """(Ho, Wo, C) of a sliding-window op, its taps `dilation` apart (size_fn gets the window's
+    reach); ShapeError when the kernel does not fit."""
     c, h, w = need_image(inp, what)
     (kh, kw), (sh, sw), (ph, pw) = attrs["kernel"], attrs["stride"], attrs["pad"]
-    ho, wo = size_fn(h, kh, sh, ph), size_fn(w, kw, sw, pw)
+    (dh, dw) = dilation
+    ho, wo = size_fn(h, (kh - 1) * dh + 1, sh, ph), size_fn(w, (kw - 1) * dw + 1, sw, pw)
     if ho < 1 or wo < 1:
-        raise ShapeError(f"kernel {kh}x{kw} does not fit the {h}x{w} input with pad {ph}x{pw} "
-                         f"(output would be {ho}x{wo})", field="kernel")
+        dilated = f" dilated by {dh}x{dw}" if (dh, dw) != (1, 1) else ""
+        raise ShapeError(f"kernel {kh}x{kw}{dilated} does not fit the {h}x{w} input with pad "
+                         f"{ph}x{pw} (output would be {ho}x{wo})", field="kernel")
     return ho, wo, c
 
 

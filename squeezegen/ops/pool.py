@@ -7,7 +7,7 @@ from math import prod
 import numpy as np
 
 from .arrays import pad, reduce_windows
-from .base import Field, OpInfo, ShapeError, need_image, pool_out_size
+from .base import Field, OpInfo, ShapeError, pool_out_size, window_shape
 from ..ir.graph import TensorType
 
 FIELDS = {"kernel": Field("pos_pair", required=True), "stride": Field("pos_pair"),
@@ -33,15 +33,9 @@ def shape(attrs, ins):
     for k, p, axis in zip(attrs["kernel"], attrs["pad"], ("height", "width")):
         if p * 2 > k:      # PyTorch's rule (of the kernel, not its dilated reach)
             raise ShapeError(f"pad {p} is more than half the kernel {k} ({axis})", field="pad")
-    c, h, w = need_image(ins[0], "pooling")
-    (sh, sw), (ph, pw) = attrs["stride"], attrs["pad"]
-    ho, wo = (pool_out_size(n, k, s, p, attrs["ceil_mode"])
-              for n, k, s, p in zip((h, w), reach(attrs), (sh, sw), (ph, pw)))
-    if ho < 1 or wo < 1:
-        (kh, kw), (dh, dw) = attrs["kernel"], dilation(attrs)
-        dilated = f" dilated by {dh}x{dw}" if (dh, dw) != (1, 1) else ""
-        raise ShapeError(f"kernel {kh}x{kw}{dilated} does not fit the {h}x{w} input with pad "
-                         f"{ph}x{pw} (output would be {ho}x{wo})", field="kernel")
+    ho, wo, c = window_shape(attrs, ins[0], "pooling",
+                             lambda n, k, s, p: pool_out_size(n, k, s, p, attrs["ceil_mode"]),
+                             dilation(attrs))
     return TensorType((c, ho, wo))
 
 

@@ -725,68 +725,58 @@ class OpMapping:
 
     def map_layernorm(self, node):
         """LayerNormalization over the last axis of a channels-last image (ConvNeXt's
-        LayerNorm2d at opset 17): a layernorm layer, scale and B its weights."""
+        LayerNorm2d at opset 17): a layernorm layer, scale and B its weights; over C, H, W of
+        an image (nn.LayerNorm([C, H, W])) with a scale and B per channel: a groupnorm of one
+        group."""
         a = self.attrs(node, ("axis", "epsilon", "stash_type"))
         x = self.tensor(node, channels_last=True)
         axis = int(a.get("axis", -1))
         rank = len(x.shape) + 1
         if not -rank <= axis < rank:
             raise self.fail(node, f"axis {axis} does not fit a rank-{rank} tensor", "axis")
-        if not x.channels_last and axis % rank == 1 and len(x.shape) == 3 and x.shape == x.sg:
-            self.layernorm_over_image(node, x, a)
-            return
-        if not x.channels_last or axis % rank != rank - 1:
+        image = not x.channels_last and axis % rank == 1 and len(x.shape) == 3 \
+            and x.shape == x.sg
+        if not image and (not x.channels_last or axis % rank != rank - 1):
             raise self.fail(node, f"a LayerNorm over axis {axis} of a tensor [N, "
                                   f"{', '.join(map(str, x.shape))}] is not supported: squeezegen's "
                                   "layernorm is over the channels of a channels-last image (the "
                                   "last axis after permute(0, 2, 3, 1), as ConvNeXt's "
                                   "LayerNorm2d), and a LayerNorm over C, H, W is a groupnorm of "
                                   "one group", "axis")
-        c = x.sg[0]
-        weights = {"weight": self.ln_vector(node, 1, "scale", c, 1.0),
-                   "bias": self.ln_vector(node, 2, "B", c, 0.0)}
+        hw = x.sg[1:] if image else None
+        weights = {"weight": self.ln_vector(node, 1, "scale", x.sg[0], 1.0, hw),
+                   "bias": self.ln_vector(node, 2, "B", x.sg[0], 0.0, hw)}
         if len(node.output) > 1 and any(o and (self.data_consumers(o) or o in self.g.outputs)
                                         for o in node.output[1:]):
             raise self.fail(node, "its Mean or InvStdDev output is used")
         eps = self.ln_eps(node, float(a.get("epsilon", 1e-5)))
-        self.add_layer(_Layer("layernorm", [x.layer], {"eps": eps}, weights, x.sg, node),
-                       node.output[0], channels_last=True)
+        if image:
+            self.add_layer(_Layer("groupnorm", [x.layer], {"groups": 1, "eps": eps}, weights,
+                                  x.sg, node), node.output[0])
+        else:
+            self.add_layer(_Layer("layernorm", [x.layer], {"eps": eps}, weights, x.sg, node),
+                           node.output[0], channels_last=True)
 
-    def layernorm_over_image(self, node, x: _Value, a: dict) -> None:
-        """nn.LayerNorm([C, H, W]) (LayerNormalization over axis 1 of an image): a groupnorm of
-        one group, where its scale and B are one value per channel (as initialised, or trained
-        per channel); a scale or B that varies over H and W is refused."""
-        c, h, w = x.sg
-        weights = {}
-        for index, what, key, default in ((1, "scale", "weight", 1.0), (2, "B", "bias", 0.0)):
-            if index >= len(node.input) or not node.input[index]:
-                weights[key] = np.full((c,), default, np.float32)
-                continue
-            v = self.weight(node, index, what).astype(np.float32)
+    def ln_vector(self, node, index: int, what: str, c: int, default: float,
+                  hw: tuple[int, int] | None = None) -> np.ndarray:
+        """A LayerNorm's scale or B (input `index`) as one value per channel: given as [C]; or,
+        over C, H, W (`hw`), as [C, H, W] (or what broadcasts to it) that must not vary over H
+        and W."""
+        if index >= len(node.input) or not node.input[index]:
+            return np.full((c,), default, np.float32)
+        w = self.weight(node, index, what)
+        if hw is not None:
             try:
-                full = np.broadcast_to(v, (c, h, w))
+                full = np.broadcast_to(w, (c,) + tuple(hw))
             except ValueError:
                 raise self.fail(node, f"the {what} '{node.input[index]}' has shape "
-                                      f"{list(v.shape)}, expected [{c}, {h}, {w}]") from None
+                                      f"{list(w.shape)}, expected [{c}, {hw[0]}, {hw[1]}]") from None
             if not np.all(full == full[:, :1, :1]):
                 raise self.fail(node, f"the {what} '{node.input[index]}' varies over H and W: a "
                                       "LayerNorm over C, H, W is imported as a groupnorm of one "
                                       "group, whose scale and shift are one per channel")
-            if not np.all(np.isfinite(full)):
-                raise self.fail(node, f"the {what} '{node.input[index]}' is not finite")
-            weights[key] = np.ascontiguousarray(full[:, 0, 0])
-        if len(node.output) > 1 and any(o and (self.data_consumers(o) or o in self.g.outputs)
-                                        for o in node.output[1:]):
-            raise self.fail(node, "its Mean or InvStdDev output is used")
-        eps = self.ln_eps(node, float(a.get("epsilon", 1e-5)))
-        self.add_layer(_Layer("groupnorm", [x.layer], {"groups": 1, "eps": eps}, weights, x.sg,
-                              node), node.output[0])
-
-    def ln_vector(self, node, index: int, what: str, c: int, default: float) -> np.ndarray:
-        if index >= len(node.input) or not node.input[index]:
-            return np.full((c,), default, np.float32)
-        w = self.weight(node, index, what)
-        if w.size != c or (w.ndim and w.shape[-1] != c):
+            w = full[:, 0, 0]
+        elif w.size != c or (w.ndim and w.shape[-1] != c):
             raise self.fail(node, f"the {what} '{node.input[index]}' has shape {list(w.shape)}, "
                                   f"expected [{c}] (one per channel)")
         if not np.all(np.isfinite(w)):
