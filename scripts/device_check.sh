@@ -9,7 +9,9 @@
 #      `python3 scripts/ship_tuning.py --gpu "NVIDIA H200" --from tuning_cache.json`);
 #   3. torchvision's convnext_tiny through scripts/torchvision_check.py (opset 17);
 #   4. with FUZZ=1, gpu_fuzz models FUZZ_START..999 for the time left; else the segment bench
-#      (--resize-on gpu --overlap against the defaults, 4,000 JPEGs).
+#      (--resize-on gpu --overlap against the defaults, IMAGES JPEGs, default 4,000).
+# SUITE=0 skips step 1 (for a call that follows one which ran it at the same commit);
+# TORCHVISION=0 skips step 3.
 # It writes at most 8 files under $OUT (a call brings back 8), each log headed with the GPU and
 # $COMMIT (the machine's own git metadata can lag behind the files it was sent).
 set -o pipefail
@@ -22,6 +24,7 @@ HEAD_LINE="$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | 
 echo "$HEAD_LINE" | tee "$OUT/gpu.txt"
 XDIST=""
 python3 -c "import xdist" 2>/dev/null && XDIST="-n 8"
+if [ "${SUITE:-1}" != 0 ]; then
 { echo "$HEAD_LINE"; echo "command: python3 -m pytest -m gpu -q $XDIST -p no:cacheprovider"
   timeout $(( $(left) > 400 ? 280 : $(left) - 120 )) python3 -m pytest -m gpu -q $XDIST \
     -p no:cacheprovider 2>&1 | grep -v PytestBenchmarkWarning | grep -v "warner(" | tail -80
@@ -29,6 +32,7 @@ python3 -c "import xdist" 2>/dev/null && XDIST="-n 8"
   timeout 45 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py \
     -k "frees or leaks" 2>&1 | tail -4; } > "$OUT/gpu-tests.log"
 tail -5 "$OUT/gpu-tests.log" | tee -a "$OUT/gpu.txt"
+fi
 if [[ "$GPU" == *H200* ]] && [ "$(left)" -gt 200 ]; then
   { echo "$HEAD_LINE"
     echo "command: squeezegen bench models/squeezeseg.yaml --batch 1,32,128 --compare graph"
@@ -42,7 +46,7 @@ if [[ "$GPU" == *H200* ]] && [ "$(left)" -gt 200 ]; then
   tail -3 "$OUT/tune.log" | tee -a "$OUT/gpu.txt"
 fi
 T=$(( $(left) - 20 )); [ "$T" -gt 150 ] && T=150
-if [ "$T" -gt 40 ]; then
+if [ "$T" -gt 40 ] && [ "${TORCHVISION:-1}" != 0 ]; then
   echo "command: python3 scripts/torchvision_check.py convnext_tiny --opsets 17" >> "$OUT/gpu.txt"
   timeout "$T" python3 scripts/torchvision_check.py convnext_tiny --opsets 17 \
     --out "$OUT/torchvision_convnext.json" 2>&1 | grep -v Warn | tail -12 | tee -a "$OUT/gpu.txt"
@@ -54,8 +58,8 @@ if [ "$T" -gt 60 ] && [ -n "${FUZZ:-}" ]; then
     --start "${FUZZ_START:-0}" --jobs 16 2>&1 | tee -a "$OUT/gpu-fuzz.log" | tail -3
   echo "fuzz: $(grep -c ': ok' "$OUT/gpu-fuzz.log") models ok, $(grep -c ': FAIL\|: error' "$OUT/gpu-fuzz.log") failed" | tee -a "$OUT/gpu.txt"
 elif [ "$T" -gt 60 ]; then
-  { echo "$HEAD_LINE"; echo "command: python3 scripts/segment_bench.py --images 4000 --batch 32 --resize-on gpu --overlap --defaults"
-    timeout "$T" python3 scripts/segment_bench.py --images 4000 --batch 32 --resize-on gpu \
+  { echo "$HEAD_LINE"; echo "command: python3 scripts/segment_bench.py --images ${IMAGES:-4000} --batch 32 --resize-on gpu --overlap --defaults"
+    timeout "$T" python3 scripts/segment_bench.py --images "${IMAGES:-4000}" --batch 32 --resize-on gpu \
       --overlap --defaults --out "$OUT/segment.json" 2>&1 | tail -40; } > "$OUT/segment.log"
   tail -8 "$OUT/segment.log" | tee -a "$OUT/gpu.txt"
 fi
