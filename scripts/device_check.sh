@@ -9,7 +9,7 @@
 #      `python3 scripts/ship_tuning.py --gpu "NVIDIA H200" --from tuning_cache.json`);
 #   3. torchvision's convnext_tiny through scripts/torchvision_check.py (opset 17);
 #   4. with FUZZ=1, gpu_fuzz models FUZZ_START..999 for the time left; else the segment bench
-#      (--resize-on gpu --overlap against the defaults, IMAGES JPEGs, default 4,000).
+#      (segment's defaults against --resize-on cpu --no-overlap, IMAGES JPEGs, default 4,000).
 # SUITE=0 skips step 1 (for a call that follows one which ran it at the same commit);
 # TORCHVISION=0 skips step 3.
 # It writes at most 8 files under $OUT (a call brings back 8), each log headed with the GPU and
@@ -58,9 +58,9 @@ if [ "$T" -gt 60 ] && [ -n "${FUZZ:-}" ]; then
     --start "${FUZZ_START:-0}" --jobs 16 2>&1 | tee -a "$OUT/gpu-fuzz.log" | tail -3
   echo "fuzz: $(grep -c ': ok' "$OUT/gpu-fuzz.log") models ok, $(grep -c ': FAIL\|: error' "$OUT/gpu-fuzz.log") failed" | tee -a "$OUT/gpu.txt"
 elif [ "$T" -gt 60 ]; then
-  { echo "$HEAD_LINE"; echo "command: python3 scripts/segment_bench.py --images ${IMAGES:-4000} --batch 32 --resize-on gpu --overlap --defaults"
-    timeout "$T" python3 scripts/segment_bench.py --images "${IMAGES:-4000}" --batch 32 --resize-on gpu \
-      --overlap --defaults --out "$OUT/segment.json" 2>&1 | tail -40; } > "$OUT/segment.log"
+  { echo "$HEAD_LINE"; echo "command: python3 scripts/segment_bench.py --images ${IMAGES:-4000} --batch 32 --baseline"
+    timeout "$T" python3 scripts/segment_bench.py --images "${IMAGES:-4000}" --batch 32 \
+      --baseline --out "$OUT/segment.json" 2>&1 | tail -40; } > "$OUT/segment.log"
   tail -8 "$OUT/segment.log" | tee -a "$OUT/gpu.txt"
 fi
 echo "done with $(left) s of $BUDGET left" | tee -a "$OUT/gpu.txt"

@@ -14,7 +14,8 @@ On the lent H200 (carry .device and .device-ray, see ../shared/device-ray/README
    as `segment` runs it (input in, masks made on the GPU at the sample's sizes, masks out;
    from and to page-locked memory as segment's shared batches are, and from pageable memory).
 3. Runs `squeezegen segment` (the CLI, in a subprocess) on the folder, with --resize-on and
-   --overlap as given; with --defaults, again with segment's defaults; with --threads, again
+   --overlap as given (segment's defaults where not); with --baseline, again with the CPU
+   resizing and no overlap (`--resize-on cpu --no-overlap`); with --threads, again
    decoding in threads rather than processes; with --ray, again through `--ray auto`.
 4. Times one image's stages on one thread (decode+resize, decode alone for the GPU to resize;
    the PNG of the mask the GPU made, or on numpy the scores back at the original size + PNG)
@@ -240,7 +241,8 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
 
 
 def run_segment(model, weights, folder: Path, out: Path, args, ray: bool,
-                decoders: str = "auto", resize_on: str = "cpu", overlap: bool = False) -> dict:
+                decoders: str = "auto", resize_on: str | None = None,
+                overlap: bool | None = None) -> dict:
     if out.exists():
         shutil.rmtree(out)
     summary = out.parent / (out.name + ".summary.json")
@@ -256,9 +258,11 @@ def run_segment(model, weights, folder: Path, out: Path, args, ray: bool,
     if ray:
         cmd += ["--ray", "auto"]
     else:
-        cmd += ["--decoders", decoders, "--resize-on", resize_on]
-        if overlap:
-            cmd += ["--overlap"]
+        cmd += ["--decoders", decoders]
+        if resize_on is not None:
+            cmd += ["--resize-on", resize_on]
+        if overlap is not None:
+            cmd += ["--overlap" if overlap else "--no-overlap"]
     print("$ " + " ".join(cmd), flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -306,11 +310,13 @@ def main() -> int:
     p.add_argument("--ray", action="store_true", help="also run through --ray auto")
     p.add_argument("--threads", action="store_true",
                    help="also run with --decoders threads (the default: processes on a GPU)")
-    p.add_argument("--resize-on", default="cpu", choices=["cpu", "gpu", "auto"],
-                   help="segment's --resize-on [cpu]")
-    p.add_argument("--overlap", action="store_true", help="segment's --overlap")
-    p.add_argument("--defaults", action="store_true",
-                   help="also run with segment's defaults (to compare with --resize-on/--overlap)")
+    p.add_argument("--resize-on", choices=["cpu", "gpu", "auto"],
+                   help="segment's --resize-on [segment's default]")
+    p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
+                   help="segment's --overlap/--no-overlap [segment's default]")
+    p.add_argument("--baseline", action="store_true",
+                   help="also run with --resize-on cpu --no-overlap (the CPUs resizing, one "
+                        "batch in flight)")
     p.add_argument("--keep", action="store_true", help="keep the output PNGs")
     p.add_argument("--out", required=True, help="the JSON to write")
     args = p.parse_args()
@@ -352,12 +358,12 @@ def main() -> int:
         from squeezegen.runtime.bench import environment
         result["environment"] = environment()
     runs = {"segment": (False, "auto", args.resize_on, args.overlap)}
-    if args.defaults:
-        runs["segment_defaults"] = (False, "auto", "cpu", False)
+    if args.baseline:
+        runs["segment_baseline"] = (False, "auto", "cpu", False)
     if args.threads:
         runs["segment_threads"] = (False, "threads", "cpu", False)
     if args.ray:
-        runs["segment_ray"] = (True, "auto", "cpu", False)
+        runs["segment_ray"] = (True, "auto", None, None)
     for name, (ray, decoders, resize_on, overlap) in runs.items():
         e2e = run_segment(args.model, weights, images, folder / f"out_{name}", args, ray,
                           decoders, resize_on, overlap)
@@ -366,7 +372,7 @@ def main() -> int:
         result[name] = {
             "img_s": e2e["images_per_s"], "summary": e2e,
             "ratio_to_network": e2e["images_per_s"] / (net["img_s"] * n_nets),
-            "gpu_resize": gpu_resize, "overlap": overlap,
+            "gpu_resize": gpu_resize, "overlap": e2e.get("overlapped", overlap),
             "gpu_busy": e2e["network_busy"],
             "limited_by": limit(net, costs, workers, n_nets, gpu_resize),
             "thread_seconds": {k: e2e[k] for k in ("decode_s", "network_s", "encode_s")}}

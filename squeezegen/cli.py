@@ -428,14 +428,15 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--decoders", choices=["auto", "processes", "threads"], default="auto",
                    help="decode in worker processes or threads [auto: processes with a GPU and "
                         "4 CPUs or more]")
-    s.add_argument("--resize-on", choices=["cpu", "gpu", "auto"], default="cpu",
+    s.add_argument("--resize-on", choices=["cpu", "gpu", "auto"], default="auto",
                    help="where the decoded images are resized and normalised: the CPU workers, "
-                        "or the GPU (Pillow's arithmetic, the same pixels; the CPUs only decode; "
-                        "new, not yet run on a GPU); auto: the GPU where the decoders are "
-                        "processes feeding the cuda backend, without --scores or --ray [cpu]")
-    s.add_argument("--overlap", action="store_true",
+                        "or the GPU (Pillow's arithmetic, the same pixels; the CPUs only "
+                        "decode); auto: the GPU where the decoders are processes feeding the "
+                        "cuda backend, without --scores or --ray [auto]")
+    s.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
                    help="keep two batches in flight per GPU network, the copies overlapping the "
-                        "kernels (new, not yet run on a GPU)")
+                        "kernels [on wherever a local GPU makes the masks: not with --scores "
+                        "or --ray]")
     s.add_argument("--per-gpu", type=_positive_int, default=1, metavar="N",
                    help="networks per GPU, each on its own stream and thread (2 overlaps one's "
                         "copies with the other's kernels) [1]")

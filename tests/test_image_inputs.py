@@ -371,6 +371,19 @@ def test_where_the_resize_runs():
             _resize_on_gpu("gpu", kind, processes, scores, ray)
 
 
+def test_when_two_batches_are_in_flight():
+    """overlap's default (None) is on wherever a local GPU makes the masks, off elsewhere; True
+    where it cannot be is refused; False is off."""
+    from squeezegen.segmentation import _overlap
+    assert _overlap(None, "cuda", False, None) and _overlap(True, "cuda", False, None)
+    assert not _overlap(False, "cuda", False, None)
+    for kind, scores, ray in [("numpy", False, None), ("cuda", True, None), ("ray", False, "auto")]:
+        assert not _overlap(None, kind, scores, ray) and not _overlap(False, kind, scores, ray)
+    for scores, ray in [(True, None), (False, "auto")]:
+        with pytest.raises(squeezegen.SqueezegenError, match="overlap is for the masks made on"):
+            _overlap(True, "cuda", scores, ray)
+
+
 def test_resize_on_gpu_needs_a_gpu_pipeline(tmp_path):
     (tmp_path / "m.yaml").write_text(ODDSEG)
     graph = squeezegen.load_model(tmp_path / "m.yaml")
@@ -390,8 +403,8 @@ def test_resize_on_gpu_needs_a_gpu_pipeline(tmp_path):
 @needs_gpu
 @pytest.mark.parametrize("resize", ["stretch", "letterbox"])
 def test_gpu_resize_writes_the_masks_the_cpus_resize_does(tmp_path, resize):
-    """`segment` end to end on the GPU, the decoded images resized on the GPU (two batches in
-    flight) and on the CPU workers (one at a time): the same PNGs, byte for byte, and the same
+    """`segment` end to end on the GPU, with its defaults (the decoded images resized on the GPU,
+    two batches in flight) and with the CPU workers resizing, one batch at a time: the same PNGs, byte for byte, and the same
     failures."""
     import os
     if (os.cpu_count() or 1) < 2:
@@ -403,11 +416,13 @@ def test_gpu_resize_writes_the_masks_the_cpus_resize_does(tmp_path, resize):
     outs = {}
     for where in ("gpu", "cpu"):
         s = squeezegen.segment(tmp_path / "m.yaml", weights, tmp_path / "in",
-                               tmp_path / where, batch=8, resize=resize, resize_on=where,
-                               overlap=where == "gpu",
+                               tmp_path / where, batch=8, resize=resize,
+                               **({} if where == "gpu" else {"resize_on": "cpu", "overlap": False}),
                                mean=[100.0, 110.5, 120.0], std=[60.0, 1.0, 0.3],
                                decoders="processes", workers=2, progress=False)
         assert (s.written, s.failed) == (42, 1), s.failures
         assert s.resized_on == where and f"resized on the {where.upper()}" in s.text()
+        assert s.overlapped == (where == "gpu")
+        assert ("two batches in flight" in s.text()) == (where == "gpu")
         outs[where] = {p.name: p.read_bytes() for p in (tmp_path / where).rglob("*.png")}
     assert len(outs["gpu"]) == 42 and outs["gpu"] == outs["cpu"]

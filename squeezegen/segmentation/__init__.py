@@ -104,23 +104,35 @@ def _resize_on_gpu(resize_on: str, kind: str, processes: bool, scores: bool, ray
     return possible and resize_on != "cpu"
 
 
+def _overlap(overlap: bool | None, kind: str, scores: bool, ray) -> bool:
+    """Whether each GPU network keeps two batches in flight (`runtime.overlap`). None: wherever
+    a local GPU makes the masks (not with --scores or on Ray Data); True there is an error."""
+    if overlap and (ray is not None or scores):
+        raise InputError("overlap is for the masks made on a local GPU: not with --ray or "
+                         "--scores")
+    if overlap is None:
+        return ray is None and kind == "cuda" and not scores
+    return bool(overlap)
+
+
 def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str = "fp32",
             gpus="all", resize: str = "stretch", mean=(128.0,), std=(1.0,),
             scores: bool = False, overwrite: bool = False, backend: str = "auto",
             workers: int | None = None, per_gpu: int = 1, progress: bool = True,
-            ray: str | None = None, decoders: str = "auto", resize_on: str = "cpu",
-            overlap: bool = False, log=None) -> SegmentSummary:
+            ray: str | None = None, decoders: str = "auto", resize_on: str = "auto",
+            overlap: bool | None = None, log=None) -> SegmentSummary:
     """Segment every image of `inputs` (paths of images, folders, globs or .txt lists) into
     `out_dir`; returns the summary. `backend` is cuda, numpy or auto; `gpus` is all, a count or
     a list of ids; `workers` the decoders and the encode threads (each; default: the CPU count);
     `decoders` "processes", "threads" or "auto" (processes with a GPU and 4 CPUs or more);
     `per_gpu` networks share each GPU (to overlap one's copies with another's kernels); `ray`
     ("auto" or a cluster address) runs the job on Ray Data instead (`squeezegen.ray`);
-    `resize_on` "cpu", "gpu" or "auto" (the GPU where the workers are processes feeding a GPU
-    that makes the masks): the GPU resizes the decoded images with Pillow's arithmetic, so the
-    CPUs only decode; `overlap`: each GPU network keeps two batches in flight, its copies
-    overlapping its kernels (`runtime.overlap`). Both are new and not yet run on a GPU, hence
-    off by default. Images that cannot be read are skipped and listed in out_dir/failed.txt."""
+    `resize_on` "cpu", "gpu" or "auto" (default: the GPU where the workers are processes feeding
+    a GPU that makes the masks): the GPU resizes the decoded images with Pillow's arithmetic,
+    so the CPUs only decode; `overlap`: each GPU network keeps two batches in flight, its
+    copies overlapping its kernels (`runtime.overlap`; None, the default: wherever a local GPU
+    makes the masks; False: never). Images that cannot be read are skipped and listed in
+    out_dir/failed.txt."""
     from ..frontend import load_model
     from ..weights import check_weights, load_weights
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
@@ -142,9 +154,7 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
         raise InputError(f"decoders must be auto, threads or processes, got '{decoders}'")
     settings = Settings(shape=(c, h, w), mean=mean_a, std=std_a, batch=batch, resize=resize,
                         scores=scores, overwrite=overwrite, workers=workers or os.cpu_count() or 4)
-    if overlap and (ray is not None or scores):
-        raise InputError("overlap is for the masks made on a local GPU: not with --ray or "
-                         "--scores")
+    _overlap(overlap, "cuda", scores, ray)        # refuses what cannot overlap, before a build
     if ray is not None:
         _resize_on_gpu(resize_on, "ray", False, scores, ray)
         from .ray_data import run_ray
@@ -154,7 +164,8 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
         kind = choose_backend(backend, log)
         specs = backend_specs(kind, graph, checked, batch, precision, gpus, per_gpu)
         processes = _decode_in_processes(decoders, kind)
-        settings = replace(settings, processes=processes, overlap=bool(overlap),
+        settings = replace(settings, processes=processes,
+                           overlap=_overlap(overlap, kind, scores, ray),
                            gpu_resize=_resize_on_gpu(resize_on, kind, processes, scores, ray))
         bar = Progress(len(items), enabled=progress)
         pipeline = Pipeline(items, specs, out_dir, settings, kind, bar if progress else None, log)

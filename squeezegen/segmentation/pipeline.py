@@ -284,6 +284,8 @@ class Pipeline:
                     self._first_ready = time.perf_counter()
             masks = self.gpu_masks
             overlap = masks and self.s.overlap and hasattr(backend, "submit")
+            if overlap:
+                self.summary.overlapped = True
             pending = None          # (overlap) the batch in flight, collected after the next
             while (b := self._get(self.q_batches)) is not _END:
                 n = b.claimed

@@ -19,6 +19,7 @@ class SegmentSummary:
     network_s: float = 0.0                # seconds the networks spent running, summed
     decode_s: float = 0.0                 # thread-seconds decoding (and resizing) images
     resized_on: str = "cpu"               # where the decoded images were resized: cpu, gpu
+    overlapped: bool = False              # the GPU networks kept two batches in flight
     encode_s: float = 0.0                 # thread-seconds resizing scores and writing PNGs
     interrupted: bool = False
 
@@ -52,7 +53,8 @@ class SegmentSummary:
                      f"({split}) ran {self.network_busy:.0%} of the time")
         parts.append(f"decode {self.decode_s:.1f} s, network {self.network_s:.1f} s, "
                      f"encode {self.encode_s:.1f} s of thread time (images resized on the "
-                     f"{self.resized_on.upper()})")
+                     f"{self.resized_on.upper()}"
+                     f"{', two batches in flight' if self.overlapped else ''})")
         text = "; ".join(parts) + "."
         if self.interrupted:
             text += " Run the same command again to resume."
