@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from .codegen.emit import BuildOutput, render
 from .codegen.schedule import PRECISIONS, Tile, schedule, scratch_needs
 from .codegen.target import H200, Target
 from .errors import BuildError
 from .frontend import load_model
-from .fsutil import atomic_write
+from .fsutil import atomic_write_all
 from .ir.graph import Graph
 from .passes import run_passes
 from .passes.plan_memory import MemoryPlan, plan_memory
@@ -52,8 +54,9 @@ def build(model, batch: int = 1, weights=None, precision: str = "fp32",
     sees the graph after each pass; `tiles` overrides the heuristic's tile of the named nodes
     (the autotuner's choices); `target` is the GPU the heuristics schedule for (the H200 when
     not given; `squeezegen.compile` passes the GPU it runs on)."""
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
         raise BuildError(f"batch must be a positive integer, got {batch!r}", field="batch")
+    batch = int(batch)                       # numpy's integers too (a shape's entry)
     if precision not in PRECISIONS:
         raise BuildError(f"precision '{precision}' is not supported (supported: "
                          f"{', '.join(PRECISIONS)})", field="precision")
@@ -84,11 +87,9 @@ def write_outputs(output: BuildOutput, folder) -> list[Path]:
                          file=str(folder)) from None
     if not os.access(folder, os.W_OK):
         raise BuildError("output folder is not writable", file=str(folder))
-    written = []
-    for name, content in output.files.items():
-        atomic_write(folder / name, lambda f, c=content: f.write(c))
-        written.append(folder / name)
-    return written
+    files = {folder / name: content for name, content in output.files.items()}
+    atomic_write_all(files)                  # all the new files, or (on a failure) the old ones
+    return list(files)
 
 
 def stale_files(output: BuildOutput, folder) -> tuple[list[str], list[str]]:

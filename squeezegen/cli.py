@@ -19,9 +19,9 @@ import numpy as np
 
 from . import __version__
 from .codegen.schedule import PRECISIONS
-from .errors import InputError, SqueezegenError
+from .errors import InputError, SqueezegenError, WeightsError
 from .frontend import load_model
-from .fsutil import atomic_write, npy_overclaim
+from .fsutil import atomic_write, npy_overclaim, refuse_overwriting
 from .ir.printer import format_summary, summarize
 from .reference.executor import check_input
 
@@ -35,6 +35,7 @@ def _cmd_summary(args) -> int:
 def _cmd_init_weights(args) -> int:
     from .weights import init_weights, save_weights
     graph = load_model(args.model)
+    refuse_overwriting([args.output], {"the model": args.model}, WeightsError)
     weights = init_weights(graph, args.seed)
     save_weights(args.output, weights)
     count = sum(v.size for v in weights.values())
@@ -110,6 +111,14 @@ def _check_output(path: str, graph) -> None:
                              f"'{labels[0]}' has {shape[0]}: give .npy or .npz", file=path)
 
 
+def _output_files(path: str, graph) -> list[Path]:
+    """The files `_write_outputs` writes for --output `path`: a .png has its arrays beside it."""
+    target = Path(path)
+    if target.suffix.lower() != ".png":
+        return [target]
+    return [target, target.with_suffix(".npy" if len(graph.output_labels) == 1 else ".npz")]
+
+
 def _write_outputs(path: str, graph, outputs: tuple) -> list[str]:
     """A .png of the first output's classes (and the arrays beside it), an .npy of the one
     output, or an .npz of every output keyed by its layer name."""
@@ -151,6 +160,8 @@ def _cmd_run(args) -> int:
     from .frontend import load_model as _load
     graph = _load(args.model)
     _check_output(args.output, graph)
+    refuse_overwriting(_output_files(args.output, graph), {
+        "the model": args.model, "the weights": args.weights, "the input": args.input}, InputError)
     x = _load_input(args.input, graph, args)
     try:
         x = check_input(graph, x)
@@ -352,10 +363,12 @@ _tolerance = _option(float, lambda v: bool(np.isfinite(v)) and v > 0, "a number"
 
 
 def _image_options(s) -> None:
-    s.add_argument("--mean", type=_floats, default=[128.0],
-                   help="image inputs: per-channel mean subtracted from 0..255 pixels [128]")
-    s.add_argument("--std", type=_floats, default=[1.0],
-                   help="image inputs: per-channel divisor after the mean [1]")
+    s.add_argument("--mean", type=_floats, default=[128.0], metavar="M[,M,M]",
+                   help="image inputs: the mean subtracted from 0..255 pixels, one value or one "
+                        "per channel, comma-separated (--mean 123.7,116.3,103.5) [128]")
+    s.add_argument("--std", type=_floats, default=[1.0], metavar="S[,S,S]",
+                   help="image inputs: the divisor after the mean, one value or one per "
+                        "channel, comma-separated [1]")
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -33,15 +33,15 @@ class SqueezegenError(Exception):
             place = f"line {self.line}"
         parts = []
         if self.layer:
-            parts.append(f"layer '{self.layer}'")
+            parts.append(f"layer '{printable(self.layer)}'")
         if self.field:
-            parts.append(f"field '{self.field}'")
+            parts.append(f"field '{printable(self.field)}'")
         what = ", ".join(parts)
         return ": ".join(p for p in (place, what) if p)
 
     def __str__(self) -> str:
         where = self.where()
-        text = " ".join(self.message.split("\n"))
+        text = printable(" ".join(self.message.split("\n")))   # names quoted in it are user text
         return f"{where}: {text}" if where else text
 
     def located(self, **where) -> "SqueezegenError":

@@ -16,9 +16,15 @@ def atomic_write(path, write: Callable, error: type[SqueezegenError] = BuildErro
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     except OSError as exc:
+        blocker = _file_in_the_way(path.parent)
+        if blocker is not None:
+            raise error(f"cannot write: {blocker} is a file, not a folder",
+                        file=str(path)) from None
         raise error(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
+    except ValueError:                         # a NUL in the path
+        raise error("cannot write: a path cannot hold a NUL character", file=str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -27,7 +33,74 @@ def atomic_write(path, write: Callable, error: type[SqueezegenError] = BuildErro
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise error(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
+            what = "it is a folder" if path.is_dir() else exc.strerror or exc
+            raise error(f"cannot write: {what}", file=str(path)) from None
+        raise
+
+
+def refuse_overwriting(targets, sources: dict, error: type[SqueezegenError]) -> None:
+    """Refuse to write any of `targets` over one of `sources` ({what: path}, e.g. {"the model":
+    "m.yaml"}): a command must never replace the files it reads."""
+    def same(a, b) -> bool:
+        try:
+            return os.path.samefile(a, b)
+        except (OSError, ValueError):
+            return os.path.realpath(a) == os.path.realpath(b)
+    for target in targets:
+        for what, source in sources.items():
+            if source is not None and isinstance(source, (str, os.PathLike)) \
+                    and same(target, source):
+                raise error(f"would overwrite {what} ({source}); write elsewhere",
+                            file=str(target))
+
+
+MAX_NAME_BYTES = 255              # a file name's limit on Linux, macOS and Windows file systems
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix of the temp file `atomic_write` writes `name` through: `.<name>.`, the name
+    cut so that the temp file's name (prefix, 8 random characters, `.tmp`) stays within
+    MAX_NAME_BYTES where the final name does."""
+    room = MAX_NAME_BYTES - len(".") - len(".") - 8 - len(".tmp")
+    cut = name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+    return f".{cut}."
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing ancestor of `folder` (itself included) when it is not a folder."""
+    for p in (folder, *folder.parents):
+        if p.exists() or p.is_symlink():
+            return None if p.is_dir() else p
+    return None
+
+
+def atomic_write_all(files: dict, error: type[SqueezegenError] = BuildError) -> None:
+    """Write a set of files ({path: bytes}) as one: every file goes to a temp file first, and
+    only when all are written are they renamed into place, so a failure (a full disk, a
+    folder in the way) leaves the old set, not a mix of old and new files."""
+    staged = []
+    try:
+        for path, content in files.items():
+            path = Path(path)
+            if path.is_dir():
+                raise error("cannot write: it is a folder", file=str(path))
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp",
+                                           dir=path.parent)
+            except OSError as exc:
+                raise error(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
+            staged.append((tmp, path))
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(content)
+                os.chmod(tmp, 0o644)
+            except OSError as exc:
+                raise error(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 

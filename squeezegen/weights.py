@@ -6,6 +6,8 @@ set for a model.
 """
 from __future__ import annotations
 
+import os
+import re
 import zipfile
 from math import prod
 
@@ -18,6 +20,9 @@ from .ir.ops import OPS, node_params, param_specs, source_specs, weights_under
 
 
 MAX_INIT_FLOATS = 1 << 30
+# a compressed archive may inflate to at most this many times its size, past 256 MiB (weights
+# are noise and hardly compress; a file that inflates 1000:1 is a zip bomb)
+MAX_INFLATION, INFLATION_FREE_BYTES = 16, 256 << 20
 # state_dict entries that are not weights: a BatchNorm's step counter
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 
@@ -26,6 +31,9 @@ def load_weights(path) -> dict[str, np.ndarray]:
     """Read an .npz weights file into {key: float32 array}; WeightsError when it is unreadable."""
     if isinstance(path, dict):
         return dict(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise WeightsError(f"weights are an .npz path or a dict of arrays, got "
+                           f"{type(path).__name__}")
     file = str(path)
     try:
         with open(file, "rb") as f:
@@ -34,6 +42,7 @@ def load_weights(path) -> dict[str, np.ndarray]:
                                    "np.savez writes)", file=file)
             f.seek(0)
             with np.load(f, allow_pickle=False) as archive:
+                _check_inflation(archive.zip, f.seek(0, 2), file)
                 names = set(archive.zip.namelist())
                 for key in archive.files:
                     name = f"{key}.npy" if f"{key}.npy" in names else key
@@ -54,6 +63,19 @@ def load_weights(path) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise WeightsError(f"not a readable .npz weights file (truncated or corrupt: {exc})",
                            file=file) from None
+    except (RuntimeError, NotImplementedError) as exc:   # encrypted, or an unknown compression
+        raise WeightsError(f"not a readable .npz weights file ({exc})", file=file) from None
+
+
+def _check_inflation(archive: zipfile.ZipFile, size: int, file: str) -> None:
+    """Refuse an archive whose members declare far more bytes than the file holds (a zip
+    bomb), before any is inflated: a member never inflates past its declared size."""
+    declared = sum(info.file_size for info in archive.infolist())
+    if declared > INFLATION_FREE_BYTES and declared > MAX_INFLATION * size:
+        raise WeightsError(f"its arrays would inflate to {declared:,} bytes from a {size:,}-byte "
+                           f"file ({declared / max(size, 1):,.0f}:1; weights hardly compress, "
+                           f"squeezegen reads at most {MAX_INFLATION}:1 past "
+                           f"{INFLATION_FREE_BYTES >> 20} MiB)", file=file)
 
 
 def check_weights(graph: Graph, weights: dict, file: str | None = None) -> dict[str, np.ndarray]:
@@ -66,6 +88,12 @@ def check_weights(graph: Graph, weights: dict, file: str | None = None) -> dict[
     non-finite value.
     """
     file = file or "weights"
+    if not isinstance(weights, dict):
+        raise WeightsError(f"weights are a dict of arrays or an .npz path, got "
+                           f"{type(weights).__name__}", file=file)
+    odd = [k for k in weights if not isinstance(k, str)]
+    if odd:
+        raise WeightsError(f"weight names are strings, got {odd[0]!r}", file=file)
     specs = source_specs(graph)
     missing = [k for k in specs if k not in weights]
     extra = sorted(k for k in weights if k not in specs and not k.endswith(IGNORED_SUFFIXES))
@@ -101,12 +129,19 @@ def check_weights(graph: Graph, weights: dict, file: str | None = None) -> dict[
         if tuple(value.shape) != tuple(shape):
             raise WeightsError(f"'{key}' has shape {tuple(value.shape)}, expected {tuple(shape)}",
                                file=file, layer=layer)
-        value = np.ascontiguousarray(value, dtype=np.float32)
         bad = ~np.isfinite(value)
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
             raise WeightsError(f"'{key}' holds {int(bad.sum())} non-finite value(s) (NaN/Inf), "
                                f"first at index {where}", file=file, layer=layer)
+        if value.dtype.itemsize > 4:                 # float64 values beyond float32's range
+            big = np.abs(value) > np.finfo(np.float32).max
+            if big.any():
+                where = tuple(int(i) for i in np.argwhere(big)[0])
+                raise WeightsError(f"'{key}' holds {int(big.sum())} value(s) beyond float32's "
+                                   f"range (the kernels compute in float32), first "
+                                   f"{value[where]:g} at index {where}", file=file, layer=layer)
+        value = np.ascontiguousarray(value, dtype=np.float32)
         out[key] = value
     _check_values(graph, out, file)
     return out
@@ -139,6 +174,8 @@ def _wrapper_prefix(missing: list[str], extra: list[str]) -> str | None:
 
 def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     """He-initialised weights (normal, std sqrt(2 / fan_in)), zero biases; same seed, same set."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise WeightsError(f"seed must be a non-negative integer, got {seed!r}")
     total = sum(prod(s) for s in param_specs(graph).values())
     if total > MAX_INIT_FLOATS:
         raise WeightsError(f"model '{graph.name}' has {total:,} parameters "
@@ -156,6 +193,30 @@ def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def save_weights(path, weights: dict[str, np.ndarray]) -> None:
-    """Write an .npz atomically (temp file in the same folder, then rename)."""
-    arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
-    atomic_write(path, lambda f: np.savez(f, **arrays), WeightsError)
+    """Write an .npz atomically (temp file in the same folder, then rename), without pickle:
+    keys are names (letters, digits, '_', '.', '-', ':'), values real numeric arrays."""
+    if not isinstance(weights, dict):
+        raise WeightsError(f"weights must be a dict of arrays, got {type(weights).__name__}",
+                           file=str(path))
+    arrays = {}
+    for key, value in weights.items():
+        if not isinstance(key, str) or not _WEIGHT_KEY.fullmatch(key):
+            raise WeightsError(f"bad weight name {key!r} (letters, digits, '_', '.', '-', ':')",
+                               file=str(path))
+        array = np.ascontiguousarray(value)
+        if array.dtype.kind not in "fiub":
+            raise WeightsError(f"'{key}' holds {array.dtype} values; weights are real numbers",
+                               file=str(path))
+        arrays[key] = array
+    atomic_write(path, lambda f: _write_npz(f, arrays), WeightsError)
+
+
+def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
+    """What np.savez writes (a stored zip of `<key>.npy`), never pickling."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, array in arrays.items():
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+_WEIGHT_KEY = re.compile(r"[A-Za-z0-9_.:\-]+")

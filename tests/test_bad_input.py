@@ -780,3 +780,207 @@ def test_a_variance_of_minus_eps_in_float32_is_refused(tmp_path):
     weights["n.running_var"] = np.array([1.0, np.float32(-1e-5)], np.float32)
     with pytest.raises(WeightsError, match="running_var"):
         check_weights(graph, weights)
+
+
+# ------------------------------------------------ an audit's findings (hostile inputs, round 2)
+SMALL = """name: small
+input: {shape: [2, 6, 5]}
+layers:
+  - {name: c, op: conv, out: 3, kernel: 3, pad: 1}
+output: c
+"""
+
+
+def _small(tmp_path):
+    (tmp_path / "m.yaml").write_text(SMALL)
+    graph = squeezegen.load_model(tmp_path / "m.yaml")
+    squeezegen.save_weights(tmp_path / "w.npz", squeezegen.init_weights(graph, 1))
+    np.save(tmp_path / "x.npy", random_input(graph, 1))
+    return graph
+
+
+@pytest.mark.parametrize("field", ["negative_slope: 1{zeros}", "negative_slope: -1{zeros}"])
+def test_an_integer_beyond_a_double_in_a_float_field(tmp_path, field):
+    text = ("name: m\ninput: {shape: [1, 4, 4]}\nlayers:\n"
+            f"  - {{name: a, op: leaky_relu, {field.format(zeros='0' * 400)}}}\noutput: a\n")
+    (tmp_path / "m.yaml").write_text(text)
+    check_error(cli("summary", tmp_path / "m.yaml"), "layer 'a'", "field 'negative_slope'",
+                "an integer of 401 digits is beyond float32's range", file=tmp_path / "m.yaml",
+                line=4)
+
+
+@pytest.mark.parametrize("value,reads", [("010", "8"), ("1:30", "90"), ("1_0", "10"),
+                                         ("0x10", "16"), ("0b11", "3")])
+def test_yaml_11_integer_forms_are_refused(tmp_path, value, reads):
+    """YAML 1.1 reads 010 as 8 and 1:30 as 90: numbers nobody meant. Only plain decimals."""
+    (tmp_path / "m.yaml").write_text(SMALL.replace("out: 3", f"out: {value}"))
+    check_error(cli("summary", tmp_path / "m.yaml"), f"'{value}' is not a plain decimal integer",
+                f"would read it as {reads}", "field 'out'", file=tmp_path / "m.yaml", line=4)
+
+
+def test_yaml_11_float_forms_are_refused_and_plain_ones_read():
+    from squeezegen.frontend.parse import parse_model
+    with pytest.raises(ModelError, match="'1_0.5' is not a plain decimal number"):
+        parse_model(SMALL.replace("pad: 1}", "pad: 1}\n  - {name: l, op: leaky_relu, "
+                                  "negative_slope: 1_0.5}").replace("output: c", "output: l"))
+    for good in ("0.5", "5e-1", ".5", "+0.5"):
+        graph = parse_model(SMALL.replace("pad: 1}", "pad: 1}\n  - {name: l, op: leaky_relu, "
+                                          f"negative_slope: {good}}}").replace("output: c",
+                                                                               "output: l"))
+        assert graph["l"].attrs["negative_slope"] == 0.5
+
+
+def test_user_text_in_an_error_stays_on_one_line_without_escapes(tmp_path):
+    """Control characters in a layer name, a field name or a quoted value are shown escaped:
+    the error stays one line and cannot drive the terminal."""
+    (tmp_path / "m.yaml").write_text('name: m\ninput: {shape: [1, 4, 4]}\nlayers:\n'
+                                     '  - {name: "a\\nb\\e[31m", op: relu}\noutput: a\n')
+    msg = check_error(cli("summary", tmp_path / "m.yaml"), "layer 'a\\nb\\x1b[31m'",
+                      file=tmp_path / "m.yaml")
+    assert "\x1b" not in msg
+    (tmp_path / "m.yaml").write_text('name: m\ninput: {shape: [1, 4, 4]}\nlayers:\n'
+                                     '  - {name: a, op: relu, "f\\ro\\e[2J": 1}\noutput: a\n')
+    msg = check_error(cli("summary", tmp_path / "m.yaml"), "field 'f\\ro\\x1b[2J'")
+    assert "\x1b" not in msg and "\r" not in msg
+
+
+def _patched_zip(src: Path, dst: Path, flag_bits: int = 0, method: int | None = None) -> None:
+    """`src` (a stored zip) with its members' general-purpose flags or method changed, in the
+    local and the central headers."""
+    data = bytearray(src.read_bytes())
+    for sig, flag_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
+        at = data.find(sig)
+        while at >= 0:
+            data[at + flag_at] |= flag_bits
+            if method is not None:
+                data[at + method_at:at + method_at + 2] = method.to_bytes(2, "little")
+            at = data.find(sig, at + 4)
+    dst.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["encrypted", "unknown method"])
+def test_weights_in_a_zip_numpy_cannot_open(tmp_path, how):
+    _small(tmp_path)
+    bad = tmp_path / "bad.npz"
+    _patched_zip(tmp_path / "w.npz", bad, flag_bits=1 if how == "encrypted" else 0,
+                 method=97 if how == "unknown method" else None)
+    check_error(cli("run", tmp_path / "m.yaml", "--weights", bad, "--input", tmp_path / "x.npy",
+                    "--output", tmp_path / "y.npy", "--backend", "numpy"),
+                "not a readable .npz weights file", file=bad)
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_a_weights_zip_bomb_is_refused_before_it_inflates(tmp_path):
+    """A 0.5 MB archive whose member inflates to 512 MB (zeros): refused from the zip's
+    directory, before a byte is inflated."""
+    import zipfile
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("c.weight.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, np.zeros(2**27, np.float32))
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(WeightsError, match=r"would inflate to 536,871,\d+ bytes from a"):
+        squeezegen.load_weights(bomb)
+
+
+def test_save_weights_never_pickles_and_takes_names_only(tmp_path):
+    w = {"c.weight": np.ones((3, 2, 3, 3), np.float32), "c.bias": np.zeros(3, np.float64)}
+    squeezegen.save_weights(tmp_path / "w.npz", w)
+    back = squeezegen.load_weights(tmp_path / "w.npz")
+    assert set(back) == set(w) and all(np.array_equal(back[k], w[k]) for k in w)
+    for bad, match in [({"../x": np.ones(2)}, "bad weight name '../x'"),
+                       ({1: np.ones(2)}, "bad weight name 1"),
+                       ({"a": np.array(["x"])}, "'a' holds <U1 values"),
+                       ({"a": np.array([object()])}, "'a' holds object values"),
+                       ({"a": np.ones(2, complex)}, "'a' holds complex128 values")]:
+        with pytest.raises(WeightsError, match=match):
+            squeezegen.save_weights(tmp_path / "bad.npz", bad)
+    with pytest.raises(WeightsError, match="must be a dict of arrays, got NoneType"):
+        squeezegen.save_weights(tmp_path / "bad.npz", None)
+    assert not (tmp_path / "bad.npz").exists()
+
+
+def test_float64_weights_beyond_float32(tmp_path):
+    graph = _small(tmp_path)
+    w = {k: v.astype(np.float64) for k, v in squeezegen.init_weights(graph, 1).items()}
+    w["c.weight"][1, 0, 2, 2] = -1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # no numpy overflow warning first
+        with pytest.raises(WeightsError, match=r"'c.weight' holds 1 value\(s\) beyond float32's "
+                           r"range .* first -1e\+300 at index \(1, 0, 2, 2\)"):
+            check_weights(graph, w)
+
+
+def test_run_and_init_weights_never_write_over_what_they_read(tmp_path):
+    _small(tmp_path)
+    m, w, x = tmp_path / "m.yaml", tmp_path / "w.npz", tmp_path / "x.npy"
+    before = {p: p.read_bytes() for p in (m, w, x)}
+    for output, what in [(x, "the input"), (w, "the weights"), (tmp_path / "x.png", "the input"),
+                         (m, "the model")]:
+        r = cli("run", m, "--weights", w, "--input", x, "--output", output, "--backend", "numpy")
+        if output == m:                              # refused for its suffix first: fine too
+            assert r.returncode == 1 and "Traceback" not in r.stderr
+            continue
+        check_error(r, f"would overwrite {what}")
+    check_error(cli("init-weights", m, "-o", m), "would overwrite the model")
+    assert {p: p.read_bytes() for p in (m, w, x)} == before
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_failed_build_leaves_the_old_files_not_a_mix(tmp_path):
+    _small(tmp_path)
+    assert cli("build", tmp_path / "m.yaml", "-o", tmp_path / "g").returncode == 0
+    folder = tmp_path / "g" / "small"
+    old = {p.name: p.read_bytes() for p in folder.iterdir()}
+    (tmp_path / "m.yaml").write_text(SMALL.replace("out: 3", "out: 4"))
+    (folder / "small.h").unlink()
+    (folder / "small.h").mkdir()                     # a folder in the way of one file
+    check_error(cli("build", tmp_path / "m.yaml", "-o", tmp_path / "g"),
+                "cannot write: it is a folder", file=folder / "small.h")
+    assert (folder / "small.cu").read_bytes() == old["small.cu"]
+    assert (folder / "manifest.json").read_bytes() == old["manifest.json"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(old)      # no temp files left
+
+
+def test_a_file_in_the_way_of_an_output_folder_is_named(tmp_path):
+    _small(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    check_error(cli("run", tmp_path / "m.yaml", "--weights", tmp_path / "w.npz", "--input",
+                    tmp_path / "x.npy", "--output", tmp_path / "afile" / "sub" / "y.npy",
+                    "--backend", "numpy"), f"{tmp_path / 'afile'} is a file, not a folder")
+
+
+def test_a_long_name_that_fits_is_written(tmp_path):
+    """The temp file's name (the final name, a dot, 8 random characters, .tmp) must not push
+    a name that fits the file system past its 255 bytes."""
+    from squeezegen.fsutil import atomic_write, temp_prefix
+    name = "a" * 250 + ".png"
+    atomic_write(tmp_path / name, lambda f: f.write(b"x"))
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert len(temp_prefix(name)) + 8 + len(".tmp") <= 255
+    assert temp_prefix("short.png") == ".short.png."
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"m.yaml", {}])
+def test_the_api_refuses_what_is_not_a_model(bad):
+    with pytest.raises(ModelError, match="a model is a path to a .yaml file or a Graph"):
+        squeezegen.load_model(bad)
+
+
+def test_the_api_refuses_odd_weights_and_seeds(tmp_path):
+    graph = _small(tmp_path)
+    w = squeezegen.init_weights(graph, 1)
+    with pytest.raises(WeightsError, match="weight names are strings, got 1"):
+        squeezegen.reference(graph, {**w, 1: np.ones(2)})
+    with pytest.raises(WeightsError, match="weights are an .npz path or a dict of arrays"):
+        squeezegen.reference(graph, 3)
+    with pytest.raises(WeightsError, match="seed must be a non-negative integer"):
+        squeezegen.init_weights(graph, -1)
+    assert squeezegen.build(graph, batch=np.int64(2)).output.files
+
+
+def test_comment_filter_leaves_no_trigraph():
+    from squeezegen.codegen.ctext import comment
+    for text in ("???/", "??=", "x??y??/", "a*/b", "/*/"):
+        out = comment(text)
+        assert "??" not in out and "*/" not in out and "/*" not in out, (text, out)

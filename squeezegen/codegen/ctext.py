@@ -32,7 +32,8 @@ def comment(text) -> str:
     """`text` as one line that is safe anywhere inside a C comment."""
     text = str(text)
     out = "".join(ch if ch.isprintable() else _visible(ch) for ch in text)
-    out = out.replace("*/", "* /").replace("/*", "/ *").replace("??", "? ?")
+    out = out.replace("*/", "* /").replace("/*", "/ *")
+    out = re.sub(r"\?(?=\?)", "? ", out)          # no two ?s in a row: no trigraph (??/)
     if out.rstrip().endswith("\\"):
         out = out.rstrip()[:-1] + "\\x5c"
     return out

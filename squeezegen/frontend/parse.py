@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 from pathlib import Path
 
 from ..errors import ModelError
@@ -234,6 +235,8 @@ def _check_all_used(graph: Graph, low: _Lowering, file: str):
 
 def parse_model(text: str, file: str = "<string>") -> Graph:
     """Parse model YAML text into a verified IR graph; ModelError on any problem."""
+    if not isinstance(text, str):
+        raise ModelError(f"a model's text is a str, got {type(text).__name__}", file=file)
     doc = _read_top(load_yaml(text, file), file)
     name = doc["name"]
     problem = identifier_problem(name)
@@ -288,6 +291,9 @@ def load_model(path) -> Graph:
     """Read and validate a model file; `path` may also be a Graph, returned as it is."""
     if isinstance(path, Graph):
         return path
+    if not isinstance(path, (str, os.PathLike)):
+        raise ModelError(f"a model is a path to a .yaml file or a Graph, got "
+                         f"{type(path).__name__}")
     file = str(path)
     try:
         if not Path(path).is_file():

@@ -10,6 +10,7 @@ that tree ourselves, so that
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import yaml
@@ -24,6 +25,11 @@ _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 MAX_DOCUMENT_BYTES = 4 << 20
 MAX_DEPTH = 32
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_PLAIN_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")          # what an int may look like here
+_PLAIN_FLOAT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?"
+                          r"|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
 
 
 class LocatedMap(dict):
@@ -47,7 +53,7 @@ def _line(node) -> int:
     return node.start_mark.line + 1
 
 
-def _convert(node, ctx: _Ctx, seen: set):
+def _convert(node, ctx: _Ctx, seen: set, field: str | None = None):
     if id(node) in seen:
         raise ModelError("YAML anchors and aliases are not supported in model files",
                          file=ctx.file, line=_line(node))
@@ -70,7 +76,7 @@ def _convert(node, ctx: _Ctx, seen: set):
                 raise ModelError(f"duplicate key '{key}' (first given on line {out.key_lines[key]})",
                                  file=ctx.file, line=_line(key_node), field=key)
             out.key_lines[key] = _line(key_node)
-            out[key] = _convert(value_node, ctx, seen)
+            out[key] = _convert(value_node, ctx, seen, key)
         return out
     if isinstance(node, yaml.SequenceNode):
         if node.tag != _SEQ_TAG:
@@ -80,12 +86,27 @@ def _convert(node, ctx: _Ctx, seen: set):
         out.line, out.item_lines = _line(node), []
         for item in node.value:
             out.item_lines.append(_line(item))
-            out.append(_convert(item, ctx, seen))
+            out.append(_convert(item, ctx, seen, field))
         return out
     if node.tag not in _SCALAR_TAGS:
         raise ModelError(f"YAML tag '{node.tag}' is not allowed (plain YAML only)",
-                         file=ctx.file, line=_line(node))
+                         file=ctx.file, line=_line(node), field=field)
+    _check_number_form(node, ctx, field)
     return yaml.constructor.SafeConstructor().construct_object(node)
+
+
+def _check_number_form(node, ctx: _Ctx, field: str | None) -> None:
+    """Refuse YAML 1.1's other ways of writing numbers: 010 (octal 8), 0x10, 0b10, 1_000 and
+    1:30 (base 60, 90) read as numbers nobody meant; only plain decimals are numbers here."""
+    if node.tag == _INT_TAG and not node.style and not _PLAIN_INT.fullmatch(node.value):
+        raise ModelError(f"'{node.value}' is not a plain decimal integer (YAML 1.1 would read it "
+                         f"as {yaml.constructor.SafeConstructor().construct_object(node)}); "
+                         f"write the number in decimal digits", file=ctx.file,
+                         line=_line(node), field=field)
+    if node.tag == _FLOAT_TAG and not node.style and not _PLAIN_FLOAT.fullmatch(node.value):
+        raise ModelError(f"'{node.value}' is not a plain decimal number; write it as digits "
+                         f"with an optional '.' and exponent", file=ctx.file, line=_line(node),
+                         field=field)
 
 
 def _check_depth(text: str, file: str) -> None:

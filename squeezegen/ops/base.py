@@ -117,7 +117,7 @@ def check_value(kind: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
                 or value == float("inf"):
             raise bad()
-        return _in_float32(float(value))
+        return _in_float32(value)
     if kind == "pos_float_pair":
         items = value if isinstance(value, list) else [value]
         if isinstance(value, list) and len(value) != 2:
@@ -133,7 +133,7 @@ def check_value(kind: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
                 or not abs(value) < float("inf"):
             raise bad()
-        return _in_float32(float(value))
+        return _in_float32(value)
     if kind == "bool":
         if not isinstance(value, bool):
             raise bad()
@@ -149,11 +149,13 @@ def check_value(kind: str, value: Any) -> Any:
     raise AssertionError(kind)
 
 
-def _in_float32(value: float) -> float:
-    """`value`, when the kernels' float32 can hold it; ValueError otherwise."""
+def _in_float32(value: int | float) -> float:
+    """`value` as a float, when the kernels' float32 can hold it; ValueError otherwise (an int
+    is compared before it is converted: one beyond a double's range must not overflow)."""
     if abs(value) > FLOAT32_MAX:
-        raise ValueError(f"{value:g} is beyond float32's range (the kernels compute in float32)")
-    return value
+        shown = f"{value:g}" if isinstance(value, float) else f"an integer of {len(str(abs(value)))} digits"
+        raise ValueError(f"{shown} is beyond float32's range (the kernels compute in float32)")
+    return float(value)
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
