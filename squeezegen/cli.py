@@ -21,7 +21,7 @@ from . import __version__
 from .codegen.schedule import PRECISIONS
 from .errors import InputError, SqueezegenError, WeightsError
 from .frontend import load_model
-from .fsutil import atomic_write, npy_overclaim, refuse_overwriting
+from .fsutil import atomic_write, check_writable, npy_overclaim, refuse_overwriting
 from .ir.printer import format_summary, summarize
 from .reference.executor import check_input
 
@@ -182,6 +182,8 @@ def _cmd_run(args) -> int:
 
 def _cmd_segment(args) -> int:
     from .segmentation import segment
+    if args.json:
+        check_writable(args.json, InputError)
     summary = segment(args.model, args.weights, args.inputs, args.output, batch=args.batch,
                       precision=args.precision, gpus=args.gpus, resize=args.resize,
                       mean=args.mean, std=args.std, scores=args.scores,
@@ -293,6 +295,8 @@ def compare_variants(text: str, precision: str = "fp32") -> list[str]:
 
 def _cmd_bench(args) -> int:
     from .runtime.bench import bench, format_bench
+    if args.json:
+        check_writable(args.json, InputError)
     compare = compare_variants(args.compare, args.precision)
     weights = args.weights
     if weights is None:

@@ -54,6 +54,20 @@ def refuse_overwriting(targets, sources: dict, error: type[SqueezegenError]) -> 
                             file=str(target))
 
 
+def check_writable(path, error: type[SqueezegenError] = BuildError) -> None:
+    """Refuse, before any work, a file `atomic_write` could not create: one that is a folder,
+    or whose folder is a file or not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise error("cannot write: it is a folder", file=str(path))
+    blocker = _file_in_the_way(path.parent)
+    if blocker is not None:
+        raise error(f"cannot write: {blocker} is a file, not a folder", file=str(path))
+    existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise error(f"cannot write: {existing} is not writable", file=str(path))
+
+
 MAX_NAME_BYTES = 255              # a file name's limit on Linux, macOS and Windows file systems
 
 

@@ -984,3 +984,14 @@ def test_comment_filter_leaves_no_trigraph():
     for text in ("???/", "??=", "x??y??/", "a*/b", "/*/"):
         out = comment(text)
         assert "??" not in out and "*/" not in out and "/*" not in out, (text, out)
+
+
+@pytest.mark.parametrize("command", ["segment", "bench"])
+def test_a_json_path_that_cannot_be_written_is_refused_before_the_work(tmp_path, command):
+    _small(tmp_path)
+    (tmp_path / "jdir").mkdir()
+    args = ([command, tmp_path / "m.yaml", "--weights", tmp_path / "w.npz"]
+            + ([tmp_path, "-o", tmp_path / "out"] if command == "segment" else []))
+    check_error(cli(*args, "--json", tmp_path / "jdir"), "cannot write: it is a folder",
+                file=tmp_path / "jdir")
+    assert not (tmp_path / "out").exists()
