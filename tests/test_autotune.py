@@ -215,20 +215,22 @@ def test_the_digest_covers_every_template_a_tuned_kernel_runs(precision):
         assert {"conv_gemm_tc.cu.j2", "deconv_mma.cu.j2"} <= seen
 
 
-def test_the_shipped_database_tunes_squeezeseg_on_an_h100_without_timing_anything():
-    """The package's choices for the H100 (timed there, scripts/ship_tuning.py) cover every
-    layer of squeezeseg that has a choice, fp32 at batch 1/32/128 and fp16 at 1/32, at the
-    current kernels' digest: `compile(..., tune=True)` on a fresh H100 times nothing. A change
-    to the kernels makes them stale: tune again on an H100 and ship, or say so here and in the
-    README."""
+@pytest.mark.parametrize("gpu", ["NVIDIA H100 80GB HBM3", "NVIDIA H200"])
+def test_the_shipped_database_tunes_squeezeseg_without_timing_anything(gpu):
+    """The package's choices for the H100 and the H200 (each timed there,
+    scripts/ship_tuning.py) cover every layer of squeezeseg that has a choice, fp32 at batch
+    1/32/128 and fp16 at 1/32, at the current kernels' digest: `compile(..., tune=True)` on a
+    fresh H100 or H200 times nothing. A change to the kernels makes them stale: tune again on
+    that GPU and ship (or re-key, where scripts/candidate_code.py shows the candidates' code
+    unchanged), or say so here and in the README."""
     fused = run_passes(load_model("models/squeezeseg.yaml"))
-    h100 = Target("NVIDIA H100 80GB HBM3", "sm_90", 132)
+    target = Target(gpu, "sm_90", 132)
     shipped = at.load_tuning(at.shipped_tuning_file())
     for precision, batches in (("fp32", (1, 32, 128)), ("fp16", (1, 32))):
         for batch in batches:
             choices = {n.name for n in fused.nodes if tunable(n, batch)
-                       and len(candidate_tiles(fused, n, batch, precision, h100)) > 1}
-            known = at.cached_tiles(fused, batch, h100.name, shipped, precision, h100)
+                       and len(candidate_tiles(fused, n, batch, precision, target)) > 1}
+            known = at.cached_tiles(fused, batch, target.name, shipped, precision, target)
             assert choices and choices <= set(known), (precision, batch, choices - set(known))
 
 
