@@ -20,7 +20,7 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "Sub", "Div",
                  "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
                  "Upsample", "PRelu", "InstanceNormalization", "Transpose",
-                 "LayerNormalization", "Pow", "Sqrt")
+                 "LayerNormalization", "Pow", "Sqrt", "Expand", "Neg")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.
@@ -120,6 +120,14 @@ def _pair_text(p) -> str:
     return str(p[0]) if p[0] == p[1] else f"[{p[0]}, {p[1]}]"
 
 
+def _f32_decimal(value) -> float:
+    """A float32 (an ONNX float attribute or constant) as the shortest decimal that reads back as
+    that float32: 1.7, not 1.7000000476837158 (the float32 widened), so that squeezegen computes
+    with the number the exporter was given, as PyTorch did."""
+    with np.errstate(over="ignore"):
+        return float(str(np.float32(value)))
+
+
 def _yaml_float(value: float) -> str:
     """A float as YAML 1.1 reads back as the same float (1e-05 would be a string: 1.0e-05)."""
     text = repr(float(value))
@@ -139,7 +147,23 @@ def _yaml_scalar(text: str) -> str:
             return text
     except yaml.YAMLError:
         pass
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + "".join(_yaml_char(ch) for ch in text) + '"'
+
+
+def _yaml_char(ch: str) -> str:
+    """One character inside a YAML double-quoted scalar: itself where YAML reads it back as
+    itself (printable ASCII but backslash and quote; printable non-ASCII), else an escape:
+    \\xHH, \\uHHHH or \\UHHHHHHHH (control characters, line breaks such as U+2028, a lone
+    surrogate standing for a byte of a file name that is not UTF-8)."""
+    code = ord(ch)
+    if ch in '\\"':
+        return "\\" + ch
+    if 0x20 <= code < 0x7F or (code >= 0xA0 and ch.isprintable()
+                               and not 0xD800 <= code < 0xE000 and code != 0xFEFF):
+        return ch
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _comment_safe(text: str) -> str:

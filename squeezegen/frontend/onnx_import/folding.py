@@ -9,8 +9,38 @@ from ...errors import SqueezegenError
 from .common import _FOLDABLE
 
 
+# A folded constant may hold this many elements, or as many as the largest initializer.
+FOLD_LIMIT = 2 ** 26
+
+
+def _folded_size(op: str, ins: list, axis: int) -> int | None:
+    """How many elements a foldable op's output will hold, for the ops whose output can be
+    larger than their inputs (a ConstantOfShape, a broadcast, a Gather along `axis`, a Concat);
+    None for the others. Computed from the shapes alone, before anything is allocated."""
+    shapes = [np.shape(v) for v in ins if v is not None]
+    if op == "ConstantOfShape":
+        return math.prod(max(int(d), 0) for d in np.asarray(ins[0]).reshape(-1))
+    if op in ("Add", "Sub", "Mul", "Div"):
+        try:
+            return math.prod(np.broadcast_shapes(*shapes))
+        except ValueError:
+            return None                       # evaluate() says why
+    if op == "Gather" and len(shapes) == 2 and -len(shapes[0]) <= axis < len(shapes[0]):
+        data, indices = shapes
+        return math.prod(data[:axis % len(data)] + data[axis % len(data) + 1:]) * \
+            math.prod(indices)
+    if op == "Concat":
+        return sum(math.prod(s) for s in shapes)
+    return None
+
+
 class ConstantFolding:
     """Evaluating constant sub-graphs (shape arithmetic, weight preparation) at import time."""
+
+    def fold_limit(self) -> int:
+        """The most elements a folded constant may hold: FOLD_LIMIT, or the largest
+        initializer's size where that is larger."""
+        return max([FOLD_LIMIT] + [int(c.size) for c in self.g.consts.values()])
 
     # ------------------------------------------------------------------ constant folding
     def evaluate(self, node, ins: list) -> np.ndarray:
@@ -40,7 +70,8 @@ class ConstantFolding:
             shape = np.array(x.shape if isinstance(x, np.ndarray) else x, np.int64)
             return shape[a.get("start", 0): a.get("end", len(shape))]
         if op == "Gather":
-            return np.take(x, ins[1].astype(np.int64), axis=a.get("axis", 0))
+            return np.take(x, ins[1].astype(np.int64),
+                           axis=self.axes_in(node, [a.get("axis", 0)], x.ndim, "axis")[0])
         if op in ("Unsqueeze", "Squeeze"):
             axes = a.get("axes")
             if axes is None and len(ins) > 1 and ins[1] is not None:
@@ -48,22 +79,29 @@ class ConstantFolding:
             if op == "Squeeze":
                 if axes is None:
                     return np.squeeze(x)
-                return np.squeeze(x, axis=tuple(ax % x.ndim for ax in axes))
-            out_rank = x.ndim + len(axes)
+                return np.squeeze(x, axis=tuple(self.axes_in(node, axes, x.ndim)))
+            if axes is None:
+                raise self.fail(node, "has no axes", "axes")
             y = x
-            for ax in sorted(ax % out_rank for ax in axes):
+            for ax in sorted(self.axes_in(node, axes, x.ndim + len(axes))):
                 y = np.expand_dims(y, ax)
             return y
         if op == "Concat":
-            return np.concatenate([np.atleast_1d(v) for v in ins], axis=a["axis"])
+            ins = [np.atleast_1d(v) for v in ins]
+            return np.concatenate(ins, axis=self.axes_in(node, [a["axis"]], ins[0].ndim,
+                                                         "axis")[0])
         if op == "Reshape":
             target = [int(v) for v in ins[1].reshape(-1)]
             if not a.get("allowzero", 0):
                 target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
             return x.reshape(target)
         if op == "Flatten":
-            axis = a.get("axis", 1) % max(1, x.ndim) if x.ndim else 0
-            return x.reshape(math.prod(x.shape[:axis]), -1)
+            axis = int(a.get("axis", 1))
+            if not -x.ndim <= axis <= x.ndim:
+                raise self.fail(node, f"axis {axis} is outside [-{x.ndim}, {x.ndim}] for a "
+                                      f"tensor of rank {x.ndim}", "axis")
+            axis += x.ndim if axis < 0 else 0
+            return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
         if op == "Transpose":
             return np.transpose(x, a.get("perm"))
         if op == "Slice":
@@ -76,8 +114,8 @@ class ConstantFolding:
             axes = list(range(len(starts))) if axes is None else axes
             steps = [1] * len(starts) if steps is None else steps
             index = [slice(None)] * x.ndim
-            for s, e, ax, st in zip(starts, ends, axes, steps):
-                index[ax % x.ndim] = slice(int(s), int(e), int(st))
+            for s, e, ax, st in zip(starts, ends, self.axes_in(node, axes, x.ndim), steps):
+                index[ax] = slice(int(s), int(e), int(st))
             return x[tuple(index)]
         if op in ("Add", "Sub", "Mul", "Div"):
             l, r = ins[0], ins[1]
@@ -104,6 +142,12 @@ class ConstantFolding:
             if any(n and n not in self.g.consts for n in names):
                 return False
             ins = [self.g.consts[n] if n else None for n in names]
+        axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
+        size = _folded_size(node.op_type, ins, axis)
+        if size is not None and size > self.limit:
+            raise self.fail(node, f"this constant expression would hold {size} elements, more "
+                                  f"than the {self.limit} squeezegen evaluates at import time "
+                                  "(the largest initializer's size, or 2^26)")
         try:
             value = self.evaluate(node, ins)
         except SqueezegenError:

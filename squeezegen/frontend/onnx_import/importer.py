@@ -27,6 +27,18 @@ from .mapping import OpMapping
 from .naming import YamlWriting
 
 
+def _kept_window_size(n: int, reach: int, stride: int, pad: int) -> int:
+    """A ceil_mode pool's output size as ONNX's shape inference computes it: ceil((n + 2 pad -
+    reach) / stride) + 1, keeping a last window that starts in the padding."""
+    return -(-(n + 2 * pad - reach) // stride) + 1
+
+
+# The default-domain opsets the importer is written for: 7 (Upsample, NumPy broadcasting) to 22
+# (for the ops mapped here 21 and 22 change only the element types); older and newer ones can
+# mean other things by the same op.
+OPSETS = (7, 22)
+
+
 class Importer(OpMapping, ConstantFolding, YamlWriting):
     def __init__(self, onnx, model, file: str):
         self.onnx = onnx
@@ -83,6 +95,21 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
             if isinstance(value, bytes):
                 value = value.decode("utf-8", "replace")
             out[a.name] = value
+        return out
+
+    def axes_in(self, node, axes, rank: int, attribute: str = "axes") -> list[int]:
+        """ONNX `axes` of a rank-`rank` tensor (negatives count from the end) as 0..rank-1;
+        refuses one outside [-rank, rank - 1], or one given twice."""
+        out = []
+        for ax in axes:
+            if not -rank <= int(ax) < rank:
+                raise self.fail(node, f"{attribute} {[int(v) for v in axes]}: axis {int(ax)} is "
+                                      f"outside [-{rank}, {rank - 1}] for a tensor of rank "
+                                      f"{rank}", attribute)
+            out.append(int(ax) % rank)
+        if len(set(out)) != len(out):
+            raise self.fail(node, f"{attribute} {[int(v) for v in axes]} name an axis twice",
+                            attribute)
         return out
 
     def const(self, node, index: int, what: str) -> np.ndarray:
@@ -197,12 +224,27 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         self.values[relu.output[0]] = self.values[tensor]
 
     # ------------------------------------------------------------------ the walk
+    def check_opset(self) -> None:
+        """Refuse a default-domain opset outside OPSETS (or none declared)."""
+        declared = [int(imp.version) for imp in self.model.opset_import
+                    if imp.domain in ("", "ai.onnx")]
+        low, high = OPSETS
+        if not declared:
+            raise self.error(f"the model declares no ONNX (default-domain) opset; squeezegen "
+                             f"imports opsets {low} to {high}")
+        if not low <= declared[-1] <= high:
+            raise self.error(f"the model declares ONNX opset {declared[-1]}; squeezegen imports "
+                             f"opsets {low} to {high} (re-export with opset_version between "
+                             "them, e.g. 13 or 17)")
+
     def run(self) -> tuple[str, dict[str, np.ndarray]]:
+        self.check_opset()
         graph = self.model.graph
         consts = {}
         for t in graph.initializer:
             consts[t.name] = self.to_array(t)
-        self.g = _Graph(nodes=list(graph.node), consts=consts)
+        self.g = _Graph(nodes=self.sorted_nodes(list(graph.node), set(consts)), consts=consts)
+        self.limit = self.fold_limit()            # of a folded constant, in elements
         self.g.outputs = [o.name for o in graph.output]
         if not self.g.outputs:
             raise self.error("the ONNX graph has no outputs")
@@ -244,6 +286,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "MatMul": self.map_matmul, "Softmax": self.map_softmax,
                    "LogSoftmax": self.map_softmax,
                    "Dropout": self.map_alias, "Identity": self.map_alias,
+                   "Expand": self.map_expand, "Neg": self.map_neg,
                    "Flatten": self.map_reshape, "Reshape": self.map_reshape,
                    "Squeeze": self.map_reshape, "Unsqueeze": self.map_reshape}
         for node in self.g.nodes:      # Constant nodes first: patterns look ahead at them
@@ -269,6 +312,55 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                 raise self.fail(node, f"cannot be imported: its attributes or constants give "
                                       f"{type(exc).__name__}: {exc}") from None
         return self.finish()
+
+    def sorted_nodes(self, nodes: list, initializers: set) -> list:
+        """The nodes in an order where each comes after the nodes computing its inputs (the
+        file's, where it already is); refuses a tensor computed twice (by two nodes, or by a node
+        and as an initializer or graph input) and a cycle."""
+        producer = {}
+        given = initializers | {i.name for i in self.model.graph.input}
+        for node in nodes:
+            for name in node.output:
+                if not name:
+                    continue
+                if name in producer:
+                    other = producer[name]
+                    raise self.fail(node, f"its output '{name}' is also computed by node "
+                                          f"'{_node_label(other)}' ({other.op_type}); each "
+                                          "tensor of an ONNX graph has one producer")
+                if name in given:
+                    raise self.fail(node, f"its output '{name}' is also a graph input or an "
+                                          "initializer; each tensor of an ONNX graph has one "
+                                          "producer")
+                producer[name] = node
+        done: set[int] = set()
+        order: list = []
+        for start in nodes:                     # depth first, inputs before readers
+            stack = [(start, False)]
+            path: set[int] = set()
+            while stack:
+                node, expanded = stack.pop()
+                if expanded:
+                    path.discard(id(node))
+                    if id(node) not in done:
+                        done.add(id(node))
+                        order.append(node)
+                    continue
+                if id(node) in done:
+                    continue
+                if id(node) in path:
+                    raise self.fail(node, "is on a cycle (it depends on its own output); an "
+                                          "ONNX graph is acyclic")
+                path.add(id(node))
+                stack.append((node, True))
+                for name in reversed(node.input):
+                    before = producer.get(name)
+                    if before is not None and id(before) not in done:
+                        if id(before) in path:
+                            raise self.fail(before, "is on a cycle (it depends on its own "
+                                                    "output); an ONNX graph is acyclic")
+                        stack.append((before, False))
+        return order
 
     def layer_node(self, layer_name: str | None):
         """The ONNX node the layer `layer_name` of the written YAML was made from, or None."""
@@ -399,6 +491,21 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         self.add_layer(_Layer("flatten", [v.layer], {}, {}, v.shape, node), name)
         return self.values[name]
 
+    def declared(self, tensor: str) -> tuple | None:
+        """The shape (without the batch) the ONNX file declares for `tensor` (a graph output or a
+        value_info entry), None where it declares none or leaves a dimension open."""
+        for info in list(self.model.graph.output) + list(self.model.graph.value_info):
+            if info.name != tensor:
+                continue
+            tt = info.type.tensor_type
+            if not info.type.HasField("tensor_type") or not tt.HasField("shape"):
+                return None
+            dims = list(tt.shape.dim)
+            if not dims or any(not d.HasField("dim_value") for d in dims[1:]):
+                return None
+            return tuple(int(d.dim_value) for d in dims[1:])
+        return None
+
     def check_declared(self, o, v: _Value) -> None:
         tt = o.type.tensor_type
         if not o.type.HasField("tensor_type") or not tt.HasField("shape"):
@@ -407,10 +514,32 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         declared = [d.dim_value if d.HasField("dim_value") else None for d in dims]
         if len(declared) != len(v.shape) + 1 or any(
                 d is not None and d != s for d, s in zip(declared[1:], v.shape)):
+            if tuple(declared[1:]) == self.unclipped_pool_shape(v):
+                return                  # ONNX kept a last ceil_mode window that PyTorch drops
             shown = ", ".join("?" if d is None else str(d) for d in declared)
             raise self.error(f"output '{o.name}': squeezegen computes shape [N, "
                              f"{', '.join(map(str, v.shape))}] but the ONNX model declares "
                              f"[{shown}] (a pooling rounding rule squeezegen does not follow?)")
+
+    def unclipped_pool_shape(self, v: _Value):
+        """Where `v` is a ceil_mode pool's output (or that of layers of its shape after it)
+        whose last window starts in the padding: its shape as ONNX's shape inference computes
+        it, keeping that window (PyTorch and squeezegen drop it); else None."""
+        if v.shape != v.sg or len(v.sg) != 3:
+            return None
+        layer = self.layers[v.layer]
+        while layer.op not in ("maxpool", "avgpool") and layer.inputs[0] != _INPUT \
+                and len(layer.inputs) == 1 and self.layers[layer.inputs[0]].sg == layer.sg:
+            layer = self.layers[layer.inputs[0]]          # through an element-wise layer
+        f = layer.fields
+        if layer.op not in ("maxpool", "avgpool") or not f.get("ceil_mode"):
+            return None
+        src = self.input_shape if layer.inputs[0] == _INPUT else self.layers[layer.inputs[0]].sg
+        sizes = [_kept_window_size(n, (k - 1) * d + 1, s, p) for n, k, s, p, d in zip(
+            src[1:], f["kernel"], f["stride"], f["pad"], f.get("dilation", (1, 1)))]
+        if sizes == list(layer.sg[1:]):
+            return None                                   # no window dropped
+        return (v.sg[0], *sizes)
 
     def reachable(self, outs: list[int]) -> list[int]:
         seen, stack = set(), list(outs)

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .common import _INPUT, CHANNELS_LAST_OPS, _Layer, _Value
+from .common import _INPUT, CHANNELS_LAST_OPS, _f32_decimal, _Layer, _pair_text, _Value
 
 
 def _clamped(start: int, end: int, size: int) -> tuple[int, int]:
@@ -16,18 +16,33 @@ def _clamped(start: int, end: int, size: int) -> tuple[int, int]:
     return max(0, min(start, size)), max(0, min(end, size))
 
 
+def _same_pads(auto: str, size, kernel, stride, dilation) -> list[int]:
+    """ONNX's auto_pad SAME_UPPER / SAME_LOWER as explicit pads (top, left, bottom, right): the
+    output is ceil(input / stride) per axis; the padding that takes, split in two halves, the
+    odd one at the end (UPPER) or at the start (LOWER)."""
+    begin, end = [], []
+    for n, k, s, d in zip(size, kernel, stride, dilation):
+        total = max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n)
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto == "SAME_UPPER" else big)
+        end.append(big if auto == "SAME_UPPER" else small)
+    return begin + end
+
+
 class OpMapping:
     """Mapping ONNX nodes onto squeezegen layers (one method per ONNX op), fire recognition."""
 
-    def window(self, node, a, kernel, op_word, conv: bool = False):
+    def window(self, node, a, kernel, op_word, conv: bool = False, size=None, dilation=(1, 1)):
         """Stride and pads of a conv/pool from ONNX attributes; refuses what cannot map. Pads are
         (top, left) for a pool, (top, left, bottom, right) for a conv (`conv`: dilations are
         the caller's, and pads may differ between the two sides of an axis; a max pool's
-        dilations are the caller's too)."""
+        dilations are the caller's too). auto_pad SAME_UPPER / SAME_LOWER pads are computed
+        from the input's H, W (`size`) and `dilation`; a deconv's are refused."""
         auto = a.get("auto_pad", "NOTSET")
-        if auto not in ("NOTSET", "VALID"):
-            raise self.fail(node, f"auto_pad {auto} is not supported; re-export with explicit "
-                                  "pads (auto_pad NOTSET)", "auto_pad")
+        same = auto in ("SAME_UPPER", "SAME_LOWER") and size is not None
+        if auto not in ("NOTSET", "VALID") and not same:
+            raise self.fail(node, f"auto_pad {auto} is not supported for {node.op_type}; "
+                                  "re-export with explicit pads (auto_pad NOTSET)", "auto_pad")
         dil = a.get("dilations", [1, 1])
         if not conv and op_word != "maxpool" and any(int(d) != 1 for d in dil):
             raise self.fail(node, f"dilations {list(dil)} are not supported: squeezegen's "
@@ -36,19 +51,23 @@ class OpMapping:
         if len(strides) != 2 or any(int(s) < 1 for s in strides):
             raise self.fail(node, f"strides {list(strides)}: expected two positive values",
                             "strides")
+        stride = (int(strides[0]), int(strides[1]))
         pads = [int(p) for p in a.get("pads", [0, 0, 0, 0])]
-        if auto == "VALID" and any(pads):
-            raise self.fail(node, "auto_pad VALID with non-zero pads", "pads")
+        if auto != "NOTSET" and any(pads):
+            raise self.fail(node, f"auto_pad {auto} with non-zero pads", "pads")
         if len(pads) != 4 or any(p < 0 for p in pads):
             raise self.fail(node, f"pads {pads}: expected four non-negative values "
                                   "(top, left, bottom, right)", "pads")
+        if same:
+            pads = _same_pads(auto, size, kernel, stride, dilation)
         if conv:
-            return (int(strides[0]), int(strides[1])), (pads[0], pads[1], pads[2], pads[3])
+            return stride, (pads[0], pads[1], pads[2], pads[3])
         if pads[0] != pads[2] or pads[1] != pads[3]:
-            raise self.fail(node, f"asymmetric pads {pads} (top, left, bottom, right) are not "
+            given = f"auto_pad {auto} gives pads" if same else "asymmetric pads"
+            raise self.fail(node, f"{given} {pads} (top, left, bottom, right), which are not "
                                   f"supported: squeezegen's {op_word} pads both sides of an axis "
-                                  "equally", "pads")
-        return (int(strides[0]), int(strides[1])), (pads[0], pads[1])
+                                  "equally", "auto_pad" if same else "pads")
+        return stride, (pads[0], pads[1])
 
     # ------------------------------------------------------------------ op mappers
     def conv_spec(self, node):
@@ -68,8 +87,10 @@ class OpMapping:
         if len(dilation) != 2 or min(dilation) < 1:
             raise self.fail(node, f"dilations {list(dilation)}: expected two positive values",
                             "dilations")
-        stride, (top, left, bottom, right) = self.window(node, a, kernel, "conv", conv=True)
         more = self.zero_pads.get(node.input[0], (0, 0, 0, 0))       # a Pad folded into it
+        size = (x.sg[1] + more[0] + more[2], x.sg[2] + more[1] + more[3])   # what the conv reads
+        stride, (top, left, bottom, right) = self.window(node, a, kernel, "conv", conv=True,
+                                                         size=size, dilation=dilation)
         top, left, bottom, right = (p + q for p, q in zip((top, left, bottom, right), more))
         self.check_in_channels(node, w, int(w.shape[1]) * groups, x)
         extra = {}                   # what a plain conv does not need (a fire's never do)
@@ -221,15 +242,18 @@ class OpMapping:
         kernel = (int(a["kernel_shape"][0]), int(a["kernel_shape"][1]))
         if min(kernel) < 1:
             raise self.fail(node, f"kernel_shape {list(kernel)} is not positive", "kernel_shape")
-        stride, pad = self.window(node, a, kernel, "avgpool" if avg else "maxpool")
-        op = "avgpool" if avg else "maxpool"
-        f = dict(kernel=kernel, stride=stride, pad=pad, ceil_mode=bool(int(a.get("ceil_mode", 0))))
-        if avg and int(a.get("count_include_pad", 0)) == 0 and (any(pad) or f["ceil_mode"]):
-            f["count_include_pad"] = False         # ONNX's default; it matters only here
         dilation = tuple(int(d) for d in a.get("dilations", [1, 1]))
         if len(dilation) != 2 or min(dilation) < 1:
             raise self.fail(node, f"dilations {list(dilation)}: expected two positive values",
                             "dilations")
+        stride, pad = self.window(node, a, kernel, "avgpool" if avg else "maxpool",
+                                  size=x.sg[1:], dilation=dilation)
+        op = "avgpool" if avg else "maxpool"
+        # with auto_pad, ONNX's output size ignores ceil_mode (the pads give it exactly)
+        ceil = bool(int(a.get("ceil_mode", 0))) and a.get("auto_pad", "NOTSET") == "NOTSET"
+        f = dict(kernel=kernel, stride=stride, pad=pad, ceil_mode=ceil)
+        if avg and int(a.get("count_include_pad", 0)) == 0 and (any(pad) or f["ceil_mode"]):
+            f["count_include_pad"] = False         # ONNX's default; it matters only here
         if dilation != (1, 1):
             f["dilation"] = dilation
         sg = self.shape_of(node, op, f, [x.sg])
@@ -257,17 +281,19 @@ class OpMapping:
         if axes is None and len(node.input) > 1 and node.input[1]:
             axes = self.const(node, 1, "axes").reshape(-1).tolist()
         x = self.tensor(node, channels_last=True)
+        if axes is not None:
+            axes = self.axes_in(node, axes, len(x.shape) + 1)
         if x.channels_last:
             if node.op_type == "ReduceMean" and self.match_layernorm(node, x):
                 return
             keep = int(a.get("keepdims", 1))
-            if axes is not None and sorted(int(ax) % 4 for ax in axes) == [1, 2]:
+            if axes is not None and sorted(axes) == [1, 2]:
                 op = "avgpool" if node.op_type == "ReduceMean" else "maxpool"
                 sg = (x.sg[0], 1, 1)                 # over the pixels: a global pool
                 self.add_layer(_Layer(op, [x.layer], {"global": True}, {}, sg, node),
                                node.output[0], None if keep else (x.sg[0],), channels_last=bool(keep))
                 return
-            if axes is None or [int(ax) % 4 for ax in axes] != [3] or not keep:
+            if axes is None or axes != [3] or not keep:
                 raise self.fail(node, f"a {node.op_type} of a channels-last tensor is imported "
                                       "only over its last axis (the channels) with keepdims, "
                                       f"or over H and W, got axes {axes}", "axes")
@@ -277,7 +303,7 @@ class OpMapping:
                            channels_last=True)
             return
         x = self.image(node)
-        if axes is not None and [int(ax) % 4 for ax in axes] == [1]:
+        if axes is not None and axes == [1]:
             mode = "mean" if node.op_type == "ReduceMean" else "max"
             sg = (1,) + tuple(x.sg[1:])
             # without keepdims the result is N x H x W: the same values in the same order, for
@@ -286,7 +312,7 @@ class OpMapping:
             self.add_layer(_Layer("reduce_channels", [x.layer], {"mode": mode}, {}, sg, node),
                            node.output[0], shape)
             return
-        if axes is None or sorted(int(ax) % 4 for ax in axes) != [2, 3]:
+        if axes is None or sorted(axes) != [2, 3]:
             raise self.fail(node, f"only a reduction over H and W (axes [2, 3]) or over the "
                                   f"channels (axes [1]) is supported, got axes {axes}", "axes")
         op = "avgpool" if node.op_type == "ReduceMean" else "maxpool"
@@ -316,9 +342,9 @@ class OpMapping:
                 raise self.fail(node, f"the {what} '{node.input[i]}' has shape {list(w.shape)}, "
                                       f"expected [{c}] (one per channel)")
             weights[key] = w
-        eps = float(str(np.float32(a.get("epsilon", 1e-5))))    # ONNX stores a float32: 1e-05
-        if not eps > 0:
-            raise self.fail(node, f"epsilon {eps} is not positive", "epsilon")
+        eps = _f32_decimal(a.get("epsilon", 1e-5))    # ONNX stores a float32: 1e-05
+        if not 0 < eps < math.inf:
+            raise self.fail(node, f"epsilon {eps} is not a positive finite float32", "epsilon")
         index = self.add_layer(_Layer("batchnorm", [x.layer], {"eps": eps}, weights, x.sg, node,
                                       relu=False), node.output[0], x.shape)
         self.fuse_relu(index, node.output[0])
@@ -349,9 +375,9 @@ class OpMapping:
                                       f"expected [{groups}] (one per "
                                       f"{'channel' if image else 'group'})")
             weights[key] = np.repeat(w, c // groups).astype(np.float32)
-        eps = float(str(np.float32(a.get("epsilon", 1e-5))))    # ONNX stores a float32: 1e-05
-        if not eps > 0:
-            raise self.fail(node, f"epsilon {eps} is not positive", "epsilon")
+        eps = _f32_decimal(a.get("epsilon", 1e-5))    # ONNX stores a float32: 1e-05
+        if not 0 < eps < math.inf:
+            raise self.fail(node, f"epsilon {eps} is not a positive finite float32", "epsilon")
         self.add_layer(_Layer("groupnorm", [x.layer], {"groups": groups, "eps": eps}, weights,
                               x.sg, node), node.output[0], x.shape)
 
@@ -377,11 +403,13 @@ class OpMapping:
         a = self.attrs(node, {"LeakyRelu": ("alpha",), "HardSigmoid": ("alpha", "beta"),
                               "Elu": ("alpha",), "Gelu": ("approximate",)}.get(op_type, ()))
         if op_type == "LeakyRelu":
-            self.add_activation(node, "leaky_relu",
-                                {"negative_slope": float(str(np.float32(a.get("alpha", 0.01))))})
+            slope = _f32_decimal(a.get("alpha", 0.01))
+            if not math.isfinite(slope):
+                raise self.fail(node, f"alpha {slope} is not a finite float32", "alpha")
+            self.add_activation(node, "leaky_relu", {"negative_slope": slope})
             return
         if op_type == "Elu":
-            alpha = float(str(np.float32(a.get("alpha", 1.0))))
+            alpha = _f32_decimal(a.get("alpha", 1.0))
             if not math.isfinite(alpha):
                 raise self.fail(node, f"alpha {alpha} is not a finite float32", "alpha")
             self.add_activation(node, "elu", {"alpha": alpha})
@@ -405,7 +433,7 @@ class OpMapping:
             return
         if op_type == "HardSigmoid":
             alpha, beta = a.get("alpha", 0.2), a.get("beta", 0.5)
-            if abs(alpha - 1 / 6) > 1e-6 or beta != 0.5:
+            if not abs(alpha - 1 / 6) <= 1e-6 or beta != 0.5:
                 raise self.fail(node, f"HardSigmoid with alpha {alpha:g} and beta {beta:g} is not "
                                       "supported; squeezegen's hardsigmoid is PyTorch's (alpha "
                                       "1/6, beta 0.5)", "alpha")
@@ -477,7 +505,7 @@ class OpMapping:
         """A resize layer of `x` with mode and coordinates `f`, by constant `scales` (N, C, H, W
         factors) or else `sizes`."""
         if scales is not None and scales.size:
-            s = [float(v) for v in scales.reshape(-1)]
+            s = [_f32_decimal(v) for v in scales.reshape(-1)]     # 1.7, as PyTorch had it
             if not all(math.isfinite(v) for v in s):
                 raise self.fail(node, f"scales {s} are not finite numbers")
             if len(s) != 4 or s[:2] != [1.0, 1.0] or min(s) <= 0:
@@ -493,6 +521,14 @@ class OpMapping:
                 raise self.fail(node, f"sizes {sizes}: only H and W may change")
             f["size"] = (sizes[2], sizes[3])
         sg = self.shape_of(node, "resize", f, [x.sg])
+        declared = self.declared(node.output[0])
+        if declared is not None and len(declared) == 3 and declared != tuple(sg):
+            how = (f"by {_pair_text(f['scale'])} (the floor of size x scale, as PyTorch)"
+                   if "scale" in f else "to its sizes")
+            raise self.fail(node, f"squeezegen resizes {x.sg[1]}x{x.sg[2]} {how} to "
+                                  f"{sg[1]}x{sg[2]}, but the ONNX model declares "
+                                  f"{declared[1]}x{declared[2]}; export with a size instead of "
+                                  "a scale_factor", "scales" if "scale" in f else "sizes")
         index = self.add_layer(_Layer("resize", [x.layer], f, {}, sg, node, relu=False),
                                node.output[0])
         self.fuse_relu(index, node.output[0])
@@ -544,7 +580,7 @@ class OpMapping:
         if (bottom, right) != (top, left):
             f["pad_end"] = (bottom, right)
         if mode == "constant":
-            f["value"] = float(str(np.float32(value)))
+            f["value"] = _f32_decimal(value)
         sg = self.shape_of(node, "pad", f, [x.sg])
         self.add_layer(_Layer("pad", [x.layer], f, {}, sg, node), node.output[0])
 
@@ -557,10 +593,13 @@ class OpMapping:
                 value = self.const(node, i, f"{key} bound")
                 if value.size != 1:
                     raise self.fail(node, f"the {key} bound must be a scalar")
-                bounds.append(float(str(np.float32(value.reshape(())))))
+                bounds.append(_f32_decimal(value.reshape(())))
             else:
-                bounds.append(float(str(np.float32(a.get(key, default)))))
+                bounds.append(_f32_decimal(a.get(key, default)))
         low, high = bounds
+        for key, value in zip(("min", "max"), bounds):
+            if math.isnan(value):
+                raise self.fail(node, f"the {key} bound is NaN", key)
         if not low <= high:
             raise self.fail(node, f"min {low:g} is above max {high:g}", "max")
         if (low, high) == (0.0, 6.0):
@@ -570,8 +609,10 @@ class OpMapping:
         elif np.isfinite(low) and np.isfinite(high):
             self.add_activation(node, "clip", {"min": low, "max": high})
         else:
-            raise self.fail(node, "a Clip with one open bound (other than relu's [0, inf)) is "
-                                  "not supported", "min" if not np.isfinite(low) else "max")
+            raise self.fail(node, f"a Clip with one open bound ([{low:g}, {high:g}]; other "
+                                  "than relu's [0, inf)) is not supported: squeezegen's clip "
+                                  "takes two finite bounds", "min" if not np.isfinite(low)
+                            else "max")
 
     def map_relu(self, node, checked: bool = False):
         if not checked:
@@ -786,7 +827,7 @@ class OpMapping:
     def ln_eps(self, node, eps: float) -> float:
         """A LayerNorm's epsilon: the attribute of a LayerNormalization, or the constant that
         the Add `node` of the opset-13 chain adds to the variance."""
-        eps = float(str(np.float32(eps)))                # ONNX stores a float32: 1e-06
+        eps = _f32_decimal(eps)                # ONNX stores a float32: 1e-06
         if not eps > 0 or not math.isfinite(eps):
             if node.op_type == "LayerNormalization":
                 raise self.fail(node, f"epsilon {eps} must be a positive number", "epsilon")
@@ -809,7 +850,7 @@ class OpMapping:
             axes = a.get("axes")
             if axes is None and len(n.input) > 1 and n.input[1] in self.g.consts:
                 axes = self.g.consts[n.input[1]].reshape(-1).tolist()
-            return axes is not None and [int(v) % 4 for v in axes] == [3] \
+            return axes is not None and [int(v) for v in axes] in ([3], [-1]) \
                 and int(a.get("keepdims", 1)) == 1
         sub = reader(mean.output[0], "Sub")
         if not last_axis(mean) or sub is None or list(sub.input) != [xname, mean.output[0]]:
@@ -956,13 +997,8 @@ class OpMapping:
             raise self.fail(node, f"{verb} a channels-last tensor (a permute(0, 2, 3, 1) of an "
                                   "image) and an N, C, H, W one; permute one of them first")
         if negate_second and a.layer != b.layer and node.input[0] != node.input[1]:
-            c = b.sg[0]
-            minus = np.full((c,), -1.0, np.float32)
-            index = self.add_layer(_Layer("affine", [b.layer], {}, {
-                "weight": minus, "bias": np.zeros_like(minus)}, b.sg, node, relu=False),
-                node.output[0] + ":negated", b.shape, b.channels_last)
+            self.add_negation(node, b, node.output[0] + ":negated")
             b = self.values[node.output[0] + ":negated"]
-            assert b.layer == index
         if node.input[0] == node.input[1] or a.layer == b.layer:
             itself = "subtracts a tensor from itself" if negate_second else {
                 "add": "adds a tensor to itself", "mul": "multiplies a tensor by itself"}[op]
@@ -973,6 +1009,18 @@ class OpMapping:
                        and small.shape in ((big.shape[0], 1, 1), (1,) + big.shape[1:]))
         if a.channels_last:              # H, W, C: per pixel [H, W, 1], per channel [1, 1, C]
             per_channel = small.shape in (big.shape[:2] + (1,), (1, 1) + big.shape[2:])
+        broadcast = len(big.shape) == 3 and small.shape in ((big.shape[0], 1, 1),
+                                                             (1,) + big.shape[1:])
+        if a.shape != b.shape and not per_channel and broadcast and not a.channels_last:
+            odd = small if small.sg != small.shape else big
+            raise self.fail(node, f"{verb} [N, {', '.join(map(str, big.shape))}] by [N, "
+                                  f"{', '.join(map(str, small.shape))}], a broadcast squeezegen "
+                                  "takes only between images its layers compute as such; the [N, "
+                                  f"{', '.join(map(str, odd.shape))}] operand is a reshape of a "
+                                  f"{'x'.join(map(str, odd.sg))} layer output (a [N, C] vector "
+                                  "is taken back to [N, C, 1, 1] where it comes from a global "
+                                  "pool through Linear layers and per-channel activations, each "
+                                  "read by the next alone)")
         if a.shape != b.shape and not per_channel:
             raise self.fail(node, f"broadcasting {op} of shapes [N, {', '.join(map(str, a.shape))}]"
                                   f" and [N, {', '.join(map(str, b.shape))}] is not supported: "
@@ -992,7 +1040,7 @@ class OpMapping:
             raise self.fail(node, "has no axis", "axis")
         ins = [self.tensor(node, i, channels_last=True) for i in range(len(node.input))]
         rank = len(ins[0].shape) + 1
-        axis = int(a["axis"]) + (rank if int(a["axis"]) < 0 else 0)
+        axis = self.axes_in(node, [a["axis"]], rank, "axis")[0]
         if len(ins) == 1 and ins[0].channels_last:
             self.values[node.output[0]] = ins[0]
             return
@@ -1122,8 +1170,8 @@ class OpMapping:
         a = self.attrs(node, ("axis",))
         x = self.tensor(node, channels_last=True)
         rank = len(x.shape) + 1
-        axis = int(a.get("axis", -1 if self.opset >= 13 else 1))
-        axis += rank if axis < 0 else 0
+        axis = self.axes_in(node, [a.get("axis", -1 if self.opset >= 13 else 1)], rank,
+                            "axis")[0]
         if x.channels_last:                  # over the last axis: the channels (opset 13+)
             if axis != 3 or self.opset < 13:
                 raise self.fail(node, f"a softmax over axis {a.get('axis', 'default')} of a "
@@ -1166,6 +1214,50 @@ class OpMapping:
             self.attrs(node, ())
         self.values[node.output[0]] = self.tensor(node, channels_last=True)
 
+    def map_expand(self, node):
+        """Expand to the shape of the other operand of the Add or Mul that reads it
+        (`gate.expand_as(x)`, then x * gate): a no-op, as those broadcast themselves."""
+        self.attrs(node, ())
+        x = self.tensor(node)
+        shape = [int(d) for d in self.const(node, 1, "shape").reshape(-1)]
+        full = (self.batch,) + x.shape
+        try:
+            out = tuple(np.broadcast_shapes(full, tuple(shape)))
+        except ValueError:
+            raise self.fail(node, f"cannot expand [N, {', '.join(map(str, x.shape))}] to "
+                                  f"{shape}") from None
+        if out == full:                           # expands nothing
+            self.values[node.output[0]] = x
+            return
+        readers = self.data_consumers(node.output[0])
+        for r in readers:
+            other = self.other_input(r, node.output[0]) if len(r.input) == 2 else None
+            v = self.values.get(other)
+            if r.op_type not in ("Add", "Mul") or v is None or (self.batch,) + v.shape != out:
+                raise self.fail(node, f"expands [N, {', '.join(map(str, x.shape))}] to "
+                                      f"{list(out)} for a {r.op_type} (node "
+                                      f"'{r.name or r.output[0]}'); squeezegen takes an Expand "
+                                      "only where an Add or Mul with a tensor of the expanded "
+                                      "shape reads it (they broadcast themselves)")
+        if not readers or node.output[0] in self.g.outputs:
+            raise self.fail(node, "the expanded tensor is a graph output; squeezegen takes an "
+                                  "Expand only where an Add or Mul reads it")
+        self.values[node.output[0]] = x
+
+    def map_neg(self, node):
+        """-x: an affine layer of weight -1 (it folds into a conv, deconv or linear before)."""
+        self.attrs(node, ())
+        index = self.add_negation(node, self.tensor(node, channels_last=True), node.output[0])
+        self.fuse_relu(index, node.output[0])
+
+    def add_negation(self, node, x: _Value, tensor: str) -> int:
+        """An affine layer computing -x (weight -1, bias 0) as ONNX tensor `tensor` (Neg, and
+        the second operand of a Sub of two layer outputs)."""
+        minus = np.full((x.sg[0],), -1.0, np.float32)
+        return self.add_layer(_Layer("affine", [x.layer], {}, {
+            "weight": minus, "bias": np.zeros_like(minus)}, x.sg, node, relu=False),
+            tensor, x.shape, x.channels_last)
+
     def map_reshape(self, node):
         """Flatten, Reshape, Squeeze, Unsqueeze: only flattening (or undoing one) is a no-op;
         ShuffleNet's channel shuffle (Reshape to 5-D, Transpose, Reshape) and PyTorch's pixel
@@ -1178,6 +1270,9 @@ class OpMapping:
         if node.op_type == "Flatten":
             a = self.attrs(node, ("axis",))
             axis = int(a.get("axis", 1))
+            if not -len(full) <= axis <= len(full):
+                raise self.fail(node, f"axis {axis} is outside [-{len(full)}, {len(full)}] for "
+                                      f"a tensor of rank {len(full)}", "axis")
             axis += len(full) if axis < 0 else 0
             if axis != 1:
                 raise self.fail(node, f"Flatten with axis {a.get('axis')} is not supported (only "
@@ -1190,8 +1285,54 @@ class OpMapping:
                                   f"{list(target)}, which does not keep the batch dimension; "
                                   "squeezegen only supports flattening to [N, C*H*W] (in front of "
                                   "a linear layer)")
+        if len(target) > 2 and x.shape == x.sg == (target[1],) and set(target[2:]) == {1}:
+            x = self.vector_as_image(x)         # a gate [N, C] back to [N, C, 1, 1]: as C x 1 x 1
         # the values keep their order: the layer stays; what reads it checks the new shape
         self.values[node.output[0]] = _Value(x.layer, tuple(target[1:]), x.sg)
+
+    # what computes the same per channel of a C vector and of a C x 1 x 1 image
+    _PER_CHANNEL_OPS = ("relu", "relu6", "clip", "leaky_relu", "sigmoid", "hardsigmoid",
+                        "hardswish", "silu", "tanh", "elu", "gelu", "softplus", "mish", "affine",
+                        "batchnorm", "prelu")
+
+    def vector_as_image(self, x: _Value) -> _Value:
+        """`x`, a [C] vector computed from a global pool's C' x 1 x 1 output through linear
+        layers and per-channel ops (a squeeze-and-excitation gate, fc(pool(x).view(N, C'))), as
+        the same values seen as a C x 1 x 1 image: each linear becomes the 1x1 conv it is on a
+        C' x 1 x 1 input, the others keep their op. Only where each layer of that chain is read
+        by the next alone; else `x` unchanged."""
+        chain, i = [], x.layer
+        while i != _INPUT and self.layers[i].op in ("linear",) + self._PER_CHANNEL_OPS \
+                and len(self.layers[i].sg) == 1:
+            chain.append(i)
+            i = self.layers[i].inputs[0]
+        source = self.input_shape if i == _INPUT else self.layers[i].sg
+        if not chain or len(source) != 3 or source[1:] != (1, 1) \
+                or not any(self.layers[j].op == "linear" for j in chain) \
+                or any(self.chain_readers(j) != 1 for j in chain):
+            return x
+        for j in chain:
+            layer = self.layers[j]
+            c = layer.sg[0]
+            if layer.op == "linear":
+                w = layer.weights["weight"]
+                layer.op = "conv"
+                layer.fields = dict(out=c, kernel=(1, 1), stride=(1, 1), pad=(0, 0),
+                                    bias=layer.fields["bias"])
+                layer.weights = dict(layer.weights, weight=np.ascontiguousarray(
+                    w.reshape(w.shape + (1, 1))))
+            layer.sg = (c, 1, 1)
+            for name, v in list(self.values.items()):       # every name of it: flattened now
+                if v.layer == j:
+                    self.values[name] = _Value(j, v.shape, layer.sg, v.channels_last)
+        return _Value(x.layer, x.shape, self.layers[x.layer].sg)
+
+    def chain_readers(self, layer: int) -> int:
+        """How many nodes read layer `layer`'s output under any of its names, apart from the
+        nodes merged or fused into it (a graph output is no reader: it takes either layout)."""
+        names = [n for n, v in self.values.items() if v.layer == layer]
+        return len({id(r) for n in names for r in self.data_consumers(n)
+                    if id(r) not in self.absorbed and id(r) not in self.merged})
 
     def match_channel_shuffle(self, node, x: _Value, full: tuple[int, ...]) -> bool:
         """x.view(N, G, C / G, H, W).transpose(1, 2): a channel_shuffle layer, whose output in
@@ -1354,14 +1495,13 @@ class OpMapping:
         if op == "Squeeze":
             if axes is None:
                 axes = [i for i, d in enumerate(full) if d == 1]
-            axes = {int(ax) % len(full) for ax in axes}
+            axes = set(self.axes_in(node, axes, len(full)))
             if any(full[ax] != 1 for ax in axes):
                 raise self.fail(node, f"squeezes an axis of {list(full)} that is not 1", "axes")
             return tuple(d for i, d in enumerate(full) if i not in axes)
         if axes is None:
             raise self.fail(node, "has no axes", "axes")
-        out_rank = len(full) + len(axes)
         shape = list(full)
-        for ax in sorted(int(ax) % out_rank for ax in axes):
+        for ax in sorted(self.axes_in(node, axes, len(full) + len(axes))):
             shape.insert(ax, 1)
         return tuple(shape)

@@ -1,0 +1,269 @@
+"""ONNX import: the gaps an audit found, each checked against PyTorch or refused in one line.
+
+Resize by a float32 scale that is not exact (1.7), padding="same" and auto_pad, ceil_mode pools
+whose last window starts in the padding, squeeze-and-excitation gates computed by Linear layers,
+axes out of range, opsets out of range, oversized constant folding, file names that need YAML
+escapes, Neg, and graphs with a tensor computed twice or a cycle.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+
+import squeezegen                                                         # noqa: E402
+from squeezegen.frontend.onnx_import import import_onnx                   # noqa: E402
+from squeezegen.reference import ReferenceExecutor                        # noqa: E402
+
+from helpers import assert_close                                          # noqa: E402
+from onnx import TensorProto, helper, numpy_helper                        # noqa: E402
+from test_onnx_import import (TOL, check_import, export, fvalue, init,    # noqa: E402
+                              onnx_model, ops_of, refusal, seeded)
+
+nn = torch.nn
+F = torch.nn.functional
+
+
+def saved(tmp_path, nodes, in_shape, inits=(), opset=13, out_shape=None, name="h"):
+    path = tmp_path / f"{name}.onnx"
+    model = onnx_model(nodes, [fvalue("x", in_shape)], [fvalue("y", out_shape)], inits, opset)
+    onnx.save(model, str(path))
+    return path
+
+
+def reference(text, weights, x):
+    return ReferenceExecutor(squeezegen.parse_model(text), weights)(x)
+
+
+def ints(name, values):
+    return numpy_helper.from_array(np.asarray(values, np.int64), name)
+
+
+# ------------------------------------------------------------------ 1. resize scales
+@pytest.mark.parametrize("scale", [0.85, 1.1, 1.45, 1.7, 2.2, 3.4])
+@pytest.mark.parametrize("mode,opset", [("nearest", 13), ("nearest", 18), ("bilinear", 17)])
+def test_resize_by_a_scale_float32_cannot_hold_matches_torch(scale, mode, opset, tmp_path):
+    """ONNX stores 1.7 as the float32 1.70000005; the YAML must say 1.7, which PyTorch used
+    (the float32 widened gave 1/scale one ulp off: relative errors of 1.0-1.6 for nearest)."""
+    module = seeded(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=scale, mode=mode)))
+    text, _, _ = check_import(module, (3, 37, 53), tmp_path, opset=opset, batch=2)
+    assert re.search(rf"scale: {scale}[,}}]", text), text
+
+
+def test_resize_whose_declared_size_disagrees_is_refused(tmp_path):
+    scales = numpy_helper.from_array(np.array([1, 1, 1.7, 1.7], np.float32), "s")
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="act"),
+             helper.make_node("Resize", ["r", "", "s"], ["y"], name="up", mode="nearest",
+                              coordinate_transformation_mode="asymmetric", nearest_mode="floor")]
+    ok = import_onnx(saved(tmp_path, nodes, [1, 2, 10, 10], [scales], out_shape=[1, 2, 17, 17]))
+    assert "scale: 1.7}" in ok[0], ok[0]
+    message = refusal(saved(tmp_path, nodes, [1, 2, 10, 10], [scales], out_shape=[1, 2, 18, 18]))
+    assert "node 'up' (Resize), attribute 'scales'" in message and "declares 18x18" in message
+
+
+# ------------------------------------------------------------------ 2. padding="same", auto_pad
+@pytest.mark.parametrize("kernel,dilation", [(3, 1), (4, 1), (2, 1), (4, 2), ((2, 5), (1, 2))])
+@pytest.mark.parametrize("opset", [13, 17])
+def test_conv_padding_same_matches_torch(kernel, dilation, opset, tmp_path):
+    """PyTorch exports padding="same" as auto_pad SAME_UPPER (an even kernel's extra row and
+    column at the end)."""
+    module = seeded(nn.Sequential(nn.Conv2d(3, 4, kernel, padding="same", dilation=dilation),
+                                  nn.ReLU()))
+    text, _, _ = check_import(module, (3, 9, 10), tmp_path, opset=opset)
+    assert ops_of(text) == ["conv"]
+
+
+def test_auto_pad_same_lower_and_pools_match_torch(tmp_path):
+    rng = np.random.default_rng(0)
+    k = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    x = rng.standard_normal((2, 3, 7, 8)).astype(np.float32)
+    t = torch.from_numpy(x)
+    conv = helper.make_node("Conv", ["x", "k"], ["y"], name="c", auto_pad="SAME_LOWER")
+    text, weights = import_onnx(saved(tmp_path, [conv], [1, 3, 7, 8], [init("k", k)]))
+    assert "pad: [2, 2, 1, 1]" in text, text           # the odd row and column at the start
+    want = F.conv2d(F.pad(t, (2, 1, 2, 1)), torch.from_numpy(k))
+    assert_close(reference(text, weights, x), want.numpy(), TOL)
+    cases = [  # ONNX attributes, then PyTorch's pool of the same numbers
+        (dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),       # pads 1, 1
+         lambda v: F.max_pool2d(v, 3, 2, 1), [1, 3, 9, 9]),
+        (dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="VALID", ceil_mode=1),  # no ceil
+         lambda v: F.max_pool2d(v, 2, 2), [1, 3, 7, 7])]
+    for attrs, pool, shape in cases:
+        node = helper.make_node("MaxPool", ["x"], ["y"], name="p", **attrs)
+        text, weights = import_onnx(saved(tmp_path, [node], shape))
+        x = rng.standard_normal([2] + shape[1:]).astype(np.float32)
+        assert_close(reference(text, weights, x), pool(torch.from_numpy(x)).numpy(), TOL)
+    node = helper.make_node("AveragePool", ["x"], ["y"], name="p", kernel_shape=[2, 2],
+                            auto_pad="SAME_UPPER")
+    message = refusal(saved(tmp_path, [node], [1, 3, 6, 6]))
+    assert "node 'p' (AveragePool), attribute 'auto_pad'" in message and "[0, 0, 1, 1]" in message
+
+
+# ------------------------------------------------------------------ 3. ceil_mode pools
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2, 2, 1, ceil_mode=True),
+                                  nn.AvgPool2d(3, 3, 1, ceil_mode=True),
+                                  nn.AvgPool2d(3, 3, 1, ceil_mode=True, count_include_pad=False)])
+@pytest.mark.parametrize("shape", [(3, 9, 10), (3, 10, 11)])
+def test_ceil_mode_pool_whose_last_window_starts_in_the_padding_matches_torch(pool, shape,
+                                                                             tmp_path):
+    """ONNX declares the shape with that window (MaxPool 2/2/1 on 9: 6), PyTorch drops it (5)."""
+    for tail in ([], [nn.ReLU()]):
+        check_import(seeded(nn.Sequential(nn.Conv2d(3, 4, 1), pool, *tail)), shape, tmp_path,
+                     opset=17)
+
+
+# ------------------------------------------------------------------ 4. SE with Linear layers
+class LinearSE(nn.Module):
+    def __init__(self, form):
+        super().__init__()
+        self.form = form
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = nn.Sequential(nn.Linear(16, 4, bias=False), nn.ReLU(),
+                                nn.Linear(4, 16, bias=False), nn.Sigmoid())
+
+    def forward(self, x):
+        x = self.conv(x)
+        b, c = x.shape[0], x.shape[1]
+        y = self.fc(F.adaptive_avg_pool2d(x, 1).view(b, c))
+        if self.form == "also-doubled":        # another reader of the gate: refused
+            return x * y.view(b, c, 1, 1), y * 2.0
+        y = {"view": lambda: y.view(b, c, 1, 1), "none": lambda: y[:, :, None, None],
+             "reshape": lambda: y.reshape(b, c, 1, 1),
+             "unsqueeze": lambda: y.unsqueeze(-1).unsqueeze(-1),
+             "expand": lambda: y.view(b, c, 1, 1).expand_as(x)}[self.form]()
+        return x * y
+
+
+@pytest.mark.parametrize("form", ["view", "none", "reshape", "unsqueeze", "expand"])
+@pytest.mark.parametrize("opset", [13, 17])
+def test_squeeze_excitation_with_linear_layers_matches_torch(form, opset, tmp_path):
+    text, _, _ = check_import(seeded(LinearSE(form)), (3, 37, 53), tmp_path, opset=opset,
+                              batch=2)
+    assert ops_of(text) == ["conv", "avgpool", "conv", "conv", "sigmoid", "mul"], text
+
+
+def test_a_gate_that_cannot_be_an_image_is_refused_without_contradiction(tmp_path):
+    message = refusal(export(seeded(LinearSE("also-doubled")), (3, 7, 5), tmp_path / "se.onnx"))
+    assert "(Mul): multiplies [N, 16, 7, 5] by [N, 16, 1, 1]" in message, message
+    assert "reshape of a 16 layer output" in message and "needs two tensors" not in message
+
+
+# ------------------------------------------------------------------ 5. axes out of range
+def _node(op, inputs=("x",), **attrs):
+    return helper.make_node(op, list(inputs), ["y"], name="n", **attrs)
+
+
+@pytest.mark.parametrize("make,op,attribute", [
+    (lambda: _node("Softmax", axis=99), "Softmax", "axis"),
+    (lambda: _node("LogSoftmax", axis=-99), "LogSoftmax", "axis"),
+    (lambda: _node("ReduceMean", axes=[-99]), "ReduceMean", "axes"),
+    (lambda: _node("ReduceMax", axes=[4]), "ReduceMax", "axes"),
+    (lambda: _node("Concat", ["x", "x"], axis=4), "Concat", "axis"),
+    (lambda: _node("Flatten", axis=5), "Flatten", "axis"),
+    (lambda: _node("Squeeze", axes=[9]), "Squeeze", "axes"),
+    (lambda: _node("Unsqueeze", axes=[99]), "Unsqueeze", "axes"),
+])
+def test_axes_out_of_range_are_refused(make, op, attribute, tmp_path):
+    message = refusal(saved(tmp_path, [make()], [1, 3, 4, 4], opset=11))
+    assert f"node 'n' ({op}), attribute '{attribute}'" in message, message
+    assert "outside [" in message and "\n" not in message
+
+
+def test_folded_axes_out_of_range_are_refused(tmp_path):
+    nodes = [helper.make_node("Unsqueeze", ["shape"], ["u"], name="u", axes=[5]),
+             helper.make_node("Reshape", ["x", "u"], ["y"], name="r")]
+    message = refusal(saved(tmp_path, nodes, [1, 3, 4, 4], [ints("shape", [1, 48])], opset=11))
+    assert "node 'u' (Unsqueeze), attribute 'axes'" in message and "outside [-2, 1]" in message
+
+
+# ------------------------------------------------------------------ 6. opsets
+@pytest.mark.parametrize("opset,ok", [(1, False), (6, False), (7, True), (22, True),
+                                      (23, False), (99, False)])
+def test_opsets_outside_the_supported_range_are_refused(opset, ok, tmp_path):
+    path = saved(tmp_path, [_node("Relu")], [1, 3, 4, 4], opset=opset)
+    if ok:
+        assert ops_of(import_onnx(path)[0]) == ["relu"]
+    else:
+        assert f"declares ONNX opset {opset}; squeezegen imports opsets 7 to 22" in refusal(path)
+
+
+# ------------------------------------------------------------------ 7. folding size cap
+@pytest.mark.parametrize("grow", ["ConstantOfShape", "Add"])
+def test_a_huge_folded_constant_is_refused_before_it_is_allocated(grow, tmp_path):
+    """An 818-byte file asked for a 16384 x 32768 constant (2 GB) before."""
+    if grow == "ConstantOfShape":
+        nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"], name="grow",
+                                  value=numpy_helper.from_array(np.ones(1, np.float32)))]
+        inits = [ints("shape", [16384, 32768])]
+    else:                                      # [65536, 1] + [1, 2048]: a broadcast to 2^27
+        nodes = [helper.make_node("Add", ["a", "b"], ["big"], name="grow")]
+        inits = [init("a", np.ones((65536, 1))), init("b", np.ones((1, 2048)))]
+    nodes += [helper.make_node("Slice", ["big", "st", "en"], ["s"], name="slice"),
+              helper.make_node("Reshape", ["s", "rs"], ["r"], name="reshape"),
+              helper.make_node("Mul", ["x", "r"], ["y"], name="mul")]
+    inits += [ints("st", [0, 0]), ints("en", [1, 3]), ints("rs", [1, 3, 1, 1])]
+    message = refusal(saved(tmp_path, nodes, [1, 3, 4, 4], inits))
+    assert f"node 'grow' ({grow}): this constant expression would hold" in message, message
+
+
+# ------------------------------------------------------------------ 8. file names
+@pytest.mark.parametrize("name", ["e\x1b[31m.onnx", b"\x85nel.onnx", "new\nline.onnx",
+                                  "sep\u2028\t.onnx", 'mod\u00e8le "q" \\.onnx'])
+def test_any_file_name_round_trips_through_the_description(name, tmp_path):
+    module = nn.Sequential(nn.Conv2d(3, 2, 1))
+    path = export(module, (3, 4, 4), tmp_path / "ok.onnx")
+    target = os.path.join(os.fsencode(tmp_path), name if isinstance(name, bytes)
+                          else name.encode())
+    shutil.copy(path, target)
+    text, _ = import_onnx(os.fsdecode(target))
+    assert yaml.safe_load(text)["description"] == "imported from " + os.fsdecode(
+        os.path.basename(target))
+    assert all(line.isprintable() for line in text.splitlines()), text
+
+
+# ------------------------------------------------------------------ 9. small ones
+class Negated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return F.relu(-self.conv(x))
+
+
+def test_neg_is_an_affine_of_minus_one(tmp_path):
+    text, _, _ = check_import(seeded(Negated()), (3, 8, 9), tmp_path)
+    assert ops_of(text) == ["conv", "affine"]
+
+
+@pytest.mark.parametrize("make,op,attribute,needle", [
+    (lambda: _node("LeakyRelu", alpha=float("nan")), "LeakyRelu", "alpha", "not a finite"),
+    (lambda: _node("HardSigmoid", alpha=float("nan")), "HardSigmoid", "alpha", "alpha nan"),
+    (lambda: _node("Clip", min=0.1), "Clip", "max", "takes two finite bounds"),
+    (lambda: _node("Expand", ["x", "shape"]), "Expand", None, "an Add or Mul reads it"),
+])
+def test_small_refusals(make, op, attribute, needle, tmp_path):
+    message = refusal(saved(tmp_path, [make()], [1, 3, 4, 4], [ints("shape", [2, 3, 4, 4])],
+                            opset=10 if op == "Clip" else 13))
+    where = f"node 'n' ({op})" + (f", attribute '{attribute}'" if attribute else "")
+    assert where in message and needle in message, message
+
+
+def test_a_tensor_computed_twice_or_a_cycle_is_refused(tmp_path):
+    twice = [helper.make_node("Relu", ["x"], ["y"], name="a"),
+             helper.make_node("Sigmoid", ["x"], ["y"], name="b")]
+    message = refusal(saved(tmp_path, twice, [1, 3, 4, 4]))
+    assert "node 'b' (Sigmoid): its output 'y' is also computed by node 'a' (Relu)" in message
+    cycle = [helper.make_node("Add", ["x", "z"], ["y"], name="a"),
+             helper.make_node("Relu", ["y"], ["z"], name="b")]
+    assert "is on a cycle" in refusal(saved(tmp_path, cycle, [1, 3, 4, 4]))
+    unsorted = [helper.make_node("Sigmoid", ["r"], ["y"], name="b"),
+                helper.make_node("Relu", ["x"], ["r"], name="a")]
+    assert ops_of(import_onnx(saved(tmp_path, unsorted, [1, 3, 4, 4]))[0]) == ["relu", "sigmoid"]
