@@ -8,6 +8,7 @@ of each pixel in the Pascal VOC palette.
 from __future__ import annotations
 
 import functools
+import numbers
 import struct
 import zlib
 from pathlib import Path
@@ -25,6 +26,7 @@ except ImportError:                    # a platform without its wheels: zlib doe
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
                   ".pbm")
 MAX_PNG_CLASSES = 256          # an 8-bit palette
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def is_image(path) -> bool:
@@ -39,15 +41,37 @@ def _pil():
     return Image
 
 
+def _numbers(name: str, channels: int, values) -> list[float]:
+    """--mean/--std as a list of floats: a bare number is one value."""
+    if isinstance(values, numbers.Real):
+        return [float(values)]
+    try:
+        if isinstance(values, (str, bytes)):
+            raise TypeError
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise InputError(f"--{name} needs 1 or {channels} finite numbers, got {values!r}") \
+            from None
+
+
 def check_normalisation(channels: int, mean, std) -> tuple[np.ndarray, np.ndarray]:
-    """--mean/--std as (channels, 1, 1) float32 arrays; InputError if they do not fit."""
+    """--mean/--std (each a number, or 1 or `channels` of them) as (channels, 1, 1) float32
+    arrays; InputError if they do not fit, or if (pixel - mean) / std would not be a finite
+    float32 for a pixel in 0..255."""
+    mean, std = _numbers("mean", channels, mean), _numbers("std", channels, std)
     for name, values in (("mean", mean), ("std", std)):
-        if len(values) not in (1, channels) or not np.isfinite(values).all():
+        if len(values) not in (1, channels) or not all(
+                abs(v) <= _FLOAT32_MAX for v in values):      # (NaN fails too)
             raise InputError(f"--{name} needs 1 or {channels} finite numbers, got {values}")
-    if any(v == 0 for v in std):
-        raise InputError(f"--std must not be 0, got {std}")
+    if any(np.float32(v) == 0 for v in std):
+        raise InputError(f"--std must not be 0 (nor so small that it is 0 as a float32), got "
+                         f"{std}")
     mean_a = np.asarray(mean if len(mean) == channels else list(mean) * channels, np.float32)
     std_a = np.asarray(std if len(std) == channels else list(std) * channels, np.float32)
+    widest = np.maximum(np.abs(mean_a.astype(np.float64)), np.abs(255.0 - mean_a)) / np.abs(std_a)
+    if not (widest <= _FLOAT32_MAX).all():
+        raise InputError(f"--std {std} is too small for --mean {mean}: (pixel - mean) / std "
+                         "overflows a float32")
     return mean_a.reshape(channels, 1, 1), std_a.reshape(channels, 1, 1)
 
 
@@ -142,19 +166,49 @@ def array_pixels(array: np.ndarray, channels: int, target: tuple[int, int],
 
 
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")       # 16-bit and 32-bit: not 8-bit pixels
+_SIXTEEN_BIT_FORMATS = ("PNG", "PPM")      # at most 16 bits a sample, whatever the mode
+
+
+def sixteen_bit(im) -> bool:
+    """Whether an opened (not yet loaded) image has 16-bit samples: Pillow opens them as mode
+    I;16 (PNG, TIFF) or as mode I (a 16-bit PGM, whatever its maxval, which Pillow scales to
+    0..65535; a TIFF of raw I;16 data)."""
+    if im.mode.startswith("I;16"):
+        return True
+    if im.mode != "I":
+        return False
+    if im.format in _SIXTEEN_BIT_FORMATS:
+        return True
+    rawmodes = [t.args if isinstance(t.args, str) else (t.args or ("",))[0] for t in im.tile]
+    return bool(rawmodes) and all(str(r).startswith("I;16") for r in rawmodes)
 
 
 def _pixels(image_mod, im, channels: int, h: int, w: int) -> np.ndarray:
-    """H x W x channels float32 in 0..255; 16-bit and float images are scaled, not clipped."""
+    """H x W x channels float32 in 0..255; wide images are scaled, not clipped: 16-bit ones
+    (`sixteen_bit`, any format) from 0..65535 (divided by 257), 32-bit ones (I, F) by their own
+    maximum when it is above 255."""
     if im.mode in _WIDE_MODES:
-        scale = 257.0 if im.mode.startswith("I;16") else 1.0
+        scale = 257.0 if sixteen_bit(im) else 1.0
         grey = np.asarray(im.resize((w, h), image_mod.BILINEAR), np.float32)
-        if im.mode in ("I", "F") and grey.max() > 255:
+        if scale == 1.0 and grey.max() > 255:
             scale = float(grey.max()) / 255.0
         grey = grey / scale
         return np.repeat(grey[..., None], channels, axis=2)
     im = im.convert("L" if channels == 1 else "RGB").resize((w, h), image_mod.BILINEAR)
     return np.asarray(im, np.float32).reshape(h, w, channels)     # "L" comes as h x w
+
+
+def too_many_pixels(path, size: tuple[int, int]) -> str | None:
+    """The warning for an image of `size` (height, width) above Pillow's MAX_IMAGE_PIXELS (which
+    Pillow decodes, up to twice that, with a DecompressionBombWarning that does not name the
+    file), in one line naming it; None below."""
+    limit = _pil().MAX_IMAGE_PIXELS
+    pixels = size[0] * size[1]
+    if limit is None or pixels <= limit:
+        return None
+    return (f"{path}: {size[1]}x{size[0]} = {pixels:,} pixels, more than Pillow's limit of "
+            f"{limit:,} (PIL.Image.MAX_IMAGE_PIXELS) against decompression bombs; decoded all "
+            "the same")
 
 
 def voc_palette(n: int = 256) -> np.ndarray:

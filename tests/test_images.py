@@ -148,3 +148,38 @@ def test_model_path_that_is_not_a_file(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "squeezegen", "summary", "/dev/zero"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "not a regular file" in proc.stderr
+
+
+def test_sixteen_bit_images_scale_alike_in_every_format(tmp_path):
+    """The same 12-bit samples in a 16-bit PNG and TIFF (Pillow: mode I;16) and PGM (mode I):
+    each divided by 257, whatever the format; a 32-bit TIFF (mode I) is still scaled by its
+    own maximum."""
+    data = (np.arange(48, dtype=np.uint16).reshape(6, 8) * 85)          # 0..3995
+    for suffix in ("png", "tif", "pgm"):
+        Image.fromarray(data).save(tmp_path / f"deep.{suffix}")
+        x = load_image(tmp_path / f"deep.{suffix}", (1, 6, 8), [0.0], [1.0])
+        np.testing.assert_allclose(x[0, 0], data / 257.0, rtol=1e-5, err_msg=suffix)
+    wide = data.astype(np.int32) * 1000
+    Image.fromarray(wide).save(tmp_path / "wide.tif")
+    x = load_image(tmp_path / "wide.tif", (1, 6, 8), [0.0], [1.0])
+    np.testing.assert_allclose(x[0, 0], wide * (255.0 / wide.max()), rtol=1e-5)
+
+
+@pytest.mark.parametrize("mean,std,message", [
+    (100.0, 2, None), ([1, 2, 3], [4], None),
+    ("abc", 1, "--mean needs 1 or 3 finite numbers"), ([1, 2], 1, "--mean needs 1 or 3"),
+    (0, 1e-45, "is too small for --mean"), (0, 1e-50, "--std must not be 0"),
+    (1e39, 1, "--mean needs 1 or 3 finite numbers"), (0, float("nan"), "--std needs"),
+])
+def test_normalisation_takes_bare_numbers_and_refuses_overflows(mean, std, message):
+    import warnings
+    from squeezegen.errors import InputError
+    from squeezegen.images import check_normalisation
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if message is None:
+            m, s = check_normalisation(3, mean, std)
+            assert m.shape == s.shape == (3, 1, 1) and m.dtype == np.float32
+            return
+        with pytest.raises(InputError, match=message.replace("(", r"\(")):
+            check_normalisation(3, mean, std)

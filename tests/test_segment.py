@@ -363,9 +363,14 @@ def test_progress_without_a_terminal_prints_plain_lines():
     assert "1 failed, 5 already done" in text
 
 
-@pytest.mark.parametrize("decoders", ["threads", "processes"])
-def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(data, tmp_path, decoders):
-    """Ctrl-C at a terminal: SIGINT to the whole process group (the worker processes too)."""
+@pytest.mark.parametrize("decoders,signals", [
+    ("threads", "INT"), ("processes", "INT"), ("threads", "TERM"), ("processes", "TERM"),
+    ("threads", "INT,INT")])
+def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(data, tmp_path, decoders, signals):
+    """Ctrl-C at a terminal: SIGINT to the whole process group (the worker processes too);
+    SIGTERM the same way (`timeout -s TERM`), which stops the run as Ctrl-C does (status 130);
+    and a second Ctrl-C during the clean stop, with --scores (large .npy files being written),
+    leaves no temp file behind either."""
     import os
     many = tmp_path / "many"
     many.mkdir()
@@ -373,25 +378,30 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_finishes(data, tmp_path, decoders):
     for i in range(300):
         (many / f"{i:03d}.jpg").write_bytes(src)
     out = tmp_path / "out"
+    scores = ["--scores"] if signals != "INT" else []
     proc = subprocess.Popen([sys.executable, "-m", "squeezegen", "segment", str(data["model"]),
                              "--weights", str(data["weights"]), str(many), "-o", str(out),
                              "--batch", "2", "--workers", "1", "--backend", "numpy",
-                             "--decoders", decoders],
+                             "--decoders", decoders, *scores],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.time() + 120
     while not list(out.glob("*.png")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGINT)
+    for name in signals.split(","):
+        os.killpg(proc.pid, getattr(signal, "SIG" + name))
+        time.sleep(0.01)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Interrupted:" in stderr and "squeezegen: interrupted" in stderr
     assert "Traceback" not in stderr
     written = sorted(out.glob("*.png"))
-    assert 0 < len(written) < 300 and not _tmp_files(out)
+    assert 0 < len(written) < 300 and not _tmp_files(out), _tmp_files(out)
     for p in written:
         with Image.open(p) as im:
             im.load()
+    if scores:
+        return
     s = segment(data["model"], data["weights"], [many], out, backend="numpy", progress=False)
     assert s.skipped == len(written) and s.written == 300 - len(written) and s.failed == 0
 
@@ -435,14 +445,16 @@ def test_inputs_names_and_gpus(data, tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text(f"# a comment\n{images / 'jpeg/00.jpg'}\n\n{images / 'png/deep/01.png'}\n")
     items = collect([listing, images / "big.jpg", str(images / "grey") + "/*.png"], tmp_path)
-    assert [i.name for i in items] == ["jpeg/00.jpg", "png/deep/01.png", "big.jpg",
-                                       "0.png", "1.png", "2.png"]
+    root = images.relative_to(images.anchor).as_posix()     # absolute entries: from the root
+    assert [i.name for i in items] == [f"{root}/jpeg/00.jpg", f"{root}/png/deep/01.png",
+                                       "big.jpg", "0.png", "1.png", "2.png"]
     # the output folder inside an input folder is not read back as input
     inside = collect([images], images / "png")
     assert not any(i.name.startswith("png/") for i in inside)
     assert parse_gpus("all", 4) == [0, 1, 2, 3] and parse_gpus("2", 4) == [0, 1]
     assert parse_gpus("0,2", 4) == [0, 2] and parse_gpus("3,", 4) == [3]
-    for bad in ("5", "0,7", "x", "1,1"):
+    assert parse_gpus([1], 4) == [1] and parse_gpus((0, 3), 4) == [0, 3]
+    for bad in ("5", "0,7", "x", "1,1", "-1", "0", [], True):
         with pytest.raises(squeezegen.SqueezegenError, match="--gpus"):
             parse_gpus(bad, 4)
 
@@ -461,8 +473,10 @@ def test_outputs_never_leave_out_dir_nor_overwrite_inputs(tmp_path):
         with pytest.raises(squeezegen.SqueezegenError, match="would leave the output folder"):
             output_path(tmp_path, bad)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a" / "x.jpg.png")  # an old output
-    assert collect([tmp_path / "a"], tmp_path / "a") == []          # OUT_DIR is the input folder
-    assert [i.name for i in collect([str(tmp_path / "a") + "/*"], tmp_path / "a")] == []
+    for inputs in ([tmp_path / "a"], [str(tmp_path / "a") + "/*"]):  # OUT_DIR is the input folder
+        with pytest.raises(squeezegen.SqueezegenError, match="every image found .2. lies inside "
+                                                             "the output folder"):
+            collect(inputs, tmp_path / "a")
 
 
 def test_a_name_the_file_system_refuses_fails_alone_and_resume_goes_on(data, tmp_path):
@@ -513,7 +527,8 @@ def test_ray_without_ray_installed_is_one_line(data, tmp_path):
                                    "'squeezegen[ray]'")
 
 
-@pytest.mark.parametrize("processes", [False, True, "tiny slots", "ignores out", "gpu resize"])
+@pytest.mark.parametrize("processes", [False, True, "tiny slots", "ignores out", "gpu resize",
+                                       "workers die"])
 def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch, processes):
     """The cuda backend's contract, without a GPU: squeezegen.compile(..., device=i) once per
     network, each made and called in its own thread; here compile returns the reference, and
@@ -524,7 +539,8 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
     keep two batches in flight (`overlap`; here a NumPy stand-in). "gpu resize": the workers
     leave the decoded pixels in byte slots and the network makes the input from them
     (`ImageInputs`, here its NumPy oracle `inputs_on_cpu`), with the CPU's resize for those
-    that do not fit (PNGs larger than a slot here) and 16-bit ones."""
+    that do not fit (PNGs larger than a slot here) and 16-bit ones. "workers die": one worker
+    process is killed decoding an image, another writing a PNG: each costs its image alone."""
     from squeezegen.runtime import device, image_inputs
     from squeezegen.segmentation import backends, pipeline
     from squeezegen.segmentation.worker_pool import fill_slot
@@ -623,6 +639,10 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
     monkeypatch.setattr(backends, "gpu_count", lambda: 3)
     if processes == "tiny slots":
         monkeypatch.setattr(pipeline, "MASK_PIXELS_PER_IMAGE", 1)
+    dead = {"00.jpg": "decoder", "deep/03.png": "PNG writer"} if processes == "workers die" else {}
+    if dead:
+        from squeezegen.segmentation import worker_pool
+        monkeypatch.setenv(worker_pool.DIES, "decode:00.jpg,encode:03.png")
     specs = backends.backend_specs("cuda", data["graph"], data["w"], 4, "fp16", gpus="0,2",
                                    per_gpu=2)
     assert [s.label for s in specs] == ["cuda:0#0", "cuda:0#1", "cuda:2#0", "cuda:2#1"]
@@ -636,8 +656,12 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
     assert (sum(queued) > 0) == (processes == "gpu resize")
     # with overlap, each network submits a batch before collecting the one before
     assert max(in_flight, default=0) == (2 if processes else 0)
-    items = items[:-3]
-    assert (s.written, s.failed) == (24, 3) and sum(s.per_network) == 24
+    items = [i for i in items[:-3] if i.name not in dead]
+    died = sorted((Path(p).name, why) for p, why in s.failures if "process died" in why)
+    assert died == sorted((Path(n).name, f"the {what} process died (signal 9) on this image")
+                          for n, what in dead.items())
+    assert (s.written, s.failed) == (24 - len(dead), 3 + len(dead))
+    assert sum(s.per_network) == 24 - (1 if dead else 0)
     assert sorted(d for d, *_ in made) == [0, 0, 2, 2]
     assert {(b, p) for _, b, p, _ in made} == {(4, "fp16")}
     assert len({t for *_, t in made}) == 4 and threading.get_ident() not in {t for *_, t in made}
@@ -787,3 +811,224 @@ def test_shared_batches_go_where_there_is_room_or_fail_in_one_line(tmp_path, mon
                                          r"bytes\): .*full: No space left on device"):
         worker_pool.shared_files({"a.f32": 4096, "b.u8": 10_000})
     assert list(full.iterdir()) == []
+
+
+def _pictures(folder, names, size=(30, 40)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(names))
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_picture(rng, *size)).save(folder / name)
+
+
+def test_a_dying_decoder_process_costs_only_its_image(data, tmp_path, monkeypatch):
+    """A worker process killed (SIGKILL: a codec's segfault, the OOM killer) while decoding
+    one image breaks the whole executor; the run goes on: the workers restart, the images they
+    held are decoded again each in a process of its own, and only the culprit fails, with the
+    signal (worker_pool's test hook kills the worker on that image)."""
+    from squeezegen.segmentation import worker_pool
+    names = [f"{i:02d}.png" for i in range(14)]
+    _pictures(tmp_path / "in", names)
+    monkeypatch.setenv(worker_pool.DIES, "decode:05.png")
+    lines = []
+    s = segment(data["model"], data["weights"], [tmp_path / "in"], tmp_path / "out", batch=4,
+                backend="numpy", workers=2, decoders="processes", progress=False,
+                log=lines.append)
+    assert (s.written, s.failed) == (13, 1), s.failures
+    assert s.failures == [(str(tmp_path / "in" / "05.png"),
+                           "the decoder process died (signal 9) on this image")]
+    assert any("a worker process died: the workers were restarted" in l for l in lines)
+    listed = (tmp_path / "out" / "failed.txt").read_text().splitlines()
+    assert listed == [f"{tmp_path / 'in' / '05.png'}\tthe decoder process died (signal 9) on "
+                      "this image"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == \
+        [f"{n}.png" for n in names if n != "05.png"]
+    assert not _tmp_files(tmp_path / "out")
+
+
+def test_temp_files_of_an_interrupted_run_are_removed_by_the_next(data, tmp_path):
+    """SIGKILL leaves atomic_write's `.<name>.<8 random>.tmp` files; the next run removes those
+    of its outputs (a PNG or .npy of an image name, failed.txt), in one line, and nothing else."""
+    out = tmp_path / "out"
+    _pictures(tmp_path / "in", ["a.png", "sub/b.jpg"])
+    stale = [out / ".a.png.png.k3x_9q0z.tmp", out / "sub" / ".b.jpg.npy.abcdefgh.tmp",
+             out / ".failed.txt.0a1b2c3d.tmp"]
+    kept = [out / ".notes.txt.abcdefgh.tmp", out / "a.png.png.abcdefgh.tmp",
+            out / ".a.png.png.abc.tmp", out / "sub" / ".b.jpg.abcdefgh.tmp", out / "keep.tmp"]
+    for p in stale + kept:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+    lines = []
+    s = segment(data["model"], data["weights"], [tmp_path / "in"], out, backend="numpy",
+                progress=False, log=lines.append)
+    assert s.written == 2
+    assert [l for l in lines if "temporary" in l] == [
+        f"squeezegen: removed 3 temporary files that an interrupted run left in {out}"]
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+
+
+def test_a_list_names_its_entries_from_its_own_folder(tmp_path):
+    """A .txt list's output names depend on each entry and the list's folder alone: editing
+    the list (adding entries, missing ones too) renames nothing that was done. Entries reaching
+    up keep their path with '__' for each '..'; absolute ones outside, their path from the
+    root. A UTF-8 byte-order mark at the start is not part of the first entry."""
+    _pictures(tmp_path / "col", ["A/a.png", "B/a.png"])
+    _pictures(tmp_path / "lists", ["in/c.png"])
+    listing = tmp_path / "lists" / "l9.txt"
+    listing.write_bytes("\ufeff../col/A/a.png\n".encode())
+    assert [i.name for i in collect([listing], tmp_path / "out")] == ["__/col/A/a.png"]
+    absolute = tmp_path / "col" / "B" / "a.png"
+    listing.write_text(f"../col/A/a.png\n../col/B/a.png\n../gone/x.png\nin/./c.png\n"
+                       f"{absolute}\n")
+    items = collect([listing], tmp_path / "out")
+    root = tmp_path.relative_to(tmp_path.anchor).as_posix()
+    assert [i.name for i in items] == ["__/col/A/a.png", "__/col/B/a.png", "__/gone/x.png",
+                                       "in/c.png"]          # the absolute B/a.png: a duplicate
+    assert items[-1].path == str(tmp_path / "lists" / "in" / "c.png")
+    (tmp_path / "lists" / "only.txt").write_text(f"{absolute}\n")
+    assert [i.name for i in collect([tmp_path / "lists" / "only.txt"], tmp_path / "out")] == \
+        [f"{root}/col/B/a.png"]
+
+
+def test_out_dir_holding_every_input_is_an_error_and_some_a_line(data, tmp_path):
+    _pictures(tmp_path / "imgs", ["a.png", "b.png"])
+    _pictures(tmp_path / "more", ["c.png"])
+    proc = _cli(data["model"], "--weights", data["weights"], tmp_path / "imgs", "-o",
+                tmp_path / "imgs", "--backend", "numpy")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0] == (f"squeezegen: error: {tmp_path / 'imgs'}: every image found (2) lies "
+                        "inside the output folder, where segment never reads (its outputs go "
+                        "there): give another -o")
+    said = []
+    s = segment(data["model"], data["weights"], [tmp_path / "imgs", tmp_path / "more"],
+                tmp_path / "imgs", backend="numpy", progress=False, log=said.append)
+    assert (s.images, s.written) == (1, 1)
+    assert said == [f"squeezegen: 2 of the images found lie inside the output folder "
+                    f"{tmp_path / 'imgs'} and are not read"]
+    with pytest.raises(squeezegen.SqueezegenError, match="no inputs given"):
+        segment(data["model"], data["weights"], [], tmp_path / "o", backend="numpy")
+
+
+def test_symlinked_folders_are_followed_and_unreadable_ones_listed(data, tmp_path,
+                                                                   monkeypatch):
+    """A symbolic link to a folder is walked like a folder, each real folder once (a link back
+    up does not loop); a subfolder that cannot be listed is one line and a line of
+    failed.txt, and the rest of the run goes on."""
+    _pictures(tmp_path / "in", ["a.png", "real/b.png", "locked/c.png"])
+    _pictures(tmp_path / "elsewhere", ["d.png"])
+    (tmp_path / "in" / "linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "in" / "real" / "loop").symlink_to(tmp_path / "in")
+    (tmp_path / "in" / "twin").symlink_to(tmp_path / "in" / "real")
+    locked = str(tmp_path / "in" / "locked")
+    scandir = os.scandir
+
+    def refusing(path="."):             # chmod 000 is no obstacle to root: refuse it here
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    said = []
+    s = segment(data["model"], data["weights"], [tmp_path / "in"], tmp_path / "out",
+                backend="numpy", progress=False, log=said.append)
+    assert sorted(p.relative_to(tmp_path / "out").as_posix()
+                  for p in (tmp_path / "out").rglob("*.png")) == \
+        ["a.png.png", "linked/d.png.png", "real/b.png.png"]
+    assert (s.written, s.failed) == (3, 1)
+    assert said == [f"squeezegen: skipped {locked}: cannot read the folder: Permission denied"]
+    assert (tmp_path / "out" / "failed.txt").read_text() == \
+        f"{locked}\tcannot read the folder: Permission denied\n"
+
+
+@pytest.mark.parametrize("decoders", ["threads", "processes"])
+def test_decompression_bomb_warning_is_one_line_naming_the_file(data, tmp_path, monkeypatch,
+                                                                 capfd, decoders):
+    """Pillow warns (without the file's name) about images above MAX_IMAGE_PIXELS and up to
+    twice that; segment says it in one line naming the image, from threads or processes (which
+    take the parent's limit)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    _pictures(tmp_path / "in", ["big.png"], size=(30, 40))      # 1,200 pixels
+    _pictures(tmp_path / "in", ["small.png"], size=(20, 20))
+    said = []
+    s = segment(data["model"], data["weights"], [tmp_path / "in"], tmp_path / "out",
+                backend="numpy", progress=False, log=said.append, decoders=decoders, workers=2)
+    assert (s.written, s.failed) == (2, 0)
+    assert said == [f"squeezegen: warning: {tmp_path / 'in' / 'big.png'}: 40x30 = 1,200 pixels, "
+                    "more than Pillow's limit of 1,000 (PIL.Image.MAX_IMAGE_PIXELS) against "
+                    "decompression bombs; decoded all the same"]
+    captured = capfd.readouterr()
+    assert "DecompressionBomb" not in captured.err + captured.out
+
+
+def test_failed_txt_cannot_be_a_folder(data, tmp_path):
+    """OUT_DIR/failed.txt is where the failures go: an input folder named failed.txt (whose
+    outputs would go there), or a folder already there, is one line before any work."""
+    _pictures(tmp_path / "in", ["a.png", "failed.txt/b.png"])
+    with pytest.raises(squeezegen.SqueezegenError, match="the outputs of the input folder "
+                                                         "'failed.txt' would go into"):
+        segment(data["model"], data["weights"], [tmp_path / "in"], tmp_path / "out",
+                backend="numpy", progress=False)
+    (tmp_path / "out2" / "failed.txt").mkdir(parents=True)
+    proc = _cli(data["model"], "--weights", data["weights"], tmp_path / "in" / "a.png", "-o",
+                tmp_path / "out2", "--backend", "numpy")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"squeezegen: error: {tmp_path / 'out2' / 'failed.txt'}: "
+                               "segment writes its list of failures there")
+    assert not list((tmp_path / "out2").rglob("*.png"))
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("precision", "fp8", "precision must be fp32, tf32, fp16, got 'fp8'"),
+    ("per_gpu", 0, "per_gpu must be an integer of at least 1, got 0"),
+    ("workers", -3, "workers must be an integer of at least 1, got -3"),
+    ("gpus", "xyz", "--gpus takes all"),
+    ("gpus", "-1", "--gpus takes all"),
+    ("batch", 2.5, "batch must be an integer of at least 1, got 2.5"),
+    ("mean", "abc", "--mean needs 1 or 3 finite numbers"),
+    ("std", 1e-45, "--std [1e-45] is too small for --mean [128.0]"),
+    ("std", 1e-50, "--std must not be 0"),
+    ("mean", [1e39], "--mean needs 1 or 3 finite numbers"),
+])
+def test_bad_options_are_one_line_errors(data, tmp_path, option, value, message):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # no overflow warnings either
+        with pytest.raises(squeezegen.SqueezegenError) as error:
+            segment(data["model"], data["weights"], [data["images"] / "png"], tmp_path,
+                    backend="numpy", progress=False, **{option: value})
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_bare_numbers_for_mean_and_std_and_gpus_on_the_numpy_backend(data, tmp_path):
+    s = segment(data["model"], data["weights"], [data["images"] / "png" / "00.png"], tmp_path,
+                backend="numpy", progress=False, mean=100.0, std=60, gpus=[0])
+    assert s.written == 1
+    proc = _cli(data["model"], "--weights", data["weights"], data["images"] / "png", "-o",
+                tmp_path / "x", "--backend", "numpy", "--gpus", "abc")
+    assert proc.returncode == 1 and proc.stderr.startswith("squeezegen: error: --gpus takes")
+
+
+def test_a_ctrl_c_after_the_last_image_is_a_finished_run(data, tmp_path):
+    """Ctrl-C (KeyboardInterrupt in the main thread) once every image is written: the run is
+    complete, not 'Interrupted: 4 of 4'."""
+    items = collect([data["images"] / "png" / "deep"], tmp_path)
+
+    class Slow(NumpyBackend):           # the run lasts long enough to be watched
+        def __call__(self, x):
+            time.sleep(0.15)
+            return super().__call__(x)
+
+    class LateCtrlC(Pipeline):
+        def _show(self):
+            while self.summary.written < len(items):
+                time.sleep(0.01)
+            raise KeyboardInterrupt
+
+    mean, std = np.zeros((3, 1, 1), np.float32), np.ones((3, 1, 1), np.float32)
+    specs = [BackendSpec("numpy", lambda: Slow(data["graph"], data["w"], 2))]
+    s = LateCtrlC(items, specs, tmp_path, Settings((3, 32, 48), mean, std, batch=2),
+                  "numpy").run()
+    assert s.written == len(items) == 6 and not s.interrupted
+    assert not s.text().startswith("Interrupted")

@@ -11,16 +11,21 @@ with `scores=True` a `.npy` beside it holds those scores (classes, height, width
 """
 from __future__ import annotations
 
+import contextlib
+import numbers
 import os
+import signal
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
 from ..fsutil import atomic_write
 from ..images import MAX_PNG_CLASSES, check_image_model, check_normalisation
-from .backends import backend_specs, choose_backend
+from .backends import backend_specs, check_gpus, choose_backend
 from .inputs import Item, collect
+from .outputs import output_folders, sweep_temp_files
 from .pipeline import Pipeline, Settings
 from .progress import Progress
 from .summary import SegmentSummary
@@ -52,17 +57,34 @@ def _one_line(text: str) -> str:
     return "".join(repr(c)[1:-1] if c in "\n\r\t" else c for c in str(text))
 
 
+FAILED = "failed.txt"
+
+
 def write_failed(out_dir, failures: list[tuple[str, str]]) -> None:
     """OUT_DIR/failed.txt: `absolute path<TAB>reason` per line (a valid input list: `segment`
     reads the path before the tab). Removed when a run has no failures, so it always tells the
-    last run."""
-    path = Path(out_dir) / "failed.txt"
+    last run. (`_check_failed_txt` made sure, before the run, that it is not a folder.)"""
+    path = Path(out_dir) / FAILED
     if failures:
         lines = "".join(f"{_one_line(os.path.abspath(p))}\t{_one_line(why)}\n"
                         for p, why in sorted(failures))
         atomic_write(path, lambda f: f.write(lines.encode("utf-8", "surrogateescape")), InputError)
-    elif path.exists():
+    elif path.is_file() or path.is_symlink():
         path.unlink()
+
+
+def _check_failed_txt(out_dir, items: list[Item]) -> None:
+    """OUT_DIR/failed.txt must be free for the list of failures: not a folder, and not where
+    the outputs of an input folder named failed.txt would go."""
+    path = Path(out_dir) / FAILED
+    inside = [i for i in items if i.name.startswith(FAILED + "/")]
+    if inside:
+        raise InputError(f"the outputs of the input folder '{FAILED}' would go into "
+                         f"{path}/, where segment writes its list of failures: rename that "
+                         "folder or segment it on its own", file=inside[0].path)
+    if path.exists() and not path.is_file():
+        raise InputError(f"segment writes its list of failures there, and it is not a file: "
+                         "move it away or choose another output folder", file=str(path))
 
 
 def _check_out_dir(out_dir) -> None:
@@ -76,6 +98,45 @@ def _check_out_dir(out_dir) -> None:
                          file=str(path)) from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise InputError("the output folder is not writable", file=str(path))
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """SIGTERM (`timeout`, `kill`, a batch scheduler) stops the run as the first Ctrl-C does:
+    the stages stop after the image each is on, the summary is printed, and the CLI exits with
+    status 130 (as for Ctrl-C: it raises KeyboardInterrupt). Installed only in the main thread
+    (the only one that may), for the run, and restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _positive(name: str, value, allow_none: bool = False) -> None:
+    """An integer of at least 1 (None too, where `allow_none`), else a one-line InputError."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be an integer of at least 1, got {value!r}")
+
+
+def _check_options(batch, precision, gpus, workers, per_gpu) -> None:
+    """The options that name no file, checked before anything is loaded."""
+    from ..codegen.schedule import PRECISIONS
+    _positive("batch", batch)
+    _positive("per_gpu", per_gpu)
+    _positive("workers", workers, allow_none=True)
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be {', '.join(PRECISIONS)}, got {precision!r}")
+    check_gpus(gpus)
 
 
 def _decode_in_processes(decoders: str, kind: str) -> bool:
@@ -131,25 +192,45 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
     a GPU that makes the masks): the GPU resizes the decoded images with Pillow's arithmetic,
     so the CPUs only decode; `overlap`: each GPU network keeps two batches in flight, its
     copies overlapping its kernels (`runtime.overlap`; None, the default: wherever a local GPU
-    makes the masks; False: never). Images that cannot be read are skipped and listed in
-    out_dir/failed.txt."""
+    makes the masks; False: never); `mean` and `std` a number or one per channel. Images that
+    cannot be read, and subfolders that cannot be listed, are skipped and listed in
+    out_dir/failed.txt. Temp files that an interrupted run left (SIGKILL) are removed first.
+    SIGTERM stops the run as Ctrl-C does (KeyboardInterrupt, after the summary; the CLI's exit
+    status is 130 for both)."""
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    with _sigterm_stops():
+        return _segment(model, weights, inputs, out_dir, batch=batch, precision=precision,
+                        gpus=gpus, resize=resize, mean=mean, std=std, scores=scores,
+                        overwrite=overwrite, backend=backend, workers=workers, per_gpu=per_gpu,
+                        progress=progress, ray=ray, decoders=decoders, resize_on=resize_on,
+                        overlap=overlap, log=log)
+
+
+def _segment(model, weights, inputs, out_dir, *, batch, precision, gpus, resize, mean, std,
+             scores, overwrite, backend, workers, per_gpu, progress, ray, decoders, resize_on,
+             overlap, log) -> SegmentSummary:
     from ..frontend import load_model
     from ..weights import check_weights, load_weights
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    _check_options(batch, precision, gpus, workers, per_gpu)
     graph = load_model(model)
     check_segmentation_model(graph)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    if batch < 1:
-        raise InputError(f"batch must be at least 1, got {batch}")
     c, h, w = graph.input.type.shape
-    mean_a, std_a = check_normalisation(c, list(mean), list(std))
+    mean_a, std_a = check_normalisation(c, mean, std)
     if resize not in ("stretch", "letterbox"):
         raise InputError(f"resize must be stretch or letterbox, got '{resize}'")
     weights_file = None if isinstance(weights, dict) else str(weights)
     checked = check_weights(graph, load_weights(weights), weights_file)
     _check_out_dir(out_dir)
-    items = collect([str(i) for i in inputs], out_dir)
+    unreadable: list[tuple[str, str]] = []            # folders that could not be listed
+    items = collect([str(i) for i in inputs], out_dir, failures=unreadable, log=log)
+    _check_failed_txt(out_dir, items)
+    folders = output_folders(out_dir, items)
+    removed = sweep_temp_files(folders)
+    if removed:
+        log(f"squeezegen: removed {removed:,} temporary file{'s' if removed > 1 else ''} that "
+            f"an interrupted run left in {out_dir}")
     if decoders not in ("auto", "threads", "processes"):
         raise InputError(f"decoders must be auto, threads or processes, got '{decoders}'")
     settings = Settings(shape=(c, h, w), mean=mean_a, std=std_a, batch=batch, resize=resize,
@@ -172,13 +253,24 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
         try:
             summary = pipeline.run()
         finally:
-            write_failed(out_dir, pipeline.summary.failures)
-            if pipeline.summary.interrupted and progress:
-                log(pipeline.summary.text())
+            _finish(pipeline.summary, out_dir, unreadable, folders, progress, log,
+                    sweep=pipeline.summary.interrupted or pipeline.restarts > 0)
     if ray is not None:
-        write_failed(out_dir, summary.failures)
-        if summary.interrupted and progress:
-            log(summary.text())
+        _finish(summary, out_dir, unreadable, folders, progress, log, sweep=summary.interrupted)
     if summary.interrupted:
         raise KeyboardInterrupt
     return summary
+
+
+def _finish(summary: SegmentSummary, out_dir, unreadable: list, folders: list, progress: bool,
+            log, sweep: bool) -> None:
+    """The end of a run, finished or not: the unreadable folders among the failures, failed.txt,
+    the temp files of a stopped run's writes removed (`sweep`), the summary of an interrupted
+    run on stderr (the CLI prints a finished one)."""
+    summary.failed += len(unreadable)
+    summary.failures[:0] = unreadable
+    write_failed(out_dir, summary.failures)
+    if sweep:
+        sweep_temp_files(folders)
+    if summary.interrupted and progress:
+        log(summary.text())

@@ -136,26 +136,53 @@ def choose_backend(requested: str, log=None) -> str:
     return "numpy"
 
 
-def parse_gpus(text, count: int) -> list[int]:
-    """--gpus: `all`, a count N (the first N GPUs), or ids with a comma (`0,2`; one id: `3,`)."""
-    text = str(text).strip()
+def _gpu_request(gpus):
+    """--gpus as "all", a count (int) or a list of ids, its form checked (a count of at least 1,
+    ids of 0 or more, each once); a list or tuple of ids is taken as such."""
+    if isinstance(gpus, (list, tuple)):
+        text = ",".join(str(g) for g in gpus) + ("," if len(gpus) == 1 else "")
+    else:
+        text = str(gpus).strip()
     if text == "all":
-        return list(range(count))
+        return "all"
+    usage = (f"--gpus takes all, a count like 2, or ids like 0,2, each once (one id: 3,); "
+             f"got '{text}'")
+    if isinstance(gpus, bool):
+        raise InputError(usage)
     try:
         if "," in text:
             ids = [int(t) for t in text.split(",") if t.strip()]
-            bad = [i for i in ids if not 0 <= i < count]
-            if bad or not ids or len(set(ids)) != len(ids):
-                raise InputError(f"--gpus {text}: this machine has GPUs 0 to {count - 1}, each "
-                                 "named once")
+            if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
+                raise ValueError
             return ids
         n = int(text)
     except ValueError:
-        raise InputError(f"--gpus takes all, a count like 2, or ids like 0,2; got '{text}'") \
-            from None
-    if not 1 <= n <= count:
-        raise InputError(f"--gpus {n}: this machine has {count} GPU(s)")
-    return list(range(n))
+        raise InputError(usage) from None
+    if n < 1:
+        raise InputError(usage)
+    return n
+
+
+def check_gpus(gpus) -> None:
+    """`gpus`' form, before the GPUs are counted: the numpy backend ignores the option, but a
+    typo in it is still an error."""
+    _gpu_request(gpus)
+
+
+def parse_gpus(gpus, count: int) -> list[int]:
+    """--gpus: `all`, a count N (the first N GPUs), or ids with a comma (`0,2`; one id: `3,`)
+    or in a list."""
+    request = _gpu_request(gpus)
+    if request == "all":
+        return list(range(count))
+    if isinstance(request, list):
+        if max(request) >= count:
+            raise InputError(f"--gpus {gpus}: this machine has GPUs 0 to {count - 1}, each "
+                             "named once")
+        return request
+    if request > count:
+        raise InputError(f"--gpus {request}: this machine has {count} GPU(s)")
+    return list(range(request))
 
 
 def backend_specs(kind: str, graph, weights: dict, batch: int, precision: str = "fp32",

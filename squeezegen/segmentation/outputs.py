@@ -1,12 +1,18 @@
 """Writing one image's results: OUT_DIR/<name>.png (the classes in the VOC palette) and, when
 asked, OUT_DIR/<name>.npy (the scores), both at the image's original size, both atomic. The PNG
-comes last, so its presence means the image is done (what a rerun checks to resume)."""
+comes last, so its presence means the image is done (what a rerun checks to resume). A run
+stopped by SIGKILL leaves the temp file of each output it was writing; the next run removes
+them (`sweep_temp_files`)."""
 from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
 
 import numpy as np
 
 from ..fsutil import atomic_write
-from ..images import save_classes
+from ..images import is_image, save_classes
 from .inputs import output_path
 from .resample import argmax_classes, classes_at, resize_scores
 
@@ -33,3 +39,45 @@ def write_outputs(out_dir, name: str, scores: np.ndarray, size: tuple, box: tupl
     else:
         classes = classes_at(scores, size, box, input_hw)
     save_classes(output_path(out_dir, name), classes, compress_level=PNG_LEVEL)
+
+
+# atomic_write's temp files (fsutil: mkstemp(prefix=".<name>.", suffix=".tmp")): the name, then
+# tempfile's 8 random characters
+_TEMP = re.compile(r"\.(?P<final>.+)\.[a-z0-9_]{8}\.tmp\Z", re.DOTALL)
+
+
+def left_by_a_run(file_name: str) -> bool:
+    """Whether `file_name` is the temp file of an output that segment writes: an image's
+    `<name>.png` or `<name>.npy`, or failed.txt, which a run stopped by SIGKILL (or a second
+    signal) can leave."""
+    match = _TEMP.match(file_name)
+    if match is None:
+        return False
+    final = match["final"]
+    return final == "failed.txt" or (final[-4:] in (".png", ".npy") and is_image(final[:-4]))
+
+
+def output_folders(out_dir, items) -> list[Path]:
+    """OUT_DIR and every folder in it that an output of `items` goes to."""
+    return sorted({Path(out_dir)} | {output_path(out_dir, i.name).parent for i in items})
+
+
+def sweep_temp_files(folders) -> int:
+    """Remove the temp files that segment's outputs left in `folders` (`left_by_a_run`);
+    returns how many. A folder that cannot be listed is skipped (writing there will fail, and
+    say so, for its images alone)."""
+    removed = 0
+    for folder in folders:
+        try:
+            with os.scandir(folder) as entries:
+                stale = [e.path for e in entries if left_by_a_run(e.name)
+                         and e.is_file(follow_symlinks=False)]
+        except OSError:
+            continue
+        for path in stale:
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError:                # gone meanwhile, or not ours to remove: left as it is
+                pass
+    return removed

@@ -12,9 +12,11 @@ With a GPU and 4 CPUs or more, the decoders and the encoders are worker processe
 lock, and on the H200's 16 cores, 16 decoder and 16 encoder threads starved the network's
 thread (README, "Throughput on the H200"). Memory stays flat however many images there are:
 each queue holds a few batches at most. A bad image costs one line and an entry in failed.txt;
-a failing network stops the run. Ctrl-C (or `stop()`) stops the stages after the image each is
-on; every output is written atomically, so nothing half-written is left and a rerun resumes
-where this one stopped.
+a failing network stops the run; a worker process that dies costs the image that killed it
+(`worker_pool`: the others it held are done again, each in a process of its own). Ctrl-C (or
+`stop()`) stops the stages after the image each is on; a second Ctrl-C stops waiting for the
+networks, but not for the outputs being written (at most WRITERS_GRACE_S). Every output is
+written atomically, so nothing half-written is left and a rerun resumes where this one stopped.
 """
 from __future__ import annotations
 
@@ -22,13 +24,16 @@ import queue
 import sys
 import threading
 import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import GPUError, InputError, printable
-from ..images import fit_box, read_pixels, save_classes
-from .worker_pool import WorkerPool, fill_slot, reason
+from ..images import fit_box, read_pixels, save_classes, too_many_pixels
+from .worker_pool import WorkerDied, WorkerPool, decode_chunk, encode_chunk, fill_slot, reason
 from .inputs import Item, output_path
 from .outputs import PNG_LEVEL, is_done, write_outputs
 from .summary import SegmentSummary
@@ -43,6 +48,9 @@ MAX_MASK_SLOT = 64 << 20
 # is 5 ms). The network thread gives the lock up at every call into the GPU driver, and waited
 # up to that long each time to get it back from busy decoder and encoder threads.
 SWITCH_S = 0.0005
+# After a second Ctrl-C, how long the threads that write outputs are still waited for (each
+# stops after the file it is on), so that no temp file is left behind.
+WRITERS_GRACE_S = 10.0
 
 
 class _Stop(Exception):
@@ -117,6 +125,7 @@ class Pipeline:
         self._first_ready: float | None = None
         self._pins: list | None = None          # the page-locked shared memory (`_pin`)
         self._pin_lock = threading.Lock()
+        self.restarts = 0                       # (worker processes) executors a death broke
 
     # ------------------------------------------------------------------ plumbing
     def stop(self) -> None:
@@ -153,14 +162,24 @@ class Pipeline:
                 self.stop_event.set()
         return threading.Thread(target=body, daemon=True, name=f"segment-{target.__name__}")
 
+    def _say(self, line: str) -> None:
+        """One line on stderr, above the progress bar."""
+        if self.progress is not None:
+            self.progress.write(line)
+        else:
+            self.log(line)
+
     def _fail(self, item: Item, why: str) -> None:
         with self.lock:
             self.summary.failed += 1
             self.summary.failures.append((item.path, why))
-        if self.progress is not None:
-            self.progress.write(f"squeezegen: skipped {printable(item.path)}: {printable(why)}")
-        else:
-            self.log(f"squeezegen: skipped {printable(item.path)}: {printable(why)}")
+        self._say(f"squeezegen: skipped {printable(item.path)}: {printable(why)}")
+
+    def _check_size(self, item: Item, size: tuple) -> None:
+        """Pillow's decompression-bomb warning, in one line naming the image."""
+        warning = too_many_pixels(item.path, size)
+        if warning is not None:
+            self._say(f"squeezegen: warning: {printable(warning)}")
 
     # ------------------------------------------------------------------ stages
     def _feed(self) -> None:
@@ -183,6 +202,7 @@ class Pipeline:
                 except Exception as exc:             # unreadable, truncated, not an image
                     self._fail(item, f"cannot read the image: {reason(exc)}")
                     continue
+                self._check_size(item, size)
                 self._add(pixels, _Job(item, size, fit_box(size, (h, w), self.s.resize)))
                 with self.lock:
                     self.summary.decode_s += time.perf_counter() - start
@@ -259,12 +279,16 @@ class Pipeline:
                 ended = True
                 continue
             b, first, chunk, future = task
-            for slot, (item, result) in enumerate(zip(chunk, future.result(), strict=True),
+            alone = [(decode_chunk, (b.index, slot, [item.path]))
+                     for slot, item in enumerate(chunk, start=first)]
+            results = self._results(future, alone, "decoder")
+            for slot, (item, result) in enumerate(zip(chunk, results, strict=True),
                                                   start=first):
                 if result[0] == "error":
                     self._fail(item, result[1])
                     continue
                 _, size, box, seconds, decoded = result
+                self._check_size(item, size)
                 b.jobs[slot] = _Job(item, tuple(size), tuple(box), decoded)
                 with self.lock:
                     self.summary.decode_s += seconds
@@ -424,8 +448,8 @@ class Pipeline:
                                            PNG_LEVEL)
                 with self.lock:
                     self._encodes += 1
-                future.add_done_callback(lambda f, jobs=[j for j, _ in chunk]:
-                                         self.q_encoded.put((jobs, f, slot)))
+                future.add_done_callback(lambda f, chunk=chunk:
+                                         self.q_encoded.put((chunk, f, slot)))
         finally:
             self._release_slot(slot)
 
@@ -440,17 +464,51 @@ class Pipeline:
             if task is _END:
                 ended = True
                 continue
-            jobs, future, slot = task
-            self._encode_slots.release()
-            self._release_slot(slot)
+            chunk, future, slot = task
+            alone = [(encode_chunk, (self.out_dir, [(j.item.name, m)], PNG_LEVEL))
+                     for j, m in chunk]
+            try:
+                results = self._results(future, alone, "PNG writer")
+            finally:
+                self._encode_slots.release()
+                self._release_slot(slot)
             finished += 1
-            for job, result in zip(jobs, future.result(), strict=True):
+            for (job, _), result in zip(chunk, results, strict=True):
                 if result[0] == "error":
                     self._fail(job.item, result[1])
                     continue
                 with self.lock:
                     self.summary.written += 1
                     self.summary.encode_s += result[1]
+
+    def _results(self, future, alone: list, what: str) -> list:
+        """A worker task's results, one an image. When a worker process died, which fails every
+        task of its executor, the executor is restarted once and each image's own task of
+        `alone` ((fn, args) returning a one-image result list) runs in a process of its own:
+        only the image that kills one fails."""
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            if self.stop_event.is_set():
+                raise _Stop from None
+        if self._pool.restart(future.generation):
+            with self.lock:
+                self.restarts += 1
+            self._say("squeezegen: a worker process died: the workers were restarted, and "
+                      "the images they held are done again, each in a process of its own")
+
+        def one(task):
+            fn, args = task
+            try:
+                result = self._pool.alone(fn, *args, stop=self.stop_event)
+            except WorkerDied as died:
+                return [("error", f"the {what} process died ({died}) on this image")]
+            if result is None:
+                raise _Stop
+            return result
+
+        with ThreadPoolExecutor(max(1, min(len(alone), self.n_decoders))) as threads:
+            return [r for rs in threads.map(one, alone) for r in rs]
 
     def _encode(self) -> None:
         while (task := self._get(self.q_scores)) is not _END:
@@ -510,7 +568,12 @@ class Pipeline:
             return self._run(stages)
         finally:
             self._unpin()
-            self._pool.close()
+            while True:                  # the workers finish the file each is writing
+                try:
+                    self._pool.close()
+                    break
+                except KeyboardInterrupt:
+                    self.summary.interrupted = True
 
     def _run(self, stages: list) -> SegmentSummary:
         threads = ([self._thread(self._feed)] + stages
@@ -520,15 +583,20 @@ class Pipeline:
         switch = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_S)
         try:
-            for t in threads:
-                t.start()
-            self._wait(threads)
+            with warnings.catch_warnings():          # `_check_size` says it, naming the file
+                from PIL import Image
+                warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+                for t in threads:
+                    t.start()
+                self._wait(threads)
         finally:
             sys.setswitchinterval(switch)
         end = time.perf_counter()
-        self.summary.wall_s = end - (self._first_ready or start)
+        s = self.summary
+        s.wall_s = end - (self._first_ready or start)
+        if s.interrupted and s.written + s.failed + s.skipped == s.images:
+            s.interrupted = False                    # a Ctrl-C after the last image: done
         if self.progress is not None:
-            s = self.summary
             self.progress.close(s.written, s.failed, s.skipped)
         if self._fatal is not None:
             raise self._fatal
@@ -545,8 +613,17 @@ class Pipeline:
         try:
             for t in threads:
                 t.join()
-        except KeyboardInterrupt:            # a second Ctrl-C: stop waiting (daemon threads)
-            self.summary.interrupted = True
+        except KeyboardInterrupt:            # a second Ctrl-C: stop waiting (daemon threads),
+            self.summary.interrupted = True  # but for those writing outputs (no temp file left)
+            self.stop_event.set()
+            self._say("squeezegen: stopping: waiting for the outputs being written")
+            writers = [t for t in threads if t.name == "segment-_encode"]
+            deadline = time.monotonic() + WRITERS_GRACE_S
+            while any(t.is_alive() for t in writers) and time.monotonic() < deadline:
+                try:
+                    time.sleep(0.05)
+                except KeyboardInterrupt:
+                    pass
 
     def _show(self) -> None:
         if self.progress is not None:

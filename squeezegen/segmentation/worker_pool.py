@@ -12,6 +12,14 @@ Both files are page-locked for the GPU's copies (`PinnedHost`) where the driver 
 They are created at full size with their space reserved, in /dev/shm where it has room (a
 container's is often 64 MB) and in the temp folder otherwise: a file that outgrew a full tmpfs
 would kill the process (SIGBUS) at the first write past its end.
+
+A worker process that dies (a codec's segfault, the kernel's OOM killer) breaks the whole
+executor: every task in it fails with BrokenProcessPool. The pool then starts a fresh executor
+(`restart`), and the pipeline reruns each image of the failed tasks in a process of its own
+(`alone`), so only the image that kills one fails, with the signal that killed it. For the
+tests, the environment variable SQUEEZEGEN_TEST_WORKER_DIES=decode:NAME (or encode:NAME; several
+with commas), read when a pool is made, makes a worker kill itself (SIGKILL) on decoding
+(writing the PNG of) the image whose file name is NAME.
 """
 from __future__ import annotations
 
@@ -19,18 +27,26 @@ import multiprocessing
 import os
 import signal
 import tempfile
+import threading
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, SqueezegenError
 from ..images import fit_box, read_decoded, read_pixels, save_classes
 from .inputs import output_path
 from .slots import SLOT_PIXELS, input_view, slot_bytes
 
 _WORKER: dict = {}                   # in each worker: the mapped batches and the settings
+DIES = "SQUEEZEGEN_TEST_WORKER_DIES"   # (tests) "decode:NAME" or "encode:NAME": see above
+
+
+class WorkerDied(Exception):
+    """A worker process running one task alone died; str() says how ("signal 9")."""
 
 
 def fill_slot(slot: np.ndarray, pixels: np.ndarray, box: tuple, mean: np.ndarray,
@@ -54,8 +70,16 @@ def reason(exc: BaseException) -> str:
 
 
 def _init(path: str, shape: tuple, settings: tuple, masks_path: str | None = None,
-          masks_shape: tuple | None = None) -> None:
+          masks_shape: tuple | None = None, options: dict | None = None) -> None:
+    """A worker's start: the shared files mapped, and Pillow's limit against decompression
+    bombs the parent's (its warning, which does not name the file, is the parent's to give:
+    `images.too_many_pixels`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)        # the parent decides when to stop
+    options = options or {}
+    from PIL import Image
+    Image.MAX_IMAGE_PIXELS = options.get("max_pixels", Image.MAX_IMAGE_PIXELS)
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    _WORKER["dies"] = set((options.get("dies") or "").split(","))
     dtype = np.uint8 if len(shape) == 3 else np.float32   # byte slots (gpu_resize) or inputs
     _WORKER["batches"] = np.memmap(path, dtype, "r+", shape=shape)
     _WORKER["settings"] = settings
@@ -90,6 +114,7 @@ def decode_chunk(index: int, first: int, paths: list) -> list:
     limit = SLOT_PIXELS * hw[0] * hw[1] if gpu_resize else 0   # decoded pixels a slot holds
     out = []
     for slot, path in enumerate(paths, start=first):
+        _test_death("decode", os.path.basename(path))
         start = time.perf_counter()
         decoded = None
         try:
@@ -111,6 +136,23 @@ def decode_chunk(index: int, first: int, paths: list) -> list:
     return out
 
 
+def _test_death(stage: str, name: str) -> None:
+    """(Tests) SQUEEZEGEN_TEST_WORKER_DIES: die as a segfaulting codec would."""
+    if f"{stage}:{name}" in _WORKER.get("dies", ()):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _alone(initargs: tuple, fn, args: tuple, conn) -> None:
+    """A one-task worker (`WorkerPool.alone`): set up as the pool's workers are, run
+    fn(*args), send ("ok", result), or ("init", why) when the set-up failed."""
+    try:
+        _init(*initargs)
+    except Exception as exc:
+        conn.send(("init", reason(exc)))
+        return
+    conn.send(("ok", fn(*args)))
+
+
 def available() -> bool:
     return "forkserver" in multiprocessing.get_all_start_methods()
 
@@ -130,6 +172,7 @@ def encode_chunk(out_dir: str, masks: list, level: int) -> list:
     the shared masks (`_mask`); per image ("ok", seconds) or ("error", why)."""
     out = []
     for name, mask in masks:
+        _test_death("encode", os.path.basename(name))
         start = time.perf_counter()
         try:
             save_classes(output_path(out_dir, name), _mask(mask), compress_level=level)
@@ -205,18 +248,83 @@ class WorkerPool:
             masks_path = str(Path(self._dir.name) / "masks.u8")
             self.masks = np.memmap(masks_path, np.uint8, "r+", shape=masks_shape)
         settings = (shape[0], tuple(shape[1:]), resize, mean, std, gpu_resize)
-        self.executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=context(), initializer=_init,
-            initargs=(path, self.shape, settings, masks_path, masks_shape))
+        from PIL import Image
+        options = {"max_pixels": Image.MAX_IMAGE_PIXELS, "dies": os.environ.get(DIES)}
+        self._initargs = (path, self.shape, settings, masks_path, masks_shape, options)
+        self._workers = workers
+        self._lock = threading.Lock()
+        self.generation = 0                 # executors made before this one (`restart`)
+        self.executor = self._executor()
+
+    def _executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self._workers, mp_context=context(),
+                                   initializer=_init, initargs=self._initargs)
+
+    def restart(self, generation: int) -> bool:
+        """A fresh executor in place of executor `generation`, which a dead worker broke (every
+        task in it failed); False when that one was already replaced."""
+        with self._lock:
+            if generation != self.generation:
+                return False
+            broken, self.executor = self.executor, self._executor()
+            self.generation += 1
+        broken.shutdown(wait=False, cancel_futures=True)
+        return True
+
+    def _submit(self, fn, *args):
+        """fn(*args) in a worker; the future knows its executor's `generation`. An executor
+        that broke is replaced first."""
+        for _ in range(3):
+            with self._lock:
+                generation, executor = self.generation, self.executor
+            try:
+                future = executor.submit(fn, *args)
+            except BrokenProcessPool:
+                self.restart(generation)
+                continue
+            future.generation = generation
+            return future
+        raise SqueezegenError("segment's worker processes die as soon as they start")
 
     def decode(self, index: int, first: int, paths: list):
-        return self.executor.submit(decode_chunk, index, first, paths)
+        return self._submit(decode_chunk, index, first, paths)
 
     def encode(self, out_dir: str, masks: list, level: int):
-        return self.executor.submit(encode_chunk, out_dir, masks, level)
+        return self._submit(encode_chunk, out_dir, masks, level)
+
+    def alone(self, fn, *args, stop: threading.Event | None = None):
+        """fn(*args) in a worker process of its own, made for it (so that when it dies, the
+        task is what killed it): its result; WorkerDied (saying which signal) when it dies;
+        None when `stop` is set first (the process is killed)."""
+        ctx = context()
+        reader, writer = ctx.Pipe(duplex=False)
+        process = ctx.Process(target=_alone, args=(self._initargs, fn, args, writer),
+                              daemon=True, name="segment-alone")
+        process.start()
+        writer.close()
+        try:
+            while not reader.poll(0.1):
+                if stop is not None and stop.is_set():
+                    return None
+            try:
+                kind, value = reader.recv()
+            except EOFError:              # it died: its end of the pipe closed, nothing sent
+                process.join()
+                code = process.exitcode
+                raise WorkerDied(f"signal {-code}" if code is not None and code < 0
+                                 else f"exit status {code}") from None
+            if kind == "init":
+                raise SqueezegenError(f"segment's worker processes cannot start: {value}")
+            return value
+        finally:
+            reader.close()
+            if process.is_alive():
+                process.kill()
+            process.join()
 
     def close(self) -> None:
+        """Stop the workers (each after its task) and free the shared files; safe to call
+        again, after a second Ctrl-C interrupted the first call."""
         self.executor.shutdown(wait=True, cancel_futures=True)
-        del self.batches
-        self.masks = None
+        self.batches = self.masks = None
         self._dir.cleanup()
