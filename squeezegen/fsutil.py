@@ -14,17 +14,7 @@ from .errors import BuildError, SqueezegenError
 def atomic_write(path, write: Callable, error: type[SqueezegenError] = BuildError) -> None:
     """Create `path` by calling write(binary_file) on a temp file, then renaming it into place."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        blocker = _file_in_the_way(path.parent)
-        if blocker is not None:
-            raise error(f"cannot write: {blocker} is a file, not a folder",
-                        file=str(path)) from None
-        raise error(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
-    except ValueError:                         # a NUL in the path
-        raise error("cannot write: a path cannot hold a NUL character", file=str(path)) from None
+    fd, tmp = _temp_beside(path, error)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -88,6 +78,22 @@ def _file_in_the_way(folder: Path) -> Path | None:
     return None
 
 
+def _temp_beside(path: Path, error: type[SqueezegenError]) -> tuple[int, str]:
+    """A new temp file (descriptor, name) in `path`'s folder, made if needed; `error` naming
+    `path` and what stands in the way when that fails."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        blocker = _file_in_the_way(path.parent)
+        if blocker is not None:
+            raise error(f"cannot write: {blocker} is a file, not a folder",
+                        file=str(path)) from None
+        raise error(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
+    except ValueError:                         # a NUL in the path
+        raise error("cannot write: a path cannot hold a NUL character", file=str(path)) from None
+
+
 def atomic_write_all(files: dict, error: type[SqueezegenError] = BuildError) -> None:
     """Write a set of files ({path: bytes}) as one: every file goes to a temp file first, and
     only when all are written are they renamed into place, so a failure (a full disk, a
@@ -98,11 +104,7 @@ def atomic_write_all(files: dict, error: type[SqueezegenError] = BuildError) -> 
             path = Path(path)
             if path.is_dir():
                 raise error("cannot write: it is a folder", file=str(path))
-            try:
-                fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp",
-                                           dir=path.parent)
-            except OSError as exc:
-                raise error(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
+            fd, tmp = _temp_beside(path, error)
             staged.append((tmp, path))
             try:
                 with os.fdopen(fd, "wb") as f:

@@ -6,6 +6,7 @@ set for a model.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import zipfile
@@ -195,6 +196,21 @@ def init_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
 def save_weights(path, weights: dict[str, np.ndarray]) -> None:
     """Write an .npz atomically (temp file in the same folder, then rename), without pickle:
     keys are names (letters, digits, '_', '.', '-', ':'), values real numeric arrays."""
+    arrays = _savable(weights, path)
+    atomic_write(path, lambda f: _write_npz(f, arrays), WeightsError)
+
+
+def npz_bytes(weights: dict[str, np.ndarray], path) -> bytes:
+    """The bytes `save_weights` writes to `path`, for a caller that writes them together with
+    other files (`fsutil.atomic_write_all`)."""
+    arrays = _savable(weights, path)
+    buffer = io.BytesIO()
+    _write_npz(buffer, arrays)
+    return buffer.getvalue()
+
+
+def _savable(weights, path) -> dict[str, np.ndarray]:
+    """`weights` as contiguous arrays; WeightsError for what an .npz must not hold."""
     if not isinstance(weights, dict):
         raise WeightsError(f"weights must be a dict of arrays, got {type(weights).__name__}",
                            file=str(path))
@@ -208,7 +224,7 @@ def save_weights(path, weights: dict[str, np.ndarray]) -> None:
             raise WeightsError(f"'{key}' holds {array.dtype} values; weights are real numbers",
                                file=str(path))
         arrays[key] = array
-    atomic_write(path, lambda f: _write_npz(f, arrays), WeightsError)
+    return arrays
 
 
 def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:

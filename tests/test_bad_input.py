@@ -995,3 +995,17 @@ def test_a_json_path_that_cannot_be_written_is_refused_before_the_work(tmp_path,
     check_error(cli(*args, "--json", tmp_path / "jdir"), "cannot write: it is a folder",
                 file=tmp_path / "jdir")
     assert not (tmp_path / "out").exists()
+
+
+def test_import_writes_its_yaml_and_weights_together_or_neither(tmp_path):
+    """A folder in the way of the YAML: neither file is written (the weights used to be)."""
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).eval()
+    torch.onnx.export(model, torch.randn(1, 3, 8, 8), str(tmp_path / "ok.onnx"), dynamo=False,
+                      opset_version=13)
+    (tmp_path / "o" / "x.yaml").mkdir(parents=True)
+    check_error(cli("import", tmp_path / "ok.onnx", "-o", tmp_path / "o" / "x.yaml"),
+                "cannot write: it is a folder", file=tmp_path / "o" / "x.yaml")
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["x.yaml"]
+    assert cli("import", tmp_path / "ok.onnx", "-o", tmp_path / "p" / "x.yaml").returncode == 0
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["x.npz", "x.yaml"]

@@ -114,11 +114,12 @@ def import_onnx(path) -> tuple[str, dict[str, np.ndarray]]:
 def write_import(onnx_path, yaml_out, weights_out=None):
     """Import `onnx_path` and write the YAML and the .npz (default: the YAML path with .npz).
 
-    Both files are written atomically, and only after the whole import succeeded. Returns
-    (graph, weights): the parsed model and the weights written.
+    Both files are written together (`atomic_write_all`: both or, on a failure, neither), and
+    only after the whole import succeeded. Returns (graph, weights): the parsed model and the
+    weights written.
     """
-    from ...fsutil import write_text
-    from ...weights import save_weights
+    from ...fsutil import atomic_write_all
+    from ...weights import npz_bytes
     from ..parse import parse_model
 
     yaml_out = Path(yaml_out)
@@ -130,6 +131,6 @@ def write_import(onnx_path, yaml_out, weights_out=None):
         raise ModelError("would overwrite the ONNX file itself", file=str(onnx_path))
     text, weights = import_onnx(onnx_path)
     graph = parse_model(text, str(yaml_out))
-    save_weights(weights_out, weights)
-    write_text(yaml_out, text)
+    atomic_write_all({weights_out: npz_bytes(weights, weights_out), yaml_out: text.encode()},
+                     ModelError)
     return graph, weights
