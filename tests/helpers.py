@@ -282,6 +282,10 @@ def torch_module(graph, weights: dict):
                 if a["mode"] == "constant":
                     return F.pad(x, (left, right, top, bottom), value=a["value"])
                 return F.pad(x, (left, right, top, bottom), mode=a["mode"])
+            if node.op == "crop":
+                top, left = a["crop"]
+                bottom, right = a.get("crop_end", a["crop"])
+                return x[:, :, top:x.shape[2] - bottom, left:x.shape[3] - right]
             if node.op == "pixel_unshuffle":
                 return F.pixel_unshuffle(x, a["factor"])
             if node.op == "slice":

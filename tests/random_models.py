@@ -85,6 +85,7 @@ def random_model(seed: int, wide: bool = False) -> str:
     attention_rng = random.Random(seed * 130363 + 11)  # channel reductions, pixel broadcasts
     window_rng = random.Random(seed * 179424673 + 13)  # grouped deconvs, dilated max pools,
                                                        # pixel unshuffles
+    crop_rng = random.Random(seed * 198491317 + 17)    # crops
     most = 160 if wide else 9
     c, h, w = rng.randint(1, 6), rng.randint(5, 19), rng.randint(5, 19)
     if wide:
@@ -144,6 +145,11 @@ def random_model(seed: int, wide: bool = False) -> str:
             op = attention_rng.choice(["mul", "add"])
             emit(f"{last}_sa", f"op: {op}, inputs: [{last}_sg, {last}]", (c, h, w),
                  [last, f"{last}_sg"])
+            return
+        if crop_rng.random() < 0.04 and h > 3 and w > 3:   # rows and columns cropped
+            sides = [crop_rng.randint(0, (h if i % 2 == 0 else w) // 3) for i in range(4)]
+            emit(f"{last}_crop", f"op: crop, input: {last}, crop: {sides}",
+                 (c, h - sides[0] - sides[2], w - sides[1] - sides[3]), [last])
             return
         if window_rng.random() < 0.05:                  # constant, reflection, edge padding
             mode = window_rng.choice(["constant", "reflect", "replicate"])

@@ -103,7 +103,9 @@ def test_onnx_split_and_channel_slices_import(opset, tmp_path):
     assert "channels: [3, 8]" in text and "channels: [4, 5]" in text
 
 
-def test_onnx_slices_of_rows_are_refused(tmp_path):
+def test_onnx_slices_of_the_batch_are_refused_and_of_rows_crop(tmp_path):
+    """Rows and columns of an image: a `crop` (tests/test_pad.py checks the numbers); the batch:
+    refused, naming the axis."""
     class Crop(nn.Module):
         def __init__(self):
             super().__init__()
@@ -111,8 +113,14 @@ def test_onnx_slices_of_rows_are_refused(tmp_path):
 
         def forward(self, x):
             return self.c(x)[:, :, 1:3]
-    message = refusal(export(seeded(Crop()), (3, 7, 6), tmp_path / "c.onnx"))
-    assert "(Slice): slices the rows or columns (axis 2, 1..3 of 5)" in message, message
+
+    class FirstImage(Crop):
+        def forward(self, x):
+            return self.c(x)[:1]
+    text, _, _ = check_import(seeded(Crop()), (3, 7, 6), tmp_path)
+    assert ops_of(text) == ["conv", "crop"] and "crop: [1, 0, 2, 0]" in text, text
+    message = refusal(export(seeded(FirstImage()), (3, 7, 6), tmp_path / "c.onnx", batch=2))
+    assert "(Slice): slices the batch (axis 0, 0..1 of 2)" in message, message
 
 
 @needs_gpu

@@ -1,8 +1,9 @@
 """The `pad` op (PyTorch's ZeroPad2d/ConstantPad2d, ReflectionPad2d and ReplicationPad2d; ONNX
-Pad's constant, reflect and edge modes): the model language and its errors, the reference
-against PyTorch on odd shapes and asymmetric pads, the kernel (nvcc, on the host, fused
-activation and skip add), the ONNX import of a CycleGAN-style generator block and of a zero
-pad before a pool, and (marker gpu) the GPU."""
+Pad's constant, reflect and edge modes) and its inverse `crop` (x[:, :, t:H-b, l:W-r]; ONNX
+Slice of rows and columns): the model language and its errors, the reference against PyTorch
+on odd shapes and asymmetric sides, the kernel (nvcc, on the host, fused activation and skip
+add), the ONNX import of a CycleGAN-style generator block, of a zero pad before a pool and of
+U-Net's crop before a skip concat, and (marker gpu) the GPU."""
 from __future__ import annotations
 
 import pytest
@@ -21,6 +22,8 @@ FORMS = {
     "replicate": "{name: p, op: pad, pad: [3, 7], mode: replicate}",
     "zeros": "{name: p, op: pad, pad: 2}",
     "constant": "{name: p, op: pad, pad: [0, 1, 2, 0], value: -1.5}",
+    "crop": "{name: p, op: crop, crop: [1, 0, 1, 2]}",
+    "crop_pair": "{name: p, op: crop, crop: [1, 1]}",
 }
 
 
@@ -36,6 +39,15 @@ def test_reference_matches_pytorch(form):
     x = random_input(g, 3)
     for got, want in zip(ReferenceExecutor(g, w)(x), torch_run(torch_module(g, w), x)):
         assert_close(got, want, 1e-6)
+
+
+def test_crop_shapes_and_attributes():
+    assert model("crop")["p"].type.shape == (3, 3, 4)
+    assert dict(model("crop")["p"].attrs) == {"crop": (1, 0), "crop_end": (1, 2)}
+    assert model("crop_pair")["p"].type.shape == (3, 3, 4)
+    assert dict(model("crop_pair")["p"].attrs) == {"crop": (1, 1)}
+    cu = build(model("crop"), 2).output.files["t.cu"].decode()
+    assert "// p_tanh: crop, 3x5x6 -> 3x3x4 (batch 2)" in cu and "HO - PT <= HI" in cu
 
 
 def test_shapes_attributes_and_the_fused_activation():
@@ -59,6 +71,10 @@ def test_shapes_attributes_and_the_fused_activation():
     ("{name: p, op: pad}", "missing field 'pad'"),
     ("{name: p, op: pad, pad: [1, -1]}", "field 'pad'"),
     ("{name: p, op: pad, pad: 1, value: .inf}", "field 'value'"),
+    ("{name: p, op: crop, crop: [2, 0, 3, 0]}", "cropping 2, 0, 3, 0 (top, left, bottom, right) leaves nothing of the 5x6 input"),
+    ("{name: p, op: crop, crop: [0, -1]}", "field 'crop'"),
+    ("{name: p, op: crop}", "missing field 'crop'"),
+    ("{name: p, op: crop, crop: 1, mode: reflect}", "unknown field 'mode'"),
 ])
 def test_bad_fields_are_named_with_their_line(layer, message):
     with pytest.raises(ModelError) as info:
@@ -70,6 +86,16 @@ def test_bad_fields_are_named_with_their_line(layer, message):
 @pytest.mark.parametrize("form", FORMS)
 def test_the_kernel_on_the_host(form, tmp_path):
     """Each form, and a replicate pad of the same sides added to it (fused into its store)."""
+    if form.startswith("crop"):                    # a crop added to a crop of the same size
+        other = {"crop": "[0, 2, 2, 0]", "crop_pair": "[2, 0, 0, 2]"}[form]
+        g = small_model((3, 5, 6), f"- {{name: q, op: crop, crop: {other}}}\n"
+                                   f"- {FORMS[form].replace('name: p,', 'name: p, input: input,')}\n"
+                                   "- {name: r, op: add, inputs: [p, q]}", "r")
+        x = random_input(g, 3)
+        (got,), stray, result = run_on_host(g, {}, x, tmp_path)
+        assert stray == 0 and len(result.output.kernels) == 2
+        assert_close(got, ReferenceExecutor(g, {})(x), 1e-6)
+        return
     sides = {"reflect": [2, 1, 3, 4], "replicate": [3, 7, 3, 7], "zeros": [2, 2, 2, 2],
              "constant": [0, 1, 2, 0]}[form]
     g = small_model((3, 5, 6), f"- {{name: q, op: pad, pad: {sides}, mode: replicate}}\n"
@@ -115,6 +141,42 @@ def test_onnx_padding_layers_import_and_match_pytorch(tmp_path):
         text, _, graph = check_import(seeded(ResnetBlock()), (4, 7, 6), tmp_path, opset=opset)
         assert ops_of(text).count("pad") == 5, text
         assert "mode: reflect" in text and "mode: replicate" in text and "value: 0.5" in text
+
+
+def test_onnx_slices_of_rows_and_columns_import_as_crops(tmp_path):
+    """U-Net's crop of the encoder's map to the upsampled one's size before the skip concat,
+    and a slice of channels, rows and columns at once: one crop per Slice chain (PyTorch
+    exports one Slice per axis; a crop of a crop that nothing else reads is one)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from test_onnx_import import check_import, ops_of, seeded
+    nn = torch.nn
+
+    class UNetStep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = nn.Conv2d(3, 6, 3)
+            self.pool = nn.Conv2d(6, 6, 3, stride=2)
+            self.up = nn.ConvTranspose2d(6, 6, 2, stride=2)
+            self.out = nn.Conv2d(12, 5, 1)
+
+        def forward(self, x):
+            skip = torch.relu(self.down(x))
+            up = self.up(torch.relu(self.pool(skip)))
+            dh, dw = (skip.shape[2] - up.shape[2]) // 2, (skip.shape[3] - up.shape[3]) // 2
+            crop = skip[:, :, dh:dh + up.shape[2], dw:dw + up.shape[3]]
+            y = self.out(torch.cat([crop, up], 1))
+            return y[:, 1:4, 1:-1, :5]
+    for opset in (13, 17):
+        text, weights, graph = check_import(seeded(UNetStep()), (3, 21, 26), tmp_path,
+                                            opset=opset)
+        assert ops_of(text).count("crop") == 2 and "crop: [0, 1, 1, 1]" in text, text
+        assert "crop: [1, 0, 1, 17]" in text and "channels: [1, 4]" in text, text
+    if COMPILER is not None:              # the crop writing into its slice of the concat
+        x = random_input(graph, 2)
+        (got,), stray, _ = run_on_host(graph, weights, x, tmp_path)
+        assert stray == 0
+        assert_close(got, ReferenceExecutor(graph, weights)(x), 1e-5)
 
 
 def test_a_zero_pad_read_by_a_conv_still_folds_into_it(tmp_path):

@@ -3,7 +3,9 @@ repeated) or its edge pixels repeated: PyTorch's nn.ConstantPad2d / ZeroPad2d,
 nn.ReflectionPad2d and nn.ReplicationPad2d (F.pad's "constant", "reflect" and "replicate"
 modes; ONNX Pad's constant, reflect and edge). A convolution's own zero padding is its `pad`
 field; this op is for the other modes (the style-transfer and CycleGAN generators pad by
-reflection before each convolution) and for padding anything else."""
+reflection before each convolution) and for padding anything else. `crop` is its inverse:
+rows and columns dropped from each side (`x[:, :, t:H - b, l:W - r]`; U-Net's crop before a
+skip concat; ONNX Slice of rows and columns), by the same kernel."""
 from __future__ import annotations
 
 import numpy as np
@@ -76,7 +78,58 @@ def lower(ctx, node):
                       consts, extra)
 
 
+# ---------------------------------------------------------------- crop: the inverse of a pad
+CROP_FIELDS = {"crop": Field("pad", required=True), "input": Field("ref")}
+
+
+def crop_sides(attrs) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right): rows and columns dropped from each side."""
+    top, left = attrs["crop"]
+    bottom, right = attrs.get("crop_end", attrs["crop"])
+    return top, left, bottom, right
+
+
+def crop_from_yaml(values, ins, given):
+    top, left, bottom, right = values["crop"]
+    attrs = {"crop": (top, left)}
+    if (bottom, right) != (top, left):
+        attrs["crop_end"] = (bottom, right)
+    return attrs
+
+
+def crop_shape(attrs, ins):
+    c, h, w = need_image(ins[0], "crop")
+    top, left, bottom, right = crop_sides(attrs)
+    if top + bottom >= h or left + right >= w:
+        raise ShapeError(f"cropping {top}, {left}, {bottom}, {right} (top, left, bottom, right) "
+                         f"leaves nothing of the {h}x{w} input", field="crop")
+    return TensorType((c, h - top - bottom, w - left - right))
+
+
+def crop(attrs, inputs, params):
+    top, left, bottom, right = crop_sides(attrs)
+    x = inputs[0]
+    return x[:, :, top:x.shape[2] - bottom, left:x.shape[3] - right]
+
+
+def torch_crop(torch, attrs, args, params):
+    top, left, bottom, right = crop_sides(attrs)
+    x = args[0]
+    return x[:, :, top:x.shape[2] - bottom, left:x.shape[3] - right]
+
+
+def lower_crop(ctx, node):
+    """pad.cu.j2 in its crop form: one thread per output element, copying the input element
+    `top` rows down and `left` columns right of it."""
+    top, left, _, _ = crop_sides(node.attrs)
+    consts = dict(ctx.consts(node), PT=-top, PL=-left)
+    return ctx.kernel(node, "pad.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
+                      consts, {"mode": "crop"})
+
+
 OPS = [
     OpInfo("pad", 1, FIELDS, shape, pad, lower, torch_pad, epilogues=("activation", "add"),
            from_yaml=from_yaml),
+    OpInfo("crop", 1, CROP_FIELDS, crop_shape, crop, lower_crop, torch_crop,
+           epilogues=("activation", "add"), from_yaml=crop_from_yaml),
 ]

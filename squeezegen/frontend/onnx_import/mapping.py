@@ -1397,7 +1397,8 @@ class OpMapping:
 
     def map_slice(self, node):
         """Slice of a layer output's channels (axis 1) with step 1: a `slice` layer (all of them:
-        the same tensor). Slices of the batch, rows or columns are refused."""
+        the same tensor); of an image's rows and columns (axes 2, 3; U-Net's crop before a
+        skip concat): a `crop` layer after it. Slices of the batch are refused."""
         x = self.tensor(node)
         if self.opset < 10:
             a = self.attrs(node, ("starts", "ends", "axes"))
@@ -1421,16 +1422,47 @@ class OpMapping:
             raise self.fail(node, f"steps {list(steps)} are not supported (only 1)")
         full = (self.batch,) + x.shape
         channels = (0, full[1])
+        rows_cols = {}                                 # axis 2 or 3: its (start, stop)
         for ax, start, end in zip(axes, starts, ends):
             ax %= rank
             span = _clamped(int(start), int(end), full[ax])
             if ax == 1:
                 channels = span
-            elif span != (0, full[ax]):
-                where = "batch" if ax == 0 else "rows or columns"
+            elif span == (0, full[ax]):
+                continue
+            elif ax == 0 or x.shape != x.sg or x.channels_last:
+                where = "batch" if ax == 0 else "rows or columns of a reshaped tensor"
                 raise self.fail(node, f"slices the {where} (axis {ax}, {span[0]}..{span[1]} of "
-                                      f"{full[ax]}); squeezegen slices only channels")
-        self.add_slice(node, x, channels, node.output[0])
+                                      f"{full[ax]}); squeezegen slices channels, and crops the "
+                                      f"rows and columns of an N, C, H, W image")
+            else:
+                rows_cols[ax] = span
+        if not rows_cols:
+            self.add_slice(node, x, channels, node.output[0])
+            return
+        sliced = node.output[0] + "#channels"
+        self.add_slice(node, x, channels, sliced)
+        self.add_crop(node, self.values[sliced], rows_cols, node.output[0])
+
+    def add_crop(self, node, x: _Value, rows_cols: dict, tensor: str) -> None:
+        """A `crop` of image `x` to rows_cols {2: (start, stop) of the rows, 3: of the
+        columns}."""
+        _, h, w = x.sg
+        (top, stop_h), (left, stop_w) = rows_cols.get(2, (0, h)), rows_cols.get(3, (0, w))
+        if not (top < stop_h and left < stop_w):
+            raise self.fail(node, f"takes no rows or columns ({top}..{stop_h}, {left}..{stop_w})")
+        sides = (top, left, h - stop_h, w - stop_w)
+        sg = (x.sg[0], stop_h - top, stop_w - left)
+        before = self.layers[x.layer]
+        if before.op == "crop" and self.values.get(node.input[0]) is x \
+                and self.only_reader(node.input[0]) is node:
+            # a crop of a crop that nothing else reads (PyTorch exports one Slice per axis): one
+            before.fields["crop"] = [a + b for a, b in zip(before.fields["crop"], sides)]
+            before.sg = sg
+            self.values[tensor] = _Value(x.layer, sg, sg, False)
+            return
+        f = {"crop": list(sides)}
+        self.add_layer(_Layer("crop", [x.layer], f, {}, sg, node), tensor, sg)
 
     def map_split(self, node):
         """Split of a layer output's channels (axis 1): one `slice` layer per part."""

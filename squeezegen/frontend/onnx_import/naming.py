@@ -146,6 +146,8 @@ class YamlWriting:
                     items.append(f"mode: {f['mode']}")
                 elif f["value"] != 0:
                     items.append(f"value: {_yaml_float(f['value'])}")
+            if layer.op == "crop":
+                items.append(f"crop: [{', '.join(map(str, f['crop']))}]")
             if layer.op == "reduce_channels":
                 items.append(f"mode: {f['mode']}")
             if layer.op == "resize":
