@@ -200,6 +200,18 @@ def test_opsets_outside_the_supported_range_are_refused(opset, ok, tmp_path):
         assert f"declares ONNX opset {opset}; squeezegen imports opsets 7 to 22" in refusal(path)
 
 
+def test_an_opset_declared_twice_is_refused(tmp_path):
+    """"" and "ai.onnx" both name the default domain: two versions of it are refused in either
+    order (one of them used to win by its place in the list)."""
+    import onnx
+    for versions in ((23, 13), (13, 23)):
+        path = saved(tmp_path, [_node("Relu")], [1, 3, 4, 4], opset=versions[0])
+        model = onnx.load(str(path))
+        model.opset_import.append(helper.make_opsetid("ai.onnx", versions[1]))
+        onnx.save(model, str(path))
+        assert "declares the ONNX (default-domain) opset more than once" in refusal(path)
+
+
 # ------------------------------------------------------------------ 7. folding size cap
 @pytest.mark.parametrize("grow", ["ConstantOfShape", "Add"])
 def test_a_huge_folded_constant_is_refused_before_it_is_allocated(grow, tmp_path):

@@ -232,6 +232,9 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         if not declared:
             raise self.error(f"the model declares no ONNX (default-domain) opset; squeezegen "
                              f"imports opsets {low} to {high}")
+        if len(set(declared)) > 1:
+            raise self.error(f"the model declares the ONNX (default-domain) opset more than once "
+                             f"({', '.join(map(str, declared))})")
         if not low <= declared[-1] <= high:
             raise self.error(f"the model declares ONNX opset {declared[-1]}; squeezegen imports "
                              f"opsets {low} to {high} (re-export with opset_version between "
