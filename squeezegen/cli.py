@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
 from contextlib import contextmanager
@@ -540,6 +541,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        # a second Ctrl-C while the process exits must not kill it mid-way (Python's own
+        # handler is gone during its shutdown: the signal's default would end it, status -2);
+        # only as the program itself (argv None), not for a caller's main([...])
+        if argv is None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("squeezegen: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:                    # `squeezegen ... | head`

@@ -481,6 +481,13 @@ class Pipeline:
                     self.summary.written += 1
                     self.summary.encode_s += result[1]
 
+    def _restarted(self) -> None:
+        """(WorkerPool.on_restart) A dead worker broke the pool, which was restarted."""
+        with self.lock:
+            self.restarts += 1
+        self._say("squeezegen: a worker process died: the workers were restarted, and the "
+                  "images they held are done again, each in a process of its own")
+
     def _results(self, future, alone: list, what: str) -> list:
         """A worker task's results, one an image. When a worker process died, which fails every
         task of its executor, the executor is restarted once and each image's own task of
@@ -491,11 +498,7 @@ class Pipeline:
         except BrokenProcessPool:
             if self.stop_event.is_set():
                 raise _Stop from None
-        if self._pool.restart(future.generation):
-            with self.lock:
-                self.restarts += 1
-            self._say("squeezegen: a worker process died: the workers were restarted, and "
-                      "the images they held are done again, each in a process of its own")
+        self._pool.restart(future.generation)     # (`_restarted` counts and says it)
 
         def one(task):
             fn, args = task
@@ -549,6 +552,7 @@ class Pipeline:
                                 self.s.std, self.n_decoders, mask_slots,
                                 min(MAX_MASK_SLOT, self.s.batch * MASK_PIXELS_PER_IMAGE),
                                 self.s.gpu_resize)
+        self._pool.on_restart = self._restarted
         self.q_free = queue.Queue()
         for i in range(count):
             self.q_free.put(i)

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -150,7 +150,19 @@ def _alone(initargs: tuple, fn, args: tuple, conn) -> None:
     except Exception as exc:
         conn.send(("init", reason(exc)))
         return
+    conn.send(("started", None))            # from here on, a death is the task's doing
     conn.send(("ok", fn(*args)))
+
+
+def _kill_processes(executor: ProcessPoolExecutor, join: bool = False) -> None:
+    """Kill the worker processes of a broken executor (and, with `join`, reap them)."""
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        try:
+            process.kill()
+            if join:
+                process.join(timeout=5)
+        except (OSError, ValueError, AttributeError):    # gone already, or closed
+            pass
 
 
 def available() -> bool:
@@ -255,6 +267,9 @@ class WorkerPool:
         self._lock = threading.Lock()
         self.generation = 0                 # executors made before this one (`restart`)
         self.executor = self._executor()
+        self._pending: dict[int, set] = {}  # generation: its futures not done yet
+        self._broken: list = []             # executors replaced, their processes killed
+        self.on_restart = None              # called after each restart (the pipeline says so)
 
     def _executor(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=self._workers, mp_context=context(),
@@ -262,29 +277,52 @@ class WorkerPool:
 
     def restart(self, generation: int) -> bool:
         """A fresh executor in place of executor `generation`, which a dead worker broke (every
-        task in it failed); False when that one was already replaced."""
+        task in it failed); False when that one was already replaced. The broken executor's
+        processes are killed here, and any of its futures still pending failed: Python 3.11's
+        executor can start a worker, or queue a task, while it tears itself down (a submit
+        racing its manager thread), and that worker would be waited for at exit forever."""
         with self._lock:
             if generation != self.generation:
                 return False
             broken, self.executor = self.executor, self._executor()
             self.generation += 1
+            stuck = self._pending.pop(generation, set())
+            self._broken.append(broken)
+        _kill_processes(broken)
         broken.shutdown(wait=False, cancel_futures=True)
+        for future in stuck:
+            try:
+                future.set_exception(BrokenProcessPool("a worker process died"))
+            except InvalidStateError:         # it finished meanwhile
+                pass
+        if self.on_restart is not None:
+            self.on_restart()
         return True
 
     def _submit(self, fn, *args):
         """fn(*args) in a worker; the future knows its executor's `generation`. An executor
-        that broke is replaced first."""
+        that broke is replaced first. Submits hold the lock, so that `restart` finds every
+        process a submit to the old executor started."""
         for _ in range(3):
             with self._lock:
                 generation, executor = self.generation, self.executor
-            try:
-                future = executor.submit(fn, *args)
-            except BrokenProcessPool:
+                try:
+                    future = executor.submit(fn, *args)
+                except BrokenProcessPool:
+                    future = None
+                else:
+                    future.generation = generation
+                    self._pending.setdefault(generation, set()).add(future)
+            if future is None:
                 self.restart(generation)
                 continue
-            future.generation = generation
+            future.add_done_callback(self._forget)
             return future
         raise SqueezegenError("segment's worker processes die as soon as they start")
+
+    def _forget(self, future) -> None:
+        with self._lock:
+            self._pending.get(future.generation, set()).discard(future)
 
     def decode(self, index: int, first: int, paths: list):
         return self._submit(decode_chunk, index, first, paths)
@@ -306,16 +344,27 @@ class WorkerPool:
             while not reader.poll(0.1):
                 if stop is not None and stop.is_set():
                     return None
-            try:
-                kind, value = reader.recv()
-            except EOFError:              # it died: its end of the pipe closed, nothing sent
-                process.join()
-                code = process.exitcode
-                raise WorkerDied(f"signal {-code}" if code is not None and code < 0
-                                 else f"exit status {code}") from None
-            if kind == "init":
-                raise SqueezegenError(f"segment's worker processes cannot start: {value}")
-            return value
+            started = False
+            while True:
+                try:
+                    kind, value = reader.recv()
+                except EOFError:          # it died: its end of the pipe closed, nothing sent
+                    process.join()
+                    code = process.exitcode
+                    how = (f"signal {-code}" if code is not None and code < 0
+                           else f"exit status {code}")
+                    if not started:       # not the task's doing: no worker can run
+                        raise SqueezegenError(f"segment's worker processes die as they start "
+                                              f"({how}); a script calling squeezegen.segment "
+                                              f"needs an `if __name__ == \"__main__\":` "
+                                              f"guard") from None
+                    raise WorkerDied(how) from None
+                if kind == "init":
+                    raise SqueezegenError(f"segment's worker processes cannot start: {value}")
+                if kind == "started":
+                    started = True
+                    continue
+                return value
         finally:
             reader.close()
             if process.is_alive():
@@ -325,6 +374,8 @@ class WorkerPool:
     def close(self) -> None:
         """Stop the workers (each after its task) and free the shared files; safe to call
         again, after a second Ctrl-C interrupted the first call."""
+        for broken in self._broken:                 # killed at the restart; reaped here
+            _kill_processes(broken, join=True)
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.batches = self.masks = None
         self._dir.cleanup()
