@@ -20,18 +20,31 @@ FIELDS = {"pad": Field("pad", required=True), "mode": Field("choice", default="c
           "value": Field("float", default=0.0), "input": Field("ref")}
 
 
-def sides(attrs) -> tuple[int, int, int, int]:
-    """(top, left, bottom, right)."""
-    top, left = attrs["pad"]
-    bottom, right = attrs.get("pad_end", attrs["pad"])
+def _four(attrs, key: str) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of field `key` (the bottom and right in `<key>_end` when
+    they differ)."""
+    top, left = attrs[key]
+    bottom, right = attrs.get(f"{key}_end", attrs[key])
     return top, left, bottom, right
 
 
-def from_yaml(values, ins, given):
-    top, left, bottom, right = values["pad"]
-    attrs = {"pad": (top, left), "mode": values["mode"]}
+def _four_attrs(values, key: str) -> dict:
+    """A [top, left, bottom, right] field as attributes: `key` and, where they differ,
+    `<key>_end`."""
+    top, left, bottom, right = values[key]
+    attrs = {key: (top, left)}
     if (bottom, right) != (top, left):
-        attrs["pad_end"] = (bottom, right)
+        attrs[f"{key}_end"] = (bottom, right)
+    return attrs
+
+
+def sides(attrs) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right)."""
+    return _four(attrs, "pad")
+
+
+def from_yaml(values, ins, given):
+    attrs = {**_four_attrs(values, "pad"), "mode": values["mode"]}
     if values["mode"] == "constant":
         attrs["value"] = values["value"]
     elif "value" in given:
@@ -84,17 +97,11 @@ CROP_FIELDS = {"crop": Field("pad", required=True), "input": Field("ref")}
 
 def crop_sides(attrs) -> tuple[int, int, int, int]:
     """(top, left, bottom, right): rows and columns dropped from each side."""
-    top, left = attrs["crop"]
-    bottom, right = attrs.get("crop_end", attrs["crop"])
-    return top, left, bottom, right
+    return _four(attrs, "crop")
 
 
 def crop_from_yaml(values, ins, given):
-    top, left, bottom, right = values["crop"]
-    attrs = {"crop": (top, left)}
-    if (bottom, right) != (top, left):
-        attrs["crop_end"] = (bottom, right)
-    return attrs
+    return _four_attrs(values, "crop")
 
 
 def crop_shape(attrs, ins):
