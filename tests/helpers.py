@@ -152,7 +152,9 @@ def random_input(graph, batch: int, seed: int = 1) -> np.ndarray:
 ACTIVATIONS = {
     "relu": lambda F, x, a: F.relu(x),
     "relu6": lambda F, x, a: F.relu6(x),
-    "clip": lambda F, x, a: F.hardtanh(x, a["min"], a["max"]),
+    "clip": lambda F, x, a: (F.hardtanh(x, a["min"], a["max"]) if len(a) == 2       # one open
+                             else F.threshold(x, a["min"], a["min"]) if "min" in a   # bound:
+                             else -F.threshold(-x, -a["max"], -a["max"])),           # threshold
     "leaky_relu": lambda F, x, a: F.leaky_relu(x, a["negative_slope"]),
     "sigmoid": lambda F, x, a: F.sigmoid(x),
     "hardsigmoid": lambda F, x, a: F.hardsigmoid(x),

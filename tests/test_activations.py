@@ -18,7 +18,7 @@ from squeezegen.reference import ReferenceExecutor
 from helpers import (ACTIVATIONS, assert_close, assert_compiles_with_nvcc, needs_gpu,
                      random_input, random_weights, small_model, torch_module, torch_run)
 
-SPECS = ["relu", "relu6", "clip, min: -0.5, max: 1.5", "leaky_relu", "leaky_relu, negative_slope: -0.3",
+SPECS = ["relu", "relu6", "clip, min: -0.5, max: 1.5", "clip, min: -0.5", "clip, max: 0.75", "leaky_relu", "leaky_relu, negative_slope: -0.3",
          "sigmoid", "hardsigmoid", "hardswish", "silu", "tanh", "elu", "elu, alpha: 0.5", "gelu",
          "gelu, approximate: tanh", "softplus", "mish"]
 
@@ -74,7 +74,7 @@ def test_fields_and_their_errors():
         - {name: b, op: clip, min: -1, max: 2.5}""", "b")
     assert g["a"].attrs["negative_slope"] == 0.01 and dict(g["b"].attrs) == {"min": -1.0, "max": 2.5}
     for layer, message in [("{name: b, op: clip, min: 2, max: 1}", "field 'max': min 2.0 is above max 1.0"),
-                           ("{name: b, op: clip, max: 1}", "missing field 'min'"),
+                           ("{name: b, op: clip}", "field 'min': clip needs min, max or both"),
                            ("{name: b, op: clip, min: .nan, max: 1}", "field 'min': must be a number"),
                            ("{name: b, op: clip, min: -1e39, max: 1}", "field 'min': -1e.39 is beyond float32's range"),
                            ("{name: b, op: leaky_relu, negative_slope: 1.0e+39}", "beyond float32's range"),
@@ -93,6 +93,10 @@ def test_standalone_kernel_and_c_expressions():
     cu = build(g, 2).output.files["t.cu"].decode()
     assert "xv * ((xv + 3.0f) < 0.0f ? 0.0f : ((xv + 3.0f) > 6.0f ? 6.0f : (xv + 3.0f)))" in cu
     assert "(xv < -0.25f ? -0.25f : (xv > 0.75f ? 0.75f : xv))" in cu
+    g = small_model((2, 5, 4), "- {name: lo, op: clip, min: -0.25}\n"
+                               "- {name: hi, op: clip, max: 0.75, input: input}", "[lo, hi]")
+    cu = build(g, 2).output.files["t.cu"].decode()
+    assert "(xv < -0.25f ? -0.25f : xv)" in cu and "(xv > 0.75f ? 0.75f : xv)" in cu
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")

@@ -261,10 +261,27 @@ def test_neg_is_an_affine_of_minus_one(tmp_path):
     assert ops_of(text) == ["conv", "affine"]
 
 
+class OneSided(nn.Module):
+    def __init__(self, bound):
+        super().__init__()
+        self.conv, self.bound = nn.Conv2d(3, 4, 3), bound
+
+    def forward(self, x):
+        return torch.clamp(self.conv(x), **self.bound)
+
+
+@pytest.mark.parametrize("bound", [{"min": 0.1}, {"max": -0.2}])
+@pytest.mark.parametrize("opset", [10, 13])
+def test_a_clamp_with_one_bound_is_a_clip_with_one(bound, opset, tmp_path):
+    text, _, _ = check_import(seeded(OneSided(bound)), (3, 8, 9), tmp_path, opset=opset)
+    assert ops_of(text) == ["conv", "clip"], text
+    assert ("min: 0.1" in text) == ("min" in bound) and ("max: -0.2" in text) == ("max" in bound)
+
+
 @pytest.mark.parametrize("make,op,attribute,needle", [
     (lambda: _node("LeakyRelu", alpha=float("nan")), "LeakyRelu", "alpha", "not a finite"),
     (lambda: _node("HardSigmoid", alpha=float("nan")), "HardSigmoid", "alpha", "alpha nan"),
-    (lambda: _node("Clip", min=0.1), "Clip", "max", "takes two finite bounds"),
+    (lambda: _node("Clip", min=float("inf")), "Clip", "min", "every output would be that"),
     (lambda: _node("Expand", ["x", "shape"]), "Expand", None, "an Add or Mul reads it"),
 ])
 def test_small_refusals(make, op, attribute, needle, tmp_path):

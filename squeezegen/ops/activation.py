@@ -26,6 +26,23 @@ def clamp(v: str, low: str, high: str) -> str:
     return f"({v} < {low} ? {low} : ({v} > {high} ? {high} : {v}))"
 
 
+def _clip(x, a):
+    """x clamped to [min, max]; a bound that is not given is open."""
+    if "min" in a:
+        x = np.maximum(x, F32(a["min"]))
+    if "max" in a:
+        x = np.minimum(x, F32(a["max"]))
+    return x
+
+
+def _clip_c(a, v: str) -> str:
+    if "min" in a and "max" in a:
+        return clamp(v, c_float(a["min"]), c_float(a["max"]))
+    if "min" in a:
+        return f"({v} < {c_float(a['min'])} ? {c_float(a['min'])} : {v})"
+    return f"({v} > {c_float(a['max'])} ? {c_float(a['max'])} : {v})"
+
+
 def _hardsigmoid(x):
     return np.minimum(np.maximum(x + F32(3), F32(0)), F32(6)) / F32(6)
 
@@ -67,10 +84,9 @@ TABLE = {
     "relu6": ({}, lambda x, a: np.minimum(np.maximum(x, F32(0)), F32(6)),
               lambda F, x, a: F.relu6(x),
               lambda a, v: clamp(v, "0.0f", "6.0f"), 2),
-    "clip": ({"min": Field("float", required=True), "max": Field("float", required=True)},
-             lambda x, a: np.minimum(np.maximum(x, F32(a["min"])), F32(a["max"])),
-             lambda F, x, a: x.clamp(a["min"], a["max"]),
-             lambda a, v: clamp(v, c_float(a["min"]), c_float(a["max"])), 2),
+    "clip": ({"min": Field("float"), "max": Field("float")}, lambda x, a: _clip(x, a),
+             lambda F, x, a: x.clamp(a.get("min"), a.get("max")), lambda a, v: _clip_c(a, v),
+             2),
     "leaky_relu": ({"negative_slope": Field("float", default=0.01)},
                    lambda x, a: np.where(x > 0, x, x * F32(a["negative_slope"])),
                    lambda F, x, a: F.leaky_relu(x, a["negative_slope"]),
@@ -114,7 +130,10 @@ def _entry(name: str) -> OpInfo:
 
     def from_yaml(values, ins, given):
         attrs = {k: values[k] for k in fields if k in values}
-        if name == "clip" and not attrs["min"] <= attrs["max"]:
+        if name == "clip" and not attrs:
+            raise ShapeError("clip needs min, max or both (a bound not given is open)",
+                             field="min")
+        if name == "clip" and len(attrs) == 2 and not attrs["min"] <= attrs["max"]:
             raise ShapeError(f"min {attrs['min']} is above max {attrs['max']}", field="max")
         return attrs
 

@@ -614,17 +614,19 @@ class OpMapping:
                 raise self.fail(node, f"the {key} bound is NaN", key)
         if not low <= high:
             raise self.fail(node, f"min {low:g} is above max {high:g}", "max")
+        if low == np.inf or high == -np.inf:             # every value becomes that infinity
+            raise self.fail(node, f"the {'min' if low == np.inf else 'max'} bound is "
+                                  f"{low if low == np.inf else high:g}: every output would be "
+                                  "that infinity", "min" if low == np.inf else "max")
         if (low, high) == (0.0, 6.0):
             self.add_activation(node, "relu6", {})
         elif low == 0.0 and high == np.inf:
             self.map_relu(node, checked=True)
-        elif np.isfinite(low) and np.isfinite(high):
-            self.add_activation(node, "clip", {"min": low, "max": high})
-        else:
-            raise self.fail(node, f"a Clip with one open bound ([{low:g}, {high:g}]; other "
-                                  "than relu's [0, inf)) is not supported: squeezegen's clip "
-                                  "takes two finite bounds", "min" if not np.isfinite(low)
-                            else "max")
+        elif np.isfinite(low) or np.isfinite(high):       # torch.clamp(x, min=...) or max=
+            bounds = {k: v for k, v in (("min", low), ("max", high)) if np.isfinite(v)}
+            self.add_activation(node, "clip", bounds)
+        else:                                              # (-inf, inf): nothing to do
+            self.values[node.output[0]] = self.image(node)
 
     def map_relu(self, node, checked: bool = False):
         if not checked:
