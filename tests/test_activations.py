@@ -240,3 +240,24 @@ def test_prelu_on_the_gpu_matches_the_reference():
     x = random_input(g, 3) * 3
     with squeezegen.compile(g, w, batch=3) as net:
         assert_close(net(x), ReferenceExecutor(g, w)(x), 2e-6)
+
+
+def test_every_activation_runs_on_the_host(tmp_path):
+    """Each activation's kernel (standalone, and fused into a conv's store), its generated CUDA
+    run on the host (tests/host_kernels.py), against the NumPy reference."""
+    from host_kernels import COMPILER, run_on_host
+    if COMPILER is None:
+        pytest.skip("no C++ compiler")
+    layers = "\n".join(f"- {{name: a{i}, op: {spec}, input: input}}\n"
+                       f"- {{name: f{i}, op: conv, out: 2, kernel: 1, input: input}}\n"
+                       f"- {{name: g{i}, op: {spec}, input: f{i}}}"
+                       for i, spec in enumerate(SPECS) if not spec.startswith("prelu"))
+    outputs = [f"{k}{i}" for i, spec in enumerate(SPECS) if not spec.startswith("prelu")
+               for k in "ag"]
+    g = small_model((3, 5, 4), layers, "[" + ", ".join(outputs) + "]")
+    w = random_weights(g, seed=4)
+    x = random_input(g, 2) * 4                      # past the bounds and the knees
+    got, stray, _ = run_on_host(g, w, x, tmp_path)
+    assert stray == 0
+    for a, b in zip(got, ReferenceExecutor(g, w)(x)):
+        assert_close(a, b, 1e-5)
