@@ -302,3 +302,21 @@ def test_a_tensor_computed_twice_or_a_cycle_is_refused(tmp_path):
     unsorted = [helper.make_node("Sigmoid", ["r"], ["y"], name="b"),
                 helper.make_node("Relu", ["x"], ["r"], name="a")]
     assert ops_of(import_onnx(saved(tmp_path, unsorted, [1, 3, 4, 4]))[0]) == ["relu", "sigmoid"]
+
+
+def test_an_expand_read_by_an_add_of_a_later_tensor_imports(tmp_path):
+    """Expand's reader's other operand may be computed after the Expand in the file (here the
+    Mul that also reads it): checked once every node is mapped (it used to be refused)."""
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["g"], name="gap"),
+             helper.make_node("Sigmoid", ["g"], ["s"], name="sig"),
+             helper.make_node("Expand", ["s", "shape"], ["e"], name="exp"),
+             helper.make_node("Mul", ["x", "e"], ["m"], name="mul"),
+             helper.make_node("Add", ["m", "e"], ["y"], name="add")]
+    text, weights = import_onnx(saved(tmp_path, nodes, [1, 3, 4, 5], [ints("shape", [1, 3, 4, 5])]))
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    gate = 1 / (1 + np.exp(-x.mean((2, 3), keepdims=True)))
+    assert_close(reference(text, weights, x), x * gate + gate, 1e-6)
+    nodes[4] = helper.make_node("Add", ["m", "s2"], ["y"], name="add")     # a wrong shape: no
+    nodes.insert(4, helper.make_node("Sigmoid", ["e"], ["s2"], name="sig2"))
+    message = refusal(saved(tmp_path, nodes, [1, 3, 4, 5], [ints("shape", [1, 3, 4, 5])]))
+    assert "node 'exp' (Expand)" in message and "for a Sigmoid" in message, message

@@ -47,6 +47,8 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
         self.layers: list[_Layer] = []
         self.values: dict[str, _Value] = {}
         self.absorbed: set[int] = set()          # ids of nodes already folded into a layer
+        self.expand_checks: list = []            # (Expand, reader, other operand, shape):
+                                                 # checked once every node is mapped
         self.merged: set[int] = set()            # ids of constant ops merged into the layer read
         self.zero_pads: dict[str, tuple] = {}    # Pad outputs a Conv reads: (t, l, b, r) to add
         self.opset = 13
@@ -314,6 +316,8 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
             except (ArithmeticError, ValueError, TypeError) as exc:   # a value no check foresaw
                 raise self.fail(node, f"cannot be imported: its attributes or constants give "
                                       f"{type(exc).__name__}: {exc}") from None
+        for expand, reader, other, shape in self.expand_checks:
+            self.check_expand_reader(expand, reader, other, shape)
         return self.finish()
 
     def sorted_nodes(self, nodes: list, initializers: set) -> list:

@@ -1246,17 +1246,26 @@ class OpMapping:
         readers = self.data_consumers(node.output[0])
         for r in readers:
             other = self.other_input(r, node.output[0]) if len(r.input) == 2 else None
-            v = self.values.get(other)
-            if r.op_type not in ("Add", "Mul") or v is None or (self.batch,) + v.shape != out:
-                raise self.fail(node, f"expands [N, {', '.join(map(str, x.shape))}] to "
-                                      f"{list(out)} for a {r.op_type} (node "
-                                      f"'{r.name or r.output[0]}'); squeezegen takes an Expand "
-                                      "only where an Add or Mul with a tensor of the expanded "
-                                      "shape reads it (they broadcast themselves)")
+            if r.op_type in ("Add", "Mul") and other is not None and other not in self.values:
+                self.expand_checks.append((node, r, other, out))   # mapped later in the file
+                continue
+            self.check_expand_reader(node, r, other, out)
         if not readers or node.output[0] in self.g.outputs:
             raise self.fail(node, "the expanded tensor is a graph output; squeezegen takes an "
                                   "Expand only where an Add or Mul reads it")
         self.values[node.output[0]] = x
+
+    def check_expand_reader(self, node, reader, other, out: tuple) -> None:
+        """Refuse Expand `node` unless `reader` is an Add or Mul whose other operand, `other`,
+        has the expanded shape `out` (so that it broadcasts by itself)."""
+        v = self.values.get(other)
+        if reader.op_type not in ("Add", "Mul") or v is None or (self.batch,) + v.shape != out:
+            x = self.values[node.input[0]]
+            raise self.fail(node, f"expands [N, {', '.join(map(str, x.shape))}] to "
+                                  f"{list(out)} for a {reader.op_type} (node "
+                                  f"'{reader.name or reader.output[0]}'); squeezegen takes an "
+                                  "Expand only where an Add or Mul with a tensor of the "
+                                  "expanded shape reads it (they broadcast themselves)")
 
     def map_neg(self, node):
         """-x: an affine layer of weight -1 (it folds into a conv, deconv or linear before)."""
