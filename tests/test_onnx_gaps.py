@@ -320,3 +320,29 @@ def test_an_expand_read_by_an_add_of_a_later_tensor_imports(tmp_path):
     nodes.insert(4, helper.make_node("Sigmoid", ["e"], ["s2"], name="sig2"))
     message = refusal(saved(tmp_path, nodes, [1, 3, 4, 5], [ints("shape", [1, 3, 4, 5])]))
     assert "node 'exp' (Expand)" in message and "for a Sigmoid" in message, message
+
+
+class FlatPool(nn.Module):
+    """A global pool written over a flattened image: view(n, c, -1).mean(-1),
+    flatten(2).mean(2), flatten(2).amax(2); the last also gating its input (SE)."""
+    def __init__(self, form):
+        super().__init__()
+        self.conv, self.fc, self.form = nn.Conv2d(3, 16, 3), nn.Linear(16, 16), form
+
+    def forward(self, x):
+        y = self.conv(x)
+        n, c = y.shape[:2]
+        if self.form == "view":
+            return self.fc(y.view(n, c, -1).mean(-1))
+        if self.form == "flatten":
+            return self.fc(y.flatten(2).mean(2))
+        gate = torch.sigmoid(self.fc(y.flatten(2).amax(2)))
+        return y * gate.view(n, c, 1, 1)
+
+
+@pytest.mark.parametrize("form", ["view", "flatten", "gate"])
+@pytest.mark.parametrize("opset", [13, 17])
+def test_a_global_pool_over_a_flattened_image(form, opset, tmp_path):
+    text, _, _ = check_import(seeded(FlatPool(form)), (3, 11, 14), tmp_path, opset=opset)
+    ops = ops_of(text)
+    assert ops[:2] == ["conv", "maxpool" if form == "gate" else "avgpool"], text

@@ -284,8 +284,9 @@ class OpMapping:
         self.add_layer(layer, node.output[0])
 
     def map_reduce(self, node):
-        """ReduceMean / ReduceMax over H and W (x.mean((2, 3), keepdim=...)): the global pools;
-        without keepdims the result is the pool's C x 1 x 1, flattened. Over the channels
+        """ReduceMean / ReduceMax over H and W (x.mean((2, 3), keepdim=...)), or over the last
+        axis of an image flattened to [N, C, H*W] without keepdims (x.flatten(2).mean(2)): the
+        global pools; without keepdims the result is the pool's C x 1 x 1, flattened. Over the channels
         (x.mean(1, keepdim=True), CBAM's spatial attention): reduce_channels; without keepdims
         its H x W, for an Unsqueeze back or a Flatten."""
         a = self.attrs(node, ("axes", "keepdims", "noop_with_empty_axes"))
@@ -313,6 +314,13 @@ class OpMapping:
             self.add_layer(_Layer("reduce_channels", [x.layer], {"mode": mode}, {},
                                   (1,) + tuple(x.sg[1:]), node), node.output[0],
                            channels_last=True)
+            return
+        if (axes == [2] and len(x.shape) == 2 and len(x.sg) == 3 and not int(a.get("keepdims", 1))
+                and x.shape == (x.sg[0], x.sg[1] * x.sg[2])):
+            # x.flatten(2).mean(2), x.view(n, c, -1).mean(-1): a global pool, flattened
+            op = "avgpool" if node.op_type == "ReduceMean" else "maxpool"
+            self.add_layer(_Layer(op, [x.layer], {"global": True}, {}, (x.sg[0], 1, 1), node),
+                           node.output[0], (x.sg[0],))
             return
         x = self.image(node)
         if axes is not None and axes == [1]:
