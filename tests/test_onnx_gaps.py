@@ -346,3 +346,28 @@ def test_a_global_pool_over_a_flattened_image(form, opset, tmp_path):
     text, _, _ = check_import(seeded(FlatPool(form)), (3, 11, 14), tmp_path, opset=opset)
     ops = ops_of(text)
     assert ops[:2] == ["conv", "maxpool" if form == "gate" else "avgpool"], text
+
+
+class Repeats(nn.Module):
+    """A grey image given to a 3-channel network (torch.cat([x, x, x], 1)), and a layer's
+    output concatenated with itself and another."""
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        rgb = torch.cat([x, x, x], 1)
+        y = torch.relu(self.a(rgb))
+        return torch.cat([y, self.b(rgb), y], 1)
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_a_tensor_concatenated_with_itself_is_copied(opset, tmp_path):
+    text, weights, graph = check_import(seeded(Repeats()), (1, 9, 11), tmp_path, opset=opset)
+    assert ops_of(text).count("conv") == 2 + 3 and ops_of(text).count("concat") == 2, text
+    from host_kernels import COMPILER, run_on_host
+    if COMPILER is not None:                     # the copies and concats as the GPU runs them
+        x = np.random.default_rng(3).standard_normal((2, 1, 9, 11)).astype(np.float32)
+        (got,), stray, _ = run_on_host(graph, weights, x, tmp_path)
+        assert stray == 0
+        assert_close(got, reference(text, weights, x), 1e-6)

@@ -1086,8 +1086,11 @@ class OpMapping:
             self.values[node.output[0]] = ins[0]
             return
         if len({v.layer for v in ins}) != len(ins):
-            raise self.fail(node, "lists the same tensor twice; squeezegen's concat needs "
-                                  "different layers")
+            if rank != 4 or any(v.shape != v.sg for v in ins):
+                raise self.fail(node, "lists the same tensor twice; squeezegen's concat needs "
+                                      "different layers (it copies a repeated image, not a "
+                                      "repeated vector or reshaped tensor)")
+            ins = self.copies_of_repeats(node, ins)
         if any(len(v.shape) + 1 != rank for v in ins):
             raise self.fail(node, "concatenates tensors of different ranks")
         if rank not in (2, 4) or (rank == 4 and any(v.shape != v.sg for v in ins)):
@@ -1262,6 +1265,24 @@ class OpMapping:
             raise self.fail(node, "the expanded tensor is a graph output; squeezegen takes an "
                                   "Expand only where an Add or Mul reads it")
         self.values[node.output[0]] = x
+
+    def copies_of_repeats(self, node, ins: list) -> list:
+        """`ins` with each image after its first occurrence replaced by a copy of it, a 1x1
+        conv of identity weights (exact in fp32: x * 1 plus zeros), so that the concat reads
+        different layers: torch.cat([x, x, x], 1), a grey image given to a 3-channel network."""
+        seen, out = set(), []
+        for k, v in enumerate(ins):
+            if v.layer not in seen:
+                seen.add(v.layer)
+                out.append(v)
+                continue
+            c = v.sg[0]
+            f = dict(out=c, kernel=(1, 1), stride=(1, 1), pad=(0, 0), bias=False)
+            weights = {"weight": np.eye(c, dtype=np.float32).reshape(c, c, 1, 1)}
+            name = f"{node.output[0]}#copy{k}"
+            self.add_layer(_Layer("conv", [v.layer], f, weights, v.sg, node, relu=False), name)
+            out.append(self.values[name])
+        return out
 
     def check_expand_reader(self, node, reader, other, out: tuple) -> None:
         """Refuse Expand `node` unless `reader` is an Add or Mul whose other operand, `other`,
