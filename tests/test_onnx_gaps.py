@@ -371,3 +371,24 @@ def test_a_tensor_concatenated_with_itself_is_copied(opset, tmp_path):
         (got,), stray, _ = run_on_host(graph, weights, x, tmp_path)
         assert stray == 0
         assert_close(got, reference(text, weights, x), 1e-6)
+
+
+class Tiled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x.repeat(1, 3, 1, 1))
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_a_grey_image_repeated_to_three_channels(opset, tmp_path):
+    text, _, _ = check_import(seeded(Tiled()), (1, 8, 9), tmp_path, opset=opset)
+    assert ops_of(text) == ["conv", "conv", "concat", "conv"], text
+
+
+def test_a_tile_of_rows_is_refused(tmp_path):
+    node = helper.make_node("Tile", ["x", "repeats"], ["y"], name="n")
+    message = refusal(saved(tmp_path, [node], [1, 3, 4, 4], [ints("repeats", [1, 1, 2, 1])]))
+    assert "node 'n' (Tile)" in message and "tiles only the channels" in message, message

@@ -20,7 +20,7 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "Sub", "Div",
                  "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
                  "Upsample", "PRelu", "InstanceNormalization", "Transpose",
-                 "LayerNormalization", "Pow", "Sqrt", "Expand", "Neg")
+                 "LayerNormalization", "Pow", "Sqrt", "Expand", "Neg", "Tile")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.

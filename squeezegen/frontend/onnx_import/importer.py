@@ -291,7 +291,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "MatMul": self.map_matmul, "Softmax": self.map_softmax,
                    "LogSoftmax": self.map_softmax,
                    "Dropout": self.map_alias, "Identity": self.map_alias,
-                   "Expand": self.map_expand, "Neg": self.map_neg,
+                   "Expand": self.map_expand, "Neg": self.map_neg, "Tile": self.map_tile,
                    "Flatten": self.map_reshape, "Reshape": self.map_reshape,
                    "Squeeze": self.map_reshape, "Unsqueeze": self.map_reshape}
         for node in self.g.nodes:      # Constant nodes first: patterns look ahead at them

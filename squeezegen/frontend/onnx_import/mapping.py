@@ -1266,6 +1266,23 @@ class OpMapping:
                                   "Expand only where an Add or Mul reads it")
         self.values[node.output[0]] = x
 
+    def map_tile(self, node):
+        """Tile of an image's channels only (`x.repeat(1, k, 1, 1)`, a grey image given to a
+        3-channel network): the concat of k copies of it."""
+        self.attrs(node, ())
+        x = self.image(node)
+        repeats = [int(r) for r in self.const(node, 1, "repeats").reshape(-1)]
+        if len(repeats) != 4 or repeats[0] != 1 or repeats[2:] != [1, 1] or repeats[1] < 1:
+            raise self.fail(node, f"repeats {repeats}: squeezegen tiles only the channels of "
+                                  "an image ([1, k, 1, 1])")
+        if repeats[1] == 1:
+            self.values[node.output[0]] = x
+            return
+        ins = self.copies_of_repeats(node, [x] * repeats[1])
+        sg = self.shape_of(node, "concat", {}, [v.sg for v in ins])
+        self.add_layer(_Layer("concat", [v.layer for v in ins], {}, {}, sg, node),
+                       node.output[0])
+
     def copies_of_repeats(self, node, ins: list) -> list:
         """`ins` with each image after its first occurrence replaced by a copy of it, a 1x1
         conv of identity weights (exact in fp32: x * 1 plus zeros), so that the concat reads
