@@ -14,18 +14,29 @@ from .errors import BuildError, SqueezegenError
 def atomic_write(path, write: Callable, error: type[SqueezegenError] = BuildError) -> None:
     """Create `path` by calling write(binary_file) on a temp file, then renaming it into place."""
     path = Path(path)
+    tmp = _staged(path, write, error)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        what = "it is a folder" if path.is_dir() else exc.strerror or exc
+        raise error(f"cannot write: {what}", file=str(path)) from None
+
+
+def _staged(path: Path, write: Callable, error: type[SqueezegenError]) -> str:
+    """The name of a temp file beside `path` holding what write(binary_file) wrote (mode
+    0644); nothing left behind and `error` when that fails."""
     fd, tmp = _temp_beside(path, error)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            what = "it is a folder" if path.is_dir() else exc.strerror or exc
-            raise error(f"cannot write: {what}", file=str(path)) from None
+            raise error(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
         raise
+    return tmp
 
 
 def refuse_overwriting(targets, sources: dict, error: type[SqueezegenError]) -> None:
@@ -104,14 +115,7 @@ def atomic_write_all(files: dict, error: type[SqueezegenError] = BuildError) -> 
             path = Path(path)
             if path.is_dir():
                 raise error("cannot write: it is a folder", file=str(path))
-            fd, tmp = _temp_beside(path, error)
-            staged.append((tmp, path))
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(content)
-                os.chmod(tmp, 0o644)
-            except OSError as exc:
-                raise error(f"cannot write: {exc.strerror or exc}", file=str(path)) from None
+            staged.append((_staged(path, lambda f, c=content: f.write(c), error), path))
         for tmp, path in staged:
             os.replace(tmp, path)
     except BaseException:

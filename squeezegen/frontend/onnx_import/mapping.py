@@ -362,9 +362,7 @@ class OpMapping:
                 raise self.fail(node, f"the {what} '{node.input[i]}' has shape {list(w.shape)}, "
                                       f"expected [{c}] (one per channel)")
             weights[key] = w
-        eps = _f32_decimal(a.get("epsilon", 1e-5))    # ONNX stores a float32: 1e-05
-        if not 0 < eps < math.inf:
-            raise self.fail(node, f"epsilon {eps} is not a positive finite float32", "epsilon")
+        eps = self.epsilon(node, a)
         index = self.add_layer(_Layer("batchnorm", [x.layer], {"eps": eps}, weights, x.sg, node,
                                       relu=False), node.output[0], x.shape)
         self.fuse_relu(index, node.output[0])
@@ -395,9 +393,7 @@ class OpMapping:
                                       f"expected [{groups}] (one per "
                                       f"{'channel' if image else 'group'})")
             weights[key] = np.repeat(w, c // groups).astype(np.float32)
-        eps = _f32_decimal(a.get("epsilon", 1e-5))    # ONNX stores a float32: 1e-05
-        if not 0 < eps < math.inf:
-            raise self.fail(node, f"epsilon {eps} is not a positive finite float32", "epsilon")
+        eps = self.epsilon(node, a)
         self.add_layer(_Layer("groupnorm", [x.layer], {"groups": groups, "eps": eps}, weights,
                               x.sg, node), node.output[0], x.shape)
 
@@ -1265,6 +1261,14 @@ class OpMapping:
             raise self.fail(node, "the expanded tensor is a graph output; squeezegen takes an "
                                   "Expand only where an Add or Mul reads it")
         self.values[node.output[0]] = x
+
+    def epsilon(self, node, a: dict) -> float:
+        """A normalisation's epsilon attribute (ONNX stores a float32: 1e-05 is written so),
+        refused unless positive and finite."""
+        eps = _f32_decimal(a.get("epsilon", 1e-5))
+        if not 0 < eps < math.inf:
+            raise self.fail(node, f"epsilon {eps} is not a positive finite float32", "epsilon")
+        return eps
 
     def map_tile(self, node):
         """Tile of an image's channels only (`x.repeat(1, k, 1, 1)`, a grey image given to a
