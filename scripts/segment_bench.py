@@ -242,7 +242,7 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
 
 def run_segment(model, weights, folder: Path, out: Path, args, ray: bool,
                 decoders: str = "auto", resize_on: str | None = None,
-                overlap: bool | None = None) -> dict:
+                overlap: bool | None = None, jpeg_on: str | None = None) -> dict:
     if out.exists():
         shutil.rmtree(out)
     summary = out.parent / (out.name + ".summary.json")
@@ -263,6 +263,8 @@ def run_segment(model, weights, folder: Path, out: Path, args, ray: bool,
             cmd += ["--resize-on", resize_on]
         if overlap is not None:
             cmd += ["--overlap" if overlap else "--no-overlap"]
+        if jpeg_on is not None:
+            cmd += ["--jpeg-on", jpeg_on]
     print("$ " + " ".join(cmd), flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -314,9 +316,11 @@ def main() -> int:
                    help="segment's --resize-on [segment's default]")
     p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
                    help="segment's --overlap/--no-overlap [segment's default]")
+    p.add_argument("--jpeg-on", choices=["cpu", "gpu", "auto"],
+                   help="segment's --jpeg-on [segment's default]")
     p.add_argument("--baseline", action="store_true",
-                   help="also run with --resize-on cpu --no-overlap (the CPUs resizing, one "
-                        "batch in flight)")
+                   help="also run with --jpeg-on cpu (Pillow decoding), and with --resize-on "
+                        "cpu --no-overlap (the CPUs resizing, one batch in flight)")
     p.add_argument("--keep", action="store_true", help="keep the output PNGs")
     p.add_argument("--out", required=True, help="the JSON to write")
     args = p.parse_args()
@@ -357,16 +361,17 @@ def main() -> int:
     if args.backend == "cuda":
         from squeezegen.runtime.bench import environment
         result["environment"] = environment()
-    runs = {"segment": (False, "auto", args.resize_on, args.overlap)}
+    runs = {"segment": (False, "auto", args.resize_on, args.overlap, args.jpeg_on)}
     if args.baseline:
-        runs["segment_baseline"] = (False, "auto", "cpu", False)
+        runs["segment_jpeg_on_cpu"] = (False, "auto", None, None, "cpu")
+        runs["segment_baseline"] = (False, "auto", "cpu", False, None)
     if args.threads:
-        runs["segment_threads"] = (False, "threads", "cpu", False)
+        runs["segment_threads"] = (False, "threads", "cpu", False, None)
     if args.ray:
-        runs["segment_ray"] = (True, "auto", None, None)
-    for name, (ray, decoders, resize_on, overlap) in runs.items():
+        runs["segment_ray"] = (True, "auto", None, None, None)
+    for name, (ray, decoders, resize_on, overlap, jpeg_on) in runs.items():
         e2e = run_segment(args.model, weights, images, folder / f"out_{name}", args, ray,
-                          decoders, resize_on, overlap)
+                          decoders, resize_on, overlap, jpeg_on)
         gpu_resize = e2e.get("resized_on") == "gpu"
         n_nets = max(1, len({w.split("#")[0] for w in e2e["networks"]}))   # GPUs, not networks
         result[name] = {

@@ -190,7 +190,7 @@ def _cmd_segment(args) -> int:
                       mean=args.mean, std=args.std, scores=args.scores,
                       overwrite=args.overwrite, backend=args.backend, workers=args.workers,
                       per_gpu=args.per_gpu, progress=not args.quiet, ray=args.ray,
-                      decoders=args.decoders, resize_on=args.resize_on,
+                      decoders=args.decoders, resize_on=args.resize_on, jpeg_on=args.jpeg_on,
                       overlap=args.overlap)
     print(summary.text())
     if args.json:
@@ -451,6 +451,11 @@ def make_parser() -> argparse.ArgumentParser:
                         "or the GPU (Pillow's arithmetic, the same pixels; the CPUs only "
                         "decode); auto: the GPU where the decoders are processes feeding the "
                         "cuda backend, without --scores or --ray [auto]")
+    s.add_argument("--jpeg-on", choices=["cpu", "gpu", "auto"], default="auto",
+                   help="where baseline JPEGs are decoded: the CPU workers (Pillow), or the "
+                        "GPU's JPEG engines (nvJPEG; the CPUs only read the files; pixels "
+                        "within a few levels of Pillow's); auto: the GPU where it resizes and "
+                        "nvJPEG's hardware decoder starts [auto]")
     s.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
                    help="keep two batches in flight per GPU network, the copies overlapping the "
                         "kernels [on wherever a local GPU makes the masks: not with --scores "

@@ -8,6 +8,7 @@ of each pixel in the Pascal VOC palette.
 from __future__ import annotations
 
 import functools
+import io
 import numbers
 import struct
 import zlib
@@ -144,6 +145,50 @@ def read_decoded(source, channels: int, target: tuple[int, int], resize: str,
             return np.asarray(im.resize((w, h), image_mod.BILINEAR), np.float32
                               ).reshape(h, w, channels), size, False
         return np.asarray(im).reshape(im.height, im.width, channels), size, True
+
+
+def scaled_size(height: int, width: int, scale: int) -> tuple[int, int]:
+    """The size a JPEG decodes to at 1/scale (libjpeg's DCT scaling, Pillow's `draft`): each
+    side's ceiling."""
+    return -(-height // scale), -(-width // scale)
+
+
+def draft_scale(size: tuple[int, int], target: tuple[int, int]) -> int:
+    """The scale Pillow's `draft` picks for a JPEG of `size` (height, width) asked for
+    `target` (height, width): the largest of 8, 4, 2 (else 1) that is at most both sides'
+    whole ratios."""
+    ratio = min(size[1] // max(1, target[1]), size[0] // max(1, target[0]))
+    return next((s for s in (8, 4, 2) if ratio >= s), 1)
+
+
+_GPU_SAMPLINGS = (0, 1, 2)     # JpegImagePlugin.get_sampling: 4:4:4, 4:2:2, 4:2:0
+
+
+def gpu_jpeg(source, target: tuple[int, int], resize: str, limit: int):
+    """For a GPU JPEG decoder, what `read_decoded` would decode on the CPU: (the file's bytes,
+    the image's (height, width), the draft scale) of a baseline (not progressive), complete
+    (it ends with the end-of-image marker), colour (YCbCr, 4:4:4, 4:2:2 or 4:2:0) JPEG whose
+    bytes and pixels decoded at that scale fit `limit` bytes each; None for any other file,
+    which the CPU decodes. Raises what Pillow raises on reading the header."""
+    with open(source, "rb") as f:
+        data = f.read(limit + 1)
+    if (len(data) > limit or not data.startswith(b"\xff\xd8")
+            or not data.endswith(b"\xff\xd9")):
+        return None
+    image_mod = _pil()
+    from PIL import JpegImagePlugin
+    with image_mod.open(io.BytesIO(data)) as im:
+        if (im.format != "JPEG" or im.mode != "RGB" or im.info.get("progressive")
+                or im.info.get("progression") or im.info.get("adobe_transform") == 0
+                or JpegImagePlugin.get_sampling(im) not in _GPU_SAMPLINGS):
+            return None
+        size = (im.height, im.width)
+    _, _, h, w = fit_box(size, target, resize)
+    scale = draft_scale(size, (h, w))
+    dh, dw = scaled_size(*size, scale)
+    if dh * dw * 3 > limit:
+        return None
+    return data, size, scale
 
 
 def array_pixels(array: np.ndarray, channels: int, target: tuple[int, int],

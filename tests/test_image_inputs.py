@@ -404,8 +404,9 @@ def test_resize_on_gpu_needs_a_gpu_pipeline(tmp_path):
 @pytest.mark.parametrize("resize", ["stretch", "letterbox"])
 def test_gpu_resize_writes_the_masks_the_cpus_resize_does(tmp_path, resize):
     """`segment` end to end on the GPU, with its defaults (the decoded images resized on the GPU,
-    two batches in flight) and with the CPU workers resizing, one batch at a time: the same PNGs, byte for byte, and the same
-    failures."""
+    two batches in flight; Pillow decoding the JPEGs: test_nvjpeg.py compares nvJPEG's) and
+    with the CPU workers resizing, one batch at a time: the same PNGs, byte for byte, and the
+    same failures."""
     import os
     if (os.cpu_count() or 1) < 2:
         pytest.skip("worker processes need 2 CPUs")
@@ -417,7 +418,8 @@ def test_gpu_resize_writes_the_masks_the_cpus_resize_does(tmp_path, resize):
     for where in ("gpu", "cpu"):
         s = squeezegen.segment(tmp_path / "m.yaml", weights, tmp_path / "in",
                                tmp_path / where, batch=8, resize=resize,
-                               **({} if where == "gpu" else {"resize_on": "cpu", "overlap": False}),
+                               **({"jpeg_on": "cpu"} if where == "gpu"
+                                  else {"resize_on": "cpu", "overlap": False}),
                                mean=[100.0, 110.5, 120.0], std=[60.0, 1.0, 0.3],
                                decoders="processes", workers=2, progress=False)
         assert (s.written, s.failed) == (42, 1), s.failures

@@ -4,18 +4,23 @@ templates/image_inputs.cu.j2) and normalised, so that the CPU only decodes.
 
 The batch arrives in byte slots (`segmentation.slots`), one an image: a slot holds either the
 image's decoded pixels (src_h x src_w x C uint8, when they fit) or, in its first bytes, a
-float32 input the CPU made (`ready`: 16-bit images, larger ones, unreadable ones as zeros).
-Only the bytes an image uses are copied to the GPU.
+float32 input the CPU made (`ready`: 16-bit images, larger ones, unreadable ones as zeros), or
+a JPEG file's bytes, which nvJPEG's hardware decoder (`runtime.nvjpeg`) decodes on the GPU into
+the slot's device copy, at the scale Pillow's draft mode would (`images.gpu_jpeg`). Only the
+bytes an image uses are copied to the GPU. A JPEG that nvJPEG refuses is decoded by Pillow
+here instead (the same pixels the CPU's decoders would give).
 
     inputs = ImageInputs(net, mean, std)
     with net.forward_from(inputs.queue(slots, images)) as net: ...
 """
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from ..codegen.emit import environment
-from ..errors import InputError
+from ..errors import GPUError, InputError
 from ..ops.activation import c_float
 from ..segmentation.bilinear8 import axis_table, resize, vertical_first
 from ..segmentation.slots import fits, input_view, slot_bytes
@@ -39,7 +44,7 @@ def render(network: str, shape: tuple, mean, std) -> str:
 
 def tables(images: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kernel's tables for one batch. images: per slot None (ready) or (source height,
-    source width, box (top, left, height, width)). Returns meta (int32, slots x 10), taps (int32,
+    source width, box (top, left, height, width)[, jpeg]). Returns meta (int32, slots x 10), taps (int32,
     3 an output row or column: first source pixel, count, first weight) and weights (int32);
     an axis table that several images share is there once."""
     meta = np.zeros((max(1, len(images)), META), np.int32)
@@ -62,12 +67,25 @@ def tables(images: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if image is None:
             meta[i, 0] = KIND_READY
             continue
-        src_h, src_w, (top, left, bh, bw) = image
+        src_h, src_w, (top, left, bh, bw) = image[:3]
         meta[i] = (KIND_DECODED, src_h, src_w, top, left, bh, bw, axis(src_h, bh),
                    axis(src_w, bw), vertical_first((src_h, src_w), (bh, bw)))
     cat = (lambda parts: np.ascontiguousarray(np.concatenate(parts), np.int32) if parts
            else np.zeros(3, np.int32))
     return meta, cat(taps), cat(weights)
+
+
+def decode_jpeg_slot(slot: np.ndarray, jpeg: tuple, decoded_hw: tuple) -> np.ndarray:
+    """Pillow's decoding of the JPEG whose `jpeg` = (bytes, scale) lie at the start of `slot`,
+    at that draft scale: decoded_hw x 3 uint8 (ValueError if the size differs)."""
+    from PIL import Image
+    nbytes, scale = jpeg
+    with Image.open(io.BytesIO(slot[:nbytes].tobytes())) as im:
+        im.draft("RGB", (max(1, im.width // scale), max(1, im.height // scale)))  # -> scale
+        pixels = np.asarray(im.convert("RGB"))
+    if pixels.shape[:2] != tuple(decoded_hw):
+        raise ValueError(f"a JPEG decoded to {pixels.shape[:2]}, expected {tuple(decoded_hw)}")
+    return pixels
 
 
 def inputs_on_cpu(slots: np.ndarray, images: list, shape: tuple, mean: np.ndarray,
@@ -80,8 +98,11 @@ def inputs_on_cpu(slots: np.ndarray, images: list, shape: tuple, mean: np.ndarra
         if image is None:
             x[i] = input_view(slots[i], shape)
             continue
-        src_h, src_w, (top, left, bh, bw) = image
-        pixels = slots[i, :src_h * src_w * c].reshape(src_h, src_w, c)
+        src_h, src_w, (top, left, bh, bw) = image[:3]
+        if len(image) > 3:                      # a JPEG's bytes: decoded as the CPU would
+            pixels = decode_jpeg_slot(slots[i], image[3], (src_h, src_w))
+        else:
+            pixels = slots[i, :src_h * src_w * c].reshape(src_h, src_w, c)
         resized = resize(pixels, bh, bw).transpose(2, 0, 1).astype(np.float32)
         x[i, :, top:top + bh, left:left + bw] = (resized - mean) / std
     return x
@@ -106,6 +127,7 @@ class ImageInputs:
             self._kernel = self._module.get_function("image_inputs")
             self._kernel.prepare("PPPPP")
         self._buffers = GrowingBuffers(net, "the image inputs'")
+        self._decoders: dict = {}           # nvJPEG's, one a set of device buffers
 
     def prepare(self, slots: np.ndarray, images: list) -> tuple:
         """The tables of a batch (`tables`) and the bytes each slot uses; InputError for what
@@ -127,22 +149,65 @@ class ImageInputs:
             if not (bh >= 1 and bw >= 1 and 0 <= top <= height - bh and 0 <= left <= width - bw):
                 raise InputError(f"box {tuple(image[2])} (top, left, height, width) is not inside "
                                  f"the {height} x {width} input")
-        used = [self._ready_bytes if image is None else image[0] * image[1] * self.shape[0]
+        for image in images:
+            if image is not None and len(image) > 3 and (
+                    self.shape[0] != 3 or not 0 < image[3][0] <= self.slot_bytes
+                    or image[3][1] not in (1, 2, 4, 8)):
+                raise InputError(f"a JPEG slot of {image[3]} (bytes, scale) for a "
+                                 f"{self.shape[0]}-channel input of {self.slot_bytes}-byte slots")
+        used = [self._ready_bytes if image is None else
+                0 if len(image) > 3 else image[0] * image[1] * self.shape[0]
                 for image in images]
-        return tables(images) + (used,)
+        return tables(images) + (used, images)
 
     def copy_in(self, drv, stream, buffers: GrowingBuffers, slots: np.ndarray, prepared):
         """Queue the copies of the used bytes of `slots` and the tables on `stream`, into
         `buffers`; returns the device buffers (slots, meta, taps, weights)."""
-        meta, taps, weights, used = prepared
+        meta, taps, weights, used, images = prepared
         d_slots = buffers.get("slots", slots.nbytes)
         d_tables = [buffers.get(what, a.nbytes) for what, a in
                     (("meta", meta), ("taps", taps), ("weights", weights))]
         for i, nbytes in enumerate(used):                # the bytes each image uses
-            drv.memcpy_htod_async(int(d_slots) + i * self.slot_bytes, slots[i, :nbytes], stream)
+            if nbytes:
+                drv.memcpy_htod_async(int(d_slots) + i * self.slot_bytes, slots[i, :nbytes],
+                                      stream)
         for dst, src in zip(d_tables, (meta, taps, weights)):
             drv.memcpy_htod_async(dst, src, stream)
+        jpegs = [(i, image) for i, image in enumerate(images)
+                 if image is not None and len(image) > 3]
+        if jpegs:
+            self._decode_jpegs(drv, stream, buffers, slots, int(d_slots), jpegs)
         return (d_slots, *d_tables)
+
+    def _decode_jpegs(self, drv, stream, buffers, slots: np.ndarray, d_slots: int,
+                      jpegs: list) -> None:
+        """Queue nvJPEG's decoding of the JPEG slots on `stream`, each into its device slot
+        (one decoder a set of buffers: the overlapped batches use two). A batch nvJPEG refuses
+        is tried an image at a time; what it refuses alone, Pillow decodes here and the
+        pixels are copied (`decode_jpeg_slot`)."""
+        from .nvjpeg import JpegDecoder
+        key = id(buffers)
+        if key not in self._decoders:
+            self._decoders[key] = JpegDecoder(self.net.batch)
+        decoder = self._decoders[key]
+
+        def queue(part: list) -> None:
+            decoder.decode([(slots[i].ctypes.data, image[3][0]) for i, image in part],
+                           [(d_slots + i * self.slot_bytes, 3 * image[1]) for i, image in part],
+                           stream.handle, 3, [image[3][1] for _, image in part])
+        try:
+            queue(jpegs)
+            return
+        except GPUError:
+            pass
+        for i, image in jpegs:
+            try:
+                queue([(i, image)])
+            except GPUError:
+                pixels = decode_jpeg_slot(slots[i], image[3], image[:2])
+                slots[i, :pixels.size] = pixels.reshape(-1)
+                drv.memcpy_htod_async(d_slots + i * self.slot_bytes, slots[i, :pixels.size],
+                                      stream)
 
     def launch(self, stream, device_buffers, n: int, d_input) -> None:
         """Queue the kernel on `stream`: n images' input into d_input from what `copy_in`
@@ -155,7 +220,8 @@ class ImageInputs:
     def queue(self, slots: np.ndarray, images: list):
         """What `net.forward_from` takes: queue the copy of `slots` (uint8, images x slot
         bytes; page-locked memory copies fastest) and the kernel that makes the input from
-        them. images: per slot None (ready) or (source height, source width, box)."""
+        them. images: per slot None (ready) or (source height, source width, box), those of
+        a JPEG slot followed by (its bytes, its draft scale)."""
         prepared = self.prepare(slots, images)
 
         def queue_input(drv, stream, d_input) -> None:
@@ -169,5 +235,8 @@ class ImageInputs:
         if module is None:
             return
         with self.net.active():
+            for decoder in self._decoders.values():
+                decoder.close()
+            self._decoders = {}
             self._buffers.free()
             del module

@@ -20,7 +20,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import GPUError, InputError
 from ..fsutil import atomic_write
 from ..images import MAX_PNG_CLASSES, check_image_model, check_normalisation
 from .backends import backend_specs, check_gpus, choose_backend
@@ -165,6 +165,32 @@ def _resize_on_gpu(resize_on: str, kind: str, processes: bool, scores: bool, ray
     return possible and resize_on != "cpu"
 
 
+def _jpeg_on_gpu(jpeg_on: str, gpu_resize: bool, channels: int, device: int | None,
+                 log) -> bool:
+    """Whether nvJPEG's hardware decoder decodes the JPEGs on the GPU (`runtime.nvjpeg`):
+    where the GPU resizes (`_resize_on_gpu`) for a 3-channel model and the decoder starts on
+    the first GPU, unless jpeg_on is "cpu". "gpu" where it cannot is an error; "auto" says why
+    in one line and decodes on the CPU."""
+    if jpeg_on not in ("auto", "gpu", "cpu"):
+        raise InputError(f"jpeg_on must be auto, gpu or cpu, got '{jpeg_on}'")
+    if jpeg_on == "cpu":
+        return False
+    if not (gpu_resize and channels == 3):
+        if jpeg_on == "gpu":
+            raise InputError("decoding JPEGs on the GPU needs the GPU resize (the cuda backend, "
+                             "decoding in worker processes, no --scores, no --ray, not "
+                             "--resize-on cpu) and a 3-channel model")
+        return False
+    from ..runtime.nvjpeg import available
+    why = available(device or 0)
+    if why is None:
+        return True
+    if jpeg_on == "gpu":
+        raise GPUError(f"cannot decode JPEGs on the GPU: {why}")
+    log(f"squeezegen: {why}: JPEGs are decoded on the CPU")
+    return False
+
+
 def _overlap(overlap: bool | None, kind: str, scores: bool, ray) -> bool:
     """Whether each GPU network keeps two batches in flight (`runtime.overlap`). None: wherever
     a local GPU makes the masks (not with --scores or on Ray Data); True there is an error."""
@@ -181,7 +207,7 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
             scores: bool = False, overwrite: bool = False, backend: str = "auto",
             workers: int | None = None, per_gpu: int = 1, progress: bool = True,
             ray: str | None = None, decoders: str = "auto", resize_on: str = "auto",
-            overlap: bool | None = None, log=None) -> SegmentSummary:
+            jpeg_on: str = "auto", overlap: bool | None = None, log=None) -> SegmentSummary:
     """Segment every image of `inputs` (paths of images, folders, globs or .txt lists) into
     `out_dir`; returns the summary. `backend` is cuda, numpy or auto; `gpus` is all, a count or
     a list of ids; `workers` the decoders and the encode threads (each; default: the CPU count);
@@ -190,7 +216,10 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
     ("auto" or a cluster address) runs the job on Ray Data instead (`squeezegen.ray`);
     `resize_on` "cpu", "gpu" or "auto" (default: the GPU where the workers are processes feeding
     a GPU that makes the masks): the GPU resizes the decoded images with Pillow's arithmetic,
-    so the CPUs only decode; `overlap`: each GPU network keeps two batches in flight, its
+    so the CPUs only decode; `jpeg_on` "cpu", "gpu" or "auto" (default: the GPU where it
+    resizes, for a 3-channel model, and nvJPEG's hardware decoder starts): baseline JPEGs are
+    decoded by nvJPEG on the GPU, so the CPUs only read their bytes (the pixels differ from
+    Pillow's by a few levels: another IDCT and chroma upsampling); `overlap`: each GPU network keeps two batches in flight, its
     copies overlapping its kernels (`runtime.overlap`; None, the default: wherever a local GPU
     makes the masks; False: never); `mean` and `std` a number or one per channel. Images that
     cannot be read, and subfolders that cannot be listed, are skipped and listed in
@@ -203,12 +232,12 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
                         gpus=gpus, resize=resize, mean=mean, std=std, scores=scores,
                         overwrite=overwrite, backend=backend, workers=workers, per_gpu=per_gpu,
                         progress=progress, ray=ray, decoders=decoders, resize_on=resize_on,
-                        overlap=overlap, log=log)
+                        jpeg_on=jpeg_on, overlap=overlap, log=log)
 
 
 def _segment(model, weights, inputs, out_dir, *, batch, precision, gpus, resize, mean, std,
              scores, overwrite, backend, workers, per_gpu, progress, ray, decoders, resize_on,
-             overlap, log) -> SegmentSummary:
+             jpeg_on, overlap, log) -> SegmentSummary:
     from ..frontend import load_model
     from ..weights import check_weights, load_weights
     _check_options(batch, precision, gpus, workers, per_gpu)
@@ -238,6 +267,7 @@ def _segment(model, weights, inputs, out_dir, *, batch, precision, gpus, resize,
     _overlap(overlap, "cuda", scores, ray)        # refuses what cannot overlap, before a build
     if ray is not None:
         _resize_on_gpu(resize_on, "ray", False, scores, ray)
+        _jpeg_on_gpu(jpeg_on, False, c, None, log)
         from .ray_data import run_ray
         summary = run_ray(ray, graph, checked, items, out_dir, settings, precision=precision,
                           backend=backend, progress=progress, log=log, per_gpu=per_gpu)
@@ -245,9 +275,10 @@ def _segment(model, weights, inputs, out_dir, *, batch, precision, gpus, resize,
         kind = choose_backend(backend, log)
         specs = backend_specs(kind, graph, checked, batch, precision, gpus, per_gpu)
         processes = _decode_in_processes(decoders, kind)
+        gpu_resize = _resize_on_gpu(resize_on, kind, processes, scores, ray)
         settings = replace(settings, processes=processes,
-                           overlap=_overlap(overlap, kind, scores, ray),
-                           gpu_resize=_resize_on_gpu(resize_on, kind, processes, scores, ray))
+                           overlap=_overlap(overlap, kind, scores, ray), gpu_resize=gpu_resize,
+                           gpu_jpeg=_jpeg_on_gpu(jpeg_on, gpu_resize, c, specs[0].device, log))
         bar = Progress(len(items), enabled=progress)
         pipeline = Pipeline(items, specs, out_dir, settings, kind, bar if progress else None, log)
         try:

@@ -114,6 +114,7 @@ class CudaBackend:
 class BackendSpec:
     label: str                       # "cuda:0", "numpy"
     make: Callable[[], object]       # called in the worker thread that will use it
+    device: int | None = None        # the GPU it runs on
 
 
 def gpu_count() -> int:
@@ -192,5 +193,5 @@ def backend_specs(kind: str, graph, weights: dict, batch: int, precision: str = 
         return [BackendSpec("numpy", lambda: NumpyBackend(graph, weights, batch))]
     ids = parse_gpus(gpus, gpu_count())
     return [BackendSpec(f"cuda:{i}" + (f"#{j}" if per_gpu > 1 else ""),
-                        lambda i=i: CudaBackend(graph, weights, batch, precision, i))
+                        lambda i=i: CudaBackend(graph, weights, batch, precision, i), i)
             for i in ids for j in range(per_gpu)]

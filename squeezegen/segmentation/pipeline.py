@@ -69,6 +69,7 @@ class Settings:
     workers: int = 4
     processes: bool = False         # decode in worker processes (many cores) rather than threads
     gpu_resize: bool = False        # (worker processes, GPU masks) resize and normalise on the GPU
+    gpu_jpeg: bool = False          # (gpu_resize) JPEGs decoded by nvJPEG on the GPU
     overlap: bool = False           # (GPU masks) two batches in flight per network
 
 
@@ -79,6 +80,7 @@ class _Job:
     box: tuple                      # where it went in the model's input: top, left, height, width
     decoded: tuple | None = None    # (gpu_resize) the decoded pixels' (height, width) in its slot,
                                     # or None: the slot holds the input the CPU made
+    jpeg: tuple | None = None       # (gpu_jpeg) the slot holds the JPEG's bytes: (length, scale)
 
 
 class _Batch:
@@ -107,7 +109,8 @@ class Pipeline:
         self.summary = SegmentSummary(out_dir=self.out_dir, backend=backend,
                                       networks=[s.label for s in specs], images=len(items),
                                       per_network=[0] * len(specs),
-                                      resized_on="gpu" if settings.gpu_resize else "cpu")
+                                      resized_on="gpu" if settings.gpu_resize else "cpu",
+                                      jpegs_on="gpu" if settings.gpu_jpeg else "cpu")
         workers = max(1, settings.workers)
         self.n_decoders = self.n_encoders = workers
         self.q_items: queue.Queue = queue.Queue(maxsize=2 * workers)
@@ -287,9 +290,9 @@ class Pipeline:
                 if result[0] == "error":
                     self._fail(item, result[1])
                     continue
-                _, size, box, seconds, decoded = result
+                _, size, box, seconds, decoded, jpeg = result
                 self._check_size(item, size)
-                b.jobs[slot] = _Job(item, tuple(size), tuple(box), decoded)
+                b.jobs[slot] = _Job(item, tuple(size), tuple(box), decoded, jpeg)
                 with self.lock:
                     self.summary.decode_s += seconds
             b.pending -= 1
@@ -324,7 +327,8 @@ class Pipeline:
                     boxes = [j.box if j else whole for j in jobs]
                     decoded = None
                     if self.s.gpu_resize:                    # slot i: decoded pixels or None
-                        decoded = [j.decoded + (j.box,) if j and j.decoded else None
+                        decoded = [None if not (j and j.decoded) else
+                                   j.decoded + (j.box,) + ((j.jpeg,) if j.jpeg else ())
                                    for j in jobs]
                     args = (b.x[:n], sizes, boxes)
                     options = dict(out=None if slot is None else self._pool.masks[slot],
@@ -551,7 +555,7 @@ class Pipeline:
         self._pool = WorkerPool(count, self.s.batch, self.s.shape, self.s.resize, self.s.mean,
                                 self.s.std, self.n_decoders, mask_slots,
                                 min(MAX_MASK_SLOT, self.s.batch * MASK_PIXELS_PER_IMAGE),
-                                self.s.gpu_resize)
+                                self.s.gpu_resize, self.s.gpu_jpeg)
         self._pool.on_restart = self._restarted
         self.q_free = queue.Queue()
         for i in range(count):

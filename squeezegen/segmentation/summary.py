@@ -19,6 +19,7 @@ class SegmentSummary:
     network_s: float = 0.0                # seconds the networks spent running, summed
     decode_s: float = 0.0                 # thread-seconds decoding (and resizing) images
     resized_on: str = "cpu"               # where the decoded images were resized: cpu, gpu
+    jpegs_on: str = "cpu"                 # where the JPEGs were decoded: cpu, gpu (nvJPEG)
     overlapped: bool = False              # the GPU networks kept two batches in flight
     encode_s: float = 0.0                 # thread-seconds resizing scores and writing PNGs
     interrupted: bool = False
@@ -52,8 +53,9 @@ class SegmentSummary:
         parts.append(f"the {self.backend} network{'s' if len(self.networks) > 1 else ''} "
                      f"({split}) ran {self.network_busy:.0%} of the time")
         parts.append(f"decode {self.decode_s:.1f} s, network {self.network_s:.1f} s, "
-                     f"encode {self.encode_s:.1f} s of thread time (images resized on the "
-                     f"{self.resized_on.upper()}"
+                     f"encode {self.encode_s:.1f} s of thread time ("
+                     f"{'JPEGs decoded on the GPU, ' if self.jpegs_on == 'gpu' else ''}"
+                     f"images resized on the {self.resized_on.upper()}"
                      f"{', two batches in flight' if self.overlapped else ''})")
         text = "; ".join(parts) + "."
         if self.interrupted:

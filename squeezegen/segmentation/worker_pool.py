@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, SqueezegenError
-from ..images import fit_box, read_decoded, read_pixels, save_classes
+from ..images import fit_box, read_decoded, read_pixels, save_classes, scaled_size
+from ..images import gpu_jpeg as jpeg_bytes
 from .inputs import output_path
 from .slots import SLOT_PIXELS, input_view, slot_bytes
 
@@ -105,20 +106,27 @@ def _input_slot(batch: np.ndarray, slot: int, channels: int, hw: tuple) -> np.nd
 
 def decode_chunk(index: int, first: int, paths: list) -> list:
     """Decode `paths` into batch `index`, slots first, first + 1, ...; per image
-    ("ok", size, box, seconds, decoded) or ("error", why). With `gpu_resize`, an 8-bit image
-    whose decoded pixels fit its slot goes there as they are, for the GPU to resize and
+    ("ok", size, box, seconds, decoded, jpeg) or ("error", why). With `gpu_resize`, an 8-bit
+    image whose decoded pixels fit its slot goes there as they are, for the GPU to resize and
     normalise (`runtime.image_inputs`), and `decoded` is their (height, width); otherwise it
-    is None and the slot holds the normalised input."""
-    channels, hw, resize, mean, std, gpu_resize = _WORKER["settings"]
+    is None and the slot holds the normalised input. With `gpu_jpeg` too, a JPEG that the
+    GPU's decoder takes (`images.gpu_jpeg`) goes as the file's bytes, undecoded: `jpeg` is
+    (their length, the draft scale) and `decoded` the size they decode to; else jpeg is None."""
+    channels, hw, resize, mean, std, gpu_resize, gpu_jpeg = _WORKER["settings"]
     x = _WORKER["batches"][index]
     limit = SLOT_PIXELS * hw[0] * hw[1] if gpu_resize else 0   # decoded pixels a slot holds
     out = []
     for slot, path in enumerate(paths, start=first):
         _test_death("decode", os.path.basename(path))
         start = time.perf_counter()
-        decoded = None
+        decoded = jpeg = None
         try:
-            if limit:
+            found = gpu_jpeg and jpeg_bytes(path, hw, resize, limit * channels)
+            if found:
+                data, size, scale = found
+                x[slot, :len(data)] = np.frombuffer(data, np.uint8)
+                decoded, jpeg = scaled_size(*size, scale), (len(data), scale)
+            elif limit:
                 pixels, size, is_decoded = read_decoded(path, channels, hw, resize, limit)
                 if is_decoded:
                     decoded = pixels.shape[:2]
@@ -132,7 +140,7 @@ def decode_chunk(index: int, first: int, paths: list) -> list:
             _input_slot(x, slot, channels, hw)[...] = 0.0
             out.append(("error", f"cannot read the image: {reason(exc)}"))
             continue
-        out.append(("ok", size, box, time.perf_counter() - start, decoded))
+        out.append(("ok", size, box, time.perf_counter() - start, decoded, jpeg))
     return out
 
 
@@ -240,7 +248,7 @@ class WorkerPool:
 
     def __init__(self, count: int, batch: int, shape: tuple, resize: str, mean: np.ndarray,
                  std: np.ndarray, workers: int, mask_slots: int = 0, mask_bytes: int = 0,
-                 gpu_resize: bool = False):
+                 gpu_resize: bool = False, gpu_jpeg: bool = False):
         # the batches: float32 inputs, or (gpu_resize) byte slots that hold decoded pixels
         self.shape = (count, batch) + (tuple(shape) if not gpu_resize else (slot_bytes(shape),))
         dtype = np.uint8 if gpu_resize else np.float32
@@ -259,7 +267,8 @@ class WorkerPool:
         if masks_shape:
             masks_path = str(Path(self._dir.name) / "masks.u8")
             self.masks = np.memmap(masks_path, np.uint8, "r+", shape=masks_shape)
-        settings = (shape[0], tuple(shape[1:]), resize, mean, std, gpu_resize)
+        settings = (shape[0], tuple(shape[1:]), resize, mean, std, gpu_resize,
+                    gpu_resize and gpu_jpeg and shape[0] == 3)
         from PIL import Image
         options = {"max_pixels": Image.MAX_IMAGE_PIXELS, "dies": os.environ.get(DIES)}
         self._initargs = (path, self.shape, settings, masks_path, masks_shape, options)
