@@ -184,8 +184,8 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
     for a slot still resized on the CPU), and the scores back at the original size + the PNG,
     from the network's own scores for the sample (a noisy output has more class boundaries to
     interpolate than a smooth one)."""
-    from squeezegen.images import (check_normalisation, classes_png, fit_box, read_decoded,
-                                   read_pixels, save_classes)
+    from squeezegen.images import (check_normalisation, classes_png, fit_box, gpu_jpeg,
+                                   read_decoded, read_pixels, save_classes)
     from squeezegen.segmentation.slots import SLOT_PIXELS
     from squeezegen.segmentation.inputs import output_path
     from squeezegen.segmentation.outputs import PNG_LEVEL, write_outputs
@@ -204,6 +204,9 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
         pixels, size, is_decoded = read_decoded(p, c, (h, w), resize, SLOT_PIXELS * h * w)
         raw.append((pixels if is_decoded else None, size))
     decode_only_ms = (time.perf_counter() - start) * 1e3 / len(images)
+    start = time.perf_counter()
+    jpeg_bytes = [gpu_jpeg(p, (h, w), resize, SLOT_PIXELS * c * h * w) for p in images]
+    read_jpeg_ms = (time.perf_counter() - start) * 1e3 / len(images)
     boxes = [fit_box(size, (h, w), resize) for _, size in decoded]
     x = np.zeros((len(images), c, h, w), np.float32)
     for i, ((pixels, _), (top, left, bh, bw)) in enumerate(zip(decoded, boxes)):
@@ -236,6 +239,8 @@ def stage_costs(model, weights, images: list[Path], batch: int, precision: str, 
     else:
         extra = {}
     return {**extra, "decode_ms": decode_ms, "decode_for_gpu_resize_ms": decode_only_ms,
+            "read_jpeg_for_gpu_ms": read_jpeg_ms,
+            "jpegs_for_gpu": sum(j is not None for j in jpeg_bytes) / len(jpeg_bytes),
             "decoded_fit_slots": sum(p is not None for p, _ in raw) / len(raw),
             "encode_ms": encode_ms, "sample": len(images), "sizes": sizes, "decoded": raw}
 
@@ -279,10 +284,13 @@ def run_segment(model, weights, folder: Path, out: Path, args, ray: bool,
     return result
 
 
-def limit(net: dict, costs: dict, workers: int, gpus: int, gpu_resize: bool = False) -> str:
+def limit(net: dict, costs: dict, workers: int, gpus: int, gpu_resize: bool = False,
+          gpu_jpeg: bool = False) -> str:
     """Which stage bounds the end-to-end rate (each stage's capacity in img/s; decode and
-    encode share the CPUs, so together they bound it too)."""
-    decode = costs["decode_for_gpu_resize_ms" if gpu_resize else "decode_ms"]
+    encode share the CPUs, so together they bound it too). With the JPEGs decoded on the
+    GPU, the CPUs' "decode" is reading the files' bytes and headers."""
+    decode = costs["read_jpeg_for_gpu_ms" if gpu_jpeg else
+                   "decode_for_gpu_resize_ms" if gpu_resize else "decode_ms"]
     network = net.get("gpu_resize_masks_img_s" if gpu_resize else "masks_img_s",
                       net.get("masks_img_s", net["host_img_s"]))
     capacity = {"decode": workers * 1e3 / max(1e-9, decode),
@@ -351,7 +359,8 @@ def main() -> int:
            else ""), flush=True)
     print(f"one thread: decode + resize {costs['decode_ms']:.2f} ms/img, decode alone "
           f"{costs['decode_for_gpu_resize_ms']:.2f} ms/img ({costs['decoded_fit_slots']:.0%} "
-          f"fit a slot), encode {costs['encode_ms']:.2f} ms/img" +
+          f"fit a slot), a JPEG's bytes for the GPU {costs['read_jpeg_for_gpu_ms']:.2f} ms/img "
+          f"({costs['jpegs_for_gpu']:.0%} go), encode {costs['encode_ms']:.2f} ms/img" +
           (f" (the PNG's bytes {costs['png_bytes_ms']:.2f} ms, the rest writing the file)"
            if "png_bytes_ms" in costs else ""), flush=True)
 
@@ -379,7 +388,8 @@ def main() -> int:
             "ratio_to_network": e2e["images_per_s"] / (net["img_s"] * n_nets),
             "gpu_resize": gpu_resize, "overlap": e2e.get("overlapped", overlap),
             "gpu_busy": e2e["network_busy"],
-            "limited_by": limit(net, costs, workers, n_nets, gpu_resize),
+            "limited_by": limit(net, costs, workers, n_nets, gpu_resize,
+                                e2e.get("jpegs_on") == "gpu"),
             "thread_seconds": {k: e2e[k] for k in ("decode_s", "network_s", "encode_s")}}
         print(f"{name}: {e2e['images_per_s']:,.0f} img/s = "
               f"{result[name]['ratio_to_network']:.0%} of the network alone on {n_nets} "

@@ -162,27 +162,59 @@ def draft_scale(size: tuple[int, int], target: tuple[int, int]) -> int:
 
 
 _GPU_SAMPLINGS = (0, 1, 2)     # JpegImagePlugin.get_sampling: 4:4:4, 4:2:2, 4:2:0
+_SOI, _EOI, _SOS, _BASELINE = b"\xff\xd8", b"\xff\xd9", b"\xff\xda", 0xC0
+
+
+def frame_marker(data: bytes) -> int | None:
+    """The JPEG's start-of-frame marker (0xC0 baseline, 0xC1 extended, 0xC2 progressive, 0xC9
+    arithmetic, ...): the segments walked from the start; None if none comes before the scan
+    or the segments do not parse."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:                        # a fill byte
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker
+        if marker in (0xD9, 0xDA):                # the end, or a scan, before any frame
+            return None
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
 
 
 def gpu_jpeg(source, target: tuple[int, int], resize: str, limit: int):
     """For a GPU JPEG decoder, what `read_decoded` would decode on the CPU: (the file's bytes,
-    the image's (height, width), the draft scale) of a baseline (not progressive), complete
-    (it ends with the end-of-image marker), colour (YCbCr, 4:4:4, 4:2:2 or 4:2:0) JPEG whose
-    bytes and pixels decoded at that scale fit `limit` bytes each; None for any other file,
-    which the CPU decodes. Raises what Pillow raises on reading the header."""
-    with open(source, "rb") as f:
-        data = f.read(limit + 1)
-    if (len(data) > limit or not data.startswith(b"\xff\xd8")
-            or not data.endswith(b"\xff\xd9")):
-        return None
-    image_mod = _pil()
-    from PIL import JpegImagePlugin
-    with image_mod.open(io.BytesIO(data)) as im:
-        if (im.format != "JPEG" or im.mode != "RGB" or im.info.get("progressive")
-                or im.info.get("progression") or im.info.get("adobe_transform") == 0
-                or JpegImagePlugin.get_sampling(im) not in _GPU_SAMPLINGS):
+    the image's (height, width), the draft scale) of a baseline JPEG with one scan (nvJPEG's
+    hardware decoder takes nothing else), complete (it ends with the end-of-image marker), in
+    YCbCr colour (4:4:4, 4:2:2 or 4:2:0), whose bytes and pixels decoded at that scale fit
+    `limit` bytes each; None for any other file, and for one that cannot be read, which the
+    CPU then decodes (and reports as it always does)."""
+    try:
+        with open(source, "rb") as f:
+            head = f.read(2)
+            if head != _SOI:                      # not a JPEG: not read any further here
+                return None
+            data = head + f.read(limit - 1)
+            if f.read(1):
+                return None
+        if (not data.endswith(_EOI) or frame_marker(data) != _BASELINE
+                or data.count(_SOS) != 1):        # 0xFF in the scan's data is always escaped
             return None
-        size = (im.height, im.width)
+        image_mod = _pil()
+        from PIL import JpegImagePlugin
+        with image_mod.open(io.BytesIO(data)) as im:
+            layers = [layer[0] for layer in getattr(im, "layer", [])]   # component ids
+            if (im.format != "JPEG" or im.mode != "RGB" or im.info.get("progressive")
+                    or im.info.get("progression") or im.info.get("adobe_transform") == 0
+                    or layers == [ord(c) for c in "RGB"]     # libjpeg's RGB without a marker
+                    or JpegImagePlugin.get_sampling(im) not in _GPU_SAMPLINGS):
+                return None
+            size = (im.height, im.width)
+    except Exception:                              # the CPU's decoder says what is wrong
+        return None
     _, _, h, w = fit_box(size, target, resize)
     scale = draft_scale(size, (h, w))
     dh, dw = scaled_size(*size, scale)

@@ -71,12 +71,26 @@ def test_which_files_go_to_the_gpu_as_bytes(tmp_path):
     _photo(tmp_path / "p.png", 50, 60)
     (tmp_path / "cut.jpg").write_bytes((tmp_path / "base.jpg").read_bytes()[:-40])
     (tmp_path / "fake.jpg").write_bytes(b"\xff\xd8 not a jpeg \xff\xd9")
-    for name in ("prog.jpg", "big.jpg", "grey.jpg", "cmyk.jpg", "p.png", "cut.jpg"):
+    base = (tmp_path / "base.jpg").read_bytes()
+    sof = base.index(b"\xff\xc0")
+    for marker, name in [(b"\xff\xc1", "extended.jpg"), (b"\xff\xc9", "arithmetic.jpg")]:
+        (tmp_path / name).write_bytes(base[:sof] + marker + base[sof + 2:])
+    sos = base.index(b"\xff\xda")                # a second scan: not for the hardware
+    (tmp_path / "scans.jpg").write_bytes(base[:-2] + base[sos:])
+    # everything else (and what cannot be read: the CPU's decoder reports it, naming the file)
+    for name in ("prog.jpg", "big.jpg", "grey.jpg", "cmyk.jpg", "p.png", "cut.jpg",
+                 "fake.jpg", "missing.jpg", "extended.jpg", "arithmetic.jpg", "scans.jpg"):
         assert gpu_jpeg(tmp_path / name, SHAPE[1:], "stretch", LIMIT) is None, name
-    with pytest.raises(Exception):                 # Pillow's own error: the CPU path's too
-        gpu_jpeg(tmp_path / "fake.jpg", SHAPE[1:], "stretch", LIMIT)
-    with pytest.raises(FileNotFoundError):
-        gpu_jpeg(tmp_path / "missing.jpg", SHAPE[1:], "stretch", LIMIT)
+
+
+def test_frame_markers():
+    from squeezegen.images import frame_marker
+    app = b"\xff\xe0\x00\x04ab"
+    assert frame_marker(b"\xff\xd8" + app + b"\xff\xc0\x00\x02") == 0xC0
+    assert frame_marker(b"\xff\xd8" + app + b"\xff\xff\xc2\x00\x02") == 0xC2
+    assert frame_marker(b"\xff\xd8\xff\xc4\x00\x02\xff\xda\x00\x02") is None  # scan first
+    assert frame_marker(b"\xff\xd8" + app + b"junk") is None
+    assert frame_marker(b"\xff\xd8\xff\xe0\xff\xff") is None          # a length past the end
 
 
 def _jpeg_slots(tmp_path, sizes):
@@ -209,8 +223,30 @@ def test_gpu_input_from_jpeg_slots(tmp_path):
                 want = image_inputs.inputs_on_cpu(slots, images, SHAPE, mean, std)
                 np.testing.assert_array_equal(got[1], want[1])
                 assert np.abs(got - want).max() * 60.0 <= MAX_LEVELS
+                assert inputs.fallbacks == 0 and inputs.failures == []     # nvJPEG did it all
         finally:
             inputs.close()
+
+
+def _broken_huffman_table(path) -> bytes:
+    """A JPEG whose first Huffman table claims too many codes: its header reads (gpu_jpeg sends
+    it to the GPU), its decoding fails in nvJPEG and in Pillow alike."""
+    data = bytearray(path.read_bytes())
+    i = data.find(b"\xff\xc4")
+    data[i + 5:i + 21] = b"\xff" * 16
+    return bytes(data)
+
+
+def test_a_broken_huffman_table_goes_to_the_gpu_and_fails_in_pillow(tmp_path):
+    """What the GPU path does with a JPEG whose header reads but whose data cannot be decoded:
+    nvJPEG refuses it, then Pillow (`decode_jpeg_slot`) raises, and the image fails."""
+    _photo(tmp_path / "a.jpg", 64, 96)
+    (tmp_path / "bad.jpg").write_bytes(_broken_huffman_table(tmp_path / "a.jpg"))
+    data, size, scale = gpu_jpeg(tmp_path / "bad.jpg", SHAPE[1:], "stretch", LIMIT)
+    slot = np.zeros(LIMIT, np.uint8)
+    slot[:len(data)] = np.frombuffer(data, np.uint8)
+    with pytest.raises(OSError):
+        image_inputs.decode_jpeg_slot(slot, (len(data), scale), scaled_size(*size, scale))
 
 
 @needs_gpu
@@ -231,13 +267,15 @@ def test_segment_with_jpegs_decoded_on_the_gpu(tmp_path):
         _photo(tmp_path / "in" / f"{i:02d}.jpg", h, w, seed=i)
     _photo(tmp_path / "in" / "prog.jpg", 90, 140, progressive=True)
     (tmp_path / "in" / "cut.jpg").write_bytes((tmp_path / "in" / "00.jpg").read_bytes()[:200])
+    (tmp_path / "in" / "badhuff.jpg").write_bytes(_broken_huffman_table(tmp_path / "in" / "01.jpg"))
     outs = {}
     for where in ("gpu", "cpu"):
         s = squeezegen.segment(tmp_path / "m.yaml", weights, tmp_path / "in", tmp_path / where,
                                batch=8, jpeg_on=where, mean=[100.0, 110.5, 120.0],
                                std=[60.0, 60.0, 60.0], decoders="processes", workers=2,
                                progress=False)
-        assert (s.written, s.failed) == (31, 1), s.failures
+        assert (s.written, s.failed) == (31, 2), s.failures
+        assert sorted(p.rsplit("/", 1)[-1] for p, _ in s.failures) == ["badhuff.jpg", "cut.jpg"]
         assert s.jpegs_on == where and (("JPEGs decoded on the GPU" in s.text())
                                         == (where == "gpu"))
         outs[where] = {p.name: np.asarray(Image.open(p)) for p in (tmp_path / where).rglob("*.png")}

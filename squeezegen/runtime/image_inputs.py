@@ -128,6 +128,8 @@ class ImageInputs:
             self._kernel.prepare("PPPPP")
         self._buffers = GrowingBuffers(net, "the image inputs'")
         self._decoders: dict = {}           # nvJPEG's, one a set of device buffers
+        self.failures: list = []            # (slot, why) of the last copy_in's unreadable JPEGs
+        self.fallbacks = 0                  # JPEGs nvJPEG refused that Pillow decoded here
 
     def prepare(self, slots: np.ndarray, images: list) -> tuple:
         """The tables of a batch (`tables`) and the bytes each slot uses; InputError for what
@@ -164,6 +166,7 @@ class ImageInputs:
         """Queue the copies of the used bytes of `slots` and the tables on `stream`, into
         `buffers`; returns the device buffers (slots, meta, taps, weights)."""
         meta, taps, weights, used, images = prepared
+        self.failures = []
         d_slots = buffers.get("slots", slots.nbytes)
         d_tables = [buffers.get(what, a.nbytes) for what, a in
                     (("meta", meta), ("taps", taps), ("weights", weights))]
@@ -182,10 +185,13 @@ class ImageInputs:
     def _decode_jpegs(self, drv, stream, buffers, slots: np.ndarray, d_slots: int,
                       jpegs: list) -> None:
         """Queue nvJPEG's decoding of the JPEG slots on `stream`, each into its device slot
-        (one decoder a set of buffers: the overlapped batches use two). A batch nvJPEG refuses
-        is tried an image at a time; what it refuses alone, Pillow decodes here and the
-        pixels are copied (`decode_jpeg_slot`)."""
-        from .nvjpeg import JpegDecoder
+        (one decoder a set of buffers: the overlapped batches use two, and a set is reused
+        only once its last batch is done). A batch that nvJPEG refuses for a JPEG in it is
+        tried an image at a time (waiting for the stream before each: a decode state is not
+        reused while a failed call's work may run); what it refuses alone, Pillow decodes
+        here and the pixels are copied (`decode_jpeg_slot`); what Pillow cannot read either
+        goes to `failures` (its slot zeros). Any other nvJPEG failure is raised."""
+        from .nvjpeg import JPEG_STATUSES, JpegDecoder, NvJpegError
         key = id(buffers)
         if key not in self._decoders:
             self._decoders[key] = JpegDecoder(self.net.batch)
@@ -198,16 +204,27 @@ class ImageInputs:
         try:
             queue(jpegs)
             return
-        except GPUError:
-            pass
+        except NvJpegError as exc:
+            if exc.status not in JPEG_STATUSES:
+                raise
         for i, image in jpegs:
+            stream.synchronize()
             try:
                 queue([(i, image)])
-            except GPUError:
-                pixels = decode_jpeg_slot(slots[i], image[3], image[:2])
-                slots[i, :pixels.size] = pixels.reshape(-1)
-                drv.memcpy_htod_async(d_slots + i * self.slot_bytes, slots[i, :pixels.size],
-                                      stream)
+                continue
+            except NvJpegError as exc:
+                if exc.status not in JPEG_STATUSES:
+                    raise
+            self.fallbacks += 1
+            stream.synchronize()
+            try:
+                pixels = decode_jpeg_slot(slots[i], image[3], image[:2]).reshape(-1)
+            except Exception as exc:                    # unreadable for Pillow too
+                self.failures.append((i, " ".join(str(exc).split()) or type(exc).__name__))
+                pixels = np.zeros(image[0] * image[1] * 3, np.uint8)
+            slots[i, :pixels.size] = pixels
+            drv.memcpy_htod_async(d_slots + i * self.slot_bytes, slots[i, :pixels.size],
+                                  stream)
 
     def launch(self, stream, device_buffers, n: int, d_input) -> None:
         """Queue the kernel on `stream`: n images' input into d_input from what `copy_in`

@@ -25,6 +25,9 @@ from ..errors import GPUError
 BACKEND_HARDWARE = 3
 OUTPUT_Y, OUTPUT_RGBI = 2, 5
 CSS_GRAY = 6
+# nvjpegCreateEx's flag for chroma upsampling by interpolation, as libjpeg's "fancy upsampling"
+# that Pillow uses (nvJPEG 12.1 and later): nearer Pillow's pixels than replicating samples
+UPSAMPLING_WITH_INTERPOLATION = 32
 CSS_UNSUPPORTED = (4, 5, 7, -1)         # 4:1:1, 4:1:0, 4:1:0V, unknown
 SCALE_CODES = {1: 0, 2: 1, 4: 2, 8: 3}  # nvjpegScaleFactor_t of a scale
 LIBRARY_NAMES = ("libnvjpeg.so.13", "libnvjpeg.so.12", "libnvjpeg.so.11", "libnvjpeg.so")
@@ -61,17 +64,29 @@ _LIB: list = []
 
 
 def library():
-    """libnvjpeg, loaded once, with the signatures used here; GPUError if it is not found."""
+    """libnvjpeg, loaded once, with the signatures used here: the first one found that has
+    every function used here; GPUError if none is."""
     if _LIB:
         return _LIB[0]
+    missing = None
     for path in _library_paths():
         try:
             lib = ctypes.CDLL(path)
-            break
+            _declare(lib)
         except OSError:
             continue
-    else:
-        raise GPUError("nvJPEG (libnvjpeg.so, part of the CUDA toolkit) is not installed")
+        except AttributeError as exc:          # an older nvJPEG without a function used here
+            missing = missing or f"{path} lacks {exc}"
+            continue
+        _LIB.append(lib)
+        return lib
+    raise GPUError(f"nvJPEG is too old here ({missing})" if missing else
+                   "nvJPEG (libnvjpeg.so, part of the CUDA toolkit) is not installed")
+
+
+def _declare(lib) -> None:
+    """Set the argument and result types of the functions used here (AttributeError: one is
+    missing)."""
     vp, ip, i, u, sz = (ctypes.c_void_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int,
                         ctypes.c_uint, ctypes.c_size_t)
     signatures = {
@@ -99,13 +114,25 @@ def library():
     for name, args in signatures.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = list(args), ctypes.c_int
-    _LIB.append(lib)
-    return lib
+
+
+class NvJpegError(GPUError):
+    """An nvJPEG call failed; `status` is its nvjpegStatus_t."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+# what a JPEG itself can make a decode fail with (bad, not supported, incomplete): another
+# decoder may still read it; any other status is the GPU's or the library's failure
+JPEG_STATUSES = (3, 4, 10)
 
 
 def check(status: int, what: str) -> None:
     if status != 0:
-        raise GPUError(f"nvJPEG: {what} failed: {STATUS.get(status, f'status {status}')}")
+        raise NvJpegError(f"nvJPEG: {what} failed: {STATUS.get(status, f'status {status}')}",
+                          status)
 
 
 class JpegDecoder:
@@ -113,12 +140,20 @@ class JpegDecoder:
     (create, use and close it in one thread, as the networks' worker threads do). GPUError
     when the library or the JPEG hardware is missing."""
 
-    def __init__(self, max_batch: int):
+    def __init__(self, max_batch: int, flags: int = UPSAMPLING_WITH_INTERPOLATION):
+        """flags: nvjpegCreateEx's (NVJPEG_FLAGS_*); an nvJPEG that refuses the upsampling
+        flag starts without it."""
         self.lib = library()
         self.max_batch = max_batch
         self.handle = ctypes.c_void_p()
-        check(self.lib.nvjpegCreateEx(BACKEND_HARDWARE, None, None, 0,
-                                      ctypes.byref(self.handle)), "starting the hardware decoder")
+        status = self.lib.nvjpegCreateEx(BACKEND_HARDWARE, None, None, flags,
+                                         ctypes.byref(self.handle))
+        if status == 2 and flags & UPSAMPLING_WITH_INTERPOLATION:      # invalid parameter
+            flags &= ~UPSAMPLING_WITH_INTERPOLATION
+            status = self.lib.nvjpegCreateEx(BACKEND_HARDWARE, None, None, flags,
+                                             ctypes.byref(self.handle))
+        check(status, "starting the hardware decoder")
+        self.flags = flags
         self.state = ctypes.c_void_p()
         self.stream = ctypes.c_void_p()
         self.params = [ctypes.c_void_p() for _ in range(max_batch)]
@@ -172,7 +207,9 @@ class JpegDecoder:
         bytes, or (host address, length) of memory that stays untouched until the stream
         is done; image k to device memory destinations[k] = (pointer, row pitch in bytes) as
         `channels` (3: RGB interleaved, 1: grey) bytes a pixel, at 1/scales[k] of its size
-        (`images.scaled_size`). GPUError if nvJPEG refuses the batch (a bad JPEG among them)."""
+        (`images.scaled_size`). NvJpegError if nvJPEG refuses the batch (its status among
+        JPEG_STATUSES: a JPEG among them it cannot read); the state must then not be used
+        again until the stream is done with whatever the failed call queued."""
         n = len(datas)
         if not 1 <= n <= self.max_batch or len(destinations) != n:
             raise GPUError(f"nvJPEG: {n} images for a decoder of batch {self.max_batch}")

@@ -86,6 +86,12 @@ class CudaBackend:
         return self._overlap.submit(samplings, out, slots=x.reshape(len(x), -1).view(np.uint8),
                                     images=decoded)
 
+    def failures(self) -> list:
+        """(slot, why) of the images of the batch just given to `classes` or `submit` that
+        turned out unreadable on the GPU (a JPEG neither nvJPEG nor Pillow could decode):
+        their masks are not to be written."""
+        return list(self._inputs.failures) if self._inputs is not None else []
+
     def collect(self, ticket) -> list:
         """The masks of a `submit`ted batch (waiting for them)."""
         return self._overlap.result(ticket)

@@ -336,11 +336,13 @@ class Pipeline:
                     if overlap:              # queue this batch, then collect the one before
                         ticket = backend.submit(*args, **options)
                         took = time.perf_counter() - start
+                        self._unreadable_on_gpu(backend, jobs)
                         if pending is not None:
                             self._collect_batch(index, backend, *pending)
                         pending = (b, jobs, slot, ticket, took)
                         continue
                     y = backend.classes(*args, **options)
+                    self._unreadable_on_gpu(backend, jobs)
                 else:
                     y = backend(b.x[:n])
                     y = y[0] if isinstance(y, tuple) else y
@@ -357,6 +359,16 @@ class Pipeline:
                     self._put(self.q_scores, _END)
                 if self.s.processes and self.gpu_masks:
                     self.q_encoded.put(_END)
+
+    def _unreadable_on_gpu(self, backend, jobs: list) -> None:
+        """(JPEGs decoded on the GPU) Fail the images of the batch just queued that the GPU
+        could not decode (nor Pillow after it): their masks are not written."""
+        if not self.s.gpu_jpeg:
+            return
+        for slot, why in backend.failures():
+            if jobs[slot] is not None:
+                self._fail(jobs[slot].item, f"cannot read the image: {why}")
+                jobs[slot] = None
 
     def _collect_batch(self, index: int, backend, b: _Batch, jobs: list, slot, ticket,
                        took: float) -> None:
