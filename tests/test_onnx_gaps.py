@@ -392,3 +392,56 @@ def test_a_tile_of_rows_is_refused(tmp_path):
     node = helper.make_node("Tile", ["x", "repeats"], ["y"], name="n")
     message = refusal(saved(tmp_path, [node], [1, 3, 4, 4], [ints("repeats", [1, 1, 2, 1])]))
     assert "node 'n' (Tile)" in message and "tiles only the channels" in message, message
+
+
+# ------------------------------------------------------------------ 10. the second audit
+def on_host(graph, weights, x, tmp_path):
+    """`graph`'s generated kernels run on the host (tests/host_kernels.py) against the NumPy
+    reference; skipped where there is no C++ compiler."""
+    from host_kernels import COMPILER, run_on_host
+    if COMPILER is None:
+        return
+    got, stray, _ = run_on_host(graph, weights, x, tmp_path)
+    assert stray == 0
+    want = ReferenceExecutor(graph, weights)(x)
+    for g, w in zip(got, want if isinstance(want, tuple) else (want,)):
+        assert_close(g, w, 1e-5)
+
+
+def _x(shape, batch=2, seed=5):
+    return np.random.default_rng(seed).standard_normal((batch,) + tuple(shape)).astype(np.float32)
+
+
+class Expanded(nn.Module):
+    """An N x 1 x H x W map and an N x C x 1 x 1 gate expanded to N x C x H x W
+    (x.expand(-1, 3, -1, -1), expand_as) before an Add or a Mul, as they broadcast."""
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 1, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        y = self.b(x)
+        y = y + self.a(x).expand(-1, 3, -1, -1)
+        y = y * torch.sigmoid(self.a(y)).expand_as(y)
+        gate = y.mean((2, 3), keepdim=True)
+        return y + gate.expand(-1, -1, y.shape[2], y.shape[3])
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_an_expand_over_the_channels_or_the_pixels_is_a_broadcast(opset, dynamic, tmp_path):
+    """The exporter writes expand(-1, ...) as Where(shape == -1, 1, shape) of constants:
+    evaluated at import (Equal and Where used to be refused)."""
+    axes = {"dynamic_axes": {"x": {0: "n"}}} if dynamic else {}
+    text, weights, graph = check_import(seeded(Expanded()), (3, 7, 6), tmp_path, opset=opset,
+                                        **axes)
+    assert ops_of(text) == ["conv", "conv", "add", "conv", "sigmoid", "mul", "avgpool",
+                            "add"], text
+    if opset == 13 and not dynamic:
+        on_host(graph, weights, _x((3, 7, 6)), tmp_path)
+
+
+def test_equal_and_where_of_layer_outputs_are_refused(tmp_path):
+    node = helper.make_node("Equal", ["x", "x"], ["y"], name="n")
+    assert "node 'n' (Equal): op Equal is not supported" in refusal(
+        saved(tmp_path, [node], [1, 3, 4, 4]))

@@ -41,7 +41,8 @@ CHANNELS_LAST_OPS = ("LayerNormalization (over the last axis), MatMul with a con
 # Evaluated at import time when all their inputs are constants (shape arithmetic, weight prep).
 _FOLDABLE = ("Constant", "ConstantOfShape", "Identity", "Cast", "Shape", "Gather", "Unsqueeze",
              "Squeeze", "Concat",
-             "Reshape", "Flatten", "Slice", "Transpose", "Add", "Sub", "Mul", "Div")
+             "Reshape", "Flatten", "Slice", "Transpose", "Add", "Sub", "Mul", "Div", "Equal",
+             "Where")
 
 
 _INPUT = -1                       # the layer index of the network input
