@@ -445,3 +445,100 @@ def test_equal_and_where_of_layer_outputs_are_refused(tmp_path):
     node = helper.make_node("Equal", ["x", "x"], ["y"], name="n")
     assert "node 'n' (Equal): op Equal is not supported" in refusal(
         saved(tmp_path, [node], [1, 3, 4, 4]))
+
+
+class TwoStep(nn.Module):
+    """A global pool written as two reductions, one axis each, and one over one axis alone."""
+    def __init__(self, form):
+        super().__init__()
+        self.form, self.conv, self.fc = form, nn.Conv2d(3, 8, 3), nn.Linear(8, 5)
+
+    def forward(self, x):
+        y = self.conv(x)
+        f = self.form
+        if f == "mean-1":
+            return self.fc(y.mean(-1).mean(-1))
+        if f == "mean32":
+            return self.fc(y.mean(3).mean(2))
+        if f == "mean23":
+            return self.fc(y.mean(2).mean(2))
+        if f == "amax":
+            return self.fc(y.amax(-1).amax(-1))
+        if f == "sum":
+            return self.fc(y.sum(-1).sum(-1))
+        if f == "keep":                             # keepdims: an SE gate
+            return y * torch.sigmoid(y.mean(3, keepdim=True).mean(2, keepdim=True))
+        if f == "max-keep":
+            return y * torch.sigmoid(y.amax(2, keepdim=True).amax(3, keepdim=True))
+        if f == "rows":                             # over W alone: a pool of kernel 1 x W
+            return y.mean(3, keepdim=True) + y.amax(3, keepdim=True)
+        if f == "shared":                           # the first step read twice: two pools
+            rows = y.mean(3)
+            return self.fc(rows.mean(2)) + self.fc(rows.amax(2))
+        raise ValueError(f)
+
+
+@pytest.mark.parametrize("form,ops", [
+    ("mean-1", ["conv", "avgpool", "linear"]),
+    ("mean32", ["conv", "avgpool", "linear"]),
+    ("mean23", ["conv", "avgpool", "linear"]),
+    ("amax", ["conv", "maxpool", "linear"]),
+    ("sum", ["conv", "avgpool", "affine", "linear"]),
+    ("keep", ["conv", "avgpool", "sigmoid", "mul"]),
+    ("max-keep", ["conv", "maxpool", "sigmoid", "mul"]),
+    ("rows", ["conv", "avgpool", "maxpool", "add"]),
+])
+@pytest.mark.parametrize("opset", [13, 17])
+def test_a_global_pool_in_two_reductions_is_one_pool(form, ops, opset, tmp_path):
+    text, _, _ = check_import(seeded(TwoStep(form)), (3, 8, 11), tmp_path, opset=opset)
+    assert ops_of(text) == ops, text
+    if form == "rows":
+        assert "kernel: [1, 9], ceil_mode: false" in text, text
+
+
+class RowMax(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x)).amax(3, keepdim=True)
+
+
+def test_a_max_over_four_columns_runs_in_the_conv_before_it(tmp_path):
+    """A max pool of kernel 1 x 4 after a conv is fused into it (fuse_pool): run on the host."""
+    text, weights, graph = check_import(seeded(RowMax()), (3, 9, 6), tmp_path)
+    assert "op: maxpool, kernel: [1, 4], ceil_mode: false" in text, text
+    from squeezegen.passes import run_passes
+    assert run_passes(graph)["conv"].attrs.get("pool") == (1, 4)
+    on_host(graph, weights, _x((3, 9, 6)), tmp_path)
+
+
+def test_a_first_reduction_read_twice_stays_a_pool_over_one_axis(tmp_path):
+    text, weights, graph = check_import(seeded(TwoStep("shared")), (3, 8, 11), tmp_path)
+    ops = ops_of(text)
+    assert "kernel: [1, 9]" in text and ops.count("avgpool") == 2 and "maxpool" in ops, text
+    on_host(graph, weights, _x((3, 8, 11)), tmp_path)
+
+
+class Sums(nn.Module):
+    """ReduceSum over H and W (keepdim or not) and over the channels."""
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 6, 3), nn.Linear(6, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        y = y * torch.sigmoid(y.sum((2, 3), keepdim=True) * 0.05)
+        y = y + y.sum(1, keepdim=True) + y.sum(1).unsqueeze(1)
+        return self.fc(y.sum((2, 3)))
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_sums_are_means_times_their_count(opset, tmp_path):
+    text, weights, graph = check_import(seeded(Sums()), (3, 9, 7), tmp_path, opset=opset)
+    ops = ops_of(text)
+    assert ops.count("reduce_channels") == 2 and ops.count("avgpool") == 2, text
+    assert ops.count("affine") == 4, text          # the * 0.05 merged into the first
+    if opset == 13:
+        on_host(graph, weights, _x((3, 9, 7)), tmp_path)

@@ -17,8 +17,8 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "Flatten",
                  "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant",
                  "Mul", "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
-                 "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "Sub", "Div",
-                 "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
+                 "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "ReduceSum",
+                 "Sub", "Div", "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
                  "Upsample", "PRelu", "InstanceNormalization", "Transpose",
                  "LayerNormalization", "Pow", "Sqrt", "Expand", "Neg", "Tile")
 

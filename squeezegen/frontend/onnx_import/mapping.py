@@ -283,63 +283,121 @@ class OpMapping:
                            node)
         self.add_layer(layer, node.output[0])
 
-    def map_reduce(self, node):
-        """ReduceMean / ReduceMax over H and W (x.mean((2, 3), keepdim=...)), or over the last
-        axis of an image flattened to [N, C, H*W] without keepdims (x.flatten(2).mean(2)): the
-        global pools; without keepdims the result is the pool's C x 1 x 1, flattened. Over the channels
-        (x.mean(1, keepdim=True), CBAM's spatial attention): reduce_channels; without keepdims
-        its H x W, for an Unsqueeze back or a Flatten."""
+    def reduce_axes(self, node, rank: int) -> tuple[list[int] | None, int]:
+        """A ReduceMean / ReduceMax / ReduceSum's axes (attribute, or input 1 from opset 13 or
+        18), as 0..rank-1, and its keepdims."""
         a = self.attrs(node, ("axes", "keepdims", "noop_with_empty_axes"))
         axes = a.get("axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
             axes = self.const(node, 1, "axes").reshape(-1).tolist()
-        x = self.tensor(node, channels_last=True)
         if axes is not None:
-            axes = self.axes_in(node, axes, len(x.shape) + 1)
+            axes = self.axes_in(node, axes, rank)
+        return axes, int(a.get("keepdims", 1))
+
+    def add_reduction(self, node, op: str, fields: dict, x: _Value, sg: tuple, tensor: str,
+                      shape=None, channels_last: bool = False) -> None:
+        """Layer `op` (a pool or reduce_channels, computing `sg` from `x`) as ONNX tensor
+        `tensor`, for the ReduceMean, ReduceMax or ReduceSum `node`; a sum is the mean times
+        the number of values each output sums, an affine layer after it (which runs in the
+        reduction's store)."""
+        layer = _Layer(op, [x.layer], fields, {}, sg, node)
+        if node.op_type != "ReduceSum":
+            self.add_layer(layer, tensor, shape, channels_last)
+            return
+        count = math.prod(x.sg) // math.prod(sg)
+        index = self.add_layer(layer, tensor + "#mean", shape, channels_last)
+        weights = {"weight": np.full((sg[0],), float(count), np.float32),
+                   "bias": np.zeros((sg[0],), np.float32)}
+        index = self.add_layer(_Layer("affine", [index], {}, weights, sg, node, relu=False),
+                               tensor, shape, channels_last)
+        self.fuse_relu(index, tensor)
+
+    def map_reduce(self, node):
+        """ReduceMean / ReduceMax / ReduceSum over H and W (x.mean((2, 3), keepdim=...)), in
+        one step or two (x.mean(-1).mean(-1), x.mean(3).mean(2)), or over the last axis of an
+        image flattened to [N, C, H*W] without keepdims (x.flatten(2).mean(2)): the global
+        pools; without keepdims the result is the pool's C x 1 x 1, flattened. Over one of H
+        and W alone (x.mean(3, keepdim=True)): a pool of kernel 1 x W (H x 1). Over the
+        channels (x.mean(1, keepdim=True), CBAM's spatial attention): reduce_channels; without
+        keepdims its H x W, for an Unsqueeze back or a Flatten. A ReduceSum is the mean times
+        the number of values summed (an affine layer)."""
+        x = self.tensor(node, channels_last=True)
+        axes, keep = self.reduce_axes(node, len(x.shape) + 1)
+        op = "maxpool" if node.op_type == "ReduceMax" else "avgpool"
+        mode = "max" if node.op_type == "ReduceMax" else "mean"
         if x.channels_last:
             if node.op_type == "ReduceMean" and self.match_layernorm(node, x):
                 return
-            keep = int(a.get("keepdims", 1))
             if axes is not None and sorted(axes) == [1, 2]:
-                op = "avgpool" if node.op_type == "ReduceMean" else "maxpool"
                 sg = (x.sg[0], 1, 1)                 # over the pixels: a global pool
-                self.add_layer(_Layer(op, [x.layer], {"global": True}, {}, sg, node),
-                               node.output[0], None if keep else (x.sg[0],), channels_last=bool(keep))
+                self.add_reduction(node, op, {"global": True}, x, sg, node.output[0],
+                                   None if keep else (x.sg[0],), bool(keep))
                 return
             if axes is None or axes != [3] or not keep:
                 raise self.fail(node, f"a {node.op_type} of a channels-last tensor is imported "
                                       "only over its last axis (the channels) with keepdims, "
                                       f"or over H and W, got axes {axes}", "axes")
-            mode = "mean" if node.op_type == "ReduceMean" else "max"
-            self.add_layer(_Layer("reduce_channels", [x.layer], {"mode": mode}, {},
-                                  (1,) + tuple(x.sg[1:]), node), node.output[0],
-                           channels_last=True)
+            self.add_reduction(node, "reduce_channels", {"mode": mode}, x,
+                               (1,) + tuple(x.sg[1:]), node.output[0], channels_last=True)
             return
-        if (axes == [2] and len(x.shape) == 2 and len(x.sg) == 3 and not int(a.get("keepdims", 1))
+        if (axes == [2] and len(x.shape) == 2 and len(x.sg) == 3 and not keep
                 and x.shape == (x.sg[0], x.sg[1] * x.sg[2])):
             # x.flatten(2).mean(2), x.view(n, c, -1).mean(-1): a global pool, flattened
-            op = "avgpool" if node.op_type == "ReduceMean" else "maxpool"
-            self.add_layer(_Layer(op, [x.layer], {"global": True}, {}, (x.sg[0], 1, 1), node),
-                           node.output[0], (x.sg[0],))
+            self.add_reduction(node, op, {"global": True}, x, (x.sg[0], 1, 1), node.output[0],
+                               (x.sg[0],))
             return
         x = self.image(node)
-        if axes is not None and axes == [1]:
-            mode = "mean" if node.op_type == "ReduceMean" else "max"
-            sg = (1,) + tuple(x.sg[1:])
+        c, h, w = x.sg
+        if axes == [1]:
+            sg = (1, h, w)
             # without keepdims the result is N x H x W: the same values in the same order, for
             # an Unsqueeze back to N x 1 x H x W or a Flatten (what reads it checks the shape)
-            shape = sg if int(a.get("keepdims", 1)) else sg[1:]
-            self.add_layer(_Layer("reduce_channels", [x.layer], {"mode": mode}, {}, sg, node),
-                           node.output[0], shape)
+            self.add_reduction(node, "reduce_channels", {"mode": mode}, x, sg, node.output[0],
+                               sg if keep else sg[1:])
+            return
+        if axes in ([2], [3]) and self.match_two_step_reduction(node, x, axes[0], keep):
+            return
+        if axes in ([2], [3]):                  # one of H and W: a pool over that axis alone
+            kernel = (h, 1) if axes == [2] else (1, w)
+            f = dict(kernel=kernel, stride=kernel, pad=(0, 0), ceil_mode=False)
+            sg = (c, 1, w) if axes == [2] else (c, h, 1)
+            shape = sg if keep else (c, sg[1] * sg[2])
+            self.add_reduction(node, op, f, x, sg, node.output[0], shape)
             return
         if axes is None or sorted(axes) != [2, 3]:
-            raise self.fail(node, f"only a reduction over H and W (axes [2, 3]) or over the "
-                                  f"channels (axes [1]) is supported, got axes {axes}", "axes")
-        op = "avgpool" if node.op_type == "ReduceMean" else "maxpool"
-        sg = (x.sg[0], 1, 1)
-        f = {"global": True}
-        shape = sg if int(a.get("keepdims", 1)) else (x.sg[0],)
-        self.add_layer(_Layer(op, [x.layer], f, {}, sg, node), node.output[0], shape)
+            raise self.fail(node, f"only a reduction over H and W (axes [2, 3], or one of them),"
+                                  f" or over the channels (axes [1]) is supported, got axes "
+                                  f"{'none (all of them)' if axes is None else axes}", "axes")
+        self.add_reduction(node, op, {"global": True}, x, (c, 1, 1), node.output[0],
+                           (c, 1, 1) if keep else (c,))
+
+    def match_two_step_reduction(self, first, x: _Value, axis: int, keep: int) -> bool:
+        """A reduction over H or W (`axis` of image `x`) read only by the same reduction over
+        the other one (x.mean(-1).mean(-1), x.mean(3).mean(2), x.amax(2, keepdim=True).amax(3,
+        keepdim=True)): one global pool, the second node absorbed; its ONNX shape is the
+        second's output."""
+        second = self.only_reader(first.output[0], first.op_type)
+        if second is None or len(second.output) != 1 or list(second.input).index(
+                first.output[0]) != 0:
+            return False
+        shape = list(x.sg)                      # the first's output, batch left out
+        if keep:
+            shape[axis - 1] = 1
+        else:
+            del shape[axis - 1]
+        other = (5 - axis) if keep else 2       # the axis of the other one, batch first
+        axes, keep2 = self.reduce_axes(second, len(shape) + 1)
+        if axes != [other]:
+            return False
+        if keep2:
+            shape[other - 1] = 1
+        else:
+            del shape[other - 1]
+        self.absorbed.add(id(second))
+        self.add_reduction(first, "maxpool" if first.op_type == "ReduceMax" else "avgpool",
+                           {"global": True}, x, (x.sg[0], 1, 1), second.output[0],
+                           tuple(shape))
+        return True
 
     def map_batchnorm(self, node):
         """Inference BatchNormalization (training_mode 0): a batchnorm layer whose weights are
