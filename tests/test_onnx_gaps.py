@@ -542,3 +542,24 @@ def test_sums_are_means_times_their_count(opset, tmp_path):
     assert ops.count("affine") == 4, text          # the * 0.05 merged into the first
     if opset == 13:
         on_host(graph, weights, _x((3, 9, 7)), tmp_path)
+
+
+class Normalized(nn.Module):
+    def __init__(self, form):
+        super().__init__()
+        self.conv, self.form = nn.Conv2d(3, 4, 3), form
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.form == "normalize":
+            return F.normalize(y, dim=1)
+        return y.sum((1, 2, 3), keepdim=True)
+
+
+def test_an_l2_normalisation_and_a_sum_over_everything_are_refused_in_one_line(tmp_path):
+    message = refusal(export(Normalized("normalize"), (3, 6, 6), tmp_path / "n.onnx"))
+    assert "node '/ReduceL2' (ReduceL2): op ReduceL2 is not supported: an L2 norm" in message
+    assert "F.normalize(x, dim=1)" in message and "\n" not in message, message
+    message = refusal(export(Normalized("sum"), (3, 6, 6), tmp_path / "s.onnx"))
+    assert "node '/ReduceSum' (ReduceSum), attribute 'axes'" in message, message
+    assert "got axes [1, 2, 3]" in message and "\n" not in message, message

@@ -29,6 +29,10 @@ UNSUPPORTED_HINTS: dict[str, str] = {
               "N x classes x H x W): `squeezegen run` and `squeezegen segment` take the argmax "
               "of the scores themselves, and `squeezegen.compile` returns the scores",
     "ArgMin": "squeezegen's networks end in float tensors; export the scores instead",
+    "ReduceL2": "an L2 norm (x.norm(dim=1), F.normalize(x, dim=1)) divides by the square root "
+                "of a computed sum, and squeezegen has no layer for a square root or a "
+                "division by a layer output; export the network up to the tensor it normalises "
+                "and normalise that output yourself",
 }
 
 # What a channels-last tensor (x.permute(0, 2, 3, 1)) may flow through before the permute back.
