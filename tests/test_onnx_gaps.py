@@ -25,7 +25,7 @@ from squeezegen.reference import ReferenceExecutor                        # noqa
 from helpers import assert_close                                          # noqa: E402
 from onnx import TensorProto, helper, numpy_helper                        # noqa: E402
 from test_onnx_import import (TOL, check_import, export, fvalue, init,    # noqa: E402
-                              onnx_model, ops_of, refusal, seeded)
+                              layer_lines, onnx_model, ops_of, refusal, seeded)
 
 nn = torch.nn
 F = torch.nn.functional
@@ -563,3 +563,73 @@ def test_an_l2_normalisation_and_a_sum_over_everything_are_refused_in_one_line(t
     message = refusal(export(Normalized("sum"), (3, 6, 6), tmp_path / "s.onnx"))
     assert "node '/ReduceSum' (ReduceSum), attribute 'axes'" in message, message
     assert "got axes [1, 2, 3]" in message and "\n" not in message, message
+
+
+class Stepped(nn.Module):
+    """Slices with steps over rows and columns: YOLOv5's Focus (space to depth by slicing),
+    with start offsets, an end, a channel range, and one read twice."""
+    def __init__(self, form):
+        super().__init__()
+        self.form, self.conv = form, nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.form == "focus":
+            return torch.cat([y[..., ::2, ::2], y[..., 1::2, ::2], y[..., ::2, 1::2],
+                              y[..., 1::2, 1::2]], 1)
+        if self.form == "offsets":
+            return y[:, :, 1:-1:3, 2::2]
+        if self.form == "channels":
+            return y[:, 1:3, ::2, 1::3]
+        if self.form == "rows":
+            return torch.relu(y[:, :, 2::3])
+        if self.form == "shared":
+            rows = y[:, :, ::2]
+            return torch.cat([rows, rows + 1.0], 1)[:, :, :, ::2]
+        raise ValueError(self.form)
+
+
+@pytest.mark.parametrize("form", ["focus", "offsets", "channels", "rows", "shared"])
+@pytest.mark.parametrize("shape", [(3, 9, 11), (3, 8, 10)])
+@pytest.mark.parametrize("opset", [13, 17])
+def test_a_slice_with_steps_is_a_max_pool_of_kernel_one(form, shape, opset, tmp_path):
+    if form == "focus" and shape[1] % 2:
+        shape = (3, 6, 12)                        # YOLOv5's Focus needs an even size
+    text, weights, graph = check_import(seeded(Stepped(form)), shape, tmp_path, opset=opset)
+    pools = [line for line in layer_lines(text) if "op: maxpool" in line]
+    assert pools and all("kernel: 1," in line and "ceil_mode: false" in line
+                         for line in pools), text
+    if form == "focus":
+        assert ops_of(text) == ["conv", "maxpool"] + ["crop", "maxpool"] * 3 + ["concat"], text
+        if opset == 13 and shape == (3, 6, 12):
+            on_host(graph, weights, _x(shape), tmp_path)
+
+
+class InputSliced(nn.Module):
+    def __init__(self, step):
+        super().__init__()
+        self.conv, self.step = nn.Conv2d(3, 4, 1), step
+
+    def forward(self, x):
+        return self.conv(x[:, :, 1:, 2::self.step])
+
+
+@pytest.mark.parametrize("step", [1, 2])
+def test_a_slice_of_the_network_input_imports(step, tmp_path):
+    """A crop of the input itself, the first layer (an IndexError before: the crop looked for a
+    crop to merge into at layer -1)."""
+    text, _, _ = check_import(seeded(InputSliced(step)), (3, 7, 9), tmp_path)
+    assert ops_of(text) == ["crop", "conv"] if step == 1 else ["crop", "maxpool", "conv"], text
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda: helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"], name="n"),
+     "step 2 on axis 1 is over the channels"),
+    (lambda: helper.make_node("Slice", ["x", "s", "e", "a", "back"], ["y"], name="n"),
+     "step -1 on axis 1 is a reversal"),
+])
+def test_steps_over_channels_or_backwards_are_refused(make, needle, tmp_path):
+    inits = [ints("s", [0]), ints("e", [3]), ints("a", [1]), ints("st", [2]),
+             ints("back", [-1])]
+    message = refusal(saved(tmp_path, [make()], [1, 3, 4, 4], inits))
+    assert "node 'n' (Slice), attribute 'steps'" in message and needle in message, message

@@ -51,6 +51,8 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                                                  # checked once every node is mapped
         self.merged: set[int] = set()            # ids of constant ops merged into the layer read
         self.zero_pads: dict[str, tuple] = {}    # Pad outputs a Conv reads: (t, l, b, r) to add
+        self.strided: dict[str, tuple] = {}      # stepped Slice outputs: (the image sliced,
+                                                 # {axis: (start, stop, step)})
         self.opset = 13
         for imp in model.opset_import:
             if imp.domain in ("", "ai.onnx"):

@@ -1517,7 +1517,10 @@ class OpMapping:
     def map_slice(self, node):
         """Slice of a layer output's channels (axis 1) with step 1: a `slice` layer (all of them:
         the same tensor); of an image's rows and columns (axes 2, 3; U-Net's crop before a
-        skip concat): a `crop` layer after it. Slices of the batch are refused."""
+        skip concat): a `crop` layer after it; with steps over them (x[:, :, ::2, ::2]), a
+        crop to the rows and columns from the first taken, then a max pool of kernel 1 whose
+        stride is the step (`add_strided`). Slices of the batch, and steps over the batch or
+        the channels or below 1, are refused."""
         x = self.tensor(node)
         if self.opset < 10:
             a = self.attrs(node, ("starts", "ends", "axes"))
@@ -1537,44 +1540,84 @@ class OpMapping:
         axes = list(range(len(starts))) if axes is None else [int(ax) for ax in axes]
         if any(not -rank <= ax < rank for ax in axes) or len(axes) != len(starts):
             raise self.fail(node, f"axes {axes} do not fit a rank-{rank} tensor")
-        if steps is not None and any(int(st) != 1 for st in steps):
-            raise self.fail(node, f"steps {list(steps)} are not supported (only 1)")
+        steps = [1] * len(starts) if steps is None else [int(st) for st in steps]
+        if len(steps) != len(starts):
+            raise self.fail(node, f"steps {steps} do not match axes {axes}", "steps")
         full = (self.batch,) + x.shape
         channels = (0, full[1])
-        rows_cols = {}                                 # axis 2 or 3: its (start, stop)
-        for ax, start, end in zip(axes, starts, ends):
+        rows_cols = {}                                 # axis 2 or 3: its (start, stop, step)
+        for ax, start, end, step in zip(axes, starts, ends, steps):
             ax %= rank
+            image = ax >= 2 and x.shape == x.sg and not x.channels_last
+            if step != 1 and (step < 1 or not image):
+                where = ("a reversal" if step < 0 else "a step of 0") if step < 1 else \
+                    ("over the batch" if ax == 0 else "over the channels" if ax == 1 else
+                     "over the rows or columns of a reshaped tensor")
+                raise self.fail(node, f"steps {steps}: step {step} on axis {ax} is {where}; "
+                                      "squeezegen takes steps of 1 or more over the rows and "
+                                      "columns of an N, C, H, W image only (x[:, :, ::2, ::2])",
+                                "steps")
             span = _clamped(int(start), int(end), full[ax])
             if ax == 1:
                 channels = span
-            elif span == (0, full[ax]):
+            elif span == (0, full[ax]) and step == 1:
                 continue
-            elif ax == 0 or x.shape != x.sg or x.channels_last:
+            elif not image:
                 where = "batch" if ax == 0 else "rows or columns of a reshaped tensor"
                 raise self.fail(node, f"slices the {where} (axis {ax}, {span[0]}..{span[1]} of "
                                       f"{full[ax]}); squeezegen slices channels, and crops the "
                                       f"rows and columns of an N, C, H, W image")
             else:
-                rows_cols[ax] = span
+                rows_cols[ax] = span + (step,)
         if not rows_cols:
             self.add_slice(node, x, channels, node.output[0])
             return
         sliced = node.output[0] + "#channels"
         self.add_slice(node, x, channels, sliced)
-        self.add_crop(node, self.values[sliced], rows_cols, node.output[0])
+        if any(step != 1 for _, _, step in rows_cols.values()):
+            whole = channels == (0, full[1])
+            self.add_strided(node, self.values[sliced], rows_cols, node.output[0], whole)
+            return
+        self.add_crop(node, self.values[sliced], {ax: (start, stop) for ax, (start, stop, _)
+                                                  in rows_cols.items()}, node.output[0])
 
-    def add_crop(self, node, x: _Value, rows_cols: dict, tensor: str) -> None:
+    def add_strided(self, node, x: _Value, rows_cols: dict, tensor: str, whole: bool) -> None:
+        """x[:, :, a:b:s, c:d:t] of image `x` ({2: (a, b, s), 3: (c, d, t)}): a crop to rows a..b
+        and columns c..d (where they are not all of them), then a max pool of kernel 1, stride
+        (s, t), no padding, floor mode: ceil((b - a) / s) rows, rows a, a + s, ... of `x`,
+        each value itself (exact; a NaN stays NaN). PyTorch exports one Slice per axis: a
+        Slice over the other axis of such an output (`whole`: of all its channels) is taken
+        from the first's input, so that x[:, :, ::2, ::2] is one pool (the first's layers stay
+        only if something else reads them; the crop is a layer of its own, never merged into a
+        crop before it, which that composition may still read)."""
+        before = self.strided.get(node.input[0])
+        if whole and before is not None and self.values.get(node.input[0]) is x \
+                and not set(before[1]) & set(rows_cols):
+            x, rows_cols = before[0], {**before[1], **rows_cols}
+        spans = {ax: (start, stop) for ax, (start, stop, _) in rows_cols.items()
+                 if (start, stop) != (0, x.sg[ax - 1])}
+        source = x
+        if spans:
+            self.add_crop(node, x, spans, tensor + "#crop", merge=False)
+            source = self.values[tensor + "#crop"]
+        stride = tuple(rows_cols.get(ax, (0, 0, 1))[2] for ax in (2, 3))
+        f = dict(kernel=(1, 1), stride=stride, pad=(0, 0), ceil_mode=False)
+        sg = self.shape_of(node, "maxpool", f, [source.sg])
+        self.add_layer(_Layer("maxpool", [source.layer], f, {}, sg, node), tensor)
+        self.strided[tensor] = (x, rows_cols)
+
+    def add_crop(self, node, x: _Value, rows_cols: dict, tensor: str, merge: bool = True) -> None:
         """A `crop` of image `x` to rows_cols {2: (start, stop) of the rows, 3: of the
-        columns}."""
+        columns}; `merge`: into the crop that computes `x` where only `node` reads it."""
         _, h, w = x.sg
         (top, stop_h), (left, stop_w) = rows_cols.get(2, (0, h)), rows_cols.get(3, (0, w))
         if not (top < stop_h and left < stop_w):
             raise self.fail(node, f"takes no rows or columns ({top}..{stop_h}, {left}..{stop_w})")
         sides = (top, left, h - stop_h, w - stop_w)
         sg = (x.sg[0], stop_h - top, stop_w - left)
-        before = self.layers[x.layer]
-        if before.op == "crop" and self.values.get(node.input[0]) is x \
-                and self.only_reader(node.input[0]) is node:
+        before = self.layers[x.layer] if x.layer != _INPUT else None
+        if merge and before is not None and before.op == "crop" \
+                and self.values.get(node.input[0]) is x and self.only_reader(node.input[0]) is node:
             # a crop of a crop that nothing else reads (PyTorch exports one Slice per axis): one
             before.fields["crop"] = [a + b for a, b in zip(before.fields["crop"], sides)]
             before.sg = sg
