@@ -3,7 +3,9 @@
 Resize by a float32 scale that is not exact (1.7), padding="same" and auto_pad, ceil_mode pools
 whose last window starts in the padding, squeeze-and-excitation gates computed by Linear layers,
 axes out of range, opsets out of range, oversized constant folding, file names that need YAML
-escapes, Neg, and graphs with a tensor computed twice or a cycle.
+escapes, Neg, and graphs with a tensor computed twice or a cycle. Then a second audit's: expand
+over the channels or the pixels, global pools in two reductions, sums, F.normalize (refused),
+slices with steps, and the SELU, CELU, Softsign and LogSigmoid activations.
 """
 from __future__ import annotations
 
@@ -633,3 +635,58 @@ def test_steps_over_channels_or_backwards_are_refused(make, needle, tmp_path):
              ints("back", [-1])]
     message = refusal(saved(tmp_path, [make()], [1, 3, 4, 4], inits))
     assert "node 'n' (Slice), attribute 'steps'" in message and needle in message, message
+
+
+class NewActivations(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 1)
+        self.acts = nn.Sequential(nn.SELU(), nn.CELU(0.7), nn.Softsign())
+        self.last = nn.LogSigmoid()
+
+    def forward(self, x):
+        return self.last(self.c2(self.acts(self.c1(x)) * 30.0))
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_selu_celu_softsign_and_logsigmoid_import_and_match_torch(opset, tmp_path):
+    """Softsign exports as Abs, Add and Div, LogSigmoid as Sigmoid and Log: one layer each.
+    LogSigmoid is PyTorch's: finite where the exported Log(Sigmoid(x)) would give -inf."""
+    module = seeded(NewActivations())
+    text, weights, graph = check_import(module, (3, 8, 7), tmp_path, opset=opset)
+    assert ops_of(text) == ["conv", "selu", "celu", "softsign", "affine", "conv",
+                            "logsigmoid"], text
+    assert "op: celu, alpha: 0.7}" in text
+    x = _x((3, 8, 7)) * 40.0                                   # past sigmoid's underflow
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    assert want.min() < -100.0
+    assert_close(reference(text, weights, x), want, 1e-5)
+    if opset == 13:
+        on_host(graph, weights, x, tmp_path)
+
+
+def test_the_onnx_softsign_and_celu_ops_import_and_other_selu_constants_are_refused(tmp_path):
+    nodes = [helper.make_node("Softsign", ["x"], ["s"], name="a"),
+             helper.make_node("Celu", ["s"], ["y"], name="b", alpha=2.0)]
+    text, weights = import_onnx(saved(tmp_path, nodes, [1, 3, 4, 4], opset=17))
+    assert ops_of(text) == ["softsign", "celu"] and "alpha: 2.0" in text, text
+    x = _x((3, 4, 4))
+    assert_close(reference(text, weights, x), F.celu(F.softsign(torch.from_numpy(x)), 2.0)
+                 .numpy(), 1e-6)
+    for attrs, attribute in (({"alpha": 1.5}, "alpha"), ({"gamma": 1.0}, "gamma")):
+        node = helper.make_node("Selu", ["x"], ["y"], name="n", **attrs)
+        message = refusal(saved(tmp_path, [node], [1, 3, 4, 4]))
+        assert f"node 'n' (Selu), attribute '{attribute}'" in message, message
+    node = helper.make_node("Celu", ["x"], ["y"], name="n", alpha=0.0)
+    assert "node 'n' (Celu), attribute 'alpha'" in refusal(saved(tmp_path, [node],
+                                                                 [1, 3, 4, 4], opset=17))
+
+
+@pytest.mark.parametrize("op,needle", [("Abs", "Abs is imported only inside Softsign"),
+                                        ("Log", "Log is imported only right after a Sigmoid")])
+def test_abs_and_log_outside_their_patterns_are_refused(op, needle, tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="r"),
+             helper.make_node(op, ["r"], ["y"], name="n")]
+    message = refusal(saved(tmp_path, nodes, [1, 3, 4, 4]))
+    assert f"node 'n' ({op}): {needle}" in message, message

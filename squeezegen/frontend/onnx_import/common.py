@@ -20,7 +20,8 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "ReduceSum",
                  "Sub", "Div", "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
                  "Upsample", "PRelu", "InstanceNormalization", "Transpose",
-                 "LayerNormalization", "Pow", "Sqrt", "Expand", "Neg", "Tile")
+                 "LayerNormalization", "Pow", "Sqrt", "Expand", "Neg", "Tile", "Selu", "Celu",
+                 "Softsign", "Abs", "Log")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ...ops.activation import SELU_ALPHA, SELU_SCALE
 from ...ops.base import pool_out_size
 from .common import _INPUT, CHANNELS_LAST_OPS, _f32_decimal, _Layer, _pair_text, _Value
 
@@ -471,11 +472,14 @@ class OpMapping:
 
     def map_activation(self, node):
         """Sigmoid, HardSigmoid (PyTorch's: alpha 1/6, beta 0.5), HardSwish, Tanh, LeakyRelu,
-        Elu, Gelu, Softplus, Mish; Sigmoid and HardSigmoid times their own input become silu
-        and hardswish, x * Tanh(Softplus(x)) mish."""
+        Elu, Gelu, Softplus, Mish, Selu (PyTorch's constants), Celu, Softsign; Sigmoid and
+        HardSigmoid times their own input become silu and hardswish, x * Tanh(Softplus(x))
+        mish, Log(Sigmoid(x)) logsigmoid (PyTorch's, which stays finite where the exported
+        sigmoid underflows to 0)."""
         op_type = node.op_type
         a = self.attrs(node, {"LeakyRelu": ("alpha",), "HardSigmoid": ("alpha", "beta"),
-                              "Elu": ("alpha",), "Gelu": ("approximate",)}.get(op_type, ()))
+                              "Elu": ("alpha",), "Gelu": ("approximate",), "Celu": ("alpha",),
+                              "Selu": ("alpha", "gamma")}.get(op_type, ()))
         if op_type == "LeakyRelu":
             slope = _f32_decimal(a.get("alpha", 0.01))
             if not math.isfinite(slope):
@@ -487,6 +491,24 @@ class OpMapping:
             if not math.isfinite(alpha):
                 raise self.fail(node, f"alpha {alpha} is not a finite float32", "alpha")
             self.add_activation(node, "elu", {"alpha": alpha})
+            return
+        if op_type == "Celu":
+            alpha = _f32_decimal(a.get("alpha", 1.0))
+            if not 0 < alpha < math.inf:
+                raise self.fail(node, f"alpha {alpha} is not a positive finite float32", "alpha")
+            self.add_activation(node, "celu", {"alpha": alpha})
+            return
+        if op_type == "Selu":
+            for key, value in (("alpha", SELU_ALPHA), ("gamma", SELU_SCALE)):
+                given = float(a.get(key, value))
+                if not abs(given - value) <= 1e-6 * value:
+                    raise self.fail(node, f"Selu with {key} {given:g} is not supported; "
+                                          "squeezegen's selu is PyTorch's nn.SELU (alpha "
+                                          f"{SELU_ALPHA:.6g}, gamma {SELU_SCALE:.6g})", key)
+            self.add_activation(node, "selu", {})
+            return
+        if op_type == "Softsign":
+            self.add_activation(node, "softsign", {})
             return
         if op_type == "Gelu":
             approximate = a.get("approximate", "none")
@@ -518,6 +540,12 @@ class OpMapping:
             self.absorbed.add(id(mul))
             self.add_activation(node, "silu" if op_type == "Sigmoid" else "hardswish", {},
                                 mul.output[0])
+            return
+        log = self.only_reader(node.output[0], "Log") if op_type == "Sigmoid" else None
+        if log is not None and len(log.output) == 1:         # nn.LogSigmoid
+            self.attrs(log, ())
+            self.absorbed.add(id(log))
+            self.add_activation(node, "logsigmoid", {}, log.output[0])
             return
         self.add_activation(node, simple, {})
 
@@ -810,13 +838,35 @@ class OpMapping:
         sg = self.shape_of(node, "pixel_shuffle", f, [x.sg])
         self.add_layer(_Layer("pixel_shuffle", [x.layer], f, {}, sg, node), node.output[0])
 
+    # where an op that squeezegen has no layer for is imported, as part of a pattern
+    _PATTERNS = {
+        "Pow": "inside a LayerNorm over the channels of a channels-last tensor, (x - mean) / "
+               "sqrt(var + eps), as F.layer_norm exports it before opset 17",
+        "Erf": "inside GELU, x * 0.5 * (1 + erf(x / sqrt(2))), as F.gelu exports it",
+        "Abs": "inside Softsign, x / (1 + |x|), as nn.Softsign exports it",
+        "Log": "right after a Sigmoid, log(sigmoid(x)), as nn.LogSigmoid exports it",
+    }
+
     def map_pattern_only(self, node):
-        if node.op_type in ("Pow", "Sqrt"):
-            raise self.fail(node, f"{node.op_type} is imported only inside a LayerNorm over the "
-                                  "channels of a channels-last tensor, (x - mean) / sqrt(var + "
-                                  "eps), as F.layer_norm exports it before opset 17")
-        raise self.fail(node, f"{node.op_type} is imported only inside GELU, x * 0.5 * (1 + "
-                              "erf(x / sqrt(2))), as F.gelu exports it")
+        if node.op_type == "Abs" and self.match_softsign(node):
+            return
+        where = self._PATTERNS["Pow" if node.op_type == "Sqrt" else node.op_type]
+        raise self.fail(node, f"{node.op_type} is imported only {where}")
+
+    def match_softsign(self, abs_node) -> bool:
+        """x / (1 + |x|), as nn.Softsign exports it (Abs, an Add of 1, x divided by that): one
+        softsign layer, the Add and the Div absorbed."""
+        x, out = abs_node.input[0], abs_node.output[0]
+        add = self.only_reader(out, "Add")
+        div = add and self.only_reader(add.output[0], "Div")
+        if not (div and len(add.input) == 2 and self.is_scalar(self.other_input(add, out), 1.0)
+                and list(div.input) == [x, add.output[0]]):
+            return False
+        for n in (abs_node, add, div):
+            self.attrs(n, ())
+        self.absorbed.update((id(add), id(div)))
+        self.add_activation(abs_node, "softsign", {}, div.output[0])
+        return True
 
     def map_transpose(self, node):
         """x.permute(0, 2, 3, 1) of an image starts a channels-last stretch (the same layer,
@@ -1423,8 +1473,8 @@ class OpMapping:
 
     # what computes the same per channel of a C vector and of a C x 1 x 1 image
     _PER_CHANNEL_OPS = ("relu", "relu6", "clip", "leaky_relu", "sigmoid", "hardsigmoid",
-                        "hardswish", "silu", "tanh", "elu", "gelu", "softplus", "mish", "affine",
-                        "batchnorm", "prelu")
+                        "hardswish", "silu", "tanh", "elu", "gelu", "softplus", "mish", "selu",
+                        "celu", "softsign", "logsigmoid", "affine", "batchnorm", "prelu")
 
     def vector_as_image(self, x: _Value) -> _Value:
         """`x`, a [C] vector computed from a global pool's C' x 1 x 1 output through linear
