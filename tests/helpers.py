@@ -165,6 +165,10 @@ ACTIVATIONS = {
     "gelu": lambda F, x, a: F.gelu(x, approximate=a["approximate"]),
     "softplus": lambda F, x, a: F.softplus(x),
     "mish": lambda F, x, a: F.mish(x),
+    "selu": lambda F, x, a: F.selu(x),
+    "celu": lambda F, x, a: F.celu(x, a["alpha"]),
+    "softsign": lambda F, x, a: F.softsign(x),
+    "logsigmoid": lambda F, x, a: F.logsigmoid(x),
 }
 
 

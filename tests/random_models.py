@@ -24,11 +24,12 @@ def _activation(rng) -> str:
     if rng.random() < 0.5:
         return "relu"
     kind = rng.choice(["relu6", "clip", "leaky_relu", "sigmoid", "hardsigmoid", "hardswish",
-                       "silu", "tanh", "elu", "gelu", "softplus", "mish", "prelu"])
+                       "silu", "tanh", "elu", "gelu", "softplus", "mish", "prelu", "selu",
+                       "celu", "softsign", "logsigmoid"])
     if kind == "prelu" and rng.random() < 0.5:
         return "prelu, shared: true"
-    if kind == "elu" and rng.random() < 0.5:
-        return f"elu, alpha: {rng.choice([0.5, 2.0])}"
+    if kind in ("elu", "celu") and rng.random() < 0.5:
+        return f"{kind}, alpha: {rng.choice([0.5, 2.0])}"
     if kind == "gelu" and rng.random() < 0.5:
         return "gelu, approximate: tanh"
     if kind == "clip":

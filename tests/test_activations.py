@@ -1,5 +1,5 @@
 """Activations (relu, relu6, clip, leaky_relu, sigmoid, hardsigmoid, hardswish, silu, tanh, elu,
-gelu, softplus, mish):
+gelu, softplus, mish, selu, celu, softsign, logsigmoid):
 the model language, the NumPy reference against PyTorch (large magnitudes and NaN included),
 fusion into the kernel before them, the standalone kernel, nvcc and (marker gpu) the H200."""
 from __future__ import annotations
@@ -20,7 +20,8 @@ from helpers import (ACTIVATIONS, assert_close, assert_compiles_with_nvcc, needs
 
 SPECS = ["relu", "relu6", "clip, min: -0.5, max: 1.5", "clip, min: -0.5", "clip, max: 0.75", "leaky_relu", "leaky_relu, negative_slope: -0.3",
          "sigmoid", "hardsigmoid", "hardswish", "silu", "tanh", "elu", "elu, alpha: 0.5", "gelu",
-         "gelu, approximate: tanh", "softplus", "mish"]
+         "gelu, approximate: tanh", "softplus", "mish", "selu", "celu", "celu, alpha: 0.5",
+         "softsign", "logsigmoid"]
 
 
 def test_every_activation_of_the_registry_is_tested_here():

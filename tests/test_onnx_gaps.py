@@ -3,7 +3,9 @@
 Resize by a float32 scale that is not exact (1.7), padding="same" and auto_pad, ceil_mode pools
 whose last window starts in the padding, squeeze-and-excitation gates computed by Linear layers,
 axes out of range, opsets out of range, oversized constant folding, file names that need YAML
-escapes, Neg, and graphs with a tensor computed twice or a cycle.
+escapes, Neg, and graphs with a tensor computed twice or a cycle. Then a second audit's: expand
+over the channels or the pixels, global pools in two reductions, sums, F.normalize (refused),
+slices with steps, and the SELU, CELU, Softsign and LogSigmoid activations.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from squeezegen.reference import ReferenceExecutor                        # noqa
 from helpers import assert_close                                          # noqa: E402
 from onnx import TensorProto, helper, numpy_helper                        # noqa: E402
 from test_onnx_import import (TOL, check_import, export, fvalue, init,    # noqa: E402
-                              onnx_model, ops_of, refusal, seeded)
+                              layer_lines, onnx_model, ops_of, refusal, seeded)
 
 nn = torch.nn
 F = torch.nn.functional
@@ -392,3 +394,299 @@ def test_a_tile_of_rows_is_refused(tmp_path):
     node = helper.make_node("Tile", ["x", "repeats"], ["y"], name="n")
     message = refusal(saved(tmp_path, [node], [1, 3, 4, 4], [ints("repeats", [1, 1, 2, 1])]))
     assert "node 'n' (Tile)" in message and "tiles only the channels" in message, message
+
+
+# ------------------------------------------------------------------ 10. the second audit
+def on_host(graph, weights, x, tmp_path):
+    """`graph`'s generated kernels run on the host (tests/host_kernels.py) against the NumPy
+    reference; skipped where there is no C++ compiler."""
+    from host_kernels import COMPILER, run_on_host
+    if COMPILER is None:
+        return
+    got, stray, _ = run_on_host(graph, weights, x, tmp_path)
+    assert stray == 0
+    want = ReferenceExecutor(graph, weights)(x)
+    for g, w in zip(got, want if isinstance(want, tuple) else (want,)):
+        assert_close(g, w, 1e-5)
+
+
+def _x(shape, batch=2, seed=5):
+    return np.random.default_rng(seed).standard_normal((batch,) + tuple(shape)).astype(np.float32)
+
+
+class Expanded(nn.Module):
+    """An N x 1 x H x W map and an N x C x 1 x 1 gate expanded to N x C x H x W
+    (x.expand(-1, 3, -1, -1), expand_as) before an Add or a Mul, as they broadcast."""
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 1, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        y = self.b(x)
+        y = y + self.a(x).expand(-1, 3, -1, -1)
+        y = y * torch.sigmoid(self.a(y)).expand_as(y)
+        gate = y.mean((2, 3), keepdim=True)
+        return y + gate.expand(-1, -1, y.shape[2], y.shape[3])
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_an_expand_over_the_channels_or_the_pixels_is_a_broadcast(opset, dynamic, tmp_path):
+    """The exporter writes expand(-1, ...) as Where(shape == -1, 1, shape) of constants:
+    evaluated at import (Equal and Where used to be refused)."""
+    axes = {"dynamic_axes": {"x": {0: "n"}}} if dynamic else {}
+    text, weights, graph = check_import(seeded(Expanded()), (3, 7, 6), tmp_path, opset=opset,
+                                        **axes)
+    assert ops_of(text) == ["conv", "conv", "add", "conv", "sigmoid", "mul", "avgpool",
+                            "add"], text
+    if opset == 13 and not dynamic:
+        on_host(graph, weights, _x((3, 7, 6)), tmp_path)
+
+
+def test_equal_and_where_of_layer_outputs_are_refused(tmp_path):
+    node = helper.make_node("Equal", ["x", "x"], ["y"], name="n")
+    assert "node 'n' (Equal): op Equal is not supported" in refusal(
+        saved(tmp_path, [node], [1, 3, 4, 4]))
+
+
+class TwoStep(nn.Module):
+    """A global pool written as two reductions, one axis each, and one over one axis alone."""
+    def __init__(self, form):
+        super().__init__()
+        self.form, self.conv, self.fc = form, nn.Conv2d(3, 8, 3), nn.Linear(8, 5)
+
+    def forward(self, x):
+        y = self.conv(x)
+        f = self.form
+        if f == "mean-1":
+            return self.fc(y.mean(-1).mean(-1))
+        if f == "mean32":
+            return self.fc(y.mean(3).mean(2))
+        if f == "mean23":
+            return self.fc(y.mean(2).mean(2))
+        if f == "amax":
+            return self.fc(y.amax(-1).amax(-1))
+        if f == "sum":
+            return self.fc(y.sum(-1).sum(-1))
+        if f == "keep":                             # keepdims: an SE gate
+            return y * torch.sigmoid(y.mean(3, keepdim=True).mean(2, keepdim=True))
+        if f == "max-keep":
+            return y * torch.sigmoid(y.amax(2, keepdim=True).amax(3, keepdim=True))
+        if f == "rows":                             # over W alone: a pool of kernel 1 x W
+            return y.mean(3, keepdim=True) + y.amax(3, keepdim=True)
+        if f == "shared":                           # the first step read twice: two pools
+            rows = y.mean(3)
+            return self.fc(rows.mean(2)) + self.fc(rows.amax(2))
+        raise ValueError(f)
+
+
+@pytest.mark.parametrize("form,ops", [
+    ("mean-1", ["conv", "avgpool", "linear"]),
+    ("mean32", ["conv", "avgpool", "linear"]),
+    ("mean23", ["conv", "avgpool", "linear"]),
+    ("amax", ["conv", "maxpool", "linear"]),
+    ("sum", ["conv", "avgpool", "affine", "linear"]),
+    ("keep", ["conv", "avgpool", "sigmoid", "mul"]),
+    ("max-keep", ["conv", "maxpool", "sigmoid", "mul"]),
+    ("rows", ["conv", "avgpool", "maxpool", "add"]),
+])
+@pytest.mark.parametrize("opset", [13, 17])
+def test_a_global_pool_in_two_reductions_is_one_pool(form, ops, opset, tmp_path):
+    text, _, _ = check_import(seeded(TwoStep(form)), (3, 8, 11), tmp_path, opset=opset)
+    assert ops_of(text) == ops, text
+    if form == "rows":
+        assert "kernel: [1, 9], ceil_mode: false" in text, text
+
+
+class RowMax(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x)).amax(3, keepdim=True)
+
+
+def test_a_max_over_four_columns_runs_in_the_conv_before_it(tmp_path):
+    """A max pool of kernel 1 x 4 after a conv is fused into it (fuse_pool): run on the host."""
+    text, weights, graph = check_import(seeded(RowMax()), (3, 9, 6), tmp_path)
+    assert "op: maxpool, kernel: [1, 4], ceil_mode: false" in text, text
+    from squeezegen.passes import run_passes
+    assert run_passes(graph)["conv"].attrs.get("pool") == (1, 4)
+    on_host(graph, weights, _x((3, 9, 6)), tmp_path)
+
+
+def test_a_first_reduction_read_twice_stays_a_pool_over_one_axis(tmp_path):
+    text, weights, graph = check_import(seeded(TwoStep("shared")), (3, 8, 11), tmp_path)
+    ops = ops_of(text)
+    assert "kernel: [1, 9]" in text and ops.count("avgpool") == 2 and "maxpool" in ops, text
+    on_host(graph, weights, _x((3, 8, 11)), tmp_path)
+
+
+class Sums(nn.Module):
+    """ReduceSum over H and W (keepdim or not) and over the channels."""
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 6, 3), nn.Linear(6, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        y = y * torch.sigmoid(y.sum((2, 3), keepdim=True) * 0.05)
+        y = y + y.sum(1, keepdim=True) + y.sum(1).unsqueeze(1)
+        return self.fc(y.sum((2, 3)))
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_sums_are_means_times_their_count(opset, tmp_path):
+    text, weights, graph = check_import(seeded(Sums()), (3, 9, 7), tmp_path, opset=opset)
+    ops = ops_of(text)
+    assert ops.count("reduce_channels") == 2 and ops.count("avgpool") == 2, text
+    assert ops.count("affine") == 4, text          # the * 0.05 merged into the first
+    if opset == 13:
+        on_host(graph, weights, _x((3, 9, 7)), tmp_path)
+
+
+class Normalized(nn.Module):
+    def __init__(self, form):
+        super().__init__()
+        self.conv, self.form = nn.Conv2d(3, 4, 3), form
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.form == "normalize":
+            return F.normalize(y, dim=1)
+        return y.sum((1, 2, 3), keepdim=True)
+
+
+def test_an_l2_normalisation_and_a_sum_over_everything_are_refused_in_one_line(tmp_path):
+    message = refusal(export(Normalized("normalize"), (3, 6, 6), tmp_path / "n.onnx"))
+    assert "node '/ReduceL2' (ReduceL2): op ReduceL2 is not supported: an L2 norm" in message
+    assert "F.normalize(x, dim=1)" in message and "\n" not in message, message
+    message = refusal(export(Normalized("sum"), (3, 6, 6), tmp_path / "s.onnx"))
+    assert "node '/ReduceSum' (ReduceSum), attribute 'axes'" in message, message
+    assert "got axes [1, 2, 3]" in message and "\n" not in message, message
+
+
+class Stepped(nn.Module):
+    """Slices with steps over rows and columns: YOLOv5's Focus (space to depth by slicing),
+    with start offsets, an end, a channel range, and one read twice."""
+    def __init__(self, form):
+        super().__init__()
+        self.form, self.conv = form, nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.form == "focus":
+            return torch.cat([y[..., ::2, ::2], y[..., 1::2, ::2], y[..., ::2, 1::2],
+                              y[..., 1::2, 1::2]], 1)
+        if self.form == "offsets":
+            return y[:, :, 1:-1:3, 2::2]
+        if self.form == "channels":
+            return y[:, 1:3, ::2, 1::3]
+        if self.form == "rows":
+            return torch.relu(y[:, :, 2::3])
+        if self.form == "shared":
+            rows = y[:, :, ::2]
+            return torch.cat([rows, rows + 1.0], 1)[:, :, :, ::2]
+        raise ValueError(self.form)
+
+
+@pytest.mark.parametrize("form", ["focus", "offsets", "channels", "rows", "shared"])
+@pytest.mark.parametrize("shape", [(3, 9, 11), (3, 8, 10)])
+@pytest.mark.parametrize("opset", [13, 17])
+def test_a_slice_with_steps_is_a_max_pool_of_kernel_one(form, shape, opset, tmp_path):
+    if form == "focus" and shape[1] % 2:
+        shape = (3, 6, 12)                        # YOLOv5's Focus needs an even size
+    text, weights, graph = check_import(seeded(Stepped(form)), shape, tmp_path, opset=opset)
+    pools = [line for line in layer_lines(text) if "op: maxpool" in line]
+    assert pools and all("kernel: 1," in line and "ceil_mode: false" in line
+                         for line in pools), text
+    if form == "focus":
+        assert ops_of(text) == ["conv", "maxpool"] + ["crop", "maxpool"] * 3 + ["concat"], text
+        if opset == 13 and shape == (3, 6, 12):
+            on_host(graph, weights, _x(shape), tmp_path)
+
+
+class InputSliced(nn.Module):
+    def __init__(self, step):
+        super().__init__()
+        self.conv, self.step = nn.Conv2d(3, 4, 1), step
+
+    def forward(self, x):
+        return self.conv(x[:, :, 1:, 2::self.step])
+
+
+@pytest.mark.parametrize("step", [1, 2])
+def test_a_slice_of_the_network_input_imports(step, tmp_path):
+    """A crop of the input itself, the first layer (an IndexError before: the crop looked for a
+    crop to merge into at layer -1)."""
+    text, _, _ = check_import(seeded(InputSliced(step)), (3, 7, 9), tmp_path)
+    assert ops_of(text) == ["crop", "conv"] if step == 1 else ["crop", "maxpool", "conv"], text
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda: helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"], name="n"),
+     "step 2 on axis 1 is over the channels"),
+    (lambda: helper.make_node("Slice", ["x", "s", "e", "a", "back"], ["y"], name="n"),
+     "step -1 on axis 1 is a reversal"),
+])
+def test_steps_over_channels_or_backwards_are_refused(make, needle, tmp_path):
+    inits = [ints("s", [0]), ints("e", [3]), ints("a", [1]), ints("st", [2]),
+             ints("back", [-1])]
+    message = refusal(saved(tmp_path, [make()], [1, 3, 4, 4], inits))
+    assert "node 'n' (Slice), attribute 'steps'" in message and needle in message, message
+
+
+class NewActivations(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 6, 3), nn.Conv2d(6, 6, 1)
+        self.acts = nn.Sequential(nn.SELU(), nn.CELU(0.7), nn.Softsign())
+        self.last = nn.LogSigmoid()
+
+    def forward(self, x):
+        return self.last(self.c2(self.acts(self.c1(x)) * 30.0))
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_selu_celu_softsign_and_logsigmoid_import_and_match_torch(opset, tmp_path):
+    """Softsign exports as Abs, Add and Div, LogSigmoid as Sigmoid and Log: one layer each.
+    LogSigmoid is PyTorch's: finite where the exported Log(Sigmoid(x)) would give -inf."""
+    module = seeded(NewActivations())
+    text, weights, graph = check_import(module, (3, 8, 7), tmp_path, opset=opset)
+    assert ops_of(text) == ["conv", "selu", "celu", "softsign", "affine", "conv",
+                            "logsigmoid"], text
+    assert "op: celu, alpha: 0.7}" in text
+    x = _x((3, 8, 7)) * 40.0                                   # past sigmoid's underflow
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    assert want.min() < -100.0
+    assert_close(reference(text, weights, x), want, 1e-5)
+    if opset == 13:
+        on_host(graph, weights, x, tmp_path)
+
+
+def test_the_onnx_softsign_and_celu_ops_import_and_other_selu_constants_are_refused(tmp_path):
+    nodes = [helper.make_node("Softsign", ["x"], ["s"], name="a"),
+             helper.make_node("Celu", ["s"], ["y"], name="b", alpha=2.0)]
+    text, weights = import_onnx(saved(tmp_path, nodes, [1, 3, 4, 4], opset=17))
+    assert ops_of(text) == ["softsign", "celu"] and "alpha: 2.0" in text, text
+    x = _x((3, 4, 4))
+    assert_close(reference(text, weights, x), F.celu(F.softsign(torch.from_numpy(x)), 2.0)
+                 .numpy(), 1e-6)
+    for attrs, attribute in (({"alpha": 1.5}, "alpha"), ({"gamma": 1.0}, "gamma")):
+        node = helper.make_node("Selu", ["x"], ["y"], name="n", **attrs)
+        message = refusal(saved(tmp_path, [node], [1, 3, 4, 4]))
+        assert f"node 'n' (Selu), attribute '{attribute}'" in message, message
+    node = helper.make_node("Celu", ["x"], ["y"], name="n", alpha=0.0)
+    assert "node 'n' (Celu), attribute 'alpha'" in refusal(saved(tmp_path, [node],
+                                                                 [1, 3, 4, 4], opset=17))
+
+
+@pytest.mark.parametrize("op,needle", [("Abs", "Abs is imported only inside Softsign"),
+                                        ("Log", "Log is imported only right after a Sigmoid")])
+def test_abs_and_log_outside_their_patterns_are_refused(op, needle, tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="r"),
+             helper.make_node(op, ["r"], ["y"], name="n")]
+    message = refusal(saved(tmp_path, nodes, [1, 3, 4, 4]))
+    assert f"node 'n' ({op}): {needle}" in message, message

@@ -2,7 +2,8 @@
 
 Each op family is one module of `squeezegen/ops/` (gemm: conv and linear; deconv; pool; eltwise:
 add and mul; concat; softmax; norm: batchnorm, affine; groupnorm; activation: relu, relu6, clip,
-leaky_relu, sigmoid, hardsigmoid, hardswish, silu, tanh, elu, gelu, softplus, mish; resize;
+leaky_relu, sigmoid, hardsigmoid, hardswish, silu, tanh, elu, gelu, softplus, mish, selu, celu,
+softsign, logsigmoid; resize;
 pixel_shuffle: pixel_shuffle, pixel_unshuffle; pad: pad, crop; channels: slice, channel_shuffle, flatten; reduce: reduce_channels) whose `OPS`
 list holds `OpInfo` entries: the op's fields in the model language, its output shape, its
 weights (PyTorch's layouts, and the

@@ -64,6 +64,29 @@ def _softplus(x):
     return np.where(x64 > 20.0, x64, np.log1p(np.exp(np.minimum(x64, 20.0))))
 
 
+# nn.SELU's constants (Klambauer et al.): scale * (x if x > 0 else alpha * (exp(x) - 1))
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _selu(x):
+    x = x.astype(np.float64)
+    return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(x))
+
+
+def _celu(x, a):
+    """PyTorch's F.celu: x if x > 0 else alpha * (exp(x / alpha) - 1)."""
+    x, alpha = x.astype(np.float64), float(F32(a["alpha"]))
+    return np.where(x > 0, x, alpha * np.expm1(x / alpha))
+
+
+def _logsigmoid(x):
+    """PyTorch's F.logsigmoid, log(1 / (1 + exp(-x))) as min(x, 0) - log1p(exp(-|x|)): finite
+    where sigmoid(x) underflows to 0 (x below -88)."""
+    x = x.astype(np.float64)
+    return np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x)))
+
+
 def _gelu_c(a, v: str) -> str:
     if a.get("approximate", "none") == "tanh":      # sqrt(2 / pi) = 0.7978845608...
         return (f"0.5f * {v} * (1.0f + tanhf(0.7978845608f * ({v} + 0.044715f * {v} * {v} "
@@ -118,6 +141,20 @@ TABLE = {
     "mish": ({}, lambda x, a: x.astype(np.float64) * np.tanh(_softplus(x)),
              lambda F, x, a: F.mish(x),
              lambda a, v: f"{v} * tanhf({_softplus_c(v)})", 8),
+    "selu": ({}, lambda x, a: _selu(x),
+             lambda F, x, a: F.selu(x),
+             lambda a, v: f"{v} > 0.0f ? {c_float(SELU_SCALE)} * {v} : "
+                          f"{c_float(SELU_SCALE * SELU_ALPHA)} * expm1f({v})", 4),
+    "celu": ({"alpha": Field("pos_float", default=1.0)}, _celu,
+             lambda F, x, a: F.celu(x, a["alpha"]),
+             lambda a, v: f"{v} > 0.0f ? {v} : {c_float(a['alpha'])} * expm1f({v} / "
+                          f"{c_float(a['alpha'])})", 5),
+    "softsign": ({}, lambda x, a: x.astype(np.float64) / (1.0 + np.abs(x.astype(np.float64))),
+                 lambda F, x, a: F.softsign(x),
+                 lambda a, v: f"{v} / (1.0f + fabsf({v}))", 3),
+    "logsigmoid": ({}, lambda x, a: _logsigmoid(x),
+                   lambda F, x, a: F.logsigmoid(x),
+                   lambda a, v: f"fminf({v}, 0.0f) - log1pf(expf(-fabsf({v})))", 5),
 }
 
 

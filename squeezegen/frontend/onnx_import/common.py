@@ -17,10 +17,11 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "Flatten",
                  "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Identity", "Constant",
                  "Mul", "BatchNormalization", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
-                 "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "Sub", "Div",
-                 "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
+                 "HardSwish", "Tanh", "Resize", "Pad", "ReduceMean", "ReduceMax", "ReduceSum",
+                 "Sub", "Div", "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
                  "Upsample", "PRelu", "InstanceNormalization", "Transpose",
-                 "LayerNormalization", "Pow", "Sqrt", "Expand", "Neg", "Tile")
+                 "LayerNormalization", "Pow", "Sqrt", "Expand", "Neg", "Tile", "Selu", "Celu",
+                 "Softsign", "Abs", "Log")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.
@@ -29,6 +30,10 @@ UNSUPPORTED_HINTS: dict[str, str] = {
               "N x classes x H x W): `squeezegen run` and `squeezegen segment` take the argmax "
               "of the scores themselves, and `squeezegen.compile` returns the scores",
     "ArgMin": "squeezegen's networks end in float tensors; export the scores instead",
+    "ReduceL2": "an L2 norm (x.norm(dim=1), F.normalize(x, dim=1)) divides by the square root "
+                "of a computed sum, and squeezegen has no layer for a square root or a "
+                "division by a layer output; export the network up to the tensor it normalises "
+                "and normalise that output yourself",
 }
 
 # What a channels-last tensor (x.permute(0, 2, 3, 1)) may flow through before the permute back.
@@ -41,7 +46,8 @@ CHANNELS_LAST_OPS = ("LayerNormalization (over the last axis), MatMul with a con
 # Evaluated at import time when all their inputs are constants (shape arithmetic, weight prep).
 _FOLDABLE = ("Constant", "ConstantOfShape", "Identity", "Cast", "Shape", "Gather", "Unsqueeze",
              "Squeeze", "Concat",
-             "Reshape", "Flatten", "Slice", "Transpose", "Add", "Sub", "Mul", "Div")
+             "Reshape", "Flatten", "Slice", "Transpose", "Add", "Sub", "Mul", "Div", "Equal",
+             "Where")
 
 
 _INPUT = -1                       # the layer index of the network input

@@ -20,7 +20,7 @@ def _folded_size(op: str, ins: list, axis: int) -> int | None:
     shapes = [np.shape(v) for v in ins if v is not None]
     if op == "ConstantOfShape":
         return math.prod(max(int(d), 0) for d in np.asarray(ins[0]).reshape(-1))
-    if op in ("Add", "Sub", "Mul", "Div"):
+    if op in ("Add", "Sub", "Mul", "Div", "Equal", "Where"):
         try:
             return math.prod(np.broadcast_shapes(*shapes))
         except ValueError:
@@ -123,6 +123,12 @@ class ConstantFolding:
                 return (np.trunc(l / r)).astype(l.dtype)
             return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
                     "Div": np.divide}[op](l, r).astype(np.result_type(l, r))
+        # x.expand(-1, 3, -1, -1) exports its shape as Where(shape == -1, 1, shape)
+        if op == "Equal":
+            return np.equal(ins[0], ins[1])
+        if op == "Where":
+            return np.where(ins[0].astype(bool), ins[1], ins[2]).astype(
+                np.result_type(ins[1], ins[2]))
         raise self.unsupported(node)
 
     def try_fold(self, node) -> bool:

@@ -51,6 +51,8 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                                                  # checked once every node is mapped
         self.merged: set[int] = set()            # ids of constant ops merged into the layer read
         self.zero_pads: dict[str, tuple] = {}    # Pad outputs a Conv reads: (t, l, b, r) to add
+        self.strided: dict[str, tuple] = {}      # stepped Slice outputs: (the image sliced,
+                                                 # {axis: (start, stop, step)})
         self.opset = 13
         for imp in model.opset_import:
             if imp.domain in ("", "ai.onnx"):
@@ -277,11 +279,15 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "Resize": self.map_resize, "Upsample": self.map_upsample,
                    "Pad": self.map_pad,
                    "ReduceMean": self.map_reduce, "ReduceMax": self.map_reduce,
+                   "ReduceSum": self.map_reduce,
                    "Sigmoid": self.map_activation, "HardSigmoid": self.map_activation,
                    "HardSwish": self.map_activation, "Tanh": self.map_activation,
                    "Elu": self.map_activation, "Gelu": self.map_activation,
                    "Softplus": self.map_activation, "Mish": self.map_activation,
-                   "Erf": self.map_pattern_only, "DepthToSpace": self.map_depth_to_space,
+                   "Selu": self.map_activation, "Celu": self.map_activation,
+                   "Softsign": self.map_activation, "Abs": self.map_pattern_only,
+                   "Log": self.map_pattern_only, "Erf": self.map_pattern_only,
+                   "DepthToSpace": self.map_depth_to_space,
                    "Pow": self.map_pattern_only, "Sqrt": self.map_pattern_only,
                    "Transpose": self.map_transpose, "LayerNormalization": self.map_layernorm,
                    "Slice": self.map_slice, "Split": self.map_split, "PRelu": self.map_prelu,

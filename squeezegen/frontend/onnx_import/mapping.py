@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ...ops.activation import SELU_ALPHA, SELU_SCALE
 from ...ops.base import pool_out_size
 from .common import _INPUT, CHANNELS_LAST_OPS, _f32_decimal, _Layer, _pair_text, _Value
 
@@ -283,63 +284,121 @@ class OpMapping:
                            node)
         self.add_layer(layer, node.output[0])
 
-    def map_reduce(self, node):
-        """ReduceMean / ReduceMax over H and W (x.mean((2, 3), keepdim=...)), or over the last
-        axis of an image flattened to [N, C, H*W] without keepdims (x.flatten(2).mean(2)): the
-        global pools; without keepdims the result is the pool's C x 1 x 1, flattened. Over the channels
-        (x.mean(1, keepdim=True), CBAM's spatial attention): reduce_channels; without keepdims
-        its H x W, for an Unsqueeze back or a Flatten."""
+    def reduce_axes(self, node, rank: int) -> tuple[list[int] | None, int]:
+        """A ReduceMean / ReduceMax / ReduceSum's axes (attribute, or input 1 from opset 13 or
+        18), as 0..rank-1, and its keepdims."""
         a = self.attrs(node, ("axes", "keepdims", "noop_with_empty_axes"))
         axes = a.get("axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
             axes = self.const(node, 1, "axes").reshape(-1).tolist()
-        x = self.tensor(node, channels_last=True)
         if axes is not None:
-            axes = self.axes_in(node, axes, len(x.shape) + 1)
+            axes = self.axes_in(node, axes, rank)
+        return axes, int(a.get("keepdims", 1))
+
+    def add_reduction(self, node, op: str, fields: dict, x: _Value, sg: tuple, tensor: str,
+                      shape=None, channels_last: bool = False) -> None:
+        """Layer `op` (a pool or reduce_channels, computing `sg` from `x`) as ONNX tensor
+        `tensor`, for the ReduceMean, ReduceMax or ReduceSum `node`; a sum is the mean times
+        the number of values each output sums, an affine layer after it (which runs in the
+        reduction's store)."""
+        layer = _Layer(op, [x.layer], fields, {}, sg, node)
+        if node.op_type != "ReduceSum":
+            self.add_layer(layer, tensor, shape, channels_last)
+            return
+        count = math.prod(x.sg) // math.prod(sg)
+        index = self.add_layer(layer, tensor + "#mean", shape, channels_last)
+        weights = {"weight": np.full((sg[0],), float(count), np.float32),
+                   "bias": np.zeros((sg[0],), np.float32)}
+        index = self.add_layer(_Layer("affine", [index], {}, weights, sg, node, relu=False),
+                               tensor, shape, channels_last)
+        self.fuse_relu(index, tensor)
+
+    def map_reduce(self, node):
+        """ReduceMean / ReduceMax / ReduceSum over H and W (x.mean((2, 3), keepdim=...)), in
+        one step or two (x.mean(-1).mean(-1), x.mean(3).mean(2)), or over the last axis of an
+        image flattened to [N, C, H*W] without keepdims (x.flatten(2).mean(2)): the global
+        pools; without keepdims the result is the pool's C x 1 x 1, flattened. Over one of H
+        and W alone (x.mean(3, keepdim=True)): a pool of kernel 1 x W (H x 1). Over the
+        channels (x.mean(1, keepdim=True), CBAM's spatial attention): reduce_channels; without
+        keepdims its H x W, for an Unsqueeze back or a Flatten. A ReduceSum is the mean times
+        the number of values summed (an affine layer)."""
+        x = self.tensor(node, channels_last=True)
+        axes, keep = self.reduce_axes(node, len(x.shape) + 1)
+        op = "maxpool" if node.op_type == "ReduceMax" else "avgpool"
+        mode = "max" if node.op_type == "ReduceMax" else "mean"
         if x.channels_last:
             if node.op_type == "ReduceMean" and self.match_layernorm(node, x):
                 return
-            keep = int(a.get("keepdims", 1))
             if axes is not None and sorted(axes) == [1, 2]:
-                op = "avgpool" if node.op_type == "ReduceMean" else "maxpool"
                 sg = (x.sg[0], 1, 1)                 # over the pixels: a global pool
-                self.add_layer(_Layer(op, [x.layer], {"global": True}, {}, sg, node),
-                               node.output[0], None if keep else (x.sg[0],), channels_last=bool(keep))
+                self.add_reduction(node, op, {"global": True}, x, sg, node.output[0],
+                                   None if keep else (x.sg[0],), bool(keep))
                 return
             if axes is None or axes != [3] or not keep:
                 raise self.fail(node, f"a {node.op_type} of a channels-last tensor is imported "
                                       "only over its last axis (the channels) with keepdims, "
                                       f"or over H and W, got axes {axes}", "axes")
-            mode = "mean" if node.op_type == "ReduceMean" else "max"
-            self.add_layer(_Layer("reduce_channels", [x.layer], {"mode": mode}, {},
-                                  (1,) + tuple(x.sg[1:]), node), node.output[0],
-                           channels_last=True)
+            self.add_reduction(node, "reduce_channels", {"mode": mode}, x,
+                               (1,) + tuple(x.sg[1:]), node.output[0], channels_last=True)
             return
-        if (axes == [2] and len(x.shape) == 2 and len(x.sg) == 3 and not int(a.get("keepdims", 1))
+        if (axes == [2] and len(x.shape) == 2 and len(x.sg) == 3 and not keep
                 and x.shape == (x.sg[0], x.sg[1] * x.sg[2])):
             # x.flatten(2).mean(2), x.view(n, c, -1).mean(-1): a global pool, flattened
-            op = "avgpool" if node.op_type == "ReduceMean" else "maxpool"
-            self.add_layer(_Layer(op, [x.layer], {"global": True}, {}, (x.sg[0], 1, 1), node),
-                           node.output[0], (x.sg[0],))
+            self.add_reduction(node, op, {"global": True}, x, (x.sg[0], 1, 1), node.output[0],
+                               (x.sg[0],))
             return
         x = self.image(node)
-        if axes is not None and axes == [1]:
-            mode = "mean" if node.op_type == "ReduceMean" else "max"
-            sg = (1,) + tuple(x.sg[1:])
+        c, h, w = x.sg
+        if axes == [1]:
+            sg = (1, h, w)
             # without keepdims the result is N x H x W: the same values in the same order, for
             # an Unsqueeze back to N x 1 x H x W or a Flatten (what reads it checks the shape)
-            shape = sg if int(a.get("keepdims", 1)) else sg[1:]
-            self.add_layer(_Layer("reduce_channels", [x.layer], {"mode": mode}, {}, sg, node),
-                           node.output[0], shape)
+            self.add_reduction(node, "reduce_channels", {"mode": mode}, x, sg, node.output[0],
+                               sg if keep else sg[1:])
+            return
+        if axes in ([2], [3]) and self.match_two_step_reduction(node, x, axes[0], keep):
+            return
+        if axes in ([2], [3]):                  # one of H and W: a pool over that axis alone
+            kernel = (h, 1) if axes == [2] else (1, w)
+            f = dict(kernel=kernel, stride=kernel, pad=(0, 0), ceil_mode=False)
+            sg = (c, 1, w) if axes == [2] else (c, h, 1)
+            shape = sg if keep else (c, sg[1] * sg[2])
+            self.add_reduction(node, op, f, x, sg, node.output[0], shape)
             return
         if axes is None or sorted(axes) != [2, 3]:
-            raise self.fail(node, f"only a reduction over H and W (axes [2, 3]) or over the "
-                                  f"channels (axes [1]) is supported, got axes {axes}", "axes")
-        op = "avgpool" if node.op_type == "ReduceMean" else "maxpool"
-        sg = (x.sg[0], 1, 1)
-        f = {"global": True}
-        shape = sg if int(a.get("keepdims", 1)) else (x.sg[0],)
-        self.add_layer(_Layer(op, [x.layer], f, {}, sg, node), node.output[0], shape)
+            raise self.fail(node, f"only a reduction over H and W (axes [2, 3], or one of them),"
+                                  f" or over the channels (axes [1]) is supported, got axes "
+                                  f"{'none (all of them)' if axes is None else axes}", "axes")
+        self.add_reduction(node, op, {"global": True}, x, (c, 1, 1), node.output[0],
+                           (c, 1, 1) if keep else (c,))
+
+    def match_two_step_reduction(self, first, x: _Value, axis: int, keep: int) -> bool:
+        """A reduction over H or W (`axis` of image `x`) read only by the same reduction over
+        the other one (x.mean(-1).mean(-1), x.mean(3).mean(2), x.amax(2, keepdim=True).amax(3,
+        keepdim=True)): one global pool, the second node absorbed; its ONNX shape is the
+        second's output."""
+        second = self.only_reader(first.output[0], first.op_type)
+        if second is None or len(second.output) != 1 or list(second.input).index(
+                first.output[0]) != 0:
+            return False
+        shape = list(x.sg)                      # the first's output, batch left out
+        if keep:
+            shape[axis - 1] = 1
+        else:
+            del shape[axis - 1]
+        other = (5 - axis) if keep else 2       # the axis of the other one, batch first
+        axes, keep2 = self.reduce_axes(second, len(shape) + 1)
+        if axes != [other]:
+            return False
+        if keep2:
+            shape[other - 1] = 1
+        else:
+            del shape[other - 1]
+        self.absorbed.add(id(second))
+        self.add_reduction(first, "maxpool" if first.op_type == "ReduceMax" else "avgpool",
+                           {"global": True}, x, (x.sg[0], 1, 1), second.output[0],
+                           tuple(shape))
+        return True
 
     def map_batchnorm(self, node):
         """Inference BatchNormalization (training_mode 0): a batchnorm layer whose weights are
@@ -413,11 +472,14 @@ class OpMapping:
 
     def map_activation(self, node):
         """Sigmoid, HardSigmoid (PyTorch's: alpha 1/6, beta 0.5), HardSwish, Tanh, LeakyRelu,
-        Elu, Gelu, Softplus, Mish; Sigmoid and HardSigmoid times their own input become silu
-        and hardswish, x * Tanh(Softplus(x)) mish."""
+        Elu, Gelu, Softplus, Mish, Selu (PyTorch's constants), Celu, Softsign; Sigmoid and
+        HardSigmoid times their own input become silu and hardswish, x * Tanh(Softplus(x))
+        mish, Log(Sigmoid(x)) logsigmoid (PyTorch's, which stays finite where the exported
+        sigmoid underflows to 0)."""
         op_type = node.op_type
         a = self.attrs(node, {"LeakyRelu": ("alpha",), "HardSigmoid": ("alpha", "beta"),
-                              "Elu": ("alpha",), "Gelu": ("approximate",)}.get(op_type, ()))
+                              "Elu": ("alpha",), "Gelu": ("approximate",), "Celu": ("alpha",),
+                              "Selu": ("alpha", "gamma")}.get(op_type, ()))
         if op_type == "LeakyRelu":
             slope = _f32_decimal(a.get("alpha", 0.01))
             if not math.isfinite(slope):
@@ -429,6 +491,24 @@ class OpMapping:
             if not math.isfinite(alpha):
                 raise self.fail(node, f"alpha {alpha} is not a finite float32", "alpha")
             self.add_activation(node, "elu", {"alpha": alpha})
+            return
+        if op_type == "Celu":
+            alpha = _f32_decimal(a.get("alpha", 1.0))
+            if not 0 < alpha < math.inf:
+                raise self.fail(node, f"alpha {alpha} is not a positive finite float32", "alpha")
+            self.add_activation(node, "celu", {"alpha": alpha})
+            return
+        if op_type == "Selu":
+            for key, value in (("alpha", SELU_ALPHA), ("gamma", SELU_SCALE)):
+                given = float(a.get(key, value))
+                if not abs(given - value) <= 1e-6 * value:
+                    raise self.fail(node, f"Selu with {key} {given:g} is not supported; "
+                                          "squeezegen's selu is PyTorch's nn.SELU (alpha "
+                                          f"{SELU_ALPHA:.6g}, gamma {SELU_SCALE:.6g})", key)
+            self.add_activation(node, "selu", {})
+            return
+        if op_type == "Softsign":
+            self.add_activation(node, "softsign", {})
             return
         if op_type == "Gelu":
             approximate = a.get("approximate", "none")
@@ -460,6 +540,12 @@ class OpMapping:
             self.absorbed.add(id(mul))
             self.add_activation(node, "silu" if op_type == "Sigmoid" else "hardswish", {},
                                 mul.output[0])
+            return
+        log = self.only_reader(node.output[0], "Log") if op_type == "Sigmoid" else None
+        if log is not None and len(log.output) == 1:         # nn.LogSigmoid
+            self.attrs(log, ())
+            self.absorbed.add(id(log))
+            self.add_activation(node, "logsigmoid", {}, log.output[0])
             return
         self.add_activation(node, simple, {})
 
@@ -752,13 +838,35 @@ class OpMapping:
         sg = self.shape_of(node, "pixel_shuffle", f, [x.sg])
         self.add_layer(_Layer("pixel_shuffle", [x.layer], f, {}, sg, node), node.output[0])
 
+    # where an op that squeezegen has no layer for is imported, as part of a pattern
+    _PATTERNS = {
+        "Pow": "inside a LayerNorm over the channels of a channels-last tensor, (x - mean) / "
+               "sqrt(var + eps), as F.layer_norm exports it before opset 17",
+        "Erf": "inside GELU, x * 0.5 * (1 + erf(x / sqrt(2))), as F.gelu exports it",
+        "Abs": "inside Softsign, x / (1 + |x|), as nn.Softsign exports it",
+        "Log": "right after a Sigmoid, log(sigmoid(x)), as nn.LogSigmoid exports it",
+    }
+
     def map_pattern_only(self, node):
-        if node.op_type in ("Pow", "Sqrt"):
-            raise self.fail(node, f"{node.op_type} is imported only inside a LayerNorm over the "
-                                  "channels of a channels-last tensor, (x - mean) / sqrt(var + "
-                                  "eps), as F.layer_norm exports it before opset 17")
-        raise self.fail(node, f"{node.op_type} is imported only inside GELU, x * 0.5 * (1 + "
-                              "erf(x / sqrt(2))), as F.gelu exports it")
+        if node.op_type == "Abs" and self.match_softsign(node):
+            return
+        where = self._PATTERNS["Pow" if node.op_type == "Sqrt" else node.op_type]
+        raise self.fail(node, f"{node.op_type} is imported only {where}")
+
+    def match_softsign(self, abs_node) -> bool:
+        """x / (1 + |x|), as nn.Softsign exports it (Abs, an Add of 1, x divided by that): one
+        softsign layer, the Add and the Div absorbed."""
+        x, out = abs_node.input[0], abs_node.output[0]
+        add = self.only_reader(out, "Add")
+        div = add and self.only_reader(add.output[0], "Div")
+        if not (div and len(add.input) == 2 and self.is_scalar(self.other_input(add, out), 1.0)
+                and list(div.input) == [x, add.output[0]]):
+            return False
+        for n in (abs_node, add, div):
+            self.attrs(n, ())
+        self.absorbed.update((id(add), id(div)))
+        self.add_activation(abs_node, "softsign", {}, div.output[0])
+        return True
 
     def map_transpose(self, node):
         """x.permute(0, 2, 3, 1) of an image starts a channels-last stretch (the same layer,
@@ -1365,8 +1473,8 @@ class OpMapping:
 
     # what computes the same per channel of a C vector and of a C x 1 x 1 image
     _PER_CHANNEL_OPS = ("relu", "relu6", "clip", "leaky_relu", "sigmoid", "hardsigmoid",
-                        "hardswish", "silu", "tanh", "elu", "gelu", "softplus", "mish", "affine",
-                        "batchnorm", "prelu")
+                        "hardswish", "silu", "tanh", "elu", "gelu", "softplus", "mish", "selu",
+                        "celu", "softsign", "logsigmoid", "affine", "batchnorm", "prelu")
 
     def vector_as_image(self, x: _Value) -> _Value:
         """`x`, a [C] vector computed from a global pool's C' x 1 x 1 output through linear
@@ -1459,7 +1567,10 @@ class OpMapping:
     def map_slice(self, node):
         """Slice of a layer output's channels (axis 1) with step 1: a `slice` layer (all of them:
         the same tensor); of an image's rows and columns (axes 2, 3; U-Net's crop before a
-        skip concat): a `crop` layer after it. Slices of the batch are refused."""
+        skip concat): a `crop` layer after it; with steps over them (x[:, :, ::2, ::2]), a
+        crop to the rows and columns from the first taken, then a max pool of kernel 1 whose
+        stride is the step (`add_strided`). Slices of the batch, and steps over the batch or
+        the channels or below 1, are refused."""
         x = self.tensor(node)
         if self.opset < 10:
             a = self.attrs(node, ("starts", "ends", "axes"))
@@ -1479,44 +1590,84 @@ class OpMapping:
         axes = list(range(len(starts))) if axes is None else [int(ax) for ax in axes]
         if any(not -rank <= ax < rank for ax in axes) or len(axes) != len(starts):
             raise self.fail(node, f"axes {axes} do not fit a rank-{rank} tensor")
-        if steps is not None and any(int(st) != 1 for st in steps):
-            raise self.fail(node, f"steps {list(steps)} are not supported (only 1)")
+        steps = [1] * len(starts) if steps is None else [int(st) for st in steps]
+        if len(steps) != len(starts):
+            raise self.fail(node, f"steps {steps} do not match axes {axes}", "steps")
         full = (self.batch,) + x.shape
         channels = (0, full[1])
-        rows_cols = {}                                 # axis 2 or 3: its (start, stop)
-        for ax, start, end in zip(axes, starts, ends):
+        rows_cols = {}                                 # axis 2 or 3: its (start, stop, step)
+        for ax, start, end, step in zip(axes, starts, ends, steps):
             ax %= rank
+            image = ax >= 2 and x.shape == x.sg and not x.channels_last
+            if step != 1 and (step < 1 or not image):
+                where = ("a reversal" if step < 0 else "a step of 0") if step < 1 else \
+                    ("over the batch" if ax == 0 else "over the channels" if ax == 1 else
+                     "over the rows or columns of a reshaped tensor")
+                raise self.fail(node, f"steps {steps}: step {step} on axis {ax} is {where}; "
+                                      "squeezegen takes steps of 1 or more over the rows and "
+                                      "columns of an N, C, H, W image only (x[:, :, ::2, ::2])",
+                                "steps")
             span = _clamped(int(start), int(end), full[ax])
             if ax == 1:
                 channels = span
-            elif span == (0, full[ax]):
+            elif span == (0, full[ax]) and step == 1:
                 continue
-            elif ax == 0 or x.shape != x.sg or x.channels_last:
+            elif not image:
                 where = "batch" if ax == 0 else "rows or columns of a reshaped tensor"
                 raise self.fail(node, f"slices the {where} (axis {ax}, {span[0]}..{span[1]} of "
                                       f"{full[ax]}); squeezegen slices channels, and crops the "
                                       f"rows and columns of an N, C, H, W image")
             else:
-                rows_cols[ax] = span
+                rows_cols[ax] = span + (step,)
         if not rows_cols:
             self.add_slice(node, x, channels, node.output[0])
             return
         sliced = node.output[0] + "#channels"
         self.add_slice(node, x, channels, sliced)
-        self.add_crop(node, self.values[sliced], rows_cols, node.output[0])
+        if any(step != 1 for _, _, step in rows_cols.values()):
+            whole = channels == (0, full[1])
+            self.add_strided(node, self.values[sliced], rows_cols, node.output[0], whole)
+            return
+        self.add_crop(node, self.values[sliced], {ax: (start, stop) for ax, (start, stop, _)
+                                                  in rows_cols.items()}, node.output[0])
 
-    def add_crop(self, node, x: _Value, rows_cols: dict, tensor: str) -> None:
+    def add_strided(self, node, x: _Value, rows_cols: dict, tensor: str, whole: bool) -> None:
+        """x[:, :, a:b:s, c:d:t] of image `x` ({2: (a, b, s), 3: (c, d, t)}): a crop to rows a..b
+        and columns c..d (where they are not all of them), then a max pool of kernel 1, stride
+        (s, t), no padding, floor mode: ceil((b - a) / s) rows, rows a, a + s, ... of `x`,
+        each value itself (exact; a NaN stays NaN). PyTorch exports one Slice per axis: a
+        Slice over the other axis of such an output (`whole`: of all its channels) is taken
+        from the first's input, so that x[:, :, ::2, ::2] is one pool (the first's layers stay
+        only if something else reads them; the crop is a layer of its own, never merged into a
+        crop before it, which that composition may still read)."""
+        before = self.strided.get(node.input[0])
+        if whole and before is not None and self.values.get(node.input[0]) is x \
+                and not set(before[1]) & set(rows_cols):
+            x, rows_cols = before[0], {**before[1], **rows_cols}
+        spans = {ax: (start, stop) for ax, (start, stop, _) in rows_cols.items()
+                 if (start, stop) != (0, x.sg[ax - 1])}
+        source = x
+        if spans:
+            self.add_crop(node, x, spans, tensor + "#crop", merge=False)
+            source = self.values[tensor + "#crop"]
+        stride = tuple(rows_cols.get(ax, (0, 0, 1))[2] for ax in (2, 3))
+        f = dict(kernel=(1, 1), stride=stride, pad=(0, 0), ceil_mode=False)
+        sg = self.shape_of(node, "maxpool", f, [source.sg])
+        self.add_layer(_Layer("maxpool", [source.layer], f, {}, sg, node), tensor)
+        self.strided[tensor] = (x, rows_cols)
+
+    def add_crop(self, node, x: _Value, rows_cols: dict, tensor: str, merge: bool = True) -> None:
         """A `crop` of image `x` to rows_cols {2: (start, stop) of the rows, 3: of the
-        columns}."""
+        columns}; `merge`: into the crop that computes `x` where only `node` reads it."""
         _, h, w = x.sg
         (top, stop_h), (left, stop_w) = rows_cols.get(2, (0, h)), rows_cols.get(3, (0, w))
         if not (top < stop_h and left < stop_w):
             raise self.fail(node, f"takes no rows or columns ({top}..{stop_h}, {left}..{stop_w})")
         sides = (top, left, h - stop_h, w - stop_w)
         sg = (x.sg[0], stop_h - top, stop_w - left)
-        before = self.layers[x.layer]
-        if before.op == "crop" and self.values.get(node.input[0]) is x \
-                and self.only_reader(node.input[0]) is node:
+        before = self.layers[x.layer] if x.layer != _INPUT else None
+        if merge and before is not None and before.op == "crop" \
+                and self.values.get(node.input[0]) is x and self.only_reader(node.input[0]) is node:
             # a crop of a crop that nothing else reads (PyTorch exports one Slice per axis): one
             before.fields["crop"] = [a + b for a, b in zip(before.fields["crop"], sides)]
             before.sg = sg
