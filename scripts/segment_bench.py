@@ -14,8 +14,9 @@ On the lent H200 (carry .device and .device-ray, see ../shared/device-ray/README
    as `segment` runs it (input in, masks made on the GPU at the sample's sizes, masks out;
    from and to page-locked memory as segment's shared batches are, and from pageable memory).
 3. Runs `squeezegen segment` (the CLI, in a subprocess) on the folder, with --resize-on and
-   --overlap as given (segment's defaults where not); with --baseline, again with the CPU
-   resizing and no overlap (`--resize-on cpu --no-overlap`); with --threads, again
+   --overlap and --jpeg-on as given (segment's defaults where not); with --baseline, again with
+   the JPEGs decoded by nvJPEG (`--jpeg-on auto`) and with the CPU resizing and no overlap
+   (`--resize-on cpu --no-overlap`); with --threads, again
    decoding in threads rather than processes; with --ray, again through `--ray auto`.
 4. Times one image's stages on one thread (decode+resize, decode alone for the GPU to resize;
    the PNG of the mask the GPU made, or on numpy the scores back at the original size + PNG)
@@ -327,7 +328,7 @@ def main() -> int:
     p.add_argument("--jpeg-on", choices=["cpu", "gpu", "auto"],
                    help="segment's --jpeg-on [segment's default]")
     p.add_argument("--baseline", action="store_true",
-                   help="also run with --jpeg-on cpu (Pillow decoding), and with --resize-on "
+                   help="also run with --jpeg-on auto (nvJPEG decoding), and with --resize-on "
                         "cpu --no-overlap (the CPUs resizing, one batch in flight)")
     p.add_argument("--keep", action="store_true", help="keep the output PNGs")
     p.add_argument("--out", required=True, help="the JSON to write")
@@ -372,7 +373,7 @@ def main() -> int:
         result["environment"] = environment()
     runs = {"segment": (False, "auto", args.resize_on, args.overlap, args.jpeg_on)}
     if args.baseline:
-        runs["segment_jpeg_on_cpu"] = (False, "auto", None, None, "cpu")
+        runs["segment_jpeg_on_gpu"] = (False, "auto", None, None, "auto")
         runs["segment_baseline"] = (False, "auto", "cpu", False, None)
     if args.threads:
         runs["segment_threads"] = (False, "threads", "cpu", False, None)

@@ -451,11 +451,12 @@ def make_parser() -> argparse.ArgumentParser:
                         "or the GPU (Pillow's arithmetic, the same pixels; the CPUs only "
                         "decode); auto: the GPU where the decoders are processes feeding the "
                         "cuda backend, without --scores or --ray [auto]")
-    s.add_argument("--jpeg-on", choices=["cpu", "gpu", "auto"], default="auto",
+    s.add_argument("--jpeg-on", choices=["cpu", "gpu", "auto"], default="cpu",
                    help="where baseline JPEGs are decoded: the CPU workers (Pillow), or the "
                         "GPU's JPEG engines (nvJPEG; the CPUs only read the files; pixels "
-                        "within a few levels of Pillow's); auto: the GPU where it resizes and "
-                        "nvJPEG's hardware decoder starts [auto]")
+                        "within a few levels of Pillow's; experimental: not yet run on a GPU); "
+                        "auto: the GPU where it resizes and nvJPEG's hardware decoder starts "
+                        "[cpu]")
     s.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
                    help="keep two batches in flight per GPU network, the copies overlapping the "
                         "kernels [on wherever a local GPU makes the masks: not with --scores "

@@ -207,7 +207,7 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
             scores: bool = False, overwrite: bool = False, backend: str = "auto",
             workers: int | None = None, per_gpu: int = 1, progress: bool = True,
             ray: str | None = None, decoders: str = "auto", resize_on: str = "auto",
-            jpeg_on: str = "auto", overlap: bool | None = None, log=None) -> SegmentSummary:
+            jpeg_on: str = "cpu", overlap: bool | None = None, log=None) -> SegmentSummary:
     """Segment every image of `inputs` (paths of images, folders, globs or .txt lists) into
     `out_dir`; returns the summary. `backend` is cuda, numpy or auto; `gpus` is all, a count or
     a list of ids; `workers` the decoders and the encode threads (each; default: the CPU count);
@@ -216,10 +216,11 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
     ("auto" or a cluster address) runs the job on Ray Data instead (`squeezegen.ray`);
     `resize_on` "cpu", "gpu" or "auto" (default: the GPU where the workers are processes feeding
     a GPU that makes the masks): the GPU resizes the decoded images with Pillow's arithmetic,
-    so the CPUs only decode; `jpeg_on` "cpu", "gpu" or "auto" (default: the GPU where it
-    resizes, for a 3-channel model, and nvJPEG's hardware decoder starts): baseline JPEGs are
-    decoded by nvJPEG on the GPU, so the CPUs only read their bytes (the pixels differ from
-    Pillow's by a few levels: another IDCT and chroma upsampling); `overlap`: each GPU network keeps two batches in flight, its
+    so the CPUs only decode; `jpeg_on` "cpu" (the default, Pillow), "gpu" or "auto" (the GPU
+    where it resizes, for a 3-channel model, and nvJPEG's hardware decoder starts): baseline
+    JPEGs are decoded by nvJPEG on the GPU, so the CPUs only read their bytes (the pixels
+    differ from Pillow's by a few levels: another IDCT and chroma upsampling; not yet run on a
+    GPU, hence not the default); `overlap`: each GPU network keeps two batches in flight, its
     copies overlapping its kernels (`runtime.overlap`; None, the default: wherever a local GPU
     makes the masks; False: never); `mean` and `std` a number or one per channel. Images that
     cannot be read, and subfolders that cannot be listed, are skipped and listed in
