@@ -531,7 +531,7 @@ def test_ray_without_ray_installed_is_one_line(data, tmp_path):
 
 
 @pytest.mark.parametrize("processes", [False, True, "tiny slots", "ignores out", "gpu resize",
-                                       "workers die"])
+                                       "gpu jpeg", "workers die"])
 def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch, processes):
     """The cuda backend's contract, without a GPU: squeezegen.compile(..., device=i) once per
     network, each made and called in its own thread; here compile returns the reference, and
@@ -542,7 +542,9 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
     keep two batches in flight (`overlap`; here a NumPy stand-in). "gpu resize": the workers
     leave the decoded pixels in byte slots and the network makes the input from them
     (`ImageInputs`, here its NumPy oracle `inputs_on_cpu`), with the CPU's resize for those
-    that do not fit (PNGs larger than a slot here) and 16-bit ones. "workers die": one worker
+    that do not fit (PNGs larger than a slot here) and 16-bit ones. "gpu jpeg": the JPEGs go
+    as their files' bytes (`images.gpu_jpeg`), which `inputs_on_cpu` decodes with Pillow as
+    nvJPEG would on a GPU (within a few levels there). "workers die": one worker
     process is killed decoding an image, another writing a PNG: each costs its image alone."""
     from squeezegen.runtime import device, image_inputs
     from squeezegen.segmentation import backends, pipeline
@@ -596,14 +598,16 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
         def close(self):
             self.closed = True
 
-    queued = []
+    queued, jpegs = [], []
 
     class FakeInputs:                 # runtime.image_inputs.ImageInputs, made in NumPy
         def __init__(self, net, mean, std):
             self.mean, self.std = mean, std
+            self.failures = []
 
         def queue(self, slots, images):
             queued.append(sum(i is not None for i in images))
+            jpegs.append(sum(i is not None and len(i) > 3 for i in images))
             return type("Made", (), {"x": image_inputs.inputs_on_cpu(
                 slots, images, (3, 32, 48), self.mean, self.std)})
 
@@ -653,10 +657,12 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
     mean, std = np.full((3, 1, 1), 128, np.float32), np.ones((3, 1, 1), np.float32)
     items += collect([data["images"] / "broken"], tmp_path)
     settings = Settings((3, 32, 48), mean, std, batch=4, workers=2,
-                        processes=bool(processes), gpu_resize=processes == "gpu resize",
-                        overlap=bool(processes))
+                        processes=bool(processes),
+                        gpu_resize=processes in ("gpu resize", "gpu jpeg"),
+                        gpu_jpeg=processes == "gpu jpeg", overlap=bool(processes))
     s = Pipeline(items, specs, tmp_path, settings, "cuda").run()
-    assert (sum(queued) > 0) == (processes == "gpu resize")
+    assert (sum(queued) > 0) == (processes in ("gpu resize", "gpu jpeg"))
+    assert sum(jpegs) == (12 if processes == "gpu jpeg" else 0)     # the 12 colour JPEGs
     # with overlap, each network submits a batch before collecting the one before
     assert max(in_flight, default=0) == (2 if processes else 0)
     items = [i for i in items[:-3] if i.name not in dead]
@@ -672,7 +678,7 @@ def test_one_network_per_gpu_through_compile_device(data, tmp_path, monkeypatch,
     assert {(b, p) for _, b, p, _ in made} == {(4, "fp16")}
     assert len({t for *_, t in made}) == 4 and threading.get_ident() not in {t for *_, t in made}
     if processes and os.access("/dev/shm", os.W_OK):   # shared memory, locked once
-        batches = np.uint8 if processes == "gpu resize" else np.float32
+        batches = np.uint8 if processes in ("gpu resize", "gpu jpeg") else np.float32
         assert [p.array.dtype for p in pinned] == [batches, np.uint8]
         assert all(p.closed for p in pinned)
     else:
