@@ -1,0 +1,143 @@
+"""`squeezegen segment` when things go wrong: worker processes that die or hang, signals, folders
+that cannot be read, temp files with cut names, and two runs into one OUT_DIR. On the NumPy
+backend, with the small model and images of test_segment.py.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from squeezegen import segment
+from squeezegen.segmentation import worker_pool
+from test_segment import DEATH, _pictures, _tmp_files, data  # noqa: F401  (data: the fixture)
+
+
+def _names(n):
+    return [f"{i:03d}.png" for i in range(n)]
+
+
+def test_many_dying_decoders_cost_only_their_images_and_retry_in_parallel(data, tmp_path,
+                                                                          monkeypatch):
+    """12 images among 120 kill the worker decoding them (a codec's segfault). Each death
+    breaks the pool; what the workers were on at that moment is retried in a process of its
+    own (at most one image a worker), the other images of the failed tasks go back to the
+    restarted pool all at once. So only the killers fail, and the processes started alone are
+    at most the workers times the killers (before: every image of every task pending at a
+    death, here about all 120, one chunk at a time)."""
+    names = _names(120)
+    killers = names[5::10]
+    _pictures(tmp_path / "in", names, size=(20, 24))
+    monkeypatch.setenv(worker_pool.DIES, ",".join(f"decode:{k}" for k in killers))
+    alone, calls = worker_pool.WorkerPool.alone, []
+
+    def counted(self, *args, **kw):
+        calls.append(args[1:])
+        return alone(self, *args, **kw)
+
+    monkeypatch.setattr(worker_pool.WorkerPool, "alone", counted)
+    start = time.monotonic()
+    s = segment(data["model"], data["weights"], [tmp_path / "in"], tmp_path / "out", batch=8,
+                backend="numpy", workers=2, decoders="processes", progress=False,
+                log=lambda m: None)
+    took = time.monotonic() - start
+    assert (s.written, s.failed) == (len(names) - len(killers), len(killers)), s.failures
+    assert sorted((Path(p).name, DEATH.sub("(how)", why)) for p, why in s.failures) == \
+        [(k, "the decoder process died (how) on this image") for k in killers]
+    listed = (tmp_path / "out" / "failed.txt").read_text().splitlines()
+    assert sorted(Path(line.split("\t")[0]).name for line in listed) == killers
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == \
+        [f"{n}.png" for n in names if n not in killers]
+    assert not _tmp_files(tmp_path / "out")
+    assert len(killers) <= len(calls) <= 2 * len(killers), len(calls)
+    assert took < 60, took
+
+
+def _pool(workers=2):
+    """A WorkerPool for (3, 8, 8) inputs: one batch of 4, no mask slots."""
+    mean, std = np.zeros((3, 1, 1), np.float32), np.ones((3, 1, 1), np.float32)
+    return worker_pool.WorkerPool(1, 4, (3, 8, 8), "stretch", mean, std, workers, images=64)
+
+
+def test_many_dying_png_writers_cost_only_their_images(tmp_path, monkeypatch):
+    """The same for the PNG writers (worker processes on a GPU): 40 masks in tasks of 4, all
+    submitted at once, 6 of them kill the worker writing them. Each task's future gives one
+    result an image; only the killers' are errors; the processes started alone are at most
+    the workers times the killers."""
+    names = [f"m{i:02d}.png" for i in range(40)]
+    killers = names[3::7]
+    monkeypatch.setenv(worker_pool.DIES, ",".join(f"encode:{k}" for k in killers))
+    alone, calls = worker_pool.WorkerPool.alone, []
+    monkeypatch.setattr(worker_pool.WorkerPool, "alone",
+                        lambda self, *a, **kw: calls.append(a) or alone(self, *a, **kw))
+    pool, deaths = _pool(), []
+    pool.on_restart = lambda: deaths.append(1)
+    try:
+        masks = [(n, np.full((5, 6), i % 4, np.uint8)) for i, n in enumerate(names)]
+        futures = [pool.encode(str(tmp_path), masks[i:i + 4], 1) for i in range(0, 40, 4)]
+        results = [r for f in futures for r in f.result(timeout=60)]
+    finally:
+        pool.close(5.0)
+    assert len(results) == len(names)
+    for name, result in zip(names, results):
+        if name in killers:
+            assert result[0] == "error" and DEATH.sub("(how)", result[1]) == \
+                "the PNG writer process died (how) on this image", result
+        else:
+            assert result[0] == "ok", (name, result)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == \
+        sorted(f"{n}.png" for n in names if n not in killers)
+    assert 1 <= len(deaths) <= len(killers)
+    assert len(killers) <= len(calls) <= 2 * len(killers), len(calls)
+
+
+def test_sigterm_while_a_worker_hangs_exits_130_after_a_short_grace(data, tmp_path):
+    """A worker hung on an image (here deaf to SIGTERM too) must not keep a stopped run from
+    ending: after SIGTERM (twice, as a scheduler may send it), the workers get
+    pipeline.WORKERS_GRACE_S (5 s) to finish their task, then are terminated and killed; the
+    run exits with status 130, the summary and no traceback, and leaves no process behind."""
+    names = _names(30)
+    _pictures(tmp_path / "in", names, size=(20, 24))
+    out = tmp_path / "out"
+    env = dict(os.environ, **{worker_pool.HANGS: "decode:010.png"})
+    proc = subprocess.Popen([sys.executable, "-m", "squeezegen", "segment", str(data["model"]),
+                             "--weights", str(data["weights"]), str(tmp_path / "in"), "-o",
+                             str(out), "--batch", "2", "--workers", "1", "--backend", "numpy",
+                             "--decoders", "processes"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(out.glob("*.png"))) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)                  # the images before the hung one are written
+        time.sleep(0.3)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    took = time.monotonic() - start
+    assert proc.returncode == 130, stderr
+    assert "Interrupted: 10 of 30 images" in stderr and "squeezegen: interrupted" in stderr
+    assert "Traceback" not in stderr, stderr
+    assert took < 20, took
+    assert len(list(out.glob("*.png"))) == 10 and not _tmp_files(out)
+    for _ in range(50):                       # the group is empty once every worker is reaped
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("a worker process outlived the run")
