@@ -141,3 +141,37 @@ def test_sigterm_while_a_worker_hangs_exits_130_after_a_short_grace(data, tmp_pa
     else:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("a worker process outlived the run")
+
+
+def test_the_summary_counts_images_and_unreadable_folders_apart(data, tmp_path, monkeypatch):
+    """A folder that cannot be listed is not an image: the summary counts it apart
+    (`unreadable`), so written + failed + skipped is the number of images found, and says so
+    in its text; failed.txt lists it with the images that failed. (chmod 000 is no obstacle to
+    root: os.scandir refuses the folder here.)"""
+    _pictures(tmp_path / "in", ["a.png", "b.png", "done.png", "locked/c.png"])
+    (tmp_path / "in" / "bad.png").write_bytes(b"not a PNG")
+    out = tmp_path / "out"
+    segment(data["model"], data["weights"], [tmp_path / "in" / "done.png"], out,
+            backend="numpy", progress=False)
+    locked = str(tmp_path / "in" / "locked")
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    s = segment(data["model"], data["weights"], [tmp_path / "in"], out, backend="numpy",
+                progress=False, log=lambda m: None)
+    assert (s.images, s.written, s.failed, s.skipped) == (4, 2, 1, 1)
+    assert s.written + s.failed + s.skipped == s.images
+    assert [p for p, _ in s.failures] == [str(tmp_path / "in" / "bad.png")]
+    assert s.unreadable == [(locked, "cannot read the folder: Permission denied")]
+    assert s.as_dict()["unreadable"] == [[locked, "cannot read the folder: Permission denied"]]
+    text = s.text()
+    assert text.startswith(f"2 of 4 images segmented into {out}") and "1 failed" in text
+    assert ("1 folder could not be read, its images not counted (listed in failed.txt)"
+            in text), text
+    assert sorted(line.split("\t")[0] for line in (out / "failed.txt").read_text().splitlines()) \
+        == sorted([locked, str(tmp_path / "in" / "bad.png")])

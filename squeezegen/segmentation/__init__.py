@@ -223,7 +223,8 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
     copies overlapping its kernels (`runtime.overlap`; None, the default: wherever a local GPU
     makes the masks; False: never); `mean` and `std` a number or one per channel. Images that
     cannot be read, and subfolders that cannot be listed, are skipped and listed in
-    out_dir/failed.txt. Temp files that an interrupted run left (SIGKILL) are removed first.
+    out_dir/failed.txt (the summary counts the images in `failed`, the folders apart in
+    `unreadable`). Temp files that an interrupted run left (SIGKILL) are removed first.
     SIGTERM stops the run as Ctrl-C does (KeyboardInterrupt, after the summary; the CLI's exit
     status is 130 for both)."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
@@ -295,12 +296,12 @@ def _segment(model, weights, inputs, out_dir, *, batch, precision, gpus, resize,
 
 def _finish(summary: SegmentSummary, out_dir, unreadable: list, folders: list, progress: bool,
             log, sweep: bool) -> None:
-    """The end of a run, finished or not: the unreadable folders among the failures, failed.txt,
-    the temp files of a stopped run's writes removed (`sweep`), the summary of an interrupted
-    run on stderr (the CLI prints a finished one)."""
-    summary.failed += len(unreadable)
-    summary.failures[:0] = unreadable
-    write_failed(out_dir, summary.failures)
+    """The end of a run, finished or not: the unreadable folders in the summary (apart from the
+    images: written + failed + skipped stays the images found), failed.txt (the folders and the
+    images), the temp files of a stopped run's writes removed (`sweep`), the summary of an
+    interrupted run on stderr (the CLI prints a finished one)."""
+    summary.unreadable = list(unreadable)
+    write_failed(out_dir, unreadable + summary.failures)
     if sweep:
         sweep_temp_files(folders)
     if summary.interrupted and progress:
