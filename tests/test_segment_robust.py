@@ -175,3 +175,50 @@ def test_the_summary_counts_images_and_unreadable_folders_apart(data, tmp_path, 
             in text), text
     assert sorted(line.split("\t")[0] for line in (out / "failed.txt").read_text().splitlines()) \
         == sorted([locked, str(tmp_path / "in" / "bad.png")])
+
+
+def test_temp_files_with_cut_names_are_swept_and_only_ours(data, tmp_path):
+    """An output name of 242 bytes or more does not fit in its temp file's name, which
+    fsutil.temp_prefix cuts to its first bytes: the next run still recognises such a temp file
+    of one of its outputs (a .png or .npy), and keeps one of the same form that no output of
+    its own begins with, and the full-length forms stay as before."""
+    import tempfile
+    from squeezegen.fsutil import MAX_NAME_BYTES, temp_prefix
+    long = "é" * 60 + "l" * 120 + ".png"                  # 244 bytes; the PNG's name: 248
+    short = "a.png"
+    _pictures(tmp_path / "in", [long, f"sub/{long}", short])
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    stale = []
+    for folder, suffix in ((out, ".png"), (out / "sub", ".png"), (out, ".npy")):
+        fd, path = tempfile.mkstemp(prefix=temp_prefix(long + suffix), suffix=".tmp", dir=folder)
+        os.close(fd)                                       # as atomic_write names them
+        stale.append(Path(path))
+    assert all(len(p.name.encode()) <= MAX_NAME_BYTES for p in stale)
+    assert not stale[0].name.startswith(f".{long}.png")   # cut: the name is not in it whole
+    other = "m" * 244 + ".png"                             # not an output of this run
+    kept = [out / f"{temp_prefix(other + '.png')}abcdefgh.tmp",
+            out / f"{temp_prefix(long + '.png')}abcdefg.tmp",          # 7 random characters
+            out / f".{long[:150]}.abcdefgh.tmp"]                       # cut elsewhere
+    for p in kept:
+        p.write_bytes(b"not ours")
+    lines = []
+    s = segment(data["model"], data["weights"], [tmp_path / "in"], out, backend="numpy",
+                progress=False, log=lines.append)
+    assert s.written == 3
+    assert not any(p.exists() for p in stale), [p.name for p in stale if p.exists()]
+    assert all(p.exists() for p in kept)
+    assert [l for l in lines if "temporary" in l] == [
+        f"squeezegen: removed 3 temporary files that an interrupted run left in {out}"]
+    assert (out / f"{long}.png").is_file() and (out / "sub" / f"{long}.png").is_file()
+
+
+def test_cut_prefixes_are_exactly_the_names_temp_prefix_cuts():
+    from squeezegen.fsutil import temp_prefix
+    from squeezegen.segmentation.outputs import cut_prefixes, left_by_a_run
+    whole, cut = "a" * 237 + ".png", "a" * 238 + ".png"     # 241 bytes fit, 242 do not
+    assert temp_prefix(whole) == f".{whole}." and cut_prefixes({whole}) == frozenset()
+    assert cut_prefixes({whole, cut}) == {f".{cut[:-1]}."}
+    stale = f".{cut[:-1]}.k3x_9q0z.tmp"
+    assert left_by_a_run(stale, cut_prefixes({cut})) and not left_by_a_run(stale)
+    assert not left_by_a_run(f".{cut[:-2]}.k3x_9q0z.tmp", cut_prefixes({cut}))

@@ -25,7 +25,7 @@ from ..fsutil import atomic_write
 from ..images import MAX_PNG_CLASSES, check_image_model, check_normalisation
 from .backends import backend_specs, check_gpus, choose_backend
 from .inputs import Item, collect
-from .outputs import output_folders, sweep_temp_files
+from .outputs import sweep_plan, sweep_temp_files
 from .pipeline import Pipeline, Settings
 from .progress import Progress
 from .summary import SegmentSummary
@@ -256,8 +256,8 @@ def _segment(model, weights, inputs, out_dir, *, batch, precision, gpus, resize,
     unreadable: list[tuple[str, str]] = []            # folders that could not be listed
     items = collect([str(i) for i in inputs], out_dir, failures=unreadable, log=log)
     _check_failed_txt(out_dir, items)
-    folders = output_folders(out_dir, items)
-    removed = sweep_temp_files(folders)
+    plan = sweep_plan(out_dir, items)           # where a killed run may have left temp files
+    removed = sweep_temp_files(plan)
     if removed:
         log(f"squeezegen: removed {removed:,} temporary file{'s' if removed > 1 else ''} that "
             f"an interrupted run left in {out_dir}")
@@ -285,16 +285,16 @@ def _segment(model, weights, inputs, out_dir, *, batch, precision, gpus, resize,
         try:
             summary = pipeline.run()
         finally:
-            _finish(pipeline.summary, out_dir, unreadable, folders, progress, log,
+            _finish(pipeline.summary, out_dir, unreadable, plan, progress, log,
                     sweep=pipeline.summary.interrupted or pipeline.restarts > 0)
     if ray is not None:
-        _finish(summary, out_dir, unreadable, folders, progress, log, sweep=summary.interrupted)
+        _finish(summary, out_dir, unreadable, plan, progress, log, sweep=summary.interrupted)
     if summary.interrupted:
         raise KeyboardInterrupt
     return summary
 
 
-def _finish(summary: SegmentSummary, out_dir, unreadable: list, folders: list, progress: bool,
+def _finish(summary: SegmentSummary, out_dir, unreadable: list, plan: dict, progress: bool,
             log, sweep: bool) -> None:
     """The end of a run, finished or not: the unreadable folders in the summary (apart from the
     images: written + failed + skipped stays the images found), failed.txt (the folders and the
@@ -303,6 +303,6 @@ def _finish(summary: SegmentSummary, out_dir, unreadable: list, folders: list, p
     summary.unreadable = list(unreadable)
     write_failed(out_dir, unreadable + summary.failures)
     if sweep:
-        sweep_temp_files(folders)
+        sweep_temp_files(plan)
     if summary.interrupted and progress:
         log(summary.text())
