@@ -222,3 +222,43 @@ def test_cut_prefixes_are_exactly_the_names_temp_prefix_cuts():
     stale = f".{cut[:-1]}.k3x_9q0z.tmp"
     assert left_by_a_run(stale, cut_prefixes({cut})) and not left_by_a_run(stale)
     assert not left_by_a_run(f".{cut[:-2]}.k3x_9q0z.tmp", cut_prefixes({cut}))
+
+
+def test_a_second_run_into_the_same_out_dir_stops_at_once(data, tmp_path):
+    """Two runs into one OUT_DIR: the second would sweep the first's temp files in progress
+    (for a killed run's). A run holds OUT_DIR/.squeezegen-segment.lock (flock) for its whole
+    length; while another holds it (here the test), a run stops at once with a one-line error
+    naming OUT_DIR, before sweeping or writing anything, also with --ray (before it joins a
+    cluster). The lock file stays, and is neither an input nor an output: the next run writes
+    every image, and a rerun resumes."""
+    import fcntl
+    import squeezegen
+    _pictures(tmp_path / "in", ["a.png", "b.png"])
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / ".a.png.png.abcdefgh.tmp"             # as if the other run were writing it
+    stale.write_bytes(b"half")
+    lock = out / ".squeezegen-segment.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "squeezegen", "segment",
+                               str(data["model"]), "--weights", str(data["weights"]),
+                               str(tmp_path / "in"), "-o", str(out), "--backend", "numpy"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and proc.stderr.splitlines() == [
+            f"squeezegen: error: {out}: another segment run is writing into this output "
+            f"folder (it holds .squeezegen-segment.lock): wait for it to end, or give "
+            f"another -o"], proc.stderr
+        assert time.monotonic() - start < 30
+        for ray in (None, "auto"):
+            with pytest.raises(squeezegen.SqueezegenError, match="another segment run"):
+                segment(data["model"], data["weights"], [tmp_path / "in"], out,
+                        backend="numpy", progress=False, ray=ray)
+        assert stale.exists() and not list(out.glob("*.png"))
+    s = segment(data["model"], data["weights"], [tmp_path / "in"], out, backend="numpy",
+                progress=False, log=lambda m: None)
+    assert (s.images, s.written) == (2, 2) and lock.is_file() and not stale.exists()
+    again = segment(data["model"], data["weights"], [tmp_path / "in"], out, backend="numpy",
+                    progress=False)
+    assert (again.images, again.written, again.skipped) == (2, 0, 2)

@@ -2,15 +2,18 @@
 asked, OUT_DIR/<name>.npy (the scores), both at the image's original size, both atomic. The PNG
 comes last, so its presence means the image is done (what a rerun checks to resume). A run
 stopped by SIGKILL leaves the temp file of each output it was writing; the next run removes
-them (`sweep_temp_files`)."""
+them (`sweep_temp_files`), which is safe because a run holds OUT_DIR's lock (`out_dir_lock`):
+no other run is writing there."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..fsutil import atomic_write, temp_prefix
 from ..images import is_image, save_classes
 from .inputs import output_path
@@ -96,3 +99,40 @@ def sweep_temp_files(plan: dict) -> int:
             except OSError:                # gone meanwhile, or not ours to remove: left as it is
                 pass
     return removed
+
+
+LOCK = ".squeezegen-segment.lock"
+
+
+@contextlib.contextmanager
+def out_dir_lock(out_dir, log):
+    """OUT_DIR/.squeezegen-segment.lock held (flock, exclusive) for as long as the run: a second
+    run into the same OUT_DIR stops at once with a one-line InputError, before its sweep could
+    take the first one's temp files in progress for a killed run's. The file stays (removing it
+    would let a third run lock a new file while the second holds the old one); it is no image,
+    so neither an input nor an output. Where the file system cannot lock, one line says so and
+    the run goes on."""
+    try:
+        import fcntl
+    except ImportError:                      # Windows: no flock
+        yield
+        return
+    path = Path(out_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise InputError(f"cannot create segment's lock file: {exc.strerror or exc}",
+                         file=str(path)) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another segment run is writing into this output folder (it "
+                             f"holds {LOCK}): wait for it to end, or give another -o",
+                             file=str(out_dir)) from None
+        except OSError as exc:              # ENOLCK, EOPNOTSUPP: a file system without locks
+            log(f"squeezegen: warning: cannot lock {path} ({exc.strerror or exc}): make sure "
+                f"no other run writes into {out_dir} meanwhile")
+        yield
+    finally:
+        os.close(fd)                        # and the lock with it
