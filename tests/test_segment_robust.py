@@ -262,3 +262,32 @@ def test_a_second_run_into_the_same_out_dir_stops_at_once(data, tmp_path):
     again = segment(data["model"], data["weights"], [tmp_path / "in"], out, backend="numpy",
                     progress=False)
     assert (again.images, again.written, again.skipped) == (2, 0, 2)
+
+
+def test_sigterm_under_ray_stops_like_ctrl_c_after_ray_init_took_the_handler(data, tmp_path,
+                                                                            monkeypatch):
+    """ray.init installs its own SIGTERM handler (sys.exit), over the one segment installed
+    for the run. run_ray puts segment's back once connected, so SIGTERM raises
+    KeyboardInterrupt (the interrupted summary, failed.txt, status 130), not SystemExit. Here,
+    without starting Ray: `connect` installs a handler as ray.init does, and the first call
+    into the cluster gets a SIGTERM. The handler from before the run is restored after it."""
+    ray = pytest.importorskip("ray")
+    from squeezegen.segmentation import ray_data
+
+    def connect(address, log):                      # what ray.init does to SIGTERM
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        return False
+
+    def cluster_resources():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)                               # (the handler runs before this ends)
+        return {}
+
+    monkeypatch.setattr(ray_data, "connect", connect)
+    monkeypatch.setattr(ray, "cluster_resources", cluster_resources)
+    _pictures(tmp_path / "in", ["a.png"])
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        segment(data["model"], data["weights"], [tmp_path / "in"], tmp_path / "out",
+                backend="numpy", progress=False, ray="auto")
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -102,20 +102,28 @@ def _check_out_dir(out_dir) -> None:
         raise InputError("the output folder is not writable", file=str(path))
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm():
+    """SIGTERM (`timeout`, `kill`, a batch scheduler) stops the run as the first Ctrl-C does:
+    it raises KeyboardInterrupt in the main thread, so the stages stop after the image each is
+    on, the summary is printed, and the CLI exits with status 130. Installed only in the main
+    thread (the only one that may); returns the handler it replaced (None elsewhere). Called
+    again after anything that installs its own (ray.init: `ray_data.run_ray`)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _stop)
+
+
 @contextlib.contextmanager
 def _sigterm_stops():
-    """SIGTERM (`timeout`, `kill`, a batch scheduler) stops the run as the first Ctrl-C does:
-    the stages stop after the image each is on, the summary is printed, and the CLI exits with
-    status 130 (as for Ctrl-C: it raises KeyboardInterrupt). Installed only in the main thread
-    (the only one that may), for the run, and restored afterwards."""
+    """`_stop_on_sigterm` for the run; the handler before it restored afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = _stop_on_sigterm()
     try:
         yield
     finally:
