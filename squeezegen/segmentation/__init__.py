@@ -25,7 +25,7 @@ from ..fsutil import atomic_write
 from ..images import MAX_PNG_CLASSES, check_image_model, check_normalisation
 from .backends import backend_specs, check_gpus, choose_backend
 from .inputs import Item, collect
-from .outputs import output_folders, sweep_temp_files
+from .outputs import LOCK, out_dir_lock, sweep_plan, sweep_temp_files
 from .pipeline import Pipeline, Settings
 from .progress import Progress
 from .summary import SegmentSummary
@@ -63,7 +63,7 @@ FAILED = "failed.txt"
 def write_failed(out_dir, failures: list[tuple[str, str]]) -> None:
     """OUT_DIR/failed.txt: `absolute path<TAB>reason` per line (a valid input list: `segment`
     reads the path before the tab). Removed when a run has no failures, so it always tells the
-    last run. (`_check_failed_txt` made sure, before the run, that it is not a folder.)"""
+    last run. (`_check_reserved_names` made sure, before the run, that it is not a folder.)"""
     path = Path(out_dir) / FAILED
     if failures:
         lines = "".join(f"{_one_line(os.path.abspath(p))}\t{_one_line(why)}\n"
@@ -73,15 +73,17 @@ def write_failed(out_dir, failures: list[tuple[str, str]]) -> None:
         path.unlink()
 
 
-def _check_failed_txt(out_dir, items: list[Item]) -> None:
-    """OUT_DIR/failed.txt must be free for the list of failures: not a folder, and not where
-    the outputs of an input folder named failed.txt would go."""
+def _check_reserved_names(out_dir, items: list[Item]) -> None:
+    """OUT_DIR/failed.txt must be free for the list of failures: not a folder; and neither it
+    nor the lock file (`outputs.LOCK`) where the outputs of an input folder of that name
+    would go."""
+    for name, what in ((FAILED, "its list of failures"), (LOCK, "its lock file")):
+        inside = [i for i in items if i.name.startswith(name + "/")]
+        if inside:
+            raise InputError(f"the outputs of the input folder '{name}' would go into "
+                             f"{Path(out_dir) / name}/, where segment writes {what}: rename "
+                             "that folder or segment it on its own", file=inside[0].path)
     path = Path(out_dir) / FAILED
-    inside = [i for i in items if i.name.startswith(FAILED + "/")]
-    if inside:
-        raise InputError(f"the outputs of the input folder '{FAILED}' would go into "
-                         f"{path}/, where segment writes its list of failures: rename that "
-                         "folder or segment it on its own", file=inside[0].path)
     if path.exists() and not path.is_file():
         raise InputError(f"segment writes its list of failures there, and it is not a file: "
                          "move it away or choose another output folder", file=str(path))
@@ -100,20 +102,28 @@ def _check_out_dir(out_dir) -> None:
         raise InputError("the output folder is not writable", file=str(path))
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm():
+    """SIGTERM (`timeout`, `kill`, a batch scheduler) stops the run as the first Ctrl-C does:
+    it raises KeyboardInterrupt in the main thread, so the stages stop after the image each is
+    on, the summary is printed, and the CLI exits with status 130. Installed only in the main
+    thread (the only one that may); returns the handler it replaced (None elsewhere). Called
+    again after anything that installs its own (ray.init: `ray_data.run_ray`)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _stop)
+
+
 @contextlib.contextmanager
 def _sigterm_stops():
-    """SIGTERM (`timeout`, `kill`, a batch scheduler) stops the run as the first Ctrl-C does:
-    the stages stop after the image each is on, the summary is printed, and the CLI exits with
-    status 130 (as for Ctrl-C: it raises KeyboardInterrupt). Installed only in the main thread
-    (the only one that may), for the run, and restored afterwards."""
+    """`_stop_on_sigterm` for the run; the handler before it restored afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = _stop_on_sigterm()
     try:
         yield
     finally:
@@ -224,7 +234,8 @@ def segment(model, weights, inputs, out_dir, *, batch: int = 32, precision: str 
     copies overlapping its kernels (`runtime.overlap`; None, the default: wherever a local GPU
     makes the masks; False: never); `mean` and `std` a number or one per channel. Images that
     cannot be read, and subfolders that cannot be listed, are skipped and listed in
-    out_dir/failed.txt. Temp files that an interrupted run left (SIGKILL) are removed first.
+    out_dir/failed.txt (the summary counts the images in `failed`, the folders apart in
+    `unreadable`). Temp files that an interrupted run left (SIGKILL) are removed first.
     SIGTERM stops the run as Ctrl-C does (KeyboardInterrupt, after the summary; the CLI's exit
     status is 130 for both)."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
@@ -252,57 +263,71 @@ def _segment(model, weights, inputs, out_dir, *, batch, precision, gpus, resize,
         raise InputError(f"resize must be stretch or letterbox, got '{resize}'")
     weights_file = None if isinstance(weights, dict) else str(weights)
     checked = check_weights(graph, load_weights(weights), weights_file)
-    _check_out_dir(out_dir)
-    unreadable: list[tuple[str, str]] = []            # folders that could not be listed
-    items = collect([str(i) for i in inputs], out_dir, failures=unreadable, log=log)
-    _check_failed_txt(out_dir, items)
-    folders = output_folders(out_dir, items)
-    removed = sweep_temp_files(folders)
-    if removed:
-        log(f"squeezegen: removed {removed:,} temporary file{'s' if removed > 1 else ''} that "
-            f"an interrupted run left in {out_dir}")
     if decoders not in ("auto", "threads", "processes"):
         raise InputError(f"decoders must be auto, threads or processes, got '{decoders}'")
-    settings = Settings(shape=(c, h, w), mean=mean_a, std=std_a, batch=batch, resize=resize,
-                        scores=scores, overwrite=overwrite, workers=workers or os.cpu_count() or 4)
     _overlap(overlap, "cuda", scores, ray)        # refuses what cannot overlap, before a build
-    if ray is not None:
-        _resize_on_gpu(resize_on, "ray", False, scores, ray)
-        _jpeg_on_gpu(jpeg_on, False, c, None, log)
-        from .ray_data import run_ray
-        summary = run_ray(ray, graph, checked, items, out_dir, settings, precision=precision,
-                          backend=backend, progress=progress, log=log, per_gpu=per_gpu)
-    else:
-        kind = choose_backend(backend, log)
-        specs = backend_specs(kind, graph, checked, batch, precision, gpus, per_gpu)
-        processes = _decode_in_processes(decoders, kind)
-        gpu_resize = _resize_on_gpu(resize_on, kind, processes, scores, ray)
-        settings = replace(settings, processes=processes,
-                           overlap=_overlap(overlap, kind, scores, ray), gpu_resize=gpu_resize,
-                           gpu_jpeg=_jpeg_on_gpu(jpeg_on, gpu_resize, c, specs[0].device, log))
-        bar = Progress(len(items), enabled=progress)
-        pipeline = Pipeline(items, specs, out_dir, settings, kind, bar if progress else None, log)
-        try:
-            summary = pipeline.run()
-        finally:
-            _finish(pipeline.summary, out_dir, unreadable, folders, progress, log,
-                    sweep=pipeline.summary.interrupted or pipeline.restarts > 0)
-    if ray is not None:
-        _finish(summary, out_dir, unreadable, folders, progress, log, sweep=summary.interrupted)
+    _check_out_dir(out_dir)
+    with out_dir_lock(out_dir, log):      # no other run writes there, nor sweeps, meanwhile
+        items, unreadable, plan = _inputs(inputs, out_dir, log)
+        settings = Settings(shape=(c, h, w), mean=mean_a, std=std_a, batch=batch,
+                            resize=resize, scores=scores, overwrite=overwrite,
+                            workers=workers or os.cpu_count() or 4)
+        if ray is not None:
+            _resize_on_gpu(resize_on, "ray", False, scores, ray)
+            _jpeg_on_gpu(jpeg_on, False, c, None, log)
+            from .ray_data import run_ray
+            summary = run_ray(ray, graph, checked, items, out_dir, settings,
+                              precision=precision, backend=backend, progress=progress, log=log,
+                              per_gpu=per_gpu)
+            _finish(summary, out_dir, unreadable, plan, progress, log,
+                    sweep=summary.interrupted)
+        else:
+            kind = choose_backend(backend, log)
+            specs = backend_specs(kind, graph, checked, batch, precision, gpus, per_gpu)
+            processes = _decode_in_processes(decoders, kind)
+            gpu_resize = _resize_on_gpu(resize_on, kind, processes, scores, ray)
+            settings = replace(settings, processes=processes,
+                               overlap=_overlap(overlap, kind, scores, ray),
+                               gpu_resize=gpu_resize,
+                               gpu_jpeg=_jpeg_on_gpu(jpeg_on, gpu_resize, c, specs[0].device,
+                                                     log))
+            bar = Progress(len(items), enabled=progress)
+            pipeline = Pipeline(items, specs, out_dir, settings, kind,
+                                bar if progress else None, log)
+            try:
+                summary = pipeline.run()
+            finally:
+                _finish(pipeline.summary, out_dir, unreadable, plan, progress, log,
+                        sweep=pipeline.summary.interrupted or pipeline.restarts > 0)
     if summary.interrupted:
         raise KeyboardInterrupt
     return summary
 
 
-def _finish(summary: SegmentSummary, out_dir, unreadable: list, folders: list, progress: bool,
+def _inputs(inputs, out_dir, log) -> tuple[list[Item], list, dict]:
+    """The images of `inputs` (`collect`), the folders that could not be listed (path, why),
+    and the output folders' `sweep_plan`, after removing the temp files a killed run left
+    there."""
+    unreadable: list[tuple[str, str]] = []
+    items = collect([str(i) for i in inputs], out_dir, failures=unreadable, log=log)
+    _check_reserved_names(out_dir, items)
+    plan = sweep_plan(out_dir, items)
+    removed = sweep_temp_files(plan)
+    if removed:
+        log(f"squeezegen: removed {removed:,} temporary file{'s' if removed > 1 else ''} that "
+            f"an interrupted run left in {out_dir}")
+    return items, unreadable, plan
+
+
+def _finish(summary: SegmentSummary, out_dir, unreadable: list, plan: dict, progress: bool,
             log, sweep: bool) -> None:
-    """The end of a run, finished or not: the unreadable folders among the failures, failed.txt,
-    the temp files of a stopped run's writes removed (`sweep`), the summary of an interrupted
-    run on stderr (the CLI prints a finished one)."""
-    summary.failed += len(unreadable)
-    summary.failures[:0] = unreadable
-    write_failed(out_dir, summary.failures)
+    """The end of a run, finished or not: the unreadable folders in the summary (apart from the
+    images: written + failed + skipped stays the images found), failed.txt (the folders and the
+    images), the temp files of a stopped run's writes removed (`sweep`), the summary of an
+    interrupted run on stderr (the CLI prints a finished one)."""
+    summary.unreadable = list(unreadable)
+    write_failed(out_dir, unreadable + summary.failures)
     if sweep:
-        sweep_temp_files(folders)
+        sweep_temp_files(plan)
     if summary.interrupted and progress:
         log(summary.text())

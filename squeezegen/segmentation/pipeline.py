@@ -13,10 +13,12 @@ lock, and on the H200's 16 cores, 16 decoder and 16 encoder threads starved the 
 thread (README, "Throughput on the H200"). Memory stays flat however many images there are:
 each queue holds a few batches at most. A bad image costs one line and an entry in failed.txt;
 a failing network stops the run; a worker process that dies costs the image that killed it
-(`worker_pool`: the others it held are done again, each in a process of its own). Ctrl-C (or
-`stop()`) stops the stages after the image each is on; a second Ctrl-C stops waiting for the
-networks, but not for the outputs being written (at most WRITERS_GRACE_S). Every output is
-written atomically, so nothing half-written is left and a rerun resumes where this one stopped.
+(`worker_pool`: the other images of the failed tasks are done again). Ctrl-C (or `stop()`)
+stops the stages after the image each is on; a second Ctrl-C stops waiting for the networks,
+but not for the outputs being written (at most WRITERS_GRACE_S); worker processes get
+WORKERS_GRACE_S to finish their task, and are then terminated (a hung decoder does not hold up
+the end). Every output is written atomically, so nothing half-written is left (a killed
+worker's temp file is swept) and a rerun resumes where this one stopped.
 """
 from __future__ import annotations
 
@@ -25,15 +27,13 @@ import sys
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import GPUError, InputError, printable
 from ..images import fit_box, read_pixels, save_classes, too_many_pixels
-from .worker_pool import WorkerDied, WorkerPool, decode_chunk, encode_chunk, fill_slot, reason
+from .worker_pool import WorkerPool, fill_slot, reason
 from .inputs import Item, output_path
 from .outputs import PNG_LEVEL, is_done, write_outputs
 from .summary import SegmentSummary
@@ -51,6 +51,10 @@ SWITCH_S = 0.0005
 # After a second Ctrl-C, how long the threads that write outputs are still waited for (each
 # stops after the file it is on), so that no temp file is left behind.
 WRITERS_GRACE_S = 10.0
+# When the run ends (stopped or not), how long the worker processes may take to finish their
+# task before they are terminated, then killed: a worker hung on an image must not hold up the
+# end of a run that Ctrl-C or SIGTERM stopped.
+WORKERS_GRACE_S = 5.0
 
 
 class _Stop(Exception):
@@ -282,9 +286,7 @@ class Pipeline:
                 ended = True
                 continue
             b, first, chunk, future = task
-            alone = [(decode_chunk, (b.index, slot, [item.path]))
-                     for slot, item in enumerate(chunk, start=first)]
-            results = self._results(future, alone, "decoder")
+            results = self._results(future)
             for slot, (item, result) in enumerate(zip(chunk, results, strict=True),
                                                   start=first):
                 if result[0] == "error":
@@ -481,10 +483,8 @@ class Pipeline:
                 ended = True
                 continue
             chunk, future, slot = task
-            alone = [(encode_chunk, (self.out_dir, [(j.item.name, m)], PNG_LEVEL))
-                     for j, m in chunk]
             try:
-                results = self._results(future, alone, "PNG writer")
+                results = self._results(future)
             finally:
                 self._encode_slots.release()
                 self._release_slot(slot)
@@ -502,32 +502,18 @@ class Pipeline:
         with self.lock:
             self.restarts += 1
         self._say("squeezegen: a worker process died: the workers were restarted, and the "
-                  "images they held are done again, each in a process of its own")
+                  "images they held are done again (each one a worker was on, in a process of "
+                  "its own)")
 
-    def _results(self, future, alone: list, what: str) -> list:
-        """A worker task's results, one an image. When a worker process died, which fails every
-        task of its executor, the executor is restarted once and each image's own task of
-        `alone` ((fn, args) returning a one-image result list) runs in a process of its own:
-        only the image that kills one fails."""
+    def _results(self, future) -> list:
+        """A worker task's results, one an image (`WorkerPool.run`: an image that kills a
+        worker process is an error in them)."""
         try:
             return future.result()
-        except BrokenProcessPool:
-            if self.stop_event.is_set():
+        except Exception:
+            if self.stop_event.is_set():         # (worker_pool.Stopped, or a pool closing)
                 raise _Stop from None
-        self._pool.restart(future.generation)     # (`_restarted` counts and says it)
-
-        def one(task):
-            fn, args = task
-            try:
-                result = self._pool.alone(fn, *args, stop=self.stop_event)
-            except WorkerDied as died:
-                return [("error", f"the {what} process died ({died}) on this image")]
-            if result is None:
-                raise _Stop
-            return result
-
-        with ThreadPoolExecutor(max(1, min(len(alone), self.n_decoders))) as threads:
-            return [r for rs in threads.map(one, alone) for r in rs]
+            raise
 
     def _encode(self) -> None:
         while (task := self._get(self.q_scores)) is not _END:
@@ -564,10 +550,13 @@ class Pipeline:
         in_flight = -(-self.n_decoders * self._chunk // self.s.batch)
         count = in_flight + 1 + 4 * len(self.specs)      # a network holds two (overlap)
         mask_slots = in_flight + 1 + 2 * len(self.specs) if self.gpu_masks else 0
+        encoding = 2 * self.n_decoders                   # encode tasks in flight at most
         self._pool = WorkerPool(count, self.s.batch, self.s.shape, self.s.resize, self.s.mean,
                                 self.s.std, self.n_decoders, mask_slots,
                                 min(MAX_MASK_SLOT, self.s.batch * MASK_PIXELS_PER_IMAGE),
-                                self.s.gpu_resize, self.s.gpu_jpeg)
+                                self.s.gpu_resize, self.s.gpu_jpeg,
+                                images=count * self.s.batch + encoding * self._chunk)
+        self._pool.stop_event = self.stop_event
         self._pool.on_restart = self._restarted
         self.q_free = queue.Queue()
         for i in range(count):
@@ -578,7 +567,7 @@ class Pipeline:
         self._slot_chunks = [0] * mask_slots
         self.q_decoded = queue.Queue()
         self.q_encoded = queue.Queue()
-        self._encode_slots = threading.Semaphore(2 * self.n_decoders)
+        self._encode_slots = threading.Semaphore(encoding)
         self._dispatched = self._encodes = 0
         stages = [self._thread(self._dispatch), self._thread(self._collect)]
         if self.gpu_masks:                               # masks: PNGs in the workers too
@@ -588,12 +577,22 @@ class Pipeline:
             return self._run(stages)
         finally:
             self._unpin()
-            while True:                  # the workers finish the file each is writing
-                try:
-                    self._pool.close()
-                    break
-                except KeyboardInterrupt:
-                    self.summary.interrupted = True
+            self._close_pool()
+
+    def _close_pool(self) -> None:
+        """The workers stopped, each after its task (or after WORKERS_GRACE_S, terminated), and
+        the shared memory freed. A Ctrl-C or SIGTERM meanwhile makes the run an interrupted
+        one, if it was not complete, and does not cut the grace short."""
+        late = False
+        while True:
+            try:
+                late = self._pool.close(WORKERS_GRACE_S) or late
+                break
+            except KeyboardInterrupt:             # outside close's waits: close again
+                late = True
+        if late:
+            s = self.summary
+            s.interrupted = s.written + s.failed + s.skipped < s.images
 
     def _run(self, stages: list) -> SegmentSummary:
         threads = ([self._thread(self._feed)] + stages

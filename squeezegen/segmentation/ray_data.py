@@ -255,8 +255,10 @@ def run_ray(address: str, graph, weights: dict, items, out_dir, settings, *, pre
     from .outputs import is_done
     from .progress import Progress
     from .summary import SegmentSummary
+    from . import _stop_on_sigterm
     started = connect(address, log)
-    import ray
+    _stop_on_sigterm()            # ray.init put its own in place (sys.exit): SIGTERM stops the
+    import ray                    # run as Ctrl-C does, with the summary and failed.txt
     import ray.data
     try:
         resources = ray.cluster_resources()

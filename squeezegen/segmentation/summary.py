@@ -14,6 +14,9 @@ class SegmentSummary:
     skipped: int = 0                      # already had an output (resume), not redone
     failed: int = 0                       # unreadable, or could not be written
     failures: list[tuple[str, str]] = field(default_factory=list)     # (path, reason)
+    # folders that could not be listed, (path, reason): not images, so counted apart (the
+    # images in them are not among `images`); written + failed + skipped == images
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
     wall_s: float = 0.0                   # from the first image to the last output
     per_network: list[int] = field(default_factory=list)   # images each network ran
     network_s: float = 0.0                # seconds the networks spent running, summed
@@ -35,9 +38,11 @@ class SegmentSummary:
         return min(1.0, self.network_s / (self.wall_s * n)) if self.wall_s > 0 else 0.0
 
     def as_dict(self, failures: int = 100) -> dict:
-        """The fields, the derived rates, and the first `failures` failures (for JSON)."""
+        """The fields, the derived rates, and the first `failures` failures and unreadable
+        folders (for JSON)."""
         out = asdict(self)
         out["failures"] = [list(f) for f in self.failures[:failures]]
+        out["unreadable"] = [list(f) for f in self.unreadable[:failures]]
         out.update(images_per_s=self.images_per_s, network_busy=self.network_busy)
         return out
 
@@ -49,6 +54,11 @@ class SegmentSummary:
         if self.skipped:
             parts.append(f"{self.skipped:,} already done and skipped")
         parts.append(f"{self.failed:,} failed" + (" (listed in failed.txt)" if self.failed else ""))
+        if self.unreadable:
+            n = len(self.unreadable)
+            parts.append(f"{n:,} folder{'s' if n > 1 else ''} could not be read, "
+                         f"{'their' if n > 1 else 'its'} images not counted (listed in "
+                         f"failed.txt)")
         split = ", ".join(f"{label} {n:,}" for label, n in zip(self.networks, self.per_network))
         parts.append(f"the {self.backend} network{'s' if len(self.networks) > 1 else ''} "
                      f"({split}) ran {self.network_busy:.0%} of the time")
