@@ -11,7 +11,8 @@
 #   4. with FUZZ=1, gpu_fuzz models FUZZ_START..999 for the time left; else the segment bench
 #      (segment's defaults against --resize-on cpu --no-overlap, IMAGES JPEGs, default 4,000).
 # SUITE=0 skips step 1 (for a call that follows one which ran it at the same commit);
-# TORCHVISION=0 skips step 3.
+# TORCHVISION=0 skips step 3; PROBE=1 first runs scripts/nvjpeg_probe.py (nvJPEG's hardware
+# decoder against Pillow on 1,000 of segment_bench's JPEGs: pixels and img/s; at most 80 s).
 # It writes at most 8 files under $OUT (a call brings back 8), each log headed with the GPU and
 # $COMMIT (the machine's own git metadata can lag behind the files it was sent).
 set -o pipefail
@@ -22,6 +23,11 @@ OUT=${OUT:?set OUT to the folder that comes back}
 GPU="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
 HEAD_LINE="$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1), commit ${COMMIT:-unknown}, $(date -u +%FT%TZ)"
 echo "$HEAD_LINE" | tee "$OUT/gpu.txt"
+if [ -n "${PROBE:-}" ]; then
+  echo "command: python3 scripts/nvjpeg_probe.py --images 1000" >> "$OUT/gpu.txt"
+  timeout 80 python3 scripts/nvjpeg_probe.py --images 1000 --out "$OUT/nvjpeg_probe.json" \
+    2>&1 | tail -12 | tee -a "$OUT/gpu.txt"
+fi
 XDIST=""
 python3 -c "import xdist" 2>/dev/null && XDIST="-n 8"
 if [ "${SUITE:-1}" != 0 ]; then
