@@ -276,11 +276,15 @@ def _segment(model, weights, inputs, out_dir, *, batch, precision, gpus, resize,
             _resize_on_gpu(resize_on, "ray", False, scores, ray)
             _jpeg_on_gpu(jpeg_on, False, c, None, log)
             from .ray_data import run_ray
-            summary = run_ray(ray, graph, checked, items, out_dir, settings,
-                              precision=precision, backend=backend, progress=progress, log=log,
-                              per_gpu=per_gpu)
-            _finish(summary, out_dir, unreadable, plan, progress, log,
-                    sweep=summary.interrupted)
+            try:
+                summary = run_ray(ray, graph, checked, items, out_dir, settings,
+                                  precision=precision, backend=backend, progress=progress,
+                                  log=log, per_gpu=per_gpu)
+            except BaseException:         # stopped or failed before a summary: the folders
+                if unreadable:            # that could not be read still go to failed.txt
+                    write_failed(out_dir, unreadable)
+                raise
+            _finish(summary, out_dir, unreadable, plan, progress, log, sweep=summary.interrupted)
         else:
             kind = choose_backend(backend, log)
             specs = backend_specs(kind, graph, checked, batch, precision, gpus, per_gpu)

@@ -118,8 +118,12 @@ def out_dir_lock(out_dir, log):
         yield
         return
     path = Path(out_dir) / LOCK
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | nofollow, 0o644)
+        except PermissionError:              # another user's lock file: flock needs no writing
+            fd = os.open(path, os.O_RDONLY | nofollow)
     except OSError as exc:
         raise InputError(f"cannot create segment's lock file: {exc.strerror or exc}",
                          file=str(path)) from None

@@ -576,8 +576,10 @@ class Pipeline:
         try:
             return self._run(stages)
         finally:
-            self._unpin()
-            self._close_pool()
+            try:
+                self._unpin()
+            finally:
+                self._close_pool()
 
     def _close_pool(self) -> None:
         """The workers stopped, each after its task (or after WORKERS_GRACE_S, terminated), and

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import threading
 import time
 
 import numpy as np
@@ -246,6 +248,10 @@ def connect(address: str, log) -> bool:
     return True
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def run_ray(address: str, graph, weights: dict, items, out_dir, settings, *, precision: str,
             backend: str, progress: bool, log, per_gpu: int = 1):
     """The whole `segment` job on Ray Data; returns the SegmentSummary. One Segmenter actor per
@@ -255,10 +261,12 @@ def run_ray(address: str, graph, weights: dict, items, out_dir, settings, *, pre
     from .outputs import is_done
     from .progress import Progress
     from .summary import SegmentSummary
-    from . import _stop_on_sigterm
+    from . import _stop, _stop_on_sigterm
+    before = signal.getsignal(signal.SIGTERM) if _main_thread() else None
     started = connect(address, log)
-    _stop_on_sigterm()            # ray.init put its own in place (sys.exit): SIGTERM stops the
-    import ray                    # run as Ctrl-C does, with the summary and failed.txt
+    if before is _stop:           # inside segment(): ray.init put its own in place (sys.exit);
+        _stop_on_sigterm()        # SIGTERM stops the run as Ctrl-C does, with the summary
+    import ray
     import ray.data
     try:
         resources = ray.cluster_resources()

@@ -404,8 +404,18 @@ class WorkerPool:
         self.on_restart = None              # called after each restart (the pipeline says so)
 
     def _executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self._workers, mp_context=context(),
-                                   initializer=_init, initargs=self._initargs)
+        """A fresh executor with all its worker processes started now. Python 3.11's executor
+        (forkserver) otherwise starts them one at a time inside `submit`, and a submit to a
+        young executor whose worker just died raced its manager thread's teardown: OSError
+        from submit, a dead fork server, or a traceback from that thread (seen with every
+        image a killer). Started at once, a later submit never starts one."""
+        executor = ProcessPoolExecutor(max_workers=self._workers, mp_context=context(),
+                                       initializer=_init, initargs=self._initargs)
+        launch = getattr(executor, "_launch_processes", None)   # CPython 3.9 to 3.13
+        if launch is not None:
+            with executor._shutdown_lock:
+                launch()
+        return executor
 
     def restart(self, generation: int) -> frozenset:
         """A fresh executor in place of executor `generation`, which a dead worker broke (every
@@ -457,7 +467,7 @@ class WorkerPool:
                 generation, executor = self.generation, self.executor
                 try:
                     future = executor.submit(fn, *args, tickets=tickets)
-                except BrokenProcessPool:
+                except (BrokenProcessPool, OSError):  # OSError: a worker died as it started
                     future = None
                 else:
                     future.generation, future.tickets = generation, tickets
