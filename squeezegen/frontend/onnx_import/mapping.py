@@ -1032,7 +1032,7 @@ class OpMapping:
         if op == "Div" and not np.all(v != 0):
             raise self.fail(node, "divides by a constant that is zero in some channel")
         one, zero = np.ones_like(v), np.zeros_like(v)
-        weight, bias = {"Add": (one, v), "Mul": (v, zero), "Div": (1.0 / v, zero),
+        weight, bias = {"Add": (one, v), "Mul": (v, zero), "Div": (one / np.where(v, v, 1), zero),
                         "Sub": (one, -v) if i == 0 else (-one, v)}[op]
         with np.errstate(over="ignore", invalid="ignore"):      # out of range: refused below
             in_range = (np.all(np.isfinite(weight.astype(np.float32)))
@@ -1477,19 +1477,27 @@ class OpMapping:
                         "celu", "softsign", "logsigmoid", "affine", "batchnorm", "prelu")
 
     def vector_as_image(self, x: _Value) -> _Value:
-        """`x`, a [C] vector computed from a global pool's C' x 1 x 1 output through linear
-        layers and per-channel ops (a squeeze-and-excitation gate, fc(pool(x).view(N, C'))), as
-        the same values seen as a C x 1 x 1 image: each linear becomes the 1x1 conv it is on a
-        C' x 1 x 1 input, the others keep their op. Only where each layer of that chain is read
-        by the next alone; else `x` unchanged."""
-        chain, i = [], x.layer
-        while i != _INPUT and self.layers[i].op in ("linear",) + self._PER_CHANNEL_OPS \
-                and len(self.layers[i].sg) == 1:
-            chain.append(i)
-            i = self.layers[i].inputs[0]
-        source = self.input_shape if i == _INPUT else self.layers[i].sg
-        if not chain or len(source) != 3 or source[1:] != (1, 1) \
-                or not any(self.layers[j].op == "linear" for j in chain) \
+        """`x`, a [C] vector computed from global pools' C' x 1 x 1 outputs through linear
+        layers, per-channel ops and adds or muls of two such vectors (a squeeze-and-excitation
+        gate, fc(pool(x).view(N, C')); CBAM's channel gate, mlp(avgpool(x)) + mlp(maxpool(x))),
+        as the same values seen as a C x 1 x 1 image: each linear becomes the 1x1 conv it is on
+        a C' x 1 x 1 input, the others keep their op. Only where each layer of those chains is
+        read by the next alone; else `x` unchanged."""
+        chain, todo = [], [x.layer]
+        while todo:
+            i = todo.pop()
+            layer = self.layers[i] if i != _INPUT else None
+            if layer is not None and len(layer.sg) == 1 and (
+                    layer.op in ("linear",) + self._PER_CHANNEL_OPS
+                    or (layer.op in ("add", "mul") and len(layer.inputs) == 2)):
+                if i not in chain:
+                    chain.append(i)
+                    todo.extend(layer.inputs if layer.op in ("add", "mul") else layer.inputs[:1])
+                continue
+            source = self.input_shape if layer is None else layer.sg
+            if len(source) != 3 or source[1:] != (1, 1):
+                return x
+        if not chain or not any(self.layers[j].op == "linear" for j in chain) \
                 or any(self.chain_readers(j) != 1 for j in chain):
             return x
         for j in chain:
@@ -1703,6 +1711,47 @@ class OpMapping:
             if out and size:
                 self.add_slice(node, x, (start, start + size), out)
             start += size
+
+    def map_gather(self, node):
+        """Gather of an image's channels by constant indices: x[:, i] (a scalar index: the
+        channel as [N, H, W], for an Unsqueeze back or a Flatten, as a channel reduction
+        without keepdims), x[:, 1:2] as a list, x[:, [2, 1, 0]]: a `slice` layer per run of
+        consecutive indices, concatenated where there are several. GoogLeNet's and
+        Inception-v3's transform_input gathers each input channel so."""
+        a = self.attrs(node, ("axis",))
+        x = self.tensor(node)
+        rank = 1 + len(x.shape)
+        axis = self.axes_in(node, [a.get("axis", 0)], rank, "axis")[0]
+        if axis != 1 or len(x.shape) != 3 or x.shape != x.sg:
+            raise self.fail(node, f"gathers axis {axis} of a [N, {', '.join(map(str, x.shape))}]"
+                                  " tensor; squeezegen gathers only the channels (axis 1) of an"
+                                  " N, C, H, W image (x[:, 0], x[:, [2, 1, 0]])", "axis")
+        indices = self.const(node, 1, "indices")
+        c = x.shape[0]
+        if indices.dtype.kind not in "iu" or indices.ndim > 1 or indices.size == 0 \
+                or not np.all((-c <= indices) & (indices < c)):
+            raise self.fail(node, f"indices {indices.reshape(-1).tolist()[:8]} (shape "
+                                  f"{list(indices.shape)}): expected one integer index or a "
+                                  f"list of them within [-{c}, {c - 1}]")
+        picked = [int(i) % c for i in indices.reshape(-1)]
+        runs = [[picked[0], picked[0] + 1]]            # consecutive ascending: one slice each
+        for i in picked[1:]:
+            if i == runs[-1][1]:
+                runs[-1][1] += 1
+            else:
+                runs.append([i, i + 1])
+        tensor = node.output[0]
+        if len(runs) == 1:
+            self.add_slice(node, x, tuple(runs[0]), tensor)
+        else:
+            for k, (start, stop) in enumerate(runs):
+                self.add_slice(node, x, (start, stop), f"{tensor}#{k}")
+            parts = [self.values[f"{tensor}#{k}"] for k in range(len(runs))]
+            sg = self.shape_of(node, "concat", {}, [v.sg for v in parts])
+            self.add_layer(_Layer("concat", [v.layer for v in parts], {}, {}, sg, node), tensor)
+        if indices.ndim == 0:                          # [N, H, W]: the same values
+            v = self.values[tensor]
+            self.values[tensor] = _Value(v.layer, v.sg[1:], v.sg)
 
     def add_slice(self, node, x: _Value, channels: tuple[int, int], tensor: str) -> None:
         start, stop = channels
