@@ -450,10 +450,16 @@ ARCHITECTURES = {
 }
 
 
+def architecture(name: str) -> tuple:
+    """(constructor, input C x H x W) of `name`, here or in more_architectures.py."""
+    from more_architectures import MORE_ARCHITECTURES          # it imports cbr from here
+    return {**ARCHITECTURES, **MORE_ARCHITECTURES}[name]
+
+
 def build_model(name: str, seed: int = 0) -> nn.Module:
     """The architecture with seeded random weights and non-trivial BatchNorm statistics."""
     torch.manual_seed(seed)
-    model = ARCHITECTURES[name][0]()
+    model = architecture(name)[0]()
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for m in model.modules():
