@@ -3,7 +3,7 @@
 attribute.
 
 Gather of channels (GoogLeNet's and Inception-v3's transform_input, x[:, 0]; a BGR swap,
-x[:, [2, 1, 0]]); an SE gate whose Linear MLP reads two pools and adds them (CBAM's channel
+x[:, [2, 1, 0]]) and Slice with steps over the channels (x.flip(1), x[:, ::2]); an SE gate whose Linear MLP reads two pools and adds them (CBAM's channel
 gate); learned parameters prepared by Relu, ReduceSum, Softmax or Sigmoid before they scale a
 layer (EfficientDet's BiFPN fusion); and the refusals: YOLOv5's Detect view and permute,
 ENet's MaxUnpool, SKNet's softmax over stacked branches.
@@ -39,6 +39,10 @@ class Gathers(nn.Module):
                                            (-1, 0.45, -0.188))], 1)
         elif self.form == "bgr":
             x = x[:, [2, 1, 0]]
+        elif self.form == "flip":                   # a Slice with step -1 over the channels
+            x = x.flip(1)
+        elif self.form == "steps":
+            x = torch.cat([x[:, ::2], x[:, 1::2]], 1)
         else:                                       # a run and a repeat: [0, 1, 1, 2]
             x = x[:, [0, 1, 1, 2]][:, 1:]
         return self.conv(x)
@@ -48,9 +52,11 @@ class Gathers(nn.Module):
     ("transform_input", ["slice", "affine", "slice", "affine", "slice", "affine", "concat",
                          "conv"]),
     ("bgr", ["slice", "slice", "slice", "concat", "conv"]),
+    ("flip", ["slice", "slice", "slice", "concat", "conv"]),
+    ("steps", ["slice", "slice", "concat", "slice", "concat", "conv"]),
     ("runs", ["slice", "slice", "concat", "slice", "conv"])])
 @pytest.mark.parametrize("opset", [13, 17])
-def test_gathers_of_channels_are_slices(form, ops, opset, tmp_path):
+def test_gathers_and_stepped_slices_of_channels_are_slices(form, ops, opset, tmp_path):
     text, weights, graph = check_import(seeded(Gathers(form)), (3, 9, 11), tmp_path,
                                         opset=opset)
     assert ops_of(text) == ops, text

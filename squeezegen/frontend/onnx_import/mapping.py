@@ -18,6 +18,16 @@ def _clamped(start: int, end: int, size: int) -> tuple[int, int]:
     return max(0, min(start, size)), max(0, min(end, size))
 
 
+def _picked(start: int, end: int, step: int, size: int) -> list[int]:
+    """The indices ONNX Slice takes on an axis of `size` with a step other than 1 (negative:
+    backwards, start clamped to [0, size - 1] and end to [-1, size - 1])."""
+    start += size if start < 0 else 0
+    end += size if end < 0 else 0
+    if step > 0:
+        return list(range(max(0, min(start, size)), max(0, min(end, size)), step))
+    return list(range(max(0, min(start, size - 1)), max(-1, min(end, size - 1)), step))
+
+
 def _same_pads(auto: str, size, kernel, stride, dilation) -> list[int]:
     """ONNX's auto_pad SAME_UPPER / SAME_LOWER as explicit pads (top, left, bottom, right): the
     output is ceil(input / stride) per axis; the padding that takes, split in two halves, the
@@ -1577,8 +1587,9 @@ class OpMapping:
         the same tensor); of an image's rows and columns (axes 2, 3; U-Net's crop before a
         skip concat): a `crop` layer after it; with steps over them (x[:, :, ::2, ::2]), a
         crop to the rows and columns from the first taken, then a max pool of kernel 1 whose
-        stride is the step (`add_strided`). Slices of the batch, and steps over the batch or
-        the channels or below 1, are refused."""
+        stride is the step (`add_strided`). With a step over an image's channels (x[:, ::2],
+        x.flip(1)): the channels taken, as a Gather's (`add_channels`). Slices of the batch,
+        and steps over the batch or below 1 over the rows or columns, are refused."""
         x = self.tensor(node)
         if self.opset < 10:
             a = self.attrs(node, ("starts", "ends", "axes"))
@@ -1602,11 +1613,18 @@ class OpMapping:
         if len(steps) != len(starts):
             raise self.fail(node, f"steps {steps} do not match axes {axes}", "steps")
         full = (self.batch,) + x.shape
-        channels = (0, full[1])
+        channels = (0, full[1])                        # or a list of those picked, in order
         rows_cols = {}                                 # axis 2 or 3: its (start, stop, step)
         for ax, start, end, step in zip(axes, starts, ends, steps):
             ax %= rank
             image = ax >= 2 and x.shape == x.sg and not x.channels_last
+            if ax == 1 and step not in (0, 1) and len(x.shape) == 3 and x.shape == x.sg \
+                    and not x.channels_last:           # x[:, ::2], x.flip(1): BGR <-> RGB
+                channels = _picked(int(start), int(end), step, full[1])
+                if not channels:
+                    raise self.fail(node, f"takes no channels (starts {starts}, ends {ends}, "
+                                          f"steps {steps})")
+                continue
             if step != 1 and (step < 1 or not image):
                 where = ("a reversal" if step < 0 else "a step of 0") if step < 1 else \
                     ("over the batch" if ax == 0 else "over the channels" if ax == 1 else
@@ -1627,11 +1645,12 @@ class OpMapping:
                                       f"rows and columns of an N, C, H, W image")
             else:
                 rows_cols[ax] = span + (step,)
+        add = self.add_channels if isinstance(channels, list) else self.add_slice
         if not rows_cols:
-            self.add_slice(node, x, channels, node.output[0])
+            add(node, x, channels, node.output[0])
             return
         sliced = node.output[0] + "#channels"
-        self.add_slice(node, x, channels, sliced)
+        add(node, x, channels, sliced)
         if any(step != 1 for _, _, step in rows_cols.values()):
             whole = channels == (0, full[1])
             self.add_strided(node, self.values[sliced], rows_cols, node.output[0], whole)
@@ -1733,25 +1752,28 @@ class OpMapping:
             raise self.fail(node, f"indices {indices.reshape(-1).tolist()[:8]} (shape "
                                   f"{list(indices.shape)}): expected one integer index or a "
                                   f"list of them within [-{c}, {c - 1}]")
-        picked = [int(i) % c for i in indices.reshape(-1)]
-        runs = [[picked[0], picked[0] + 1]]            # consecutive ascending: one slice each
+        self.add_channels(node, x, [int(i) % c for i in indices.reshape(-1)], node.output[0])
+        if indices.ndim == 0:                          # [N, H, W]: the same values
+            v = self.values[node.output[0]]
+            self.values[node.output[0]] = _Value(v.layer, v.sg[1:], v.sg)
+
+    def add_channels(self, node, x: _Value, picked: list[int], tensor: str) -> None:
+        """Channels `picked` of image `x`, in that order (repeats allowed): a `slice` layer per
+        run of consecutive ascending ones, concatenated where there are several."""
+        runs = [[picked[0], picked[0] + 1]]
         for i in picked[1:]:
             if i == runs[-1][1]:
                 runs[-1][1] += 1
             else:
                 runs.append([i, i + 1])
-        tensor = node.output[0]
         if len(runs) == 1:
             self.add_slice(node, x, tuple(runs[0]), tensor)
-        else:
-            for k, (start, stop) in enumerate(runs):
-                self.add_slice(node, x, (start, stop), f"{tensor}#{k}")
-            parts = [self.values[f"{tensor}#{k}"] for k in range(len(runs))]
-            sg = self.shape_of(node, "concat", {}, [v.sg for v in parts])
-            self.add_layer(_Layer("concat", [v.layer for v in parts], {}, {}, sg, node), tensor)
-        if indices.ndim == 0:                          # [N, H, W]: the same values
-            v = self.values[tensor]
-            self.values[tensor] = _Value(v.layer, v.sg[1:], v.sg)
+            return
+        for k, (start, stop) in enumerate(runs):
+            self.add_slice(node, x, (start, stop), f"{tensor}#{k}")
+        parts = [self.values[f"{tensor}#{k}"] for k in range(len(runs))]
+        sg = self.shape_of(node, "concat", {}, [v.sg for v in parts])
+        self.add_layer(_Layer("concat", [v.layer for v in parts], {}, {}, sg, node), tensor)
 
     def add_slice(self, node, x: _Value, channels: tuple[int, int], tensor: str) -> None:
         start, stop = channels
