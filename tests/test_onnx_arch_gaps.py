@@ -5,7 +5,8 @@ attribute.
 Gather of channels (GoogLeNet's and Inception-v3's transform_input, x[:, 0]; a BGR swap,
 x[:, [2, 1, 0]]) and Slice with steps over the channels (x.flip(1), x[:, ::2]); an SE gate whose Linear MLP reads two pools and adds them (CBAM's channel
 gate); learned parameters prepared by Relu, ReduceSum, Softmax or Sigmoid before they scale a
-layer (EfficientDet's BiFPN fusion); and the refusals: YOLOv5's Detect view and permute,
+layer (EfficientDet's BiFPN fusion); ceil_mode pools at opset 9, which PyTorch exports as
+pads larger at the end; and the refusals: YOLOv5's Detect view and permute,
 ENet's MaxUnpool, SKNet's softmax over stacked branches.
 """
 from __future__ import annotations
@@ -130,6 +131,25 @@ def test_parameters_prepared_in_the_graph_are_folded(form, opset, tmp_path):
     text, _, _ = check_import(LearnedFusion(form).eval(), (3, 6, 7), tmp_path, opset=opset,
                               do_constant_folding=False)
     assert "affine" in ops_of(text), text
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(3, 2, ceil_mode=True),
+                                  nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+                                  nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False),
+                                  nn.AvgPool2d(3, 2, 1, ceil_mode=True)])
+def test_ceil_mode_pools_at_opset_9_are_ceil_mode_pools(pool, tmp_path):
+    """Opset 9 has no ceil_mode: PyTorch pads the end instead (GoogLeNet's max pools, ResNet-D's
+    average pools), and the importer reads that back as ceil_mode."""
+    text, _, _ = check_import(seeded(nn.Sequential(nn.Conv2d(3, 4, 1), pool)), (3, 9, 10),
+                              tmp_path, opset=9)
+    assert "ceil_mode: true" in text, text
+
+
+def test_end_pads_that_are_no_ceil_mode_are_refused(tmp_path):
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="p", kernel_shape=[2, 2],
+                            strides=[2, 2], pads=[0, 0, 3, 3])
+    message = refusal(saved(tmp_path, [node], [1, 3, 8, 8], opset=9))
+    assert "node 'p' (MaxPool), attribute 'pads': asymmetric pads [0, 0, 3, 3]" in message
 
 
 class DetectHead(nn.Module):

@@ -258,6 +258,7 @@ class OpMapping:
         if len(dilation) != 2 or min(dilation) < 1:
             raise self.fail(node, f"dilations {list(dilation)}: expected two positive values",
                             "dilations")
+        a = self.end_pads_as_ceil_mode(a, x.sg[1:], kernel, dilation, avg)
         stride, pad = self.window(node, a, kernel, "avgpool" if avg else "maxpool",
                                   size=x.sg[1:], dilation=dilation)
         op = "avgpool" if avg else "maxpool"
@@ -281,6 +282,28 @@ class OpMapping:
             f["dilation"] = dilation
         sg = self.shape_of(node, op, f, [x.sg])
         self.add_layer(_Layer(op, [x.layer], f, {}, sg, node), node.output[0])
+
+    @staticmethod
+    def end_pads_as_ceil_mode(a: dict, size, kernel, dilation, avg: bool) -> dict:
+        """Pool attributes `a` whose pads are larger at the end (bottom, right) than at the
+        start, as the same pool with the start's pads on both sides and, where it needs it,
+        ceil_mode: how PyTorch exports a ceil_mode pool before opset 10, which has none. The
+        same windows either way (the end pads hold no values for a max pool or an average
+        pool that leaves them out of its count); else `a` unchanged (refused later)."""
+        pads = [int(p) for p in a.get("pads", [0, 0, 0, 0])]
+        strides = [int(st) for st in a.get("strides", [1, 1])]
+        if (a.get("auto_pad", "NOTSET") != "NOTSET" or int(a.get("ceil_mode", 0))
+                or len(pads) != 4 or len(strides) != 2 or min(pads + strides) < 0
+                or 0 in strides or pads[2] < pads[0] or pads[3] < pads[1]
+                or pads[2:] == pads[:2] or (avg and int(a.get("count_include_pad", 0)))):
+            return a
+        sides = list(zip(size, kernel, strides, dilation, pads[:2], pads[2:]))
+        given = [(n + p + q - (k - 1) * d - 1) // st + 1 for n, k, st, d, p, q in sides]
+        for ceil in (False, True):
+            if given == [pool_out_size(n, (k - 1) * d + 1, st, p, ceil)
+                         for n, k, st, d, p, _ in sides]:
+                return dict(a, pads=pads[:2] * 2, ceil_mode=int(ceil))
+        return a
 
     def map_global_pool(self, node):
         self.attrs(node, ())
