@@ -7,7 +7,7 @@ x[:, [2, 1, 0]]) and Slice with steps over the channels (x.flip(1), x[:, ::2]); 
 gate); learned parameters prepared by Relu, ReduceSum, Softmax or Sigmoid before they scale a
 layer (EfficientDet's BiFPN fusion); ceil_mode pools at opset 9, which PyTorch exports as
 pads larger at the end; and the refusals: YOLOv5's Detect view and permute,
-ENet's MaxUnpool, SKNet's softmax over stacked branches.
+ENet's MaxUnpool, SKNet's softmax over stacked branches, local response normalisation.
 """
 from __future__ import annotations
 
@@ -202,3 +202,19 @@ def test_max_unpool_is_refused_with_what_to_use_instead(tmp_path):
     message = refusal(saved(tmp_path, nodes, [1, 3, 8, 8], out_shape=[1, 3, 8, 8]))
     assert "node 'unpool' (MaxUnpool): op MaxUnpool is not supported: max unpooling" in message
     assert "ConvTranspose" in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("hand_built", [True, False])
+def test_local_response_norm_is_refused_saying_so(hand_built, tmp_path):
+    """The LRN op (Caffe conversions), and the If that PyTorch's nn.LocalResponseNorm exports."""
+    if hand_built:
+        nodes = [helper.make_node("Relu", ["x"], ["r"], name="r"),
+                 helper.make_node("LRN", ["r"], ["y"], name="n", size=5)]
+        message = refusal(saved(tmp_path, nodes, [1, 8, 6, 6]))
+        assert "node 'n' (LRN): op LRN is not supported: local response normalisation" in message
+    else:
+        from test_onnx_import import export
+        module = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.LocalResponseNorm(5))
+        message = refusal(export(module, (3, 8, 8), tmp_path / "lrn.onnx"))
+        assert "(If): op If is not supported: " in message and "LocalResponseNorm" in message
+    assert "\n" not in message, message

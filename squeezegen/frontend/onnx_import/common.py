@@ -30,6 +30,12 @@ UNSUPPORTED_HINTS: dict[str, str] = {
               "N x classes x H x W): `squeezegen run` and `squeezegen segment` take the argmax "
               "of the scores themselves, and `squeezegen.compile` returns the scores",
     "ArgMin": "squeezegen's networks end in float tensors; export the scores instead",
+    "If": "squeezegen imports graphs without control flow; PyTorch writes an If for "
+          "nn.LocalResponseNorm (AlexNet's and GoogLeNet's original LRN; torchvision's have "
+          "none), which no squeezegen layer computes, and for branches on a tensor's values",
+    "LRN": "local response normalisation (the original AlexNet's and GoogLeNet's; "
+           "torchvision's have none) divides by a power of a sum over neighbouring channels, "
+           "which no squeezegen layer computes",
     "MaxUnpool": "max unpooling (SegNet's and ENet's decoders) puts each value back where its "
                  "MaxPool's indices say it came from, and squeezegen has no layer that "
                  "scatters by computed indices; upsample with a ConvTranspose or a Resize "
