@@ -3,11 +3,12 @@
 attribute.
 
 Gather of channels (GoogLeNet's and Inception-v3's transform_input, x[:, 0]; a BGR swap,
-x[:, [2, 1, 0]]) and Slice with steps over the channels (x.flip(1), x[:, ::2]); an SE gate whose Linear MLP reads two pools and adds them (CBAM's channel
-gate); learned parameters prepared by Relu, ReduceSum, Softmax or Sigmoid before they scale a
-layer (EfficientDet's BiFPN fusion); ceil_mode pools at opset 9, which PyTorch exports as
-pads larger at the end; and the refusals: YOLOv5's Detect view and permute,
-ENet's MaxUnpool, SKNet's softmax over stacked branches, local response normalisation.
+x[:, [2, 1, 0]]) and Slice with steps over the channels (x.flip(1), x[:, ::2]); an SE gate
+whose Linear MLP reads two pools and adds them (CBAM's channel gate); learned parameters
+prepared by Relu, ReduceSum, Softmax or Sigmoid before they scale a layer (EfficientDet's BiFPN
+fusion); ceil_mode pools at opset 9, which PyTorch exports as pads larger at the end; and the
+refusals: YOLOv5's Detect view and permute, ENet's MaxUnpool, SKNet's softmax over stacked
+branches, local response normalisation.
 """
 from __future__ import annotations
 
