@@ -3,7 +3,8 @@ in architectures.py, cut down in width), exported to ONNX at opsets 13 and 17, i
 readable YAML, run on the NumPy reference against PyTorch, built and compiled with nvcc -Werror,
 and (marker gpu) run on the GPU against the reference. The networks of more_architectures.py
 (DenseNet, GoogLeNet, Inception-v3, U-Nets, YOLOv5, ...) likewise: at opset 17 with a fixed
-batch, at opset 13 with a dynamic one, a few of them through nvcc, all of them on the GPU."""
+batch, at opset 13 with a dynamic one, a few of them through nvcc and on the host
+(tests/host_kernels.py), all of them on the GPU."""
 from __future__ import annotations
 
 import re
@@ -36,8 +37,9 @@ TOL = 1e-5           # observed at most 5.4e-7 (fcn_resnet50) on the reference a
 # need a fixed batch to export at all)
 DYNAMIC = ["densenet121", "googlenet", "resnext50_32x4d", "unet", "unet_padded", "pspnet",
            "hrnet", "erfnet", "ghostnet", "fpn", "bifpn"]
-# and those compiled with nvcc in CI (all of them on the GPU): the channel gather and ceil-mode
-# pools, ConvTranspose with F.pad and align_corners resizes, CBAM's gates
+# and those compiled with nvcc and run on the host (tests/host_kernels.py) in CI (all of them on
+# the GPU): the channel gather and ceil-mode pools, ConvTranspose with F.pad and align_corners
+# resizes, CBAM's gates
 NVCC = ["googlenet", "unet_padded", "cbam_resnet18"]
 
 
@@ -103,6 +105,22 @@ def test_more_architectures_import_readably_and_match_pytorch(name, tmp_path):
 def test_more_architectures_at_opset_13_with_a_dynamic_batch(name, tmp_path):
     graph, weights, _, model, x = imported(name, 13, tmp_path, batch=3, dynamic=True)
     check_outputs(ReferenceExecutor(graph, weights)(x.numpy()), model, x, f"{name} opset 13")
+
+
+@pytest.mark.parametrize("name", NVCC)
+def test_more_architectures_generated_kernels_on_the_host(name, tmp_path):
+    """The generated CUDA run on the host against the reference (at 1e-4, as on the GPU), no
+    load outside the network's buffers."""
+    from host_kernels import COMPILER, run_on_host
+    if COMPILER is None:
+        pytest.skip("no C++ compiler")
+    graph, weights, *_ = imported(name, 17, tmp_path, batch=1)
+    x = np.random.default_rng(0).standard_normal((1,) + architecture(name)[1]).astype(np.float32)
+    got, stray, _ = run_on_host(graph, weights, x, tmp_path)
+    want = ReferenceExecutor(graph, weights)(x)
+    assert stray == 0
+    for g, w in zip(got, want if isinstance(want, tuple) else (want,)):
+        assert_close(g, w, 1e-4, what=name)
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed on this machine")
