@@ -5,6 +5,7 @@ split and shuffle). Widths and depths are
 cut down so that the NumPy reference runs them in a second; the blocks, their order and their
 ops (BatchNorm, depthwise and dilated convs, SE blocks, hardswish/SiLU/ReLU6, bilinear resizes,
 global pools) are torchvision's. On the H200, scripts/torchvision_check.py runs the real ones.
+More networks are in more_architectures.py and dense_architectures.py.
 """
 from __future__ import annotations
 
