@@ -5,6 +5,7 @@ split and shuffle). Widths and depths are
 cut down so that the NumPy reference runs them in a second; the blocks, their order and their
 ops (BatchNorm, depthwise and dilated convs, SE blocks, hardswish/SiLU/ReLU6, bilinear resizes,
 global pools) are torchvision's. On the H200, scripts/torchvision_check.py runs the real ones.
+More networks are in more_architectures.py and dense_architectures.py.
 """
 from __future__ import annotations
 
@@ -450,10 +451,16 @@ ARCHITECTURES = {
 }
 
 
+def architecture(name: str) -> tuple:
+    """(constructor, input C x H x W) of `name`, here or in more_architectures.py."""
+    from more_architectures import MORE_ARCHITECTURES          # it imports cbr from here
+    return {**ARCHITECTURES, **MORE_ARCHITECTURES}[name]
+
+
 def build_model(name: str, seed: int = 0) -> nn.Module:
     """The architecture with seeded random weights and non-trivial BatchNorm statistics."""
     torch.manual_seed(seed)
-    model = ARCHITECTURES[name][0]()
+    model = architecture(name)[0]()
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for m in model.modules():

@@ -100,13 +100,13 @@ static void __syncthreads() { sg_yield(); }
 // thread passes it, and every block starts with all of it poisoned (0xff bytes: NaN for
 // floats; a flag false), so a read of shared memory the block did not write shows, as on a
 // GPU it would be garbage
-static void* sg_shared_at[64];
-static size_t sg_shared_bytes[64];
-static int sg_shared_poison[64];
+static void* sg_shared_at[1024];
+static size_t sg_shared_bytes[1024];
+static int sg_shared_poison[1024];
 static int sg_shared_count = 0;
 static void sg_shared(void* p, size_t bytes, int poison) {
     for (int i = 0; i < sg_shared_count; ++i) if (sg_shared_at[i] == p) return;
-    if (sg_shared_count == 64) abort();
+    if (sg_shared_count == 1024) abort();
     sg_shared_at[sg_shared_count] = p;
     sg_shared_poison[sg_shared_count] = poison;
     sg_shared_bytes[sg_shared_count++] = bytes;

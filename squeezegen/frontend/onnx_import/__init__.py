@@ -8,7 +8,9 @@ image, Add -> add, Concat -> concat, Gemm and MatMul(+Add) -> linear, Softmax ->
 `relu: true` on the layer before it (or a relu layer). Flatten, flattening Reshape/Squeeze,
 Dropout and Identity are no-ops (squeezegen's linear flattens in C,H,W order itself). A squeeze
 conv + ReLU feeding exactly a 1x1 and a 3x3 (pad 1) conv + ReLU that are concatenated becomes one
-`fire` layer. Constant sub-graphs (Shape, Gather, Concat of shapes...) are evaluated here.
+`fire` layer. Gather of channels and Slice with a step over them (x[:, 0], x[:, [2, 1, 0]],
+x.flip(1)) are `slice` layers, concatenated. Constant sub-graphs (Shape, Gather, Concat of
+shapes..., and learned parameters prepared by Relu, Softmax, ReduceSum...) are evaluated here.
 
 Anything squeezegen cannot express is refused with a ModelError naming the node, its op type and
 the attribute at fault: nothing is approximated. Every refusal happens before anything is written.

@@ -21,7 +21,7 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "Sub", "Div", "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
                  "Upsample", "PRelu", "InstanceNormalization", "Transpose",
                  "LayerNormalization", "Pow", "Sqrt", "Expand", "Neg", "Tile", "Selu", "Celu",
-                 "Softsign", "Abs", "Log")
+                 "Softsign", "Abs", "Log", "Gather")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.
@@ -30,6 +30,16 @@ UNSUPPORTED_HINTS: dict[str, str] = {
               "N x classes x H x W): `squeezegen run` and `squeezegen segment` take the argmax "
               "of the scores themselves, and `squeezegen.compile` returns the scores",
     "ArgMin": "squeezegen's networks end in float tensors; export the scores instead",
+    "If": "squeezegen imports graphs without control flow; PyTorch writes an If for "
+          "nn.LocalResponseNorm (AlexNet's and GoogLeNet's original LRN; torchvision's have "
+          "none), which no squeezegen layer computes, and for branches on a tensor's values",
+    "LRN": "local response normalisation (the original AlexNet's and GoogLeNet's; "
+           "torchvision's have none) divides by a power of a sum over neighbouring channels, "
+           "which no squeezegen layer computes",
+    "MaxUnpool": "max unpooling (SegNet's and ENet's decoders) puts each value back where its "
+                 "MaxPool's indices say it came from, and squeezegen has no layer that "
+                 "scatters by computed indices; upsample with a ConvTranspose or a Resize "
+                 "instead",
     "ReduceL2": "an L2 norm (x.norm(dim=1), F.normalize(x, dim=1)) divides by the square root "
                 "of a computed sum, and squeezegen has no layer for a square root or a "
                 "division by a layer output; export the network up to the tensor it normalises "
@@ -44,10 +54,13 @@ CHANNELS_LAST_OPS = ("LayerNormalization (over the last axis), MatMul with a con
 
 
 # Evaluated at import time when all their inputs are constants (shape arithmetic, weight prep).
+# The element-wise ops and reductions after "Where" prepare learned parameters (EfficientDet's
+# BiFPN fusion weights, relu(w) / (w.sum() + eps); a softmax or sigmoid of a parameter).
 _FOLDABLE = ("Constant", "ConstantOfShape", "Identity", "Cast", "Shape", "Gather", "Unsqueeze",
              "Squeeze", "Concat",
              "Reshape", "Flatten", "Slice", "Transpose", "Add", "Sub", "Mul", "Div", "Equal",
-             "Where")
+             "Where", "Relu", "Sigmoid", "Exp", "Sqrt", "Neg", "Abs", "Pow", "ReduceSum",
+             "ReduceMean", "ReduceMax", "Softmax")
 
 
 _INPUT = -1                       # the layer index of the network input

@@ -20,7 +20,7 @@ def _folded_size(op: str, ins: list, axis: int) -> int | None:
     shapes = [np.shape(v) for v in ins if v is not None]
     if op == "ConstantOfShape":
         return math.prod(max(int(d), 0) for d in np.asarray(ins[0]).reshape(-1))
-    if op in ("Add", "Sub", "Mul", "Div", "Equal", "Where"):
+    if op in ("Add", "Sub", "Mul", "Div", "Equal", "Where", "Pow"):
         try:
             return math.prod(np.broadcast_shapes(*shapes))
         except ValueError:
@@ -32,6 +32,11 @@ def _folded_size(op: str, ins: list, axis: int) -> int | None:
     if op == "Concat":
         return sum(math.prod(s) for s in shapes)
     return None
+
+
+# the element-wise ops folded on a constant (a learned parameter's preparation)
+_UNARY = {"Relu": lambda x: np.maximum(x, 0), "Sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+          "Exp": np.exp, "Sqrt": np.sqrt, "Neg": np.negative, "Abs": np.abs}
 
 
 class ConstantFolding:
@@ -123,6 +128,29 @@ class ConstantFolding:
                 return (np.trunc(l / r)).astype(l.dtype)
             return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
                     "Div": np.divide}[op](l, r).astype(np.result_type(l, r))
+        if op in _UNARY:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                return _UNARY[op](x).astype(x.dtype)
+        if op == "Pow":
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                return np.power(x, ins[1]).astype(x.dtype)
+        if op in ("ReduceSum", "ReduceMean", "ReduceMax"):
+            axes = a.get("axes")
+            if axes is None and len(ins) > 1 and ins[1] is not None:
+                axes = [int(v) for v in ins[1].reshape(-1)]
+            if not axes and a.get("noop_with_empty_axes", 0):
+                return x
+            axes = None if not axes else tuple(self.axes_in(node, axes, x.ndim))
+            reduce = {"ReduceSum": np.sum, "ReduceMean": np.mean, "ReduceMax": np.max}[op]
+            return reduce(x, axis=axes, keepdims=bool(a.get("keepdims", 1))).astype(x.dtype)
+        if op == "Softmax" and x.ndim:
+            axis = self.axes_in(node, [a.get("axis", -1 if self.opset >= 13 else 1)], x.ndim,
+                                "axis")[0]
+            # before opset 13 the input is coerced to 2-D at `axis`: a softmax over the rest
+            y = x.reshape(x.shape[:axis] + (-1,)) if self.opset < 13 else x
+            e = np.exp(y - y.max(axis=-1 if self.opset < 13 else axis, keepdims=True))
+            e /= e.sum(axis=-1 if self.opset < 13 else axis, keepdims=True)
+            return e.reshape(x.shape).astype(x.dtype)
         # x.expand(-1, 3, -1, -1) exports its shape as Where(shape == -1, 1, shape)
         if op == "Equal":
             return np.equal(ins[0], ins[1])

@@ -291,6 +291,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "Pow": self.map_pattern_only, "Sqrt": self.map_pattern_only,
                    "Transpose": self.map_transpose, "LayerNormalization": self.map_layernorm,
                    "Slice": self.map_slice, "Split": self.map_split, "PRelu": self.map_prelu,
+                   "Gather": self.map_gather,
                    "Add": self.map_add, "Mul": self.map_mul, "Sub": self.map_sub_div,
                    "Div": self.map_sub_div, "Concat": self.map_concat,
                    "Gemm": self.map_gemm,

@@ -18,6 +18,16 @@ def _clamped(start: int, end: int, size: int) -> tuple[int, int]:
     return max(0, min(start, size)), max(0, min(end, size))
 
 
+def _picked(start: int, end: int, step: int, size: int) -> list[int]:
+    """The indices ONNX Slice takes on an axis of `size` with a step other than 1 (negative:
+    backwards, start clamped to [0, size - 1] and end to [-1, size - 1])."""
+    start += size if start < 0 else 0
+    end += size if end < 0 else 0
+    if step > 0:
+        return list(range(max(0, min(start, size)), max(0, min(end, size)), step))
+    return list(range(max(0, min(start, size - 1)), max(-1, min(end, size - 1)), step))
+
+
 def _same_pads(auto: str, size, kernel, stride, dilation) -> list[int]:
     """ONNX's auto_pad SAME_UPPER / SAME_LOWER as explicit pads (top, left, bottom, right): the
     output is ceil(input / stride) per axis; the padding that takes, split in two halves, the
@@ -248,6 +258,7 @@ class OpMapping:
         if len(dilation) != 2 or min(dilation) < 1:
             raise self.fail(node, f"dilations {list(dilation)}: expected two positive values",
                             "dilations")
+        a = self.end_pads_as_ceil_mode(a, x.sg[1:], kernel, dilation, avg)
         stride, pad = self.window(node, a, kernel, "avgpool" if avg else "maxpool",
                                   size=x.sg[1:], dilation=dilation)
         op = "avgpool" if avg else "maxpool"
@@ -271,6 +282,28 @@ class OpMapping:
             f["dilation"] = dilation
         sg = self.shape_of(node, op, f, [x.sg])
         self.add_layer(_Layer(op, [x.layer], f, {}, sg, node), node.output[0])
+
+    @staticmethod
+    def end_pads_as_ceil_mode(a: dict, size, kernel, dilation, avg: bool) -> dict:
+        """Pool attributes `a` whose pads are larger at the end (bottom, right) than at the
+        start, as the same pool with the start's pads on both sides and, where it needs it,
+        ceil_mode: how PyTorch exports a ceil_mode pool before opset 10, which has none. The
+        same windows either way (the end pads hold no values for a max pool or an average
+        pool that leaves them out of its count); else `a` unchanged (refused later)."""
+        pads = [int(p) for p in a.get("pads", [0, 0, 0, 0])]
+        strides = [int(st) for st in a.get("strides", [1, 1])]
+        if (a.get("auto_pad", "NOTSET") != "NOTSET" or int(a.get("ceil_mode", 0))
+                or len(pads) != 4 or len(strides) != 2 or min(pads + strides) < 0
+                or 0 in strides or pads[2] < pads[0] or pads[3] < pads[1]
+                or pads[2:] == pads[:2] or (avg and int(a.get("count_include_pad", 0)))):
+            return a
+        sides = list(zip(size, kernel, strides, dilation, pads[:2], pads[2:]))
+        given = [(n + p + q - (k - 1) * d - 1) // st + 1 for n, k, st, d, p, q in sides]
+        for ceil in (False, True):
+            if given == [pool_out_size(n, (k - 1) * d + 1, st, p, ceil)
+                         for n, k, st, d, p, _ in sides]:
+                return dict(a, pads=pads[:2] * 2, ceil_mode=int(ceil))
+        return a
 
     def map_global_pool(self, node):
         self.attrs(node, ())
@@ -1032,7 +1065,7 @@ class OpMapping:
         if op == "Div" and not np.all(v != 0):
             raise self.fail(node, "divides by a constant that is zero in some channel")
         one, zero = np.ones_like(v), np.zeros_like(v)
-        weight, bias = {"Add": (one, v), "Mul": (v, zero), "Div": (1.0 / v, zero),
+        weight, bias = {"Add": (one, v), "Mul": (v, zero), "Div": (one / np.where(v, v, 1), zero),
                         "Sub": (one, -v) if i == 0 else (-one, v)}[op]
         with np.errstate(over="ignore", invalid="ignore"):      # out of range: refused below
             in_range = (np.all(np.isfinite(weight.astype(np.float32)))
@@ -1477,19 +1510,27 @@ class OpMapping:
                         "celu", "softsign", "logsigmoid", "affine", "batchnorm", "prelu")
 
     def vector_as_image(self, x: _Value) -> _Value:
-        """`x`, a [C] vector computed from a global pool's C' x 1 x 1 output through linear
-        layers and per-channel ops (a squeeze-and-excitation gate, fc(pool(x).view(N, C'))), as
-        the same values seen as a C x 1 x 1 image: each linear becomes the 1x1 conv it is on a
-        C' x 1 x 1 input, the others keep their op. Only where each layer of that chain is read
-        by the next alone; else `x` unchanged."""
-        chain, i = [], x.layer
-        while i != _INPUT and self.layers[i].op in ("linear",) + self._PER_CHANNEL_OPS \
-                and len(self.layers[i].sg) == 1:
-            chain.append(i)
-            i = self.layers[i].inputs[0]
-        source = self.input_shape if i == _INPUT else self.layers[i].sg
-        if not chain or len(source) != 3 or source[1:] != (1, 1) \
-                or not any(self.layers[j].op == "linear" for j in chain) \
+        """`x`, a [C] vector computed from global pools' C' x 1 x 1 outputs through linear
+        layers, per-channel ops and adds or muls of two such vectors (a squeeze-and-excitation
+        gate, fc(pool(x).view(N, C')); CBAM's channel gate, mlp(avgpool(x)) + mlp(maxpool(x))),
+        as the same values seen as a C x 1 x 1 image: each linear becomes the 1x1 conv it is on
+        a C' x 1 x 1 input, the others keep their op. Only where each layer of those chains is
+        read by the next alone; else `x` unchanged."""
+        chain, todo = [], [x.layer]
+        while todo:
+            i = todo.pop()
+            layer = self.layers[i] if i != _INPUT else None
+            if layer is not None and len(layer.sg) == 1 and (
+                    layer.op in ("linear",) + self._PER_CHANNEL_OPS
+                    or (layer.op in ("add", "mul") and len(layer.inputs) == 2)):
+                if i not in chain:
+                    chain.append(i)
+                    todo.extend(layer.inputs if layer.op in ("add", "mul") else layer.inputs[:1])
+                continue
+            source = self.input_shape if layer is None else layer.sg
+            if len(source) != 3 or source[1:] != (1, 1):
+                return x
+        if not chain or not any(self.layers[j].op == "linear" for j in chain) \
                 or any(self.chain_readers(j) != 1 for j in chain):
             return x
         for j in chain:
@@ -1569,8 +1610,9 @@ class OpMapping:
         the same tensor); of an image's rows and columns (axes 2, 3; U-Net's crop before a
         skip concat): a `crop` layer after it; with steps over them (x[:, :, ::2, ::2]), a
         crop to the rows and columns from the first taken, then a max pool of kernel 1 whose
-        stride is the step (`add_strided`). Slices of the batch, and steps over the batch or
-        the channels or below 1, are refused."""
+        stride is the step (`add_strided`). With a step over an image's channels (x[:, ::2],
+        x.flip(1)): the channels taken, as a Gather's (`add_channels`). Slices of the batch,
+        and steps over the batch or below 1 over the rows or columns, are refused."""
         x = self.tensor(node)
         if self.opset < 10:
             a = self.attrs(node, ("starts", "ends", "axes"))
@@ -1594,11 +1636,18 @@ class OpMapping:
         if len(steps) != len(starts):
             raise self.fail(node, f"steps {steps} do not match axes {axes}", "steps")
         full = (self.batch,) + x.shape
-        channels = (0, full[1])
+        channels = (0, full[1])                        # or a list of those picked, in order
         rows_cols = {}                                 # axis 2 or 3: its (start, stop, step)
         for ax, start, end, step in zip(axes, starts, ends, steps):
             ax %= rank
             image = ax >= 2 and x.shape == x.sg and not x.channels_last
+            if ax == 1 and step not in (0, 1) and len(x.shape) == 3 and x.shape == x.sg \
+                    and not x.channels_last:           # x[:, ::2], x.flip(1): BGR <-> RGB
+                channels = _picked(int(start), int(end), step, full[1])
+                if not channels:
+                    raise self.fail(node, f"takes no channels (starts {starts}, ends {ends}, "
+                                          f"steps {steps})")
+                continue
             if step != 1 and (step < 1 or not image):
                 where = ("a reversal" if step < 0 else "a step of 0") if step < 1 else \
                     ("over the batch" if ax == 0 else "over the channels" if ax == 1 else
@@ -1619,11 +1668,12 @@ class OpMapping:
                                       f"rows and columns of an N, C, H, W image")
             else:
                 rows_cols[ax] = span + (step,)
+        add = self.add_channels if isinstance(channels, list) else self.add_slice
         if not rows_cols:
-            self.add_slice(node, x, channels, node.output[0])
+            add(node, x, channels, node.output[0])
             return
         sliced = node.output[0] + "#channels"
-        self.add_slice(node, x, channels, sliced)
+        add(node, x, channels, sliced)
         if any(step != 1 for _, _, step in rows_cols.values()):
             whole = channels == (0, full[1])
             self.add_strided(node, self.values[sliced], rows_cols, node.output[0], whole)
@@ -1703,6 +1753,50 @@ class OpMapping:
             if out and size:
                 self.add_slice(node, x, (start, start + size), out)
             start += size
+
+    def map_gather(self, node):
+        """Gather of an image's channels by constant indices: x[:, i] (a scalar index: the
+        channel as [N, H, W], for an Unsqueeze back or a Flatten, as a channel reduction
+        without keepdims), x[:, 1:2] as a list, x[:, [2, 1, 0]]: a `slice` layer per run of
+        consecutive indices, concatenated where there are several. GoogLeNet's and
+        Inception-v3's transform_input gathers each input channel so."""
+        a = self.attrs(node, ("axis",))
+        x = self.tensor(node)
+        rank = 1 + len(x.shape)
+        axis = self.axes_in(node, [a.get("axis", 0)], rank, "axis")[0]
+        if axis != 1 or len(x.shape) != 3 or x.shape != x.sg:
+            raise self.fail(node, f"gathers axis {axis} of a [N, {', '.join(map(str, x.shape))}]"
+                                  " tensor; squeezegen gathers only the channels (axis 1) of an"
+                                  " N, C, H, W image (x[:, 0], x[:, [2, 1, 0]])", "axis")
+        indices = self.const(node, 1, "indices")
+        c = x.shape[0]
+        if indices.dtype.kind not in "iu" or indices.ndim > 1 or indices.size == 0 \
+                or not np.all((-c <= indices) & (indices < c)):
+            raise self.fail(node, f"indices {indices.reshape(-1).tolist()[:8]} (shape "
+                                  f"{list(indices.shape)}): expected one integer index or a "
+                                  f"list of them within [-{c}, {c - 1}]")
+        self.add_channels(node, x, [int(i) % c for i in indices.reshape(-1)], node.output[0])
+        if indices.ndim == 0:                          # [N, H, W]: the same values
+            v = self.values[node.output[0]]
+            self.values[node.output[0]] = _Value(v.layer, v.sg[1:], v.sg)
+
+    def add_channels(self, node, x: _Value, picked: list[int], tensor: str) -> None:
+        """Channels `picked` of image `x`, in that order (repeats allowed): a `slice` layer per
+        run of consecutive ascending ones, concatenated where there are several."""
+        runs = [[picked[0], picked[0] + 1]]
+        for i in picked[1:]:
+            if i == runs[-1][1]:
+                runs[-1][1] += 1
+            else:
+                runs.append([i, i + 1])
+        if len(runs) == 1:
+            self.add_slice(node, x, tuple(runs[0]), tensor)
+            return
+        for k, (start, stop) in enumerate(runs):
+            self.add_slice(node, x, (start, stop), f"{tensor}#{k}")
+        parts = [self.values[f"{tensor}#{k}"] for k in range(len(runs))]
+        sg = self.shape_of(node, "concat", {}, [v.sg for v in parts])
+        self.add_layer(_Layer("concat", [v.layer for v in parts], {}, {}, sg, node), tensor)
 
     def add_slice(self, node, x: _Value, channels: tuple[int, int], tensor: str) -> None:
         start, stop = channels
