@@ -99,6 +99,11 @@ OP_CASES = {
     "spatial_attention": ("[7, 6, 5]", "  - {name: m, op: reduce_channels, mode: mean}\n"
                           "  - {name: s, op: sigmoid}\n  - {name: out, op: mul, inputs: [input, s]}"),
     "reduce_channels_max": ("[9, 4, 11]", "  - {name: out, op: reduce_channels, mode: max}"),
+    "l2_normalize": ("[9, 4, 11]", "  - {name: n, op: reduce_channels, mode: l2}\n"
+                     "  - {name: e, op: clip, min: 1.0e-12}\n"
+                     "  - {name: out, op: div, inputs: [input, e]}"),
+    "div_per_channel": ("[6, 5, 7]", "  - {name: g, op: avgpool, global: true}\n"
+                        "  - {name: s, op: sigmoid}\n  - {name: out, op: div, inputs: [s, input]}"),
     "add3_relu": ("[3, 6, 5]", "  - {name: a, op: conv, out: 3, kernel: 1}\n  - {name: b, op: maxpool, input: input, kernel: 1}\n"
                                "  - {name: out, op: add, inputs: [a, b, input], relu: true}"),
     "concat_copy": ("[2, 5, 5]", "  - {name: p, op: maxpool, kernel: 3, stride: 1, pad: 1}\n"

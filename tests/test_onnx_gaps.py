@@ -550,21 +550,51 @@ class Normalized(nn.Module):
     def __init__(self, form):
         super().__init__()
         self.conv, self.form = nn.Conv2d(3, 4, 3), form
+        self.gate = nn.Conv2d(3, 1, 3)
 
     def forward(self, x):
         y = self.conv(x)
-        if self.form == "normalize":
+        if self.form == "normalize":           # ReduceL2, Clip(min=eps), Expand, Div
             return F.normalize(y, dim=1)
+        if self.form == "norm":                # an L2 norm without keepdim, unsqueezed back
+            return y.norm(dim=1).unsqueeze(1) * torch.sigmoid(self.gate(x))
+        if self.form == "divide":              # two layer outputs; a per-channel and a
+            g = torch.sigmoid(y.mean((2, 3), keepdim=True)) + 0.5     # per-pixel divisor
+            return y / g + y / (torch.sigmoid(self.gate(x)) + 0.5) + g / (torch.sigmoid(y) + 0.5)
+        if self.form == "norm_over_pixels":
+            return y.norm(dim=(2, 3), keepdim=True)
+        if self.form == "itself":
+            return y / y
         return y.sum((1, 2, 3), keepdim=True)
 
 
-def test_an_l2_normalisation_and_a_sum_over_everything_are_refused_in_one_line(tmp_path):
-    message = refusal(export(Normalized("normalize"), (3, 6, 6), tmp_path / "n.onnx"))
-    assert "node '/ReduceL2' (ReduceL2): op ReduceL2 is not supported: an L2 norm" in message
-    assert "F.normalize(x, dim=1)" in message and "\n" not in message, message
+@pytest.mark.parametrize("opset", [13, 17])
+@pytest.mark.parametrize("form", ["normalize", "norm", "divide"])
+def test_l2_norms_and_divisions_of_layer_outputs_import(form, opset, tmp_path):
+    """F.normalize(x, dim=1): reduce_channels in mode l2, a clip at eps, a div broadcast over
+    the channels; x / y of two layer outputs (one shape, a per-channel or a per-pixel divisor):
+    div layers."""
+    text, weights, graph = check_import(seeded(Normalized(form)), (3, 7, 6), tmp_path,
+                                        opset=opset)
+    ops = ops_of(text)
+    if form != "divide":
+        assert "reduce_channels" in ops and "mode: l2" in text, text
+    if form != "norm":
+        assert "div" in ops, text
+    if opset == 13:
+        on_host(graph, weights, _x((3, 7, 6)), tmp_path)
+
+
+def test_other_l2_norms_a_sum_over_everything_and_self_division_are_refused_in_one_line(
+        tmp_path):
+    message = refusal(export(Normalized("norm_over_pixels"), (3, 6, 6), tmp_path / "n.onnx"))
+    assert "node '/ReduceL2' (ReduceL2), attribute 'axes'" in message, message
+    assert "only over the channels" in message and "\n" not in message, message
     message = refusal(export(Normalized("sum"), (3, 6, 6), tmp_path / "s.onnx"))
     assert "node '/ReduceSum' (ReduceSum), attribute 'axes'" in message, message
     assert "got axes [1, 2, 3]" in message and "\n" not in message, message
+    message = refusal(export(Normalized("itself"), (3, 6, 6), tmp_path / "i.onnx"))
+    assert "divides a tensor by itself" in message and "\n" not in message, message
 
 
 class Stepped(nn.Module):

@@ -1,6 +1,8 @@
-"""`add` and `mul` of tensors of one shape, where an operand may also be a per-channel C x 1 x 1
-tensor broadcast over the pixels (a squeeze-and-excitation block's scale) or a 1 x H x W one
-broadcast over the channels (a spatial attention map, as in CBAM). The fuse_add pass
+"""`add`, `mul` and `div` of tensors of one shape, where an operand may also be a per-channel
+C x 1 x 1 tensor broadcast over the pixels (a squeeze-and-excitation block's scale) or a
+1 x H x W one broadcast over the channels (a spatial attention map, as in CBAM; the L2 norm
+F.normalize divides by). `div` is inputs[0] / inputs[1], IEEE division as in PyTorch (x / 0 is
+inf, 0 / 0 NaN). The fuse_add pass
 moves a skip add of same-shaped tensors into the epilogue of the kernel that produces one of
 its operands where it can (activations are in activation.py)."""
 from __future__ import annotations
@@ -45,6 +47,11 @@ def mul(attrs, inputs, params):
     return (inputs[0] * inputs[1]).astype(np.float32, copy=False)
 
 
+def div(attrs, inputs, params):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (inputs[0] / inputs[1]).astype(np.float32, copy=False)
+
+
 def torch_add(torch, attrs, args, params):
     y = args[0]
     for other in args[1:]:
@@ -59,7 +66,7 @@ def lower(ctx, node):
     reads = [f"__ldg({ref.var} + n * {ref.var.upper()}_IMAGE + "
              f"{index[broadcast(ctx.graph[name].type, node.type)]})"
              for ref, name in zip(ctx.inputs(node), node.inputs)]
-    symbol = " + " if node.op == "add" else " * "
+    symbol = {"add": " + ", "mul": " * ", "div": " / "}[node.op]
     return ctx.kernel(node, "eltwise.cu.j2", ctx.grid(ctx.pixels(node) * node.type.channels),
                       ctx.consts(node), {"kind": node.op, "expr": symbol.join(reads)})
 
@@ -73,5 +80,10 @@ OPS = [
                       "relu": Field("bool", default=False)},
            elementwise_shape("mul"), mul, lower,
            lambda torch, a, args, p: args[0] * args[1], flops=lambda a, i, o: o.numel,
+           epilogues=("activation",)),
+    OpInfo("div", 2, {"inputs": Field("refs", required=True),
+                      "relu": Field("bool", default=False)},
+           elementwise_shape("div"), div, lower,
+           lambda torch, a, args, p: args[0] / args[1], flops=lambda a, i, o: o.numel,
            epilogues=("activation",)),
 ]

@@ -1,6 +1,7 @@
-"""Reductions over the channels of each pixel: `reduce_channels` with `mode: mean` or `max`
-(PyTorch's x.mean(1, keepdim=True) and x.amax(1, keepdim=True), as in CBAM's spatial
-attention): a C,H,W tensor to 1,H,W."""
+"""Reductions over the channels of each pixel: `reduce_channels` with `mode: mean`, `max` or
+`l2` (PyTorch's x.mean(1, keepdim=True) and x.amax(1, keepdim=True), as in CBAM's spatial
+attention, and x.norm(dim=1, keepdim=True), the L2 norm F.normalize divides by): a C,H,W tensor
+to 1,H,W."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,7 @@ import numpy as np
 from ..ir.graph import TensorType
 from .base import Field, OpInfo, ShapeError
 
-FIELDS = {"mode": Field("choice", required=True, choices=("mean", "max")),
+FIELDS = {"mode": Field("choice", required=True, choices=("mean", "max", "l2")),
           "input": Field("ref")}
 
 
@@ -22,11 +23,16 @@ def reduce_channels(attrs, inputs, params):
     x = inputs[0]
     if attrs["mode"] == "max":
         return x.max(axis=1, keepdims=True).astype(np.float32)
+    if attrs["mode"] == "l2":
+        x = x.astype(np.float64)
+        return np.sqrt((x * x).sum(axis=1, keepdims=True)).astype(np.float32)
     return x.astype(np.float64).mean(axis=1, keepdims=True).astype(np.float32)
 
 
 def torch_reduce(torch, attrs, args, params):
     x = args[0]
+    if attrs["mode"] == "l2":
+        return torch.linalg.vector_norm(x, 2, dim=1, keepdim=True)
     return x.amax(1, keepdim=True) if attrs["mode"] == "max" else x.mean(1, keepdim=True)
 
 
@@ -38,5 +44,6 @@ def lower(ctx, node):
 
 OPS = [
     OpInfo("reduce_channels", 1, FIELDS, shape, reduce_channels, lower, torch_reduce,
-           flops=lambda a, i, o: i[0].numel, epilogues=("activation",)),
+           flops=lambda a, i, o: i[0].numel * (2 if a["mode"] == "l2" else 1),
+           epilogues=("activation",)),
 ]

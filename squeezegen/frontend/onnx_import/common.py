@@ -21,7 +21,7 @@ SUPPORTED_OPS = ("Conv", "ConvTranspose", "Relu", "MaxPool", "AveragePool", "Glo
                  "Sub", "Div", "Elu", "Gelu", "Softplus", "Mish", "Erf", "DepthToSpace", "Split",
                  "Upsample", "PRelu", "InstanceNormalization", "Transpose",
                  "LayerNormalization", "Pow", "Sqrt", "Expand", "Neg", "Tile", "Selu", "Celu",
-                 "Softsign", "Abs", "Log", "Gather")
+                 "Softsign", "Abs", "Log", "Gather", "ReduceL2")
 
 
 # Why an op the importer refuses arrives, where the exporter makes it from something familiar.
@@ -40,10 +40,6 @@ UNSUPPORTED_HINTS: dict[str, str] = {
                  "MaxPool's indices say it came from, and squeezegen has no layer that "
                  "scatters by computed indices; upsample with a ConvTranspose or a Resize "
                  "instead",
-    "ReduceL2": "an L2 norm (x.norm(dim=1), F.normalize(x, dim=1)) divides by the square root "
-                "of a computed sum, and squeezegen has no layer for a square root or a "
-                "division by a layer output; export the network up to the tensor it normalises "
-                "and normalise that output yourself",
 }
 
 # What a channels-last tensor (x.permute(0, 2, 3, 1)) may flow through before the permute back.

@@ -279,7 +279,7 @@ class Importer(OpMapping, ConstantFolding, YamlWriting):
                    "Resize": self.map_resize, "Upsample": self.map_upsample,
                    "Pad": self.map_pad,
                    "ReduceMean": self.map_reduce, "ReduceMax": self.map_reduce,
-                   "ReduceSum": self.map_reduce,
+                   "ReduceSum": self.map_reduce, "ReduceL2": self.map_reduce,
                    "Sigmoid": self.map_activation, "HardSigmoid": self.map_activation,
                    "HardSwish": self.map_activation, "Tanh": self.map_activation,
                    "Elu": self.map_activation, "Gelu": self.map_activation,

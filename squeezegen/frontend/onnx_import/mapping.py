@@ -354,9 +354,13 @@ class OpMapping:
         and W alone (x.mean(3, keepdim=True)): a pool of kernel 1 x W (H x 1). Over the
         channels (x.mean(1, keepdim=True), CBAM's spatial attention): reduce_channels; without
         keepdims its H x W, for an Unsqueeze back or a Flatten. A ReduceSum is the mean times
-        the number of values summed (an affine layer)."""
+        the number of values summed (an affine layer). ReduceL2 over the channels (x.norm(dim=1,
+        keepdim=True), inside F.normalize(x, dim=1)): reduce_channels in mode l2."""
         x = self.tensor(node, channels_last=True)
         axes, keep = self.reduce_axes(node, len(x.shape) + 1)
+        if node.op_type == "ReduceL2":
+            self.map_channel_norm(node, x, axes, keep)
+            return
         op = "maxpool" if node.op_type == "ReduceMax" else "avgpool"
         mode = "max" if node.op_type == "ReduceMax" else "mean"
         if x.channels_last:
@@ -404,6 +408,16 @@ class OpMapping:
                                   f"{'none (all of them)' if axes is None else axes}", "axes")
         self.add_reduction(node, op, {"global": True}, x, (c, 1, 1), node.output[0],
                            (c, 1, 1) if keep else (c,))
+
+    def map_channel_norm(self, node, x: _Value, axes, keep: int) -> None:
+        """ReduceL2 over the channels of an image (axes [1]): reduce_channels in mode l2, its
+        1 x H x W (without keepdims, H x W for an Unsqueeze back or a Flatten)."""
+        if x.channels_last or axes != [1] or len(x.sg) != 3 or x.shape != x.sg:
+            raise self.fail(node, "an L2 norm is imported only over the channels of an N, C, H, "
+                                  f"W image (axes [1]), got axes {axes}", "axes")
+        sg = (1,) + tuple(x.sg[1:])
+        self.add_reduction(node, "reduce_channels", {"mode": "l2"}, x, sg, node.output[0],
+                           sg if keep else sg[1:])
 
     def match_two_step_reduction(self, first, x: _Value, axis: int, keep: int) -> bool:
         """A reduction over H or W (`axis` of image `x`) read only by the same reduction over
@@ -776,8 +790,7 @@ class OpMapping:
         if node.op_type == "Sub":                       # a - b: add(a, affine(b) = -b)
             self.map_binary(node, "add", negate_second=True)
             return
-        raise self.fail(node, "divides two layer outputs; squeezegen's Div takes a layer output "
-                              "and a constant (one number or one per channel)")
+        self.map_binary(node, "div")                    # a / b of two layer outputs
 
     def is_scalar(self, name: str, value: float) -> bool:
         """Tensor `name` is a constant holding one number, `value` (to 1e-6 of it)."""
@@ -1141,7 +1154,7 @@ class OpMapping:
         per-pixel [N, 1, H, W] one (a spatial attention map), broadcast over the channels.
         `negate_second`: a Sub, a + (-1 * b), the -1 an affine layer on b."""
         self.attrs(node, ())
-        verb = {"add": "adds", "mul": "multiplies"}[op]
+        verb = {"add": "adds", "mul": "multiplies", "div": "divides"}[op]
         if len(node.input) != 2:
             raise self.fail(node, f"expected two inputs, got {len(node.input)}")
         for i, name in enumerate(node.input):
@@ -1160,7 +1173,8 @@ class OpMapping:
             b = self.values[node.output[0] + ":negated"]
         if node.input[0] == node.input[1] or a.layer == b.layer:
             itself = "subtracts a tensor from itself" if negate_second else {
-                "add": "adds a tensor to itself", "mul": "multiplies a tensor by itself"}[op]
+                "add": "adds a tensor to itself", "mul": "multiplies a tensor by itself",
+                "div": "divides a tensor by itself"}[op]
             raise self.fail(node, f"{itself}; squeezegen's {op} needs two different layers")
         big, small = (a, b) if len(a.shape) >= len(b.shape) and math.prod(a.shape) >= \
             math.prod(b.shape) else (b, a)
@@ -1394,7 +1408,8 @@ class OpMapping:
         readers = self.data_consumers(node.output[0])
         for r in readers:
             other = self.other_input(r, node.output[0]) if len(r.input) == 2 else None
-            if r.op_type in ("Add", "Mul") and other is not None and other not in self.values:
+            if r.op_type in ("Add", "Mul", "Div") and other is not None \
+                    and other not in self.values:
                 self.expand_checks.append((node, r, other, out))   # mapped later in the file
                 continue
             self.check_expand_reader(node, r, other, out)
@@ -1447,10 +1462,11 @@ class OpMapping:
         return out
 
     def check_expand_reader(self, node, reader, other, out: tuple) -> None:
-        """Refuse Expand `node` unless `reader` is an Add or Mul whose other operand, `other`,
+        """Refuse Expand `node` unless `reader` is an Add, Mul or Div whose other operand, `other`,
         has the expanded shape `out` (so that it broadcasts by itself)."""
         v = self.values.get(other)
-        if reader.op_type not in ("Add", "Mul") or v is None or (self.batch,) + v.shape != out:
+        if reader.op_type not in ("Add", "Mul", "Div") or v is None \
+                or (self.batch,) + v.shape != out:
             x = self.values[node.input[0]]
             raise self.fail(node, f"expands [N, {', '.join(map(str, x.shape))}] to "
                                   f"{list(out)} for a {reader.op_type} (node "

@@ -105,7 +105,7 @@ class YamlWriting:
         for i in keep:
             layer = self.layers[i]
             items = [f"name: {_yaml_scalar(layer.name)}", f"op: {layer.op}"]
-            if layer.op in ("add", "mul", "concat"):
+            if layer.op in ("add", "mul", "div", "concat"):
                 items.append("inputs: [" + ", ".join(_yaml_scalar(name_of(j))
                                                      for j in layer.inputs) + "]")
             elif layer.inputs[0] != previous:
