@@ -247,6 +247,8 @@ def torch_module(graph, weights: dict):
                                     count_include_pad=a.get("count_include_pad", True))
             if node.op == "mul":
                 return args[0] * args[1]
+            if node.op == "div":
+                return args[0] / args[1]
             if node.op == "resize":
                 return _resize(torch, x, a)
             if node.op == "add":
@@ -262,6 +264,8 @@ def torch_module(graph, weights: dict):
                 return F.linear(torch.flatten(x, 1), self._p(node, "weight"),
                                 self._p(node, "bias"))
             if node.op == "reduce_channels":
+                if a["mode"] == "l2":
+                    return torch.linalg.vector_norm(x, 2, dim=1, keepdim=True)
                 return x.amax(1, keepdim=True) if a["mode"] == "max" else x.mean(1, keepdim=True)
             if node.op == "groupnorm":
                 return F.group_norm(x, a["groups"], self._p(node, "weight") if a["affine"]

@@ -138,14 +138,14 @@ def random_model(seed: int, wide: bool = False) -> str:
         if shapes[last] is None or len(shapes[last]) != 3:
             return
         c, h, w = shapes[last]
-        if attention_rng.random() < 0.04:        # CBAM's spatial attention: channel mean and
-            mode = attention_rng.choice(["mean", "max"])      # max, a 1-channel gate, a mul
+        if attention_rng.random() < 0.04:        # CBAM's spatial attention: channel mean,
+            mode = attention_rng.choice(["mean", "max", "l2"])   # max or norm, a 1-channel
             emit(f"{last}_cr", f"op: reduce_channels, input: {last}, mode: {mode}", (1, h, w),
-                 [last])
+                 [last])                                         # gate, a mul, add or div
             emit(f"{last}_sg", f"op: sigmoid, input: {last}_cr", (1, h, w), [f"{last}_cr"])
-            op = attention_rng.choice(["mul", "add"])
-            emit(f"{last}_sa", f"op: {op}, inputs: [{last}_sg, {last}]", (c, h, w),
-                 [last, f"{last}_sg"])
+            op = attention_rng.choice(["mul", "add", "div"])
+            pair = f"{last}, {last}_sg" if op == "div" else f"{last}_sg, {last}"  # by the gate
+            emit(f"{last}_sa", f"op: {op}, inputs: [{pair}]", (c, h, w), [last, f"{last}_sg"])
             return
         if crop_rng.random() < 0.04 and h > 3 and w > 3:   # rows and columns cropped
             sides = [crop_rng.randint(0, (h if i % 2 == 0 else w) // 3) for i in range(4)]
