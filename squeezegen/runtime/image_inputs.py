@@ -20,7 +20,7 @@ import io
 import numpy as np
 
 from ..codegen.emit import environment
-from ..errors import GPUError, InputError
+from ..errors import InputError
 from ..ops.activation import c_float
 from ..segmentation.bilinear8 import axis_table, resize, vertical_first
 from ..segmentation.slots import fits, input_view, slot_bytes
@@ -42,11 +42,17 @@ def render(network: str, shape: tuple, mean, std) -> str:
         std=[c_float(v) for v in np.ravel(std)])
 
 
+def jpeg_of(image) -> tuple | None:
+    """An `images` entry's JPEG (its bytes, its draft scale) when its slot holds a JPEG file's
+    bytes (an entry of four), else None."""
+    return image[3] if image is not None and len(image) > 3 else None
+
+
 def tables(images: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kernel's tables for one batch. images: per slot None (ready) or (source height,
-    source width, box (top, left, height, width)[, jpeg]). Returns meta (int32, slots x 10), taps (int32,
-    3 an output row or column: first source pixel, count, first weight) and weights (int32);
-    an axis table that several images share is there once."""
+    source width, box (top, left, height, width)[, jpeg]). Returns meta (int32, slots x 10),
+    taps (int32, 3 an output row or column: first source pixel, count, first weight) and
+    weights (int32); an axis table that several images share is there once."""
     meta = np.zeros((max(1, len(images)), META), np.int32)
     taps, weights, where = [], [], {}
     n_taps = n_weights = 0
@@ -99,8 +105,8 @@ def inputs_on_cpu(slots: np.ndarray, images: list, shape: tuple, mean: np.ndarra
             x[i] = input_view(slots[i], shape)
             continue
         src_h, src_w, (top, left, bh, bw) = image[:3]
-        if len(image) > 3:                      # a JPEG's bytes: decoded as the CPU would
-            pixels = decode_jpeg_slot(slots[i], image[3], (src_h, src_w))
+        if jpeg_of(image):                      # a JPEG's bytes: decoded as the CPU would
+            pixels = decode_jpeg_slot(slots[i], jpeg_of(image), (src_h, src_w))
         else:
             pixels = slots[i, :src_h * src_w * c].reshape(src_h, src_w, c)
         resized = resize(pixels, bh, bw).transpose(2, 0, 1).astype(np.float32)
@@ -151,14 +157,13 @@ class ImageInputs:
             if not (bh >= 1 and bw >= 1 and 0 <= top <= height - bh and 0 <= left <= width - bw):
                 raise InputError(f"box {tuple(image[2])} (top, left, height, width) is not inside "
                                  f"the {height} x {width} input")
-        for image in images:
-            if image is not None and len(image) > 3 and (
-                    self.shape[0] != 3 or not 0 < image[3][0] <= self.slot_bytes
-                    or image[3][1] not in (1, 2, 4, 8)):
-                raise InputError(f"a JPEG slot of {image[3]} (bytes, scale) for a "
+        for jpeg in filter(None, map(jpeg_of, images)):
+            if self.shape[0] != 3 or not 0 < jpeg[0] <= self.slot_bytes or \
+                    jpeg[1] not in (1, 2, 4, 8):
+                raise InputError(f"a JPEG slot of {jpeg} (bytes, scale) for a "
                                  f"{self.shape[0]}-channel input of {self.slot_bytes}-byte slots")
         used = [self._ready_bytes if image is None else
-                0 if len(image) > 3 else image[0] * image[1] * self.shape[0]
+                0 if jpeg_of(image) else image[0] * image[1] * self.shape[0]
                 for image in images]
         return tables(images) + (used, images)
 
@@ -176,8 +181,7 @@ class ImageInputs:
                                       stream)
         for dst, src in zip(d_tables, (meta, taps, weights)):
             drv.memcpy_htod_async(dst, src, stream)
-        jpegs = [(i, image) for i, image in enumerate(images)
-                 if image is not None and len(image) > 3]
+        jpegs = [(i, image) for i, image in enumerate(images) if jpeg_of(image)]
         if jpegs:
             self._decode_jpegs(drv, stream, buffers, slots, int(d_slots), jpegs)
         return (d_slots, *d_tables)

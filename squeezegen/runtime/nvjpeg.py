@@ -3,15 +3,15 @@ through ctypes: no build step, and nothing is needed where it is absent (`availa
 why). Its hardware backend uses the JPEG engines of the A100, H100 and H200 (NVJPG), so the
 CPU only reads the files' bytes.
 
-    decoder = JpegDecoder(device=0)            # in a thread where the device's context is current
-    infos = [decoder.info(data) for data in files]          # None: not for the GPU's decoder
-    decoder.decode(files, [(d_ptr, pitch), ...], stream_handle, scales=[1, 2, ...])
+    decoder = JpegDecoder(max_batch=32)   # in a thread where the GPU's context is current
+    decoder.decode(files, [(d_ptr, pitch), ...], stream_handle, 3, scales=[1, 2, ...])
 
 Images decode into caller-owned device memory as interleaved RGB (or grey) bytes, each at a
 scale of 1, 1/2, 1/4 or 1/8 (`images.scaled_size`: ceil of the size over the scale, as libjpeg's
 DCT scaling and Pillow's `draft` give). What the hardware backend does not take (progressive
-or arithmetic-coded JPEGs, 4:1:1 chroma, CMYK) `info` turns away, and the caller decodes those
-on the CPU. Like Pillow, it leaves an EXIF orientation alone: pixels come as stored.
+or arithmetic-coded JPEGs, 4:1:1 chroma, CMYK) the caller keeps for the CPU: `segment`'s
+workers choose on the CPU (`images.gpu_jpeg`); `info` asks nvJPEG itself (the probe and the
+tests). Like Pillow, it leaves an EXIF orientation alone: pixels come as stored.
 """
 from __future__ import annotations
 
@@ -170,6 +170,7 @@ class JpegDecoder:
             self.close()
             raise
         self._initialized = None             # (batch, output format) of the last initialise
+        self._params_set = [None] * max_batch   # (output format, scale) each params holds
 
     def engines(self) -> tuple[int, int]:
         """(JPEG engines, cores per engine) of this GPU."""
@@ -215,10 +216,13 @@ class JpegDecoder:
             raise GPUError(f"nvJPEG: {n} images for a decoder of batch {self.max_batch}")
         scales = scales or [1] * n
         fmt = OUTPUT_RGBI if channels == 3 else OUTPUT_Y
-        for p, scale in zip(self.params, scales):
-            check(self.lib.nvjpegDecodeParamsSetOutputFormat(p, fmt), "setting the format")
-            check(self.lib.nvjpegDecodeParamsSetScaleFactor(p, SCALE_CODES[scale]),
-                  "setting the scale")
+        for k, scale in enumerate(scales):          # each image's parameters, where they change
+            if self._params_set[k] != (fmt, scale):
+                p = self.params[k]
+                check(self.lib.nvjpegDecodeParamsSetOutputFormat(p, fmt), "setting the format")
+                check(self.lib.nvjpegDecodeParamsSetScaleFactor(p, SCALE_CODES[scale]),
+                      "setting the scale")
+                self._params_set[k] = (fmt, scale)
         if self._initialized != (n, fmt):
             check(self.lib.nvjpegDecodeBatchedInitialize(self.handle, self.state, n, 1, fmt),
                   "initialising a batch")
@@ -226,7 +230,6 @@ class JpegDecoder:
         images = (Image * n)()
         for image, (pointer, pitch) in zip(images, destinations):
             image.channel[0], image.pitch[0] = int(pointer), int(pitch)
-        keep = [d for d in datas if isinstance(d, bytes)]          # alive during the call
         where = [(ctypes.cast(ctypes.c_char_p(d), ctypes.c_void_p).value, len(d))
                  if isinstance(d, bytes) else (int(d[0]), int(d[1])) for d in datas]
         status = self.lib.nvjpegDecodeBatchedEx(
@@ -234,7 +237,6 @@ class JpegDecoder:
             (ctypes.c_size_t * n)(*(length for _, length in where)), images,
             (ctypes.c_void_p * n)(*(p.value for p in self.params[:n])),
             ctypes.c_void_p(int(stream_handle)))
-        del keep
         if status != 0:
             self._initialized = None       # a failed batch needs initialising again
         check(status, "decoding a batch")

@@ -1149,9 +1149,10 @@ class OpMapping:
         return np.broadcast_to(c.astype(np.float64).reshape(-1), (channels,)).copy()
 
     def map_binary(self, node, op: str, negate_second: bool = False):
-        """Add or Mul of two layer outputs of one shape, or of a tensor and a per-channel
+        """Add, Mul or Div of two layer outputs of one shape, or of a tensor and a per-channel
         [N, C, 1, 1] one (a squeeze-and-excitation scale), broadcast over the pixels, or a
-        per-pixel [N, 1, H, W] one (a spatial attention map), broadcast over the channels.
+        per-pixel [N, 1, H, W] one (a spatial attention map, an L2 norm), broadcast over the
+        channels; either operand may be the broadcast one (a Div keeps their order).
         `negate_second`: a Sub, a + (-1 * b), the -1 an affine layer on b."""
         self.attrs(node, ())
         verb = {"add": "adds", "mul": "multiplies", "div": "divides"}[op]
